@@ -1,0 +1,846 @@
+//! Pipeline configuration: one TOML file per site (`pipelines/<site>.toml`), parsed once into these
+//! types and validated. Every error names the file and the key (`cameras[1].rules[0].threshold`).
+//!
+//! Relative paths inside a pipeline file (sources, privacy masks, model dir, data dir) are resolved
+//! against the directory that holds the pipeline file, as Cargo does for `Cargo.toml`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::privacy::{self, NormPoint, Polygon, PrivacyMask};
+
+/// A configuration problem: the file it is in, the key, and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.problem)
+        }
+    }
+}
+
+/// All problems found in one pipeline file (validation does not stop at the first).
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub site: SiteConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub clip: ClipConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub publish: PublishConfig,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[site]`: where the cameras are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site id, used in NATS subjects and object keys: `[A-Za-z0-9_-]+`.
+    pub id: String,
+    /// Human-readable name of the premises.
+    #[serde(default)]
+    pub name: String,
+    /// Local time offset written next to UTC in events, e.g. "+08:00" (China Standard Time).
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
+}
+
+fn default_utc_offset() -> String {
+    "+08:00".into()
+}
+
+/// `[worker]`: this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Worker id written into every event (default: the host name).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Local state: outbox, clip scratch files. Default `vigil-data` beside the pipelines/ folder.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("../vigil-data")
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// `[models]`: which vendored models to run, and where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder holding `<id>.toml` manifests and the ONNX files.
+    #[serde(default = "default_models_dir")]
+    pub dir: PathBuf,
+    /// Face detector model id (manifest `models/<id>.toml`).
+    #[serde(default = "default_face_model")]
+    pub face: String,
+    /// Mask classifier model id.
+    #[serde(default = "default_mask_model")]
+    pub mask: String,
+    /// Execution providers in order of preference: "tensorrt", "cuda", "cpu". CPU is always the
+    /// fallback; a GPU provider that is not available is logged and skipped.
+    #[serde(default = "default_eps")]
+    pub execution_providers: Vec<String>,
+    /// ONNX Runtime intra-op threads per model (spinning is always off: see NOTES-deps).
+    #[serde(default = "default_threads")]
+    pub intra_threads: usize,
+    /// Path of libonnxruntime.so; default: $ORT_DYLIB_PATH, then .deps/onnxruntime/.
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
+}
+
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("../models")
+}
+fn default_face_model() -> String {
+    "centerface".into()
+}
+fn default_mask_model() -> String {
+    "mask-classifier-mobilenetv2".into()
+}
+fn default_eps() -> Vec<String> {
+    vec!["cpu".into()]
+}
+fn default_threads() -> usize {
+    1
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_models_dir(),
+            face: default_face_model(),
+            mask: default_mask_model(),
+            execution_providers: default_eps(),
+            intra_threads: default_threads(),
+            ort_library: None,
+        }
+    }
+}
+
+/// `[analysis]`: the decoded frames the models see.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Analysis frames per second (frames above this rate are dropped before conversion).
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Width of analysis frames in pixels; height follows the source's aspect ratio.
+    #[serde(default = "default_width")]
+    pub width: u32,
+    /// Frames waiting for analysis per camera; when full, new frames are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_fps() -> f64 {
+    5.0
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_queue() -> usize {
+    2
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            fps: default_fps(),
+            width: default_width(),
+            queue: default_queue(),
+        }
+    }
+}
+
+/// `[clip]`: evidence clips.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipConfig {
+    /// Seconds of video before the violating frame.
+    #[serde(default = "default_roll")]
+    pub pre_roll_s: f64,
+    /// Seconds of video after the violating frame.
+    #[serde(default = "default_roll")]
+    pub post_roll_s: f64,
+    /// Clips encoded at the same time (each uses about one core with x264).
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent: usize,
+    /// JPEG quality of snapshots.
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: u8,
+    /// x264 quantizer for the re-encoded clip (lower is better quality, bigger files).
+    #[serde(default = "default_quantizer")]
+    pub quantizer: u32,
+}
+
+fn default_roll() -> f64 {
+    5.0
+}
+fn default_concurrent() -> usize {
+    1
+}
+fn default_jpeg_quality() -> u8 {
+    90
+}
+fn default_quantizer() -> u32 {
+    23
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self {
+            pre_roll_s: default_roll(),
+            post_roll_s: default_roll(),
+            max_concurrent: default_concurrent(),
+            jpeg_quality: default_jpeg_quality(),
+            quantizer: default_quantizer(),
+        }
+    }
+}
+
+/// `[store]`: where artifacts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A local directory (relative to the pipeline file) or an object_store URL: `s3://bucket/prefix`,
+    /// `file:///abs/path`, `memory:///`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    /// object_store options, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
+    /// better taken from the environment (`AWS_ACCESS_KEY_ID`, ...), which is also read.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_store_url() -> String {
+    "../vigil-data/store".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[publish]`: where events go.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// NATS server URL, e.g. "nats://127.0.0.1:4222". Without it events only go to the outbox file
+    /// and the log.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// JetStream stream name (created when missing, subjects `vigil.>`).
+    #[serde(default)]
+    pub stream: Option<String>,
+}
+
+/// `[[cameras]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Camera id, used in NATS subjects and object keys: `[A-Za-z0-9_-]+`.
+    pub id: String,
+    /// Where the camera is (free text, written into events).
+    #[serde(default)]
+    pub location: String,
+    /// `rtsp://...`, or a file path (relative to the pipeline file) / `file://` URL.
+    pub source: String,
+    /// File sources: start again at the end instead of ending.
+    #[serde(default, rename = "loop")]
+    pub loop_file: bool,
+    /// File sources: play at the file's own pace (as a camera would). `false` replays as fast as
+    /// analysis allows and analyses every frame at the analysis rate (replay for tuning, tests).
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+    /// RTSP transport: "tcp" (default) or "udp".
+    #[serde(default = "default_transport")]
+    pub rtsp_transport: String,
+    /// Decoder element, or "auto": a hardware decoder when present, else avdec_h264.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// Privacy mask file (polygons blacked out before analysis and in every stored pixel).
+    #[serde(default)]
+    pub privacy_mask: Option<PathBuf>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_transport() -> String {
+    "tcp".into()
+}
+fn default_decoder() -> String {
+    "auto".into()
+}
+
+/// `[[cameras.rules]]`, selected by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleConfig {
+    NoMask(NoMaskRule),
+}
+
+impl RuleConfig {
+    pub fn id(&self) -> &str {
+        match self {
+            RuleConfig::NoMask(r) => &r.id,
+        }
+    }
+}
+
+/// Rule `no_mask`: a tracked face whose no-mask probability is ≥ `threshold` inside `zone` in at
+/// least `min_hits` of its last `window` analysed frames fires once per track; after a fire the
+/// rule stays quiet on this camera for `cooldown_s`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoMaskRule {
+    #[serde(default = "default_no_mask_id")]
+    pub id: String,
+    /// Minimum no-mask probability (classifier output 1) for a frame to count as a hit.
+    #[serde(default = "default_no_mask_threshold")]
+    pub threshold: f32,
+    /// Face detector score threshold (CenterFace heatmap).
+    #[serde(default = "default_face_threshold")]
+    pub face_threshold: f32,
+    /// Faces whose box is smaller than this (shorter side, analysis-frame pixels) are ignored.
+    #[serde(default = "default_min_face")]
+    pub min_face_px: f32,
+    /// N of N-of-M.
+    #[serde(default = "default_min_hits")]
+    pub min_hits: usize,
+    /// M of N-of-M.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Quiet period after a fire, per camera.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_s: f64,
+    /// Polygon in normalised [0,1] coordinates; a face counts when its centre is inside.
+    /// Default: the whole frame.
+    #[serde(default)]
+    pub zone: Option<Vec<[f64; 2]>>,
+    /// Severity written into events ("minor", "major", ...).
+    #[serde(default = "default_severity")]
+    pub severity: String,
+}
+
+fn default_no_mask_id() -> String {
+    "no_mask".into()
+}
+fn default_no_mask_threshold() -> f32 {
+    0.7
+}
+fn default_face_threshold() -> f32 {
+    0.5
+}
+fn default_min_face() -> f32 {
+    24.0
+}
+fn default_min_hits() -> usize {
+    3
+}
+fn default_window() -> usize {
+    5
+}
+fn default_cooldown() -> f64 {
+    60.0
+}
+fn default_severity() -> String {
+    "minor".into()
+}
+
+/// Where a camera's stream comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Rtsp {
+        url: String,
+        tcp: bool,
+    },
+    File {
+        path: PathBuf,
+        looping: bool,
+        realtime: bool,
+    },
+}
+
+/// A camera ready to run: config plus resolved source, mask and zone.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub id: String,
+    pub location: String,
+    pub source: Source,
+    pub decoder: String,
+    pub mask: Option<PrivacyMask>,
+    pub no_mask: Option<(NoMaskRule, Option<Polygon>)>,
+}
+
+/// The validated pipeline: everything resolved, nothing left to check at run time.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub raw: PipelineFile,
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub store_url: String,
+    pub cameras: Vec<Camera>,
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parses a UTC offset like "+08:00" into seconds east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60 && h.to_string().len() <= 2).then_some(sign * (h * 3600 + m * 60))
+}
+
+impl Pipeline {
+    /// Reads, parses and validates a pipeline file, including the privacy-mask files it names.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
+        let err = |key: &str, problem: String| ConfigError {
+            file: path.to_path_buf(),
+            key: key.into(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![err("", format!("cannot read pipeline file: {e}"))]))?;
+        let raw: PipelineFile = toml::from_str(&text).map_err(|e| {
+            let key = toml_error_key(&text, &e);
+            ConfigErrors(vec![err(&key, e.message().to_string())])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut errors = Vec::new();
+        if !valid_id(&raw.site.id) {
+            errors.push(err(
+                "site.id",
+                format!(
+                    "{:?} must be 1-64 characters of A-Z a-z 0-9 - _",
+                    raw.site.id
+                ),
+            ));
+        }
+        if parse_utc_offset(&raw.site.utc_offset).is_none() {
+            errors.push(err(
+                "site.utc_offset",
+                format!("{:?} is not an offset like \"+08:00\"", raw.site.utc_offset),
+            ));
+        }
+        let a = &raw.analysis;
+        if !(a.fps > 0.0 && a.fps <= 60.0) {
+            errors.push(err("analysis.fps", format!("{} must be in (0, 60]", a.fps)));
+        }
+        if !(64..=3840).contains(&a.width) || a.width % 2 != 0 {
+            errors.push(err(
+                "analysis.width",
+                format!("{} must be an even number in [64, 3840]", a.width),
+            ));
+        }
+        if a.queue == 0 || a.queue > 64 {
+            errors.push(err(
+                "analysis.queue",
+                format!("{} must be in [1, 64]", a.queue),
+            ));
+        }
+        let c = &raw.clip;
+        for (k, v) in [
+            ("clip.pre_roll_s", c.pre_roll_s),
+            ("clip.post_roll_s", c.post_roll_s),
+        ] {
+            if !(0.0..=120.0).contains(&v) {
+                errors.push(err(k, format!("{v} must be in [0, 120] seconds")));
+            }
+        }
+        if c.max_concurrent == 0 {
+            errors.push(err("clip.max_concurrent", "must be at least 1".into()));
+        }
+        if !(1..=100).contains(&c.jpeg_quality) {
+            errors.push(err(
+                "clip.jpeg_quality",
+                format!("{} must be in [1, 100]", c.jpeg_quality),
+            ));
+        }
+        if c.quantizer > 51 {
+            errors.push(err(
+                "clip.quantizer",
+                format!("{} must be in [0, 51]", c.quantizer),
+            ));
+        }
+        for (i, ep) in raw.models.execution_providers.iter().enumerate() {
+            if !["cpu", "cuda", "tensorrt"].contains(&ep.as_str()) {
+                errors.push(err(
+                    &format!("models.execution_providers[{i}]"),
+                    format!("{ep:?} is not one of \"tensorrt\", \"cuda\", \"cpu\""),
+                ));
+            }
+        }
+        if raw.models.intra_threads == 0 || raw.models.intra_threads > 64 {
+            errors.push(err("models.intra_threads", "must be in [1, 64]".into()));
+        }
+        if raw.cameras.is_empty() {
+            errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
+        }
+
+        let mut cameras = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in raw.cameras.iter().enumerate() {
+            let k = |f: &str| format!("cameras[{i}].{f}");
+            if !valid_id(&cam.id) {
+                errors.push(err(
+                    &k("id"),
+                    format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", cam.id),
+                ));
+            } else if !seen.insert(cam.id.clone()) {
+                errors.push(err(
+                    &k("id"),
+                    format!("camera id {:?} is used twice", cam.id),
+                ));
+            }
+            let tcp = match cam.rtsp_transport.as_str() {
+                "tcp" => true,
+                "udp" => false,
+                other => {
+                    errors.push(err(
+                        &k("rtsp_transport"),
+                        format!("{other:?} must be \"tcp\" or \"udp\""),
+                    ));
+                    true
+                }
+            };
+            let source = if cam.source.starts_with("rtsp://") || cam.source.starts_with("rtsps://")
+            {
+                Source::Rtsp {
+                    url: cam.source.clone(),
+                    tcp,
+                }
+            } else {
+                let p = cam.source.strip_prefix("file://").unwrap_or(&cam.source);
+                if p.contains("://") {
+                    errors.push(err(
+                        &k("source"),
+                        format!(
+                            "{:?}: only rtsp:// URLs and files are supported",
+                            cam.source
+                        ),
+                    ));
+                }
+                let path = resolve(Path::new(p));
+                if !path.is_file() {
+                    errors.push(err(
+                        &k("source"),
+                        format!("file {} does not exist", path.display()),
+                    ));
+                }
+                Source::File {
+                    path,
+                    looping: cam.loop_file,
+                    realtime: cam.realtime,
+                }
+            };
+            let mask = match &cam.privacy_mask {
+                None => None,
+                Some(p) => match PrivacyMask::load(&resolve(p)) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        errors.push(err(&k("privacy_mask"), e.to_string()));
+                        None
+                    }
+                },
+            };
+            let mut no_mask = None;
+            for (j, rule) in cam.rules.iter().enumerate() {
+                let rk = |f: &str| format!("cameras[{i}].rules[{j}].{f}");
+                match rule {
+                    RuleConfig::NoMask(r) => {
+                        if no_mask.is_some() {
+                            errors
+                                .push(err(&rk("kind"), "only one no_mask rule per camera".into()));
+                        }
+                        for (f, v) in [
+                            ("threshold", r.threshold),
+                            ("face_threshold", r.face_threshold),
+                        ] {
+                            if !(0.0..=1.0).contains(&v) {
+                                errors.push(err(&rk(f), format!("{v} must be in [0, 1]")));
+                            }
+                        }
+                        if !(0.0..=4096.0).contains(&r.min_face_px) {
+                            errors.push(err(
+                                &rk("min_face_px"),
+                                format!("{} must be in [0, 4096]", r.min_face_px),
+                            ));
+                        }
+                        if r.window == 0 || r.window > 100 {
+                            errors.push(err(
+                                &rk("window"),
+                                format!("{} must be in [1, 100]", r.window),
+                            ));
+                        }
+                        if r.min_hits == 0 || r.min_hits > r.window {
+                            errors.push(err(
+                                &rk("min_hits"),
+                                format!("{} must be in [1, window = {}]", r.min_hits, r.window),
+                            ));
+                        }
+                        if !(0.0..=86400.0).contains(&r.cooldown_s) {
+                            errors.push(err(
+                                &rk("cooldown_s"),
+                                format!("{} must be in [0, 86400]", r.cooldown_s),
+                            ));
+                        }
+                        if !valid_id(&r.id) {
+                            errors.push(err(
+                                &rk("id"),
+                                format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", r.id),
+                            ));
+                        }
+                        let zone = match &r.zone {
+                            None => None,
+                            Some(pts) => {
+                                let pts: Vec<NormPoint> =
+                                    pts.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
+                                match privacy::validate_polygon(&pts) {
+                                    Ok(()) => Some(Polygon {
+                                        name: format!("{}.zone", r.id),
+                                        points: pts,
+                                    }),
+                                    Err(problem) => {
+                                        errors.push(err(&rk("zone"), problem));
+                                        None
+                                    }
+                                }
+                            }
+                        };
+                        no_mask = Some((r.clone(), zone));
+                    }
+                }
+            }
+            cameras.push(Camera {
+                id: cam.id.clone(),
+                location: cam.location.clone(),
+                source,
+                decoder: cam.decoder.clone(),
+                mask,
+                no_mask,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let store_url = if raw.store.url.contains("://") {
+            raw.store.url.clone()
+        } else {
+            resolve(Path::new(&raw.store.url))
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(Pipeline {
+            file: path.to_path_buf(),
+            data_dir: resolve(&raw.worker.data_dir),
+            models_dir: resolve(&raw.models.dir),
+            store_url,
+            cameras,
+            raw,
+        })
+    }
+
+    pub fn utc_offset_s(&self) -> i32 {
+        parse_utc_offset(&self.raw.site.utc_offset).unwrap_or(0)
+    }
+
+    pub fn worker_id(&self) -> String {
+        self.raw.worker.id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "worker".into())
+        })
+    }
+}
+
+/// Turns a toml parse error's span into the dotted key path at that place, so that an unknown key
+/// reads `cameras[0].rules[0].treshold` rather than a line number alone.
+fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    // Find the table header the error is under, and count array-of-tables occurrences.
+    let mut header = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut header_idx: BTreeMap<String, usize> = BTreeMap::new();
+    for line in before.lines() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]")) {
+            let h = h.trim().to_string();
+            let n = counts.entry(h.clone()).or_insert(0);
+            header_idx.insert(h.clone(), *n);
+            *n += 1;
+            // a new parent element resets its children's counts
+            let prefix = format!("{h}.");
+            counts.retain(|k, _| !k.starts_with(&prefix));
+            header = h;
+        } else if let Some(h) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            header = h.trim().to_string();
+        }
+    }
+    let mut path = String::new();
+    let mut acc = String::new();
+    for part in header.split('.').filter(|p| !p.is_empty()) {
+        if !acc.is_empty() {
+            acc.push('.');
+        }
+        acc.push_str(part);
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(part);
+        if let Some(i) = header_idx.get(&acc) {
+            path.push_str(&format!("[{i}]"));
+        }
+    }
+    let field = text[span.start.min(text.len())..span.end.min(text.len())]
+        .trim()
+        .trim_matches('"');
+    let field_ok = !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = match (path.is_empty(), field_ok) {
+        (true, true) => field.to_string(),
+        (false, true) => format!("{path}.{field}"),
+        (_, false) => path,
+    };
+    format!(
+        "line {line_no}{}{key}",
+        if key.is_empty() { "" } else { ", " }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("+08:00"), Some(8 * 3600));
+        assert_eq!(parse_utc_offset("-05:30"), Some(-(5 * 3600 + 1800)));
+        assert_eq!(parse_utc_offset("08:00"), None);
+        assert_eq!(parse_utc_offset("+8"), None);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.mp4", "x");
+        let p = write(
+            d.path(),
+            "site.toml",
+            "[site]\nid = \"s\"\n[[cameras]]\nid = \"c\"\nsource = \"a.mp4\"\n[[cameras.rules]]\nkind = \"no_mask\"\ntreshold = 0.5\n",
+        );
+        let e = Pipeline::load(&p).unwrap_err().to_string();
+        assert!(e.contains("site.toml"), "{e}");
+        assert!(e.contains("cameras[0].rules[0].treshold"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "site.toml",
+            "[site]\nid = \"bad site\"\n[analysis]\nfps = 0\n[[cameras]]\nid = \"c\"\nsource = \"missing.mp4\"\n\
+             [[cameras.rules]]\nkind = \"no_mask\"\nthreshold = 1.5\nmin_hits = 6\nzone = [[0,0],[2,0],[1,1]]\n",
+        );
+        let e = Pipeline::load(&p).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "site.id",
+            "analysis.fps",
+            "cameras[0].source",
+            "cameras[0].rules[0].threshold",
+            "cameras[0].rules[0].min_hits",
+            "cameras[0].rules[0].zone",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+}

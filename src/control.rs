@@ -1,0 +1,354 @@
+//! Control: wires the stages for every camera of a pipeline and runs them until the sources end or
+//! a shutdown is requested.
+//!
+//! Per camera: one ingest thread (GStreamer pipeline lifecycle, reconnects) and one analysis thread
+//! (privacy mask → detect → track → rules). Models are loaded once and shared. Violations start a
+//! clip collection on the camera's ring; finished clips go to the evidence stage (tokio tasks,
+//! at most `clip.max_concurrent` encodes at once), which stores and publishes.
+//!
+//! Shutdown (SIGINT/SIGTERM): stop intake, hand over clips in flight (post-roll cut short and marked
+//! so), finish encoding and storing them, flush the outbox to NATS as far as it allows, exit 0.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use crate::config::{Camera, Pipeline};
+use crate::detect::{Models, RuntimeOptions};
+use crate::evidence::{self, EvidenceContext, ModelFacts, RuleFacts, Violation, WorkerFacts};
+use crate::ingest::{self, CameraEnd, CameraStats, ClipSource, EncodedRing};
+use crate::privacy::MaskRaster;
+use crate::publish::Publisher;
+use crate::rules::NoMaskState;
+use crate::store::Store;
+
+/// What a run did, per camera and in total.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub cameras: BTreeMap<String, CameraSummary>,
+    pub events: u64,
+    pub evidence_failures: u64,
+    pub unpublished: usize,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CameraSummary {
+    pub end: String,
+    pub encoded_frames: u64,
+    pub analysis_frames: u64,
+    pub analysed: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub violations: u64,
+}
+
+impl RunSummary {
+    pub fn failed_cameras(&self) -> Vec<(&String, &CameraSummary)> {
+        self.cameras
+            .iter()
+            .filter(|(_, c)| c.end.starts_with("failed"))
+            .collect()
+    }
+}
+
+type EvidenceJob = (Violation, ClipSource);
+
+struct AnalysisCtx {
+    cam: Camera,
+    site: String,
+    models: Option<Arc<Mutex<Models>>>,
+    ring: Arc<Mutex<EncodedRing>>,
+    stats: Arc<CameraStats>,
+    evidence: mpsc::UnboundedSender<EvidenceJob>,
+    epoch: chrono::DateTime<Utc>,
+    pre: Duration,
+    post: Duration,
+    violations: Arc<AtomicU64>,
+}
+
+fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>) {
+    let mut raster: Option<MaskRaster> = None;
+    let mut state = ctx.cam.no_mask.clone().map(|(r, z)| NoMaskState::new(r, z));
+    let mut errors = 0u64;
+    while let Ok(mut frame) = frames.recv() {
+        if let Some(mask) = &ctx.cam.mask {
+            if raster
+                .as_ref()
+                .is_none_or(|r| r.width != frame.width || r.height != frame.height)
+            {
+                raster = Some(mask.raster(frame.width, frame.height));
+            }
+            let stride = frame.stride();
+            raster
+                .as_ref()
+                .expect("raster")
+                .apply_rgb(&mut frame.data, stride);
+        }
+        let (Some(st), Some(models)) = (state.as_mut(), ctx.models.as_ref()) else {
+            ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let result = {
+            let mut m = models.lock().expect("models lock");
+            m.face
+                .detect(&frame, st.rule.face_threshold)
+                .and_then(|faces| {
+                    let faces = st.eligible(&faces, frame.width, frame.height);
+                    let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+                    m.mask.no_mask_prob(&frame, &boxes).map(|p| (faces, p))
+                })
+        };
+        ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
+        let (faces, probs) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                errors += 1;
+                if errors <= 3 || errors.is_power_of_two() {
+                    tracing::error!(camera = %ctx.cam.id, error = %e, errors, "inference failed on a frame");
+                }
+                continue;
+            }
+        };
+        let Some(fire) = st.update(frame.pts, &faces, &probs) else {
+            continue;
+        };
+        let evidence_id = ulid::Ulid::new().to_string();
+        ctx.violations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            camera = %ctx.cam.id, rule = %fire.rule_id, evidence_id = %evidence_id,
+            stream_time_s = fire.pts.as_secs_f64(),
+            faces = fire.faces.len(),
+            no_mask_prob = fire.faces.iter().find(|f| f.trigger).map(|f| f.no_mask_prob).unwrap_or_default(),
+            "violation"
+        );
+        let v = Violation {
+            evidence_id,
+            site: ctx.site.clone(),
+            camera: ctx.cam.id.clone(),
+            location: ctx.cam.location.clone(),
+            rule: RuleFacts {
+                id: st.rule.id.clone(),
+                kind: "no_mask",
+                severity: st.rule.severity.clone(),
+                params: serde_json::to_value(&st.rule).unwrap_or_default(),
+            },
+            faces: fire.faces,
+            trigger_pts: fire.pts,
+            stream_epoch: ctx.epoch,
+            analysis_size: (frame.width, frame.height),
+            pre_roll: ctx.pre,
+            post_roll: ctx.post,
+        };
+        let tx = ctx.evidence.clone();
+        let (start, end) = (fire.pts.saturating_sub(ctx.pre), fire.pts + ctx.post);
+        ctx.ring.lock().expect("ring").start_clip(
+            start,
+            end,
+            Box::new(move |clip| {
+                let _ = tx.send((v, clip));
+            }),
+        );
+    }
+}
+
+/// Runs the pipeline until every source has ended or `shutdown` is set.
+pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
+    let started = Instant::now();
+    let raw = &p.raw;
+    std::fs::create_dir_all(&p.data_dir)
+        .with_context(|| format!("data dir {}", p.data_dir.display()))?;
+    let scratch = p.data_dir.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let store = Store::open(&p.store_url, &raw.store.options)?;
+    let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+    let publisher =
+        Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream).await?);
+    tracing::info!(
+        pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
+        nats = raw.publish.nats_url.as_deref().unwrap_or("none (outbox file only)"),
+        outbox = %publisher.outbox_path.display(), "vigil run starting"
+    );
+
+    let needs_models = p.cameras.iter().any(|c| c.no_mask.is_some());
+    let models = if needs_models {
+        let dir = p.models_dir.clone();
+        let m = raw.models.clone();
+        let opts = RuntimeOptions {
+            execution_providers: m.execution_providers.clone(),
+            intra_threads: m.intra_threads,
+            ort_library: m.ort_library.clone(),
+        };
+        let loaded =
+            tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, &opts))
+                .await??;
+        Some(Arc::new(Mutex::new(loaded)))
+    } else {
+        None
+    };
+    let model_facts: Vec<ModelFacts> = models
+        .as_ref()
+        .map(|m| {
+            m.lock()
+                .expect("models")
+                .infos()
+                .into_iter()
+                .map(|i| ModelFacts {
+                    id: i.id,
+                    sha256: i.sha256,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);
+    let post = Duration::from_secs_f64(raw.clip.post_roll_s);
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<EvidenceJob>();
+    let mut camera_threads = Vec::new();
+    let mut analysis_threads = Vec::new();
+    let mut per_cam = Vec::new();
+    for cam in &p.cameras {
+        let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(3))));
+        let stats = Arc::new(CameraStats::default());
+        let violations = Arc::new(AtomicU64::new(0));
+        let (ftx, frx) = sync_channel(raw.analysis.queue);
+        let ctx = AnalysisCtx {
+            cam: cam.clone(),
+            site: raw.site.id.clone(),
+            models: models.clone(),
+            ring: ring.clone(),
+            stats: stats.clone(),
+            evidence: ev_tx.clone(),
+            epoch: Utc::now(),
+            pre,
+            post,
+            violations: violations.clone(),
+        };
+        analysis_threads.push(
+            std::thread::Builder::new()
+                .name(format!("analyse-{}", cam.id))
+                .spawn(move || analysis_loop(ctx, frx))?,
+        );
+        let (c, a, r, s, sd) = (
+            cam.clone(),
+            raw.analysis,
+            ring.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
+        camera_threads.push((
+            cam.id.clone(),
+            std::thread::Builder::new()
+                .name(format!("ingest-{}", cam.id))
+                .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd))?,
+        ));
+        per_cam.push((cam.id.clone(), stats, violations));
+    }
+    drop(ev_tx);
+
+    // evidence stage
+    let ctx = Arc::new(EvidenceContext {
+        store,
+        publisher: publisher.clone(),
+        models: model_facts,
+        worker: WorkerFacts {
+            id: p.worker_id(),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        utc_offset_s: p.utc_offset_s(),
+        jpeg_quality: raw.clip.jpeg_quality,
+        quantizer: raw.clip.quantizer,
+        scratch,
+    });
+    let masks: BTreeMap<String, Option<crate::privacy::PrivacyMask>> = p
+        .cameras
+        .iter()
+        .map(|c| (c.id.clone(), c.mask.clone()))
+        .collect();
+    let limit = Arc::new(tokio::sync::Semaphore::new(raw.clip.max_concurrent));
+    let evidence_task = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some((v, clip)) = ev_rx.recv().await {
+            let (ctx, limit) = (ctx.clone(), limit.clone());
+            let mask = masks.get(&v.camera).cloned().flatten();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore");
+                let (id, cam) = (v.evidence_id.clone(), v.camera.clone());
+                match evidence::produce(&ctx, v, clip, mask).await {
+                    Ok(e) => {
+                        tracing::info!(camera = %cam, evidence_id = %id, clip_s = e.clip.duration_s, frames = e.clip.frames, "evidence stored");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(camera = %cam, evidence_id = %id, error = format!("{e:#}"), "evidence item FAILED; nothing published for it");
+                        false
+                    }
+                }
+            });
+        }
+        let (mut ok, mut failed) = (0u64, 0u64);
+        while let Some(r) = tasks.join_next().await {
+            if r.unwrap_or(false) {
+                ok += 1
+            } else {
+                failed += 1
+            }
+        }
+        (ok, failed)
+    });
+
+    // wait for ingest to end
+    let mut ends = BTreeMap::new();
+    for (id, t) in camera_threads {
+        let end = tokio::task::spawn_blocking(move || t.join()).await?;
+        let end = match end {
+            Ok(e) => e,
+            Err(_) => CameraEnd::Failed("ingest thread panicked".into()),
+        };
+        match &end {
+            CameraEnd::Failed(why) => tracing::error!(camera = %id, error = %why, "camera FAILED"),
+            e => tracing::info!(camera = %id, end = ?e, "camera finished"),
+        }
+        ends.insert(id, end);
+    }
+    for t in analysis_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await?;
+    }
+    let (events, evidence_failures) = evidence_task.await?;
+    let unpublished = publisher.flush(Duration::from_secs(10)).await;
+    if unpublished > 0 {
+        tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
+    }
+    let mut summary = RunSummary {
+        events,
+        evidence_failures,
+        unpublished,
+        ..Default::default()
+    };
+    for (id, stats, violations) in per_cam {
+        let end = match ends.remove(&id) {
+            Some(CameraEnd::Failed(why)) => format!("failed: {why}"),
+            Some(CameraEnd::Ended) => "ended".into(),
+            _ => "stopped".into(),
+        };
+        summary.cameras.insert(
+            id,
+            CameraSummary {
+                end,
+                encoded_frames: stats.encoded_frames.load(Ordering::Relaxed),
+                analysis_frames: stats.analysis_offered.load(Ordering::Relaxed),
+                analysed: stats.analysed.load(Ordering::Relaxed),
+                dropped: stats.analysis_dropped.load(Ordering::Relaxed),
+                reconnects: stats.reconnects.load(Ordering::Relaxed),
+                violations: violations.load(Ordering::Relaxed),
+            },
+        );
+    }
+    tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "vigil run finished");
+    Ok(summary)
+}

@@ -1,0 +1,317 @@
+//! Privacy masks: polygons in normalised [0,1] image coordinates, one file per camera in
+//! `privacy-masks/`. A mask is applied to every analysis frame before inference and burnt into every
+//! stored pixel (clip frames and snapshots), so masked areas never reach a model or the store.
+//!
+//! Masks and zones are different things: a *mask* removes pixels (privacy, JS 17/19); a *zone*
+//! (in a rule) only says where a detection counts. Both use [`Polygon`].
+//!
+//! File format (TOML):
+//! ```toml
+//! [[polygons]]
+//! name = "window"                                  # optional, used in messages
+//! points = [[0.0, 0.0], [0.3, 0.0], [0.3, 0.4]]    # x, y in [0, 1]; at least 3 points
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A point in normalised image coordinates: (0,0) top-left, (1,1) bottom-right.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct NormPoint {
+    pub x: f64,
+    pub y: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polygon {
+    pub name: String,
+    pub points: Vec<NormPoint>,
+}
+
+impl Polygon {
+    /// Even-odd point-in-polygon test in normalised coordinates.
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        let p = &self.points;
+        let mut inside = false;
+        let mut j = p.len() - 1;
+        for i in 0..p.len() {
+            let (a, b) = (p[i], p[j]);
+            if (a.y > y) != (b.y > y) && x < (b.x - a.x) * (y - a.y) / (b.y - a.y) + a.x {
+                inside = !inside;
+            }
+            j = i;
+        }
+        inside
+    }
+
+    /// Pixel spans `[x0, x1)` covered in row `row` of a `w`×`h` image (pixel centres sampled).
+    fn row_spans(&self, row: u32, w: u32, h: u32, out: &mut Vec<(u32, u32)>) {
+        let y = (row as f64 + 0.5) / h as f64;
+        let mut xs: Vec<f64> = Vec::new();
+        let p = &self.points;
+        let mut j = p.len() - 1;
+        for i in 0..p.len() {
+            let (a, b) = (p[i], p[j]);
+            if (a.y > y) != (b.y > y) {
+                xs.push((b.x - a.x) * (y - a.y) / (b.y - a.y) + a.x);
+            }
+            j = i;
+        }
+        xs.sort_by(f64::total_cmp);
+        for pair in xs.chunks_exact(2) {
+            // pixel x is inside when its centre (x+0.5)/w lies in [pair0, pair1)
+            let x0 = (pair[0] * w as f64 - 0.5).ceil().max(0.0) as u32;
+            let x1 = ((pair[1] * w as f64 - 0.5).ceil().max(0.0) as u32).min(w);
+            if x1 > x0 {
+                out.push((x0, x1));
+            }
+        }
+    }
+}
+
+/// Checks a polygon: at least 3 points, every coordinate finite and in [0, 1].
+pub fn validate_polygon(points: &[NormPoint]) -> Result<(), String> {
+    if points.len() < 3 {
+        return Err(format!(
+            "a polygon needs at least 3 points, this one has {}",
+            points.len()
+        ));
+    }
+    for (i, p) in points.iter().enumerate() {
+        if !(p.x.is_finite()
+            && p.y.is_finite()
+            && (0.0..=1.0).contains(&p.x)
+            && (0.0..=1.0).contains(&p.y))
+        {
+            return Err(format!("point {i} [{}, {}] is outside [0, 1]", p.x, p.y));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaskFile {
+    #[serde(default)]
+    polygons: Vec<PolygonDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolygonDef {
+    #[serde(default)]
+    name: Option<String>,
+    points: Vec<[f64; 2]>,
+}
+
+/// A camera's privacy mask as loaded from its file: id (file stem), SHA-256 of the file bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacyMask {
+    pub id: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub polygons: Vec<Polygon>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error("privacy mask file {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("privacy mask file {path}: {problem}")]
+    Parse { path: PathBuf, problem: String },
+    #[error("privacy mask file {path}: polygon {index} ({name}): {problem}")]
+    Polygon {
+        path: PathBuf,
+        index: usize,
+        name: String,
+        problem: String,
+    },
+}
+
+impl PrivacyMask {
+    pub fn load(path: &Path) -> Result<PrivacyMask, MaskError> {
+        let bytes = std::fs::read(path).map_err(|source| MaskError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&bytes);
+        let file: MaskFile = toml::from_str(&text).map_err(|e| MaskError::Parse {
+            path: path.into(),
+            problem: e.message().to_string(),
+        })?;
+        let mut polygons = Vec::new();
+        for (index, def) in file.polygons.into_iter().enumerate() {
+            let name = def.name.unwrap_or_else(|| format!("#{index}"));
+            let points: Vec<NormPoint> = def
+                .points
+                .iter()
+                .map(|p| NormPoint { x: p[0], y: p[1] })
+                .collect();
+            validate_polygon(&points).map_err(|problem| MaskError::Polygon {
+                path: path.into(),
+                index,
+                name: name.clone(),
+                problem,
+            })?;
+            polygons.push(Polygon { name, points });
+        }
+        Ok(PrivacyMask {
+            id: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.into(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            polygons,
+        })
+    }
+
+    /// Rasterises the mask for one frame size. Done once per size, then applied per frame.
+    pub fn raster(&self, width: u32, height: u32) -> MaskRaster {
+        MaskRaster::new(&self.polygons, width, height)
+    }
+}
+
+/// A mask rasterised for one frame size: per row, sorted disjoint pixel spans to black out.
+#[derive(Debug, Clone)]
+pub struct MaskRaster {
+    pub width: u32,
+    pub height: u32,
+    rows: Vec<Vec<(u32, u32)>>,
+}
+
+impl MaskRaster {
+    pub fn new(polygons: &[Polygon], width: u32, height: u32) -> MaskRaster {
+        let mut rows = Vec::with_capacity(height as usize);
+        let mut spans = Vec::new();
+        for y in 0..height {
+            spans.clear();
+            for p in polygons {
+                p.row_spans(y, width, height, &mut spans);
+            }
+            spans.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::new();
+            for &(a, b) in &spans {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            rows.push(merged);
+        }
+        MaskRaster {
+            width,
+            height,
+            rows,
+        }
+    }
+
+    /// True when no pixel is masked.
+    pub fn is_empty(&self) -> bool {
+        self.rows.iter().all(Vec::is_empty)
+    }
+
+    pub fn covers(&self, x: u32, y: u32) -> bool {
+        self.rows
+            .get(y as usize)
+            .is_some_and(|r| r.iter().any(|&(a, b)| x >= a && x < b))
+    }
+
+    /// Blacks out masked pixels of a packed RGB image (`stride` bytes per row).
+    pub fn apply_rgb(&self, data: &mut [u8], stride: usize) {
+        for (y, spans) in self.rows.iter().enumerate() {
+            let row = &mut data[y * stride..];
+            for &(a, b) in spans {
+                row[a as usize * 3..b as usize * 3].fill(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn square(x0: f64, y0: f64, x1: f64, y1: f64) -> Polygon {
+        Polygon {
+            name: "sq".into(),
+            points: vec![
+                NormPoint { x: x0, y: y0 },
+                NormPoint { x: x1, y: y0 },
+                NormPoint { x: x1, y: y1 },
+                NormPoint { x: x0, y: y1 },
+            ],
+        }
+    }
+
+    #[test]
+    fn raster_covers_exactly_the_square() {
+        let r = MaskRaster::new(&[square(0.25, 0.5, 0.75, 1.0)], 8, 4);
+        for y in 0..4 {
+            for x in 0..8 {
+                assert_eq!(
+                    r.covers(x, y),
+                    (2..6).contains(&x) && y >= 2,
+                    "pixel {x},{y}"
+                );
+            }
+        }
+        let mut img = vec![255u8; 8 * 4 * 3];
+        r.apply_rgb(&mut img, 24);
+        assert_eq!(img.iter().filter(|&&v| v == 0).count(), 4 * 2 * 3);
+    }
+
+    #[test]
+    fn overlapping_polygons_merge_and_triangle_contains() {
+        let r = MaskRaster::new(
+            &[square(0.0, 0.0, 0.5, 1.0), square(0.25, 0.0, 0.75, 1.0)],
+            100,
+            10,
+        );
+        assert!(r.covers(0, 5) && r.covers(74, 5) && !r.covers(75, 5));
+        let tri = Polygon {
+            name: "t".into(),
+            points: vec![
+                NormPoint { x: 0.0, y: 0.0 },
+                NormPoint { x: 1.0, y: 0.0 },
+                NormPoint { x: 0.0, y: 1.0 },
+            ],
+        };
+        assert!(tri.contains(0.2, 0.2));
+        assert!(!tri.contains(0.8, 0.8));
+    }
+
+    #[test]
+    fn invalid_polygons_name_file_and_polygon() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cam.toml");
+        std::fs::write(
+            &p,
+            "[[polygons]]\nname = \"door\"\npoints = [[0,0],[1.2,0],[1,1]]\n",
+        )
+        .unwrap();
+        let e = PrivacyMask::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("cam.toml") && e.contains("door") && e.contains("outside [0, 1]"),
+            "{e}"
+        );
+        std::fs::write(&p, "[[polygons]]\npoints = [[0,0],[1,0]]\n").unwrap();
+        let e = PrivacyMask::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("polygon 0") && e.contains("at least 3 points"),
+            "{e}"
+        );
+        let e = PrivacyMask::load(&d.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("missing.toml") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Publish stage: evidence events leave through a local outbox, then NATS JetStream.
+//!
+//! Every event is first appended to `<data_dir>/outbox.jsonl` and fsync'd (an append-only log:
+//! one JSON object a line; simple to inspect with `tail`, and ordered). When NATS is configured, a
+//! background task publishes each event to JetStream on `vigil.evidence.<site>.<camera>` with
+//! `Nats-Msg-Id` = evidence id, waits for the stream's ack, then appends the id to
+//! `outbox.acked`. Events not yet acked when the worker stops are published on the next start
+//! (JetStream drops the duplicate by message id). Without NATS the outbox file and the log are the
+//! destination.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify, mpsc};
+
+/// One line of the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub subject: String,
+    pub payload: serde_json::Value,
+}
+
+struct Files {
+    outbox: std::fs::File,
+}
+
+pub struct Publisher {
+    files: Mutex<Files>,
+    queue: Option<mpsc::UnboundedSender<OutboxEntry>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    drained: Arc<Notify>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub outbox_path: PathBuf,
+}
+
+fn append_line(f: &mut std::fs::File, line: &str) -> std::io::Result<()> {
+    f.write_all(line.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_data()
+}
+
+/// Reads the outbox and returns the entries not yet acknowledged, in order.
+pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
+    let acked: HashSet<String> = std::fs::read_to_string(dir.join("outbox.acked"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let text = std::fs::read_to_string(dir.join("outbox.jsonl")).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<OutboxEntry>(line) {
+            Ok(e) if !acked.contains(&e.id) => out.push(e),
+            Ok(_) => {}
+            // a torn last line from a crash mid-write: the event was not acknowledged to anyone
+            Err(e) => tracing::warn!(line = i + 1, error = %e, "outbox: skipping unreadable line"),
+        }
+    }
+    Ok(out)
+}
+
+impl Publisher {
+    pub async fn start(data_dir: &Path, nats_url: Option<&str>, stream: &str) -> Result<Publisher> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("data dir {}", data_dir.display()))?;
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.join(name))
+                .with_context(|| format!("outbox {}", data_dir.join(name).display()))
+        };
+        let files = Files {
+            outbox: open("outbox.jsonl")?,
+        };
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let drained = Arc::new(Notify::new());
+        let (queue, task) = match nats_url {
+            None => (None, None),
+            Some(url) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let backlog = unacked(data_dir)?;
+                if !backlog.is_empty() {
+                    tracing::info!(
+                        events = backlog.len(),
+                        "outbox: resending events not acknowledged before"
+                    );
+                }
+                for e in backlog {
+                    pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tx.send(e).ok();
+                }
+                let task = tokio::spawn(deliver(
+                    url.to_string(),
+                    stream.to_string(),
+                    rx,
+                    data_dir.join("outbox.acked"),
+                    pending.clone(),
+                    drained.clone(),
+                ));
+                (Some(tx), Some(task))
+            }
+        };
+        Ok(Publisher {
+            files: Mutex::new(files),
+            queue,
+            pending,
+            drained,
+            task: Mutex::new(task),
+            outbox_path: data_dir.join("outbox.jsonl"),
+        })
+    }
+
+    /// Durably records the event, then queues it for NATS (if configured).
+    pub async fn submit(&self, entry: OutboxEntry) -> Result<()> {
+        let line = serde_json::to_string(&entry)?;
+        {
+            let mut f = self.files.lock().await;
+            append_line(&mut f.outbox, &line).context("outbox: append")?;
+        }
+        tracing::info!(target: "vigil::event", evidence_id = %entry.id, subject = %entry.subject, event = %line, "evidence event");
+        if let Some(q) = &self.queue {
+            self.pending
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            q.send(entry).ok();
+        }
+        Ok(())
+    }
+
+    /// Events recorded but not yet acknowledged by JetStream.
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every queued event is acknowledged, or `deadline` passes.
+    pub async fn flush(&self, deadline: Duration) -> usize {
+        let _ = tokio::time::timeout(deadline, async {
+            while self.pending() > 0 {
+                let n = self.drained.notified();
+                if self.pending() == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), n).await;
+            }
+        })
+        .await;
+        if let Some(t) = self.task.lock().await.take() {
+            t.abort();
+        }
+        self.pending()
+    }
+}
+
+async fn deliver(
+    url: String,
+    stream: String,
+    mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
+    acked_path: PathBuf,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    drained: Arc<Notify>,
+) {
+    let client = match async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url.as_str())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %url, error = %e, "NATS: cannot connect; events stay in the outbox");
+            return;
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut stream_ready = false;
+    let mut acked = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&acked_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %acked_path.display(), error = %e, "outbox: cannot open ack log");
+            return;
+        }
+    };
+    while let Some(entry) = rx.recv().await {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if !stream_ready {
+                let cfg = async_nats::jetstream::stream::Config {
+                    name: stream.clone(),
+                    subjects: vec!["vigil.>".into()],
+                    ..Default::default()
+                };
+                match js.get_or_create_stream(cfg).await {
+                    Ok(_) => stream_ready = true,
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, error = %e, "JetStream: stream not ready")
+                    }
+                }
+            }
+            if stream_ready {
+                match publish_one(&js, &entry).await {
+                    Ok(seq) => {
+                        tracing::info!(evidence_id = %entry.id, subject = %entry.subject, stream_seq = seq, "JetStream acknowledged event");
+                        if let Err(e) = append_line(&mut acked, &entry.id) {
+                            tracing::error!(error = %e, "outbox: cannot record ack (event will be resent and deduplicated)");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(evidence_id = %entry.id, error = %e, "JetStream publish failed; retrying")
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        drained.notify_waiters();
+    }
+}
+
+async fn publish_one(js: &async_nats::jetstream::Context, e: &OutboxEntry) -> Result<u64> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", e.id.as_str());
+    let payload = Bytes::from(serde_json::to_vec(&e.payload)?);
+    let ack = tokio::time::timeout(Duration::from_secs(5), async {
+        js.publish_with_headers(e.subject.clone(), headers, payload)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .context("ack timed out")??;
+    Ok(ack.sequence)
+}
