@@ -734,9 +734,40 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return String::new();
     };
-    let before = &text[..span.start.min(text.len())];
+    let msg = e.message();
+    // The key the error is about: for an unknown field, the line that spells it (serde's span may
+    // cover the whole table); otherwise the line the span starts on.
+    let start = span.start.min(text.len());
+    let line_start = |pos: usize| text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let unknown = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next());
+    let mut pos = line_start(start);
+    if let Some(name) = unknown {
+        let mut off = pos;
+        for line in text[pos..].split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.strip_prefix(name)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+            {
+                pos = off;
+                break;
+            }
+            off += line.len();
+        }
+    }
+    let line = text[pos..].lines().next().unwrap_or("");
+    let field = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .unwrap_or("");
+    let field_ok = !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let before = &text[..pos];
     let line_no = before.matches('\n').count() + 1;
-    // Find the table header the error is under, and count array-of-tables occurrences.
+    // The table header the key is under, with array-of-tables indices.
     let mut header = String::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut header_idx: BTreeMap<String, usize> = BTreeMap::new();
@@ -747,7 +778,7 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
             let n = counts.entry(h.clone()).or_insert(0);
             header_idx.insert(h.clone(), *n);
             *n += 1;
-            // a new parent element resets its children's counts
+            // a new parent element restarts its children's numbering
             let prefix = format!("{h}.");
             counts.retain(|k, _| !k.starts_with(&prefix));
             header = h;
@@ -770,13 +801,6 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
             path.push_str(&format!("[{i}]"));
         }
     }
-    let field = text[span.start.min(text.len())..span.end.min(text.len())]
-        .trim()
-        .trim_matches('"');
-    let field_ok = !field.is_empty()
-        && field
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let key = match (path.is_empty(), field_ok) {
         (true, true) => field.to_string(),
         (false, true) => format!("{path}.{field}"),

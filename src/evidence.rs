@@ -290,7 +290,7 @@ pub fn annotate(snapshot: &RgbFrame, faces: &[TrackedFace], analysis: (u32, u32)
         a.width as f32 / analysis.0 as f32,
         a.height as f32 / analysis.1 as f32,
     );
-    let scale = ((a.height / 240).max(1)) as i64;
+    let scale = ((a.height / 180).max(2)) as i64;
     let thick = (a.height / 180).max(2);
     for f in faces {
         let b = f.bbox.scale(sx, sy);

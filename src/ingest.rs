@@ -552,7 +552,10 @@ pub fn run_camera(
             }
             (Outcome::Eos, Source::File { .. }) => break CameraEnd::Ended,
             (Outcome::Error(e), Source::File { path, .. }) => {
-                break CameraEnd::Failed(format!("file {}: {e}", path.display()));
+                break CameraEnd::Failed(format!(
+                    "file {}: cannot read it as H.264 video: {e}",
+                    path.display()
+                ));
             }
             (o, Source::Rtsp { url, .. }) => {
                 let why = match o {

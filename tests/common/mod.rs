@@ -1,0 +1,468 @@
+//! Test helpers: real servers on free loopback ports (nats-server, gst-rtsp-server, moto), the
+//! worker as a real process, and a GStreamer decoder for checking stored clips.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample(name: &str) -> PathBuf {
+    repo().join("sample-streams").join(name)
+}
+
+/// `../shared/data/<rel>`; panics with a clear message when the shared data set is missing.
+pub fn shared_data(rel: &str) -> PathBuf {
+    let p = repo().join("../shared/data").join(rel);
+    assert!(
+        p.exists(),
+        "this test needs the shared evaluation data at {} (../shared/data beside the checkout; CI always has it)",
+        p.display()
+    );
+    p
+}
+
+/// A scikit-image sample photo (public domain), from the installed scikit-image package.
+pub fn skimage_photo(name: &str) -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import skimage, os; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let p = PathBuf::from(dir).join(name);
+    assert!(
+        p.exists(),
+        "scikit-image sample photo {name} not found ({}): run .ci/install",
+        p.display()
+    );
+    p
+}
+
+fn dep_bin(name: &str) -> PathBuf {
+    let p = repo().join(".deps/bin").join(name);
+    assert!(p.exists(), "{} missing: run .ci/install", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, timeout: Duration) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < timeout,
+            "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// nats-server with JetStream on a free loopback port, stopped on drop.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(dep_bin("nats-server"))
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        wait_port(port, Duration::from_secs(10));
+        Nats {
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto (S3-compatible server) on a free loopback port, stopped on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(dep_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_port(port, Duration::from_secs(30));
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real RTSP server (gst-rtsp-server) serving a file as `/cam`, on a free loopback port.
+pub struct RtspServer {
+    pub url: String,
+    main_loop: gst::glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    pub fn serve_file(path: &Path) -> RtspServer {
+        gst::init().unwrap();
+        let launch = format!(
+            "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+            path.display()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ctx = gst::glib::MainContext::new();
+            ctx.with_thread_default(|| {
+                let main_loop = gst::glib::MainLoop::new(Some(&ctx), false);
+                let server = rtsp::RTSPServer::new();
+                server.set_address("127.0.0.1");
+                server.set_service("0");
+                let factory = rtsp::RTSPMediaFactory::new();
+                factory.set_launch(&launch);
+                factory.set_shared(true);
+                server.mount_points().unwrap().add_factory("/cam", factory);
+                let id = server.attach(Some(&ctx)).expect("attach rtsp server");
+                tx.send((server.bound_port(), main_loop.clone())).unwrap();
+                main_loop.run();
+                id.remove();
+            })
+            .unwrap();
+        });
+        let (port, main_loop) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("rtsp server up");
+        RtspServer {
+            url: format!("rtsp://127.0.0.1:{port}/cam"),
+            main_loop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `vigil` binary running a pipeline; its stderr goes to `log`.
+pub struct Worker {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn vigil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    c.env("VIGIL_LOG", "info,ort=warn").current_dir(repo());
+    c
+}
+
+impl Worker {
+    pub fn start(pipeline: &Path) -> Worker {
+        let log = pipeline.with_extension("log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = vigil()
+            .arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg(pipeline)
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("start vigil");
+        Worker { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for exit; panics (with the log) after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if t.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "vigil did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn sigterm(&self) {
+        unsafe_kill(self.child.id(), "TERM");
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let t = Instant::now();
+        while !self.log_text().contains(needle) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!(
+                    "vigil exited ({s}) before logging {needle:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "no {needle:?} in the log after {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+/// Runs `vigil` to completion and returns (exit code, stderr).
+pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
+    let mut child = vigil()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    });
+    let t = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code().unwrap_or(-1);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            panic!(
+                "vigil {args:?} did not finish within {timeout:?}: {}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, reader.join().unwrap())
+}
+
+/// A pipeline file in a fresh temp dir; `cameras` is raw TOML for the `[[cameras]]` tables.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub pipeline: PathBuf,
+}
+
+impl Site {
+    pub fn new(extra: &str, cameras: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[site]\nid = \"test-site\"\n[worker]\nid = \"test-worker\"\ndata_dir = \"data\"\n\
+             [models]\ndir = \"{models}\"\n[store]\nurl = \"store\"\n{extra}\n{cameras}",
+            models = repo().join("models").display(),
+        );
+        let pipeline = dir.path().join("site.toml");
+        std::fs::write(&pipeline, text).unwrap();
+        Site { dir, pipeline }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Events in the outbox file.
+    pub fn outbox(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("data/outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn stored(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.path("store").join(key))
+            .unwrap_or_else(|e| panic!("stored object {key}: {e}"))
+    }
+}
+
+/// A decoded RGB frame of a stored clip.
+pub struct Decoded {
+    pub pts: Duration,
+    pub duration: Duration,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl Decoded {
+    pub fn px(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y * self.width + x) as usize * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+}
+
+/// Decodes an MP4 (H.264) file into RGB frames with their timestamps.
+pub fn decode_mp4(path: &Path) -> Vec<Decoded> {
+    gst::init().unwrap();
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB,pixel-aspect-ratio=1/1 ! appsink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = p
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let b = s.buffer().unwrap();
+        let info = gstreamer_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
+        let map = b.map_readable().unwrap();
+        let (w, h, stride) = (info.width(), info.height(), info.stride()[0] as usize);
+        let mut data = Vec::with_capacity((w * h * 3) as usize);
+        for y in 0..h as usize {
+            data.extend_from_slice(&map[y * stride..y * stride + w as usize * 3]);
+        }
+        out.push(Decoded {
+            pts: Duration::from_nanos(b.pts().unwrap().nseconds()),
+            duration: Duration::from_nanos(b.duration().map(|d| d.nseconds()).unwrap_or(0)),
+            width: w,
+            height: h,
+            data,
+        });
+        if sink.is_eos() {
+            break;
+        }
+    }
+    let bus_err = p.bus().unwrap().pop_filtered(&[gst::MessageType::Error]);
+    p.set_state(gst::State::Null).unwrap();
+    assert!(
+        bus_err.is_none(),
+        "decoding {} failed: {bus_err:?}",
+        path.display()
+    );
+    out
+}
+
+pub fn decode_jpeg(bytes: &[u8]) -> image::RgbImage {
+    image::load_from_memory(bytes).unwrap().to_rgb8()
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    vigil::evidence::sha256_hex(b)
+}
+
+/// Checks that the region x ∈ [x0, x1) (fractions of the width) is black and the region left of
+/// `x_clear` is not, in any RGB image given as a pixel accessor.
+pub fn assert_masked(
+    what: &str,
+    w: u32,
+    h: u32,
+    px: impl Fn(u32, u32) -> [u8; 3],
+    x0: f64,
+    x1: f64,
+    x_clear: f64,
+) {
+    let (a, b) = (
+        (x0 * w as f64).ceil() as u32,
+        (x1 * w as f64).floor() as u32,
+    );
+    let mut worst = 0u8;
+    for y in 0..h {
+        for x in a..b {
+            worst = worst.max(*px(x, y).iter().max().unwrap());
+        }
+    }
+    assert!(
+        worst <= 24,
+        "{what}: masked region has a pixel of brightness {worst}"
+    );
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for y in 0..h {
+        for x in 0..(x_clear * w as f64) as u32 {
+            sum += px(x, y).iter().map(|&v| v as u64).sum::<u64>();
+            n += 3;
+        }
+    }
+    let mean = sum as f64 / n as f64;
+    assert!(
+        mean > 40.0,
+        "{what}: the unmasked part is dark too (mean {mean:.1})"
+    );
+}
