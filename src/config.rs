@@ -501,7 +501,7 @@ impl Pipeline {
         if !(a.fps > 0.0 && a.fps <= 60.0) {
             errors.push(err("analysis.fps", format!("{} must be in (0, 60]", a.fps)));
         }
-        if !(64..=3840).contains(&a.width) || a.width % 2 != 0 {
+        if !(64..=3840).contains(&a.width) || !a.width.is_multiple_of(2) {
             errors.push(err(
                 "analysis.width",
                 format!("{} must be an even number in [64, 3840]", a.width),

@@ -21,8 +21,8 @@ use gstreamer_video as gst_video;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::frame::{BBox, RgbFrame};
-use crate::ingest::ClipSource;
+use crate::frame::RgbFrame;
+use crate::ingest::{ClipSource, chain, make as element};
 use crate::privacy::PrivacyMask;
 use crate::rules::TrackedFace;
 
@@ -37,12 +37,6 @@ pub struct Clip {
     /// Stream time of the first and last frame kept.
     pub first_pts: Duration,
     pub last_pts: Duration,
-}
-
-fn element(name: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(name)
-        .build()
-        .map_err(|_| anyhow!("GStreamer element {name:?} is not installed"))
 }
 
 fn wait_eos(p: &gst::Pipeline, what: &str, timeout: Duration) -> Result<()> {
@@ -97,20 +91,16 @@ pub fn cut_clip(
                 .build(),
         )
         .build();
-    dec.add_many([
-        appsrc.upcast_ref(),
-        &parse,
-        &decoder,
-        &convert,
-        sink.upcast_ref(),
-    ])?;
-    gst::Element::link_many([
-        appsrc.upcast_ref(),
-        &parse,
-        &decoder,
-        &convert,
-        sink.upcast_ref(),
-    ])?;
+    chain(
+        &dec,
+        &[
+            appsrc.upcast_ref(),
+            &parse,
+            &decoder,
+            &convert,
+            sink.upcast_ref(),
+        ],
+    )?;
     dec.set_state(gst::State::Playing)?;
     // Feed from another thread: the decoder's output is pulled (bounded) here at the same time.
     let samples = src.samples.clone();
@@ -177,16 +167,8 @@ pub fn cut_clip(
         }
         let map = buf.map_readable()?;
         let stride = info.stride()[0] as usize;
-        let row = width as usize * 3;
-        let mut f = RgbFrame {
-            width,
-            height,
-            data: Vec::with_capacity(row * height as usize),
-            pts,
-        };
-        for y in 0..height as usize {
-            f.data.extend_from_slice(&map[y * stride..y * stride + row]);
-        }
+        let mut f = RgbFrame::from_rows(&map, width, height, stride, pts);
+        let row = f.stride();
         if let Some(r) = &raster {
             r.apply_rgb(&mut f.data, row);
         }
@@ -276,8 +258,10 @@ fn encoder(
     let mux = element("mp4mux")?;
     let sink = element("filesink")?;
     sink.set_property("location", out.to_string_lossy().as_ref());
-    p.add_many([src.upcast_ref(), &convert, &x264, &parse, &mux, &sink])?;
-    gst::Element::link_many([src.upcast_ref(), &convert, &x264, &parse, &mux, &sink])?;
+    chain(
+        &p,
+        &[src.upcast_ref(), &convert, &x264, &parse, &mux, &sink],
+    )?;
     p.set_state(gst::State::Playing)?;
     Ok((p, src))
 }
@@ -339,19 +323,6 @@ pub struct ClipFacts {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Detection {
-    pub track_id: u64,
-    /// Box in source (clip) pixels.
-    #[serde(rename = "box")]
-    pub bbox: BBox,
-    pub face_score: f32,
-    pub no_mask_prob: f32,
-    pub hits: usize,
-    pub window: usize,
-    pub trigger: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct RuleFacts {
     pub id: String,
     pub kind: &'static str,
@@ -391,7 +362,8 @@ pub struct EvidenceEvent {
     pub violation_time_local: String,
     pub clip: ClipFacts,
     pub artifacts: std::collections::BTreeMap<&'static str, Artifact>,
-    pub detections: Vec<Detection>,
+    /// Faces at the violating frame, boxes in source (clip) pixels.
+    pub detections: Vec<TrackedFace>,
     pub models: Vec<ModelFacts>,
     pub privacy_mask: Option<MaskFacts>,
     pub worker: WorkerFacts,
@@ -517,14 +489,9 @@ pub async fn produce(
         detections: v
             .faces
             .iter()
-            .map(|f| Detection {
-                track_id: f.track_id,
+            .map(|f| TrackedFace {
                 bbox: f.bbox.scale(sx, sy),
-                face_score: f.face_score,
-                no_mask_prob: f.no_mask_prob,
-                hits: f.hits,
-                window: f.window,
-                trigger: f.trigger,
+                ..f.clone()
             })
             .collect(),
         models: ctx.models.clone(),

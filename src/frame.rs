@@ -91,6 +91,27 @@ impl RgbFrame {
         }
     }
 
+    /// Copies an RGB image whose rows are `stride` bytes apart (GStreamer pads rows to 4 bytes).
+    pub fn from_rows(
+        src: &[u8],
+        width: u32,
+        height: u32,
+        stride: usize,
+        pts: Duration,
+    ) -> RgbFrame {
+        let row = width as usize * 3;
+        let mut data = Vec::with_capacity(row * height as usize);
+        for y in 0..height as usize {
+            data.extend_from_slice(&src[y * stride..y * stride + row]);
+        }
+        RgbFrame {
+            width,
+            height,
+            data,
+            pts,
+        }
+    }
+
     pub fn stride(&self) -> usize {
         self.width as usize * 3
     }

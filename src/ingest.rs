@@ -241,7 +241,14 @@ fn running_time(sample: &gst::Sample, ts: Option<gst::ClockTime>) -> Option<Dura
         .map(|t| Duration::from_nanos(t.nseconds()))
 }
 
-fn make(name: &str) -> Result<gst::Element> {
+/// Adds `elements` to `p` and links them in order.
+pub fn chain(p: &gst::Pipeline, elements: &[&gst::Element]) -> Result<()> {
+    p.add_many(elements.iter().copied())?;
+    gst::Element::link_many(elements.iter().copied())?;
+    Ok(())
+}
+
+pub fn make(name: &str) -> Result<gst::Element> {
     gst::ElementFactory::make(name)
         .build()
         .map_err(|_| anyhow!("GStreamer element {name:?} is not installed"))
@@ -469,17 +476,7 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
     let (w, h) = (info.width(), info.height());
     let stride = info.stride()[0] as usize;
     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-    let row = w as usize * 3;
-    let mut data = Vec::with_capacity(row * h as usize);
-    for y in 0..h as usize {
-        data.extend_from_slice(&map[y * stride..y * stride + row]);
-    }
-    let mut frame = RgbFrame {
-        width: w,
-        height: h,
-        data,
-        pts,
-    };
+    let mut frame = RgbFrame::from_rows(&map, w, h, stride, pts);
     sh.stats.analysis_offered.fetch_add(1, Ordering::Relaxed);
     loop {
         match sh.frames.try_send(frame) {

@@ -20,7 +20,8 @@ use crate::track::{IouTracker, Obs};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrackedFace {
     pub track_id: u64,
-    /// Box in analysis-frame pixels.
+    /// Box in pixels: of the analysis frame in the rule, of the clip in events.
+    #[serde(rename = "box")]
     pub bbox: BBox,
     pub face_score: f32,
     pub no_mask_prob: f32,
