@@ -66,7 +66,78 @@ pub struct PipelineFile {
     #[serde(default)]
     pub publish: PublishConfig,
     #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
+    #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[signing]`: the worker's Ed25519 key for manifests and chain checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Secret key file made by `vigil keys init` (mode 0600).
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// Make the key pair when the file does not exist (convenient for a demo; in production make
+    /// it with `vigil keys init` and register the public key with the authority).
+    #[serde(default)]
+    pub generate_if_missing: bool,
+    /// Seconds between signed chain checkpoints per camera (also written on shutdown).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_s: f64,
+}
+
+fn default_key() -> PathBuf {
+    PathBuf::from("../vigil-data/keys/signing.key")
+}
+fn default_checkpoint_interval() -> f64 {
+    300.0
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self { key: default_key(), generate_if_missing: false, checkpoint_interval_s: default_checkpoint_interval() }
+    }
+}
+
+/// `[retention]`: minimum keeping periods (JS 21, SD 17). Configurable upward only.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Evidence, warnings and raw data: at least 365 days.
+    #[serde(default = "default_evidence_days")]
+    pub evidence_days: u32,
+    /// Images that are not evidence: at least 30 days.
+    #[serde(default = "default_image_days")]
+    pub image_days: u32,
+}
+
+fn default_evidence_days() -> u32 {
+    365
+}
+fn default_image_days() -> u32 {
+    30
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { evidence_days: default_evidence_days(), image_days: default_image_days() }
+    }
+}
+
+/// `[evidence]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Store a sealed original beside each clip: the unmasked encoded video of the clip window,
+    /// muxed without re-encoding and encrypted (age format) to this recipient — the authority's
+    /// public key (`age1...`). The worker cannot decrypt it. Off when unset.
+    #[serde(default)]
+    pub seal_recipient: Option<String>,
 }
 
 /// `[site]`: where the cameras are.
@@ -259,6 +330,10 @@ pub struct StoreConfig {
     /// better taken from the environment (`AWS_ACCESS_KEY_ID`, ...), which is also read.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// S3 Object Lock (COMPLIANCE mode) on every evidence object until its retention date. The
+    /// bucket must be created with Object Lock enabled.
+    #[serde(default)]
+    pub object_lock: bool,
 }
 
 fn default_store_url() -> String {
@@ -270,6 +345,7 @@ impl Default for StoreConfig {
         Self {
             url: default_store_url(),
             options: BTreeMap::new(),
+            object_lock: false,
         }
     }
 }
@@ -296,6 +372,22 @@ pub struct CameraConfig {
     /// Where the camera is (free text, written into events).
     #[serde(default)]
     pub location: String,
+    /// Kind of place (registry). Private places are refused (JS 17, SD 5, NJ 9).
+    #[serde(default)]
+    pub location_category: LocationCategory,
+    /// Registry: date of the legal review of this camera (YYYY-MM-DD).
+    #[serde(default)]
+    pub legal_review_date: Option<String>,
+    /// Registry: date of the technical review (YYYY-MM-DD).
+    #[serde(default)]
+    pub technical_review_date: Option<String>,
+    /// Registry: reference of the installation confirmation.
+    #[serde(default)]
+    pub installation_ref: Option<String>,
+    /// Registry: date the camera was announced to the public (YYYY-MM-DD). Events are advisory
+    /// until 30 days after it (JS 13–15, 18).
+    #[serde(default)]
+    pub public_notice_date: Option<String>,
     /// `rtsp://...`, or a file path (relative to the pipeline file) / `file://` URL.
     pub source: String,
     /// File sources: start again at the end instead of ending.
@@ -326,6 +418,87 @@ fn default_transport() -> String {
 }
 fn default_decoder() -> String {
     "auto".into()
+}
+
+/// Where a camera looks. The last six are private places where monitoring is not allowed.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationCategory {
+    Kitchen,
+    FoodPreparation,
+    FoodStorage,
+    Canteen,
+    DiningArea,
+    ServingCounter,
+    Clinic,
+    Pharmacy,
+    #[default]
+    Other,
+    HotelRoom,
+    Dormitory,
+    Bath,
+    ChangingRoom,
+    Toilet,
+    NursingRoom,
+}
+
+impl LocationCategory {
+    pub fn is_private(self) -> bool {
+        matches!(
+            self,
+            Self::HotelRoom | Self::Dormitory | Self::Bath | Self::ChangingRoom | Self::Toilet | Self::NursingRoom
+        )
+    }
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+/// A camera's registry entry (DESIGN.md §2: announced and reviewed before use).
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub location_category: LocationCategory,
+    pub legal_review_date: Option<chrono::NaiveDate>,
+    pub technical_review_date: Option<chrono::NaiveDate>,
+    pub installation_ref: Option<String>,
+    pub public_notice_date: Option<chrono::NaiveDate>,
+}
+
+/// Whether a camera's events may become enforcement candidates.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Compliance {
+    /// "enforcement" or "advisory".
+    pub kind: String,
+    pub reasons: Vec<String>,
+}
+
+impl Registry {
+    /// Enforcement only when both reviews and the installation confirmation are on record and the
+    /// public notice is at least 30 days old on `day`; otherwise advisory, with the reasons.
+    pub fn compliance(&self, day: chrono::NaiveDate) -> Compliance {
+        let mut reasons = Vec::new();
+        if self.legal_review_date.is_none() {
+            reasons.push("no legal review on record".to_string());
+        }
+        if self.technical_review_date.is_none() {
+            reasons.push("no technical review on record".to_string());
+        }
+        if self.installation_ref.is_none() {
+            reasons.push("no installation confirmation on record".to_string());
+        }
+        match self.public_notice_date {
+            None => reasons.push("no public notice on record".to_string()),
+            Some(d) if day < d + chrono::Duration::days(30) => {
+                reasons.push(format!("within 30 days of the public notice of {d} (enforcement from {})", d + chrono::Duration::days(30)))
+            }
+            Some(_) => {}
+        }
+        let kind = if reasons.is_empty() { "enforcement" } else { "advisory" };
+        Compliance { kind: kind.into(), reasons }
+    }
 }
 
 /// `[[cameras.rules]]`, selected by `kind`.
@@ -422,6 +595,7 @@ pub enum Source {
 pub struct Camera {
     pub id: String,
     pub location: String,
+    pub registry: Registry,
     pub source: Source,
     pub decoder: String,
     pub mask: Option<PrivacyMask>,
@@ -435,6 +609,7 @@ pub struct Pipeline {
     pub raw: PipelineFile,
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
+    pub key_path: PathBuf,
     pub store_url: String,
     pub cameras: Vec<Camera>,
 }
@@ -548,6 +723,24 @@ impl Pipeline {
         if raw.models.intra_threads == 0 || raw.models.intra_threads > 64 {
             errors.push(err("models.intra_threads", "must be in [1, 64]".into()));
         }
+        let r = &raw.retention;
+        if r.evidence_days < 365 {
+            errors.push(err("retention.evidence_days", format!("{} is below the legal minimum of 365 days (JS 21, SD 17); it can only be raised", r.evidence_days)));
+        }
+        if r.image_days < 30 {
+            errors.push(err("retention.image_days", format!("{} is below the legal minimum of 30 days (JS 21); it can only be raised", r.image_days)));
+        }
+        if let Some(rcp) = &raw.evidence.seal_recipient
+            && rcp.parse::<age::x25519::Recipient>().is_err()
+        {
+            errors.push(err("evidence.seal_recipient", format!("{rcp:?} is not an age X25519 recipient (age1...)")));
+        }
+        if !(1.0..=86400.0).contains(&raw.signing.checkpoint_interval_s) {
+            errors.push(err("signing.checkpoint_interval_s", "must be in [1, 86400] seconds".into()));
+        }
+        if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
+            errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
+        }
         if raw.cameras.is_empty() {
             errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
         }
@@ -567,6 +760,32 @@ impl Pipeline {
                     format!("camera id {:?} is used twice", cam.id),
                 ));
             }
+            if cam.location_category.is_private() {
+                errors.push(err(
+                    &k("location_category"),
+                    format!(
+                        "{:?} is a private place; monitoring it is not allowed (JS 17, SD 5, NJ 9): remove this camera",
+                        cam.location_category.name()
+                    ),
+                ));
+            }
+            let mut date = |f: &str, v: &Option<String>| -> Option<chrono::NaiveDate> {
+                let v = v.as_ref()?;
+                match chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+                    Ok(d) => Some(d),
+                    Err(_) => {
+                        errors.push(err(&k(f), format!("{v:?} is not a date like 2026-01-31")));
+                        None
+                    }
+                }
+            };
+            let registry = Registry {
+                location_category: cam.location_category,
+                legal_review_date: date("legal_review_date", &cam.legal_review_date),
+                technical_review_date: date("technical_review_date", &cam.technical_review_date),
+                installation_ref: cam.installation_ref.clone().filter(|s| !s.trim().is_empty()),
+                public_notice_date: date("public_notice_date", &cam.public_notice_date),
+            };
             let tcp = match cam.rtsp_transport.as_str() {
                 "tcp" => true,
                 "udp" => false,
@@ -689,6 +908,7 @@ impl Pipeline {
             cameras.push(Camera {
                 id: cam.id.clone(),
                 location: cam.location.clone(),
+                registry,
                 source,
                 decoder: cam.decoder.clone(),
                 mask,
@@ -709,6 +929,7 @@ impl Pipeline {
             file: path.to_path_buf(),
             data_dir: resolve(&raw.worker.data_dir),
             models_dir: resolve(&raw.models.dir),
+            key_path: resolve(&raw.signing.key),
             store_url,
             cameras,
             raw,
@@ -843,6 +1064,34 @@ mod tests {
         assert!(e.contains("site.toml"), "{e}");
         assert!(e.contains("cameras[0].rules[0].treshold"), "{e}");
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn private_places_are_refused_and_registry_decides_enforcement() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.mp4", "x");
+        let p = write(
+            d.path(),
+            "site.toml",
+            "[site]\nid = \"s\"\n[retention]\nevidence_days = 100\n[[cameras]]\nid = \"c\"\nsource = \"a.mp4\"\nlocation_category = \"changing_room\"\n",
+        );
+        let e = Pipeline::load(&p).unwrap_err().to_string();
+        assert!(e.contains("cameras[0].location_category") && e.contains("private place"), "{e}");
+        assert!(e.contains("retention.evidence_days") && e.contains("365"), "{e}");
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let mut r = Registry {
+            location_category: LocationCategory::Kitchen,
+            legal_review_date: Some(day("2026-01-01")),
+            technical_review_date: Some(day("2026-01-02")),
+            installation_ref: Some("INST-1".into()),
+            public_notice_date: Some(day("2026-03-01")),
+        };
+        assert_eq!(r.compliance(day("2026-03-31")).kind, "enforcement");
+        let c = r.compliance(day("2026-03-30"));
+        assert_eq!(c.kind, "advisory");
+        assert!(c.reasons[0].contains("within 30 days"), "{c:?}");
+        r.technical_review_date = None;
+        assert_eq!(r.compliance(day("2027-01-01")).reasons, vec!["no technical review on record"]);
     }
 
     #[test]

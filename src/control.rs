@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 
 use crate::config::{Camera, Pipeline};
 use crate::detect::{Models, RuntimeOptions};
+use crate::chain::Chains;
 use crate::evidence::{self, EvidenceContext, ModelFacts, RuleFacts, Violation, WorkerFacts};
+use crate::manifest::Signer;
 use crate::ingest::{self, CameraEnd, CameraStats, ClipSource, EncodedRing};
 use crate::privacy::MaskRaster;
 use crate::publish::Publisher;
@@ -61,7 +63,6 @@ type EvidenceJob = (Violation, ClipSource);
 
 struct AnalysisCtx {
     cam: Camera,
-    site: String,
     models: Option<Arc<Mutex<Models>>>,
     ring: Arc<Mutex<EncodedRing>>,
     stats: Arc<CameraStats>,
@@ -69,6 +70,7 @@ struct AnalysisCtx {
     epoch: chrono::DateTime<Utc>,
     pre: Duration,
     post: Duration,
+    fps: f64,
     violations: Arc<AtomicU64>,
 }
 
@@ -76,7 +78,17 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
     let mut raster: Option<MaskRaster> = None;
     let mut state = ctx.cam.no_mask.clone().map(|(r, z)| NoMaskState::new(r, z));
     let mut errors = 0u64;
+    // frozen picture: the same frame content for two seconds of analysed frames
+    let (mut last_print, mut same) = (0u64, 0u32);
+    let frozen_after = (2.0 * ctx.fps).ceil() as u32;
     while let Ok(mut frame) = frames.recv() {
+        let print = frame.data.iter().step_by(61).fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        same = if print == last_print { same + 1 } else { 0 };
+        last_print = print;
+        if same == frozen_after {
+            tracing::warn!(camera = %ctx.cam.id, stream_time_s = frame.pts.as_secs_f64(), "frozen picture");
+            ctx.ring.lock().expect("ring").mark(frame.pts, "frozen picture".into());
+        }
         if let Some(mask) = &ctx.cam.mask {
             if raster
                 .as_ref()
@@ -129,17 +141,16 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         );
         let v = Violation {
             evidence_id,
-            site: ctx.site.clone(),
             camera: ctx.cam.id.clone(),
-            location: ctx.cam.location.clone(),
-            rule: RuleFacts {
-                id: st.rule.id.clone(),
-                kind: "no_mask",
-                severity: st.rule.severity.clone(),
-                params: serde_json::to_value(&st.rule).unwrap_or_default(),
-            },
+            rule: RuleFacts::new(
+                &st.rule.id,
+                "no_mask",
+                &st.rule.severity,
+                serde_json::to_value(&st.rule).unwrap_or_default(),
+            ),
             faces: fire.faces,
             trigger_pts: fire.pts,
+            detection_frames: fire.frames,
             stream_epoch: ctx.epoch,
             analysis_size: (frame.width, frame.height),
             pre_roll: ctx.pre,
@@ -157,6 +168,41 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
     }
 }
 
+/// Writes and publishes a checkpoint of `cam`'s chain when it has items and (unless `always`)
+/// moved since the last one.
+async fn checkpoint(
+    chains: &Chains,
+    publisher: &Publisher,
+    site: &str,
+    cam: &str,
+    written: &mut BTreeMap<String, u64>,
+    always: bool,
+) {
+    let head = match chains.head(cam).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(camera = cam, error = format!("{e:#}"), "chain: cannot read head");
+            return;
+        }
+    };
+    if head.seq == 0 || (!always && written.get(cam) == Some(&head.seq)) {
+        return;
+    }
+    match chains.checkpoint(cam).await {
+        Ok((cp, bytes)) => {
+            written.insert(cam.into(), cp.last_seq);
+            tracing::info!(camera = cam, last_seq = cp.last_seq, "chain checkpoint written");
+            let payload: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let id = format!("checkpoint-{site}-{cam}-{}-{}", cp.last_seq, cp.time_utc);
+            let entry = crate::publish::OutboxEntry { id, subject: format!("vigil.chain.{site}.{cam}"), payload };
+            if let Err(e) = publisher.submit(entry).await {
+                tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint not queued for publishing");
+            }
+        }
+        Err(e) => tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint FAILED"),
+    }
+}
+
 /// Runs the pipeline until every source has ended or `shutdown` is set.
 pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let started = Instant::now();
@@ -165,7 +211,16 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         .with_context(|| format!("data dir {}", p.data_dir.display()))?;
     let scratch = p.data_dir.join("scratch");
     std::fs::create_dir_all(&scratch)?;
-    let store = Store::open(&p.store_url, &raw.store.options)?;
+    let store = Store::open_with(&p.store_url, &raw.store.options, raw.store.object_lock)?;
+    let signer = Arc::new(if !p.key_path.exists() && raw.signing.generate_if_missing {
+        let dir = p.key_path.parent().context("signing key path has no folder")?;
+        let s = Signer::init(dir)?;
+        tracing::warn!(key = %p.key_path.display(), key_id = %s.key_id, "generated a new signing key (signing.generate_if_missing)");
+        s
+    } else {
+        Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
+    });
+    let chains = Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     let publisher =
         Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream).await?);
@@ -217,9 +272,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         let stats = Arc::new(CameraStats::default());
         let violations = Arc::new(AtomicU64::new(0));
         let (ftx, frx) = sync_channel(raw.analysis.queue);
+        let epoch_instant = Instant::now();
         let ctx = AnalysisCtx {
             cam: cam.clone(),
-            site: raw.site.id.clone(),
             models: models.clone(),
             ring: ring.clone(),
             stats: stats.clone(),
@@ -227,6 +282,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             epoch: Utc::now(),
             pre,
             post,
+            fps: raw.analysis.fps,
             violations: violations.clone(),
         };
         analysis_threads.push(
@@ -245,7 +301,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             cam.id.clone(),
             std::thread::Builder::new()
                 .name(format!("ingest-{}", cam.id))
-                .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd))?,
+                .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd, epoch_instant))?,
         ));
         per_cam.push((cam.id.clone(), stats, violations));
     }
@@ -255,37 +311,44 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let ctx = Arc::new(EvidenceContext {
         store,
         publisher: publisher.clone(),
+        chains: chains.clone(),
+        signer: signer.clone(),
         models: model_facts,
         worker: WorkerFacts {
             id: p.worker_id(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").into(),
         },
+        site: raw.site.id.clone(),
+        site_name: raw.site.name.clone(),
+        history_dir: p.data_dir.join("history"),
+        retention: raw.retention,
+        seal: raw
+            .evidence
+            .seal_recipient
+            .as_ref()
+            .map(|r| r.parse().expect("validated at load")),
         utc_offset_s: p.utc_offset_s(),
         jpeg_quality: raw.clip.jpeg_quality,
         quantizer: raw.clip.quantizer,
         scratch,
     });
-    let masks: BTreeMap<String, Option<crate::privacy::PrivacyMask>> = p
-        .cameras
-        .iter()
-        .map(|c| (c.id.clone(), c.mask.clone()))
-        .collect();
+    let cams: BTreeMap<String, Camera> = p.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
     let limit = Arc::new(tokio::sync::Semaphore::new(raw.clip.max_concurrent));
     let evidence_task = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         while let Some((v, clip)) = ev_rx.recv().await {
             let (ctx, limit) = (ctx.clone(), limit.clone());
-            let mask = masks.get(&v.camera).cloned().flatten();
+            let cam = cams.get(&v.camera).cloned().expect("camera of a violation");
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore");
-                let (id, cam) = (v.evidence_id.clone(), v.camera.clone());
-                match evidence::produce(&ctx, v, clip, mask).await {
+                let id = v.evidence_id.clone();
+                match evidence::produce(&ctx, v, clip, &cam).await {
                     Ok(e) => {
-                        tracing::info!(camera = %cam, evidence_id = %id, clip_s = e.clip.duration_s, frames = e.clip.frames, "evidence stored");
+                        tracing::info!(camera = %cam.id, evidence_id = %id, chain_seq = %e["chain"]["seq"], clip_s = %e["clip"]["duration_s"], status = %e["status"]["kind"], admissible = %e["admissibility"]["admissible"], "evidence stored");
                         true
                     }
                     Err(e) => {
-                        tracing::error!(camera = %cam, evidence_id = %id, error = format!("{e:#}"), "evidence item FAILED; nothing published for it");
+                        tracing::error!(camera = %cam.id, evidence_id = %id, error = format!("{e:#}"), "evidence item FAILED; nothing published for it");
                         false
                     }
                 }
@@ -301,6 +364,30 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         }
         (ok, failed)
     });
+
+    // signed chain checkpoints: periodically while running, and once more at the end
+    let cam_ids: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
+    let (cp_stop_tx, mut cp_stop) = tokio::sync::watch::channel(false);
+    let cp_task = {
+        let (chains, publisher, ids) = (chains.clone(), publisher.clone(), cam_ids.clone());
+        let every = Duration::from_secs_f64(raw.signing.checkpoint_interval_s);
+        let site = raw.site.id.clone();
+        tokio::spawn(async move {
+            let mut written: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = cp_stop.changed() => true,
+                };
+                for cam in &ids {
+                    checkpoint(&chains, &publisher, &site, cam, &mut written, stop).await;
+                }
+                if stop {
+                    break;
+                }
+            }
+        })
+    };
 
     // wait for ingest to end
     let mut ends = BTreeMap::new();
@@ -320,6 +407,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         let _ = tokio::task::spawn_blocking(move || t.join()).await?;
     }
     let (events, evidence_failures) = evidence_task.await?;
+    let _ = cp_stop_tx.send(true);
+    let _ = cp_task.await;
     let unpublished = publisher.flush(Duration::from_secs(10)).await;
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");

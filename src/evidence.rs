@@ -18,7 +18,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::frame::RgbFrame;
@@ -298,19 +300,97 @@ pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// A stored artifact as referenced by the event.
-#[derive(Debug, Clone, Serialize)]
+/// Muxes the clip's encoded samples (unmasked, as the camera sent them) into MP4 without
+/// re-encoding: the original behind a sealed clip.
+pub fn mux_original(src: &ClipSource, scratch: &Path) -> Result<Vec<u8>> {
+    let p = gst::Pipeline::with_name("clip-original");
+    let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
+    let parse = element("h264parse")?;
+    let mux = element("mp4mux")?;
+    let sink = element("filesink")?;
+    let tmp = scratch.join(format!("original-{}.mp4", ulid::Ulid::new()));
+    sink.set_property("location", tmp.to_string_lossy().as_ref());
+    chain(&p, &[appsrc.upcast_ref(), &parse, &mux, &sink])?;
+    p.set_state(gst::State::Playing)?;
+    let base = src.samples.iter().map(|s| s.dts.unwrap_or(s.pts).min(s.pts)).min().unwrap_or_default();
+    let ns = |d: Duration| gst::ClockTime::from_nseconds((d - base).as_nanos() as u64);
+    for s in &src.samples {
+        let mut b = gst::Buffer::from_slice(s.data.clone());
+        {
+            let b = b.get_mut().expect("new buffer");
+            b.set_pts(ns(s.pts));
+            if let Some(d) = s.dts {
+                b.set_dts(ns(d));
+            }
+            if let Some(d) = s.duration {
+                b.set_duration(gst::ClockTime::from_nseconds(d.as_nanos() as u64));
+            }
+            if !s.keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        appsrc.push_buffer(b).map_err(|e| anyhow!("original mux refused a sample: {e:?}"))?;
+    }
+    appsrc.end_of_stream()?;
+    let r = wait_eos(&p, "original mux", Duration::from_secs(60));
+    p.set_state(gst::State::Null)?;
+    r?;
+    let bytes = std::fs::read(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(bytes)
+}
+
+/// Encrypts to an age X25519 recipient.
+pub fn seal_to(recipient: &age::x25519::Recipient, plain: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let enc = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+        .map_err(|e| anyhow!("age: {e}"))?;
+    let mut out = Vec::with_capacity(plain.len() + 512);
+    let mut w = enc.wrap_output(&mut out)?;
+    w.write_all(plain)?;
+    w.finish()?;
+    Ok(out)
+}
+
+/// Decrypts an age file with an X25519 identity.
+pub fn unseal_with(identity: &age::x25519::Identity, cipher: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let dec = age::Decryptor::new(cipher).map_err(|e| anyhow!("not an age file: {e}"))?;
+    let mut r = dec
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| anyhow!("cannot decrypt with this identity: {e}"))?;
+    let mut plain = Vec::new();
+    r.read_to_end(&mut plain)?;
+    Ok(plain)
+}
+
+/// A stored artifact as referenced by the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub key: String,
     pub sha256: String,
     pub bytes: u64,
-    pub content_type: &'static str,
+    pub content_type: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The sealed original: ciphertext stored as an artifact, plaintext hash kept here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SealedFacts {
+    pub format: String,
+    pub recipient: String,
+    pub plaintext_sha256: String,
+    pub plaintext_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ClipFacts {
     pub start_utc: String,
+    pub start_local: String,
     pub end_utc: String,
+    pub end_local: String,
     pub duration_s: f64,
     pub frames: u32,
     pub width: u32,
@@ -322,63 +402,127 @@ pub struct ClipFacts {
     pub post_roll_truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct RuleFacts {
     pub id: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub severity: String,
+    /// Content revision of the rule configuration in force: first 16 hex digits of SHA-256 of the
+    /// canonical JSON of `params`.
+    pub revision: String,
     pub params: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl RuleFacts {
+    pub fn new(id: &str, kind: &str, severity: &str, params: serde_json::Value) -> RuleFacts {
+        let revision = sha256_hex(&crate::manifest::canonical(&params))[..16].to_string();
+        RuleFacts { id: id.into(), kind: kind.into(), severity: severity.into(), revision, params }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct MaskFacts {
     pub id: String,
     pub sha256: String,
     pub polygons: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelFacts {
     pub id: String,
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerFacts {
     pub id: String,
-    pub version: &'static str,
+    pub version: String,
 }
 
-/// The evidence event: what downstream case systems receive, and `event.json` in the store.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvidenceEvent {
-    pub schema: &'static str,
+/// Stream health over the clip window (JS 28: content recorded while the equipment was not
+/// working normally is inadmissible).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFacts {
+    /// Breaks in the stream longer than three frame intervals: (start UTC, seconds).
+    pub gaps: Vec<(String, f64)>,
+    /// Reconnects, freezes and other health events inside the window: (UTC, what).
+    pub events: Vec<(String, String)>,
+    pub normal: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admissibility {
+    pub admissible: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFacts {
+    pub class: String,
+    pub min_days: u32,
+    pub retain_until_utc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SigningFacts {
+    pub alg: String,
+    pub key_id: String,
+}
+
+/// One evidence item, stored canonically as `manifest.json` and signed in `manifest.sig`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: String,
+    pub canonicalization: String,
     pub evidence_id: String,
     pub site: String,
+    pub site_name: String,
     pub camera: String,
     pub camera_location: String,
+    pub camera_registry: crate::config::Registry,
+    pub worker: WorkerFacts,
     pub rule: RuleFacts,
     pub violation_time_utc: String,
     pub violation_time_local: String,
+    pub detection_frames_utc: Vec<String>,
     pub clip: ClipFacts,
-    pub artifacts: std::collections::BTreeMap<&'static str, Artifact>,
-    /// Faces at the violating frame, boxes in source (clip) pixels.
+    /// Faces at the violating frame, boxes in clip pixels.
     pub detections: Vec<TrackedFace>,
     pub models: Vec<ModelFacts>,
     pub privacy_mask: Option<MaskFacts>,
-    pub worker: WorkerFacts,
+    pub health: HealthFacts,
+    pub admissibility: Admissibility,
+    pub status: crate::config::Compliance,
+    /// Events of the same rule from this camera in the 30 days before this one (SD 3, NJ 4).
+    pub repeat_count_30d: u32,
+    pub artifacts: BTreeMap<String, Artifact>,
+    pub sealed_original: Option<SealedFacts>,
+    pub retention: RetentionFacts,
+    pub chain: crate::chain::ChainLink,
+    pub signing: SigningFacts,
 }
+
+pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v1";
 
 /// Everything known about a violation when the rule fires.
 #[derive(Debug, Clone)]
 pub struct Violation {
     pub evidence_id: String,
-    pub site: String,
     pub camera: String,
-    pub location: String,
     pub rule: RuleFacts,
     pub faces: Vec<TrackedFace>,
     pub trigger_pts: Duration,
+    /// Stream times of the frames in which the triggering face was detected.
+    pub detection_frames: Vec<Duration>,
     /// Wall-clock time of stream time zero for this camera.
     pub stream_epoch: DateTime<Utc>,
     pub analysis_size: (u32, u32),
@@ -397,82 +541,141 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 pub fn local(t: DateTime<Utc>, offset_s: i32) -> String {
-    let off =
-        FixedOffset::east_opt(offset_s).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"));
-    t.with_timezone(&off)
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    t.with_timezone(&offset(offset_s)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn offset(offset_s: i32) -> FixedOffset {
+    FixedOffset::east_opt(offset_s).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"))
 }
 
 /// What the evidence stage needs besides the violation.
 pub struct EvidenceContext {
     pub store: crate::store::Store,
     pub publisher: std::sync::Arc<crate::publish::Publisher>,
+    pub chains: std::sync::Arc<crate::chain::Chains>,
+    pub signer: std::sync::Arc<crate::manifest::Signer>,
     pub models: Vec<ModelFacts>,
     pub worker: WorkerFacts,
+    pub site: String,
+    pub site_name: String,
     pub utc_offset_s: i32,
     pub jpeg_quality: u8,
     pub quantizer: u32,
     pub scratch: std::path::PathBuf,
+    pub history_dir: std::path::PathBuf,
+    pub retention: crate::config::RetentionConfig,
+    pub seal: Option<age::x25519::Recipient>,
 }
 
-/// Cuts the clip, stores the artifacts, then records and publishes the event.
+/// Stream health inside the clip window: gaps between samples and health marks.
+fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
+    let mut gaps = Vec::new();
+    let limit = Duration::from_secs_f64(3.0 / fps.max(1.0));
+    let mut pts: Vec<Duration> = src.samples.iter().map(|s| s.pts).filter(|p| *p >= src.start && *p < src.end).collect();
+    pts.sort();
+    for w in pts.windows(2) {
+        if w[1] - w[0] > limit {
+            gaps.push((rfc3339(v.wall(w[0])), (w[1] - w[0]).as_secs_f64()));
+        }
+    }
+    let events: Vec<(String, String)> = src
+        .marks
+        .iter()
+        .filter(|(p, _)| *p >= src.start && *p <= src.end)
+        .map(|(p, m)| (rfc3339(v.wall(*p)), m.clone()))
+        .collect();
+    let normal = gaps.is_empty() && events.is_empty();
+    HealthFacts { gaps, events, normal }
+}
+
+/// Events of `rule` in the 30 days before `t`, from the camera's local history.
+fn repeat_count(dir: &Path, camera: &str, rule: &str, t: DateTime<Utc>) -> u32 {
+    let text = std::fs::read_to_string(dir.join(format!("{camera}.jsonl"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<(String, DateTime<Utc>)>(l).ok())
+        .filter(|(r, at)| r == rule && *at <= t && t - *at <= chrono::Duration::days(30))
+        .count() as u32
+}
+
+fn record_history(dir: &Path, camera: &str, rule: &str, t: DateTime<Utc>) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{camera}.jsonl")))?;
+    writeln!(f, "{}", serde_json::to_string(&(rule, t))?)?;
+    Ok(())
+}
+
+/// Cuts the clip, stores the artifacts, signs the manifest into the camera's chain, then records
+/// and publishes the event.
 pub async fn produce(
     ctx: &EvidenceContext,
     v: Violation,
     src: ClipSource,
-    mask: Option<PrivacyMask>,
-) -> Result<EvidenceEvent> {
+    cam: &crate::config::Camera,
+) -> Result<serde_json::Value> {
     let (quant, scratch, trigger) = (ctx.quantizer, ctx.scratch.clone(), v.trigger_pts);
-    let mask2 = mask.clone();
-    let (clip, src) = tokio::task::spawn_blocking(move || {
-        let r = cut_clip(&src, mask2.as_ref(), trigger, quant, &scratch);
-        (r, src)
+    let mask = cam.mask.clone();
+    let seal = ctx.seal.is_some();
+    let (clip, original, src) = tokio::task::spawn_blocking(move || {
+        let clip = cut_clip(&src, mask.as_ref(), trigger, quant, &scratch);
+        let original = if seal { Some(mux_original(&src, &scratch)) } else { None };
+        (clip, original, src)
     })
     .await?;
     let clip = clip?;
     let annotated = annotate(&clip.snapshot, &v.faces, v.analysis_size);
-    let snap = clip.snapshot.to_jpeg(ctx.jpeg_quality);
-    let ann = annotated.to_jpeg(ctx.jpeg_quality);
     let t = v.wall(v.trigger_pts);
-    let prefix = crate::store::evidence_prefix(&v.site, &v.camera, t, &v.evidence_id);
-    let mut artifacts = std::collections::BTreeMap::new();
-    for (name, file, bytes, ct) in [
+    let retain_until = t + chrono::Duration::days(ctx.retention.evidence_days as i64);
+    let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
+    let mut files: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("clip", "clip.mp4", clip.mp4, "video/mp4"),
-        ("snapshot", "snapshot.jpg", snap, "image/jpeg"),
-        (
-            "snapshot_annotated",
-            "snapshot-annotated.jpg",
-            ann,
-            "image/jpeg",
-        ),
-    ] {
-        let key = format!("{prefix}/{file}");
-        let a = Artifact {
-            key: key.clone(),
-            sha256: sha256_hex(&bytes),
-            bytes: bytes.len() as u64,
-            content_type: ct,
-        };
-        ctx.store.put_new(&key, Bytes::from(bytes)).await?;
-        artifacts.insert(name, a);
+        ("snapshot", "snapshot.jpg", clip.snapshot.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
+        ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
+    ];
+    let mut sealed = None;
+    if let (Some(rcp), Some(original)) = (&ctx.seal, original) {
+        let plain = original?;
+        sealed = Some(SealedFacts {
+            format: "age-encryption.org/v1, X25519 recipient; plaintext: MP4 of the unmasked H.264 stream, not re-encoded".into(),
+            recipient: rcp.to_string(),
+            plaintext_sha256: sha256_hex(&plain),
+            plaintext_bytes: plain.len() as u64,
+        });
+        files.push(("sealed_original", "original.mp4.age", seal_to(rcp, &plain)?, "application/age-encrypted"));
     }
-    let (sx, sy) = (
-        clip.width as f32 / v.analysis_size.0 as f32,
-        clip.height as f32 / v.analysis_size.1 as f32,
-    );
+    let mut artifacts = BTreeMap::new();
+    for (name, file, bytes, ct) in files {
+        let key = format!("{prefix}/{file}");
+        let a = Artifact { key: key.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, content_type: ct.into() };
+        ctx.store.put_evidence(&key, Bytes::from(bytes), retain_until).await?;
+        artifacts.insert(name.to_string(), a);
+    }
+    let (sx, sy) = (clip.width as f32 / v.analysis_size.0 as f32, clip.height as f32 / v.analysis_size.1 as f32);
     let frame_dur = Duration::from_secs_f64(1.0 / clip.fps.max(1.0));
-    let event = EvidenceEvent {
-        schema: "vigil.evidence.v1",
+    let (start, end) = (v.wall(clip.first_pts), v.wall(clip.last_pts + frame_dur));
+    let health = health(&v, &src, clip.fps);
+    let mut reasons: Vec<String> = health.gaps.iter().map(|(at, s)| format!("stream gap of {s:.2} s at {at}")).collect();
+    reasons.extend(health.events.iter().map(|(at, what)| format!("{what} at {at}")));
+    let status = cam.registry.compliance(t.with_timezone(&offset(ctx.utc_offset_s)).date_naive());
+    let mut manifest = Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        canonicalization: "RFC 8785 (JCS)".into(),
         evidence_id: v.evidence_id.clone(),
-        site: v.site.clone(),
+        site: ctx.site.clone(),
+        site_name: ctx.site_name.clone(),
         camera: v.camera.clone(),
-        camera_location: v.location.clone(),
+        camera_location: cam.location.clone(),
+        camera_registry: cam.registry.clone(),
+        worker: ctx.worker.clone(),
         rule: v.rule.clone(),
         violation_time_utc: rfc3339(t),
         violation_time_local: local(t, ctx.utc_offset_s),
+        detection_frames_utc: v.detection_frames.iter().map(|p| rfc3339(v.wall(*p))).collect(),
         clip: ClipFacts {
-            start_utc: rfc3339(v.wall(clip.first_pts)),
-            end_utc: rfc3339(v.wall(clip.last_pts + frame_dur)),
+            start_utc: rfc3339(start),
+            start_local: local(start, ctx.utc_offset_s),
+            end_utc: rfc3339(end),
+            end_local: local(end, ctx.utc_offset_s),
             duration_s: (clip.last_pts + frame_dur - clip.first_pts).as_secs_f64(),
             frames: clip.frames,
             width: clip.width,
@@ -480,42 +683,49 @@ pub async fn produce(
             fps: clip.fps,
             pre_roll_s: v.pre_roll.as_secs_f64(),
             post_roll_s: v.post_roll.as_secs_f64(),
-            pre_roll_truncated: src.pre_truncated
-                || v.trigger_pts < v.pre_roll
-                || clip.first_pts > src.start + frame_dur,
+            pre_roll_truncated: src.pre_truncated || v.trigger_pts < v.pre_roll || clip.first_pts > src.start + frame_dur,
             post_roll_truncated: src.post_truncated,
         },
-        artifacts,
-        detections: v
-            .faces
-            .iter()
-            .map(|f| TrackedFace {
-                bbox: f.bbox.scale(sx, sy),
-                ..f.clone()
-            })
-            .collect(),
+        detections: v.faces.iter().map(|f| TrackedFace { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
         models: ctx.models.clone(),
-        privacy_mask: mask.map(|m| MaskFacts {
-            id: m.id,
-            sha256: m.sha256,
-            polygons: m.polygons.len(),
-        }),
-        worker: ctx.worker.clone(),
+        privacy_mask: cam.mask.as_ref().map(|m| MaskFacts { id: m.id.clone(), sha256: m.sha256.clone(), polygons: m.polygons.len() }),
+        admissibility: Admissibility { admissible: health.normal, reasons },
+        health,
+        status,
+        repeat_count_30d: 0,
+        artifacts,
+        sealed_original: sealed,
+        retention: RetentionFacts {
+            class: "evidence".into(),
+            min_days: ctx.retention.evidence_days,
+            retain_until_utc: rfc3339(retain_until),
+        },
+        chain: crate::chain::ChainLink { seq: 0, prev_hash: String::new() },
+        signing: SigningFacts { alg: "Ed25519".into(), key_id: ctx.signer.key_id.clone() },
     };
-    let json = serde_json::to_value(&event)?;
-    ctx.store
-        .put_new(
-            &format!("{prefix}/event.json"),
-            Bytes::from(serde_json::to_vec_pretty(&json)?),
-        )
-        .await?;
-    let subject = format!("vigil.evidence.{}.{}", v.site, v.camera);
-    ctx.publisher
-        .submit(crate::publish::OutboxEntry {
-            id: v.evidence_id.clone(),
-            subject,
-            payload: json,
+    let manifest_key = format!("{prefix}/manifest.json");
+    let mut sealed_bytes = (Vec::new(), Vec::new(), String::new());
+    let (claim, _entry) = ctx
+        .chains
+        .claim(&v.camera, &v.evidence_id, |link| {
+            manifest.chain = link.clone();
+            manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
+            sealed_bytes = crate::manifest::seal(&manifest, &ctx.signer)?;
+            Ok((manifest_key.clone(), sealed_bytes.2.clone(), retain_until))
         })
+        .await?;
+    let (bytes, sig, hash) = sealed_bytes;
+    ctx.store.put_evidence(&manifest_key, Bytes::from(bytes), retain_until).await?;
+    ctx.store.put_evidence(&format!("{prefix}/manifest.sig"), Bytes::from(sig), retain_until).await?;
+    ctx.chains.commit(&v.camera, claim, &hash)?;
+    record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
+
+    let mut event = serde_json::to_value(&manifest)?;
+    event["schema"] = "vigil.evidence.v1".into();
+    event["manifest"] = serde_json::json!({ "key": manifest_key, "sha256": hash, "signature_key": format!("{prefix}/manifest.sig") });
+    let subject = format!("vigil.evidence.{}.{}", ctx.site, v.camera);
+    ctx.publisher
+        .submit(crate::publish::OutboxEntry { id: v.evidence_id.clone(), subject, payload: event.clone() })
         .await?;
     Ok(event)
 }

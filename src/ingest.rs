@@ -48,6 +48,8 @@ pub struct ClipSource {
     pub pre_truncated: bool,
     /// The stream stopped before `end`.
     pub post_truncated: bool,
+    /// Health marks (reconnects, frozen picture, ...) from the start of the samples to the end.
+    pub marks: Vec<(Duration, String)>,
 }
 
 type ClipDone = Box<dyn FnOnce(ClipSource) + Send>;
@@ -56,6 +58,7 @@ struct Collector {
     start: Duration,
     end: Duration,
     samples: Vec<EncodedSample>,
+    marks: Vec<(Duration, String)>,
     pre_truncated: bool,
     done: ClipDone,
 }
@@ -69,6 +72,8 @@ pub struct EncodedRing {
     collectors: Vec<Collector>,
     pub last_pts: Option<Duration>,
     stopped: bool,
+    /// Health marks at stream times, kept as long as the samples around them.
+    marks: VecDeque<(Duration, String)>,
 }
 
 impl EncodedRing {
@@ -80,6 +85,7 @@ impl EncodedRing {
             collectors: Vec::new(),
             last_pts: None,
             stopped: false,
+            marks: VecDeque::new(),
         }
     }
 
@@ -97,6 +103,14 @@ impl EncodedRing {
             (Some(a), Some(b)) => b.pts.saturating_sub(a.pts),
             _ => Duration::ZERO,
         }
+    }
+
+    /// Records a health event (reconnect, frozen picture, ...) at stream time `pts`.
+    pub fn mark(&mut self, pts: Duration, what: String) {
+        for c in &mut self.collectors {
+            c.marks.push((pts, what.clone()));
+        }
+        self.marks.push_back((pts, what));
     }
 
     pub fn first_is_keyframe(&self) -> bool {
@@ -138,6 +152,10 @@ impl EncodedRing {
         while self.samples.front().is_some_and(|x| !x.keyframe) {
             self.samples.pop_front();
         }
+        let oldest = self.samples.front().map_or(newest, |x| x.pts);
+        while self.marks.front().is_some_and(|(p, _)| *p + Duration::from_secs(1) < oldest) {
+            self.marks.pop_front();
+        }
     }
 
     fn complete(&self, c: Collector, post_truncated: bool) {
@@ -151,6 +169,7 @@ impl EncodedRing {
             end: c.end,
             pre_truncated: c.pre_truncated,
             post_truncated,
+            marks: c.marks,
         });
     }
 
@@ -166,10 +185,18 @@ impl EncodedRing {
             .or_else(|| self.samples.iter().position(|s| s.keyframe))
             .unwrap_or(self.samples.len());
         let samples: Vec<EncodedSample> = self.samples.iter().skip(from).cloned().collect();
+        let first = samples.first().map_or(start, |s| s.pts);
+        let marks = self
+            .marks
+            .iter()
+            .filter(|(p, _)| *p + Duration::from_secs(1) >= first)
+            .cloned()
+            .collect();
         let c = Collector {
             start,
             end,
             samples,
+            marks,
             pre_truncated,
             done,
         };
@@ -503,6 +530,7 @@ pub fn run_camera(
     stats: Arc<CameraStats>,
     frames: SyncSender<RgbFrame>,
     shutdown: Arc<AtomicBool>,
+    epoch: Instant,
 ) -> CameraEnd {
     let decoder = match choose_decoder(&cam.decoder) {
         Ok(d) => d,
@@ -533,12 +561,14 @@ pub fn run_camera(
             Ok(b) => play(&b.pipeline, &sh),
             Err(e) => Outcome::Error(format!("cannot build pipeline: {e}")),
         };
-        // next run continues the timeline after the last sample seen
+        // The next run continues the timeline after the last sample seen; a live source continues
+        // at wall-clock time, so that an outage shows as a gap and stream time stays true.
         if let Some(last) = ring.lock().expect("ring").last_pts {
-            sh.offset_ns.store(
-                (last + Duration::from_millis(40)).as_nanos() as u64,
-                Ordering::Relaxed,
-            );
+            let mut next = last + Duration::from_millis(40);
+            if matches!(cam.source, Source::Rtsp { .. }) {
+                next = next.max(epoch.elapsed());
+            }
+            sh.offset_ns.store(next.as_nanos() as u64, Ordering::Relaxed);
             *sh.next_due.lock().expect("due") = None;
         }
         match (outcome, &cam.source) {
@@ -560,11 +590,17 @@ pub fn run_camera(
                     Outcome::Error(e) => e,
                     Outcome::Shutdown => unreachable!(),
                 };
-                ring.lock().expect("ring").finish_all();
+                {
+                    let mut r = ring.lock().expect("ring");
+                    let at = r.last_pts.unwrap_or_default();
+                    r.mark(at, format!("stream down ({why})"));
+                    r.finish_all();
+                }
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                let jitter = Duration::from_millis(
-                    u64::from(std::process::id() ^ (Instant::now().elapsed().subsec_nanos())) % 250,
-                );
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let jitter = Duration::from_millis(u64::from(nanos ^ std::process::id()) % 250);
                 tracing::warn!(camera = %sh.camera, url = %url, error = %why, retry_in_ms = (backoff + jitter).as_millis() as u64, "camera down; reconnecting");
                 let until = Instant::now() + backoff + jitter;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {

@@ -5,12 +5,14 @@
 //! (ONNX models) → `track` → `rules` → `evidence` (clip, snapshots, hashes) → `store` (object
 //! storage) → `publish` (outbox, NATS JetStream); `control` wires them per camera and runs them.
 
+pub mod chain;
 pub mod config;
 pub mod control;
 pub mod detect;
 pub mod evidence;
 pub mod frame;
 pub mod ingest;
+pub mod manifest;
 pub mod privacy;
 pub mod publish;
 pub mod rules;

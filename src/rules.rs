@@ -17,7 +17,8 @@ use crate::privacy::Polygon;
 use crate::track::{IouTracker, Obs};
 
 /// One face in a violation, as reported in the event.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrackedFace {
     pub track_id: u64,
     /// Box in pixels: of the analysis frame in the rule, of the clip in events.
@@ -36,6 +37,8 @@ pub struct Fire {
     pub rule_id: String,
     pub pts: Duration,
     pub faces: Vec<TrackedFace>,
+    /// Stream times of the frames in which the triggering face was seen (its window).
+    pub frames: Vec<Duration>,
 }
 
 pub struct NoMaskState {
@@ -84,7 +87,7 @@ impl NoMaskState {
                 hit: p >= self.rule.threshold,
             })
             .collect();
-        self.tracker.update(&obs);
+        self.tracker.update(pts, &obs);
         let cooling = self
             .last_fire
             .is_some_and(|t| pts.saturating_sub(t) < Duration::from_secs_f64(self.rule.cooldown_s));
@@ -100,6 +103,7 @@ impl NoMaskState {
             .max_by(|a, b| a.value.total_cmp(&b.value))?;
         trigger.fired = true;
         let trigger_id = trigger.id;
+        let frames: Vec<Duration> = trigger.seen_at.iter().copied().collect();
         self.last_fire = Some(pts);
         let window = self.rule.window;
         let faces = self
@@ -121,6 +125,7 @@ impl NoMaskState {
             rule_id: self.rule.id.clone(),
             pts,
             faces,
+            frames,
         })
     }
 }

@@ -3,6 +3,12 @@
 //! create-only (`PutMode::Create`): evidence is never overwritten in place.
 //!
 //! Key layout (DESIGN.md §5): `evidence/<site>/<camera>/<yyyy>/<mm>/<dd>/<evidence-id>/<file>`.
+//!
+//! With `object_lock = true` (S3 only) every evidence object is written with S3 Object Lock in
+//! COMPLIANCE mode until its retention date and with a SHA-256 checksum. object_store has no
+//! Object Lock API, so the lock headers are sent as signed default headers of a client made for
+//! that retain-until date (one client per day, cached). The bucket must have Object Lock enabled;
+//! a bucket-default retention is the recommended backstop in production.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +24,54 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: ObjPath,
     pub url: String,
+    /// S3 Object Lock: clients keyed by retain-until day.
+    lock: Option<Arc<LockClients>>,
+}
+
+struct LockClients {
+    url: String,
+    options: BTreeMap<String, String>,
+    by_day: std::sync::Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>,
+}
+
+fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> Result<object_store::aws::AmazonS3Builder> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+    for (k, v) in options {
+        let key = k.parse().map_err(|e| anyhow!("store option {k:?}: {e}"))?;
+        b = b.with_config(key, v);
+    }
+    Ok(b)
+}
+
+impl LockClients {
+    fn client(&self, until: DateTime<Utc>) -> Result<Arc<dyn ObjectStore>> {
+        // whole days, rounded up: an object is never locked for less than its class requires
+        let day = (until + chrono::Duration::days(1)).format("%Y-%m-%dT00:00:00Z").to_string();
+        let mut m = self.by_day.lock().expect("lock clients");
+        if let Some(c) = m.get(&day) {
+            return Ok(c.clone());
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert("x-amz-object-lock-mode", http::HeaderValue::from_static("COMPLIANCE"));
+        h.insert("x-amz-object-lock-retain-until-date", http::HeaderValue::from_str(&day)?);
+        let allow_http = self.options.get("aws_allow_http").is_some_and(|v| v == "true");
+        let client = s3_builder(&self.url, &self.options)?
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(allow_http).with_default_headers(h))
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+            .build()
+            .with_context(|| format!("store url {}", self.url))?;
+        let c: Arc<dyn ObjectStore> = Arc::new(client);
+        m.insert(day, c.clone());
+        Ok(c)
+    }
+}
+
+/// One stored object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Store {
@@ -40,6 +94,12 @@ impl Store {
     /// Opens a store from a local path or an object_store URL. S3 also reads the usual `AWS_*`
     /// environment variables; `options` override them.
     pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Store> {
+        Store::open_with(url, options, false)
+    }
+
+    /// `object_lock`: lock every evidence object (S3 only).
+    pub fn open_with(url: &str, options: &BTreeMap<String, String>, object_lock: bool) -> Result<Store> {
+        let mut lock = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, ObjPath) = if !url.contains("://") {
             std::fs::create_dir_all(url)
                 .with_context(|| format!("store directory {url}: cannot create"))?;
@@ -50,12 +110,14 @@ impl Store {
             let parsed =
                 url::Url::parse(url).with_context(|| format!("store url {url:?} is not a URL"))?;
             if parsed.scheme() == "s3" {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-                for (k, v) in options {
-                    let key = k.parse().map_err(|e| anyhow!("store option {k:?}: {e}"))?;
-                    b = b.with_config(key, v);
+                let s3 = s3_builder(url, options)?.build().with_context(|| format!("store url {url}"))?;
+                if object_lock {
+                    lock = Some(Arc::new(LockClients {
+                        url: url.into(),
+                        options: options.clone(),
+                        by_day: Default::default(),
+                    }));
                 }
-                let s3 = b.build().with_context(|| format!("store url {url}"))?;
                 let prefix = ObjPath::from(parsed.path().trim_start_matches('/'));
                 (Arc::new(s3), prefix)
             } else {
@@ -67,10 +129,14 @@ impl Store {
                 (Arc::from(s), p)
             }
         };
+        if object_lock && lock.is_none() {
+            anyhow::bail!("store url {url}: object_lock needs an s3:// store (Object Lock is an S3 feature)");
+        }
         Ok(Store {
             inner,
             prefix,
             url: url.to_string(),
+            lock,
         })
     }
 
@@ -95,6 +161,61 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::put_evidence`], but `Ok(false)` when the object already exists.
+    pub async fn put_evidence_or_exists(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<bool> {
+        let client = match &self.lock {
+            None => self.inner.clone(),
+            Some(l) => l.client(retain_until)?,
+        };
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match client.put_opts(&self.path(key), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(anyhow::Error::from(e).context(format!("store {}: put {key}", self.url))),
+        }
+    }
+
+    /// Writes a new evidence object that must be kept until `retain_until`: create-only, and on an
+    /// Object Lock store locked in COMPLIANCE mode until that date.
+    pub async fn put_evidence(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<()> {
+        if self.put_evidence_or_exists(key, bytes, retain_until).await? {
+            Ok(())
+        } else {
+            anyhow::bail!("store {}: {key} already exists; evidence is never overwritten", self.url)
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.inner.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(anyhow::Error::from(e).context(format!("store {}: head {key}", self.url))),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(&self.path(key)).await.with_context(|| format!("store {}: delete {key}", self.url))
+    }
+
+    /// Objects under `prefix`, with size and time.
+    pub async fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        use futures::StreamExt;
+        let base = self.prefix.as_ref().len();
+        let mut out = Vec::new();
+        let mut s = self.inner.list(Some(&self.path(prefix)));
+        while let Some(m) = s.next().await {
+            let m = m.with_context(|| format!("store {}: list {prefix}", self.url))?;
+            let loc = m.location.to_string();
+            out.push(ObjectInfo {
+                key: loc[base..].trim_start_matches('/').to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let r = self
             .inner
@@ -106,16 +227,7 @@ impl Store {
 
     /// Keys under `prefix` (relative to the store's own prefix).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        use futures::StreamExt;
-        let base = self.prefix.as_ref().len();
-        let mut out = Vec::new();
-        let mut s = self.inner.list(Some(&self.path(prefix)));
-        while let Some(m) = s.next().await {
-            let loc = m?.location.to_string();
-            out.push(loc[base..].trim_start_matches('/').to_string());
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.list_info(prefix).await?.into_iter().map(|o| o.key).collect())
     }
 }
 

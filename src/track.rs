@@ -33,6 +33,8 @@ pub struct Track {
     pub fired: bool,
     /// Seen in the current frame.
     pub matched: bool,
+    /// Stream times of the frames this track was seen in, within the window.
+    pub seen_at: VecDeque<std::time::Duration>,
 }
 
 impl Track {
@@ -60,7 +62,7 @@ impl IouTracker {
         }
     }
 
-    pub fn update(&mut self, obs: &[Obs]) {
+    pub fn update(&mut self, pts: std::time::Duration, obs: &[Obs]) {
         for t in &mut self.tracks {
             t.matched = false;
         }
@@ -90,6 +92,7 @@ impl IouTracker {
             t.missed = 0;
             t.seen += 1;
             t.hits.push_back(o.hit);
+            t.seen_at.push_back(pts);
         }
         for t in &mut self.tracks {
             if !t.matched {
@@ -98,6 +101,10 @@ impl IouTracker {
             }
             while t.hits.len() > self.window {
                 t.hits.pop_front();
+            }
+            let window = self.window;
+            while t.seen_at.len() > window {
+                t.seen_at.pop_front();
             }
         }
         let max_missed = self.max_missed;
@@ -114,6 +121,7 @@ impl IouTracker {
                     seen: 1,
                     fired: false,
                     matched: true,
+                    seen_at: VecDeque::from([pts]),
                 });
                 self.next_id += 1;
             }
@@ -142,20 +150,20 @@ mod tests {
     #[test]
     fn identity_is_kept_across_small_moves_and_short_gaps() {
         let mut t = IouTracker::new(0.3, 2, 5);
-        t.update(&[ob(0.0, true), ob(100.0, false)]);
+        t.update(std::time::Duration::ZERO, &[ob(0.0, true), ob(100.0, false)]);
         let ids: Vec<u64> = t.tracks.iter().map(|t| t.id).collect();
-        t.update(&[ob(2.0, true)]);
-        t.update(&[ob(4.0, true)]);
-        t.update(&[ob(101.0, false)]); // second object back after a 2-frame gap
+        t.update(std::time::Duration::ZERO, &[ob(2.0, true)]);
+        t.update(std::time::Duration::ZERO, &[ob(4.0, true)]);
+        t.update(std::time::Duration::ZERO, &[ob(101.0, false)]); // second object back after a 2-frame gap
         assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
         let first = t.tracks.iter().find(|t| t.id == ids[0]).unwrap();
         assert_eq!(first.hit_count(), 3);
         assert_eq!(first.hits.len(), 4);
         for _ in 0..3 {
-            t.update(&[]);
+            t.update(std::time::Duration::ZERO, &[]);
         }
         assert!(t.tracks.is_empty());
-        t.update(&[ob(0.0, true)]);
+        t.update(std::time::Duration::ZERO, &[ob(0.0, true)]);
         assert_eq!(t.tracks[0].id, 3, "a new object gets a new id");
     }
 }

@@ -171,7 +171,7 @@ impl RtspServer {
                 let id = server.attach(Some(&ctx)).expect("attach rtsp server");
                 tx.send((server.bound_port(), main_loop.clone())).unwrap();
                 main_loop.run();
-                id.remove();
+                drop(id); // the source goes with the context
             })
             .unwrap();
         });
@@ -329,7 +329,8 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[site]\nid = \"test-site\"\n[worker]\nid = \"test-worker\"\ndata_dir = \"data\"\n\
-             [models]\ndir = \"{models}\"\n[store]\nurl = \"store\"\n{extra}\n{cameras}",
+             [models]\ndir = \"{models}\"\n[store]\nurl = \"store\"\n\
+             [signing]\nkey = \"keys/signing.key\"\ngenerate_if_missing = true\n{extra}\n{cameras}",
             models = repo().join("models").display(),
         );
         let pipeline = dir.path().join("site.toml");
@@ -341,8 +342,16 @@ impl Site {
         self.dir.path().join(rel)
     }
 
-    /// Events in the outbox file.
+    /// Evidence events in the outbox file (chain checkpoints left out).
     pub fn outbox(&self) -> Vec<serde_json::Value> {
+        self.outbox_all()
+            .into_iter()
+            .filter(|e| e["subject"].as_str().unwrap().starts_with("vigil.evidence."))
+            .collect()
+    }
+
+    /// Everything in the outbox file.
+    pub fn outbox_all(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("data/outbox.jsonl"))
             .unwrap_or_default()
             .lines()

@@ -1,0 +1,253 @@
+//! Per-camera hash chain of evidence manifests.
+//!
+//! Each manifest carries `chain.seq` (1, 2, 3, … per camera) and `chain.prev_hash`, the SHA-256 of
+//! the previous manifest's canonical bytes (64 zeros for the first). Positions are claimed in the
+//! store before the manifest is written: `chain/<site>/<camera>/seq/<seq:012>.json`, a signed index
+//! entry written create-only, so two writers (or a restarted worker with stale state) can never give
+//! two manifests the same position; a conflict means "re-read the head and try the next one". The
+//! head (last seq and hash) is cached in `<data_dir>/chain/<camera>.json` and re-derived from the
+//! store on start, so the chain survives restarts and lost state files.
+//!
+//! Signed checkpoints (`chain/<site>/<camera>/checkpoints/<time-ms>-<seq>.json` + `.sig`, also
+//! published on `vigil.chain.<site>.<camera>`) record the head at a point in time, so that removing
+//! the newest items of a chain is detectable as well.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::manifest::{PublicKey, Signer, open, seal};
+use crate::store::Store;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain position a manifest commits to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainLink {
+    pub seq: u64,
+    pub prev_hash: String,
+}
+
+/// `chain/<site>/<camera>/seq/<seq>.json`: who holds a chain position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    pub site: String,
+    pub camera: String,
+    pub seq: u64,
+    pub evidence_id: String,
+    pub manifest_key: String,
+    pub manifest_sha256: String,
+    /// When the item may be removed under its retention class (so that a later sweep is not
+    /// mistaken for tampering).
+    pub retain_until_utc: String,
+}
+
+/// A signed statement of a camera's chain head at a point in time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub schema: String,
+    pub site: String,
+    pub camera: String,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub time_utc: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+pub fn index_key(site: &str, camera: &str, seq: u64) -> String {
+    format!("chain/{site}/{camera}/seq/{seq:012}.json")
+}
+
+pub fn checkpoint_prefix(site: &str, camera: &str) -> String {
+    format!("chain/{site}/{camera}/checkpoints/")
+}
+
+/// Chains of all cameras of one site, backed by the store.
+pub struct Chains {
+    store: Store,
+    signer: Arc<Signer>,
+    site: String,
+    state_dir: PathBuf,
+    evidence_days: u32,
+    /// One lock per camera, held from claiming a position to updating the head.
+    heads: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Head>>>>>,
+}
+
+/// A position claimed for a new manifest; finish with [`Chains::commit`].
+pub struct Claim {
+    pub link: ChainLink,
+    guard: tokio::sync::OwnedMutexGuard<Option<Head>>,
+}
+
+impl Chains {
+    pub fn new(store: Store, signer: Arc<Signer>, site: &str, data_dir: &std::path::Path, evidence_days: u32) -> Result<Chains> {
+        let state_dir = data_dir.join("chain");
+        std::fs::create_dir_all(&state_dir).with_context(|| format!("chain state dir {}", state_dir.display()))?;
+        Ok(Chains { store, signer, site: site.into(), state_dir, evidence_days, heads: Default::default() })
+    }
+
+    fn slot(&self, camera: &str) -> Arc<Mutex<Option<Head>>> {
+        self.heads.lock().expect("heads").entry(camera.into()).or_default().clone()
+    }
+
+    fn state_path(&self, camera: &str) -> PathBuf {
+        self.state_dir.join(format!("{camera}.json"))
+    }
+
+    async fn exists(&self, camera: &str, seq: u64) -> Result<bool> {
+        self.store.exists(&index_key(&self.site, camera, seq)).await
+    }
+
+    /// The head from the store, starting from a known-good lower bound: exponential then binary
+    /// search over the create-only index entries.
+    async fn probe_head(&self, camera: &str, from: u64) -> Result<Head> {
+        let mut lo = from; // exists (or 0)
+        let mut step = 1;
+        let mut hi = loop {
+            let s = lo + step;
+            if !self.exists(camera, s).await? {
+                break s;
+            }
+            lo = s;
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.exists(camera, mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return Ok(Head { seq: 0, hash: GENESIS.into() });
+        }
+        let e = self.read_index(camera, lo).await?;
+        Ok(Head { seq: e.seq, hash: e.manifest_sha256 })
+    }
+
+    pub async fn read_index(&self, camera: &str, seq: u64) -> Result<IndexEntry> {
+        let key = index_key(&self.site, camera, seq);
+        let bytes = self.store.get(&key).await?;
+        let sig = self.store.get(&format!("{key}.sig")).await?;
+        let pk = PublicKey { key: self.signer.public(), key_id: self.signer.key_id.clone() };
+        open(&bytes, &sig, &pk).with_context(|| format!("chain index {key}"))
+    }
+
+    async fn load_head(&self, camera: &str) -> Result<Head> {
+        let cached: Option<Head> =
+            std::fs::read(self.state_path(camera)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        // the cache is a lower bound; the store is the truth
+        let from = match &cached {
+            Some(h) if h.seq > 0 && self.exists(camera, h.seq).await? => h.seq,
+            _ => 0,
+        };
+        self.probe_head(camera, from).await
+    }
+
+    fn save_head(&self, camera: &str, head: &Head) -> Result<()> {
+        let path = self.state_path(camera);
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(head)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// Claims the next position of `camera`'s chain for `evidence_id`. `manifest` is called with
+    /// the link and must return the manifest's (key, sha256, retain_until); the index entry is
+    /// written create-only, and on a conflict the head is re-read and the next position tried.
+    pub async fn claim<F>(&self, camera: &str, evidence_id: &str, mut manifest: F) -> Result<(Claim, IndexEntry)>
+    where
+        F: FnMut(&ChainLink) -> Result<(String, String, DateTime<Utc>)>,
+    {
+        let mut guard = self.slot(camera).lock_owned().await;
+        for _attempt in 0..5 {
+            let head = match guard.as_ref() {
+                Some(h) => h.clone(),
+                None => self.load_head(camera).await?,
+            };
+            let link = ChainLink { seq: head.seq + 1, prev_hash: head.hash.clone() };
+            let (manifest_key, manifest_sha256, retain_until) = manifest(&link)?;
+            let entry = IndexEntry {
+                site: self.site.clone(),
+                camera: camera.into(),
+                seq: link.seq,
+                evidence_id: evidence_id.into(),
+                manifest_key,
+                manifest_sha256,
+                retain_until_utc: crate::evidence::rfc3339(retain_until),
+            };
+            let (bytes, sig, _) = seal(&entry, &self.signer)?;
+            let key = index_key(&self.site, camera, link.seq);
+            match self.store.put_evidence_or_exists(&key, Bytes::from(bytes), retain_until).await? {
+                true => {
+                    self.store.put_evidence(&format!("{key}.sig"), Bytes::from(sig), retain_until).await?;
+                    return Ok((Claim { link, guard }, entry));
+                }
+                false => {
+                    tracing::warn!(camera, seq = link.seq, "chain position already taken (stale head); re-reading the chain");
+                    *guard = Some(self.probe_head(camera, head.seq).await?);
+                }
+            }
+        }
+        bail!("camera {camera}: could not claim a chain position after 5 attempts")
+    }
+
+    /// Records the manifest at the claimed position as the new head.
+    pub fn commit(&self, camera: &str, mut claim: Claim, manifest_sha256: &str) -> Result<()> {
+        let head = Head { seq: claim.link.seq, hash: manifest_sha256.into() };
+        self.save_head(camera, &head)?;
+        *claim.guard = Some(head);
+        Ok(())
+    }
+
+    /// Current head of a camera (0 and the genesis hash when it has no items).
+    pub async fn head(&self, camera: &str) -> Result<Head> {
+        let mut g = self.slot(camera).lock_owned().await;
+        if g.is_none() {
+            *g = Some(self.load_head(camera).await?);
+        }
+        Ok(g.clone().expect("head"))
+    }
+
+    /// Writes a signed checkpoint of `camera`'s head; returns it with its canonical bytes.
+    pub async fn checkpoint(&self, camera: &str) -> Result<(Checkpoint, Vec<u8>)> {
+        let head = self.head(camera).await?;
+        let now = Utc::now();
+        let cp = Checkpoint {
+            schema: "vigil.checkpoint.v1".into(),
+            site: self.site.clone(),
+            camera: camera.into(),
+            last_seq: head.seq,
+            last_hash: head.hash,
+            time_utc: crate::evidence::rfc3339(now),
+            key_id: self.signer.key_id.clone(),
+        };
+        let (bytes, sig, _) = seal(&cp, &self.signer)?;
+        let key = format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
+        let until = now + chrono::Duration::days(self.evidence_days as i64);
+        self.store.put_evidence(&key, Bytes::from(bytes.clone()), until).await?;
+        self.store.put_evidence(&format!("{key}.sig"), Bytes::from(sig), until).await?;
+        Ok((cp, bytes))
+    }
+}
