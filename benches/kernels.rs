@@ -43,11 +43,7 @@ fn main() {
         },
         Polygon {
             name: "b".into(),
-            points: vec![
-                NormPoint { x: 0.0, y: 0.0 },
-                NormPoint { x: 0.3, y: 0.0 },
-                NormPoint { x: 0.0, y: 0.4 },
-            ],
+            points: vec![NormPoint { x: 0.0, y: 0.0 }, NormPoint { x: 0.3, y: 0.0 }, NormPoint { x: 0.0, y: 0.4 }],
         },
     ];
     for (w, h) in [(640u32, 360u32), (1920, 1080)] {
@@ -75,21 +71,11 @@ fn main() {
         "CenterFace input 640x360 -> 3x384x640 f32",
         median_time(100, || {
             let plane = 640 * 384;
-            f.sample_bilinear(
-                BBox {
-                    x1: 0.0,
-                    y1: 0.0,
-                    x2: 640.0,
-                    y2: 360.0,
-                },
-                640,
-                384,
-                |i, px| {
-                    buf[i] = px[0];
-                    buf[plane + i] = px[1];
-                    buf[2 * plane + i] = px[2];
-                },
-            );
+            f.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: 640.0, y2: 360.0 }, 640, 384, |i, px| {
+                buf[i] = px[0];
+                buf[plane + i] = px[1];
+                buf[2 * plane + i] = px[2];
+            });
             black_box(&buf);
         }),
     );
@@ -97,21 +83,11 @@ fn main() {
     report(
         "classifier crop 90x120 -> 224x224x3 f32",
         median_time(200, || {
-            f.sample_bilinear(
-                BBox {
-                    x1: 200.0,
-                    y1: 100.0,
-                    x2: 290.0,
-                    y2: 220.0,
-                },
-                224,
-                224,
-                |i, px| {
-                    crop[i * 3] = px[0] / 127.5 - 1.0;
-                    crop[i * 3 + 1] = px[1] / 127.5 - 1.0;
-                    crop[i * 3 + 2] = px[2] / 127.5 - 1.0;
-                },
-            );
+            f.sample_bilinear(BBox { x1: 200.0, y1: 100.0, x2: 290.0, y2: 220.0 }, 224, 224, |i, px| {
+                crop[i * 3] = px[0] / 127.5 - 1.0;
+                crop[i * 3 + 1] = px[1] / 127.5 - 1.0;
+                crop[i * 3 + 2] = px[2] / 127.5 - 1.0;
+            });
             black_box(&crop);
         }),
     );
@@ -128,24 +104,14 @@ fn main() {
     report(
         "CenterFace decode 96x160 grid (16 peaks)",
         median_time(200, || {
-            black_box(decode_centerface(
-                &heat, &scale, &offset, &lms, gh, gw, 640.0, 384.0, 0.5,
-            ));
+            black_box(decode_centerface(&heat, &scale, &offset, &lms, gh, gw, 640.0, 384.0, 0.5));
         }),
     );
     let boxes: Vec<(BBox, f32)> = (0..200)
         .map(|i| {
             let x = (i % 20) as f32 * 30.0;
             let y = (i / 20) as f32 * 30.0;
-            (
-                BBox {
-                    x1: x,
-                    y1: y,
-                    x2: x + 40.0,
-                    y2: y + 40.0,
-                },
-                (i as f32 * 0.37) % 1.0,
-            )
+            (BBox { x1: x, y1: y, x2: x + 40.0, y2: y + 40.0 }, (i as f32 * 0.37) % 1.0)
         })
         .collect();
     report(

@@ -95,7 +95,13 @@ pub struct Claim {
 }
 
 impl Chains {
-    pub fn new(store: Store, signer: Arc<Signer>, site: &str, data_dir: &std::path::Path, evidence_days: u32) -> Result<Chains> {
+    pub fn new(
+        store: Store,
+        signer: Arc<Signer>,
+        site: &str,
+        data_dir: &std::path::Path,
+        evidence_days: u32,
+    ) -> Result<Chains> {
         let state_dir = data_dir.join("chain");
         std::fs::create_dir_all(&state_dir).with_context(|| format!("chain state dir {}", state_dir.display()))?;
         Ok(Chains { store, signer, site: site.into(), state_dir, evidence_days, heads: Default::default() })
@@ -205,7 +211,11 @@ impl Chains {
                     return Ok((Claim { link, guard }, entry));
                 }
                 false => {
-                    tracing::warn!(camera, seq = link.seq, "chain position already taken (stale head); re-reading the chain");
+                    tracing::warn!(
+                        camera,
+                        seq = link.seq,
+                        "chain position already taken (stale head); re-reading the chain"
+                    );
                     *guard = Some(self.probe_head(camera, head.seq).await?);
                 }
             }
@@ -244,7 +254,8 @@ impl Chains {
             key_id: self.signer.key_id.clone(),
         };
         let (bytes, sig, _) = seal(&cp, &self.signer)?;
-        let key = format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
+        let key =
+            format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
         let until = now + chrono::Duration::days(self.evidence_days as i64);
         self.store.put_evidence(&key, Bytes::from(bytes.clone()), until).await?;
         self.store.put_evidence(&format!("{key}.sig"), Bytes::from(sig), until).await?;

@@ -176,10 +176,7 @@ fn default_data_dir() -> PathBuf {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self {
-            id: None,
-            data_dir: default_data_dir(),
-        }
+        Self { id: None, data_dir: default_data_dir() }
     }
 }
 
@@ -264,11 +261,7 @@ fn default_queue() -> usize {
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
-        Self {
-            fps: default_fps(),
-            width: default_width(),
-            queue: default_queue(),
-        }
+        Self { fps: default_fps(), width: default_width(), queue: default_queue() }
     }
 }
 
@@ -342,11 +335,7 @@ fn default_store_url() -> String {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            url: default_store_url(),
-            options: BTreeMap::new(),
-            object_lock: false,
-        }
+        Self { url: default_store_url(), options: BTreeMap::new(), object_lock: false }
     }
 }
 
@@ -491,9 +480,10 @@ impl Registry {
         }
         match self.public_notice_date {
             None => reasons.push("no public notice on record".to_string()),
-            Some(d) if day < d + chrono::Duration::days(30) => {
-                reasons.push(format!("within 30 days of the public notice of {d} (enforcement from {})", d + chrono::Duration::days(30)))
-            }
+            Some(d) if day < d + chrono::Duration::days(30) => reasons.push(format!(
+                "within 30 days of the public notice of {d} (enforcement from {})",
+                d + chrono::Duration::days(30)
+            )),
             Some(_) => {}
         }
         let kind = if reasons.is_empty() { "enforcement" } else { "advisory" };
@@ -579,15 +569,8 @@ fn default_severity() -> String {
 /// Where a camera's stream comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Rtsp {
-        url: String,
-        tcp: bool,
-    },
-    File {
-        path: PathBuf,
-        looping: bool,
-        realtime: bool,
-    },
+    Rtsp { url: String, tcp: bool },
+    File { path: PathBuf, looping: bool, realtime: bool },
 }
 
 /// A camera ready to run: config plus resolved source, mask and zone.
@@ -615,10 +598,7 @@ pub struct Pipeline {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Parses a UTC offset like "+08:00" into seconds east of UTC.
@@ -636,11 +616,7 @@ pub fn parse_utc_offset(s: &str) -> Option<i32> {
 impl Pipeline {
     /// Reads, parses and validates a pipeline file, including the privacy-mask files it names.
     pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
-        let err = |key: &str, problem: String| ConfigError {
-            file: path.to_path_buf(),
-            key: key.into(),
-            problem,
-        };
+        let err = |key: &str, problem: String| ConfigError { file: path.to_path_buf(), key: key.into(), problem };
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![err("", format!("cannot read pipeline file: {e}"))]))?;
         let raw: PipelineFile = toml::from_str(&text).map_err(|e| {
@@ -649,50 +625,28 @@ impl Pipeline {
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
         };
 
         let mut errors = Vec::new();
         if !valid_id(&raw.site.id) {
-            errors.push(err(
-                "site.id",
-                format!(
-                    "{:?} must be 1-64 characters of A-Z a-z 0-9 - _",
-                    raw.site.id
-                ),
-            ));
+            errors.push(err("site.id", format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", raw.site.id)));
         }
         if parse_utc_offset(&raw.site.utc_offset).is_none() {
-            errors.push(err(
-                "site.utc_offset",
-                format!("{:?} is not an offset like \"+08:00\"", raw.site.utc_offset),
-            ));
+            errors.push(err("site.utc_offset", format!("{:?} is not an offset like \"+08:00\"", raw.site.utc_offset)));
         }
         let a = &raw.analysis;
         if !(a.fps > 0.0 && a.fps <= 60.0) {
             errors.push(err("analysis.fps", format!("{} must be in (0, 60]", a.fps)));
         }
         if !(64..=3840).contains(&a.width) || !a.width.is_multiple_of(2) {
-            errors.push(err(
-                "analysis.width",
-                format!("{} must be an even number in [64, 3840]", a.width),
-            ));
+            errors.push(err("analysis.width", format!("{} must be an even number in [64, 3840]", a.width)));
         }
         if a.queue == 0 || a.queue > 64 {
-            errors.push(err(
-                "analysis.queue",
-                format!("{} must be in [1, 64]", a.queue),
-            ));
+            errors.push(err("analysis.queue", format!("{} must be in [1, 64]", a.queue)));
         }
         let c = &raw.clip;
-        for (k, v) in [
-            ("clip.pre_roll_s", c.pre_roll_s),
-            ("clip.post_roll_s", c.post_roll_s),
-        ] {
+        for (k, v) in [("clip.pre_roll_s", c.pre_roll_s), ("clip.post_roll_s", c.post_roll_s)] {
             if !(0.0..=120.0).contains(&v) {
                 errors.push(err(k, format!("{v} must be in [0, 120] seconds")));
             }
@@ -701,16 +655,10 @@ impl Pipeline {
             errors.push(err("clip.max_concurrent", "must be at least 1".into()));
         }
         if !(1..=100).contains(&c.jpeg_quality) {
-            errors.push(err(
-                "clip.jpeg_quality",
-                format!("{} must be in [1, 100]", c.jpeg_quality),
-            ));
+            errors.push(err("clip.jpeg_quality", format!("{} must be in [1, 100]", c.jpeg_quality)));
         }
         if c.quantizer > 51 {
-            errors.push(err(
-                "clip.quantizer",
-                format!("{} must be in [0, 51]", c.quantizer),
-            ));
+            errors.push(err("clip.quantizer", format!("{} must be in [0, 51]", c.quantizer)));
         }
         for (i, ep) in raw.models.execution_providers.iter().enumerate() {
             if !["cpu", "cuda", "tensorrt"].contains(&ep.as_str()) {
@@ -725,10 +673,19 @@ impl Pipeline {
         }
         let r = &raw.retention;
         if r.evidence_days < 365 {
-            errors.push(err("retention.evidence_days", format!("{} is below the legal minimum of 365 days (JS 21, SD 17); it can only be raised", r.evidence_days)));
+            errors.push(err(
+                "retention.evidence_days",
+                format!(
+                    "{} is below the legal minimum of 365 days (JS 21, SD 17); it can only be raised",
+                    r.evidence_days
+                ),
+            ));
         }
         if r.image_days < 30 {
-            errors.push(err("retention.image_days", format!("{} is below the legal minimum of 30 days (JS 21); it can only be raised", r.image_days)));
+            errors.push(err(
+                "retention.image_days",
+                format!("{} is below the legal minimum of 30 days (JS 21); it can only be raised", r.image_days),
+            ));
         }
         if let Some(rcp) = &raw.evidence.seal_recipient
             && rcp.parse::<age::x25519::Recipient>().is_err()
@@ -750,15 +707,9 @@ impl Pipeline {
         for (i, cam) in raw.cameras.iter().enumerate() {
             let k = |f: &str| format!("cameras[{i}].{f}");
             if !valid_id(&cam.id) {
-                errors.push(err(
-                    &k("id"),
-                    format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", cam.id),
-                ));
+                errors.push(err(&k("id"), format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", cam.id)));
             } else if !seen.insert(cam.id.clone()) {
-                errors.push(err(
-                    &k("id"),
-                    format!("camera id {:?} is used twice", cam.id),
-                ));
+                errors.push(err(&k("id"), format!("camera id {:?} is used twice", cam.id)));
             }
             if cam.location_category.is_private() {
                 errors.push(err(
@@ -790,42 +741,25 @@ impl Pipeline {
                 "tcp" => true,
                 "udp" => false,
                 other => {
-                    errors.push(err(
-                        &k("rtsp_transport"),
-                        format!("{other:?} must be \"tcp\" or \"udp\""),
-                    ));
+                    errors.push(err(&k("rtsp_transport"), format!("{other:?} must be \"tcp\" or \"udp\"")));
                     true
                 }
             };
-            let source = if cam.source.starts_with("rtsp://") || cam.source.starts_with("rtsps://")
-            {
-                Source::Rtsp {
-                    url: cam.source.clone(),
-                    tcp,
-                }
+            let source = if cam.source.starts_with("rtsp://") || cam.source.starts_with("rtsps://") {
+                Source::Rtsp { url: cam.source.clone(), tcp }
             } else {
                 let p = cam.source.strip_prefix("file://").unwrap_or(&cam.source);
                 if p.contains("://") {
                     errors.push(err(
                         &k("source"),
-                        format!(
-                            "{:?}: only rtsp:// URLs and files are supported",
-                            cam.source
-                        ),
+                        format!("{:?}: only rtsp:// URLs and files are supported", cam.source),
                     ));
                 }
                 let path = resolve(Path::new(p));
                 if !path.is_file() {
-                    errors.push(err(
-                        &k("source"),
-                        format!("file {} does not exist", path.display()),
-                    ));
+                    errors.push(err(&k("source"), format!("file {} does not exist", path.display())));
                 }
-                Source::File {
-                    path,
-                    looping: cam.loop_file,
-                    realtime: cam.realtime,
-                }
+                Source::File { path, looping: cam.loop_file, realtime: cam.realtime }
             };
             let mask = match &cam.privacy_mask {
                 None => None,
@@ -843,28 +777,18 @@ impl Pipeline {
                 match rule {
                     RuleConfig::NoMask(r) => {
                         if no_mask.is_some() {
-                            errors
-                                .push(err(&rk("kind"), "only one no_mask rule per camera".into()));
+                            errors.push(err(&rk("kind"), "only one no_mask rule per camera".into()));
                         }
-                        for (f, v) in [
-                            ("threshold", r.threshold),
-                            ("face_threshold", r.face_threshold),
-                        ] {
+                        for (f, v) in [("threshold", r.threshold), ("face_threshold", r.face_threshold)] {
                             if !(0.0..=1.0).contains(&v) {
                                 errors.push(err(&rk(f), format!("{v} must be in [0, 1]")));
                             }
                         }
                         if !(0.0..=4096.0).contains(&r.min_face_px) {
-                            errors.push(err(
-                                &rk("min_face_px"),
-                                format!("{} must be in [0, 4096]", r.min_face_px),
-                            ));
+                            errors.push(err(&rk("min_face_px"), format!("{} must be in [0, 4096]", r.min_face_px)));
                         }
                         if r.window == 0 || r.window > 100 {
-                            errors.push(err(
-                                &rk("window"),
-                                format!("{} must be in [1, 100]", r.window),
-                            ));
+                            errors.push(err(&rk("window"), format!("{} must be in [1, 100]", r.window)));
                         }
                         if r.min_hits == 0 || r.min_hits > r.window {
                             errors.push(err(
@@ -873,27 +797,18 @@ impl Pipeline {
                             ));
                         }
                         if !(0.0..=86400.0).contains(&r.cooldown_s) {
-                            errors.push(err(
-                                &rk("cooldown_s"),
-                                format!("{} must be in [0, 86400]", r.cooldown_s),
-                            ));
+                            errors.push(err(&rk("cooldown_s"), format!("{} must be in [0, 86400]", r.cooldown_s)));
                         }
                         if !valid_id(&r.id) {
-                            errors.push(err(
-                                &rk("id"),
-                                format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", r.id),
-                            ));
+                            errors
+                                .push(err(&rk("id"), format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", r.id)));
                         }
                         let zone = match &r.zone {
                             None => None,
                             Some(pts) => {
-                                let pts: Vec<NormPoint> =
-                                    pts.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
+                                let pts: Vec<NormPoint> = pts.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
                                 match privacy::validate_polygon(&pts) {
-                                    Ok(()) => Some(Polygon {
-                                        name: format!("{}.zone", r.id),
-                                        points: pts,
-                                    }),
+                                    Ok(()) => Some(Polygon { name: format!("{}.zone", r.id), points: pts }),
                                     Err(problem) => {
                                         errors.push(err(&rk("zone"), problem));
                                         None
@@ -921,9 +836,7 @@ impl Pipeline {
         let store_url = if raw.store.url.contains("://") {
             raw.store.url.clone()
         } else {
-            resolve(Path::new(&raw.store.url))
-                .to_string_lossy()
-                .into_owned()
+            resolve(Path::new(&raw.store.url)).to_string_lossy().into_owned()
         };
         Ok(Pipeline {
             file: path.to_path_buf(),
@@ -942,9 +855,7 @@ impl Pipeline {
 
     pub fn worker_id(&self) -> String {
         self.raw.worker.id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "worker".into())
+            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
         })
     }
 }
@@ -960,17 +871,13 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
     // cover the whole table); otherwise the line the span starts on.
     let start = span.start.min(text.len());
     let line_start = |pos: usize| text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let unknown = msg
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split('`').next());
+    let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
     let mut pos = line_start(start);
     if let Some(name) = unknown {
         let mut off = pos;
         for line in text[pos..].split_inclusive('\n') {
             let t = line.trim_start();
-            if t.strip_prefix(name)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-            {
+            if t.strip_prefix(name).is_some_and(|r| r.trim_start().starts_with('=')) {
                 pos = off;
                 break;
             }
@@ -978,14 +885,8 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
         }
     }
     let line = text[pos..].lines().next().unwrap_or("");
-    let field = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"'))
-        .unwrap_or("");
-    let field_ok = !field.is_empty()
-        && field
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let field = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).unwrap_or("");
+    let field_ok = !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let before = &text[..pos];
     let line_no = before.matches('\n').count() + 1;
     // The table header the key is under, with array-of-tables indices.
@@ -1027,10 +928,7 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
         (false, true) => format!("{path}.{field}"),
         (_, false) => path,
     };
-    format!(
-        "line {line_no}{}{key}",
-        if key.is_empty() { "" } else { ", " }
-    )
+    format!("line {line_no}{}{key}", if key.is_empty() { "" } else { ", " })
 }
 
 #[cfg(test)]

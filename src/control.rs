@@ -19,12 +19,12 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use tokio::sync::mpsc;
 
+use crate::chain::Chains;
 use crate::config::{Camera, Pipeline};
 use crate::detect::{Models, RuntimeOptions};
-use crate::chain::Chains;
 use crate::evidence::{self, EvidenceContext, ModelFacts, RuleFacts, Violation, WorkerFacts};
-use crate::manifest::Signer;
 use crate::ingest::{self, CameraEnd, CameraStats, ClipSource, EncodedRing};
+use crate::manifest::Signer;
 use crate::privacy::MaskRaster;
 use crate::publish::Publisher;
 use crate::rules::NoMaskState;
@@ -52,10 +52,7 @@ pub struct CameraSummary {
 
 impl RunSummary {
     pub fn failed_cameras(&self) -> Vec<(&String, &CameraSummary)> {
-        self.cameras
-            .iter()
-            .filter(|(_, c)| c.end.starts_with("failed"))
-            .collect()
+        self.cameras.iter().filter(|(_, c)| c.end.starts_with("failed")).collect()
     }
 }
 
@@ -82,7 +79,11 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
     let (mut last_print, mut same) = (0u64, 0u32);
     let frozen_after = (2.0 * ctx.fps).ceil() as u32;
     while let Ok(mut frame) = frames.recv() {
-        let print = frame.data.iter().step_by(61).fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let print = frame
+            .data
+            .iter()
+            .step_by(61)
+            .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         same = if print == last_print { same + 1 } else { 0 };
         last_print = print;
         if same == frozen_after {
@@ -90,17 +91,11 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             ctx.ring.lock().expect("ring").mark(frame.pts, "frozen picture".into());
         }
         if let Some(mask) = &ctx.cam.mask {
-            if raster
-                .as_ref()
-                .is_none_or(|r| r.width != frame.width || r.height != frame.height)
-            {
+            if raster.as_ref().is_none_or(|r| r.width != frame.width || r.height != frame.height) {
                 raster = Some(mask.raster(frame.width, frame.height));
             }
             let stride = frame.stride();
-            raster
-                .as_ref()
-                .expect("raster")
-                .apply_rgb(&mut frame.data, stride);
+            raster.as_ref().expect("raster").apply_rgb(&mut frame.data, stride);
         }
         let (Some(st), Some(models)) = (state.as_mut(), ctx.models.as_ref()) else {
             ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
@@ -108,13 +103,11 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         };
         let result = {
             let mut m = models.lock().expect("models lock");
-            m.face
-                .detect(&frame, st.rule.face_threshold)
-                .and_then(|faces| {
-                    let faces = st.eligible(&faces, frame.width, frame.height);
-                    let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
-                    m.mask.no_mask_prob(&frame, &boxes).map(|p| (faces, p))
-                })
+            m.face.detect(&frame, st.rule.face_threshold).and_then(|faces| {
+                let faces = st.eligible(&faces, frame.width, frame.height);
+                let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+                m.mask.no_mask_prob(&frame, &boxes).map(|p| (faces, p))
+            })
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
         let (faces, probs) = match result {
@@ -207,8 +200,7 @@ async fn checkpoint(
 pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let started = Instant::now();
     let raw = &p.raw;
-    std::fs::create_dir_all(&p.data_dir)
-        .with_context(|| format!("data dir {}", p.data_dir.display()))?;
+    std::fs::create_dir_all(&p.data_dir).with_context(|| format!("data dir {}", p.data_dir.display()))?;
     let scratch = p.data_dir.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let store = Store::open_with(&p.store_url, &raw.store.options, raw.store.object_lock)?;
@@ -220,10 +212,10 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     } else {
         Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
     });
-    let chains = Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
+    let chains =
+        Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
-    let publisher =
-        Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream).await?);
+    let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream).await?);
     tracing::info!(
         pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
         nats = raw.publish.nats_url.as_deref().unwrap_or("none (outbox file only)"),
@@ -239,9 +231,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             intra_threads: m.intra_threads,
             ort_library: m.ort_library.clone(),
         };
-        let loaded =
-            tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, &opts))
-                .await??;
+        let loaded = tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, &opts)).await??;
         Some(Arc::new(Mutex::new(loaded)))
     } else {
         None
@@ -249,15 +239,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let model_facts: Vec<ModelFacts> = models
         .as_ref()
         .map(|m| {
-            m.lock()
-                .expect("models")
-                .infos()
-                .into_iter()
-                .map(|i| ModelFacts {
-                    id: i.id,
-                    sha256: i.sha256,
-                })
-                .collect()
+            m.lock().expect("models").infos().into_iter().map(|i| ModelFacts { id: i.id, sha256: i.sha256 }).collect()
         })
         .unwrap_or_default();
 
@@ -286,17 +268,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             violations: violations.clone(),
         };
         analysis_threads.push(
-            std::thread::Builder::new()
-                .name(format!("analyse-{}", cam.id))
-                .spawn(move || analysis_loop(ctx, frx))?,
+            std::thread::Builder::new().name(format!("analyse-{}", cam.id)).spawn(move || analysis_loop(ctx, frx))?,
         );
-        let (c, a, r, s, sd) = (
-            cam.clone(),
-            raw.analysis,
-            ring.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
+        let (c, a, r, s, sd) = (cam.clone(), raw.analysis, ring.clone(), stats.clone(), shutdown.clone());
         camera_threads.push((
             cam.id.clone(),
             std::thread::Builder::new()
@@ -314,19 +288,12 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         chains: chains.clone(),
         signer: signer.clone(),
         models: model_facts,
-        worker: WorkerFacts {
-            id: p.worker_id(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
+        worker: WorkerFacts { id: p.worker_id(), version: env!("CARGO_PKG_VERSION").into() },
         site: raw.site.id.clone(),
         site_name: raw.site.name.clone(),
         history_dir: p.data_dir.join("history"),
         retention: raw.retention,
-        seal: raw
-            .evidence
-            .seal_recipient
-            .as_ref()
-            .map(|r| r.parse().expect("validated at load")),
+        seal: raw.evidence.seal_recipient.as_ref().map(|r| r.parse().expect("validated at load")),
         utc_offset_s: p.utc_offset_s(),
         jpeg_quality: raw.clip.jpeg_quality,
         quantizer: raw.clip.quantizer,
@@ -356,11 +323,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         }
         let (mut ok, mut failed) = (0u64, 0u64);
         while let Some(r) = tasks.join_next().await {
-            if r.unwrap_or(false) {
-                ok += 1
-            } else {
-                failed += 1
-            }
+            if r.unwrap_or(false) { ok += 1 } else { failed += 1 }
         }
         (ok, failed)
     });
@@ -413,12 +376,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
     }
-    let mut summary = RunSummary {
-        events,
-        evidence_failures,
-        unpublished,
-        ..Default::default()
-    };
+    let mut summary = RunSummary { events, evidence_failures, unpublished, ..Default::default() };
     for (id, stats, violations) in per_cam {
         let end = match ends.remove(&id) {
             Some(CameraEnd::Failed(why)) => format!("failed: {why}"),

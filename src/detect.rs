@@ -68,8 +68,7 @@ pub struct ModelInfo {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
@@ -77,14 +76,10 @@ impl ModelInfo {
     /// Reads `<dir>/<id>.toml`, checks the ONNX file's SHA-256 against it.
     pub fn load(dir: &Path, id: &str, decoder: &str) -> Result<ModelInfo> {
         let mpath = dir.join(format!("{id}.toml"));
-        let text = std::fs::read_to_string(&mpath).with_context(|| {
-            format!(
-                "model manifest {}: cannot read (model id {id:?})",
-                mpath.display()
-            )
-        })?;
-        let manifest: ModelManifest = toml::from_str(&text)
-            .map_err(|e| anyhow!("model manifest {}: {}", mpath.display(), e.message()))?;
+        let text = std::fs::read_to_string(&mpath)
+            .with_context(|| format!("model manifest {}: cannot read (model id {id:?})", mpath.display()))?;
+        let manifest: ModelManifest =
+            toml::from_str(&text).map_err(|e| anyhow!("model manifest {}: {}", mpath.display(), e.message()))?;
         if manifest.decoder != decoder {
             bail!(
                 "model manifest {}: decoder is {:?}, but this stage needs a {decoder:?} model",
@@ -103,17 +98,11 @@ impl ModelInfo {
                 manifest.sha256
             );
         }
-        Ok(ModelInfo {
-            id: manifest.id.clone(),
-            sha256: actual,
-            path,
-            manifest,
-        })
+        Ok(ModelInfo { id: manifest.id.clone(), sha256: actual, path, manifest })
     }
 }
 
-static ORT_ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
-    OnceLock::new();
+static ORT_ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Finds libonnxruntime: explicit path, `$ORT_DYLIB_PATH`, then `.deps/onnxruntime/` next to the
 /// working directory or the executable's checkout.
@@ -135,10 +124,7 @@ pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
             let mut libs: Vec<PathBuf> = rd
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
-                })
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
                 .collect();
             libs.sort();
             if let Some(l) = libs.pop() {
@@ -155,13 +141,10 @@ pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
 fn ort_env(lib: Option<&Path>) -> Result<&'static ort::environment::Environment> {
     let env = ORT_ENV.get_or_init(|| {
         let path = find_ort_library(lib).map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
         tracing::info!(library = %path.display(), "ONNX Runtime loaded");
-        builder
-            .with_name("vigil")
-            .build()
-            .map_err(|e| format!("ONNX Runtime environment: {e}"))
+        builder.with_name("vigil").build().map_err(|e| format!("ONNX Runtime environment: {e}"))
     });
     env.as_ref().map_err(|e| anyhow!("{e}"))
 }
@@ -176,26 +159,18 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self {
-            execution_providers: vec!["cpu".into()],
-            intra_threads: 1,
-            ort_library: None,
-        }
+        Self { execution_providers: vec!["cpu".into()], intra_threads: 1, ort_library: None }
     }
 }
 
 fn session(info: &ModelInfo, opts: &RuntimeOptions) -> Result<Session> {
     use ort::ep::ExecutionProvider;
     let env = ort_env(opts.ort_library.as_deref())?;
-    let e = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-        anyhow!("{}: {}", info.path.display(), e)
-    };
+    let e = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{}: {}", info.path.display(), e);
     let mut eps = Vec::new();
     for name in &opts.execution_providers {
         match name.as_str() {
-            "cuda" if ort::ep::CUDA::is_available().unwrap_or(false) => {
-                eps.push(ort::ep::CUDA::default().build())
-            }
+            "cuda" if ort::ep::CUDA::is_available().unwrap_or(false) => eps.push(ort::ep::CUDA::default().build()),
             "tensorrt" if ort::ep::TensorRT::is_available().unwrap_or(false) => {
                 eps.push(ort::ep::TensorRT::default().build())
             }
@@ -205,11 +180,7 @@ fn session(info: &ModelInfo, opts: &RuntimeOptions) -> Result<Session> {
             }
         }
     }
-    let used = if eps.is_empty() {
-        "cpu".to_string()
-    } else {
-        format!("{:?} then cpu", opts.execution_providers)
-    };
+    let used = if eps.is_empty() { "cpu".to_string() } else { format!("{:?} then cpu", opts.execution_providers) };
     let s = Session::builder(env)
         .map_err(|e| anyhow!("{e}"))?
         .with_intra_threads(opts.intra_threads)
@@ -223,12 +194,7 @@ fn session(info: &ModelInfo, opts: &RuntimeOptions) -> Result<Session> {
         .with_execution_providers(eps)
         .map_err(e)?
         .commit_from_file(&info.path)
-        .map_err(|err| {
-            anyhow!(
-                "model {}: ONNX Runtime cannot load it: {err}",
-                info.path.display()
-            )
-        })?;
+        .map_err(|err| anyhow!("model {}: ONNX Runtime cannot load it: {err}", info.path.display()))?;
     tracing::info!(model = %info.id, sha256 = %info.sha256, execution = %used, "model loaded");
     Ok(s)
 }
@@ -243,12 +209,7 @@ pub struct Face {
 }
 
 /// Greedy NMS, highest score first; suppresses boxes with IoU ≥ `iou` against a kept box.
-pub fn nms<T>(
-    mut items: Vec<T>,
-    iou: f32,
-    bbox: impl Fn(&T) -> BBox,
-    score: impl Fn(&T) -> f32,
-) -> Vec<T> {
+pub fn nms<T>(mut items: Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, score: impl Fn(&T) -> f32) -> Vec<T> {
     items.sort_by(|a, b| score(b).total_cmp(&score(a)));
     let mut kept: Vec<T> = Vec::with_capacity(items.len());
     for it in items {
@@ -295,11 +256,7 @@ pub fn decode_centerface(
                 lm[0] = lms[(2 * k + 1) * n + i] * bw + x1;
                 lm[1] = lms[2 * k * n + i] * bh + y1;
             }
-            cands.push(Face {
-                bbox: BBox { x1, y1, x2, y2 },
-                score: s,
-                landmarks,
-            });
+            cands.push(Face { bbox: BBox { x1, y1, x2, y2 }, score: s, landmarks });
         }
     }
     nms(cands, 0.3, |f| f.bbox, |f| f.score)
@@ -316,11 +273,7 @@ impl FaceDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<FaceDetector> {
         let info = ModelInfo::load(dir, id, "centerface")?;
         let session = session(&info, opts)?;
-        Ok(FaceDetector {
-            info,
-            session,
-            input: Vec::new(),
-        })
+        Ok(FaceDetector { info, session, input: Vec::new() })
     }
 
     /// Detects faces in `frame`; boxes in frame pixels.
@@ -328,50 +281,24 @@ impl FaceDetector {
         let spec = &self.info.manifest.input;
         let m = spec.multiple_of.max(1);
         let (iw, ih) = (frame.width as usize, frame.height as usize);
-        let (w, h) = if spec.width > 0 {
-            (spec.width, spec.height)
-        } else {
-            (iw.div_ceil(m) * m, ih.div_ceil(m) * m)
-        };
+        let (w, h) = if spec.width > 0 { (spec.width, spec.height) } else { (iw.div_ceil(m) * m, ih.div_ceil(m) * m) };
         let plane = w * h;
         self.input.resize(3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
         let buf = &mut self.input;
-        frame.sample_bilinear(
-            BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: iw as f32,
-                y2: ih as f32,
-            },
-            w,
-            h,
-            |i, px| {
-                for c in 0..3 {
-                    buf[c * plane + i] = (px[c] - mean[c]) / std[c];
-                }
-            },
-        );
+        frame.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: iw as f32, y2: ih as f32 }, w, h, |i, px| {
+            for c in 0..3 {
+                buf[c * plane + i] = (px[c] - mean[c]) / std[c];
+            }
+        });
         let tensor = TensorRef::from_array_view(([1usize, 3, h, w], &*self.input))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![spec.name.as_str() => tensor])?;
+        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
         let names = &self.info.manifest.outputs;
         let get = |k: usize| -> Result<&[f32]> {
             let (_, d) = outputs[names[k].as_str()].try_extract_tensor::<f32>()?;
             Ok(d)
         };
-        let faces = decode_centerface(
-            get(0)?,
-            get(1)?,
-            get(2)?,
-            get(3)?,
-            h / 4,
-            w / 4,
-            w as f32,
-            h as f32,
-            threshold,
-        );
+        let faces = decode_centerface(get(0)?, get(1)?, get(2)?, get(3)?, h / 4, w / 4, w as f32, h as f32, threshold);
         let (sx, sy) = (w as f32 / iw as f32, h as f32 / ih as f32);
         Ok(faces
             .into_iter()
@@ -398,11 +325,7 @@ impl MaskClassifier {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
         let info = ModelInfo::load(dir, id, "softmax2")?;
         let session = session(&info, opts)?;
-        Ok(MaskClassifier {
-            info,
-            session,
-            input: Vec::new(),
-        })
+        Ok(MaskClassifier { info, session, input: Vec::new() })
     }
 
     /// No-mask probability for each face box (one batched run).
@@ -424,11 +347,8 @@ impl MaskClassifier {
             });
         }
         let tensor = TensorRef::from_array_view(([boxes.len(), h, w, 3], &*self.input))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![spec.name.as_str() => tensor])?;
-        let (_, probs) =
-            outputs[self.info.manifest.outputs[0].as_str()].try_extract_tensor::<f32>()?;
+        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
+        let (_, probs) = outputs[self.info.manifest.outputs[0].as_str()].try_extract_tensor::<f32>()?;
         Ok(probs.chunks_exact(2).map(|p| p[1]).collect())
     }
 }
@@ -441,10 +361,7 @@ pub struct Models {
 
 impl Models {
     pub fn load(dir: &Path, face: &str, mask: &str, opts: &RuntimeOptions) -> Result<Models> {
-        Ok(Models {
-            face: FaceDetector::load(dir, face, opts)?,
-            mask: MaskClassifier::load(dir, mask, opts)?,
-        })
+        Ok(Models { face: FaceDetector::load(dir, face, opts)?, mask: MaskClassifier::load(dir, mask, opts)? })
     }
 
     pub fn infos(&self) -> Vec<ModelInfo> {
@@ -458,18 +375,8 @@ mod tests {
 
     #[test]
     fn nms_keeps_best_of_overlapping() {
-        let b = |x: f32| BBox {
-            x1: x,
-            y1: 0.0,
-            x2: x + 10.0,
-            y2: 10.0,
-        };
-        let kept = nms(
-            vec![(b(0.0), 0.5), (b(1.0), 0.9), (b(50.0), 0.3)],
-            0.3,
-            |t| t.0,
-            |t| t.1,
-        );
+        let b = |x: f32| BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 };
+        let kept = nms(vec![(b(0.0), 0.5), (b(1.0), 0.9), (b(50.0), 0.3)], 0.3, |t| t.0, |t| t.1);
         assert_eq!(kept.iter().map(|t| t.1).collect::<Vec<_>>(), vec![0.9, 0.3]);
     }
 
@@ -488,15 +395,7 @@ mod tests {
         let f = decode_centerface(&heat, &scale, &offset, &lms, h, w, 8.0, 8.0, 0.5);
         assert_eq!(f.len(), 1);
         // cy = (1 + 0 + .5) * 4 = 6, cx = 2 -> x1 = 0, y1 = 2, x2 = 4, y2 = 8 (clamped to in_h)
-        assert_eq!(
-            f[0].bbox,
-            BBox {
-                x1: 0.0,
-                y1: 2.0,
-                x2: 4.0,
-                y2: 8.0
-            }
-        );
+        assert_eq!(f[0].bbox, BBox { x1: 0.0, y1: 2.0, x2: 4.0, y2: 8.0 });
         assert_eq!(f[0].landmarks[0], [2.0, 6.0]);
     }
 
@@ -504,19 +403,11 @@ mod tests {
     fn hash_mismatch_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("m.onnx"), b"not the model").unwrap();
-        let manifest = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/centerface.toml"
-        ))
-        .unwrap()
-        .replace("centerface.onnx", "m.onnx");
+        let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/centerface.toml"))
+            .unwrap()
+            .replace("centerface.onnx", "m.onnx");
         std::fs::write(d.path().join("centerface.toml"), manifest).unwrap();
-        let e = ModelInfo::load(d.path(), "centerface", "centerface")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("m.onnx") && e.contains("SHA-256 is") && e.contains("c3673a45"),
-            "{e}"
-        );
+        let e = ModelInfo::load(d.path(), "centerface", "centerface").unwrap_err().to_string();
+        assert!(e.contains("m.onnx") && e.contains("SHA-256 is") && e.contains("c3673a45"), "{e}");
     }
 }

@@ -56,12 +56,10 @@ fn wait_eos(p: &gst::Pipeline, what: &str, timeout: Duration) -> Result<()> {
 }
 
 fn bus_error(p: &gst::Pipeline) -> Option<String> {
-    p.bus()?
-        .pop_filtered(&[gst::MessageType::Error])
-        .and_then(|m| match m.view() {
-            gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
-            _ => None,
-        })
+    p.bus()?.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+        _ => None,
+    })
 }
 
 /// Decodes the clip's samples, masks and re-encodes the frames in `[start, end)`.
@@ -77,32 +75,16 @@ pub fn cut_clip(
     }
     // decoder: appsrc ! h264parse ! avdec_h264 ! videoconvert ! RGB appsink
     let dec = gst::Pipeline::with_name("clip-decode");
-    let appsrc = gst_app::AppSrc::builder()
-        .caps(&src.caps)
-        .format(gst::Format::Time)
-        .build();
+    let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
     let parse = element("h264parse")?;
     let decoder = element(&crate::ingest::choose_decoder("auto")?)?;
     let convert = element("videoconvert")?;
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(4)
-        .caps(
-            &gst_video::VideoCapsBuilder::new()
-                .format(gst_video::VideoFormat::Rgb)
-                .build(),
-        )
+        .caps(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgb).build())
         .build();
-    chain(
-        &dec,
-        &[
-            appsrc.upcast_ref(),
-            &parse,
-            &decoder,
-            &convert,
-            sink.upcast_ref(),
-        ],
-    )?;
+    chain(&dec, &[appsrc.upcast_ref(), &parse, &decoder, &convert, sink.upcast_ref()])?;
     dec.set_state(gst::State::Playing)?;
     // Feed from another thread: the decoder's output is pulled (bounded) here at the same time.
     let samples = src.samples.clone();
@@ -142,10 +124,7 @@ pub fn cut_clip(
         let sample = match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
             Some(s) => s,
             None if sink.is_eos() => break,
-            None => bail!(
-                "clip decode stalled: {}",
-                bus_error(&dec).unwrap_or_else(|| "no frame in 10 s".into())
-            ),
+            None => bail!("clip decode stalled: {}", bus_error(&dec).unwrap_or_else(|| "no frame in 10 s".into())),
         };
         let buf = sample.buffer().context("sample without buffer")?;
         let Some(pts) = buf.pts().map(|t| Duration::from_nanos(t.nseconds())) else {
@@ -158,11 +137,7 @@ pub fn cut_clip(
         if enc.is_none() {
             (width, height) = (info.width(), info.height());
             let fr = info.fps();
-            fps = if fr.numer() > 0 && fr.denom() > 0 {
-                fr.numer() as f64 / fr.denom() as f64
-            } else {
-                25.0
-            };
+            fps = if fr.numer() > 0 && fr.denom() > 0 { fr.numer() as f64 / fr.denom() as f64 } else { 25.0 };
             frame_dur = Duration::from_secs_f64(1.0 / fps);
             enc = Some(encoder(width, height, info.fps(), fps, quantizer, &tmp)?);
             raster = mask.map(|m| m.raster(width, height));
@@ -174,10 +149,7 @@ pub fn cut_clip(
         if let Some(r) = &raster {
             r.apply_rgb(&mut f.data, row);
         }
-        if snapshot
-            .as_ref()
-            .is_none_or(|s| pts.abs_diff(trigger) < s.pts.abs_diff(trigger))
-        {
+        if snapshot.as_ref().is_none_or(|s| pts.abs_diff(trigger) < s.pts.abs_diff(trigger)) {
             snapshot = Some(f.clone());
         }
         let first = *first_pts.get_or_insert(pts);
@@ -186,30 +158,23 @@ pub fn cut_clip(
         let mut out = gst::Buffer::from_mut_slice(f.data);
         {
             let b = out.get_mut().expect("new buffer");
-            b.set_pts(gst::ClockTime::from_nseconds(
-                (pts - first).as_nanos() as u64
-            ));
+            b.set_pts(gst::ClockTime::from_nseconds((pts - first).as_nanos() as u64));
             b.set_duration(gst::ClockTime::from_nseconds(frame_dur.as_nanos() as u64));
         }
-        esrc.push_buffer(out)
-            .map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
+        esrc.push_buffer(out).map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
         frames += 1;
     }
     let _ = feeder.join();
     let dec_err = bus_error(&dec);
     dec.set_state(gst::State::Null)?;
     let Some((pipe, esrc)) = enc else {
-        bail!(
-            "no decodable frame in the clip window{}",
-            dec_err.map(|e| format!(": {e}")).unwrap_or_default()
-        );
+        bail!("no decodable frame in the clip window{}", dec_err.map(|e| format!(": {e}")).unwrap_or_default());
     };
     esrc.end_of_stream()?;
     let r = wait_eos(&pipe, "clip encode", Duration::from_secs(120));
     pipe.set_state(gst::State::Null)?;
     r?;
-    let mp4 =
-        std::fs::read(&tmp).with_context(|| format!("clip scratch file {}", tmp.display()))?;
+    let mp4 = std::fs::read(&tmp).with_context(|| format!("clip scratch file {}", tmp.display()))?;
     let _ = std::fs::remove_file(&tmp);
     Ok(Clip {
         mp4,
@@ -232,11 +197,7 @@ fn encoder(
     out: &Path,
 ) -> Result<(gst::Pipeline, gst_app::AppSrc)> {
     let p = gst::Pipeline::with_name("clip-encode");
-    let fr = if fr.numer() > 0 {
-        fr
-    } else {
-        gst::Fraction::new(25, 1)
-    };
+    let fr = if fr.numer() > 0 { fr } else { gst::Fraction::new(25, 1) };
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgb)
         .width(w as i32)
@@ -260,10 +221,7 @@ fn encoder(
     let mux = element("mp4mux")?;
     let sink = element("filesink")?;
     sink.set_property("location", out.to_string_lossy().as_ref());
-    chain(
-        &p,
-        &[src.upcast_ref(), &convert, &x264, &parse, &mux, &sink],
-    )?;
+    chain(&p, &[src.upcast_ref(), &convert, &x264, &parse, &mux, &sink])?;
     p.set_state(gst::State::Playing)?;
     Ok((p, src))
 }
@@ -272,24 +230,14 @@ fn encoder(
 /// in analysis-frame pixels and are scaled to the snapshot.
 pub fn annotate(snapshot: &RgbFrame, faces: &[TrackedFace], analysis: (u32, u32)) -> RgbFrame {
     let mut a = snapshot.clone();
-    let (sx, sy) = (
-        a.width as f32 / analysis.0 as f32,
-        a.height as f32 / analysis.1 as f32,
-    );
+    let (sx, sy) = (a.width as f32 / analysis.0 as f32, a.height as f32 / analysis.1 as f32);
     let scale = ((a.height / 180).max(2)) as i64;
     let thick = (a.height / 180).max(2);
     for f in faces {
         let b = f.bbox.scale(sx, sy);
-        let color = if f.trigger {
-            [255, 32, 32]
-        } else {
-            [255, 200, 0]
-        };
+        let color = if f.trigger { [255, 32, 32] } else { [255, 200, 0] };
         a.draw_box(b, color, thick);
-        let label = format!(
-            "#{} NO MASK {:.2} FACE {:.2}",
-            f.track_id, f.no_mask_prob, f.face_score
-        );
+        let label = format!("#{} NO MASK {:.2} FACE {:.2}", f.track_id, f.no_mask_prob, f.face_score);
         let y = (b.y1 as i64 - 7 * scale - 2).max(0);
         a.draw_text(b.x1 as i64, y, &label, [255, 255, 255], color, scale);
     }
@@ -571,7 +519,8 @@ pub struct EvidenceContext {
 fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
     let mut gaps = Vec::new();
     let limit = Duration::from_secs_f64(3.0 / fps.max(1.0));
-    let mut pts: Vec<Duration> = src.samples.iter().map(|s| s.pts).filter(|p| *p >= src.start && *p < src.end).collect();
+    let mut pts: Vec<Duration> =
+        src.samples.iter().map(|s| s.pts).filter(|p| *p >= src.start && *p < src.end).collect();
     pts.sort();
     for w in pts.windows(2) {
         if w[1] - w[0] > limit {
@@ -636,7 +585,9 @@ pub async fn produce(
     if let (Some(rcp), Some(original)) = (&ctx.seal, original) {
         let plain = original?;
         sealed = Some(SealedFacts {
-            format: "age-encryption.org/v1, X25519 recipient; plaintext: MP4 of the unmasked H.264 stream, not re-encoded".into(),
+            format:
+                "age-encryption.org/v1, X25519 recipient; plaintext: MP4 of the unmasked H.264 stream, not re-encoded"
+                    .into(),
             recipient: rcp.to_string(),
             plaintext_sha256: sha256_hex(&plain),
             plaintext_bytes: plain.len() as u64,
@@ -646,7 +597,12 @@ pub async fn produce(
     let mut artifacts = BTreeMap::new();
     for (name, file, bytes, ct) in files {
         let key = format!("{prefix}/{file}");
-        let a = Artifact { key: key.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, content_type: ct.into() };
+        let a = Artifact {
+            key: key.clone(),
+            sha256: sha256_hex(&bytes),
+            bytes: bytes.len() as u64,
+            content_type: ct.into(),
+        };
         ctx.store.put_evidence(&key, Bytes::from(bytes), retain_until).await?;
         artifacts.insert(name.to_string(), a);
     }
@@ -654,7 +610,8 @@ pub async fn produce(
     let frame_dur = Duration::from_secs_f64(1.0 / clip.fps.max(1.0));
     let (start, end) = (v.wall(clip.first_pts), v.wall(clip.last_pts + frame_dur));
     let health = health(&v, &src, clip.fps);
-    let mut reasons: Vec<String> = health.gaps.iter().map(|(at, s)| format!("stream gap of {s:.2} s at {at}")).collect();
+    let mut reasons: Vec<String> =
+        health.gaps.iter().map(|(at, s)| format!("stream gap of {s:.2} s at {at}")).collect();
     reasons.extend(health.events.iter().map(|(at, what)| format!("{what} at {at}")));
     let status = cam.registry.compliance(t.with_timezone(&offset(ctx.utc_offset_s)).date_naive());
     let mut manifest = Manifest {
@@ -683,12 +640,18 @@ pub async fn produce(
             fps: clip.fps,
             pre_roll_s: v.pre_roll.as_secs_f64(),
             post_roll_s: v.post_roll.as_secs_f64(),
-            pre_roll_truncated: src.pre_truncated || v.trigger_pts < v.pre_roll || clip.first_pts > src.start + frame_dur,
+            pre_roll_truncated: src.pre_truncated
+                || v.trigger_pts < v.pre_roll
+                || clip.first_pts > src.start + frame_dur,
             post_roll_truncated: src.post_truncated,
         },
         detections: v.faces.iter().map(|f| TrackedFace { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
         models: ctx.models.clone(),
-        privacy_mask: cam.mask.as_ref().map(|m| MaskFacts { id: m.id.clone(), sha256: m.sha256.clone(), polygons: m.polygons.len() }),
+        privacy_mask: cam.mask.as_ref().map(|m| MaskFacts {
+            id: m.id.clone(),
+            sha256: m.sha256.clone(),
+            polygons: m.polygons.len(),
+        }),
         admissibility: Admissibility { admissible: health.normal, reasons },
         health,
         status,
@@ -722,7 +685,8 @@ pub async fn produce(
 
     let mut event = serde_json::to_value(&manifest)?;
     event["schema"] = "vigil.evidence.v1".into();
-    event["manifest"] = serde_json::json!({ "key": manifest_key, "sha256": hash, "signature_key": format!("{prefix}/manifest.sig") });
+    event["manifest"] =
+        serde_json::json!({ "key": manifest_key, "sha256": hash, "signature_key": format!("{prefix}/manifest.sig") });
     let subject = format!("vigil.evidence.{}.{}", ctx.site, v.camera);
     ctx.publisher
         .submit(crate::publish::OutboxEntry { id: v.evidence_id.clone(), subject, payload: event.clone() })

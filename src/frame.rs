@@ -15,11 +15,7 @@ pub struct RgbFrame {
 
 impl std::fmt::Debug for RgbFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RgbFrame({}x{} @ {:?})",
-            self.width, self.height, self.pts
-        )
+        write!(f, "RgbFrame({}x{} @ {:?})", self.width, self.height, self.pts)
     }
 }
 
@@ -53,12 +49,7 @@ impl BBox {
         if union <= 0.0 { 0.0 } else { inter / union }
     }
     pub fn scale(&self, sx: f32, sy: f32) -> BBox {
-        BBox {
-            x1: self.x1 * sx,
-            y1: self.y1 * sy,
-            x2: self.x2 * sx,
-            y2: self.y2 * sy,
-        }
+        BBox { x1: self.x1 * sx, y1: self.y1 * sy, x2: self.x2 * sx, y2: self.y2 * sy }
     }
     /// Grows the box by `margin` × its size on every side, clamped to `w`×`h`.
     pub fn expand(&self, margin: f32, w: f32, h: f32) -> BBox {
@@ -74,42 +65,21 @@ impl BBox {
 
 impl RgbFrame {
     pub fn new(width: u32, height: u32) -> RgbFrame {
-        RgbFrame {
-            width,
-            height,
-            data: vec![0; width as usize * height as usize * 3],
-            pts: Duration::ZERO,
-        }
+        RgbFrame { width, height, data: vec![0; width as usize * height as usize * 3], pts: Duration::ZERO }
     }
 
     pub fn from_image(img: &image::RgbImage) -> RgbFrame {
-        RgbFrame {
-            width: img.width(),
-            height: img.height(),
-            data: img.as_raw().clone(),
-            pts: Duration::ZERO,
-        }
+        RgbFrame { width: img.width(), height: img.height(), data: img.as_raw().clone(), pts: Duration::ZERO }
     }
 
     /// Copies an RGB image whose rows are `stride` bytes apart (GStreamer pads rows to 4 bytes).
-    pub fn from_rows(
-        src: &[u8],
-        width: u32,
-        height: u32,
-        stride: usize,
-        pts: Duration,
-    ) -> RgbFrame {
+    pub fn from_rows(src: &[u8], width: u32, height: u32, stride: usize, pts: Duration) -> RgbFrame {
         let row = width as usize * 3;
         let mut data = Vec::with_capacity(row * height as usize);
         for y in 0..height as usize {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }
-        RgbFrame {
-            width,
-            height,
-            data,
-            pts,
-        }
+        RgbFrame { width, height, data, pts }
     }
 
     pub fn stride(&self) -> usize {
@@ -124,13 +94,7 @@ impl RgbFrame {
     /// Bilinear resampling of the region `roi` (pixels) to `dw`×`dh`, with OpenCV's half-pixel
     /// convention. Calls `put(dst_index, [r, g, b])` for every destination pixel in row-major order;
     /// the caller decides layout (NCHW/NHWC) and normalisation.
-    pub fn sample_bilinear(
-        &self,
-        roi: BBox,
-        dw: usize,
-        dh: usize,
-        mut put: impl FnMut(usize, [f32; 3]),
-    ) {
+    pub fn sample_bilinear(&self, roi: BBox, dw: usize, dh: usize, mut put: impl FnMut(usize, [f32; 3])) {
         let (sw, sh) = (self.width as usize, self.height as usize);
         let (rx, ry) = (roi.x1.max(0.0), roi.y1.max(0.0));
         let (rw, rh) = (roi.w().max(1.0), roi.h().max(1.0));
@@ -189,15 +153,7 @@ impl RgbFrame {
 
     /// Draws `text` (digits, `.`, `:`, `%`, space and A–Z; other characters as blanks) with a 3×5
     /// pixel font scaled by `scale`, on a filled background, top-left at (x, y).
-    pub fn draw_text(
-        &mut self,
-        x: i64,
-        y: i64,
-        text: &str,
-        color: [u8; 3],
-        bg: [u8; 3],
-        scale: i64,
-    ) {
+    pub fn draw_text(&mut self, x: i64, y: i64, text: &str, color: [u8; 3], bg: [u8; 3], scale: i64) {
         let (w, h) = (self.width as i64, self.height as i64);
         let cols = text.chars().count() as i64 * 4 + 1;
         for py in 0..7 * scale {
@@ -227,14 +183,8 @@ impl RgbFrame {
     pub fn to_jpeg(&self, quality: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-        image::ImageEncoder::write_image(
-            enc,
-            &self.data,
-            self.width,
-            self.height,
-            image::ExtendedColorType::Rgb8,
-        )
-        .expect("encoding a well-formed RGB buffer to memory cannot fail");
+        image::ImageEncoder::write_image(enc, &self.data, self.width, self.height, image::ExtendedColorType::Rgb8)
+            .expect("encoding a well-formed RGB buffer to memory cannot fail");
         out
     }
 }
@@ -294,28 +244,10 @@ mod tests {
 
     #[test]
     fn iou_and_expand() {
-        let a = BBox {
-            x1: 0.0,
-            y1: 0.0,
-            x2: 10.0,
-            y2: 10.0,
-        };
-        let b = BBox {
-            x1: 5.0,
-            y1: 0.0,
-            x2: 15.0,
-            y2: 10.0,
-        };
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
         assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
-        assert_eq!(
-            a.expand(0.5, 12.0, 100.0),
-            BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: 12.0,
-                y2: 15.0
-            }
-        );
+        assert_eq!(a.expand(0.5, 12.0, 100.0), BBox { x1: 0.0, y1: 0.0, x2: 12.0, y2: 15.0 });
     }
 
     #[test]
@@ -323,46 +255,17 @@ mod tests {
         let mut f = RgbFrame::new(2, 1);
         f.data = vec![0, 0, 0, 200, 100, 50];
         let mut out = vec![[0f32; 3]; 2];
-        f.sample_bilinear(
-            BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: 2.0,
-                y2: 1.0,
-            },
-            2,
-            1,
-            |i, p| out[i] = p,
-        );
+        f.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: 2.0, y2: 1.0 }, 2, 1, |i, p| out[i] = p);
         assert_eq!(out, vec![[0.0, 0.0, 0.0], [200.0, 100.0, 50.0]]);
         let mut one = [0f32; 3];
-        f.sample_bilinear(
-            BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: 2.0,
-                y2: 1.0,
-            },
-            1,
-            1,
-            |_, p| one = p,
-        );
+        f.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: 2.0, y2: 1.0 }, 1, 1, |_, p| one = p);
         assert_eq!(one, [100.0, 50.0, 25.0]);
     }
 
     #[test]
     fn box_and_text_draw_inside_bounds() {
         let mut f = RgbFrame::new(20, 20);
-        f.draw_box(
-            BBox {
-                x1: 2.0,
-                y1: 2.0,
-                x2: 30.0,
-                y2: 10.0,
-            },
-            [255, 0, 0],
-            2,
-        );
+        f.draw_box(BBox { x1: 2.0, y1: 2.0, x2: 30.0, y2: 10.0 }, [255, 0, 0], 2);
         assert_eq!(f.pixel(2, 2), [255, 0, 0]);
         assert_eq!(f.pixel(5, 5), [0, 0, 0]);
         f.draw_text(0, 12, "0.93", [255, 255, 255], [1, 1, 1], 1);

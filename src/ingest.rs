@@ -135,12 +135,7 @@ impl EncodedRing {
         self.samples.push_back(s);
         // Drop whole GOPs from the front while the next keyframe still leaves `retain` behind it.
         loop {
-            let next_key = self
-                .samples
-                .iter()
-                .skip(1)
-                .position(|x| x.keyframe)
-                .map(|p| p + 1);
+            let next_key = self.samples.iter().skip(1).position(|x| x.keyframe).map(|p| p + 1);
             match next_key {
                 Some(k) if newest.saturating_sub(self.samples[k].pts) >= self.retain => {
                     self.samples.drain(..k);
@@ -176,30 +171,13 @@ impl EncodedRing {
     /// Starts collecting the clip `[start, end]`; `done` is called once it is complete, or when the
     /// stream stops (then marked truncated).
     pub fn start_clip(&mut self, start: Duration, end: Duration, done: ClipDone) {
-        let from = self
-            .samples
-            .iter()
-            .rposition(|s| s.keyframe && s.pts <= start);
+        let from = self.samples.iter().rposition(|s| s.keyframe && s.pts <= start);
         let pre_truncated = from.is_none();
-        let from = from
-            .or_else(|| self.samples.iter().position(|s| s.keyframe))
-            .unwrap_or(self.samples.len());
+        let from = from.or_else(|| self.samples.iter().position(|s| s.keyframe)).unwrap_or(self.samples.len());
         let samples: Vec<EncodedSample> = self.samples.iter().skip(from).cloned().collect();
         let first = samples.first().map_or(start, |s| s.pts);
-        let marks = self
-            .marks
-            .iter()
-            .filter(|(p, _)| *p + Duration::from_secs(1) >= first)
-            .cloned()
-            .collect();
-        let c = Collector {
-            start,
-            end,
-            samples,
-            marks,
-            pre_truncated,
-            done,
-        };
+        let marks = self.marks.iter().filter(|(p, _)| *p + Duration::from_secs(1) >= first).cloned().collect();
+        let c = Collector { start, end, samples, marks, pre_truncated, done };
         if self.last_pts.is_some_and(|p| p >= end) {
             self.complete(c, false);
         } else if self.stopped {
@@ -247,25 +225,18 @@ pub fn choose_decoder(pref: &str) -> Result<String> {
             .map(|_| pref.to_string())
             .ok_or_else(|| anyhow!("decoder element {pref:?} is not installed"));
     }
-    [
-        "nvh264dec",
-        "vah264dec",
-        "vaapih264dec",
-        "avdec_h264",
-        "openh264dec",
-    ]
-    .into_iter()
-    .find(|n| gst::ElementFactory::find(n).is_some())
-    .map(str::to_string)
-    .ok_or_else(|| anyhow!("no H.264 decoder found (install gstreamer1.0-libav)"))
+    ["nvh264dec", "vah264dec", "vaapih264dec", "avdec_h264", "openh264dec"]
+        .into_iter()
+        .find(|n| gst::ElementFactory::find(n).is_some())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no H.264 decoder found (install gstreamer1.0-libav)"))
 }
 
 /// Running time of `ts` in the sample's segment.
 fn running_time(sample: &gst::Sample, ts: Option<gst::ClockTime>) -> Option<Duration> {
     let ts = ts?;
     let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-    seg.to_running_time(ts)
-        .map(|t| Duration::from_nanos(t.nseconds()))
+    seg.to_running_time(ts).map(|t| Duration::from_nanos(t.nseconds()))
 }
 
 /// Adds `elements` to `p` and links them in order.
@@ -276,9 +247,7 @@ pub fn chain(p: &gst::Pipeline, elements: &[&gst::Element]) -> Result<()> {
 }
 
 pub fn make(name: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(name)
-        .build()
-        .map_err(|_| anyhow!("GStreamer element {name:?} is not installed"))
+    gst::ElementFactory::make(name).build().map_err(|_| anyhow!("GStreamer element {name:?} is not installed"))
 }
 
 struct Built {
@@ -298,22 +267,14 @@ struct Shared {
     shutdown: Arc<AtomicBool>,
 }
 
-fn build(
-    cam: &Camera,
-    decoder: &str,
-    analysis: &AnalysisConfig,
-    sh: &Arc<Shared>,
-) -> Result<Built> {
+fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", cam.id));
     let parse = make("h264parse")?;
     parse.set_property("config-interval", -1i32);
     let bytestream = gst::ElementFactory::make("capsfilter")
         .property(
             "caps",
-            gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build(),
+            gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
         )
         .build()?;
     let tee = make("tee")?;
@@ -326,10 +287,7 @@ fn build(
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     let sync = sh.realtime;
-    let enc_sink = gst_app::AppSink::builder()
-        .name("encoded")
-        .sync(sync)
-        .build();
+    let enc_sink = gst_app::AppSink::builder().name("encoded").sync(sync).build();
     let ana_sink = gst_app::AppSink::builder()
         .name("analysis")
         .sync(sync)
@@ -342,29 +300,11 @@ fn build(
                 .build(),
         )
         .build();
-    pipeline.add_many([
-        &parse,
-        &bytestream,
-        &tee,
-        &q_enc,
-        &q_dec,
-        &dec,
-        &rate,
-        &convert,
-        &scale,
-    ])?;
+    pipeline.add_many([&parse, &bytestream, &tee, &q_enc, &q_dec, &dec, &rate, &convert, &scale])?;
     pipeline.add_many([enc_sink.upcast_ref::<gst::Element>(), ana_sink.upcast_ref()])?;
     gst::Element::link_many([&parse, &bytestream, &tee])?;
     gst::Element::link_many([&tee, &q_enc, enc_sink.upcast_ref()])?;
-    gst::Element::link_many([
-        &tee,
-        &q_dec,
-        &dec,
-        &rate,
-        &convert,
-        &scale,
-        ana_sink.upcast_ref(),
-    ])?;
+    gst::Element::link_many([&tee, &q_dec, &dec, &rate, &convert, &scale, ana_sink.upcast_ref()])?;
 
     match &cam.source {
         Source::File { path, .. } => {
@@ -411,12 +351,7 @@ fn build(
 
 /// Links the first matching dynamic pad of `src` to `sink`; a video stream of another codec is an
 /// error that names the codec; other streams (audio, metadata) go to a fakesink.
-fn link_dynamic_video(
-    src: &gst::Element,
-    sink: &gst::Element,
-    pipeline: &gst::Pipeline,
-    want: &'static str,
-) {
+fn link_dynamic_video(src: &gst::Element, sink: &gst::Element, pipeline: &gst::Pipeline, want: &'static str) {
     let sink = sink.downgrade();
     let pipeline = pipeline.downgrade();
     src.connect_pad_added(move |el, pad| {
@@ -426,32 +361,22 @@ fn link_dynamic_video(
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(s) = caps.structure(0) else { return };
         let name = s.name().to_string();
-        let is_video = name.starts_with("video/")
-            || (name == "application/x-rtp" && s.get::<&str>("media").ok() == Some("video"));
-        let wanted = name == want
-            && (want != "application/x-rtp" || s.get::<&str>("encoding-name").ok() == Some("H264"));
+        let is_video =
+            name.starts_with("video/") || (name == "application/x-rtp" && s.get::<&str>("media").ok() == Some("video"));
+        let wanted =
+            name == want && (want != "application/x-rtp" || s.get::<&str>("encoding-name").ok() == Some("H264"));
         let sink_pad = sink.static_pad("sink").expect("sink pad");
         if wanted && !sink_pad.is_linked() {
             if let Err(e) = pad.link(&sink_pad) {
-                gst::element_error!(
-                    el,
-                    gst::StreamError::Failed,
-                    ["cannot link {}: {:?}", name, e]
-                );
+                gst::element_error!(el, gst::StreamError::Failed, ["cannot link {}: {:?}", name, e]);
             }
         } else if is_video && !sink_pad.is_linked() {
             gst::element_error!(
                 el,
                 gst::StreamError::CodecNotFound,
-                [
-                    "the video stream is {}; vigil needs H.264",
-                    caps.to_string()
-                ]
+                ["the video stream is {}; vigil needs H.264", caps.to_string()]
             );
-        } else if let Ok(fake) = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .build()
-        {
+        } else if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build() {
             let _ = pipeline.add(&fake);
             let _ = fake.sync_state_with_parent();
             let _ = pad.link(&fake.static_pad("sink").expect("fakesink pad"));
@@ -462,8 +387,7 @@ fn link_dynamic_video(
 fn on_encoded(sh: &Shared, sample: &gst::Sample) {
     let Some(buf) = sample.buffer() else { return };
     let off = Duration::from_nanos(sh.offset_ns.load(Ordering::Relaxed));
-    let Some(pts) = running_time(sample, buf.pts()).or_else(|| running_time(sample, buf.dts()))
-    else {
+    let Some(pts) = running_time(sample, buf.pts()).or_else(|| running_time(sample, buf.dts())) else {
         return;
     };
     let Ok(map) = buf.map_readable() else { return };
@@ -579,10 +503,7 @@ pub fn run_camera(
             }
             (Outcome::Eos, Source::File { .. }) => break CameraEnd::Ended,
             (Outcome::Error(e), Source::File { path, .. }) => {
-                break CameraEnd::Failed(format!(
-                    "file {}: cannot read it as H.264 video: {e}",
-                    path.display()
-                ));
+                break CameraEnd::Failed(format!("file {}: cannot read it as H.264 video: {e}", path.display()));
             }
             (o, Source::Rtsp { url, .. }) => {
                 let why = match o {
@@ -597,9 +518,8 @@ pub fn run_camera(
                     r.finish_all();
                 }
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
+                let nanos =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let jitter = Duration::from_millis(u64::from(nanos ^ std::process::id()) % 250);
                 tracing::warn!(camera = %sh.camera, url = %url, error = %why, retry_in_ms = (backoff + jitter).as_millis() as u64, "camera down; reconnecting");
                 let until = Instant::now() + backoff + jitter;
@@ -625,10 +545,7 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
         // the bus usually holds the real reason
         let reason = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_mseconds(200),
-                &[gst::MessageType::Error],
-            )
+            .timed_pop_filtered(gst::ClockTime::from_mseconds(200), &[gst::MessageType::Error])
             .and_then(|m| match m.view() {
                 gst::MessageView::Error(err) => Some(err.error().to_string()),
                 _ => None,
@@ -643,11 +560,7 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
         }
         let Some(msg) = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(100),
-            &[
-                gst::MessageType::Eos,
-                gst::MessageType::Error,
-                gst::MessageType::Warning,
-            ],
+            &[gst::MessageType::Eos, gst::MessageType::Error, gst::MessageType::Warning],
         ) else {
             continue;
         };
@@ -708,15 +621,9 @@ mod tests {
         }
         let clip = got.lock().unwrap().take().expect("complete at end pts");
         assert!(!clip.pre_truncated && !clip.post_truncated);
-        assert_eq!(
-            clip.samples.first().unwrap().pts,
-            Duration::from_millis(4000)
-        );
+        assert_eq!(clip.samples.first().unwrap().pts, Duration::from_millis(4000));
         assert!(clip.samples.first().unwrap().keyframe);
-        assert_eq!(
-            clip.samples.last().unwrap().pts,
-            Duration::from_millis(5500)
-        );
+        assert_eq!(clip.samples.last().unwrap().pts, Duration::from_millis(5500));
     }
 
     #[test]
@@ -729,11 +636,7 @@ mod tests {
         }
         let got = Arc::new(Mutex::new(None));
         let g = got.clone();
-        r.start_clip(
-            Duration::ZERO,
-            Duration::from_secs(10),
-            Box::new(move |c| *g.lock().unwrap() = Some(c)),
-        );
+        r.start_clip(Duration::ZERO, Duration::from_secs(10), Box::new(move |c| *g.lock().unwrap() = Some(c)));
         r.finish_all();
         let clip = got.lock().unwrap().take().unwrap();
         assert!(clip.post_truncated);

@@ -15,6 +15,8 @@ pub mod ingest;
 pub mod manifest;
 pub mod privacy;
 pub mod publish;
+pub mod retention;
 pub mod rules;
 pub mod store;
 pub mod track;
+pub mod verify;

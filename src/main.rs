@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vigil::config::Pipeline;
 
 #[derive(Parser)]
-#[command(
-    name = "vigil",
-    version,
-    about = "Video-analytics worker: RTSP → privacy mask → ONNX → rules → evidence"
-)]
+#[command(name = "vigil", version, about = "Video-analytics worker: RTSP → privacy mask → ONNX → rules → evidence")]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -37,14 +33,186 @@ enum Cmd {
     },
     /// Validate a pipeline file (config keys, masks, zones, model hashes) and exit.
     Check { pipeline: PathBuf },
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Verify stored evidence: artifact hashes, signatures, chains, checkpoints. Exit 1 on any
+    /// failure.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this evidence item (and its chain position).
+        #[arg(long)]
+        evidence: Option<String>,
+        /// Only this camera.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Only items whose violation time is at or after this (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// ... and at or before this.
+        #[arg(long)]
+        to: Option<String>,
+        /// JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reviewers' tools.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// Retention.
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Make an Ed25519 key pair: DIR/signing.key (mode 0600; never overwritten) and DIR/signing.pub.
+    Init {
+        #[arg(long, default_value = "vigil-data/keys")]
+        dir: PathBuf,
+    },
+    /// Print the public key of a key file.
+    Public { key: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCmd {
+    /// List evidence items.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// enforcement | advisory
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        admissible: Option<bool>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify one item (hashes, signature, chain position) and, only if it passes, download it.
+    Get {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Decrypt an item's sealed original with the authority's age identity and check its hash.
+    Unseal {
+        id: String,
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// Delete what has passed its retention class; never anything younger.
+    Sweep {
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Take this as the current time (RFC 3339), for audits and tests.
+        #[arg(long)]
+        now: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which store to read and which key to trust: a pipeline file, or both given explicitly.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Take the store and the public key from this pipeline file.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Store URL or directory (overrides the pipeline's).
+    #[arg(long)]
+    store: Option<String>,
+    /// object_store option for --store, KEY=VALUE (repeatable).
+    #[arg(long = "store-option")]
+    store_options: Vec<String>,
+    /// Public key file (vigil-ed25519-public-key:...); default: signing.pub beside the pipeline's key.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<(vigil::store::Store, vigil::manifest::PublicKey)> {
+        use anyhow::Context;
+        let p = match &self.pipeline {
+            Some(f) => Some(Pipeline::load(f).map_err(|e| anyhow::anyhow!("invalid pipeline configuration:\n{e}"))?),
+            None => None,
+        };
+        let mut options = p.as_ref().map(|p| p.raw.store.options.clone()).unwrap_or_default();
+        for o in &self.store_options {
+            let (k, v) = o.split_once('=').context("--store-option takes KEY=VALUE")?;
+            options.insert(k.into(), v.into());
+        }
+        let url = match (&self.store, &p) {
+            (Some(u), _) => u.clone(),
+            (None, Some(p)) => p.store_url.clone(),
+            (None, None) => anyhow::bail!("say which store: --pipeline FILE or --store URL"),
+        };
+        if !url.contains("://") && !std::path::Path::new(&url).is_dir() {
+            anyhow::bail!("store {url}: no such directory");
+        }
+        let store = vigil::store::Store::open(&url, &options)?;
+        let key_file = match (&self.public_key, &p) {
+            (Some(k), _) => k.clone(),
+            (None, Some(p)) => {
+                let pubf = p.key_path.with_file_name("signing.pub");
+                if pubf.exists() { pubf } else { p.key_path.clone() }
+            }
+            (None, None) => anyhow::bail!("say which key to trust: --public-key FILE (or --pipeline FILE)"),
+        };
+        Ok((store, vigil::manifest::PublicKey::load(&key_file)?))
+    }
+}
+
+fn time_arg(s: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    s.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| anyhow::anyhow!("{t:?} is not an RFC 3339 time: {e}"))
+        })
+        .transpose()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio").block_on(f)
+}
+
+/// Runs a tool command: errors print as `error: …` and exit 2.
+fn tool(f: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
+    match f() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -69,11 +237,7 @@ fn main() -> ExitCode {
             };
             let m = &p.raw.models;
             for id in [&m.face, &m.mask] {
-                let dec = if id == &m.face {
-                    "centerface"
-                } else {
-                    "softmax2"
-                };
+                let dec = if id == &m.face { "centerface" } else { "softmax2" };
                 if let Err(e) = vigil::detect::ModelInfo::load(&p.models_dir, id, dec) {
                     eprintln!("error: {e:#}");
                     return ExitCode::from(2);
@@ -82,6 +246,93 @@ fn main() -> ExitCode {
             println!("{}: ok ({} cameras)", pipeline.display(), p.cameras.len());
             ExitCode::SUCCESS
         }
+        Cmd::Keys(KeysCmd::Init { dir }) => tool(|| {
+            let s = vigil::manifest::Signer::init(&dir)?;
+            println!(
+                "key id {}\nsecret key {} (mode 0600)\npublic key {}\n{}",
+                s.key_id,
+                dir.join("signing.key").display(),
+                dir.join("signing.pub").display(),
+                s.public_text()
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Keys(KeysCmd::Public { key }) => tool(|| {
+            let k = vigil::manifest::PublicKey::load(&key)?;
+            println!("{}", vigil::manifest::Signer::public_text_of(&k));
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Verify { store, evidence, camera, from, to, json } => tool(|| {
+            let (s, k) = store.open()?;
+            let scope =
+                vigil::verify::Scope { evidence_id: evidence, camera, from: time_arg(&from)?, to: time_arg(&to)? };
+            let r = block_on(vigil::verify::verify(&s, &k, &scope, chrono::Utc::now()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.human());
+            }
+            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }),
+        Cmd::Evidence(EvidenceCmd::List { store, site, camera, rule, status, admissible, from, to, json }) => {
+            tool(|| {
+                let (s, k) = store.open()?;
+                let f = vigil::verify::ListFilter {
+                    site,
+                    camera,
+                    rule,
+                    status,
+                    admissible,
+                    from: time_arg(&from)?,
+                    to: time_arg(&to)?,
+                };
+                let items = block_on(vigil::verify::list(&s, &k, &f))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&items)?);
+                } else {
+                    println!(
+                        "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  seq",
+                        "evidence id", "violation (UTC)", "camera", "rule", "status", "admissible"
+                    );
+                    for i in &items {
+                        println!(
+                            "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  {}{}",
+                            i.evidence_id,
+                            i.violation_time_utc,
+                            i.camera,
+                            i.rule,
+                            i.status,
+                            i.admissible,
+                            i.chain_seq,
+                            if i.signature_ok { "" } else { "  SIGNATURE FAILED" }
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Cmd::Evidence(EvidenceCmd::Get { id, out, store }) => tool(|| {
+            let (s, k) = store.open()?;
+            for f in block_on(vigil::verify::get(&s, &k, &id, &out, chrono::Utc::now()))? {
+                println!("{f}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Evidence(EvidenceCmd::Unseal { id, identity, out, store }) => tool(|| {
+            let (s, k) = store.open()?;
+            println!("{}", block_on(vigil::verify::unseal(&s, &k, &id, &identity, &out, chrono::Utc::now()))?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Retention(RetentionCmd::Sweep { pipeline, now, dry_run }) => tool(|| {
+            let args =
+                StoreArgs { pipeline: Some(pipeline.clone()), store: None, store_options: vec![], public_key: None };
+            let (s, k) = args.open()?;
+            let p = Pipeline::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now = time_arg(&now)?.unwrap_or_else(chrono::Utc::now);
+            let r = block_on(vigil::retention::sweep(&s, &k, p.raw.retention.image_days, now, dry_run))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }),
         Cmd::Run { pipeline } => {
             let p = match load(&pipeline) {
                 Ok(p) => p,
@@ -91,11 +342,7 @@ fn main() -> ExitCode {
                 eprintln!("error: GStreamer: {e}");
                 return ExitCode::from(2);
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio");
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
             rt.block_on(async move {
                 let shutdown = Arc::new(AtomicBool::new(false));
                 let sd = shutdown.clone();
@@ -104,9 +351,7 @@ fn main() -> ExitCode {
                     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
                     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
                     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                    tracing::info!(
-                        "shutdown requested: stopping intake, finishing clips in flight"
-                    );
+                    tracing::info!("shutdown requested: stopping intake, finishing clips in flight");
                     sd.store(true, Ordering::SeqCst);
                     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                     tracing::warn!("second signal: exiting now");

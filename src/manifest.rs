@@ -171,7 +171,8 @@ impl Signer {
     }
 
     pub fn load(path: &Path) -> Result<Signer> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("signing key {}: cannot read", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("signing key {}: cannot read", path.display()))?;
         let b64 = text
             .trim()
             .strip_prefix(SECRET_TAG)
@@ -191,6 +192,10 @@ impl Signer {
 
     pub fn public_text(&self) -> String {
         format!("{PUBLIC_TAG}{}", B64.encode(self.public().as_bytes()))
+    }
+
+    pub fn public_text_of(k: &PublicKey) -> String {
+        format!("{PUBLIC_TAG}{}", B64.encode(k.key.as_bytes()))
     }
 
     pub fn sign(&self, canonical_bytes: &[u8]) -> SignatureFile {
@@ -220,7 +225,8 @@ impl PublicKey {
 
     /// Reads a public key file, or derives the public key from a secret key file.
     pub fn load(path: &Path) -> Result<PublicKey> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("key file {}: cannot read", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("key file {}: cannot read", path.display()))?;
         if text.trim().starts_with(SECRET_TAG) {
             let s = Signer::load(path)?;
             return Ok(PublicKey { key: s.public(), key_id: s.key_id });

@@ -74,17 +74,10 @@ impl Polygon {
 /// Checks a polygon: at least 3 points, every coordinate finite and in [0, 1].
 pub fn validate_polygon(points: &[NormPoint]) -> Result<(), String> {
     if points.len() < 3 {
-        return Err(format!(
-            "a polygon needs at least 3 points, this one has {}",
-            points.len()
-        ));
+        return Err(format!("a polygon needs at least 3 points, this one has {}", points.len()));
     }
     for (i, p) in points.iter().enumerate() {
-        if !(p.x.is_finite()
-            && p.y.is_finite()
-            && (0.0..=1.0).contains(&p.x)
-            && (0.0..=1.0).contains(&p.y))
-        {
+        if !(p.x.is_finite() && p.y.is_finite() && (0.0..=1.0).contains(&p.x) && (0.0..=1.0).contains(&p.y)) {
             return Err(format!("point {i} [{}, {}] is outside [0, 1]", p.x, p.y));
         }
     }
@@ -118,40 +111,23 @@ pub struct PrivacyMask {
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
     #[error("privacy mask file {path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("privacy mask file {path}: {problem}")]
     Parse { path: PathBuf, problem: String },
     #[error("privacy mask file {path}: polygon {index} ({name}): {problem}")]
-    Polygon {
-        path: PathBuf,
-        index: usize,
-        name: String,
-        problem: String,
-    },
+    Polygon { path: PathBuf, index: usize, name: String, problem: String },
 }
 
 impl PrivacyMask {
     pub fn load(path: &Path) -> Result<PrivacyMask, MaskError> {
-        let bytes = std::fs::read(path).map_err(|source| MaskError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| MaskError::Read { path: path.into(), source })?;
         let text = String::from_utf8_lossy(&bytes);
-        let file: MaskFile = toml::from_str(&text).map_err(|e| MaskError::Parse {
-            path: path.into(),
-            problem: e.message().to_string(),
-        })?;
+        let file: MaskFile = toml::from_str(&text)
+            .map_err(|e| MaskError::Parse { path: path.into(), problem: e.message().to_string() })?;
         let mut polygons = Vec::new();
         for (index, def) in file.polygons.into_iter().enumerate() {
             let name = def.name.unwrap_or_else(|| format!("#{index}"));
-            let points: Vec<NormPoint> = def
-                .points
-                .iter()
-                .map(|p| NormPoint { x: p[0], y: p[1] })
-                .collect();
+            let points: Vec<NormPoint> = def.points.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
             validate_polygon(&points).map_err(|problem| MaskError::Polygon {
                 path: path.into(),
                 index,
@@ -161,10 +137,7 @@ impl PrivacyMask {
             polygons.push(Polygon { name, points });
         }
         Ok(PrivacyMask {
-            id: path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            id: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             path: path.into(),
             sha256: hex::encode(Sha256::digest(&bytes)),
             polygons,
@@ -204,11 +177,7 @@ impl MaskRaster {
             }
             rows.push(merged);
         }
-        MaskRaster {
-            width,
-            height,
-            rows,
-        }
+        MaskRaster { width, height, rows }
     }
 
     /// True when no pixel is masked.
@@ -217,9 +186,7 @@ impl MaskRaster {
     }
 
     pub fn covers(&self, x: u32, y: u32) -> bool {
-        self.rows
-            .get(y as usize)
-            .is_some_and(|r| r.iter().any(|&(a, b)| x >= a && x < b))
+        self.rows.get(y as usize).is_some_and(|r| r.iter().any(|&(a, b)| x >= a && x < b))
     }
 
     /// Blacks out masked pixels of a packed RGB image (`stride` bytes per row).
@@ -254,11 +221,7 @@ mod tests {
         let r = MaskRaster::new(&[square(0.25, 0.5, 0.75, 1.0)], 8, 4);
         for y in 0..4 {
             for x in 0..8 {
-                assert_eq!(
-                    r.covers(x, y),
-                    (2..6).contains(&x) && y >= 2,
-                    "pixel {x},{y}"
-                );
+                assert_eq!(r.covers(x, y), (2..6).contains(&x) && y >= 2, "pixel {x},{y}");
             }
         }
         let mut img = vec![255u8; 8 * 4 * 3];
@@ -268,19 +231,11 @@ mod tests {
 
     #[test]
     fn overlapping_polygons_merge_and_triangle_contains() {
-        let r = MaskRaster::new(
-            &[square(0.0, 0.0, 0.5, 1.0), square(0.25, 0.0, 0.75, 1.0)],
-            100,
-            10,
-        );
+        let r = MaskRaster::new(&[square(0.0, 0.0, 0.5, 1.0), square(0.25, 0.0, 0.75, 1.0)], 100, 10);
         assert!(r.covers(0, 5) && r.covers(74, 5) && !r.covers(75, 5));
         let tri = Polygon {
             name: "t".into(),
-            points: vec![
-                NormPoint { x: 0.0, y: 0.0 },
-                NormPoint { x: 1.0, y: 0.0 },
-                NormPoint { x: 0.0, y: 1.0 },
-            ],
+            points: vec![NormPoint { x: 0.0, y: 0.0 }, NormPoint { x: 1.0, y: 0.0 }, NormPoint { x: 0.0, y: 1.0 }],
         };
         assert!(tri.contains(0.2, 0.2));
         assert!(!tri.contains(0.8, 0.8));
@@ -290,28 +245,13 @@ mod tests {
     fn invalid_polygons_name_file_and_polygon() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("cam.toml");
-        std::fs::write(
-            &p,
-            "[[polygons]]\nname = \"door\"\npoints = [[0,0],[1.2,0],[1,1]]\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "[[polygons]]\nname = \"door\"\npoints = [[0,0],[1.2,0],[1,1]]\n").unwrap();
         let e = PrivacyMask::load(&p).unwrap_err().to_string();
-        assert!(
-            e.contains("cam.toml") && e.contains("door") && e.contains("outside [0, 1]"),
-            "{e}"
-        );
+        assert!(e.contains("cam.toml") && e.contains("door") && e.contains("outside [0, 1]"), "{e}");
         std::fs::write(&p, "[[polygons]]\npoints = [[0,0],[1,0]]\n").unwrap();
         let e = PrivacyMask::load(&p).unwrap_err().to_string();
-        assert!(
-            e.contains("polygon 0") && e.contains("at least 3 points"),
-            "{e}"
-        );
-        let e = PrivacyMask::load(&d.path().join("missing.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("missing.toml") && e.contains("cannot read"),
-            "{e}"
-        );
+        assert!(e.contains("polygon 0") && e.contains("at least 3 points"), "{e}");
+        let e = PrivacyMask::load(&d.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.toml") && e.contains("cannot read"), "{e}");
     }
 }

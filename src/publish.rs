@@ -48,11 +48,8 @@ fn append_line(f: &mut std::fs::File, line: &str) -> std::io::Result<()> {
 
 /// Reads the outbox and returns the entries not yet acknowledged, in order.
 pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
-    let acked: HashSet<String> = std::fs::read_to_string(dir.join("outbox.acked"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let acked: HashSet<String> =
+        std::fs::read_to_string(dir.join("outbox.acked")).unwrap_or_default().lines().map(str::to_string).collect();
     let text = std::fs::read_to_string(dir.join("outbox.jsonl")).unwrap_or_default();
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -71,8 +68,7 @@ pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
 
 impl Publisher {
     pub async fn start(data_dir: &Path, nats_url: Option<&str>, stream: &str) -> Result<Publisher> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("data dir {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("data dir {}", data_dir.display()))?;
         let open = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -80,9 +76,7 @@ impl Publisher {
                 .open(data_dir.join(name))
                 .with_context(|| format!("outbox {}", data_dir.join(name).display()))
         };
-        let files = Files {
-            outbox: open("outbox.jsonl")?,
-        };
+        let files = Files { outbox: open("outbox.jsonl")? };
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let drained = Arc::new(Notify::new());
         let (queue, task) = match nats_url {
@@ -91,10 +85,7 @@ impl Publisher {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let backlog = unacked(data_dir)?;
                 if !backlog.is_empty() {
-                    tracing::info!(
-                        events = backlog.len(),
-                        "outbox: resending events not acknowledged before"
-                    );
+                    tracing::info!(events = backlog.len(), "outbox: resending events not acknowledged before");
                 }
                 for e in backlog {
                     pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -130,8 +121,7 @@ impl Publisher {
         }
         tracing::info!(target: "vigil::event", evidence_id = %entry.id, subject = %entry.subject, event = %line, "evidence event");
         if let Some(q) = &self.queue {
-            self.pending
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             q.send(entry).ok();
         }
         Ok(())
@@ -169,11 +159,7 @@ async fn deliver(
     pending: Arc<std::sync::atomic::AtomicUsize>,
     drained: Arc<Notify>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url.as_str())
-        .await
-    {
+    let client = match async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(url = %url, error = %e, "NATS: cannot connect; events stay in the outbox");
@@ -182,11 +168,7 @@ async fn deliver(
     };
     let js = async_nats::jetstream::new(client);
     let mut stream_ready = false;
-    let mut acked = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&acked_path)
-    {
+    let mut acked = match std::fs::OpenOptions::new().create(true).append(true).open(&acked_path) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %acked_path.display(), error = %e, "outbox: cannot open ack log");
@@ -236,10 +218,7 @@ async fn publish_one(js: &async_nats::jetstream::Context, e: &OutboxEntry) -> Re
     headers.insert("Nats-Msg-Id", e.id.as_str());
     let payload = Bytes::from(serde_json::to_vec(&e.payload)?);
     let ack = tokio::time::timeout(Duration::from_secs(5), async {
-        js.publish_with_headers(e.subject.clone(), headers, payload)
-            .await?
-            .await
-            .map_err(anyhow::Error::from)
+        js.publish_with_headers(e.subject.clone(), headers, payload).await?.await.map_err(anyhow::Error::from)
     })
     .await
     .context("ack timed out")??;

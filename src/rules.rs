@@ -52,12 +52,7 @@ impl NoMaskState {
     pub fn new(rule: NoMaskRule, zone: Option<Polygon>) -> NoMaskState {
         // a face missing for up to `window` frames keeps its track
         let tracker = IouTracker::new(0.3, rule.window as u32, rule.window);
-        NoMaskState {
-            rule,
-            zone,
-            tracker,
-            last_fire: None,
-        }
+        NoMaskState { rule, zone, tracker, last_fire: None }
     }
 
     /// Faces worth classifying: large enough and inside the zone.
@@ -67,9 +62,9 @@ impl NoMaskState {
             .filter(|f| f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px)
             .filter(|f| {
                 let (cx, cy) = f.bbox.center();
-                self.zone.as_ref().is_none_or(|z| {
-                    z.contains((cx / frame_w as f32) as f64, (cy / frame_h as f32) as f64)
-                })
+                self.zone
+                    .as_ref()
+                    .is_none_or(|z| z.contains((cx / frame_w as f32) as f64, (cy / frame_h as f32) as f64))
             })
             .copied()
             .collect()
@@ -80,17 +75,11 @@ impl NoMaskState {
         let obs: Vec<Obs> = faces
             .iter()
             .zip(no_mask)
-            .map(|(f, &p)| Obs {
-                bbox: f.bbox,
-                score: f.score,
-                value: p,
-                hit: p >= self.rule.threshold,
-            })
+            .map(|(f, &p)| Obs { bbox: f.bbox, score: f.score, value: p, hit: p >= self.rule.threshold })
             .collect();
         self.tracker.update(pts, &obs);
-        let cooling = self
-            .last_fire
-            .is_some_and(|t| pts.saturating_sub(t) < Duration::from_secs_f64(self.rule.cooldown_s));
+        let cooling =
+            self.last_fire.is_some_and(|t| pts.saturating_sub(t) < Duration::from_secs_f64(self.rule.cooldown_s));
         if cooling {
             return None;
         }
@@ -121,12 +110,7 @@ impl NoMaskState {
                 trigger: t.id == trigger_id,
             })
             .collect();
-        Some(Fire {
-            rule_id: self.rule.id.clone(),
-            pts,
-            faces,
-            frames,
-        })
+        Some(Fire { rule_id: self.rule.id.clone(), pts, faces, frames })
     }
 }
 
@@ -136,23 +120,11 @@ mod tests {
     use crate::privacy::NormPoint;
 
     fn rule() -> NoMaskRule {
-        toml::from_str(
-            "min_hits = 3\nwindow = 5\ncooldown_s = 10\nthreshold = 0.7\nmin_face_px = 20",
-        )
-        .unwrap()
+        toml::from_str("min_hits = 3\nwindow = 5\ncooldown_s = 10\nthreshold = 0.7\nmin_face_px = 20").unwrap()
     }
 
     fn face(x: f32, size: f32) -> Face {
-        Face {
-            bbox: BBox {
-                x1: x,
-                y1: 10.0,
-                x2: x + size,
-                y2: 10.0 + size,
-            },
-            score: 0.9,
-            landmarks: [[0.0; 2]; 5],
-        }
+        Face { bbox: BBox { x1: x, y1: 10.0, x2: x + size, y2: 10.0 + size }, score: 0.9, landmarks: [[0.0; 2]; 5] }
     }
 
     fn ms(s: f64) -> Duration {
@@ -176,10 +148,7 @@ mod tests {
         // a new face inside the cooldown waits for it to end
         let g = [face(100.0, 40.0), face(400.0, 40.0)];
         for i in 0..3 {
-            assert!(
-                st.update(ms(5.0 + i as f64 * 0.2), &g, &[0.99, 0.99])
-                    .is_none()
-            );
+            assert!(st.update(ms(5.0 + i as f64 * 0.2), &g, &[0.99, 0.99]).is_none());
         }
         assert!(st.update(ms(10.7), &g, &[0.99, 0.99]).is_some());
     }
@@ -196,11 +165,7 @@ mod tests {
             ],
         };
         let st = NoMaskState::new(rule(), Some(zone));
-        let kept = st.eligible(
-            &[face(10.0, 40.0), face(10.0, 10.0), face(500.0, 40.0)],
-            640,
-            360,
-        );
+        let kept = st.eligible(&[face(10.0, 40.0), face(10.0, 10.0), face(500.0, 40.0)], 640, 360);
         assert_eq!(kept, vec![face(10.0, 40.0)]);
     }
 }

@@ -82,12 +82,7 @@ impl std::fmt::Debug for Store {
 
 /// `evidence/<site>/<camera>/<yyyy>/<mm>/<dd>/<id>/`
 pub fn evidence_prefix(site: &str, camera: &str, t: DateTime<Utc>, id: &str) -> String {
-    format!(
-        "evidence/{site}/{camera}/{:04}/{:02}/{:02}/{id}",
-        t.year(),
-        t.month(),
-        t.day()
-    )
+    format!("evidence/{site}/{camera}/{:04}/{:02}/{:02}/{id}", t.year(), t.month(), t.day())
 }
 
 impl Store {
@@ -101,14 +96,12 @@ impl Store {
     pub fn open_with(url: &str, options: &BTreeMap<String, String>, object_lock: bool) -> Result<Store> {
         let mut lock = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, ObjPath) = if !url.contains("://") {
-            std::fs::create_dir_all(url)
-                .with_context(|| format!("store directory {url}: cannot create"))?;
+            std::fs::create_dir_all(url).with_context(|| format!("store directory {url}: cannot create"))?;
             let fs = object_store::local::LocalFileSystem::new_with_prefix(url)
                 .with_context(|| format!("store directory {url}"))?;
             (Arc::new(fs), ObjPath::default())
         } else {
-            let parsed =
-                url::Url::parse(url).with_context(|| format!("store url {url:?} is not a URL"))?;
+            let parsed = url::Url::parse(url).with_context(|| format!("store url {url:?} is not a URL"))?;
             if parsed.scheme() == "s3" {
                 let s3 = s3_builder(url, options)?.build().with_context(|| format!("store url {url}"))?;
                 if object_lock {
@@ -132,12 +125,7 @@ impl Store {
         if object_lock && lock.is_none() {
             anyhow::bail!("store url {url}: object_lock needs an s3:// store (Object Lock is an S3 feature)");
         }
-        Ok(Store {
-            inner,
-            prefix,
-            url: url.to_string(),
-            lock,
-        })
+        Ok(Store { inner, prefix, url: url.to_string(), lock })
     }
 
     fn path(&self, key: &str) -> ObjPath {
@@ -150,10 +138,7 @@ impl Store {
 
     /// Writes a new object; fails if it already exists.
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.inner
             .put_opts(&self.path(key), PutPayload::from(bytes), opts)
             .await
@@ -217,11 +202,7 @@ impl Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self
-            .inner
-            .get(&self.path(key))
-            .await
-            .with_context(|| format!("store {}: get {key}", self.url))?;
+        let r = self.inner.get(&self.path(key)).await.with_context(|| format!("store {}: get {key}", self.url))?;
         Ok(r.bytes().await?)
     }
 
@@ -239,9 +220,7 @@ mod tests {
     async fn local_store_is_create_only() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
-        let t = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z").unwrap().with_timezone(&Utc);
         let k = format!("{}/clip.mp4", evidence_prefix("site", "cam", t, "01J"));
         assert_eq!(k, "evidence/site/cam/2026/11/23/01J/clip.mp4");
         s.put_new(&k, Bytes::from_static(b"one")).await.unwrap();

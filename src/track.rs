@@ -53,13 +53,7 @@ pub struct IouTracker {
 
 impl IouTracker {
     pub fn new(min_iou: f32, max_missed: u32, window: usize) -> IouTracker {
-        IouTracker {
-            tracks: Vec::new(),
-            next_id: 1,
-            min_iou,
-            max_missed,
-            window: window.max(1),
-        }
+        IouTracker { tracks: Vec::new(), next_id: 1, min_iou, max_missed, window: window.max(1) }
     }
 
     pub fn update(&mut self, pts: std::time::Duration, obs: &[Obs]) {
@@ -134,17 +128,7 @@ mod tests {
     use super::*;
 
     fn ob(x: f32, hit: bool) -> Obs {
-        Obs {
-            bbox: BBox {
-                x1: x,
-                y1: 0.0,
-                x2: x + 10.0,
-                y2: 10.0,
-            },
-            score: 0.9,
-            value: 0.8,
-            hit,
-        }
+        Obs { bbox: BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 }, score: 0.9, value: 0.8, hit }
     }
 
     #[test]

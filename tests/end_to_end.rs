@@ -9,21 +9,12 @@ use common::*;
 
 /// Checks one stored evidence item against its event: hashes, clip length, privacy mask.
 /// `mask_x` is the masked band [x0, x1) as fractions of the width (the sample mask is a band).
-fn check_evidence(
-    event: &serde_json::Value,
-    get: impl Fn(&str) -> Vec<u8>,
-    roll_s: f64,
-    mask_x: Option<(f64, f64)>,
-) {
+fn check_evidence(event: &serde_json::Value, get: impl Fn(&str) -> Vec<u8>, roll_s: f64, mask_x: Option<(f64, f64)>) {
     let arts = &event["artifacts"];
     for name in ["clip", "snapshot", "snapshot_annotated"] {
         let key = arts[name]["key"].as_str().unwrap();
         let bytes = get(key);
-        assert_eq!(
-            sha256(&bytes),
-            arts[name]["sha256"].as_str().unwrap(),
-            "{name} hash matches the event"
-        );
+        assert_eq!(sha256(&bytes), arts[name]["sha256"].as_str().unwrap(), "{name} hash matches the event");
         assert_eq!(bytes.len() as u64, arts[name]["bytes"].as_u64().unwrap());
         assert!(key.contains(event["evidence_id"].as_str().unwrap()));
     }
@@ -53,36 +44,13 @@ fn check_evidence(
         "clip lasts {dur:.3} s, wanted pre + post = {roll_s} s within two frames ({} frames)",
         frames.len()
     );
-    assert_eq!(
-        frames.len() as u64,
-        event["clip"]["frames"].as_u64().unwrap()
-    );
-    assert_eq!(
-        (first.width, first.height),
-        (640, 360),
-        "source resolution kept"
-    );
+    assert_eq!(frames.len() as u64, event["clip"]["frames"].as_u64().unwrap());
+    assert_eq!((first.width, first.height), (640, 360), "source resolution kept");
     if let Some((x0, x1)) = mask_x {
         let snap = decode_jpeg(&get(arts["snapshot"]["key"].as_str().unwrap()));
-        assert_masked(
-            "snapshot",
-            snap.width(),
-            snap.height(),
-            |x, y| snap.get_pixel(x, y).0,
-            x0 + 0.02,
-            x1,
-            x0 - 0.05,
-        );
+        assert_masked("snapshot", snap.width(), snap.height(), |x, y| snap.get_pixel(x, y).0, x0 + 0.02, x1, x0 - 0.05);
         for (i, f) in frames.iter().enumerate().step_by(10) {
-            assert_masked(
-                &format!("clip frame {i}"),
-                f.width,
-                f.height,
-                |x, y| f.px(x, y),
-                x0 + 0.02,
-                x1,
-                x0 - 0.05,
-            );
+            assert_masked(&format!("clip frame {i}"), f.width, f.height, |x, y| f.px(x, y), x0 + 0.02, x1, x0 - 0.05);
         }
     }
 }
@@ -100,21 +68,13 @@ fn rtsp_camera_to_jetstream_with_masked_clip_and_snapshots() {
     let nats = Nats::start();
     let server = RtspServer::serve_file(&sample("astronaut-pan.mp4"));
     let site = Site::new(
-        &format!(
-            "[clip]\npre_roll_s = 2\npost_roll_s = 2\n[publish]\nnats_url = \"{}\"\n",
-            nats.url
-        ),
+        &format!("[clip]\npre_roll_s = 2\npost_roll_s = 2\n[publish]\nnats_url = \"{}\"\n", nats.url),
         &astronaut_camera(&server.url, ""),
     );
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("JetStream acknowledged event", Duration::from_secs(90));
     w.sigterm();
-    assert_eq!(
-        w.wait(Duration::from_secs(60)),
-        0,
-        "clean exit on SIGTERM; log:\n{}",
-        w.log_text()
-    );
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "clean exit on SIGTERM; log:\n{}", w.log_text());
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (events, checkpoints) = rt.block_on(async {
@@ -136,10 +96,7 @@ fn rtsp_camera_to_jetstream_with_masked_clip_and_snapshots() {
     let msg = &events[0];
     assert_eq!(msg.subject.as_str(), "vigil.evidence.test-site.cam1");
     let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-    assert_eq!(
-        msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
-        event["evidence_id"].as_str().unwrap()
-    );
+    assert_eq!(msg.headers.get("Nats-Msg-Id").unwrap().as_str(), event["evidence_id"].as_str().unwrap());
     assert_eq!(event["rule"]["id"], "no_mask");
     assert_eq!(event["site"], "test-site");
     assert_eq!(event["privacy_mask"]["id"], "cam-astronaut");
@@ -156,25 +113,14 @@ fn rtsp_camera_to_jetstream_with_masked_clip_and_snapshots() {
 fn file_camera_without_nats_writes_the_outbox_and_exits_0() {
     let site = Site::new(
         "[clip]\npre_roll_s = 2\npost_roll_s = 2\n",
-        &astronaut_camera(
-            &sample("astronaut-pan.mp4").display().to_string(),
-            "realtime = false",
-        ),
+        &astronaut_camera(&sample("astronaut-pan.mp4").display().to_string(), "realtime = false"),
     );
-    let (code, log) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
     let out = site.outbox();
     assert_eq!(out.len(), 1, "one event in the outbox: {out:?}");
     assert_eq!(out[0]["subject"], "vigil.evidence.test-site.cam1");
-    check_evidence(
-        &out[0]["payload"],
-        |k| site.stored(k),
-        4.0,
-        Some((0.78, 1.0)),
-    );
+    check_evidence(&out[0]["payload"], |k| site.stored(k), 4.0, Some((0.78, 1.0)));
     assert!(log.contains("evidence event"), "event also in the log");
 }
 
@@ -188,22 +134,13 @@ fn real_clip_with_bare_faces_fires_and_a_faceless_clip_does_not() {
         sample("chelsea-pan.mp4").display()
     );
     let site = Site::new("", &cams);
-    let (code, log) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
     let out = site.outbox();
     let by = |cam: &str| out.iter().filter(|e| e["payload"]["camera"] == cam).count();
-    assert!(
-        by("walking") >= 1,
-        "no event from a clip of people walking unmasked: {log}"
-    );
+    assert!(by("walking") >= 1, "no event from a clip of people walking unmasked: {log}");
     assert_eq!(by("cat"), 0, "a clip without faces produced an event");
-    let e = out
-        .iter()
-        .find(|e| e["payload"]["camera"] == "walking")
-        .unwrap();
+    let e = out.iter().find(|e| e["payload"]["camera"] == "walking").unwrap();
     // the clip is only 2.9 s long: the roll is cut short and the event says so
     assert_eq!(e["payload"]["clip"]["post_roll_truncated"], true);
     assert_eq!(e["payload"]["clip"]["width"], 480);
@@ -211,11 +148,7 @@ fn real_clip_with_bare_faces_fires_and_a_faceless_clip_does_not() {
 
 #[test]
 fn unreachable_rtsp_camera_does_not_stop_the_others() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cams = format!(
         "[[cameras]]\nid = \"dead\"\nsource = \"rtsp://127.0.0.1:{port}/nothing\"\n[[cameras.rules]]\nkind = \"no_mask\"\n\
          [[cameras]]\nid = \"alive\"\nsource = \"{}\"\nrealtime = false\n[[cameras.rules]]\nkind = \"no_mask\"\n",
@@ -225,14 +158,8 @@ fn unreachable_rtsp_camera_does_not_stop_the_others() {
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("evidence stored", Duration::from_secs(90));
     let log = w.log_text();
-    assert!(
-        log.contains("camera down; reconnecting") && log.contains("\"camera\":\"dead\""),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("rtsp://127.0.0.1:{port}/nothing")),
-        "the log names the URL: {log}"
-    );
+    assert!(log.contains("camera down; reconnecting") && log.contains("\"camera\":\"dead\""), "{log}");
+    assert!(log.contains(&format!("rtsp://127.0.0.1:{port}/nothing")), "the log names the URL: {log}");
     w.sigterm();
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());
     let out = site.outbox();
@@ -252,24 +179,12 @@ fn a_file_that_is_not_video_fails_its_camera_only_with_a_clear_message() {
     );
     let text = std::fs::read_to_string(&site.pipeline).unwrap() + &cams;
     std::fs::write(&site.pipeline, text).unwrap();
-    let (code, log) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 1, "{log}");
-    assert!(
-        log.contains("error: camera bogus failed: file") && log.contains("not-a-video.mp4"),
-        "{log}"
-    );
+    assert!(log.contains("error: camera bogus failed: file") && log.contains("not-a-video.mp4"), "{log}");
     assert!(log.contains("cannot read it as H.264 video"), "{log}");
-    let good = log
-        .lines()
-        .find(|l| l.contains("vigil run finished"))
-        .unwrap();
-    assert!(
-        good.contains(r#""good":{"end":"ended","encoded_frames":300"#),
-        "{good}"
-    );
+    let good = log.lines().find(|l| l.contains("vigil run finished")).unwrap();
+    assert!(good.contains(r#""good":{"end":"ended","encoded_frames":300"#), "{good}");
 }
 
 #[test]
@@ -279,15 +194,9 @@ fn an_unknown_config_key_is_refused_naming_file_and_key() {
         sample("coffee-pan.mp4").display()
     );
     let site = Site::new("", &cams);
-    let (code, err) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(30),
-    );
+    let (code, err) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(30));
     assert_eq!(code, 2);
-    assert!(
-        err.contains("site.toml") && err.contains("cameras[0].rules[0].threshhold"),
-        "{err}"
-    );
+    assert!(err.contains("site.toml") && err.contains("cameras[0].rules[0].threshhold"), "{err}");
     assert!(err.contains("unknown field `threshhold`"), "{err}");
 }
 
@@ -298,15 +207,10 @@ fn a_missing_mask_file_is_refused() {
         sample("coffee-pan.mp4").display()
     );
     let site = Site::new("", &cams);
-    let (code, err) = run_to_end(
-        &["check", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(30),
-    );
+    let (code, err) = run_to_end(&["check", site.pipeline.to_str().unwrap()], Duration::from_secs(30));
     assert_eq!(code, 2);
     assert!(
-        err.contains("cameras[0].privacy_mask")
-            && err.contains("masks/nope.toml")
-            && err.contains("cannot read"),
+        err.contains("cameras[0].privacy_mask") && err.contains("masks/nope.toml") && err.contains("cannot read"),
         "{err}"
     );
 }
@@ -314,31 +218,15 @@ fn a_missing_mask_file_is_refused() {
 #[test]
 fn an_invalid_mask_polygon_is_refused_naming_the_polygon() {
     let site = Site::new("", "");
-    std::fs::write(
-        site.path("m.toml"),
-        "[[polygons]]\nname = \"till\"\npoints = [[0.1, 0.1], [0.5, 0.1]]\n",
-    )
-    .unwrap();
+    std::fs::write(site.path("m.toml"), "[[polygons]]\nname = \"till\"\npoints = [[0.1, 0.1], [0.5, 0.1]]\n").unwrap();
     let cams = format!(
         "[[cameras]]\nid = \"c\"\nsource = \"{}\"\nprivacy_mask = \"m.toml\"\n",
         sample("coffee-pan.mp4").display()
     );
-    std::fs::write(
-        &site.pipeline,
-        std::fs::read_to_string(&site.pipeline).unwrap() + &cams,
-    )
-    .unwrap();
-    let (code, err) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(30),
-    );
+    std::fs::write(&site.pipeline, std::fs::read_to_string(&site.pipeline).unwrap() + &cams).unwrap();
+    let (code, err) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(30));
     assert_eq!(code, 2);
-    assert!(
-        err.contains("m.toml")
-            && err.contains("polygon 0 (till)")
-            && err.contains("at least 3 points"),
-        "{err}"
-    );
+    assert!(err.contains("m.toml") && err.contains("polygon 0 (till)") && err.contains("at least 3 points"), "{err}");
 }
 
 #[test]
@@ -346,39 +234,25 @@ fn a_model_whose_hash_is_wrong_is_refused() {
     let site = Site::new("", "");
     let models = site.path("models");
     std::fs::create_dir_all(&models).unwrap();
-    for f in [
-        "centerface.toml",
-        "mask-classifier-mobilenetv2.toml",
-        "mask-classifier-mobilenetv2.onnx",
-    ] {
+    for f in ["centerface.toml", "mask-classifier-mobilenetv2.toml", "mask-classifier-mobilenetv2.onnx"] {
         std::fs::copy(repo().join("models").join(f), models.join(f)).unwrap();
     }
     let mut onnx = std::fs::read(repo().join("models/centerface.onnx")).unwrap();
     let n = onnx.len();
     onnx[n / 2] ^= 1; // one flipped bit in the weights
     std::fs::write(models.join("centerface.onnx"), onnx).unwrap();
-    let text = std::fs::read_to_string(&site.pipeline).unwrap().replace(
-        &format!("dir = \"{}\"", repo().join("models").display()),
-        "dir = \"models\"",
-    );
+    let text = std::fs::read_to_string(&site.pipeline)
+        .unwrap()
+        .replace(&format!("dir = \"{}\"", repo().join("models").display()), "dir = \"models\"");
     let cams = format!(
         "[[cameras]]\nid = \"c\"\nsource = \"{}\"\n[[cameras.rules]]\nkind = \"no_mask\"\n",
         sample("coffee-pan.mp4").display()
     );
     std::fs::write(&site.pipeline, text + &cams).unwrap();
-    let (code, err) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(60),
-    );
+    let (code, err) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(60));
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("centerface.onnx") && err.contains("SHA-256 is") && err.contains("c3673a4506"),
-        "{err}"
-    );
-    let (code, err) = run_to_end(
-        &["check", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(60),
-    );
+    assert!(err.contains("centerface.onnx") && err.contains("SHA-256 is") && err.contains("c3673a4506"), "{err}");
+    let (code, err) = run_to_end(&["check", site.pipeline.to_str().unwrap()], Duration::from_secs(60));
     assert_eq!(code, 2);
     assert!(err.contains("SHA-256 is"), "{err}");
 }
@@ -409,14 +283,10 @@ fn evidence_goes_to_an_s3_store() {
         sample("astronaut-pan.mp4").display()
     );
     let site = Site::new(&extra, &cams);
-    let text = std::fs::read_to_string(&site.pipeline)
-        .unwrap()
-        .replace("url = \"store\"", "url = \"s3://evidence/vigil\"");
+    let text =
+        std::fs::read_to_string(&site.pipeline).unwrap().replace("url = \"store\"", "url = \"s3://evidence/vigil\"");
     std::fs::write(&site.pipeline, text).unwrap();
-    let (code, log) = run_to_end(
-        &["run", site.pipeline.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
     let out = site.outbox();
     assert_eq!(out.len(), 1, "{log}");
@@ -432,14 +302,6 @@ fn evidence_goes_to_an_s3_store() {
     .collect();
     let store = vigil::store::Store::open("s3://evidence/vigil", &opts).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    check_evidence(
-        &out[0]["payload"],
-        |k| rt.block_on(store.get(k)).unwrap().to_vec(),
-        2.0,
-        None,
-    );
-    assert!(
-        !site.path("store").exists(),
-        "nothing was written to a local store"
-    );
+    check_evidence(&out[0]["payload"], |k| rt.block_on(store.get(k)).unwrap().to_vec(), 2.0, None);
+    assert!(!site.path("store").exists(), "nothing was written to a local store");
 }

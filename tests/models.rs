@@ -12,21 +12,12 @@ fn photo(name: &str) -> RgbFrame {
 }
 
 fn detector() -> FaceDetector {
-    FaceDetector::load(
-        &common::repo().join("models"),
-        "centerface",
-        &RuntimeOptions::default(),
-    )
-    .unwrap()
+    FaceDetector::load(&common::repo().join("models"), "centerface", &RuntimeOptions::default()).unwrap()
 }
 
 fn classifier() -> MaskClassifier {
-    MaskClassifier::load(
-        &common::repo().join("models"),
-        "mask-classifier-mobilenetv2",
-        &RuntimeOptions::default(),
-    )
-    .unwrap()
+    MaskClassifier::load(&common::repo().join("models"), "mask-classifier-mobilenetv2", &RuntimeOptions::default())
+        .unwrap()
 }
 
 #[test]
@@ -56,11 +47,7 @@ fn centerface_cameraman_one_face_and_no_face_on_cat_or_coffee() {
     let mut d = detector();
     let cam = d.detect(&photo("camera.png"), 0.5).unwrap();
     assert_eq!(cam.len(), 1);
-    assert!(
-        (cam[0].score - 0.83).abs() < 0.02,
-        "cameraman score {}",
-        cam[0].score
-    );
+    assert!((cam[0].score - 0.83).abs() < 0.02, "cameraman score {}", cam[0].score);
     // MODELS.md: heatmap maximum 0.08 (chelsea) and 0.03 (coffee), so nothing even at 0.2
     assert!(d.detect(&photo("chelsea.png"), 0.2).unwrap().is_empty());
     assert!(d.detect(&photo("coffee.png"), 0.2).unwrap().is_empty());
@@ -81,18 +68,9 @@ fn centerface_maps_boxes_back_through_a_stretch_resize() {
     assert_eq!(faces.len(), 1);
     let b = faces[0].bbox;
     let (sx, sy) = (500.0 / 512.0, 380.0 / 512.0);
-    let want = BBox {
-        x1: 181.0 * sx,
-        y1: 58.0 * sy,
-        x2: 269.0 * sx,
-        y2: 177.0 * sy,
-    };
+    let want = BBox { x1: 181.0 * sx, y1: 58.0 * sy, x2: 269.0 * sx, y2: 177.0 * sy };
     // the network sees a squashed face, so the box differs a little; it must land on the same face
-    assert!(
-        b.iou(&want) > 0.75,
-        "box {b:?} vs {want:?}: IoU {}",
-        b.iou(&want)
-    );
+    assert!(b.iou(&want) > 0.75, "box {b:?} vs {want:?}: IoU {}", b.iou(&want));
     assert!(b.x2 <= 500.0 && b.y2 <= 380.0);
 }
 
@@ -124,11 +102,7 @@ fn classifier_says_no_mask_on_bare_faces_and_mask_on_a_drawn_mask() {
         }
     }
     let p = c.no_mask_prob(&frame, &[f.bbox]).unwrap();
-    assert!(
-        p[0] < 0.5,
-        "astronaut with a drawn mask: no-mask prob {}",
-        p[0]
-    );
+    assert!(p[0] < 0.5, "astronaut with a drawn mask: no-mask prob {}", p[0]);
 }
 
 #[test]
@@ -137,17 +111,9 @@ fn classifier_batch_equals_single_runs() {
     let mut c = classifier();
     let frame = photo("astronaut.png");
     let f = d.detect(&frame, 0.5).unwrap()[0];
-    let other = BBox {
-        x1: 10.0,
-        y1: 300.0,
-        x2: 120.0,
-        y2: 420.0,
-    };
+    let other = BBox { x1: 10.0, y1: 300.0, x2: 120.0, y2: 420.0 };
     let batch = c.no_mask_prob(&frame, &[f.bbox, other]).unwrap();
     let one = c.no_mask_prob(&frame, &[f.bbox]).unwrap();
     let two = c.no_mask_prob(&frame, &[other]).unwrap();
-    assert!(
-        (batch[0] - one[0]).abs() < 1e-4 && (batch[1] - two[0]).abs() < 1e-4,
-        "{batch:?} {one:?} {two:?}"
-    );
+    assert!((batch[0] - one[0]).abs() < 1e-4 && (batch[1] - two[0]).abs() < 1e-4, "{batch:?} {one:?} {two:?}");
 }

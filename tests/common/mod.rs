@@ -35,19 +35,12 @@ pub fn shared_data(rel: &str) -> PathBuf {
 /// A scikit-image sample photo (public domain), from the installed scikit-image package.
 pub fn skimage_photo(name: &str) -> PathBuf {
     let out = Command::new("python3")
-        .args([
-            "-c",
-            "import skimage, os; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))",
-        ])
+        .args(["-c", "import skimage, os; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))"])
         .output()
         .expect("python3 runs");
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let p = PathBuf::from(dir).join(name);
-    assert!(
-        p.exists(),
-        "scikit-image sample photo {name} not found ({}): run .ci/install",
-        p.display()
-    );
+    assert!(p.exists(), "scikit-image sample photo {name} not found ({}): run .ci/install", p.display());
     p
 }
 
@@ -58,20 +51,13 @@ fn dep_bin(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16, timeout: Duration) {
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < timeout,
-            "nothing listens on 127.0.0.1:{port} after {timeout:?}"
-        );
+        assert!(t.elapsed() < timeout, "nothing listens on 127.0.0.1:{port} after {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -96,12 +82,7 @@ impl Nats {
             .spawn()
             .expect("start nats-server");
         wait_port(port, Duration::from_secs(10));
-        Nats {
-            child,
-            port,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
+        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
     }
 }
 
@@ -128,10 +109,7 @@ impl Moto {
             .spawn()
             .expect("start moto_server");
         wait_port(port, Duration::from_secs(30));
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 }
 
@@ -175,14 +153,8 @@ impl RtspServer {
             })
             .unwrap();
         });
-        let (port, main_loop) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("rtsp server up");
-        RtspServer {
-            url: format!("rtsp://127.0.0.1:{port}/cam"),
-            main_loop,
-            thread: Some(thread),
-        }
+        let (port, main_loop) = rx.recv_timeout(Duration::from_secs(10)).expect("rtsp server up");
+        RtspServer { url: format!("rtsp://127.0.0.1:{port}/cam"), main_loop, thread: Some(thread) }
     }
 }
 
@@ -236,10 +208,7 @@ impl Worker {
             }
             if t.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!(
-                    "vigil did not exit within {timeout:?}; log:\n{}",
-                    self.log_text()
-                );
+                panic!("vigil did not exit within {timeout:?}; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -254,16 +223,9 @@ impl Worker {
         let t = Instant::now();
         while !self.log_text().contains(needle) {
             if let Some(s) = self.child.try_wait().unwrap() {
-                panic!(
-                    "vigil exited ({s}) before logging {needle:?}; log:\n{}",
-                    self.log_text()
-                );
+                panic!("vigil exited ({s}) before logging {needle:?}; log:\n{}", self.log_text());
             }
-            assert!(
-                t.elapsed() < timeout,
-                "no {needle:?} in the log after {timeout:?}; log:\n{}",
-                self.log_text()
-            );
+            assert!(t.elapsed() < timeout, "no {needle:?} in the log after {timeout:?}; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -277,21 +239,12 @@ impl Drop for Worker {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
 }
 
 /// Runs `vigil` to completion and returns (exit code, stderr).
 pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
-    let mut child = vigil()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = vigil().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -308,10 +261,7 @@ pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
         }
         if t.elapsed() > timeout {
             let _ = child.kill();
-            panic!(
-                "vigil {args:?} did not finish within {timeout:?}: {}",
-                reader.join().unwrap()
-            );
+            panic!("vigil {args:?} did not finish within {timeout:?}: {}", reader.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -360,8 +310,7 @@ impl Site {
     }
 
     pub fn stored(&self, key: &str) -> Vec<u8> {
-        std::fs::read(self.path("store").join(key))
-            .unwrap_or_else(|e| panic!("stored object {key}: {e}"))
+        std::fs::read(self.path("store").join(key)).unwrap_or_else(|e| panic!("stored object {key}: {e}"))
     }
 }
 
@@ -391,11 +340,7 @@ pub fn decode_mp4(path: &Path) -> Vec<Decoded> {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = p
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     p.set_state(gst::State::Playing).unwrap();
     let mut out = Vec::new();
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
@@ -420,11 +365,7 @@ pub fn decode_mp4(path: &Path) -> Vec<Decoded> {
     }
     let bus_err = p.bus().unwrap().pop_filtered(&[gst::MessageType::Error]);
     p.set_state(gst::State::Null).unwrap();
-    assert!(
-        bus_err.is_none(),
-        "decoding {} failed: {bus_err:?}",
-        path.display()
-    );
+    assert!(bus_err.is_none(), "decoding {} failed: {bus_err:?}", path.display());
     out
 }
 
@@ -438,29 +379,15 @@ pub fn sha256(b: &[u8]) -> String {
 
 /// Checks that the region x ∈ [x0, x1) (fractions of the width) is black and the region left of
 /// `x_clear` is not, in any RGB image given as a pixel accessor.
-pub fn assert_masked(
-    what: &str,
-    w: u32,
-    h: u32,
-    px: impl Fn(u32, u32) -> [u8; 3],
-    x0: f64,
-    x1: f64,
-    x_clear: f64,
-) {
-    let (a, b) = (
-        (x0 * w as f64).ceil() as u32,
-        (x1 * w as f64).floor() as u32,
-    );
+pub fn assert_masked(what: &str, w: u32, h: u32, px: impl Fn(u32, u32) -> [u8; 3], x0: f64, x1: f64, x_clear: f64) {
+    let (a, b) = ((x0 * w as f64).ceil() as u32, (x1 * w as f64).floor() as u32);
     let mut worst = 0u8;
     for y in 0..h {
         for x in a..b {
             worst = worst.max(*px(x, y).iter().max().unwrap());
         }
     }
-    assert!(
-        worst <= 24,
-        "{what}: masked region has a pixel of brightness {worst}"
-    );
+    assert!(worst <= 24, "{what}: masked region has a pixel of brightness {worst}");
     let mut sum = 0u64;
     let mut n = 0u64;
     for y in 0..h {
@@ -470,8 +397,5 @@ pub fn assert_masked(
         }
     }
     let mean = sum as f64 / n as f64;
-    assert!(
-        mean > 40.0,
-        "{what}: the unmasked part is dark too (mean {mean:.1})"
-    );
+    assert!(mean > 40.0, "{what}: the unmasked part is dark too (mean {mean:.1})");
 }
