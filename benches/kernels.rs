@@ -139,7 +139,7 @@ fn main() {
                     hit: true,
                 })
                 .collect();
-            tracker.update(black_box(&obs));
+            tracker.update(Duration::from_millis(k as u64 * 200), black_box(&obs));
         }),
     );
 }

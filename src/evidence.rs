@@ -693,3 +693,75 @@ pub async fn produce(
         .await?;
     Ok(event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::EncodedSample;
+
+    fn clip(pts_ms: &[u64], marks: Vec<(Duration, String)>) -> ClipSource {
+        gst::init().unwrap();
+        ClipSource {
+            caps: gst::Caps::new_empty_simple("video/x-h264"),
+            samples: pts_ms
+                .iter()
+                .map(|&p| EncodedSample {
+                    pts: Duration::from_millis(p),
+                    dts: None,
+                    duration: None,
+                    keyframe: p == 0,
+                    data: Bytes::from_static(b"x"),
+                })
+                .collect(),
+            start: Duration::ZERO,
+            end: Duration::from_secs(10),
+            pre_truncated: false,
+            post_truncated: false,
+            marks,
+        }
+    }
+
+    fn violation() -> Violation {
+        Violation {
+            evidence_id: "01TEST".into(),
+            camera: "c".into(),
+            rule: RuleFacts::new("no_mask", "no_mask", "minor", serde_json::json!({"threshold": 0.7})),
+            faces: vec![],
+            trigger_pts: Duration::from_secs(5),
+            detection_frames: vec![],
+            stream_epoch: DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z").unwrap().with_timezone(&Utc),
+            analysis_size: (640, 360),
+            pre_roll: Duration::from_secs(5),
+            post_roll: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_is_normal_and_a_gap_or_a_reconnect_is_not() {
+        let steady: Vec<u64> = (0..250).map(|i| i * 40).collect();
+        let h = health(&violation(), &clip(&steady, vec![]), 25.0);
+        assert!(h.normal && h.gaps.is_empty(), "{h:?}");
+
+        let mut gappy = steady.clone();
+        gappy.retain(|&p| !(4000..6000).contains(&p)); // two seconds missing
+        let h = health(&violation(), &clip(&gappy, vec![]), 25.0);
+        assert!(!h.normal);
+        assert_eq!(h.gaps.len(), 1);
+        assert_eq!(h.gaps[0].0, "2026-11-23T00:00:03.960Z");
+        assert!((h.gaps[0].1 - 2.04).abs() < 1e-9);
+
+        let h = health(&violation(), &clip(&steady, vec![(Duration::from_secs(3), "stream down (eos)".into())]), 25.0);
+        assert!(!h.normal);
+        assert_eq!(h.events, vec![("2026-11-23T00:00:03.000Z".to_string(), "stream down (eos)".to_string())]);
+    }
+
+    #[test]
+    fn rule_revision_is_a_content_hash_of_the_params() {
+        let a = RuleFacts::new("no_mask", "no_mask", "minor", serde_json::json!({"threshold": 0.7, "window": 5}));
+        let b = RuleFacts::new("no_mask", "no_mask", "minor", serde_json::json!({"window": 5, "threshold": 0.7}));
+        let c = RuleFacts::new("no_mask", "no_mask", "minor", serde_json::json!({"threshold": 0.8, "window": 5}));
+        assert_eq!(a.revision, b.revision);
+        assert_ne!(a.revision, c.revision);
+        assert_eq!(a.revision.len(), 16);
+    }
+}

@@ -56,6 +56,9 @@ enum Cmd {
         /// JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Verify as of this time (RFC 3339; default now): decides which items have expired.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Reviewers' tools.
     #[command(subcommand)]
@@ -262,11 +265,12 @@ fn main() -> ExitCode {
             println!("{}", vigil::manifest::Signer::public_text_of(&k));
             Ok(ExitCode::SUCCESS)
         }),
-        Cmd::Verify { store, evidence, camera, from, to, json } => tool(|| {
+        Cmd::Verify { store, evidence, camera, from, to, json, now } => tool(|| {
             let (s, k) = store.open()?;
             let scope =
                 vigil::verify::Scope { evidence_id: evidence, camera, from: time_arg(&from)?, to: time_arg(&to)? };
-            let r = block_on(vigil::verify::verify(&s, &k, &scope, chrono::Utc::now()))?;
+            let now = time_arg(&now)?.unwrap_or_else(chrono::Utc::now);
+            let r = block_on(vigil::verify::verify(&s, &k, &scope, now))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -313,7 +317,11 @@ fn main() -> ExitCode {
         }
         Cmd::Evidence(EvidenceCmd::Get { id, out, store }) => tool(|| {
             let (s, k) = store.open()?;
-            for f in block_on(vigil::verify::get(&s, &k, &id, &out, chrono::Utc::now()))? {
+            let fetched = block_on(vigil::verify::get(&s, &k, &id, &out, chrono::Utc::now()))?;
+            for w in &fetched.warnings {
+                eprintln!("warning: elsewhere in this camera's chain: {w}");
+            }
+            for f in &fetched.written {
                 println!("{f}");
             }
             Ok(ExitCode::SUCCESS)

@@ -54,6 +54,7 @@ impl LockClients {
         let mut h = http::HeaderMap::new();
         h.insert("x-amz-object-lock-mode", http::HeaderValue::from_static("COMPLIANCE"));
         h.insert("x-amz-object-lock-retain-until-date", http::HeaderValue::from_str(&day)?);
+        h.insert("x-amz-sdk-checksum-algorithm", http::HeaderValue::from_static("SHA256"));
         let allow_http = self.options.get("aws_allow_http").is_some_and(|v| v == "true");
         let client = s3_builder(&self.url, &self.options)?
             .with_client_options(object_store::ClientOptions::new().with_allow_http(allow_http).with_default_headers(h))

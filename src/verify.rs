@@ -545,9 +545,17 @@ fn problems_of(report: &Report, id: &str, seq: Option<u64>) -> Vec<String> {
         .collect()
 }
 
+/// What `evidence get` wrote, and problems elsewhere in the item's chain that do not touch the
+/// item itself (reported, not fatal).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub written: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 /// `evidence get`: verifies the item (artifacts, signature, chain position), then writes its files
-/// into `out/<id>/`. Writes nothing if anything is wrong.
-pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: DateTime<Utc>) -> Result<Vec<String>> {
+/// into `out/<id>/`. Writes nothing if anything about the item is wrong.
+pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: DateTime<Utc>) -> Result<Fetched> {
     let scope = Scope { evidence_id: Some(id.into()), ..Default::default() };
     let report = verify(store, key, &scope, now).await?;
     let mut it = list_items(store)
@@ -561,6 +569,7 @@ pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: Date
     if !bad.is_empty() {
         bail!("evidence {id} failed verification; nothing written:\n  {}", bad.join("\n  "));
     }
+    let warnings: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     let dir = out.join(id);
     std::fs::create_dir_all(&dir).with_context(|| format!("output dir {}", dir.display()))?;
     let mut written = Vec::new();
@@ -570,7 +579,7 @@ pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: Date
         std::fs::write(&p, &bytes).with_context(|| format!("write {}", p.display()))?;
         written.push(p.display().to_string());
     }
-    Ok(written)
+    Ok(Fetched { written, warnings })
 }
 
 /// `evidence unseal`: decrypts the sealed original with the authority's identity and checks the

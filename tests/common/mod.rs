@@ -146,10 +146,9 @@ impl RtspServer {
                 factory.set_launch(&launch);
                 factory.set_shared(true);
                 server.mount_points().unwrap().add_factory("/cam", factory);
-                let id = server.attach(Some(&ctx)).expect("attach rtsp server");
+                let _id = server.attach(Some(&ctx)).expect("attach rtsp server"); // removed with the context
                 tx.send((server.bound_port(), main_loop.clone())).unwrap();
                 main_loop.run();
-                drop(id); // the source goes with the context
             })
             .unwrap();
         });
