@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -158,12 +158,33 @@ impl Chains {
     async fn load_head(&self, camera: &str) -> Result<Head> {
         let cached: Option<Head> =
             std::fs::read(self.state_path(camera)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        // the cache is a lower bound; the store is the truth
-        let from = match &cached {
-            Some(h) if h.seq > 0 && self.exists(camera, h.seq).await? => h.seq,
-            _ => 0,
+        // The state file is this worker's own record; the store may know more (a lost state file,
+        // another worker). Take whichever is further; if the store is unreachable, the state file.
+        let from = cached.as_ref().map_or(0, |h| h.seq);
+        let probed = async {
+            let from = if from > 0 && self.exists(camera, from).await? { from } else { 0 };
+            self.probe_head(camera, from).await
         };
-        self.probe_head(camera, from).await
+        match (probed.await, cached) {
+            (Ok(p), Some(c)) if c.seq > p.seq => Ok(c),
+            (Ok(p), _) => Ok(p),
+            (Err(e), Some(c)) => {
+                tracing::warn!(
+                    camera,
+                    error = format!("{e:#}"),
+                    "chain: store unreachable, continuing from the local chain state"
+                );
+                Ok(c)
+            }
+            (Err(e), None) => {
+                tracing::warn!(
+                    camera,
+                    error = format!("{e:#}"),
+                    "chain: store unreachable and no local chain state; starting at seq 1"
+                );
+                Ok(Head { seq: 0, hash: GENESIS.into() })
+            }
+        }
     }
 
     fn save_head(&self, camera: &str, head: &Head) -> Result<()> {
@@ -179,51 +200,42 @@ impl Chains {
         Ok(())
     }
 
-    /// Claims the next position of `camera`'s chain for `evidence_id`. `manifest` is called with
-    /// the link and must return the manifest's (key, sha256, retain_until); the index entry is
-    /// written create-only, and on a conflict the head is re-read and the next position tried.
-    pub async fn claim<F>(&self, camera: &str, evidence_id: &str, mut manifest: F) -> Result<(Claim, IndexEntry)>
-    where
-        F: FnMut(&ChainLink) -> Result<(String, String, DateTime<Utc>)>,
-    {
+    /// Claims the next position of `camera`'s chain. The claim holds the camera's chain lock until
+    /// [`Chains::commit`] (or until dropped, which gives the position back).
+    pub async fn claim(&self, camera: &str) -> Result<Claim> {
         let mut guard = self.slot(camera).lock_owned().await;
-        for _attempt in 0..5 {
-            let head = match guard.as_ref() {
-                Some(h) => h.clone(),
-                None => self.load_head(camera).await?,
-            };
-            let link = ChainLink { seq: head.seq + 1, prev_hash: head.hash.clone() };
-            let (manifest_key, manifest_sha256, retain_until) = manifest(&link)?;
-            let entry = IndexEntry {
-                site: self.site.clone(),
-                camera: camera.into(),
-                seq: link.seq,
-                evidence_id: evidence_id.into(),
-                manifest_key,
-                manifest_sha256,
-                retain_until_utc: crate::evidence::rfc3339(retain_until),
-            };
-            let (bytes, sig, _) = seal(&entry, &self.signer)?;
-            let key = index_key(&self.site, camera, link.seq);
-            match self.store.put_evidence_or_exists(&key, Bytes::from(bytes), retain_until).await? {
-                true => {
-                    self.store.put_evidence(&format!("{key}.sig"), Bytes::from(sig), retain_until).await?;
-                    return Ok((Claim { link, guard }, entry));
-                }
-                false => {
-                    tracing::warn!(
-                        camera,
-                        seq = link.seq,
-                        "chain position already taken (stale head); re-reading the chain"
-                    );
-                    *guard = Some(self.probe_head(camera, head.seq).await?);
-                }
-            }
+        if guard.is_none() {
+            *guard = Some(self.load_head(camera).await?);
         }
-        bail!("camera {camera}: could not claim a chain position after 5 attempts")
+        let head = guard.clone().expect("head");
+        Ok(Claim { link: ChainLink { seq: head.seq + 1, prev_hash: head.hash }, guard })
     }
 
-    /// Records the manifest at the claimed position as the new head.
+    /// The signed chain index entry for a claimed position, as objects to store.
+    pub fn index_objects(
+        &self,
+        camera: &str,
+        claim: &Claim,
+        evidence_id: &str,
+        manifest_key: &str,
+        manifest_sha256: &str,
+        retain_until: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>> {
+        let entry = IndexEntry {
+            site: self.site.clone(),
+            camera: camera.into(),
+            seq: claim.link.seq,
+            evidence_id: evidence_id.into(),
+            manifest_key: manifest_key.into(),
+            manifest_sha256: manifest_sha256.into(),
+            retain_until_utc: crate::evidence::rfc3339(retain_until),
+        };
+        let (bytes, sig, _) = seal(&entry, &self.signer)?;
+        let key = index_key(&self.site, camera, claim.link.seq);
+        Ok(vec![(format!("{key}.sig"), sig, retain_until), (key, bytes, retain_until)])
+    }
+
+    /// Records the manifest at the claimed position as the new head (durably, in the state file).
     pub fn commit(&self, camera: &str, mut claim: Claim, manifest_sha256: &str) -> Result<()> {
         let head = Head { seq: claim.link.seq, hash: manifest_sha256.into() };
         self.save_head(camera, &head)?;

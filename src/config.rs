@@ -165,9 +165,20 @@ pub struct WorkerConfig {
     /// Worker id written into every event (default: the host name).
     #[serde(default)]
     pub id: Option<String>,
-    /// Local state: outbox, clip scratch files. Default `vigil-data` beside the pipelines/ folder.
+    /// Local state: outbox, spool, clip scratch files. Default `vigil-data` beside the pipelines/ folder.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Serve `/metrics` (Prometheus) and `/health` here, e.g. "127.0.0.1:9464". Off when unset.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Bytes the spool may hold while the store is unreachable (2 GiB). When full, new clips are
+    /// not cut: each refused violation is logged, counted and raises the `spool_full` alarm.
+    #[serde(default = "default_spool")]
+    pub spool_max_bytes: u64,
+}
+
+fn default_spool() -> u64 {
+    2 << 30
 }
 
 fn default_data_dir() -> PathBuf {
@@ -176,7 +187,7 @@ fn default_data_dir() -> PathBuf {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { id: None, data_dir: default_data_dir() }
+        Self { id: None, data_dir: default_data_dir(), http: None, spool_max_bytes: default_spool() }
     }
 }
 
@@ -340,7 +351,7 @@ impl Default for StoreConfig {
 }
 
 /// `[publish]`: where events go.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// NATS server URL, e.g. "nats://127.0.0.1:4222". Without it events only go to the outbox file
@@ -350,6 +361,20 @@ pub struct PublishConfig {
     /// JetStream stream name (created when missing, subjects `vigil.>`).
     #[serde(default)]
     pub stream: Option<String>,
+    /// The stream's duplicate window, seconds (120). Exactly-once delivery does not depend on it:
+    /// each publish states the subject's expected last sequence (see publish.rs).
+    #[serde(default = "default_dup_window")]
+    pub duplicate_window_s: f64,
+}
+
+fn default_dup_window() -> f64 {
+    120.0
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self { nats_url: None, stream: None, duplicate_window_s: default_dup_window() }
+    }
 }
 
 /// `[[cameras]]`
@@ -395,8 +420,24 @@ pub struct CameraConfig {
     /// Privacy mask file (polygons blacked out before analysis and in every stored pixel).
     #[serde(default)]
     pub privacy_mask: Option<PathBuf>,
+    /// A live stream without video for this long counts as down (5).
+    #[serde(default = "default_stall")]
+    pub stall_s: f64,
+    /// Cap of the exponential reconnect backoff, seconds (3; jitter up to 0.25 s is added).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_s: f64,
+    /// Tamper and health detection thresholds.
+    #[serde(default)]
+    pub tamper: crate::health::TamperConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+}
+
+fn default_stall() -> f64 {
+    5.0
+}
+fn default_reconnect_max() -> f64 {
+    3.0
 }
 
 fn default_true() -> bool {
@@ -579,6 +620,9 @@ pub struct Camera {
     pub id: String,
     pub location: String,
     pub registry: Registry,
+    pub stall_s: f64,
+    pub reconnect_max_s: f64,
+    pub tamper: crate::health::TamperConfig,
     pub source: Source,
     pub decoder: String,
     pub mask: Option<PrivacyMask>,
@@ -698,6 +742,14 @@ impl Pipeline {
         if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
             errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
         }
+        if let Some(h) = &raw.worker.http
+            && h.parse::<std::net::SocketAddr>().is_err()
+        {
+            errors.push(err("worker.http", format!("{h:?} is not an address like 127.0.0.1:9464")));
+        }
+        if !(1.0..=86400.0 * 7.0).contains(&raw.publish.duplicate_window_s) {
+            errors.push(err("publish.duplicate_window_s", "must be in [1, 604800]".into()));
+        }
         if raw.cameras.is_empty() {
             errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
         }
@@ -737,6 +789,15 @@ impl Pipeline {
                 installation_ref: cam.installation_ref.clone().filter(|s| !s.trim().is_empty()),
                 public_notice_date: date("public_notice_date", &cam.public_notice_date),
             };
+            if let Err(e) = cam.tamper.validate() {
+                errors.push(err(&k("tamper"), e));
+            }
+            if !(0.5..=3600.0).contains(&cam.stall_s) {
+                errors.push(err(&k("stall_s"), format!("{} must be in [0.5, 3600]", cam.stall_s)));
+            }
+            if !(0.1..=600.0).contains(&cam.reconnect_max_s) {
+                errors.push(err(&k("reconnect_max_s"), format!("{} must be in [0.1, 600]", cam.reconnect_max_s)));
+            }
             let tcp = match cam.rtsp_transport.as_str() {
                 "tcp" => true,
                 "udp" => false,
@@ -824,6 +885,9 @@ impl Pipeline {
                 id: cam.id.clone(),
                 location: cam.location.clone(),
                 registry,
+                stall_s: cam.stall_s,
+                reconnect_max_s: cam.reconnect_max_s,
+                tamper: cam.tamper,
                 source,
                 decoder: cam.decoder.clone(),
                 mask,

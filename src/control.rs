@@ -23,12 +23,15 @@ use crate::chain::Chains;
 use crate::config::{Camera, Pipeline};
 use crate::detect::{Models, RuntimeOptions};
 use crate::evidence::{self, EvidenceContext, ModelFacts, RuleFacts, Violation, WorkerFacts};
+use crate::health::{self, TamperDetector};
 use crate::ingest::{self, CameraEnd, CameraStats, ClipSource, EncodedRing};
 use crate::manifest::Signer;
 use crate::privacy::MaskRaster;
 use crate::publish::Publisher;
 use crate::rules::NoMaskState;
+use crate::spool::Spool;
 use crate::store::Store;
+use crate::telemetry::{self, Event};
 
 /// What a run did, per camera and in total.
 #[derive(Debug, Default, serde::Serialize)]
@@ -67,29 +70,16 @@ struct AnalysisCtx {
     epoch: chrono::DateTime<Utc>,
     pre: Duration,
     post: Duration,
-    fps: f64,
+    spool: Arc<Spool>,
     violations: Arc<AtomicU64>,
 }
 
 fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>) {
     let mut raster: Option<MaskRaster> = None;
     let mut state = ctx.cam.no_mask.clone().map(|(r, z)| NoMaskState::new(r, z));
+    let mut tamper = TamperDetector::new(ctx.cam.tamper);
     let mut errors = 0u64;
-    // frozen picture: the same frame content for two seconds of analysed frames
-    let (mut last_print, mut same) = (0u64, 0u32);
-    let frozen_after = (2.0 * ctx.fps).ceil() as u32;
     while let Ok(mut frame) = frames.recv() {
-        let print = frame
-            .data
-            .iter()
-            .step_by(61)
-            .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-        same = if print == last_print { same + 1 } else { 0 };
-        last_print = print;
-        if same == frozen_after {
-            tracing::warn!(camera = %ctx.cam.id, stream_time_s = frame.pts.as_secs_f64(), "frozen picture");
-            ctx.ring.lock().expect("ring").mark(frame.pts, "frozen picture".into());
-        }
         if let Some(mask) = &ctx.cam.mask {
             if raster.as_ref().is_none_or(|r| r.width != frame.width || r.height != frame.height) {
                 raster = Some(mask.raster(frame.width, frame.height));
@@ -97,16 +87,30 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             let stride = frame.stride();
             raster.as_ref().expect("raster").apply_rgb(&mut frame.data, stride);
         }
+        for c in tamper.update(frame.pts, &health::measure(&frame)) {
+            let what = format!("{} {}", c.condition, if c.active { "started" } else { "ended" });
+            ctx.ring.lock().expect("ring").mark(c.at, format!("{what} ({})", c.detail));
+            let lasted = c.lasted;
+            Event::Health { camera: &ctx.cam.id, condition: c.condition, active: c.active, detail: &c.detail, lasted }
+                .emit();
+        }
         let (Some(st), Some(models)) = (state.as_mut(), ctx.models.as_ref()) else {
             ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let result = {
             let mut m = models.lock().expect("models lock");
+            let t0 = Instant::now();
             m.face.detect(&frame, st.rule.face_threshold).and_then(|faces| {
+                Event::Inference { model: &m.face.info.id, took: t0.elapsed() }.emit();
                 let faces = st.eligible(&faces, frame.width, frame.height);
                 let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
-                m.mask.no_mask_prob(&frame, &boxes).map(|p| (faces, p))
+                let t1 = Instant::now();
+                let p = m.mask.no_mask_prob(&frame, &boxes);
+                if !boxes.is_empty() {
+                    Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
+                }
+                p.map(|p| (faces, p))
             })
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
@@ -125,13 +129,20 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         };
         let evidence_id = ulid::Ulid::new().to_string();
         ctx.violations.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            camera = %ctx.cam.id, rule = %fire.rule_id, evidence_id = %evidence_id,
-            stream_time_s = fire.pts.as_secs_f64(),
-            faces = fire.faces.len(),
-            no_mask_prob = fire.faces.iter().find(|f| f.trigger).map(|f| f.no_mask_prob).unwrap_or_default(),
-            "violation"
-        );
+        let prob = fire.faces.iter().find(|f| f.trigger).map(|f| f.no_mask_prob).unwrap_or_default();
+        Event::ViolationRaised {
+            camera: &ctx.cam.id,
+            rule: &fire.rule_id,
+            evidence_id: &evidence_id,
+            stream_time: fire.pts,
+            prob,
+        }
+        .emit();
+        if ctx.spool.is_full(0) {
+            let why = format!("spool holds {} of {} bytes", ctx.spool.bytes(), ctx.spool.max_bytes);
+            Event::EvidenceRefused { camera: &ctx.cam.id, evidence_id: &evidence_id, why: &why }.emit();
+            continue;
+        }
         let v = Violation {
             evidence_id,
             camera: ctx.cam.id.clone(),
@@ -144,6 +155,7 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             faces: fire.faces,
             trigger_pts: fire.pts,
             detection_frames: fire.frames,
+            conditions_at_trigger: tamper.active().into_iter().map(str::to_string).collect(),
             stream_epoch: ctx.epoch,
             analysis_size: (frame.width, frame.height),
             pre_roll: ctx.pre,
@@ -215,7 +227,40 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let chains =
         Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
-    let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream).await?);
+    let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
+    let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream, dup).await?);
+    let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
+    telemetry::SPOOL_BYTES.set(spool.bytes() as i64);
+    if !spool.pending().is_empty() {
+        tracing::info!(items = spool.pending().len(), "spool: uploading evidence left from before");
+    }
+    let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
+    let uploader =
+        tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
+    // health events → vigil.health.<site>.<camera>
+    let (htx, mut hrx) = mpsc::unbounded_channel::<telemetry::HealthEvent>();
+    telemetry::set_health_sink(Some(htx));
+    let health_task = {
+        let (publisher, site) = (publisher.clone(), raw.site.id.clone());
+        tokio::spawn(async move {
+            while let Some(h) = hrx.recv().await {
+                let entry = crate::publish::OutboxEntry {
+                    id: format!("health-{}", ulid::Ulid::new()),
+                    subject: format!("vigil.health.{site}.{}", h.camera),
+                    payload: serde_json::to_value(&h).unwrap_or_default(),
+                };
+                if let Err(e) = publisher.submit(entry).await {
+                    tracing::error!(error = format!("{e:#}"), "health event not recorded");
+                }
+            }
+        })
+    };
+    if let Some(addr) = &raw.worker.http {
+        let a = telemetry::serve(addr.parse().context("worker.http")?)
+            .await
+            .with_context(|| format!("worker.http {addr}"))?;
+        tracing::info!(address = %a, "serving /metrics and /health");
+    }
     tracing::info!(
         pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
         nats = raw.publish.nats_url.as_deref().unwrap_or("none (outbox file only)"),
@@ -252,6 +297,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     for cam in &p.cameras {
         let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(3))));
         let stats = Arc::new(CameraStats::default());
+        telemetry::cameras().lock().expect("cams").insert(cam.id.clone(), stats.clone());
         let violations = Arc::new(AtomicU64::new(0));
         let (ftx, frx) = sync_channel(raw.analysis.queue);
         let epoch_instant = Instant::now();
@@ -264,7 +310,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             epoch: Utc::now(),
             pre,
             post,
-            fps: raw.analysis.fps,
+            spool: spool.clone(),
             violations: violations.clone(),
         };
         analysis_threads.push(
@@ -283,8 +329,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
 
     // evidence stage
     let ctx = Arc::new(EvidenceContext {
-        store,
-        publisher: publisher.clone(),
+        spool: spool.clone(),
         chains: chains.clone(),
         signer: signer.clone(),
         models: model_facts,
@@ -311,11 +356,15 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
                 let id = v.evidence_id.clone();
                 match evidence::produce(&ctx, v, clip, &cam).await {
                     Ok(e) => {
-                        tracing::info!(camera = %cam.id, evidence_id = %id, chain_seq = %e["chain"]["seq"], clip_s = %e["clip"]["duration_s"], status = %e["status"]["kind"], admissible = %e["admissibility"]["admissible"], "evidence stored");
+                        let seq = e["chain"]["seq"].as_u64().unwrap_or_default();
+                        let status = e["status"]["kind"].as_str().unwrap_or_default();
+                        let admissible = e["admissibility"]["admissible"].as_bool().unwrap_or_default();
+                        Event::EvidenceSpooled { camera: &cam.id, evidence_id: &id, seq, status, admissible }.emit();
                         true
                     }
                     Err(e) => {
-                        tracing::error!(camera = %cam.id, evidence_id = %id, error = format!("{e:#}"), "evidence item FAILED; nothing published for it");
+                        let error = format!("{e:#}");
+                        Event::EvidenceFailed { camera: &cam.id, evidence_id: &id, error: &error }.emit();
                         false
                     }
                 }
@@ -370,8 +419,13 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         let _ = tokio::task::spawn_blocking(move || t.join()).await?;
     }
     let (events, evidence_failures) = evidence_task.await?;
+    // everything spooled goes to the store (bounded wait if it is down), then the checkpoints
+    let _ = up_stop_tx.send(true);
+    let _ = uploader.await;
     let _ = cp_stop_tx.send(true);
     let _ = cp_task.await;
+    telemetry::set_health_sink(None);
+    let _ = health_task.await;
     let unpublished = publisher.flush(Duration::from_secs(10)).await;
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");

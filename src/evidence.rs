@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -471,6 +470,8 @@ pub struct Violation {
     pub trigger_pts: Duration,
     /// Stream times of the frames in which the triggering face was detected.
     pub detection_frames: Vec<Duration>,
+    /// Tamper/health conditions active on the camera when the rule fired.
+    pub conditions_at_trigger: Vec<String>,
     /// Wall-clock time of stream time zero for this camera.
     pub stream_epoch: DateTime<Utc>,
     pub analysis_size: (u32, u32),
@@ -498,8 +499,7 @@ fn offset(offset_s: i32) -> FixedOffset {
 
 /// What the evidence stage needs besides the violation.
 pub struct EvidenceContext {
-    pub store: crate::store::Store,
-    pub publisher: std::sync::Arc<crate::publish::Publisher>,
+    pub spool: std::sync::Arc<crate::spool::Spool>,
     pub chains: std::sync::Arc<crate::chain::Chains>,
     pub signer: std::sync::Arc<crate::manifest::Signer>,
     pub models: Vec<ModelFacts>,
@@ -527,12 +527,17 @@ fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
             gaps.push((rfc3339(v.wall(w[0])), (w[1] - w[0]).as_secs_f64()));
         }
     }
-    let events: Vec<(String, String)> = src
-        .marks
+    let mut events: Vec<(String, String)> = v
+        .conditions_at_trigger
         .iter()
-        .filter(|(p, _)| *p >= src.start && *p <= src.end)
-        .map(|(p, m)| (rfc3339(v.wall(*p)), m.clone()))
+        .map(|c| (rfc3339(v.wall(v.trigger_pts)), format!("{c} active at the violation")))
         .collect();
+    events.extend(
+        src.marks
+            .iter()
+            .filter(|(p, _)| *p >= src.start && *p <= src.end)
+            .map(|(p, m)| (rfc3339(v.wall(*p)), m.clone())),
+    );
     let normal = gaps.is_empty() && events.is_empty();
     HealthFacts { gaps, events, normal }
 }
@@ -554,8 +559,8 @@ fn record_history(dir: &Path, camera: &str, rule: &str, t: DateTime<Utc>) -> Res
     Ok(())
 }
 
-/// Cuts the clip, stores the artifacts, signs the manifest into the camera's chain, then records
-/// and publishes the event.
+/// Cuts the clip, signs the manifest into the camera's chain and writes the complete item to the
+/// spool; the spool's uploader stores it and then publishes the event.
 pub async fn produce(
     ctx: &EvidenceContext,
     v: Violation,
@@ -595,6 +600,7 @@ pub async fn produce(
         files.push(("sealed_original", "original.mp4.age", seal_to(rcp, &plain)?, "application/age-encrypted"));
     }
     let mut artifacts = BTreeMap::new();
+    let mut objects: Vec<(String, Vec<u8>, DateTime<Utc>)> = Vec::new();
     for (name, file, bytes, ct) in files {
         let key = format!("{prefix}/{file}");
         let a = Artifact {
@@ -603,7 +609,7 @@ pub async fn produce(
             bytes: bytes.len() as u64,
             content_type: ct.into(),
         };
-        ctx.store.put_evidence(&key, Bytes::from(bytes), retain_until).await?;
+        objects.push((key, bytes, retain_until));
         artifacts.insert(name.to_string(), a);
     }
     let (sx, sy) = (clip.width as f32 / v.analysis_size.0 as f32, clip.height as f32 / v.analysis_size.1 as f32);
@@ -667,30 +673,27 @@ pub async fn produce(
         signing: SigningFacts { alg: "Ed25519".into(), key_id: ctx.signer.key_id.clone() },
     };
     let manifest_key = format!("{prefix}/manifest.json");
-    let mut sealed_bytes = (Vec::new(), Vec::new(), String::new());
-    let (claim, _entry) = ctx
-        .chains
-        .claim(&v.camera, &v.evidence_id, |link| {
-            manifest.chain = link.clone();
-            manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
-            sealed_bytes = crate::manifest::seal(&manifest, &ctx.signer)?;
-            Ok((manifest_key.clone(), sealed_bytes.2.clone(), retain_until))
-        })
-        .await?;
-    let (bytes, sig, hash) = sealed_bytes;
-    ctx.store.put_evidence(&manifest_key, Bytes::from(bytes), retain_until).await?;
-    ctx.store.put_evidence(&format!("{prefix}/manifest.sig"), Bytes::from(sig), retain_until).await?;
-    ctx.chains.commit(&v.camera, claim, &hash)?;
-    record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
+    let sig_key = format!("{prefix}/manifest.sig");
+    // chain position, manifest, spool: under the camera's chain lock, so positions follow commits
+    let claim = ctx.chains.claim(&v.camera).await?;
+    manifest.chain = claim.link.clone();
+    manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
+    let (bytes, sig, hash) = crate::manifest::seal(&manifest, &ctx.signer)?;
+    let index = ctx.chains.index_objects(&v.camera, &claim, &v.evidence_id, &manifest_key, &hash, retain_until)?;
+    // upload order: artifacts, signature, manifest (an item is complete once its manifest shows),
+    // then the chain index entry
+    objects.push((sig_key.clone(), sig, retain_until));
+    objects.push((manifest_key.clone(), bytes, retain_until));
+    objects.extend(index);
 
     let mut event = serde_json::to_value(&manifest)?;
     event["schema"] = "vigil.evidence.v1".into();
-    event["manifest"] =
-        serde_json::json!({ "key": manifest_key, "sha256": hash, "signature_key": format!("{prefix}/manifest.sig") });
+    event["manifest"] = serde_json::json!({ "key": manifest_key, "sha256": hash, "signature_key": sig_key });
     let subject = format!("vigil.evidence.{}.{}", ctx.site, v.camera);
-    ctx.publisher
-        .submit(crate::publish::OutboxEntry { id: v.evidence_id.clone(), subject, payload: event.clone() })
-        .await?;
+    let entry = crate::publish::OutboxEntry { id: v.evidence_id.clone(), subject, payload: event.clone() };
+    ctx.spool.put(&v.evidence_id, objects, &entry)?;
+    ctx.chains.commit(&v.camera, claim, &hash)?;
+    record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
     Ok(event)
 }
 
@@ -710,7 +713,7 @@ mod tests {
                     dts: None,
                     duration: None,
                     keyframe: p == 0,
-                    data: Bytes::from_static(b"x"),
+                    data: bytes::Bytes::from_static(b"x"),
                 })
                 .collect(),
             start: Duration::ZERO,
@@ -729,6 +732,7 @@ mod tests {
             faces: vec![],
             trigger_pts: Duration::from_secs(5),
             detection_frames: vec![],
+            conditions_at_trigger: vec![],
             stream_epoch: DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z").unwrap().with_timezone(&Utc),
             analysis_size: (640, 360),
             pre_roll: Duration::from_secs(5),

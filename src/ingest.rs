@@ -204,6 +204,27 @@ pub struct CameraStats {
     pub analysis_dropped: AtomicU64,
     pub analysed: AtomicU64,
     pub reconnects: AtomicU64,
+    conditions: std::sync::atomic::AtomicU32,
+}
+
+/// Health conditions a camera can be in (bit i of `CameraStats::conditions`).
+pub const CAMERA_CONDITIONS: [&str; 7] = ["stream", "frozen", "covered", "saturated", "defocus", "moved", "spool_full"];
+
+impl CameraStats {
+    pub fn set_condition(&self, name: &str, on: bool) {
+        if let Some(i) = CAMERA_CONDITIONS.iter().position(|c| *c == name) {
+            if on {
+                self.conditions.fetch_or(1 << i, Ordering::Relaxed);
+            } else {
+                self.conditions.fetch_and(!(1 << i), Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn conditions(&self) -> Vec<(&'static str, bool)> {
+        let bits = self.conditions.load(Ordering::Relaxed);
+        CAMERA_CONDITIONS.iter().enumerate().map(|(i, c)| (*c, bits & (1 << i) != 0)).collect()
+    }
 }
 
 /// How a camera's ingest ended.
@@ -265,6 +286,12 @@ struct Shared {
     period: Duration,
     next_due: Mutex<Option<Duration>>,
     shutdown: Arc<AtomicBool>,
+    /// Milliseconds since `started` of the last encoded sample (stall watchdog).
+    last_sample_ms: AtomicU64,
+    started: Instant,
+    /// Set while the stream is down; the first sample after it ends the outage.
+    down_since: Mutex<Option<Instant>>,
+    stall: Duration,
 }
 
 fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
@@ -399,6 +426,17 @@ fn on_encoded(sh: &Shared, sample: &gst::Sample) {
         data: Bytes::copy_from_slice(map.as_slice()),
     };
     sh.stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
+    sh.last_sample_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    if let Some(since) = sh.down_since.lock().expect("down").take() {
+        crate::telemetry::Event::Health {
+            camera: &sh.camera,
+            condition: "stream",
+            active: false,
+            detail: "video flowing again",
+            lasted: Some(since.elapsed()),
+        }
+        .emit();
+    }
     let mut ring = sh.ring.lock().expect("ring lock");
     if let Some(caps) = sample.caps()
         && ring.caps.as_ref().is_none_or(|c| c.as_ref() != caps)
@@ -475,6 +513,10 @@ pub fn run_camera(
         period: Duration::from_secs_f64(1.0 / analysis.fps),
         next_due: Mutex::new(None),
         shutdown: shutdown.clone(),
+        last_sample_ms: AtomicU64::new(0),
+        started: Instant::now(),
+        down_since: Mutex::new(None),
+        stall: Duration::from_secs_f64(cam.stall_s),
     });
     let mut backoff = Duration::from_millis(500);
     let end = loop {
@@ -518,6 +560,20 @@ pub fn run_camera(
                     r.finish_all();
                 }
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut down = sh.down_since.lock().expect("down");
+                    if down.is_none() {
+                        *down = Some(Instant::now());
+                        crate::telemetry::Event::Health {
+                            camera: &cam.id,
+                            condition: "stream",
+                            active: true,
+                            detail: &why,
+                            lasted: None,
+                        }
+                        .emit();
+                    }
+                }
                 let nanos =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let jitter = Duration::from_millis(u64::from(nanos ^ std::process::id()) % 250);
@@ -526,7 +582,7 @@ pub fn run_camera(
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(Duration::from_secs_f64(cam.reconnect_max_s));
             }
         }
     };
@@ -554,9 +610,15 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
         let _ = pipeline.set_state(gst::State::Null);
         return Outcome::Error(reason);
     }
+    let run_start = sh.started.elapsed();
     let outcome = loop {
         if sh.shutdown.load(Ordering::Relaxed) {
             break Outcome::Shutdown;
+        }
+        // stall watchdog: no video for `stall` (since the last sample, or since this run started)
+        let last = Duration::from_millis(sh.last_sample_ms.load(Ordering::Relaxed)).max(run_start);
+        if sh.started.elapsed().saturating_sub(last) > sh.stall {
+            break Outcome::Error(format!("stalled: no video for {:.1} s", sh.stall.as_secs_f64()));
         }
         let Some(msg) = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(100),

@@ -1,9 +1,12 @@
 //! vigil: a video-analytics worker for off-site health enforcement.
 //!
 //! The modules follow the data:
-//! `config` → `ingest` (GStreamer decode, encoded ring buffer) → `privacy` (masks) → `detect`
-//! (ONNX models) → `track` → `rules` → `evidence` (clip, snapshots, hashes) → `store` (object
-//! storage) → `publish` (outbox, NATS JetStream); `control` wires them per camera and runs them.
+//! `config` → `ingest` (GStreamer decode, encoded ring buffer) → `privacy` (masks) → `health`
+//! (tamper detection) → `detect` (ONNX models) → `track` → `rules` → `evidence` (clip, snapshots,
+//! signed `manifest`, per-camera `chain`) → `spool` (durable staging) → `store` (object storage) →
+//! `publish` (outbox, NATS JetStream); `control` wires them per camera and runs them; `telemetry`
+//! turns typed internal events into log lines, metrics and health events; `verify` and
+//! `retention` are the auditors' side.
 
 pub mod chain;
 pub mod config;
@@ -11,12 +14,15 @@ pub mod control;
 pub mod detect;
 pub mod evidence;
 pub mod frame;
+pub mod health;
 pub mod ingest;
 pub mod manifest;
 pub mod privacy;
 pub mod publish;
 pub mod retention;
 pub mod rules;
+pub mod spool;
 pub mod store;
+pub mod telemetry;
 pub mod track;
 pub mod verify;

@@ -1,12 +1,22 @@
 //! Publish stage: evidence events leave through a local outbox, then NATS JetStream.
 //!
-//! Every event is first appended to `<data_dir>/outbox.jsonl` and fsync'd (an append-only log:
-//! one JSON object a line; simple to inspect with `tail`, and ordered). When NATS is configured, a
-//! background task publishes each event to JetStream on `vigil.evidence.<site>.<camera>` with
-//! `Nats-Msg-Id` = evidence id, waits for the stream's ack, then appends the id to
-//! `outbox.acked`. Events not yet acked when the worker stops are published on the next start
-//! (JetStream drops the duplicate by message id). Without NATS the outbox file and the log are the
-//! destination.
+//! Every event is first appended to `<data_dir>/outbox.jsonl` and fsync'd. Why an append-only
+//! file and not an embedded database: events are written once and read in order, the volume is
+//! small (one line per evidence item or health change), a torn last line after a crash is easy to
+//! detect and skip, and ops can inspect it with `tail`; an acknowledgement log beside it
+//! (`outbox.acked`, one id a line) marks what JetStream has confirmed. When NATS is configured, a
+//! background task publishes the events in order to JetStream (`Nats-Msg-Id` = the event id) and
+//! appends the id to `outbox.acked` once the stream acknowledged it. Events not acknowledged when
+//! the worker stops — broker down, crash — are published on the next start, still in order.
+//!
+//! **Exactly once, however long the outage.** JetStream's duplicate window (`publish.
+//! duplicate_window_s`, default 2 minutes) only catches a resend within the window. vigil does not
+//! rely on it: before each publish it reads the last message on the event's subject; if that message
+//! carries this event's id, the event is already on the stream (the earlier ack was lost) and is
+//! only marked acknowledged; otherwise it publishes with `Nats-Expected-Last-Subject-Sequence` set
+//! to that message's sequence, so a concurrent or earlier copy makes the publish fail and the check
+//! runs again instead of storing a duplicate. Events of one subject are published by one worker in
+//! order, which is what makes "the last message" the right place to look.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -67,7 +77,12 @@ pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
 }
 
 impl Publisher {
-    pub async fn start(data_dir: &Path, nats_url: Option<&str>, stream: &str) -> Result<Publisher> {
+    pub async fn start(
+        data_dir: &Path,
+        nats_url: Option<&str>,
+        stream: &str,
+        dup_window: Duration,
+    ) -> Result<Publisher> {
         std::fs::create_dir_all(data_dir).with_context(|| format!("data dir {}", data_dir.display()))?;
         let open = |name: &str| {
             std::fs::OpenOptions::new()
@@ -94,6 +109,7 @@ impl Publisher {
                 let task = tokio::spawn(deliver(
                     url.to_string(),
                     stream.to_string(),
+                    dup_window,
                     rx,
                     data_dir.join("outbox.acked"),
                     pending.clone(),
@@ -121,7 +137,8 @@ impl Publisher {
         }
         tracing::info!(target: "vigil::event", evidence_id = %entry.id, subject = %entry.subject, event = %line, "evidence event");
         if let Some(q) = &self.queue {
-            self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let n = self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            crate::telemetry::OUTBOX_DEPTH.set(n as i64);
             q.send(entry).ok();
         }
         Ok(())
@@ -151,9 +168,11 @@ impl Publisher {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     url: String,
     stream: String,
+    dup_window: Duration,
     mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
     acked_path: PathBuf,
     pending: Arc<std::sync::atomic::AtomicUsize>,
@@ -182,6 +201,7 @@ async fn deliver(
                 let cfg = async_nats::jetstream::stream::Config {
                     name: stream.clone(),
                     subjects: vec!["vigil.>".into()],
+                    duplicate_window: dup_window,
                     ..Default::default()
                 };
                 match js.get_or_create_stream(cfg).await {
@@ -192,9 +212,14 @@ async fn deliver(
                 }
             }
             if stream_ready {
-                match publish_one(&js, &entry).await {
+                match publish_once(&js, &stream, &entry).await {
                     Ok(seq) => {
-                        tracing::info!(evidence_id = %entry.id, subject = %entry.subject, stream_seq = seq, "JetStream acknowledged event");
+                        crate::telemetry::Event::EventPublished {
+                            evidence_id: &entry.id,
+                            subject: &entry.subject,
+                            stream_seq: seq,
+                        }
+                        .emit();
                         if let Err(e) = append_line(&mut acked, &entry.id) {
                             tracing::error!(error = %e, "outbox: cannot record ack (event will be resent and deduplicated)");
                         }
@@ -208,14 +233,31 @@ async fn deliver(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let n = pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
+        crate::telemetry::OUTBOX_DEPTH.set(n as i64);
         drained.notify_waiters();
     }
 }
 
-async fn publish_one(js: &async_nats::jetstream::Context, e: &OutboxEntry) -> Result<u64> {
+/// Publishes `e` unless the stream already has it (see the module docs); returns its stream
+/// sequence.
+async fn publish_once(js: &async_nats::jetstream::Context, stream: &str, e: &OutboxEntry) -> Result<u64> {
+    let st = js.get_stream(stream).await.context("stream info")?;
+    let last = match st.get_last_raw_message_by_subject(&e.subject).await {
+        Ok(m) => {
+            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
+            if id.as_deref() == Some(e.id.as_str()) {
+                tracing::info!(evidence_id = %e.id, stream_seq = m.sequence, "already on the stream (an earlier acknowledgement was lost); not published again");
+                return Ok(m.sequence);
+            }
+            m.sequence
+        }
+        Err(err) if err.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
+        Err(err) => return Err(anyhow::Error::from(err).context("last message on subject")),
+    };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", e.id.as_str());
+    headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
     let payload = Bytes::from(serde_json::to_vec(&e.payload)?);
     let ack = tokio::time::timeout(Duration::from_secs(5), async {
         js.publish_with_headers(e.subject.clone(), headers, payload).await?.await.map_err(anyhow::Error::from)

@@ -156,7 +156,7 @@ fn unreachable_rtsp_camera_does_not_stop_the_others() {
     );
     let site = Site::new("[clip]\npre_roll_s = 1\npost_roll_s = 1\n", &cams);
     let mut w = Worker::start(&site.pipeline);
-    w.wait_log("evidence stored", Duration::from_secs(90));
+    w.wait_log("spool: item stored, event queued", Duration::from_secs(90));
     let log = w.log_text();
     assert!(log.contains("camera down; reconnecting") && log.contains("\"camera\":\"dead\""), "{log}");
     assert!(log.contains(&format!("rtsp://127.0.0.1:{port}/nothing")), "the log names the URL: {log}");

@@ -1,0 +1,368 @@
+//! Health stage: camera tamper and failure detection on analysis frames (JS 18: no one may cover,
+//! move or switch off the devices; JS 28: footage from equipment not working normally is
+//! inadmissible).
+//!
+//! Per frame, from a 64×36 grey thumbnail and a 160×90 grey image:
+//! - **frozen**: the picture does not change at all (mean absolute thumbnail difference below
+//!   `frozen_diff`) for `frozen_s`;
+//! - **covered**: dark and flat (mean luma < `dark_luma`, standard deviation < `flat_std`) — a lens
+//!   covered or a black picture;
+//! - **saturated**: bright and flat (mean luma > `bright_luma`, std < `flat_std`) — blinded lens;
+//! - **defocus**: sharpness (variance of the Laplacian) below `defocus_ratio` × the camera's own
+//!   baseline, learnt while the camera is healthy;
+//! - **moved**: the view no longer matches the camera's reference view (normalised cross-correlation
+//!   of thumbnails below `moved_ncc`); the reference is the mean of the first `reference_s` seconds.
+//!
+//! A condition must hold for `hold_s` before it is raised and clear for `hold_s` before it ends,
+//! so single odd frames raise nothing. Stream down/up is detected by ingest. Every change is a
+//! [`crate::telemetry::Event::Health`] (log, metric, `vigil.health.<site>.<camera>` event) and a
+//! mark in the camera's ring buffer, from which evidence manifests record health over their window.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::frame::{BBox, RgbFrame};
+
+/// `[cameras.tamper]` thresholds (defaults in parentheses).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TamperConfig {
+    /// Detection on/off (true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds a condition must hold before it is raised, and be gone before it ends (2).
+    #[serde(default = "d_hold")]
+    pub hold_s: f64,
+    /// Seconds without any change for "frozen" (3).
+    #[serde(default = "d_frozen_s")]
+    pub frozen_s: f64,
+    /// Mean absolute thumbnail difference (grey levels) below which two frames are "the same" (0.05).
+    #[serde(default = "d_frozen_diff")]
+    pub frozen_diff: f32,
+    /// Mean luma below which a flat picture is "covered" (25).
+    #[serde(default = "d_dark")]
+    pub dark_luma: f32,
+    /// Mean luma above which a flat picture is "saturated" (235).
+    #[serde(default = "d_bright")]
+    pub bright_luma: f32,
+    /// Luma standard deviation below which a picture is flat (12).
+    #[serde(default = "d_flat")]
+    pub flat_std: f32,
+    /// Sharpness below this fraction of the baseline is "defocus" (0.3).
+    #[serde(default = "d_defocus")]
+    pub defocus_ratio: f32,
+    /// Correlation with the reference view below which the camera "moved" (0.5).
+    #[serde(default = "d_moved")]
+    pub moved_ncc: f32,
+    /// Seconds of healthy video that make the reference view and the sharpness baseline (5).
+    #[serde(default = "d_reference")]
+    pub reference_s: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn d_hold() -> f64 {
+    2.0
+}
+fn d_frozen_s() -> f64 {
+    3.0
+}
+fn d_frozen_diff() -> f32 {
+    0.05
+}
+fn d_dark() -> f32 {
+    25.0
+}
+fn d_bright() -> f32 {
+    235.0
+}
+fn d_flat() -> f32 {
+    12.0
+}
+fn d_defocus() -> f32 {
+    0.3
+}
+fn d_moved() -> f32 {
+    0.5
+}
+fn d_reference() -> f64 {
+    5.0
+}
+
+impl Default for TamperConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+impl TamperConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(&str, f64, f64, f64); 8] = [
+            ("hold_s", self.hold_s, 0.0, 600.0),
+            ("frozen_s", self.frozen_s, 0.1, 3600.0),
+            ("frozen_diff", self.frozen_diff as f64, 0.0, 255.0),
+            ("dark_luma", self.dark_luma as f64, 0.0, 255.0),
+            ("bright_luma", self.bright_luma as f64, 0.0, 255.0),
+            ("flat_std", self.flat_std as f64, 0.0, 128.0),
+            ("defocus_ratio", self.defocus_ratio as f64, 0.0, 1.0),
+            ("moved_ncc", self.moved_ncc as f64, -1.0, 1.0),
+        ];
+        for (k, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{k} = {v} must be in [{lo}, {hi}]"));
+            }
+        }
+        if !(0.5..=600.0).contains(&self.reference_s) {
+            return Err(format!("reference_s = {} must be in [0.5, 600]", self.reference_s));
+        }
+        Ok(())
+    }
+}
+
+/// What one frame looks like to the detectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measure {
+    pub thumb: Vec<f32>,
+    pub mean: f32,
+    pub std: f32,
+    pub sharpness: f32,
+}
+
+const TW: usize = 64;
+const TH: usize = 36;
+const SW: usize = 160;
+const SH: usize = 90;
+
+fn grey(frame: &RgbFrame, w: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w * h];
+    let full = BBox { x1: 0.0, y1: 0.0, x2: frame.width as f32, y2: frame.height as f32 };
+    // area-average by sampling a 4x supersampled grid, then box-filtering
+    let (sw, sh) = (w * 4, h * 4);
+    let mut big = vec![0f32; sw * sh];
+    frame.sample_bilinear(full, sw, sh, |i, p| big[i] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+    for y in 0..h {
+        for x in 0..w {
+            let mut s = 0.0;
+            for dy in 0..4 {
+                let row = &big[(y * 4 + dy) * sw + x * 4..];
+                s += row[0] + row[1] + row[2] + row[3];
+            }
+            out[y * w + x] = s / 16.0;
+        }
+    }
+    out
+}
+
+pub fn measure(frame: &RgbFrame) -> Measure {
+    let thumb = grey(frame, TW, TH);
+    let n = thumb.len() as f32;
+    let mean = thumb.iter().sum::<f32>() / n;
+    let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
+    let g = grey(frame, SW, SH);
+    let mut lap = Vec::with_capacity((SW - 2) * (SH - 2));
+    for y in 1..SH - 1 {
+        for x in 1..SW - 1 {
+            let c = g[y * SW + x];
+            lap.push(g[(y - 1) * SW + x] + g[(y + 1) * SW + x] + g[y * SW + x - 1] + g[y * SW + x + 1] - 4.0 * c);
+        }
+    }
+    let lm = lap.iter().sum::<f32>() / lap.len() as f32;
+    let sharpness = lap.iter().map(|v| (v - lm) * (v - lm)).sum::<f32>() / lap.len() as f32;
+    Measure { thumb, mean, std, sharpness }
+}
+
+fn ncc(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f32;
+    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let (mut num, mut da, mut db) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        num += (x - ma) * (y - mb);
+        da += (x - ma) * (x - ma);
+        db += (y - mb) * (y - mb);
+    }
+    if da <= 1e-6 || db <= 1e-6 { 0.0 } else { num / (da * db).sqrt() }
+}
+
+pub const CONDITIONS: [&str; 5] = ["frozen", "covered", "saturated", "defocus", "moved"];
+
+/// A change of a condition, for the caller to emit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub condition: &'static str,
+    pub active: bool,
+    pub at: Duration,
+    /// When ending: how long it lasted.
+    pub lasted: Option<Duration>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Cond {
+    active: bool,
+    since: Option<Duration>,
+    /// First frame of the current run of frames that disagree with `active`.
+    pending: Option<Duration>,
+}
+
+/// Per-camera detector state.
+pub struct TamperDetector {
+    cfg: TamperConfig,
+    conds: [Cond; 5],
+    prev: Option<Vec<f32>>,
+    still_since: Option<Duration>,
+    reference: Option<Vec<f32>>,
+    learning: Vec<Vec<f32>>,
+    learn_start: Option<Duration>,
+    sharp_base: Option<f32>,
+    sharp_learn: Vec<f32>,
+}
+
+impl TamperDetector {
+    pub fn new(cfg: TamperConfig) -> TamperDetector {
+        TamperDetector {
+            cfg,
+            conds: Default::default(),
+            prev: None,
+            still_since: None,
+            reference: None,
+            learning: Vec::new(),
+            learn_start: None,
+            sharp_base: None,
+            sharp_learn: Vec::new(),
+        }
+    }
+
+    pub fn active(&self) -> Vec<&'static str> {
+        CONDITIONS.iter().zip(&self.conds).filter(|(_, c)| c.active).map(|(n, _)| *n).collect()
+    }
+
+    /// Feeds one analysis frame at stream time `t`; returns the conditions that started or ended.
+    pub fn update(&mut self, t: Duration, m: &Measure) -> Vec<Change> {
+        if !self.cfg.enabled {
+            return Vec::new();
+        }
+        let diff = self
+            .prev
+            .as_ref()
+            .map(|p| p.iter().zip(&m.thumb).map(|(a, b)| (a - b).abs()).sum::<f32>() / p.len() as f32);
+        self.prev = Some(m.thumb.clone());
+        let still = diff.is_some_and(|d| d < self.cfg.frozen_diff);
+        if still {
+            self.still_since.get_or_insert(t);
+        } else {
+            self.still_since = None;
+        }
+        let frozen = self.still_since.is_some_and(|s| t.saturating_sub(s).as_secs_f64() >= self.cfg.frozen_s);
+        let flat = m.std < self.cfg.flat_std;
+        let covered = flat && m.mean < self.cfg.dark_luma;
+        let saturated = flat && m.mean > self.cfg.bright_luma;
+        let healthy_so_far = !self.conds.iter().any(|c| c.active) && !covered && !saturated && !frozen;
+        // learn reference view and sharpness baseline from healthy video
+        if self.reference.is_none() && healthy_so_far {
+            let start = *self.learn_start.get_or_insert(t);
+            self.learning.push(m.thumb.clone());
+            self.sharp_learn.push(m.sharpness);
+            if t.saturating_sub(start).as_secs_f64() >= self.cfg.reference_s {
+                let n = self.learning.len() as f32;
+                let mut r = vec![0f32; m.thumb.len()];
+                for th in &self.learning {
+                    for (a, b) in r.iter_mut().zip(th) {
+                        *a += b / n;
+                    }
+                }
+                self.reference = Some(r);
+                let mut s = std::mem::take(&mut self.sharp_learn);
+                s.sort_by(f32::total_cmp);
+                self.sharp_base = Some(s[s.len() / 2]);
+                self.learning.clear();
+            }
+        }
+        let defocus =
+            !covered && !saturated && self.sharp_base.is_some_and(|b| m.sharpness < self.cfg.defocus_ratio * b);
+        let corr = self.reference.as_ref().map(|r| ncc(r, &m.thumb));
+        let moved = !covered && !saturated && corr.is_some_and(|c| c < self.cfg.moved_ncc);
+        let now = [frozen, covered, saturated, defocus, moved];
+        let detail = [
+            format!("no change for {:.1} s", self.still_since.map_or(0.0, |s| t.saturating_sub(s).as_secs_f64())),
+            format!("mean luma {:.0}, std {:.1}", m.mean, m.std),
+            format!("mean luma {:.0}, std {:.1}", m.mean, m.std),
+            format!("sharpness {:.1} vs baseline {:.1}", m.sharpness, self.sharp_base.unwrap_or(0.0)),
+            format!("correlation with the reference view {:.2}", corr.unwrap_or(1.0)),
+        ];
+        let hold = Duration::from_secs_f64(self.cfg.hold_s);
+        let mut changes = Vec::new();
+        for (i, c) in self.conds.iter_mut().enumerate() {
+            if now[i] == c.active {
+                c.pending = None;
+                continue;
+            }
+            let p = *c.pending.get_or_insert(t);
+            if t.saturating_sub(p) >= hold {
+                c.active = now[i];
+                c.pending = None;
+                let lasted = if c.active { None } else { c.since.map(|s| p.saturating_sub(s)) };
+                let at = p;
+                c.since = Some(p);
+                changes.push(Change {
+                    condition: CONDITIONS[i],
+                    active: c.active,
+                    at,
+                    lasted,
+                    detail: detail[i].clone(),
+                });
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(f: impl Fn(u32, u32) -> [u8; 3]) -> RgbFrame {
+        let mut fr = RgbFrame::new(160, 90);
+        for y in 0..90 {
+            for x in 0..160 {
+                let i = (y * 160 + x) as usize * 3;
+                fr.data[i..i + 3].copy_from_slice(&f(x, y));
+            }
+        }
+        fr
+    }
+
+    #[test]
+    fn conditions_need_to_hold_before_they_are_raised_and_cleared() {
+        let cfg = TamperConfig { hold_s: 1.0, reference_s: 1.0, ..Default::default() };
+        let mut d = TamperDetector::new(cfg);
+        let textured = |k: u32| frame(move |x, y| [((x * 7 + y * 3 + k) % 256) as u8, ((x * y + k) % 256) as u8, 90]);
+        let black = frame(|_, _| [3, 3, 3]);
+        let mut t = 0.0;
+        let mut all = Vec::new();
+        let mut step = |d: &mut TamperDetector, f: &RgbFrame| {
+            let c = d.update(Duration::from_secs_f64(t), &measure(f));
+            t += 0.2;
+            c
+        };
+        for k in 0..10 {
+            all.extend(step(&mut d, &textured(k)));
+        }
+        assert!(all.is_empty(), "{all:?}");
+        // one black frame: nothing
+        all.extend(step(&mut d, &black));
+        all.extend(step(&mut d, &textured(3)));
+        assert!(all.is_empty(), "{all:?}");
+        for _ in 0..8 {
+            all.extend(step(&mut d, &black));
+        }
+        assert!(all.iter().any(|c| c.condition == "covered" && c.active), "{all:?}");
+        all.clear();
+        for k in 0..8 {
+            all.extend(step(&mut d, &textured(k)));
+        }
+        let end = all.iter().find(|c| c.condition == "covered" && !c.active).expect("covered ends");
+        assert!(end.lasted.unwrap() >= Duration::from_secs_f64(1.0));
+    }
+}

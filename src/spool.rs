@@ -1,0 +1,206 @@
+//! Spool: the local, durable staging area between the evidence stage and the object store.
+//!
+//! Every evidence item is first written here complete — artifacts, chain index entry, signed
+//! manifest, and its event — as `<data_dir>/spool/<evidence-id>/` with the files fsync'd and a
+//! `READY` marker written last (an item without it is a crash mid-write and is discarded on start:
+//! nothing of it reached the store or the outbox). The uploader then puts the objects in order
+//! (artifacts first, the manifest last; create-only, an object already there with the same bytes
+//! counts as done), and only when all are stored hands the event to the outbox. So:
+//! - the object store may be down for as long as the spool has room: items wait here, in order;
+//! - a crash at any point loses nothing that was READY, and uploads resume on start;
+//! - an event is never published before its evidence is stored.
+//!
+//! **Disk bound** (`spool.max_bytes`): when the spool is full the worker stops cutting new clips:
+//! each violation that cannot be spooled is logged as an error, counted
+//! (`vigil_evidence_refused_total`), and raises the `spool_full` health alarm on
+//! `vigil.health.<site>.worker`, until uploads make room again. Evidence already spooled is never
+//! dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::publish::{OutboxEntry, Publisher};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolObject {
+    key: String,
+    file: String,
+    sha256: String,
+    retain_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolIndex {
+    objects: Vec<SpoolObject>,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    pub max_bytes: u64,
+    bytes: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+fn dir_bytes(d: &Path) -> u64 {
+    std::fs::read_dir(d)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let m = e.metadata().ok();
+                    if m.as_ref().is_some_and(|m| m.is_dir()) { dir_bytes(&e.path()) } else { m.map_or(0, |m| m.len()) }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn write_synced(p: &Path, b: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p)?;
+    f.write_all(b)?;
+    f.sync_all()
+}
+
+impl Spool {
+    /// Opens the spool; items a crash left without `READY` are discarded (never uploaded, never
+    /// announced).
+    pub fn open(data_dir: &Path, max_bytes: u64) -> Result<Spool> {
+        let dir = data_dir.join("spool");
+        std::fs::create_dir_all(&dir).with_context(|| format!("spool {}", dir.display()))?;
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            if e.path().is_dir() && !e.path().join("READY").exists() {
+                tracing::warn!(item = %e.path().display(), "spool: discarding an item left incomplete by a crash");
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        let bytes = AtomicU64::new(dir_bytes(&dir));
+        Ok(Spool { dir, max_bytes, bytes, wake: tokio::sync::Notify::new() })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Items waiting for upload.
+    pub fn pending(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("READY").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort(); // ULIDs: oldest first
+        v
+    }
+
+    /// True when `more` bytes would not fit.
+    pub fn is_full(&self, more: u64) -> bool {
+        self.bytes() + more > self.max_bytes
+    }
+
+    /// Writes one complete item (objects in upload order, then its event) durably.
+    pub fn put(&self, id: &str, objects: Vec<(String, Vec<u8>, DateTime<Utc>)>, event: &OutboxEntry) -> Result<()> {
+        let size: u64 = objects.iter().map(|o| o.1.len() as u64).sum();
+        if self.is_full(size) {
+            bail!("spool full ({} of {} bytes used, item needs {size})", self.bytes(), self.max_bytes);
+        }
+        let d = self.dir.join(id);
+        std::fs::create_dir_all(&d)?;
+        let mut index = SpoolIndex { objects: Vec::new() };
+        for (i, (key, bytes, until)) in objects.into_iter().enumerate() {
+            let file = format!("{i:03}.bin");
+            write_synced(&d.join(&file), &bytes)?;
+            index.objects.push(SpoolObject {
+                key,
+                file,
+                sha256: crate::evidence::sha256_hex(&bytes),
+                retain_until: until,
+            });
+        }
+        write_synced(&d.join("objects.json"), &serde_json::to_vec(&index)?)?;
+        write_synced(&d.join("event.json"), &serde_json::to_vec(event)?)?;
+        write_synced(&d.join("READY"), b"")?;
+        std::fs::File::open(&d)?.sync_all()?;
+        self.bytes.fetch_add(dir_bytes(&d), Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Uploads one spooled item and hands its event to the outbox; removes it from the spool.
+    async fn upload(&self, id: &str, store: &Store, publisher: &Publisher) -> Result<()> {
+        let d = self.dir.join(id);
+        let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
+        for o in &index.objects {
+            let bytes = Bytes::from(std::fs::read(d.join(&o.file))?);
+            if !store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
+                // already there: fine if it is the same object (a previous attempt got this far)
+                let there = store.get(&o.key).await?;
+                if crate::evidence::sha256_hex(&there) != o.sha256 {
+                    bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
+                }
+            }
+        }
+        let event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;
+        publisher.submit(event).await?;
+        let size = dir_bytes(&d);
+        std::fs::remove_dir_all(&d)?;
+        self.bytes.fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Uploads spooled items in order until `stop` is set and the spool is empty (or `stop` is set
+    /// and the store keeps failing past `grace`). Failures back off (capped at 10 s) and retry.
+    pub async fn run_uploader(
+        self: Arc<Self>,
+        store: Store,
+        publisher: Arc<Publisher>,
+        stop: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        let mut stopping_since: Option<std::time::Instant> = None;
+        loop {
+            let pending = self.pending();
+            if *stop.borrow() {
+                let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                if pending.is_empty() || since.elapsed() > grace {
+                    if !pending.is_empty() {
+                        tracing::warn!(
+                            items = pending.len(),
+                            "spool: store unreachable at shutdown; items stay spooled and upload on the next start"
+                        );
+                    }
+                    return;
+                }
+            }
+            let Some(id) = pending.first() else {
+                let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                continue;
+            };
+            match self.upload(id, &store, &publisher).await {
+                Ok(()) => {
+                    tracing::info!(evidence_id = %id, spool_bytes = self.bytes(), "spool: item stored, event queued");
+                    crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    tracing::warn!(evidence_id = %id, error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "spool: upload failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
