@@ -220,7 +220,7 @@ impl Chains {
         manifest_key: &str,
         manifest_sha256: &str,
         retain_until: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>> {
+    ) -> Result<Vec<crate::spool::StoreObject>> {
         let entry = IndexEntry {
             site: self.site.clone(),
             camera: camera.into(),

@@ -600,7 +600,7 @@ pub async fn produce(
         files.push(("sealed_original", "original.mp4.age", seal_to(rcp, &plain)?, "application/age-encrypted"));
     }
     let mut artifacts = BTreeMap::new();
-    let mut objects: Vec<(String, Vec<u8>, DateTime<Utc>)> = Vec::new();
+    let mut objects: Vec<crate::spool::StoreObject> = Vec::new();
     for (name, file, bytes, ct) in files {
         let key = format!("{prefix}/{file}");
         let a = Artifact {

@@ -44,6 +44,9 @@ struct SpoolIndex {
     objects: Vec<SpoolObject>,
 }
 
+/// An object to store: key, bytes, and the date it must be kept until.
+pub type StoreObject = (String, Vec<u8>, DateTime<Utc>);
+
 pub struct Spool {
     dir: PathBuf,
     pub max_bytes: u64,
@@ -111,7 +114,7 @@ impl Spool {
     }
 
     /// Writes one complete item (objects in upload order, then its event) durably.
-    pub fn put(&self, id: &str, objects: Vec<(String, Vec<u8>, DateTime<Utc>)>, event: &OutboxEntry) -> Result<()> {
+    pub fn put(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry) -> Result<()> {
         let size: u64 = objects.iter().map(|o| o.1.len() as u64).sum();
         if self.is_full(size) {
             bail!("spool full ({} of {} bytes used, item needs {size})", self.bytes(), self.max_bytes);
