@@ -138,7 +138,7 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             prob,
         }
         .emit();
-        if ctx.spool.is_full(0) {
+        if ctx.spool.is_full() {
             let why = format!("spool holds {} of {} bytes", ctx.spool.bytes(), ctx.spool.max_bytes);
             Event::EvidenceRefused { camera: &ctx.cam.id, evidence_id: &evidence_id, why: &why }.emit();
             continue;

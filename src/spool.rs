@@ -108,16 +108,16 @@ impl Spool {
         v
     }
 
-    /// True when `more` bytes would not fit.
-    pub fn is_full(&self, more: u64) -> bool {
-        self.bytes() + more > self.max_bytes
+    /// True when the spool has reached its limit (an item is accepted while it is below, so one
+    /// item may take it past the limit).
+    pub fn is_full(&self) -> bool {
+        self.bytes() >= self.max_bytes
     }
 
     /// Writes one complete item (objects in upload order, then its event) durably.
     pub fn put(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry) -> Result<()> {
-        let size: u64 = objects.iter().map(|o| o.1.len() as u64).sum();
-        if self.is_full(size) {
-            bail!("spool full ({} of {} bytes used, item needs {size})", self.bytes(), self.max_bytes);
+        if self.is_full() {
+            bail!("spool full ({} of {} bytes used)", self.bytes(), self.max_bytes);
         }
         let d = self.dir.join(id);
         std::fs::create_dir_all(&d)?;
