@@ -119,15 +119,15 @@ fn box_blur(f: &RgbFrame, r: i64) -> RgbFrame {
                     let (xx, yy) = if pass == 0 { (x + k, y) } else { (x, y + k) };
                     if xx >= 0 && yy >= 0 && xx < w && yy < h {
                         let i = ((yy * w + xx) * 3) as usize;
-                        for c in 0..3 {
-                            s[c] += src.data[i + c] as u32;
+                        for (acc, v) in s.iter_mut().zip(&src.data[i..i + 3]) {
+                            *acc += *v as u32;
                         }
                         n += 1;
                     }
                 }
                 let i = ((y * w + x) * 3) as usize;
-                for c in 0..3 {
-                    a.data[i + c] = (s[c] / n) as u8;
+                for (v, acc) in a.data[i..i + 3].iter_mut().zip(s) {
+                    *v = (acc / n) as u8;
                 }
             }
         }
