@@ -39,6 +39,10 @@ pub struct RunSummary {
     pub cameras: BTreeMap<String, CameraSummary>,
     pub events: u64,
     pub evidence_failures: u64,
+    /// Violations not cut because the spool was full.
+    pub refused: u64,
+    /// Items still in the spool (store unreachable at shutdown); they upload on the next start.
+    pub spooled: usize,
     pub unpublished: usize,
 }
 
@@ -430,7 +434,14 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
     }
-    let mut summary = RunSummary { events, evidence_failures, unpublished, ..Default::default() };
+    let mut summary = RunSummary {
+        events,
+        evidence_failures,
+        refused: telemetry::EVIDENCE_REFUSED.get(),
+        spooled: spool.pending().len(),
+        unpublished,
+        ..Default::default()
+    };
     for (id, stats, violations) in per_cam {
         let end = match ends.remove(&id) {
             Some(CameraEnd::Failed(why)) => format!("failed: {why}"),

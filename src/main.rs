@@ -371,13 +371,16 @@ fn main() -> ExitCode {
                         for (id, c) in &failed {
                             eprintln!("error: camera {id} {}", c.end);
                         }
+                        if s.refused > 0 {
+                            eprintln!("error: {} violation(s) not cut because the spool was full (see log)", s.refused);
+                        }
                         if s.evidence_failures > 0 {
                             eprintln!(
                                 "error: {} evidence item(s) could not be produced (see log)",
                                 s.evidence_failures
                             );
                         }
-                        if failed.is_empty() && s.evidence_failures == 0 {
+                        if failed.is_empty() && s.evidence_failures == 0 && s.refused == 0 {
                             ExitCode::SUCCESS
                         } else {
                             ExitCode::from(1)

@@ -137,6 +137,7 @@ impl Spool {
         write_synced(&d.join("READY"), b"")?;
         std::fs::File::open(&d)?.sync_all()?;
         self.bytes.fetch_add(dir_bytes(&d), Ordering::Relaxed);
+        crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
         self.wake.notify_one();
         Ok(())
     }
@@ -160,6 +161,7 @@ impl Spool {
         let size = dir_bytes(&d);
         std::fs::remove_dir_all(&d)?;
         self.bytes.fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
+        crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
         Ok(())
     }
 
@@ -195,7 +197,16 @@ impl Spool {
             match self.upload(id, &store, &publisher).await {
                 Ok(()) => {
                     tracing::info!(evidence_id = %id, spool_bytes = self.bytes(), "spool: item stored, event queued");
-                    crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
+                    if crate::telemetry::SPOOL_FULL.get() == 1 && !self.is_full() {
+                        crate::telemetry::Event::Health {
+                            camera: "worker",
+                            condition: "spool_full",
+                            active: false,
+                            detail: "uploads made room; clips are cut again",
+                            lasted: None,
+                        }
+                        .emit();
+                    }
                     backoff = Duration::from_millis(200);
                 }
                 Err(e) => {

@@ -35,7 +35,14 @@ struct LockClients {
 }
 
 fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> Result<object_store::aws::AmazonS3Builder> {
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+    // Few, short retries: an unreachable store must not stall the evidence stage (the spool and its
+    // uploader retry for as long as it takes).
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url).with_retry(retry);
     for (k, v) in options {
         let key = k.parse().map_err(|e| anyhow!("store option {k:?}: {e}"))?;
         b = b.with_config(key, v);

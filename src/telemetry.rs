@@ -77,6 +77,8 @@ pub static EVENTS_PUBLISHED: Counter = Counter(AtomicU64::new(0));
 pub static EVIDENCE_REFUSED: Counter = Counter(AtomicU64::new(0));
 pub static EVIDENCE_FAILED: Counter = Counter(AtomicU64::new(0));
 pub static SPOOL_BYTES: Gauge = Gauge::new();
+/// 1 while the spool-full alarm is raised.
+pub static SPOOL_FULL: Gauge = Gauge::new();
 pub static OUTBOX_DEPTH: Gauge = Gauge::new();
 
 fn inference() -> &'static Mutex<BTreeMap<String, Arc<Histogram>>> {
@@ -164,10 +166,18 @@ impl Event<'_> {
                     camera,
                     evidence_id,
                     why,
-                    "evidence NOT cut: spool full (see spool.max_bytes); health alarm raised"
+                    "evidence NOT cut: spool full (see worker.spool_max_bytes); health alarm raised"
                 );
-                Event::Health { camera: "worker", condition: "spool_full", active: true, detail: why, lasted: None }
+                if SPOOL_FULL.get() == 0 {
+                    Event::Health {
+                        camera: "worker",
+                        condition: "spool_full",
+                        active: true,
+                        detail: why,
+                        lasted: None,
+                    }
                     .emit();
+                }
             }
             Event::EvidenceFailed { camera, evidence_id, error } => {
                 EVIDENCE_FAILED.inc();
@@ -178,6 +188,9 @@ impl Event<'_> {
                 tracing::info!(evidence_id, subject, stream_seq, "JetStream acknowledged event");
             }
             Event::Health { camera, condition, active, detail, lasted } => {
+                if condition == "spool_full" {
+                    SPOOL_FULL.set(active as i64);
+                }
                 if let Some(s) = cameras().lock().expect("cams").get(camera) {
                     s.set_condition(condition, active);
                 }
@@ -271,6 +284,7 @@ pub fn render() -> String {
         ),
         ("vigil_outbox_depth", "Events recorded but not yet acknowledged by JetStream.", "gauge", OUTBOX_DEPTH.get()),
         ("vigil_spool_bytes", "Bytes of evidence waiting in the spool for upload.", "gauge", SPOOL_BYTES.get()),
+        ("vigil_spool_full", "1 while the spool is full and new clips are not cut.", "gauge", SPOOL_FULL.get()),
     ] {
         o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     }
@@ -287,7 +301,14 @@ pub fn health_json() -> serde_json::Value {
         ok &= active.is_empty();
         c.insert(id.clone(), serde_json::json!({ "conditions": active }));
     }
-    serde_json::json!({ "ok": ok, "cameras": c, "spool_bytes": SPOOL_BYTES.get(), "outbox_depth": OUTBOX_DEPTH.get() })
+    let spool_full = SPOOL_FULL.get() == 1;
+    serde_json::json!({
+        "ok": ok && !spool_full,
+        "cameras": c,
+        "spool_full": spool_full,
+        "spool_bytes": SPOOL_BYTES.get(),
+        "outbox_depth": OUTBOX_DEPTH.get(),
+    })
 }
 
 /// Serves `/metrics` and `/health` on `addr` until the process ends (plain HTTP/1.1).

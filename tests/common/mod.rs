@@ -50,7 +50,7 @@ fn dep_bin(name: &str) -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -74,15 +74,50 @@ impl Nats {
     pub fn start() -> Nats {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
         let child = Command::new(dep_bin("nats-server"))
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
         wait_port(port, Duration::from_secs(10));
-        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+        child
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a goodbye).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same JetStream storage.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self._dir.path());
+    }
+
+    /// Every message on the stream: (subject, Nats-Msg-Id, payload).
+    pub fn messages(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let c = async_nats::connect(&self.url).await.unwrap();
+            let js = async_nats::jetstream::new(c);
+            let Ok(mut st) = js.get_stream(stream).await else { return Vec::new() };
+            let info = st.info().await.unwrap().state.clone();
+            let mut out = Vec::new();
+            for seq in info.first_sequence..=info.last_sequence {
+                if let Ok(m) = st.get_raw_message(seq).await {
+                    let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+                    out.push((m.subject.to_string(), id, serde_json::from_slice(&m.payload).unwrap_or_default()));
+                }
+            }
+            out
+        })
     }
 }
 
@@ -101,7 +136,10 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = free_port();
+        Moto::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Moto {
         let child = Command::new(dep_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -110,6 +148,35 @@ impl Moto {
             .expect("start moto_server");
         wait_port(port, Duration::from_secs(30));
         Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Creates a bucket (moto keeps its state in memory: again after a restart).
+    pub fn create_bucket(&self, bucket: &str, object_lock: bool) {
+        let code = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', \
+             aws_secret_access_key='test').create_bucket(Bucket='{bucket}', ObjectLockEnabledForBucket={})",
+            self.endpoint,
+            if object_lock { "True" } else { "False" }
+        );
+        // a freshly started moto may accept connections a moment before it serves requests
+        let t = Instant::now();
+        while !Command::new("python3").args(["-c", &code]).stderr(Stdio::null()).status().unwrap().success() {
+            assert!(t.elapsed() < Duration::from_secs(20), "create bucket {bucket} on {}", self.endpoint);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// `[store.options]` lines for this server.
+    pub fn store_options(&self) -> String {
+        format!(
+            "aws_endpoint = \"{}\"\naws_allow_http = \"true\"\naws_region = \"us-east-1\"\n\
+             aws_access_key_id = \"test\"\naws_secret_access_key = \"test\"\n",
+            self.endpoint
+        )
     }
 }
 
@@ -129,6 +196,11 @@ pub struct RtspServer {
 
 impl RtspServer {
     pub fn serve_file(path: &Path) -> RtspServer {
+        RtspServer::serve_file_on(path, 0)
+    }
+
+    /// Serves on `port` (0: any free port).
+    pub fn serve_file_on(path: &Path, port: u16) -> RtspServer {
         gst::init().unwrap();
         let launch = format!(
             "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
@@ -141,7 +213,7 @@ impl RtspServer {
                 let main_loop = gst::glib::MainLoop::new(Some(&ctx), false);
                 let server = rtsp::RTSPServer::new();
                 server.set_address("127.0.0.1");
-                server.set_service("0");
+                server.set_service(&port.to_string());
                 let factory = rtsp::RTSPMediaFactory::new();
                 factory.set_launch(&launch);
                 factory.set_shared(true);
@@ -149,6 +221,8 @@ impl RtspServer {
                 let _id = server.attach(Some(&ctx)).expect("attach rtsp server"); // removed with the context
                 tx.send((server.bound_port(), main_loop.clone())).unwrap();
                 main_loop.run();
+                // a stopped server drops its clients too (as a crashed or rebooted one would)
+                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
             })
             .unwrap();
         });
