@@ -214,6 +214,10 @@ pub struct ModelsConfig {
     /// Path of libonnxruntime.so; default: $ORT_DYLIB_PATH, then .deps/onnxruntime/.
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
+    /// A head fitted by `vigil fit` (models/<id>.toml): the no-mask probability then comes from it,
+    /// on the backbone features of the model it names, instead of the classifier's own output.
+    #[serde(default)]
+    pub mask_head: Option<String>,
 }
 
 fn default_models_dir() -> PathBuf {
@@ -241,6 +245,7 @@ impl Default for ModelsConfig {
             execution_providers: default_eps(),
             intra_threads: default_threads(),
             ort_library: None,
+            mask_head: None,
         }
     }
 }

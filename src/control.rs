@@ -280,16 +280,16 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             intra_threads: m.intra_threads,
             ort_library: m.ort_library.clone(),
         };
-        let loaded = tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, &opts)).await??;
+        let loaded =
+            tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, m.mask_head.as_deref(), &opts))
+                .await??;
         Some(Arc::new(Mutex::new(loaded)))
     } else {
         None
     };
     let model_facts: Vec<ModelFacts> = models
         .as_ref()
-        .map(|m| {
-            m.lock().expect("models").infos().into_iter().map(|i| ModelFacts { id: i.id, sha256: i.sha256 }).collect()
-        })
+        .map(|m| m.lock().expect("models").infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
         .unwrap_or_default();
 
     let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);

@@ -314,24 +314,102 @@ impl FaceDetector {
     }
 }
 
-/// MobileNetV2 mask / no-mask classifier.
+/// MobileNetV2 mask / no-mask classifier, optionally with a head fitted on site data.
 pub struct MaskClassifier {
     pub info: ModelInfo,
     session: Session,
     input: Vec<f32>,
+    pub head: Option<FittedHead>,
+}
+
+/// A logistic-regression head on standardised backbone features (`vigil fit`), stored as
+/// `models/<id>.json` with a manifest `models/<id>.toml` that holds its SHA-256.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FittedHead {
+    pub id: String,
+    pub kind: String,
+    /// The model whose `features` output this head reads.
+    pub features_model: String,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+    pub provenance: serde_json::Value,
+    /// SHA-256 of the head file, set when loaded.
+    #[serde(skip)]
+    pub sha256: String,
+}
+
+impl FittedHead {
+    pub fn predict(&self, f: &[f32]) -> f32 {
+        let z: f32 = f
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.std)
+            .zip(&self.weights)
+            .map(|(((x, m), s), w)| (x - m) / s * w)
+            .sum::<f32>()
+            + self.bias;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Reads `<dir>/<id>.toml` (`file`, `sha256`) and the head it names, checking the hash.
+    pub fn load(dir: &Path, id: &str) -> Result<FittedHead> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HeadManifest {
+            id: String,
+            file: String,
+            sha256: String,
+        }
+        let mpath = dir.join(format!("{id}.toml"));
+        let text = std::fs::read_to_string(&mpath)
+            .with_context(|| format!("head manifest {}: cannot read", mpath.display()))?;
+        let m: HeadManifest =
+            toml::from_str(&text).map_err(|e| anyhow!("head manifest {}: {}", mpath.display(), e.message()))?;
+        let path = dir.join(&m.file);
+        let bytes = std::fs::read(&path).with_context(|| format!("head {}: cannot read", path.display()))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != m.sha256 {
+            bail!("head {}: SHA-256 is {actual}, but manifest {} says {}", path.display(), mpath.display(), m.sha256);
+        }
+        let mut h: FittedHead = serde_json::from_slice(&bytes).map_err(|e| anyhow!("head {}: {e}", path.display()))?;
+        h.sha256 = actual;
+        if h.id != m.id || h.weights.len() != h.mean.len() || h.std.len() != h.mean.len() {
+            bail!("head {}: inconsistent (id or dimensions)", path.display());
+        }
+        Ok(h)
+    }
 }
 
 impl MaskClassifier {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
         let info = ModelInfo::load(dir, id, "softmax2")?;
         let session = session(&info, opts)?;
-        Ok(MaskClassifier { info, session, input: Vec::new() })
+        Ok(MaskClassifier { info, session, input: Vec::new(), head: None })
     }
 
-    /// No-mask probability for each face box (one batched run).
+    /// No-mask probability for each face box (one batched run). With a fitted head, the head's
+    /// probability on the backbone features; otherwise the model's own `probs[:,1]`.
     pub fn no_mask_prob(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<Vec<f32>> {
+        if self.head.is_some() {
+            let (_, feats) = self.run(frame, boxes, true)?;
+            let head = self.head.as_ref().expect("head");
+            return Ok(feats.iter().map(|f| head.predict(f)).collect());
+        }
+        Ok(self.run(frame, boxes, false)?.0)
+    }
+
+    /// Backbone features (needs a model with a `features` output) and the model's no-mask
+    /// probabilities.
+    pub fn features(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        self.run(frame, boxes, true)
+    }
+
+    fn run(&mut self, frame: &RgbFrame, boxes: &[BBox], want_features: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         if boxes.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let spec = &self.info.manifest.input;
         let (w, h) = (spec.width, spec.height);
@@ -349,7 +427,16 @@ impl MaskClassifier {
         let tensor = TensorRef::from_array_view(([boxes.len(), h, w, 3], &*self.input))?;
         let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
         let (_, probs) = outputs[self.info.manifest.outputs[0].as_str()].try_extract_tensor::<f32>()?;
-        Ok(probs.chunks_exact(2).map(|p| p[1]).collect())
+        let probs: Vec<f32> = probs.chunks_exact(2).map(|p| p[1]).collect();
+        if !want_features {
+            return Ok((probs, Vec::new()));
+        }
+        let name = self.info.manifest.outputs.get(1).ok_or_else(|| {
+            anyhow!("model {} has no features output (use mask-classifier-mobilenetv2-features)", self.info.id)
+        })?;
+        let (shape, f) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
+        let d = shape[1] as usize;
+        Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
     }
 }
 
@@ -360,12 +447,33 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn load(dir: &Path, face: &str, mask: &str, opts: &RuntimeOptions) -> Result<Models> {
-        Ok(Models { face: FaceDetector::load(dir, face, opts)?, mask: MaskClassifier::load(dir, mask, opts)? })
+    /// With `head`, the classifier is the head's features model and the head gives the no-mask
+    /// probability.
+    pub fn load(dir: &Path, face: &str, mask: &str, head: Option<&str>, opts: &RuntimeOptions) -> Result<Models> {
+        let face = FaceDetector::load(dir, face, opts)?;
+        let mask = match head {
+            None => MaskClassifier::load(dir, mask, opts)?,
+            Some(h) => {
+                let head = FittedHead::load(dir, h)?;
+                let mut m = MaskClassifier::load(dir, &head.features_model, opts)?;
+                tracing::info!(head = %head.id, features = %head.features_model, "fitted no-mask head loaded");
+                m.head = Some(head);
+                m
+            }
+        };
+        Ok(Models { face, mask })
     }
 
-    pub fn infos(&self) -> Vec<ModelInfo> {
-        vec![self.face.info.clone(), self.mask.info.clone()]
+    /// Models in use, for manifests (a fitted head is listed with the SHA-256 of its file).
+    pub fn infos(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (self.face.info.id.clone(), self.face.info.sha256.clone()),
+            (self.mask.info.id.clone(), self.mask.info.sha256.clone()),
+        ];
+        if let Some(h) = &self.mask.head {
+            v.push((h.id.clone(), h.sha256.clone()));
+        }
+        v
     }
 }
 

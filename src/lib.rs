@@ -12,6 +12,8 @@ pub mod chain;
 pub mod config;
 pub mod control;
 pub mod detect;
+pub mod eval;
+pub mod evalcmd;
 pub mod evidence;
 pub mod frame;
 pub mod health;

@@ -66,6 +66,39 @@ enum Cmd {
     /// Retention.
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// Measure detection quality on labelled data (scenes split by image; crops); write a JSON
+    /// report and a PR plot.
+    Eval {
+        /// The data folder (../shared/data).
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        #[arg(long, default_value = "vigil-data/eval")]
+        out: PathBuf,
+        /// Also evaluate a fitted head (models/<id>.toml).
+        #[arg(long)]
+        head: Option<String>,
+        #[arg(long, default_value_t = 0.9)]
+        target_precision: f64,
+        #[arg(long, default_value_t = 24.0)]
+        min_face_px: f32,
+    },
+    /// Fit a no-mask head on the backbone features of the labelled scenes' fit part.
+    Fit {
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Head id: writes models/<id>.json and models/<id>.toml.
+        #[arg(long, default_value = "mask-head-fitted")]
+        id: String,
+        #[arg(long, default_value_t = 24.0)]
+        min_face_px: f32,
+        /// L2 regularisation of the logistic head.
+        #[arg(long, default_value_t = 0.001)]
+        l2: f32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -339,6 +372,16 @@ fn main() -> ExitCode {
             let now = time_arg(&now)?.unwrap_or_else(chrono::Utc::now);
             let r = block_on(vigil::retention::sweep(&s, &k, p.raw.retention.image_days, now, dry_run))?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Eval { data, models, out, head, target_precision, min_face_px } => tool(|| {
+            let a = vigil::evalcmd::EvalArgs { data, models, out, head, target_precision, min_face_px };
+            vigil::evalcmd::eval(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Fit { data, models, id, min_face_px, l2 } => tool(|| {
+            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2)?;
+            println!("wrote {}", f.display());
             Ok(ExitCode::SUCCESS)
         }),
         Cmd::Run { pipeline } => {

@@ -229,8 +229,14 @@ fn object_store_outage_spools_evidence_then_uploads_it_and_publishes_after() {
 
 #[test]
 fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
-    let dead = free_port(); // nothing listens: uploads never succeed
-    let http = free_port();
+    // a port we hold, answering every connection with a reset: uploads never succeed
+    let dead_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = dead_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in dead_listener.incoming().flatten() {
+            drop(c);
+        }
+    });
     let cams = camera("first", &sample("astronaut-pan.mp4").display().to_string(), "realtime = false", "")
         + &camera("second", &sample("camera-pan.mp4").display().to_string(), "", "min_hits = 20\nwindow = 20");
     let extra = format!(
@@ -239,9 +245,13 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
     );
     let site = Site::new(&extra, &cams);
     set_source(&site, "url = \"store\"", "url = \"s3://evidence/vigil\"");
-    set_source(&site, "[worker]\n", &format!("[worker]\nspool_max_bytes = 1000\nhttp = \"127.0.0.1:{http}\"\n"));
+    set_source(&site, "[worker]\n", "[worker]\nspool_max_bytes = 1000\nhttp = \"127.0.0.1:0\"\n");
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("evidence NOT cut: spool full", Duration::from_secs(60));
+    let log = w.log_text();
+    let line = log.lines().find(|l| l.contains("serving /metrics and /health")).expect("http address logged");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let http: u16 = v["address"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
     let metrics = http_get(http, "/metrics");
     let health = http_get(http, "/health");
     assert!(metrics.contains("vigil_evidence_refused_total 1"), "{metrics}");

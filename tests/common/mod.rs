@@ -71,10 +71,35 @@ pub struct Nats {
 }
 
 impl Nats {
+    /// Starts on a port the server picks itself (no race with parallel tests), read from its
+    /// ports file.
     pub fn start() -> Nats {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(port, dir.path());
+        let child = Command::new(dep_bin("nats-server"))
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(dir.path())
+            .arg("-sd")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let t = Instant::now();
+        let port = loop {
+            let found = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"));
+            if let Some(f) = found
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(f.path()).unwrap_or_default())
+                && let Some(u) = v["nats"][0].as_str()
+            {
+                break u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "nats-server did not report its port");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        wait_port(port, Duration::from_secs(10));
         Nats { child, port, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
     }
 
@@ -135,8 +160,26 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts on a port the server picks itself (no race with parallel tests).
     pub fn start() -> Moto {
-        Moto::start_on(free_port())
+        let mut child = Command::new(dep_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start moto_server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = l.split("Running on http://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.trim().parse::<u16>().unwrap_or(0));
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).expect("moto reported its port");
+        wait_port(port, Duration::from_secs(30));
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
     pub fn start_on(port: u16) -> Moto {
