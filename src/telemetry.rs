@@ -320,12 +320,23 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<std::net::Sock
         loop {
             let Ok((mut s, _)) = l.accept().await else { continue };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
+                // read the request head (it may arrive in pieces), at most 8 KiB, 5 s
+                let mut buf = Vec::with_capacity(1024);
+                let head = tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if !matches!(head, Ok(true)) {
+                    return;
+                }
+                let req = String::from_utf8_lossy(&buf);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (code, ctype, body) = match path {
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", render()),

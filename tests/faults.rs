@@ -252,6 +252,7 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
     let line = log.lines().find(|l| l.contains("serving /metrics and /health")).expect("http address logged");
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let http: u16 = v["address"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(w.child.try_wait().unwrap().is_none(), "worker exited early: {}", w.log_text());
     let metrics = http_get(http, "/metrics");
     let health = http_get(http, "/health");
     assert!(metrics.contains("vigil_evidence_refused_total 1"), "{metrics}");
@@ -282,7 +283,8 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"));
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
