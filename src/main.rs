@@ -47,12 +47,8 @@ enum Cmd {
         /// Only this camera.
         #[arg(long)]
         camera: Option<String>,
-        /// Only items whose violation time is at or after this (RFC 3339).
-        #[arg(long)]
-        from: Option<String>,
-        /// ... and at or before this.
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        range: TimeRange,
         /// JSON report instead of text.
         #[arg(long)]
         json: bool,
@@ -129,10 +125,8 @@ enum EvidenceCmd {
         status: Option<String>,
         #[arg(long)]
         admissible: Option<bool>,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        range: TimeRange,
         #[arg(long)]
         json: bool,
     },
@@ -168,6 +162,24 @@ enum RetentionCmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// A range of violation times.
+#[derive(clap::Args)]
+struct TimeRange {
+    /// Only items whose violation time is at or after this (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// ... and at or before this.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl TimeRange {
+    #[allow(clippy::type_complexity)]
+    fn parse(&self) -> anyhow::Result<(Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>)> {
+        Ok((time_arg(&self.from)?, time_arg(&self.to)?))
+    }
 }
 
 /// Which store to read and which key to trust: a pipeline file, or both given explicitly.
@@ -298,10 +310,10 @@ fn main() -> ExitCode {
             println!("{}", vigil::manifest::Signer::public_text_of(&k));
             Ok(ExitCode::SUCCESS)
         }),
-        Cmd::Verify { store, evidence, camera, from, to, json, now } => tool(|| {
+        Cmd::Verify { store, evidence, camera, range, json, now } => tool(|| {
             let (s, k) = store.open()?;
-            let scope =
-                vigil::verify::Scope { evidence_id: evidence, camera, from: time_arg(&from)?, to: time_arg(&to)? };
+            let (from, to) = range.parse()?;
+            let scope = vigil::verify::Scope { evidence_id: evidence, camera, from, to };
             let now = time_arg(&now)?.unwrap_or_else(chrono::Utc::now);
             let r = block_on(vigil::verify::verify(&s, &k, &scope, now))?;
             if json {
@@ -311,43 +323,34 @@ fn main() -> ExitCode {
             }
             Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }),
-        Cmd::Evidence(EvidenceCmd::List { store, site, camera, rule, status, admissible, from, to, json }) => {
-            tool(|| {
-                let (s, k) = store.open()?;
-                let f = vigil::verify::ListFilter {
-                    site,
-                    camera,
-                    rule,
-                    status,
-                    admissible,
-                    from: time_arg(&from)?,
-                    to: time_arg(&to)?,
-                };
-                let items = block_on(vigil::verify::list(&s, &k, &f))?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&items)?);
-                } else {
+        Cmd::Evidence(EvidenceCmd::List { store, site, camera, rule, status, admissible, range, json }) => tool(|| {
+            let (s, k) = store.open()?;
+            let (from, to) = range.parse()?;
+            let f = vigil::verify::ListFilter { site, camera, rule, status, admissible, from, to };
+            let items = block_on(vigil::verify::list(&s, &k, &f))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!(
+                    "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  seq",
+                    "evidence id", "violation (UTC)", "camera", "rule", "status", "admissible"
+                );
+                for i in &items {
                     println!(
-                        "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  seq",
-                        "evidence id", "violation (UTC)", "camera", "rule", "status", "admissible"
+                        "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  {}{}",
+                        i.evidence_id,
+                        i.violation_time_utc,
+                        i.camera,
+                        i.rule,
+                        i.status,
+                        i.admissible,
+                        i.chain_seq,
+                        if i.signature_ok { "" } else { "  SIGNATURE FAILED" }
                     );
-                    for i in &items {
-                        println!(
-                            "{:<26}  {:<24}  {:<14}  {:<10}  {:<11}  {:<10}  {}{}",
-                            i.evidence_id,
-                            i.violation_time_utc,
-                            i.camera,
-                            i.rule,
-                            i.status,
-                            i.admissible,
-                            i.chain_seq,
-                            if i.signature_ok { "" } else { "  SIGNATURE FAILED" }
-                        );
-                    }
                 }
-                Ok(ExitCode::SUCCESS)
-            })
-        }
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Cmd::Evidence(EvidenceCmd::Get { id, out, store }) => tool(|| {
             let (s, k) = store.open()?;
             let fetched = block_on(vigil::verify::get(&s, &k, &id, &out, chrono::Utc::now()))?;
