@@ -26,76 +26,46 @@ use crate::frame::{BBox, RgbFrame};
 
 /// `[cameras.tamper]` thresholds (defaults in parentheses).
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TamperConfig {
     /// Detection on/off (true).
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Seconds a condition must hold before it is raised, and be gone before it ends (2).
-    #[serde(default = "d_hold")]
     pub hold_s: f64,
     /// Seconds without any change for "frozen" (3).
-    #[serde(default = "d_frozen_s")]
     pub frozen_s: f64,
     /// Mean absolute thumbnail difference (grey levels) below which two frames are "the same"
     /// (0.005: in effect identical; real static scenes measured ≥ 0.012).
-    #[serde(default = "d_frozen_diff")]
     pub frozen_diff: f32,
     /// Mean luma below which a flat picture is "covered" (25).
-    #[serde(default = "d_dark")]
     pub dark_luma: f32,
     /// Mean luma above which a flat picture is "saturated" (235).
-    #[serde(default = "d_bright")]
     pub bright_luma: f32,
     /// Luma standard deviation below which a picture is flat (12).
-    #[serde(default = "d_flat")]
     pub flat_std: f32,
     /// Sharpness below this fraction of the baseline is "defocus" (0.3).
-    #[serde(default = "d_defocus")]
     pub defocus_ratio: f32,
     /// Correlation with the reference view below which the camera "moved" (0.6; untouched fixed
     /// cameras measured ≥ 0.685 with people walking through, a 25 % shift ≤ 0.58).
-    #[serde(default = "d_moved")]
     pub moved_ncc: f32,
     /// Seconds of healthy video that make the reference view and the sharpness baseline (5).
-    #[serde(default = "d_reference")]
     pub reference_s: f64,
-}
-
-fn yes() -> bool {
-    true
-}
-fn d_hold() -> f64 {
-    2.0
-}
-fn d_frozen_s() -> f64 {
-    3.0
-}
-fn d_frozen_diff() -> f32 {
-    0.005
-}
-fn d_dark() -> f32 {
-    25.0
-}
-fn d_bright() -> f32 {
-    235.0
-}
-fn d_flat() -> f32 {
-    12.0
-}
-fn d_defocus() -> f32 {
-    0.3
-}
-fn d_moved() -> f32 {
-    0.6
-}
-fn d_reference() -> f64 {
-    5.0
 }
 
 impl Default for TamperConfig {
     fn default() -> Self {
-        toml::from_str("").expect("defaults")
+        TamperConfig {
+            enabled: true,
+            hold_s: 2.0,
+            frozen_s: 3.0,
+            frozen_diff: 0.005,
+            dark_luma: 25.0,
+            bright_luma: 235.0,
+            flat_std: 12.0,
+            defocus_ratio: 0.3,
+            moved_ncc: 0.6,
+            reference_s: 5.0,
+        }
     }
 }
 

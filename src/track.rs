@@ -27,8 +27,6 @@ pub struct Track {
     /// Hits over the last `window` analysed frames, newest last (a missed frame is a non-hit).
     pub hits: VecDeque<bool>,
     pub missed: u32,
-    /// Frames this track was seen in.
-    pub seen: u32,
     /// The rule already fired for this track.
     pub fired: bool,
     /// Seen in the current frame.
@@ -84,7 +82,6 @@ impl IouTracker {
             t.score = o.score;
             t.value = o.value;
             t.missed = 0;
-            t.seen += 1;
             t.hits.push_back(o.hit);
             t.seen_at.push_back(pts);
         }
@@ -112,7 +109,6 @@ impl IouTracker {
                     value: o.value,
                     hits: VecDeque::from([o.hit]),
                     missed: 0,
-                    seen: 1,
                     fired: false,
                     matched: true,
                     seen_at: VecDeque::from([pts]),

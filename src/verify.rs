@@ -228,6 +228,16 @@ async fn read_signed<T: for<'de> serde::Deserialize<'de>>(store: &Store, key: &P
 
 /// Verifies the store (or the part `scope` names).
 pub async fn verify(store: &Store, key: &PublicKey, scope: &Scope, now: DateTime<Utc>) -> Result<Report> {
+    Ok(verify_items(store, key, scope, now).await?.0)
+}
+
+/// [`verify`], also returning the items it looked at, manifests loaded.
+async fn verify_items(
+    store: &Store,
+    key: &PublicKey,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<(Report, Vec<Item>)> {
     let mut items = list_items(store).await?;
     let chain_keys = store.list("chain/").await?;
     if items.is_empty() && chain_keys.is_empty() {
@@ -295,7 +305,7 @@ pub async fn verify(store: &Store, key: &PublicKey, scope: &Scope, now: DateTime
         report.warnings.extend(warnings);
     }
     report.ok = report.problems.is_empty();
-    Ok(report)
+    Ok((report, items))
 }
 
 async fn walk_chain(
@@ -557,13 +567,8 @@ pub struct Fetched {
 /// into `out/<id>/`. Writes nothing if anything about the item is wrong.
 pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: DateTime<Utc>) -> Result<Fetched> {
     let scope = Scope { evidence_id: Some(id.into()), ..Default::default() };
-    let report = verify(store, key, &scope, now).await?;
-    let mut it = list_items(store)
-        .await?
-        .into_iter()
-        .find(|i| i.id == id)
-        .ok_or_else(|| anyhow!("evidence {id} is not in the store"))?;
-    load_manifest(store, key, &mut it).await;
+    let (report, items) = verify_items(store, key, &scope, now).await?;
+    let it = items.into_iter().find(|i| i.id == id).ok_or_else(|| anyhow!("evidence {id} is not in the store"))?;
     let seq = it.manifest.as_ref().map(|m| m.chain.seq);
     let bad = problems_of(&report, id, seq);
     if !bad.is_empty() {
