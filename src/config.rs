@@ -72,7 +72,33 @@ pub struct PipelineFile {
     #[serde(default)]
     pub evidence: EvidenceConfig,
     #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[control]`: how ops change rule parameters while the worker runs (see control.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Re-read this pipeline file when it changes and apply changed rule parameters (other
+    /// changes need a restart and are logged as such).
+    #[serde(default = "default_true")]
+    pub watch_file: bool,
+    /// NATS KV bucket of rule overrides, a key per `<site>.<camera>.<rule id>` (used when
+    /// `publish.nats_url` is set; created when missing).
+    #[serde(default = "default_kv_bucket")]
+    pub kv_bucket: String,
+}
+
+fn default_kv_bucket() -> String {
+    "vigil-thresholds".into()
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self { watch_file: true, kv_bucket: default_kv_bucket() }
+    }
 }
 
 /// `[signing]`: the worker's Ed25519 key for manifests and chain checkpoints.
@@ -218,6 +244,20 @@ pub struct ModelsConfig {
     /// on the backbone features of the model it names, instead of the classifier's own output.
     #[serde(default)]
     pub mask_head: Option<String>,
+    /// COCO object detector model id (for `utensils_left`).
+    #[serde(default = "default_objects_model")]
+    pub objects: String,
+    /// Copies of the models loaded; cameras share them round-robin, so up to this many frames
+    /// are inferred at once (one per core is the useful maximum on CPU).
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+}
+
+fn default_objects_model() -> String {
+    "coco-nanodet".into()
+}
+fn default_instances() -> usize {
+    1
 }
 
 fn default_models_dir() -> PathBuf {
@@ -246,6 +286,8 @@ impl Default for ModelsConfig {
             intra_threads: default_threads(),
             ort_library: None,
             mask_head: None,
+            objects: default_objects_model(),
+            instances: default_instances(),
         }
     }
 }
@@ -263,6 +305,24 @@ pub struct AnalysisConfig {
     /// Frames waiting for analysis per camera; when full, new frames are dropped and counted.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Motion gating: skip inference on a frame when nothing in the rule's region changed since
+    /// the last inferred frame (and no face track is collecting its N of M).
+    #[serde(default = "default_true")]
+    pub gate: bool,
+    /// A region changed when some cell of its 32×18 grey thumbnail moved by at least this many
+    /// grey levels (0–255).
+    #[serde(default = "default_gate_change")]
+    pub gate_min_change: f32,
+    /// With gating, inference runs at least this often (s), so still objects stay tracked.
+    #[serde(default = "default_gate_recheck")]
+    pub gate_recheck_s: f64,
+}
+
+fn default_gate_change() -> f32 {
+    12.0
+}
+fn default_gate_recheck() -> f64 {
+    2.0
 }
 
 fn default_fps() -> f64 {
@@ -277,7 +337,14 @@ fn default_queue() -> usize {
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
-        Self { fps: default_fps(), width: default_width(), queue: default_queue() }
+        Self {
+            fps: default_fps(),
+            width: default_width(),
+            queue: default_queue(),
+            gate: true,
+            gate_min_change: default_gate_change(),
+            gate_recheck_s: default_gate_recheck(),
+        }
     }
 }
 
@@ -538,16 +605,112 @@ impl Registry {
 }
 
 /// `[[cameras.rules]]`, selected by `kind`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleConfig {
     NoMask(NoMaskRule),
+    UtensilsLeft(UtensilsRule),
 }
 
 impl RuleConfig {
     pub fn id(&self) -> &str {
         match self {
             RuleConfig::NoMask(r) => &r.id,
+            RuleConfig::UtensilsLeft(r) => &r.id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleConfig::NoMask(_) => "no_mask",
+            RuleConfig::UtensilsLeft(_) => "utensils_left",
+        }
+    }
+}
+
+/// Rule `utensils_left`: an object of one of `classes` scoring ≥ `threshold` whose centre stays in
+/// `zone` for `dwell_s` fires, once per object per dwell period; with `hours`, only within them.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UtensilsRule {
+    #[serde(default = "default_utensils_id")]
+    pub id: String,
+    /// COCO class names that count (the object model's labels).
+    #[serde(default = "default_utensil_classes")]
+    pub classes: Vec<String>,
+    /// Object detector score threshold (NanoDet; 0.35 is upstream's demo value).
+    #[serde(default = "default_object_threshold")]
+    pub threshold: f32,
+    /// Objects whose box is smaller than this (shorter side, analysis-frame pixels) are ignored.
+    #[serde(default = "default_min_box")]
+    pub min_box_px: f32,
+    /// How long an object must stay in the zone before it fires (and again after each further
+    /// `dwell_s`).
+    #[serde(default = "default_dwell")]
+    pub dwell_s: f64,
+    /// An object not seen for longer than this is gone (a new one if it comes back).
+    #[serde(default = "default_max_gap")]
+    pub max_gap_s: f64,
+    /// Polygon in normalised [0,1] coordinates (the must-be-clear surface); an object counts when
+    /// its centre is inside. Default: the whole frame.
+    #[serde(default)]
+    pub zone: Option<Vec<[f64; 2]>>,
+    /// Site-local hours in which the rule applies, "HH:MM-HH:MM" (may wrap midnight, e.g.
+    /// "22:00-06:00"). Default: always.
+    #[serde(default)]
+    pub hours: Option<String>,
+    #[serde(default = "default_severity")]
+    pub severity: String,
+}
+
+fn default_utensils_id() -> String {
+    "utensils_left".into()
+}
+fn default_utensil_classes() -> Vec<String> {
+    ["cup", "bowl", "fork", "knife", "spoon", "bottle", "wine glass"].iter().map(|s| s.to_string()).collect()
+}
+fn default_object_threshold() -> f32 {
+    0.35
+}
+fn default_min_box() -> f32 {
+    8.0
+}
+fn default_dwell() -> f64 {
+    600.0
+}
+fn default_max_gap() -> f64 {
+    10.0
+}
+
+/// Daily hours "HH:MM-HH:MM" in site-local time, as minutes of the day; `to` < `from` wraps
+/// midnight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl Schedule {
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let bad = || format!("{s:?} is not hours like \"22:00-06:00\" (HH:MM-HH:MM, 24-hour, site-local)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let minute = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (m < 60 && (h < 24 || (h == 24 && m == 0)) && t.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let (from, to) = (minute(a).ok_or_else(bad)?, minute(b).ok_or_else(bad)?);
+        if from == to {
+            return Err(format!("{s:?} is an empty range (from = to)"));
+        }
+        Ok(Schedule { from, to })
+    }
+
+    pub fn contains(&self, minute: u32) -> bool {
+        if self.from < self.to {
+            (self.from..self.to).contains(&minute)
+        } else {
+            minute >= self.from || minute < self.to
         }
     }
 }
@@ -555,7 +718,7 @@ impl RuleConfig {
 /// Rule `no_mask`: a tracked face whose no-mask probability is ≥ `threshold` inside `zone` in at
 /// least `min_hits` of its last `window` analysed frames fires once per track; after a fire the
 /// rule stays quiet on this camera for `cooldown_s`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NoMaskRule {
     #[serde(default = "default_no_mask_id")]
@@ -578,6 +741,11 @@ pub struct NoMaskRule {
     /// Quiet period after a fire, per camera.
     #[serde(default = "default_cooldown")]
     pub cooldown_s: f64,
+    /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
+    /// width (the zone's bounding box, or the analysis frame). Smaller is faster and misses small
+    /// faces.
+    #[serde(default)]
+    pub input_width: u32,
     /// Polygon in normalised [0,1] coordinates; a face counts when its centre is inside.
     /// Default: the whole frame.
     #[serde(default)]
@@ -631,7 +799,144 @@ pub struct Camera {
     pub source: Source,
     pub decoder: String,
     pub mask: Option<PrivacyMask>,
+    pub rules: CameraRules,
+}
+
+/// A camera's rules, validated and resolved: the unit that hot reload replaces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CameraRules {
     pub no_mask: Option<(NoMaskRule, Option<Polygon>)>,
+    pub utensils: Option<(UtensilsRule, Option<Polygon>, Option<Schedule>)>,
+}
+
+impl CameraRules {
+    pub fn is_empty(&self) -> bool {
+        self.no_mask.is_none() && self.utensils.is_none()
+    }
+
+    /// The rule configs these were made from (for diffs and audit records).
+    pub fn configs(&self) -> Vec<RuleConfig> {
+        let mut v = Vec::new();
+        if let Some((r, _)) = &self.no_mask {
+            v.push(RuleConfig::NoMask(r.clone()));
+        }
+        if let Some((r, _, _)) = &self.utensils {
+            v.push(RuleConfig::UtensilsLeft(r.clone()));
+        }
+        v
+    }
+}
+
+fn zone_of(id: &str, pts: &Option<Vec<[f64; 2]>>, errors: &mut Vec<(String, String)>, key: String) -> Option<Polygon> {
+    let pts: Vec<NormPoint> = pts.as_ref()?.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
+    match privacy::validate_polygon(&pts) {
+        Ok(()) => Some(Polygon { name: format!("{id}.zone"), points: pts }),
+        Err(problem) => {
+            errors.push((key, format!("{problem} (a zone is in normalised [0,1] frame coordinates)")));
+            None
+        }
+    }
+}
+
+/// Validates one camera's rules: what `Pipeline::load` and hot reload (file or NATS KV) both use.
+/// Errors are `(key, problem)` with keys like `rules[0].threshold`; `labels` are the object
+/// model's class names (checked against `utensils_left.classes`).
+pub fn validate_rules(
+    rules: &[RuleConfig],
+    labels: Option<&[String]>,
+    analysis: &AnalysisConfig,
+) -> Result<CameraRules, Vec<(String, String)>> {
+    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut out = CameraRules::default();
+    let mut ids = std::collections::HashSet::new();
+    for (j, rule) in rules.iter().enumerate() {
+        let rk = |f: &str| format!("rules[{j}].{f}");
+        let mut e = |f: &str, p: String| errors.push((rk(f), p));
+        if !valid_id(rule.id()) {
+            e("id", format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", rule.id()));
+        } else if !ids.insert(rule.id().to_string()) {
+            e("id", format!("rule id {:?} is used twice on this camera", rule.id()));
+        }
+        match rule {
+            RuleConfig::NoMask(r) => {
+                if out.no_mask.is_some() {
+                    e("kind", "only one no_mask rule per camera".into());
+                }
+                for (f, v) in [("threshold", r.threshold), ("face_threshold", r.face_threshold)] {
+                    if !(0.0..=1.0).contains(&v) {
+                        e(f, format!("{v} must be in [0, 1]"));
+                    }
+                }
+                if !(0.0..=4096.0).contains(&r.min_face_px) {
+                    e("min_face_px", format!("{} must be in [0, 4096]", r.min_face_px));
+                }
+                if r.window == 0 || r.window > 100 {
+                    e("window", format!("{} must be in [1, 100]", r.window));
+                }
+                if r.min_hits == 0 || r.min_hits > r.window {
+                    e("min_hits", format!("{} must be in [1, window = {}]", r.min_hits, r.window));
+                }
+                if !(0.0..=86400.0).contains(&r.cooldown_s) {
+                    e("cooldown_s", format!("{} must be in [0, 86400]", r.cooldown_s));
+                }
+                if r.input_width != 0 && !(32..=3840).contains(&r.input_width) {
+                    e("input_width", format!("{} must be 0 (the region's own width) or in [32, 3840]", r.input_width));
+                }
+                let zone = zone_of(&r.id, &r.zone, &mut errors, rk("zone"));
+                out.no_mask = Some((r.clone(), zone));
+            }
+            RuleConfig::UtensilsLeft(r) => {
+                if out.utensils.is_some() {
+                    e("kind", "only one utensils_left rule per camera".into());
+                }
+                if !(0.0..=1.0).contains(&r.threshold) {
+                    e("threshold", format!("{} must be in [0, 1]", r.threshold));
+                }
+                if !(0.0..=4096.0).contains(&r.min_box_px) {
+                    e("min_box_px", format!("{} must be in [0, 4096]", r.min_box_px));
+                }
+                if !(1.0..=7.0 * 86400.0).contains(&r.dwell_s) {
+                    e("dwell_s", format!("{} must be in [1, 604800] seconds", r.dwell_s));
+                }
+                let min_gap = if analysis.gate { analysis.gate_recheck_s * 2.0 } else { 0.5 };
+                if !(min_gap..=3600.0).contains(&r.max_gap_s) {
+                    e(
+                        "max_gap_s",
+                        format!(
+                            "{} must be in [{min_gap}, 3600] seconds (at least twice analysis.gate_recheck_s with gating on)",
+                            r.max_gap_s
+                        ),
+                    );
+                }
+                if r.classes.is_empty() {
+                    e("classes", "names no class".into());
+                }
+                if let Some(labels) = labels {
+                    for (k, c) in r.classes.iter().enumerate() {
+                        if !labels.contains(c) {
+                            errors.push((
+                                format!("rules[{j}].classes[{k}]"),
+                                format!(
+                                    "{c:?} is not a class of the object model (e.g. \"cup\", \"bowl\", \"wine glass\")"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                let schedule = match r.hours.as_deref().map(Schedule::parse) {
+                    None => None,
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(p)) => {
+                        errors.push((rk("hours"), p));
+                        None
+                    }
+                };
+                let zone = zone_of(&r.id, &r.zone, &mut errors, rk("zone"));
+                out.utensils = Some((r.clone(), zone, schedule));
+            }
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 /// The validated pipeline: everything resolved, nothing left to check at run time.
@@ -759,6 +1064,29 @@ impl Pipeline {
             errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
         }
 
+        if raw.models.instances == 0 || raw.models.instances > 16 {
+            errors.push(err("models.instances", format!("{} must be in [1, 16]", raw.models.instances)));
+        }
+        if !(0.0..=255.0).contains(&a.gate_min_change) {
+            errors.push(err("analysis.gate_min_change", format!("{} must be in [0, 255]", a.gate_min_change)));
+        }
+        if !(0.1..=600.0).contains(&a.gate_recheck_s) {
+            errors.push(err("analysis.gate_recheck_s", format!("{} must be in [0.1, 600] seconds", a.gate_recheck_s)));
+        }
+        // the object model's class names, for utensils_left.classes
+        let wants_objects =
+            raw.cameras.iter().any(|c| c.rules.iter().any(|r| matches!(r, RuleConfig::UtensilsLeft(_))));
+        let labels = if wants_objects {
+            match crate::detect::read_labels(&resolve(&raw.models.dir), &raw.models.objects) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    errors.push(err("models.objects", format!("{e:#}")));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut cameras = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in raw.cameras.iter().enumerate() {
@@ -837,55 +1165,13 @@ impl Pipeline {
                     }
                 },
             };
-            let mut no_mask = None;
-            for (j, rule) in cam.rules.iter().enumerate() {
-                let rk = |f: &str| format!("cameras[{i}].rules[{j}].{f}");
-                match rule {
-                    RuleConfig::NoMask(r) => {
-                        if no_mask.is_some() {
-                            errors.push(err(&rk("kind"), "only one no_mask rule per camera".into()));
-                        }
-                        for (f, v) in [("threshold", r.threshold), ("face_threshold", r.face_threshold)] {
-                            if !(0.0..=1.0).contains(&v) {
-                                errors.push(err(&rk(f), format!("{v} must be in [0, 1]")));
-                            }
-                        }
-                        if !(0.0..=4096.0).contains(&r.min_face_px) {
-                            errors.push(err(&rk("min_face_px"), format!("{} must be in [0, 4096]", r.min_face_px)));
-                        }
-                        if r.window == 0 || r.window > 100 {
-                            errors.push(err(&rk("window"), format!("{} must be in [1, 100]", r.window)));
-                        }
-                        if r.min_hits == 0 || r.min_hits > r.window {
-                            errors.push(err(
-                                &rk("min_hits"),
-                                format!("{} must be in [1, window = {}]", r.min_hits, r.window),
-                            ));
-                        }
-                        if !(0.0..=86400.0).contains(&r.cooldown_s) {
-                            errors.push(err(&rk("cooldown_s"), format!("{} must be in [0, 86400]", r.cooldown_s)));
-                        }
-                        if !valid_id(&r.id) {
-                            errors
-                                .push(err(&rk("id"), format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", r.id)));
-                        }
-                        let zone = match &r.zone {
-                            None => None,
-                            Some(pts) => {
-                                let pts: Vec<NormPoint> = pts.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect();
-                                match privacy::validate_polygon(&pts) {
-                                    Ok(()) => Some(Polygon { name: format!("{}.zone", r.id), points: pts }),
-                                    Err(problem) => {
-                                        errors.push(err(&rk("zone"), problem));
-                                        None
-                                    }
-                                }
-                            }
-                        };
-                        no_mask = Some((r.clone(), zone));
-                    }
+            let rules = match validate_rules(&cam.rules, labels.as_deref(), &raw.analysis) {
+                Ok(r) => r,
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|(key, problem)| err(&k(&key), problem)));
+                    CameraRules::default()
                 }
-            }
+            };
             cameras.push(Camera {
                 id: cam.id.clone(),
                 location: cam.location.clone(),
@@ -896,7 +1182,7 @@ impl Pipeline {
                 source,
                 decoder: cam.decoder.clone(),
                 mask,
-                no_mask,
+                rules,
             });
         }
         if !errors.is_empty() {

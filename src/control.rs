@@ -20,15 +20,15 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use crate::chain::Chains;
-use crate::config::{Camera, Pipeline};
-use crate::detect::{Models, RuntimeOptions};
+use crate::config::{AnalysisConfig, Camera, CameraRules, Pipeline};
+use crate::detect::{ModelPool, ModelSet, Models, MotionGate, ObjectDetector, RuntimeOptions};
 use crate::evidence::{self, EvidenceContext, ModelFacts, RuleFacts, Violation, WorkerFacts};
 use crate::health::{self, TamperDetector};
 use crate::ingest::{self, CameraEnd, CameraStats, ClipSource, EncodedRing};
 use crate::manifest::Signer;
-use crate::privacy::MaskRaster;
+use crate::privacy::{MaskRaster, Polygon};
 use crate::publish::Publisher;
-use crate::rules::NoMaskState;
+use crate::rules::{self, Fire, NoMaskState, UtensilsState};
 use crate::spool::Spool;
 use crate::store::Store;
 use crate::telemetry::{self, Event};
@@ -55,6 +55,8 @@ pub struct CameraSummary {
     pub dropped: u64,
     pub reconnects: u64,
     pub violations: u64,
+    pub inferred: u64,
+    pub gated: u64,
 }
 
 impl RunSummary {
@@ -65,25 +67,142 @@ impl RunSummary {
 
 type EvidenceJob = (Violation, ClipSource);
 
+/// Rule configuration waiting to be applied by a camera's analysis thread (between two frames).
+pub type RuleSlot = Arc<Mutex<Option<CameraRules>>>;
+
 struct AnalysisCtx {
     cam: Camera,
-    models: Option<Arc<Mutex<Models>>>,
+    index: usize,
+    models: Option<Arc<ModelPool>>,
     ring: Arc<Mutex<EncodedRing>>,
     stats: Arc<CameraStats>,
     evidence: mpsc::UnboundedSender<EvidenceJob>,
     epoch: chrono::DateTime<Utc>,
+    utc_offset_s: i32,
+    analysis: AnalysisConfig,
     pre: Duration,
     post: Duration,
     spool: Arc<Spool>,
     violations: Arc<AtomicU64>,
+    reload: RuleSlot,
+    labels: Vec<String>,
+}
+
+/// A camera's rule states, each with its own motion gate.
+struct RuleStates {
+    no_mask: Option<(NoMaskState, MotionGate)>,
+    utensils: Option<(UtensilsState, MotionGate)>,
+}
+
+impl RuleStates {
+    fn gate(a: &AnalysisConfig) -> MotionGate {
+        MotionGate::new(if a.gate { a.gate_min_change } else { -1.0 }, Duration::from_secs_f64(a.gate_recheck_s))
+    }
+
+    /// Applies a (re)configuration, keeping the tracks of rules that stay.
+    fn apply(&mut self, r: CameraRules, a: &AnalysisConfig, labels: &[String]) {
+        self.no_mask = match (self.no_mask.take(), r.no_mask) {
+            (Some((mut st, g)), Some((rule, zone))) => {
+                st.set_rule(rule, zone);
+                Some((st, g))
+            }
+            (None, Some((rule, zone))) => Some((NoMaskState::new(rule, zone), Self::gate(a))),
+            (_, None) => None,
+        };
+        self.utensils = match (self.utensils.take(), r.utensils) {
+            (Some((mut st, g)), Some((rule, zone, sched))) => {
+                st.set_rule(rule, zone, sched);
+                Some((st, g))
+            }
+            (None, Some((rule, zone, sched))) => Some((UtensilsState::new(rule, zone, sched, labels), Self::gate(a))),
+            (_, None) => None,
+        };
+    }
+}
+
+/// What a fired rule contributes to its evidence item.
+struct Raised {
+    fire: Fire,
+    kind: &'static str,
+    severity: String,
+    params: serde_json::Value,
+    zone: Option<Polygon>,
+}
+
+fn infer_rules(
+    ctx: &AnalysisCtx,
+    states: &mut RuleStates,
+    models: &ModelPool,
+    frame: &crate::frame::RgbFrame,
+) -> Result<Vec<Raised>> {
+    let (w, h) = (frame.width, frame.height);
+    let mut raised = Vec::new();
+    if let Some((st, gate)) = states.no_mask.as_mut() {
+        let roi = rules::roi(st.zone.as_ref(), w, h);
+        if gate.should_infer(frame, roi, st.wants_frames()) {
+            ctx.stats.inferred.fetch_add(1, Ordering::Relaxed);
+            let (faces, probs) = {
+                let mut set = models.get(ctx.index);
+                let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
+                let t0 = Instant::now();
+                let faces = m.face.detect_in(frame, roi, st.rule.input_width, st.rule.face_threshold)?;
+                Event::Inference { model: &m.face.info.id, took: t0.elapsed() }.emit();
+                let faces = st.eligible(&faces, w, h);
+                let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+                let t1 = Instant::now();
+                let p = m.mask.no_mask_prob(frame, &boxes)?;
+                if !boxes.is_empty() {
+                    Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
+                }
+                (faces, p)
+            };
+            if let Some(fire) = st.update(frame.pts, &faces, &probs) {
+                let params = serde_json::to_value(&st.rule).unwrap_or_default();
+                let severity = st.rule.severity.clone();
+                raised.push(Raised { fire, kind: "no_mask", severity, params, zone: st.zone.clone() });
+            }
+        } else {
+            ctx.stats.gated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if let Some((st, gate)) = states.utensils.as_mut() {
+        let roi = rules::roi(st.zone.as_ref(), w, h);
+        if gate.should_infer(frame, roi, false) {
+            ctx.stats.inferred.fetch_add(1, Ordering::Relaxed);
+            let objects = {
+                let mut set = models.get(ctx.index);
+                let m = set.objects.as_mut().context("object model not loaded")?;
+                let t0 = Instant::now();
+                let o = m.detect_in(frame, roi, st.rule.threshold, &st.wanted)?;
+                Event::Inference { model: &m.info.id, took: t0.elapsed() }.emit();
+                o
+            };
+            let wall = ctx.epoch + chrono::Duration::from_std(frame.pts).unwrap_or_default();
+            let local_s = (wall.timestamp() + ctx.utc_offset_s as i64).rem_euclid(86400);
+            if let Some(fire) = st.update(frame.pts, (local_s / 60) as u32, &objects, w, h) {
+                let params = serde_json::to_value(&st.rule).unwrap_or_default();
+                let severity = st.rule.severity.clone();
+                raised.push(Raised { fire, kind: "utensils_left", severity, params, zone: st.zone.clone() });
+            }
+        } else {
+            ctx.stats.gated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(raised)
 }
 
 fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>) {
     let mut raster: Option<MaskRaster> = None;
-    let mut state = ctx.cam.no_mask.clone().map(|(r, z)| NoMaskState::new(r, z));
+    let mut states = RuleStates { no_mask: None, utensils: None };
+    states.apply(ctx.cam.rules.clone(), &ctx.analysis, &ctx.labels);
     let mut tamper = TamperDetector::new(ctx.cam.tamper);
     let mut errors = 0u64;
     while let Ok(mut frame) = frames.recv() {
+        // a new rule configuration takes effect between two frames, all of it at once
+        let update = ctx.reload.lock().expect("rule slot").take();
+        if let Some(r) = update {
+            states.apply(r, &ctx.analysis, &ctx.labels);
+        }
         if let Some(mask) = &ctx.cam.mask {
             if raster.as_ref().is_none_or(|r| r.width != frame.width || r.height != frame.height) {
                 raster = Some(mask.raster(frame.width, frame.height));
@@ -98,83 +217,68 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             Event::Health { camera: &ctx.cam.id, condition: c.condition, active: c.active, detail: &c.detail, lasted }
                 .emit();
         }
-        let (Some(st), Some(models)) = (state.as_mut(), ctx.models.as_ref()) else {
-            ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let result = {
-            let mut m = models.lock().expect("models lock");
-            let t0 = Instant::now();
-            m.face.detect(&frame, st.rule.face_threshold).and_then(|faces| {
-                Event::Inference { model: &m.face.info.id, took: t0.elapsed() }.emit();
-                let faces = st.eligible(&faces, frame.width, frame.height);
-                let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
-                let t1 = Instant::now();
-                let p = m.mask.no_mask_prob(&frame, &boxes);
-                if !boxes.is_empty() {
-                    Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
-                }
-                p.map(|p| (faces, p))
-            })
+        let raised = match ctx.models.as_deref() {
+            None => Ok(Vec::new()),
+            Some(models) => infer_rules(&ctx, &mut states, models, &frame),
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
-        let (faces, probs) = match result {
+        let raised = match raised {
             Ok(r) => r,
             Err(e) => {
                 errors += 1;
                 if errors <= 3 || errors.is_power_of_two() {
-                    tracing::error!(camera = %ctx.cam.id, error = %e, errors, "inference failed on a frame");
+                    tracing::error!(camera = %ctx.cam.id, error = format!("{e:#}"), errors, "inference failed on a frame");
                 }
                 continue;
             }
         };
-        let Some(fire) = st.update(frame.pts, &faces, &probs) else {
-            continue;
-        };
-        let evidence_id = ulid::Ulid::new().to_string();
-        ctx.violations.fetch_add(1, Ordering::Relaxed);
-        let prob = fire.faces.iter().find(|f| f.trigger).map(|f| f.no_mask_prob).unwrap_or_default();
-        Event::ViolationRaised {
-            camera: &ctx.cam.id,
-            rule: &fire.rule_id,
-            evidence_id: &evidence_id,
-            stream_time: fire.pts,
-            prob,
+        for r in raised {
+            raise(&ctx, r, &tamper, (frame.width, frame.height));
         }
-        .emit();
-        if ctx.spool.is_full() {
-            let why = format!("spool holds {} of {} bytes", ctx.spool.bytes(), ctx.spool.max_bytes);
-            Event::EvidenceRefused { camera: &ctx.cam.id, evidence_id: &evidence_id, why: &why }.emit();
-            continue;
-        }
-        let v = Violation {
-            evidence_id,
-            camera: ctx.cam.id.clone(),
-            rule: RuleFacts::new(
-                &st.rule.id,
-                "no_mask",
-                &st.rule.severity,
-                serde_json::to_value(&st.rule).unwrap_or_default(),
-            ),
-            faces: fire.faces,
-            trigger_pts: fire.pts,
-            detection_frames: fire.frames,
-            conditions_at_trigger: tamper.active().into_iter().map(str::to_string).collect(),
-            stream_epoch: ctx.epoch,
-            analysis_size: (frame.width, frame.height),
-            pre_roll: ctx.pre,
-            post_roll: ctx.post,
-        };
-        let tx = ctx.evidence.clone();
-        let (start, end) = (fire.pts.saturating_sub(ctx.pre), fire.pts + ctx.post);
-        ctx.ring.lock().expect("ring").start_clip(
-            start,
-            end,
-            Box::new(move |clip| {
-                let _ = tx.send((v, clip));
-            }),
-        );
     }
+}
+
+/// A rule fired: start collecting its clip; the evidence stage takes it from there.
+fn raise(ctx: &AnalysisCtx, r: Raised, tamper: &TamperDetector, analysis_size: (u32, u32)) {
+    let fire = r.fire;
+    let evidence_id = ulid::Ulid::new().to_string();
+    ctx.violations.fetch_add(1, Ordering::Relaxed);
+    Event::ViolationRaised {
+        camera: &ctx.cam.id,
+        rule: &fire.rule_id,
+        evidence_id: &evidence_id,
+        stream_time: fire.pts,
+        value: fire.value,
+    }
+    .emit();
+    if ctx.spool.is_full() {
+        let why = format!("spool holds {} of {} bytes", ctx.spool.bytes(), ctx.spool.max_bytes);
+        Event::EvidenceRefused { camera: &ctx.cam.id, evidence_id: &evidence_id, why: &why }.emit();
+        return;
+    }
+    let v = Violation {
+        evidence_id,
+        camera: ctx.cam.id.clone(),
+        rule: RuleFacts::new(&fire.rule_id, r.kind, &r.severity, r.params),
+        detections: fire.detections,
+        zone: r.zone,
+        trigger_pts: fire.pts,
+        detection_frames: fire.frames,
+        conditions_at_trigger: tamper.active().into_iter().map(str::to_string).collect(),
+        stream_epoch: ctx.epoch,
+        analysis_size,
+        pre_roll: ctx.pre,
+        post_roll: ctx.post,
+    };
+    let tx = ctx.evidence.clone();
+    let (start, end) = (fire.pts.saturating_sub(ctx.pre), fire.pts + ctx.post);
+    ctx.ring.lock().expect("ring").start_clip(
+        start,
+        end,
+        Box::new(move |clip| {
+            let _ = tx.send((v, clip));
+        }),
+    );
 }
 
 /// Writes and publishes a checkpoint of `cam`'s chain when it has items and (unless `always`)
@@ -210,6 +314,38 @@ async fn checkpoint(
         }
         Err(e) => tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint FAILED"),
     }
+}
+
+/// Loads `models.instances` copies of the models the cameras' rules need (none: `None`).
+pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
+    let no_mask = p.cameras.iter().any(|c| c.rules.no_mask.is_some());
+    let objects = p.cameras.iter().any(|c| c.rules.utensils.is_some());
+    if !no_mask && !objects {
+        return Ok(None);
+    }
+    let dir = p.models_dir.clone();
+    let m = p.raw.models.clone();
+    let opts = RuntimeOptions {
+        execution_providers: m.execution_providers.clone(),
+        intra_threads: m.intra_threads,
+        ort_library: m.ort_library.clone(),
+    };
+    let sets = tokio::task::spawn_blocking(move || -> Result<Vec<ModelSet>> {
+        (0..m.instances)
+            .map(|_| {
+                Ok(ModelSet {
+                    no_mask: if no_mask {
+                        Some(Models::load(&dir, &m.face, &m.mask, m.mask_head.as_deref(), &opts)?)
+                    } else {
+                        None
+                    },
+                    objects: if objects { Some(ObjectDetector::load(&dir, &m.objects, &opts)?) } else { None },
+                })
+            })
+            .collect()
+    })
+    .await??;
+    Ok(Some(Arc::new(ModelPool::new(sets))))
 }
 
 /// Runs the pipeline until every source has ended or `shutdown` is set.
@@ -271,26 +407,13 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         outbox = %publisher.outbox_path.display(), "vigil run starting"
     );
 
-    let needs_models = p.cameras.iter().any(|c| c.no_mask.is_some());
-    let models = if needs_models {
-        let dir = p.models_dir.clone();
-        let m = raw.models.clone();
-        let opts = RuntimeOptions {
-            execution_providers: m.execution_providers.clone(),
-            intra_threads: m.intra_threads,
-            ort_library: m.ort_library.clone(),
-        };
-        let loaded =
-            tokio::task::spawn_blocking(move || Models::load(&dir, &m.face, &m.mask, m.mask_head.as_deref(), &opts))
-                .await??;
-        Some(Arc::new(Mutex::new(loaded)))
-    } else {
-        None
-    };
+    let models = load_models(&p).await?;
     let model_facts: Vec<ModelFacts> = models
         .as_ref()
-        .map(|m| m.lock().expect("models").infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
+        .map(|m| m.get(0).infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
         .unwrap_or_default();
+    let labels: Vec<String> =
+        models.as_ref().and_then(|m| m.get(0).objects.as_ref().map(|o| o.labels().to_vec())).unwrap_or_default();
 
     let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);
     let post = Duration::from_secs_f64(raw.clip.post_roll_s);
@@ -298,7 +421,20 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let mut camera_threads = Vec::new();
     let mut analysis_threads = Vec::new();
     let mut per_cam = Vec::new();
-    for cam in &p.cameras {
+    // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
+    let slots: BTreeMap<String, RuleSlot> =
+        p.cameras.iter().map(|c| (c.id.clone(), Arc::new(Mutex::new(None)))).collect();
+    let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
+    let ctl = crate::thresholds::RuleControl::new(&p, slots.clone(), publisher.clone())?;
+    let (initial_rules, ctl_task) =
+        crate::thresholds::start(ctl, raw.publish.nats_url.clone(), raw.control.watch_file, ctl_stop).await;
+    for (index, cam) in p.cameras.iter().enumerate() {
+        let reload = slots[&cam.id].clone();
+        let mut cam = cam.clone();
+        if let Some(r) = initial_rules.get(&cam.id) {
+            cam.rules = r.clone();
+        }
+        let cam = &cam;
         let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(3))));
         let stats = Arc::new(CameraStats::default());
         telemetry::cameras().lock().expect("cams").insert(cam.id.clone(), stats.clone());
@@ -307,15 +443,20 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         let epoch_instant = Instant::now();
         let ctx = AnalysisCtx {
             cam: cam.clone(),
+            index,
             models: models.clone(),
             ring: ring.clone(),
             stats: stats.clone(),
             evidence: ev_tx.clone(),
             epoch: Utc::now(),
+            utc_offset_s: p.utc_offset_s(),
+            analysis: raw.analysis,
             pre,
             post,
             spool: spool.clone(),
             violations: violations.clone(),
+            reload,
+            labels: labels.clone(),
         };
         analysis_threads.push(
             std::thread::Builder::new().name(format!("analyse-{}", cam.id)).spawn(move || analysis_loop(ctx, frx))?,
@@ -422,6 +563,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     for t in analysis_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await?;
     }
+    let _ = ctl_stop_tx.send(true);
+    let _ = ctl_task.await;
     let (events, evidence_failures) = evidence_task.await?;
     // everything spooled goes to the store (bounded wait if it is down), then the checkpoints
     let _ = up_stop_tx.send(true);
@@ -458,6 +601,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
                 dropped: stats.analysis_dropped.load(Ordering::Relaxed),
                 reconnects: stats.reconnects.load(Ordering::Relaxed),
                 violations: violations.load(Ordering::Relaxed),
+                inferred: stats.inferred.load(Ordering::Relaxed),
+                gated: stats.gated.load(Ordering::Relaxed),
             },
         );
     }

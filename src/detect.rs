@@ -102,6 +102,16 @@ impl ModelInfo {
     }
 }
 
+/// The class names in a model's manifest (no hash check: for validating configuration).
+pub fn read_labels(dir: &Path, id: &str) -> Result<Vec<String>> {
+    let mpath = dir.join(format!("{id}.toml"));
+    let text = std::fs::read_to_string(&mpath)
+        .with_context(|| format!("model manifest {}: cannot read (model id {id:?})", mpath.display()))?;
+    let m: ModelManifest =
+        toml::from_str(&text).map_err(|e| anyhow!("model manifest {}: {}", mpath.display(), e.message()))?;
+    Ok(m.labels)
+}
+
 static ORT_ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Finds libonnxruntime: explicit path, `$ORT_DYLIB_PATH`, then `.deps/onnxruntime/` next to the
@@ -278,15 +288,32 @@ impl FaceDetector {
 
     /// Detects faces in `frame`; boxes in frame pixels.
     pub fn detect(&mut self, frame: &RgbFrame, threshold: f32) -> Result<Vec<Face>> {
+        self.detect_in(frame, frame.full(), 0, threshold)
+    }
+
+    /// Detects faces in `roi` of the frame (a zone's bounding box, or the whole frame), with the
+    /// model input `input_width` pixels wide (0: the region's own width), rounded up to the
+    /// model's multiple. Boxes come back in frame pixels.
+    pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, input_width: u32, threshold: f32) -> Result<Vec<Face>> {
         let spec = &self.info.manifest.input;
         let m = spec.multiple_of.max(1);
-        let (iw, ih) = (frame.width as usize, frame.height as usize);
-        let (w, h) = if spec.width > 0 { (spec.width, spec.height) } else { (iw.div_ceil(m) * m, ih.div_ceil(m) * m) };
+        let (rw, rh) = (roi.w().max(1.0), roi.h().max(1.0));
+        let (tw, th) = if input_width == 0 {
+            (rw, rh)
+        } else {
+            let k = input_width as f32 / rw;
+            (input_width as f32, rh * k)
+        };
+        let (w, h) = if spec.width > 0 {
+            (spec.width, spec.height)
+        } else {
+            ((tw.round() as usize).div_ceil(m) * m, (th.round() as usize).div_ceil(m) * m)
+        };
         let plane = w * h;
         self.input.resize(3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
         let buf = &mut self.input;
-        frame.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: iw as f32, y2: ih as f32 }, w, h, |i, px| {
+        frame.sample_bilinear(roi, w, h, |i, px| {
             for c in 0..3 {
                 buf[c * plane + i] = (px[c] - mean[c]) / std[c];
             }
@@ -299,14 +326,14 @@ impl FaceDetector {
             Ok(d)
         };
         let faces = decode_centerface(get(0)?, get(1)?, get(2)?, get(3)?, h / 4, w / 4, w as f32, h as f32, threshold);
-        let (sx, sy) = (w as f32 / iw as f32, h as f32 / ih as f32);
+        let (sx, sy) = (w as f32 / rw, h as f32 / rh);
         Ok(faces
             .into_iter()
             .map(|mut f| {
-                f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy);
+                f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
                 for lm in &mut f.landmarks {
-                    lm[0] /= sx;
-                    lm[1] /= sy;
+                    lm[0] = lm[0] / sx + roi.x1;
+                    lm[1] = lm[1] / sy + roi.y1;
                 }
                 f
             })
@@ -314,7 +341,133 @@ impl FaceDetector {
     }
 }
 
-/// MobileNetV2 mask / no-mask classifier, optionally with a head fitted on site data.
+/// One object from the COCO detector.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Object {
+    pub bbox: BBox,
+    pub score: f32,
+    pub class: u16,
+}
+
+/// NanoDet GFL decoding (MODELS.md §4) of one stride's outputs, appended to `out`: `cls` is
+/// `[n*n, classes]` (sigmoid scores), `reg` `[n*n, 4*bins]` (left, top, right, bottom
+/// distributions). Only classes with `wanted[c]` and score > `threshold` are decoded. Boxes are in
+/// input pixels, clamped to `[0, size]`.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_nanodet_stride(
+    cls: &[f32],
+    reg: &[f32],
+    classes: usize,
+    stride: usize,
+    size: f32,
+    threshold: f32,
+    wanted: &[bool],
+    out: &mut Vec<Object>,
+) {
+    let n = (size as usize).div_ceil(stride);
+    let bins = reg.len() / (n * n * 4).max(1);
+    for i in 0..n * n {
+        let scores = &cls[i * classes..(i + 1) * classes];
+        let mut dist: Option<[f32; 4]> = None;
+        for (c, &s) in scores.iter().enumerate() {
+            if s <= threshold || !wanted.get(c).copied().unwrap_or(false) {
+                continue;
+            }
+            let d = *dist.get_or_insert_with(|| {
+                let mut d = [0f32; 4];
+                for (side, v) in d.iter_mut().enumerate() {
+                    let logits = &reg[i * 4 * bins + side * bins..i * 4 * bins + (side + 1) * bins];
+                    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+                    let (mut sum, mut acc) = (0f32, 0f32);
+                    for (k, &l) in logits.iter().enumerate() {
+                        let e = (l - max).exp();
+                        sum += e;
+                        acc += e * k as f32;
+                    }
+                    *v = acc / sum * stride as f32;
+                }
+                d
+            });
+            let (row, col) = (i / n, i % n);
+            let (cx, cy) = ((col as f32 + 0.5) * stride as f32, (row as f32 + 0.5) * stride as f32);
+            let bbox = BBox {
+                x1: (cx - d[0]).clamp(0.0, size),
+                y1: (cy - d[1]).clamp(0.0, size),
+                x2: (cx + d[2]).clamp(0.0, size),
+                y2: (cy + d[3]).clamp(0.0, size),
+            };
+            out.push(Object { bbox, score: s, class: c as u16 });
+        }
+    }
+}
+
+/// Per-class NMS at IoU 0.6, at most 100 detections, best first (upstream `multiclass_nms`).
+pub fn nms_per_class(objects: Vec<Object>) -> Vec<Object> {
+    let mut by_class: std::collections::BTreeMap<u16, Vec<Object>> = Default::default();
+    for o in objects {
+        by_class.entry(o.class).or_default().push(o);
+    }
+    let mut kept: Vec<Object> = by_class.into_values().flat_map(|v| nms(v, 0.6, |o| o.bbox, |o| o.score)).collect();
+    kept.sort_by(|a, b| b.score.total_cmp(&a.score));
+    kept.truncate(100);
+    kept
+}
+
+/// NanoDet COCO detector: the region (zone bounding box or whole frame) is stretched to the
+/// model's 416x416 input, BGR, `(x - mean) / std`.
+pub struct ObjectDetector {
+    pub info: ModelInfo,
+    session: Session,
+    input: Vec<f32>,
+}
+
+impl ObjectDetector {
+    pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<ObjectDetector> {
+        let info = ModelInfo::load(dir, id, "nanodet-gfl")?;
+        let session = session(&info, opts)?;
+        Ok(ObjectDetector { info, session, input: Vec::new() })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.info.manifest.labels
+    }
+
+    /// Objects of the `wanted` classes scoring above `threshold` in `roi`, boxes in frame pixels.
+    pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, threshold: f32, wanted: &[bool]) -> Result<Vec<Object>> {
+        let spec = &self.info.manifest.input;
+        let (w, h) = (spec.width, spec.height);
+        let plane = w * h;
+        self.input.resize(3 * plane, 0.0);
+        let (mean, std) = (spec.mean, spec.std);
+        let bgr = spec.color == "BGR";
+        let buf = &mut self.input;
+        frame.sample_bilinear(roi, w, h, |i, px| {
+            for c in 0..3 {
+                let dst = if bgr { 2 - c } else { c };
+                buf[dst * plane + i] = (px[c] - mean[c]) / std[c];
+            }
+        });
+        let tensor = TensorRef::from_array_view(([1usize, 3, h, w], &*self.input))?;
+        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
+        let names = &self.info.manifest.outputs;
+        let classes = self.info.manifest.labels.len();
+        let mut objects = Vec::new();
+        for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
+            let (_, cls) = outputs[names[2 * k].as_str()].try_extract_tensor::<f32>()?;
+            let (_, reg) = outputs[names[2 * k + 1].as_str()].try_extract_tensor::<f32>()?;
+            decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, &mut objects);
+        }
+        let (sx, sy) = (roi.w() / w as f32, roi.h() / h as f32);
+        Ok(nms_per_class(objects)
+            .into_iter()
+            .map(|mut o| {
+                o.bbox = o.bbox.scale(sx, sy).offset(roi.x1, roi.y1);
+                o
+            })
+            .collect())
+    }
+}
+
 pub struct MaskClassifier {
     pub info: ModelInfo,
     session: Session,
@@ -437,6 +590,93 @@ impl MaskClassifier {
         let (shape, f) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
         let d = shape[1] as usize;
         Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
+    }
+}
+
+/// One copy of every model the pipeline needs: the no-mask pair and/or the object detector.
+pub struct ModelSet {
+    pub no_mask: Option<Models>,
+    pub objects: Option<ObjectDetector>,
+}
+
+impl ModelSet {
+    /// Models in use, for manifests.
+    pub fn infos(&self) -> Vec<(String, String)> {
+        let mut v = self.no_mask.as_ref().map(Models::infos).unwrap_or_default();
+        if let Some(o) = &self.objects {
+            v.push((o.info.id.clone(), o.info.sha256.clone()));
+        }
+        v
+    }
+}
+
+/// `instances` copies of the models; cameras take a free one (their own first), so up to
+/// `instances` frames are inferred at the same time.
+pub struct ModelPool {
+    sets: Vec<std::sync::Mutex<ModelSet>>,
+}
+
+impl ModelPool {
+    pub fn new(sets: Vec<ModelSet>) -> ModelPool {
+        ModelPool { sets: sets.into_iter().map(std::sync::Mutex::new).collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// A copy for camera number `hint`: a free one if any, else waits for the camera's own.
+    pub fn get(&self, hint: usize) -> std::sync::MutexGuard<'_, ModelSet> {
+        let n = self.sets.len();
+        for k in 0..n {
+            if let Ok(g) = self.sets[(hint + k) % n].try_lock() {
+                return g;
+            }
+        }
+        self.sets[hint % n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Motion gating (as Frigate does): a 32×18 grey thumbnail of the rule's region is compared with
+/// the one at the last inferred frame; inference runs when some cell changed by at least
+/// `min_change` grey levels, when `recheck` has passed since the last inference (still objects
+/// stay tracked), or when the caller forces it.
+pub struct MotionGate {
+    pub min_change: f32,
+    pub recheck: std::time::Duration,
+    reference: Vec<f32>,
+    current: Vec<f32>,
+    last: Option<std::time::Duration>,
+}
+
+impl MotionGate {
+    pub const W: usize = 32;
+    pub const H: usize = 18;
+
+    pub fn new(min_change: f32, recheck: std::time::Duration) -> MotionGate {
+        MotionGate { min_change, recheck, reference: Vec::new(), current: vec![0.0; Self::W * Self::H], last: None }
+    }
+
+    /// Whether to run inference on this frame (and if so, it becomes the new reference).
+    pub fn should_infer(&mut self, frame: &RgbFrame, roi: BBox, force: bool) -> bool {
+        let cur = &mut self.current;
+        frame.sample_bilinear(roi, Self::W, Self::H, |i, px| cur[i] = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]);
+        let changed = self.reference.len() != self.current.len()
+            || self.reference.iter().zip(&self.current).any(|(a, b)| (a - b).abs() >= self.min_change);
+        let due = self.last.is_none_or(|t| frame.pts.saturating_sub(t) >= self.recheck);
+        let infer = force || changed || due;
+        if infer {
+            std::mem::swap(&mut self.reference, &mut self.current);
+            if self.current.len() != self.reference.len() {
+                self.current.resize(self.reference.len(), 0.0);
+            }
+            self.last = Some(frame.pts);
+        }
+        infer
     }
 }
 

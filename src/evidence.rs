@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::frame::RgbFrame;
 use crate::ingest::{ClipSource, chain, make as element};
 use crate::privacy::PrivacyMask;
-use crate::rules::TrackedFace;
+use crate::rules::Detection;
 
 /// A re-encoded, masked clip.
 pub struct Clip {
@@ -225,18 +225,31 @@ fn encoder(
     Ok((p, src))
 }
 
-/// Draws boxes and labels for the faces of a violation onto a copy of the snapshot. Boxes arrive
-/// in analysis-frame pixels and are scaled to the snapshot.
-pub fn annotate(snapshot: &RgbFrame, faces: &[TrackedFace], analysis: (u32, u32)) -> RgbFrame {
+/// Draws the rule's zone (cyan outline) and boxes and labels for the detections of a violation
+/// onto a copy of the snapshot. Boxes arrive in analysis-frame pixels and are scaled to the
+/// snapshot.
+pub fn annotate(
+    snapshot: &RgbFrame,
+    detections: &[Detection],
+    zone: Option<&crate::privacy::Polygon>,
+    analysis: (u32, u32),
+) -> RgbFrame {
     let mut a = snapshot.clone();
     let (sx, sy) = (a.width as f32 / analysis.0 as f32, a.height as f32 / analysis.1 as f32);
     let scale = ((a.height / 180).max(2)) as i64;
     let thick = (a.height / 180).max(2);
-    for f in faces {
+    if let Some(z) = zone {
+        a.draw_polygon(&z.pixels(a.width, a.height), [0, 220, 255], thick);
+    }
+    for f in detections {
         let b = f.bbox.scale(sx, sy);
         let color = if f.trigger { [255, 32, 32] } else { [255, 200, 0] };
         a.draw_box(b, color, thick);
-        let label = format!("#{} NO MASK {:.2} FACE {:.2}", f.track_id, f.no_mask_prob, f.face_score);
+        let label = match (f.no_mask_prob, f.dwell_s) {
+            (Some(p), _) => format!("#{} NO MASK {:.2} FACE {:.2}", f.track_id, p, f.score),
+            (_, Some(d)) => format!("#{} {} {:.2} {:.0}S", f.track_id, f.label.to_uppercase(), f.score, d),
+            _ => format!("#{} {} {:.2}", f.track_id, f.label.to_uppercase(), f.score),
+        };
         let y = (b.y1 as i64 - 7 * scale - 2).max(0);
         a.draw_text(b.x1 as i64, y, &label, [255, 255, 255], color, scale);
     }
@@ -442,8 +455,10 @@ pub struct Manifest {
     pub violation_time_local: String,
     pub detection_frames_utc: Vec<String>,
     pub clip: ClipFacts,
-    /// Faces at the violating frame, boxes in clip pixels.
-    pub detections: Vec<TrackedFace>,
+    /// Tracked detections at the violating frame (faces, or objects), boxes in clip pixels.
+    pub detections: Vec<Detection>,
+    /// The rule's zone (normalised polygon), when it has one.
+    pub zone: Option<Vec<[f64; 2]>>,
     pub models: Vec<ModelFacts>,
     pub privacy_mask: Option<MaskFacts>,
     pub health: HealthFacts,
@@ -458,7 +473,7 @@ pub struct Manifest {
     pub signing: SigningFacts,
 }
 
-pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v1";
+pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v2";
 
 /// Everything known about a violation when the rule fires.
 #[derive(Debug, Clone)]
@@ -466,7 +481,8 @@ pub struct Violation {
     pub evidence_id: String,
     pub camera: String,
     pub rule: RuleFacts,
-    pub faces: Vec<TrackedFace>,
+    pub detections: Vec<Detection>,
+    pub zone: Option<crate::privacy::Polygon>,
     pub trigger_pts: Duration,
     /// Stream times of the frames in which the triggering face was detected.
     pub detection_frames: Vec<Duration>,
@@ -577,7 +593,7 @@ pub async fn produce(
     })
     .await?;
     let clip = clip?;
-    let annotated = annotate(&clip.snapshot, &v.faces, v.analysis_size);
+    let annotated = annotate(&clip.snapshot, &v.detections, v.zone.as_ref(), v.analysis_size);
     let t = v.wall(v.trigger_pts);
     let retain_until = t + chrono::Duration::days(ctx.retention.evidence_days as i64);
     let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
@@ -651,7 +667,8 @@ pub async fn produce(
                 || clip.first_pts > src.start + frame_dur,
             post_roll_truncated: src.post_truncated,
         },
-        detections: v.faces.iter().map(|f| TrackedFace { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
+        detections: v.detections.iter().map(|f| Detection { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
+        zone: v.zone.as_ref().map(|z| z.points.iter().map(|p| [p.x, p.y]).collect()),
         models: ctx.models.clone(),
         privacy_mask: cam.mask.as_ref().map(|m| MaskFacts {
             id: m.id.clone(),
@@ -729,7 +746,8 @@ mod tests {
             evidence_id: "01TEST".into(),
             camera: "c".into(),
             rule: RuleFacts::new("no_mask", "no_mask", "minor", serde_json::json!({"threshold": 0.7})),
-            faces: vec![],
+            detections: vec![],
+            zone: None,
             trigger_pts: Duration::from_secs(5),
             detection_frames: vec![],
             conditions_at_trigger: vec![],

@@ -51,6 +51,9 @@ impl BBox {
     pub fn scale(&self, sx: f32, sy: f32) -> BBox {
         BBox { x1: self.x1 * sx, y1: self.y1 * sy, x2: self.x2 * sx, y2: self.y2 * sy }
     }
+    pub fn offset(&self, dx: f32, dy: f32) -> BBox {
+        BBox { x1: self.x1 + dx, y1: self.y1 + dy, x2: self.x2 + dx, y2: self.y2 + dy }
+    }
     /// Grows the box by `margin` × its size on every side, clamped to `w`×`h`.
     pub fn expand(&self, margin: f32, w: f32, h: f32) -> BBox {
         let (mx, my) = (self.w() * margin, self.h() * margin);
@@ -80,6 +83,30 @@ impl RgbFrame {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }
         RgbFrame { width, height, data, pts }
+    }
+
+    /// The whole frame as a box.
+    pub fn full(&self) -> BBox {
+        BBox { x1: 0.0, y1: 0.0, x2: self.width as f32, y2: self.height as f32 }
+    }
+
+    /// Draws a closed polygon outline (points in pixels), `thickness` pixels wide.
+    pub fn draw_polygon(&mut self, points: &[(f32, f32)], color: [u8; 3], thickness: u32) {
+        let (w, h) = (self.width as i64, self.height as i64);
+        let r = thickness as i64 / 2;
+        for (k, &(ax, ay)) in points.iter().enumerate() {
+            let (bx, by) = points[(k + 1) % points.len()];
+            let steps = (bx - ax).abs().max((by - ay).abs()).ceil().max(1.0) as i64;
+            for s in 0..=steps {
+                let t = s as f32 / steps as f32;
+                let (x, y) = ((ax + (bx - ax) * t).round() as i64, (ay + (by - ay) * t).round() as i64);
+                for dy in -r..=r {
+                    for dx in -r..=r {
+                        self.put_clipped(x + dx, y + dy, color, w, h);
+                    }
+                }
+            }
+        }
     }
 
     pub fn stride(&self) -> usize {

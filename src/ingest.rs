@@ -203,6 +203,9 @@ pub struct CameraStats {
     pub analysis_offered: AtomicU64,
     pub analysis_dropped: AtomicU64,
     pub analysed: AtomicU64,
+    /// Rule-region inferences run, and skipped by motion gating.
+    pub inferred: AtomicU64,
+    pub gated: AtomicU64,
     pub reconnects: AtomicU64,
     conditions: std::sync::atomic::AtomicU32,
 }

@@ -26,5 +26,6 @@ pub mod rules;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod thresholds;
 pub mod track;
 pub mod verify;

@@ -46,6 +46,29 @@ impl Polygon {
         inside
     }
 
+    /// The polygon's points in pixels of a `w`×`h` frame.
+    pub fn pixels(&self, w: u32, h: u32) -> Vec<(f32, f32)> {
+        self.points.iter().map(|p| ((p.x * w as f64) as f32, (p.y * h as f64) as f32)).collect()
+    }
+
+    /// Bounding box in pixels of a `w`×`h` frame, grown by `margin` × its size on every side
+    /// (clamped to the frame): the region inference runs on when a rule has this zone.
+    pub fn bbox_px(&self, w: u32, h: u32, margin: f32) -> crate::frame::BBox {
+        let (mut x1, mut y1, mut x2, mut y2) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+        for p in &self.points {
+            (x1, y1, x2, y2) = (x1.min(p.x), y1.min(p.y), x2.max(p.x), y2.max(p.y));
+        }
+        let b =
+            crate::frame::BBox { x1: x1 as f32, y1: y1 as f32, x2: x2 as f32, y2: y2 as f32 }.scale(w as f32, h as f32);
+        b.expand(margin, w as f32, h as f32)
+    }
+
+    /// Whether a box's centre (pixels of a `w`×`h` frame) is inside.
+    pub fn contains_center(&self, b: &crate::frame::BBox, w: u32, h: u32) -> bool {
+        let (cx, cy) = b.center();
+        self.contains((cx / w as f32) as f64, (cy / h as f32) as f64)
+    }
+
     /// Pixel spans `[x0, x1)` covered in row `row` of a `w`×`h` image (pixel centres sampled).
     fn row_spans(&self, row: u32, w: u32, h: u32, out: &mut Vec<(u32, u32)>) {
         let y = (row as f64 + 0.5) / h as f64;

@@ -75,6 +75,8 @@ impl Histogram {
 pub static EVENTS_PRODUCED: Counter = Counter(AtomicU64::new(0));
 pub static EVENTS_PUBLISHED: Counter = Counter(AtomicU64::new(0));
 pub static EVIDENCE_REFUSED: Counter = Counter(AtomicU64::new(0));
+pub static RULE_CHANGES: Counter = Counter(AtomicU64::new(0));
+pub static RULE_CHANGES_REJECTED: Counter = Counter(AtomicU64::new(0));
 pub static EVIDENCE_FAILED: Counter = Counter(AtomicU64::new(0));
 pub static SPOOL_BYTES: Gauge = Gauge::new();
 /// 1 while the spool-full alarm is raised.
@@ -118,13 +120,56 @@ pub fn set_health_sink(tx: Option<tokio::sync::mpsc::UnboundedSender<HealthEvent
 
 /// Everything worth a log line and a metric.
 pub enum Event<'a> {
-    Inference { model: &'a str, took: Duration },
-    ViolationRaised { camera: &'a str, rule: &'a str, evidence_id: &'a str, stream_time: Duration, prob: f32 },
-    EvidenceSpooled { camera: &'a str, evidence_id: &'a str, seq: u64, status: &'a str, admissible: bool },
-    EvidenceRefused { camera: &'a str, evidence_id: &'a str, why: &'a str },
-    EvidenceFailed { camera: &'a str, evidence_id: &'a str, error: &'a str },
-    EventPublished { evidence_id: &'a str, subject: &'a str, stream_seq: u64 },
-    Health { camera: &'a str, condition: &'a str, active: bool, detail: &'a str, lasted: Option<Duration> },
+    Inference {
+        model: &'a str,
+        took: Duration,
+    },
+    ViolationRaised {
+        camera: &'a str,
+        rule: &'a str,
+        evidence_id: &'a str,
+        stream_time: Duration,
+        value: f64,
+    },
+    /// A rule configuration change from the pipeline file or NATS KV: applied or rejected.
+    RuleChange {
+        camera: &'a str,
+        rule: &'a str,
+        source: &'a str,
+        by: &'a str,
+        applied: bool,
+        revision: &'a str,
+        detail: &'a str,
+    },
+    EvidenceSpooled {
+        camera: &'a str,
+        evidence_id: &'a str,
+        seq: u64,
+        status: &'a str,
+        admissible: bool,
+    },
+    EvidenceRefused {
+        camera: &'a str,
+        evidence_id: &'a str,
+        why: &'a str,
+    },
+    EvidenceFailed {
+        camera: &'a str,
+        evidence_id: &'a str,
+        error: &'a str,
+    },
+    EventPublished {
+        evidence_id: &'a str,
+        subject: &'a str,
+        stream_seq: u64,
+    },
+    Health {
+        camera: &'a str,
+        condition: &'a str,
+        active: bool,
+        detail: &'a str,
+        lasted: Option<Duration>,
+    },
 }
 
 impl Event<'_> {
@@ -139,16 +184,32 @@ impl Event<'_> {
                     .clone();
                 h.observe(took);
             }
-            Event::ViolationRaised { camera, rule, evidence_id, stream_time, prob } => {
+            Event::ViolationRaised { camera, rule, evidence_id, stream_time, value } => {
                 EVENTS_PRODUCED.inc();
                 tracing::info!(
                     camera,
                     rule,
                     evidence_id,
                     stream_time_s = stream_time.as_secs_f64(),
-                    no_mask_prob = prob,
+                    value,
                     "violation"
                 );
+            }
+            Event::RuleChange { camera, rule, source, by, applied, revision, detail } => {
+                if applied {
+                    RULE_CHANGES.inc();
+                    tracing::info!(camera, rule, source, by, revision, change = detail, "rule configuration applied");
+                } else {
+                    RULE_CHANGES_REJECTED.inc();
+                    tracing::warn!(
+                        camera,
+                        rule,
+                        source,
+                        by,
+                        reason = detail,
+                        "rule configuration change REJECTED; the running one stays"
+                    );
+                }
             }
             Event::EvidenceSpooled { camera, evidence_id, seq, status, admissible } => {
                 tracing::info!(
@@ -237,6 +298,12 @@ pub fn render() -> String {
     per(&mut o, "vigil_frames_analysed_total", "Frames analysed per camera.", "counter", &|s| {
         s.analysed.load(Ordering::Relaxed)
     });
+    per(&mut o, "vigil_inferences_total", "Rule-region inferences run per camera.", "counter", &|s| {
+        s.inferred.load(Ordering::Relaxed)
+    });
+    per(&mut o, "vigil_inferences_gated_total", "Inferences skipped by motion gating.", "counter", &|s| {
+        s.gated.load(Ordering::Relaxed)
+    });
     per(
         &mut o,
         "vigil_frames_dropped_total",
@@ -281,6 +348,18 @@ pub fn render() -> String {
             "Evidence items that could not be produced.",
             "counter",
             EVIDENCE_FAILED.get() as i64,
+        ),
+        (
+            "vigil_rule_changes_total",
+            "Rule configuration changes applied (pipeline file or NATS KV).",
+            "counter",
+            RULE_CHANGES.get() as i64,
+        ),
+        (
+            "vigil_rule_changes_rejected_total",
+            "Rule configuration changes rejected (invalid); the running configuration stayed.",
+            "counter",
+            RULE_CHANGES_REJECTED.get() as i64,
         ),
         ("vigil_outbox_depth", "Events recorded but not yet acknowledged by JetStream.", "gauge", OUTBOX_DEPTH.get()),
         ("vigil_spool_bytes", "Bytes of evidence waiting in the spool for upload.", "gauge", SPOOL_BYTES.get()),

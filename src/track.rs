@@ -1,9 +1,13 @@
-//! Tracking stage: a greedy IoU tracker. Each observation is matched to the live track it overlaps
-//! most (IoU ≥ `min_iou`); unmatched observations start tracks; a track missed for more than
-//! `max_missed` analysed frames ends. Each track keeps a window of per-frame hits (the rule decides
-//! what a hit is), so "N of the last M frames" is per object.
+//! Tracking stage: a SORT-style tracker. Each track predicts its box forward with a smoothed
+//! constant velocity; observations are matched to predictions of the same class greedily by IoU
+//! (best pair first, IoU ≥ `min_iou`); unmatched observations start tracks. A track ends when it
+//! has been missed in more than `max_missed` analysed frames or not seen for longer than
+//! `max_gap` of stream time, so identity survives short detection gaps and skipped frames.
+//! Each track keeps a window of per-frame hits (the rule decides what a hit is), so "N of the last
+//! M frames" is per object, and the stream time it was first seen, so dwell is per object.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::frame::BBox;
 
@@ -12,6 +16,8 @@ use crate::frame::BBox;
 pub struct Obs {
     pub bbox: BBox,
     pub score: f32,
+    /// Detector class; only observations of a track's class match it.
+    pub class: u16,
     /// The rule's measurement for this detection (e.g. no-mask probability).
     pub value: f32,
     /// Whether this frame counts as a hit for the rule.
@@ -21,79 +27,124 @@ pub struct Obs {
 #[derive(Debug, Clone)]
 pub struct Track {
     pub id: u64,
+    pub class: u16,
     pub bbox: BBox,
+    /// Box velocity in pixels per second (x1, y1, x2, y2), exponentially smoothed.
+    pub velocity: [f32; 4],
     pub score: f32,
     pub value: f32,
     /// Hits over the last `window` analysed frames, newest last (a missed frame is a non-hit).
     pub hits: VecDeque<bool>,
+    /// Stream times of the frames this track was seen in, within the window.
+    pub seen_at: VecDeque<Duration>,
+    pub first_seen: Duration,
+    pub last_seen: Duration,
+    /// Start of the current dwell period (rules reset it).
+    pub dwell_from: Duration,
     pub missed: u32,
     /// The rule already fired for this track.
     pub fired: bool,
     /// Seen in the current frame.
     pub matched: bool,
-    /// Stream times of the frames this track was seen in, within the window.
-    pub seen_at: VecDeque<std::time::Duration>,
 }
 
 impl Track {
     pub fn hit_count(&self) -> usize {
         self.hits.iter().filter(|&&h| h).count()
     }
+
+    /// The box expected at `pts` (constant velocity since it was last seen).
+    pub fn predict(&self, pts: Duration) -> BBox {
+        let dt = pts.saturating_sub(self.last_seen).as_secs_f32();
+        let v = self.velocity;
+        BBox {
+            x1: self.bbox.x1 + v[0] * dt,
+            y1: self.bbox.y1 + v[1] * dt,
+            x2: self.bbox.x2 + v[2] * dt,
+            y2: self.bbox.y2 + v[3] * dt,
+        }
+    }
 }
 
-pub struct IouTracker {
+pub struct Tracker {
     pub tracks: Vec<Track>,
     next_id: u64,
-    min_iou: f32,
-    max_missed: u32,
-    window: usize,
+    pub min_iou: f32,
+    pub max_missed: u32,
+    pub max_gap: Duration,
+    pub window: usize,
+    pairs: Vec<(f32, usize, usize)>,
+    used: Vec<bool>,
 }
 
-impl IouTracker {
-    pub fn new(min_iou: f32, max_missed: u32, window: usize) -> IouTracker {
-        IouTracker { tracks: Vec::new(), next_id: 1, min_iou, max_missed, window: window.max(1) }
+impl Tracker {
+    pub fn new(min_iou: f32, max_missed: u32, max_gap: Duration, window: usize) -> Tracker {
+        Tracker {
+            tracks: Vec::new(),
+            next_id: 1,
+            min_iou,
+            max_missed,
+            max_gap,
+            window: window.max(1),
+            pairs: Vec::new(),
+            used: Vec::new(),
+        }
     }
 
-    pub fn update(&mut self, pts: std::time::Duration, obs: &[Obs]) {
+    pub fn update(&mut self, pts: Duration, obs: &[Obs]) {
+        let max_gap = self.max_gap;
+        self.tracks.retain(|t| pts.saturating_sub(t.last_seen) <= max_gap);
         for t in &mut self.tracks {
             t.matched = false;
         }
-        // all candidate pairs, best IoU first
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        // all candidate pairs, best IoU with the prediction first
+        self.pairs.clear();
         for (oi, o) in obs.iter().enumerate() {
             for (ti, t) in self.tracks.iter().enumerate() {
-                let iou = o.bbox.iou(&t.bbox);
+                if t.class != o.class {
+                    continue;
+                }
+                let iou = o.bbox.iou(&t.predict(pts)).max(o.bbox.iou(&t.bbox));
                 if iou >= self.min_iou {
-                    pairs.push((iou, oi, ti));
+                    self.pairs.push((iou, oi, ti));
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut used = vec![false; obs.len()];
-        for (_, oi, ti) in pairs {
-            if used[oi] || self.tracks[ti].matched {
+        self.pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.used.clear();
+        self.used.resize(obs.len(), false);
+        for &(_, oi, ti) in &self.pairs {
+            if self.used[oi] || self.tracks[ti].matched {
                 continue;
             }
-            used[oi] = true;
+            self.used[oi] = true;
             let t = &mut self.tracks[ti];
             let o = &obs[oi];
+            let dt = pts.saturating_sub(t.last_seen).as_secs_f32();
+            if dt > 0.0 {
+                let d = [o.bbox.x1 - t.bbox.x1, o.bbox.y1 - t.bbox.y1, o.bbox.x2 - t.bbox.x2, o.bbox.y2 - t.bbox.y2];
+                for (v, d) in t.velocity.iter_mut().zip(d) {
+                    *v = 0.5 * *v + 0.5 * d / dt;
+                }
+            }
             t.matched = true;
             t.bbox = o.bbox;
             t.score = o.score;
             t.value = o.value;
             t.missed = 0;
+            t.last_seen = pts;
             t.hits.push_back(o.hit);
             t.seen_at.push_back(pts);
         }
+        let window = self.window;
         for t in &mut self.tracks {
             if !t.matched {
                 t.missed += 1;
                 t.hits.push_back(false);
             }
-            while t.hits.len() > self.window {
+            while t.hits.len() > window {
                 t.hits.pop_front();
             }
-            let window = self.window;
             while t.seen_at.len() > window {
                 t.seen_at.pop_front();
             }
@@ -101,17 +152,22 @@ impl IouTracker {
         let max_missed = self.max_missed;
         self.tracks.retain(|t| t.missed <= max_missed);
         for (oi, o) in obs.iter().enumerate() {
-            if !used[oi] {
+            if !self.used[oi] {
                 self.tracks.push(Track {
                     id: self.next_id,
+                    class: o.class,
                     bbox: o.bbox,
+                    velocity: [0.0; 4],
                     score: o.score,
                     value: o.value,
                     hits: VecDeque::from([o.hit]),
+                    seen_at: VecDeque::from([pts]),
+                    first_seen: pts,
+                    last_seen: pts,
+                    dwell_from: pts,
                     missed: 0,
                     fired: false,
                     matched: true,
-                    seen_at: VecDeque::from([pts]),
                 });
                 self.next_id += 1;
             }
@@ -124,26 +180,56 @@ mod tests {
     use super::*;
 
     fn ob(x: f32, hit: bool) -> Obs {
-        Obs { bbox: BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 }, score: 0.9, value: 0.8, hit }
+        Obs { bbox: BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 }, score: 0.9, class: 0, value: 0.8, hit }
+    }
+
+    fn s(t: f64) -> Duration {
+        Duration::from_secs_f64(t)
     }
 
     #[test]
     fn identity_is_kept_across_small_moves_and_short_gaps() {
-        let mut t = IouTracker::new(0.3, 2, 5);
-        t.update(std::time::Duration::ZERO, &[ob(0.0, true), ob(100.0, false)]);
+        let mut t = Tracker::new(0.3, 2, Duration::MAX, 5);
+        t.update(s(0.0), &[ob(0.0, true), ob(100.0, false)]);
         let ids: Vec<u64> = t.tracks.iter().map(|t| t.id).collect();
-        t.update(std::time::Duration::ZERO, &[ob(2.0, true)]);
-        t.update(std::time::Duration::ZERO, &[ob(4.0, true)]);
-        t.update(std::time::Duration::ZERO, &[ob(101.0, false)]); // second object back after a 2-frame gap
+        t.update(s(0.2), &[ob(2.0, true)]);
+        t.update(s(0.4), &[ob(4.0, true)]);
+        t.update(s(0.6), &[ob(101.0, false)]); // second object back after a 2-frame gap
         assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
         let first = t.tracks.iter().find(|t| t.id == ids[0]).unwrap();
         assert_eq!(first.hit_count(), 3);
         assert_eq!(first.hits.len(), 4);
-        for _ in 0..3 {
-            t.update(std::time::Duration::ZERO, &[]);
+        assert_eq!(first.first_seen, s(0.0));
+        for k in 0..3 {
+            t.update(s(0.8 + k as f64 * 0.2), &[]);
         }
         assert!(t.tracks.is_empty());
-        t.update(std::time::Duration::ZERO, &[ob(0.0, true)]);
+        t.update(s(2.0), &[ob(0.0, true)]);
         assert_eq!(t.tracks[0].id, 3, "a new object gets a new id");
+    }
+
+    #[test]
+    fn a_fast_mover_is_followed_by_its_prediction_and_classes_do_not_mix() {
+        let mut t = Tracker::new(0.3, 3, Duration::MAX, 5);
+        // 8 px per frame on a 10 px box: IoU with the last box alone would be 0.11
+        for k in 0..6 {
+            t.update(s(k as f64 * 0.2), &[ob(k as f32 * 8.0, true)]);
+        }
+        assert_eq!(t.tracks.len(), 1, "one identity for the mover");
+        let mut other = ob(40.0, true);
+        other.class = 7;
+        t.update(s(1.2), &[other]);
+        assert_eq!(t.tracks.len(), 2, "another class starts its own track");
+    }
+
+    #[test]
+    fn time_gap_ends_tracks_when_frames_are_skipped() {
+        let mut t = Tracker::new(0.3, u32::MAX, s(3.0), 5);
+        t.update(s(0.0), &[ob(0.0, true)]);
+        t.update(s(2.5), &[ob(0.0, true)]);
+        assert_eq!(t.tracks[0].id, 1, "seen again within max_gap: same object");
+        t.update(s(6.0), &[ob(0.0, true)]);
+        assert_eq!(t.tracks.len(), 1);
+        assert_eq!(t.tracks[0].id, 2, "gap longer than max_gap: a new object");
     }
 }

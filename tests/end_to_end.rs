@@ -23,7 +23,7 @@ fn check_evidence(event: &serde_json::Value, get: impl Fn(&str) -> Vec<u8>, roll
     let mbytes = get(mkey);
     assert_eq!(sha256(&mbytes), event["manifest"]["sha256"].as_str().unwrap());
     let mut stored: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
-    assert_eq!(stored["schema"], "vigil.manifest.v1");
+    assert_eq!(stored["schema"], "vigil.manifest.v2");
     let mut ev = event.clone();
     ev.as_object_mut().unwrap().remove("manifest");
     ev["schema"] = "".into();
