@@ -295,6 +295,18 @@ impl FaceDetector {
     /// model input `input_width` pixels wide (0: the region's own width), rounded up to the
     /// model's multiple. Boxes come back in frame pixels.
     pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, input_width: u32, threshold: f32) -> Result<Vec<Face>> {
+        Ok(self.detect_batch(&[frame], roi, input_width, threshold)?.pop().unwrap_or_default())
+    }
+
+    /// [`detect_in`](Self::detect_in) on several frames of the same size in one model run
+    /// (batch = frames.len()).
+    pub fn detect_batch(
+        &mut self,
+        frames: &[&RgbFrame],
+        roi: BBox,
+        input_width: u32,
+        threshold: f32,
+    ) -> Result<Vec<Vec<Face>>> {
         let spec = &self.info.manifest.input;
         let m = spec.multiple_of.max(1);
         let (rw, rh) = (roi.w().max(1.0), roi.h().max(1.0));
@@ -310,32 +322,52 @@ impl FaceDetector {
             ((tw.round() as usize).div_ceil(m) * m, (th.round() as usize).div_ceil(m) * m)
         };
         let plane = w * h;
-        self.input.resize(3 * plane, 0.0);
+        let nb = frames.len();
+        self.input.resize(nb * 3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
-        let buf = &mut self.input;
-        frame.sample_bilinear(roi, w, h, |i, px| {
-            for c in 0..3 {
-                buf[c * plane + i] = (px[c] - mean[c]) / std[c];
-            }
-        });
-        let tensor = TensorRef::from_array_view(([1usize, 3, h, w], &*self.input))?;
+        for (b, frame) in frames.iter().enumerate() {
+            let buf = &mut self.input[b * 3 * plane..(b + 1) * 3 * plane];
+            frame.sample_bilinear(roi, w, h, |i, px| {
+                for c in 0..3 {
+                    buf[c * plane + i] = (px[c] - mean[c]) / std[c];
+                }
+            });
+        }
+        let tensor = TensorRef::from_array_view(([nb, 3, h, w], &*self.input))?;
         let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
         let names = &self.info.manifest.outputs;
         let get = |k: usize| -> Result<&[f32]> {
             let (_, d) = outputs[names[k].as_str()].try_extract_tensor::<f32>()?;
             Ok(d)
         };
-        let faces = decode_centerface(get(0)?, get(1)?, get(2)?, get(3)?, h / 4, w / 4, w as f32, h as f32, threshold);
+        let (heat, scale, offset, lms) = (get(0)?, get(1)?, get(2)?, get(3)?);
+        let (gh, gw) = (h / 4, w / 4);
+        let g = gh * gw;
         let (sx, sy) = (w as f32 / rw, h as f32 / rh);
-        Ok(faces
-            .into_iter()
-            .map(|mut f| {
-                f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
-                for lm in &mut f.landmarks {
-                    lm[0] = lm[0] / sx + roi.x1;
-                    lm[1] = lm[1] / sy + roi.y1;
-                }
-                f
+        Ok((0..nb)
+            .map(|b| {
+                let faces = decode_centerface(
+                    &heat[b * g..(b + 1) * g],
+                    &scale[b * 2 * g..(b + 1) * 2 * g],
+                    &offset[b * 2 * g..(b + 1) * 2 * g],
+                    &lms[b * 10 * g..(b + 1) * 10 * g],
+                    gh,
+                    gw,
+                    w as f32,
+                    h as f32,
+                    threshold,
+                );
+                faces
+                    .into_iter()
+                    .map(|mut f| {
+                        f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
+                        for lm in &mut f.landmarks {
+                            lm[0] = lm[0] / sx + roi.x1;
+                            lm[1] = lm[1] / sy + roi.y1;
+                        }
+                        f
+                    })
+                    .collect()
             })
             .collect())
     }

@@ -8,6 +8,7 @@
 //! turns typed internal events into log lines, metrics and health events; `verify` and
 //! `retention` are the auditors' side.
 
+pub mod bench;
 pub mod chain;
 pub mod config;
 pub mod control;

@@ -80,6 +80,28 @@ enum Cmd {
         #[arg(long, default_value_t = 24.0)]
         min_face_px: f32,
     },
+    /// Rule thresholds and parameters in the NATS KV bucket that running workers follow.
+    #[command(subcommand)]
+    Thresholds(ThresholdsCmd),
+    /// End-to-end throughput benchmark over N concurrent sample streams, with the decode-only and
+    /// inference-only floors measured on the same streams.
+    Bench {
+        /// The pipeline whose models, analysis settings and rules are used.
+        #[arg(long, default_value = "pipelines/demo.toml")]
+        pipeline: PathBuf,
+        /// Numbers of concurrent streams to run, e.g. 1,2,4.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        streams: Vec<usize>,
+        /// The clip each stream plays (as fast as analysis allows).
+        #[arg(long, default_value = "sample-streams/astronaut-pan.mp4")]
+        clip: PathBuf,
+        /// Also run with motion gating off, to show what it saves.
+        #[arg(long)]
+        compare_gating: bool,
+        /// Write the results as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Fit a no-mask head on the backbone features of the labelled scenes' fit part.
     Fit {
         #[arg(long, default_value = "../shared/data")]
@@ -94,6 +116,64 @@ enum Cmd {
         /// L2 regularisation of the logistic head.
         #[arg(long, default_value_t = 0.001)]
         l2: f32,
+    },
+}
+
+#[derive(clap::Args)]
+struct KvArgs {
+    /// NATS server the workers use.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// KV bucket (pipeline `control.kv_bucket`).
+    #[arg(long, default_value = "vigil-thresholds")]
+    bucket: String,
+    #[arg(long)]
+    site: String,
+}
+
+#[derive(Subcommand)]
+enum ThresholdsCmd {
+    /// Show the overrides in force (KV values over the pipeline files' rules).
+    Get {
+        #[command(flatten)]
+        kv: KvArgs,
+        #[arg(long)]
+        camera: Option<String>,
+    },
+    /// Change rule parameters: `vigil thresholds set --site s --camera c --rule no_mask --by alice
+    /// threshold=0.8 min_hits=4`. Merged with the override in force; `--clear` returns to the
+    /// pipeline file's values.
+    Set {
+        #[command(flatten)]
+        kv: KvArgs,
+        #[arg(long)]
+        camera: String,
+        #[arg(long)]
+        rule: String,
+        /// Who makes the change (recorded in the audit trail).
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Validate against this pipeline file first (refuse bad values here).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        #[arg(long)]
+        clear: bool,
+        /// key=value (value as JSON; plain text is a string).
+        params: Vec<String>,
+    },
+    /// What was written (KV history) and what the workers did with it (audit records).
+    History {
+        #[command(flatten)]
+        kv: KvArgs,
+        #[arg(long)]
+        camera: String,
+        #[arg(long)]
+        rule: Option<String>,
+        /// JetStream stream holding `vigil.audit.>` (pipeline `publish.stream`).
+        #[arg(long, default_value = "VIGIL")]
+        stream: String,
     },
 }
 
@@ -284,8 +364,11 @@ fn main() -> ExitCode {
                 Err(c) => return c,
             };
             let m = &p.raw.models;
-            for id in [&m.face, &m.mask] {
-                let dec = if id == &m.face { "centerface" } else { "softmax2" };
+            let mut wanted = vec![(&m.face, "centerface"), (&m.mask, "softmax2")];
+            if p.cameras.iter().any(|c| c.rules.utensils.is_some()) {
+                wanted.push((&m.objects, "nanodet-gfl"));
+            }
+            for (id, dec) in wanted {
                 if let Err(e) = vigil::detect::ModelInfo::load(&p.models_dir, id, dec) {
                     eprintln!("error: {e:#}");
                     return ExitCode::from(2);
@@ -382,6 +465,74 @@ fn main() -> ExitCode {
             vigil::evalcmd::eval(&a)?;
             Ok(ExitCode::SUCCESS)
         }),
+        Cmd::Thresholds(ThresholdsCmd::Get { kv, camera }) => tool(|| {
+            let rows = block_on(vigil::thresholds::get(&kv.nats, &kv.bucket, &kv.site, camera.as_deref()))?;
+            if rows.is_empty() {
+                println!("no overrides: the pipeline files' values are in force");
+            }
+            for (k, rev, v) in rows {
+                println!("{k} (revision {rev}): {v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Thresholds(ThresholdsCmd::Set { kv, camera, rule, by, reason, pipeline, clear, params }) => tool(|| {
+            let set = vigil::thresholds::parse_assignments(&params)?;
+            if set.is_empty() && !clear {
+                anyhow::bail!("nothing to set: give key=value pairs, or --clear");
+            }
+            let rev = block_on(vigil::thresholds::set(
+                &kv.nats,
+                &kv.bucket,
+                &kv.site,
+                &camera,
+                &rule,
+                &by,
+                &reason,
+                set,
+                clear,
+                pipeline.as_deref(),
+            ))?;
+            println!(
+                "{}.{camera}.{rule}: revision {rev} written; workers validate and apply it between frames (see `vigil thresholds history`)",
+                kv.site
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::Thresholds(ThresholdsCmd::History { kv, camera, rule, stream }) => tool(|| {
+            block_on(async {
+                if let Some(r) = &rule {
+                    let key = format!("{}.{camera}.{r}", kv.site);
+                    println!("written to {}/{key}:", kv.bucket);
+                    for (rev, o) in vigil::thresholds::kv_history(&kv.nats, &kv.bucket, &key).await? {
+                        match o {
+                            Some(o) => println!(
+                                "  rev {rev}  {}  by {}  {}  set {}",
+                                o.at,
+                                o.by,
+                                if o.reason.is_empty() { String::new() } else { format!("({})", o.reason) },
+                                serde_json::Value::Object(o.set)
+                            ),
+                            None => println!("  rev {rev}  deleted (back to the pipeline file's values)"),
+                        }
+                    }
+                }
+                println!("applied or rejected by the workers (vigil.audit.{}.{camera}):", kv.site);
+                for a in vigil::thresholds::audit_history(&kv.nats, &stream, &kv.site, Some(&camera)).await? {
+                    if rule.as_ref().is_some_and(|r| r != &a.rule && a.rule != "*") {
+                        continue;
+                    }
+                    println!("  {}", serde_json::to_string(&a)?);
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }),
+        Cmd::Bench { pipeline, streams, clip, compare_gating, json } => {
+            let p = match load(&pipeline) {
+                Ok(p) => p,
+                Err(c) => return c,
+            };
+            tool(|| vigil::bench::run(p, &streams, &clip, compare_gating, json.as_deref()).map(|_| ExitCode::SUCCESS))
+        }
         Cmd::Fit { data, models, id, min_face_px, l2 } => tool(|| {
             let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2)?;
             println!("wrote {}", f.display());

@@ -135,6 +135,11 @@ impl Publisher {
             let mut f = self.files.lock().await;
             append_line(&mut f.outbox, &line).context("outbox: append")?;
         }
+        if entry.subject.starts_with("vigil.evidence.") {
+            crate::telemetry::probe(|p| {
+                p.recorded.insert(entry.id.clone(), std::time::Instant::now());
+            });
+        }
         tracing::info!(target: "vigil::event", evidence_id = %entry.id, subject = %entry.subject, event = %line, "evidence event");
         if let Some(q) = &self.queue {
             let n = self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;

@@ -341,11 +341,11 @@ mod tests {
     #[test]
     fn utensil_dwell_counts_only_inside_the_hours() {
         let mut st = utensils(60.0, Some("22:00-06:00"));
-        // 21:58 .. 22:02, one frame every 10 s: dwell starts at 22:00, fires at 22:01
+        // 21:58 .. 22:03, one frame every 2 s: dwell starts at 22:00, fires at 22:01
         let mut fired_at = None;
-        for k in 0..25 {
-            let minute = (21 * 60 + 58) + (k * 10) / 60;
-            if st.update(ms(k as f64 * 10.0), minute, &[obj(50.0, 2)], 640, 360).is_some() {
+        for k in 0..150 {
+            let minute = (21 * 60 + 58) + (k * 2) / 60;
+            if st.update(ms(k as f64 * 2.0), minute, &[obj(50.0, 2)], 640, 360).is_some() {
                 fired_at = Some(minute);
                 break;
             }

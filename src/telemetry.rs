@@ -176,6 +176,7 @@ impl Event<'_> {
     pub fn emit(self) {
         match self {
             Event::Inference { model, took } => {
+                probe(|p| p.inference.push((model.to_string(), took)));
                 let h = inference()
                     .lock()
                     .expect("hist")
@@ -186,6 +187,9 @@ impl Event<'_> {
             }
             Event::ViolationRaised { camera, rule, evidence_id, stream_time, value } => {
                 EVENTS_PRODUCED.inc();
+                probe(|p| {
+                    p.raised.insert(evidence_id.to_string(), std::time::Instant::now());
+                });
                 tracing::info!(
                     camera,
                     rule,
@@ -435,4 +439,29 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<std::net::Sock
         }
     });
     Ok(bound)
+}
+
+/// Benchmark instrumentation (`vigil bench`; off otherwise): raw inference latencies, and when
+/// each violation was raised and its event recorded.
+#[derive(Default)]
+pub struct BenchProbe {
+    pub inference: Vec<(String, Duration)>,
+    pub raised: std::collections::HashMap<String, std::time::Instant>,
+    pub recorded: std::collections::HashMap<String, std::time::Instant>,
+}
+
+static PROBE: Mutex<Option<BenchProbe>> = Mutex::new(None);
+
+pub fn probe_enable() {
+    *PROBE.lock().expect("probe") = Some(BenchProbe::default());
+}
+
+pub fn probe_take() -> Option<BenchProbe> {
+    PROBE.lock().expect("probe").take()
+}
+
+pub fn probe(f: impl FnOnce(&mut BenchProbe)) {
+    if let Some(p) = PROBE.lock().expect("probe").as_mut() {
+        f(p);
+    }
 }

@@ -477,3 +477,153 @@ pub async fn start(
     });
     (initial, task)
 }
+
+// ---- the ops side: `vigil thresholds get | set | history` ----
+
+async fn connect(url: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+/// Current overrides of a site (one camera, or all): `(key, revision, value)`.
+pub async fn get(url: &str, bucket: &str, site: &str, camera: Option<&str>) -> Result<Vec<(String, u64, Value)>> {
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let prefix = match camera {
+        Some(c) => format!("{site}.{c}."),
+        None => format!("{site}."),
+    };
+    let mut out = Vec::new();
+    let mut keys = kv.keys().await.context("KV keys")?;
+    while let Some(k) = keys.next().await {
+        let k = k.context("KV keys")?;
+        if !k.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(e) = kv.entry(&k).await.context("KV entry")?
+            && matches!(e.operation, async_nats::jetstream::kv::Operation::Put)
+        {
+            out.push((k, e.revision, serde_json::from_slice(&e.value).unwrap_or(Value::Null)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Parses `key=value` assignments; a value that is not JSON is taken as a string.
+pub fn parse_assignments(items: &[String]) -> Result<Map<String, Value>> {
+    let mut set = Map::new();
+    for it in items {
+        let Some((k, v)) = it.split_once('=') else {
+            bail!("{it:?} is not key=value (e.g. threshold=0.8, hours=\"22:00-06:00\", zone=[[0,0],[1,0],[1,1]])");
+        };
+        let v = serde_json::from_str(v.trim()).unwrap_or_else(|_| Value::String(v.trim().to_string()));
+        set.insert(k.trim().to_string(), v);
+    }
+    Ok(set)
+}
+
+/// Writes (or with `set` empty and `clear`, deletes) the override of one rule, merged with the
+/// one in force. With `pipeline`, the result is first validated against that pipeline file's
+/// rule, so a bad value is refused here, before any worker sees it. Returns the KV revision.
+#[allow(clippy::too_many_arguments)]
+pub async fn set(
+    url: &str,
+    bucket: &str,
+    site: &str,
+    camera: &str,
+    rule: &str,
+    by: &str,
+    reason: &str,
+    assignments: Map<String, Value>,
+    clear: bool,
+    pipeline: Option<&Path>,
+) -> Result<u64> {
+    if by.trim().is_empty() {
+        bail!("--by is required: who makes the change");
+    }
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let key = format!("{site}.{camera}.{rule}");
+    if clear {
+        kv.delete(&key).await.with_context(|| format!("KV delete {key}"))?;
+        return Ok(kv.entry(&key).await?.map(|e| e.revision).unwrap_or_default());
+    }
+    let mut merged = match kv.entry(&key).await.context("KV entry")? {
+        Some(e) if matches!(e.operation, async_nats::jetstream::kv::Operation::Put) => {
+            serde_json::from_slice::<Override>(&e.value).map(|o| o.set).unwrap_or_default()
+        }
+        _ => Map::new(),
+    };
+    merged.extend(assignments);
+    if let Some(p) = pipeline {
+        let pl = Pipeline::load(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cam = pl
+            .raw
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .with_context(|| format!("no camera {camera:?} in {}", p.display()))?;
+        let mut rules = cam.rules.clone();
+        let r = rules
+            .iter_mut()
+            .find(|r| r.id() == rule)
+            .with_context(|| format!("camera {camera:?} has no rule {rule:?}"))?;
+        *r = overlay(r, &merged).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let labels = crate::detect::read_labels(&pl.models_dir, &pl.raw.models.objects).ok();
+        validate_rules(&rules, labels.as_deref(), &pl.raw.analysis).map_err(|es| {
+            anyhow::anyhow!(
+                "{key}: {}",
+                es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; ")
+            )
+        })?;
+    }
+    let o = Override {
+        by: by.into(),
+        reason: reason.into(),
+        at: crate::evidence::rfc3339(chrono::Utc::now()),
+        set: merged,
+    };
+    let rev = kv.put(&key, serde_json::to_vec(&o)?.into()).await.with_context(|| format!("KV put {key}"))?;
+    Ok(rev)
+}
+
+/// What was written to the KV for one rule (who, when, what), oldest first.
+pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Override>)>> {
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let mut h = kv.history(key).await.with_context(|| format!("KV history {key}"))?;
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), h.next()).await {
+        let e = e.context("KV history")?;
+        let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+        out.push((e.revision, if put { serde_json::from_slice(&e.value).ok() } else { None }));
+    }
+    Ok(out)
+}
+
+/// What the workers did (applied or rejected, old and new), from `vigil.audit.<site>.<camera>`.
+pub async fn audit_history(url: &str, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
+    let js = async_nats::jetstream::new(connect(url).await?);
+    let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
+    let filter = format!("vigil.audit.{site}.{}", camera.unwrap_or("*"));
+    let consumer = st
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            ..Default::default()
+        })
+        .await
+        .context("audit consumer")?;
+    let mut msgs = consumer.messages().await.context("audit messages")?;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+        let m = m.context("audit message")?;
+        if let Ok(r) = serde_json::from_slice::<AuditRecord>(&m.payload) {
+            out.push(r);
+        }
+        if m.info().map(|i| i.pending == 0).unwrap_or(true) {
+            break;
+        }
+    }
+    Ok(out)
+}

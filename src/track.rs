@@ -211,9 +211,10 @@ mod tests {
     #[test]
     fn a_fast_mover_is_followed_by_its_prediction_and_classes_do_not_mix() {
         let mut t = Tracker::new(0.3, 3, Duration::MAX, 5);
-        // 8 px per frame on a 10 px box: IoU with the last box alone would be 0.11
-        for k in 0..6 {
-            t.update(s(k as f64 * 0.2), &[ob(k as f32 * 8.0, true)]);
+        // 5 px per frame on a 10 px box, then 9 px per frame: IoU of the last box with the new one
+        // is then 0.05, with the prediction 0.4
+        for (k, x) in [0.0, 5.0, 10.0, 15.0, 20.0, 29.0, 38.0, 47.0].into_iter().enumerate() {
+            t.update(s(k as f64 * 0.2), &[ob(x, true)]);
         }
         assert_eq!(t.tracks.len(), 1, "one identity for the mover");
         let mut other = ob(40.0, true);

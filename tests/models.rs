@@ -117,3 +117,54 @@ fn classifier_batch_equals_single_runs() {
     let two = c.no_mask_prob(&frame, &[other]).unwrap();
     assert!((batch[0] - one[0]).abs() < 1e-4 && (batch[1] - two[0]).abs() < 1e-4, "{batch:?} {one:?} {two:?}");
 }
+
+fn objects() -> vigil::detect::ObjectDetector {
+    vigil::detect::ObjectDetector::load(&common::repo().join("models"), "coco-nanodet", &RuntimeOptions::default())
+        .unwrap()
+}
+
+#[test]
+fn nanodet_finds_the_coffee_cup_and_the_astronaut_as_models_md_says() {
+    let mut d = objects();
+    let all = vec![true; d.labels().len()];
+    let cup = d.labels().iter().position(|l| l == "cup").unwrap() as u16;
+    let person = d.labels().iter().position(|l| l == "person").unwrap() as u16;
+    // MODELS.md §4: coffee: cup 0.53 [147,10,426,398]; astronaut: person 0.73 [14,14,364,507]
+    for (name, class, score, want) in [
+        ("coffee.png", cup, 0.53, [147.0, 10.0, 426.0, 398.0]),
+        ("astronaut.png", person, 0.73, [14.0, 14.0, 364.0, 507.0]),
+    ] {
+        let f = photo(name);
+        let found = d.detect_in(&f, f.full(), 0.35, &all).unwrap();
+        let best = found.iter().filter(|o| o.class == class).max_by(|a, b| a.score.total_cmp(&b.score));
+        let o = best.unwrap_or_else(|| panic!("{name}: no {class} in {found:?}"));
+        assert!((o.score - score).abs() < 0.02, "{name}: score {}", o.score);
+        let got = [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 3.0, "{name}: box {got:?} vs {want:?}");
+        }
+    }
+    // only the wanted classes come back, and a region crop maps boxes back to frame pixels
+    let f = photo("coffee.png");
+    let only_cup: Vec<bool> = (0..d.labels().len()).map(|c| c == cup as usize).collect();
+    let roi = BBox { x1: 100.0, y1: 0.0, x2: 500.0, y2: 400.0 };
+    let found = d.detect_in(&f, roi, 0.35, &only_cup).unwrap();
+    assert!(!found.is_empty() && found.iter().all(|o| o.class == cup), "{found:?}");
+    let b = found[0].bbox;
+    assert!(b.x1 >= 100.0 && (b.center().0 - 286.0).abs() < 30.0, "box in frame pixels: {b:?}");
+}
+
+#[test]
+fn batched_face_detection_matches_one_at_a_time() {
+    let mut d = detector();
+    let (a, c) = (photo("astronaut.png"), photo("camera.png"));
+    assert_eq!((a.width, a.height), (c.width, c.height), "sample photos are both 512x512");
+    let batch = d.detect_batch(&[&a, &c], a.full(), 0, 0.5).unwrap();
+    let one = [d.detect(&a, 0.5).unwrap(), d.detect(&c, 0.5).unwrap()];
+    for (b, o) in batch.iter().zip(&one) {
+        assert_eq!(b.len(), o.len());
+        for (x, y) in b.iter().zip(o) {
+            assert!((x.score - y.score).abs() < 1e-4 && (x.bbox.x1 - y.bbox.x1).abs() < 0.1);
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! `vigil bench`: end-to-end throughput over N concurrent streams, and the two floors on the same
+//! streams.
+//!
+//! Each configuration runs in a child process (`vigil bench` re-executes itself), so that peak
+//! RSS is that configuration's own:
+//! - **run**: the whole worker (`control::run`) on N copies of the first camera of the pipeline
+//!   (its rules, mask and zone), each playing `clip` with `realtime = false`, i.e. as fast as
+//!   analysis allows and every analysis frame analysed: analysed frames/s is the throughput.
+//!   Reports frames dropped, p50/p95 latency per model, event latency (violating frame → event
+//!   recorded in the outbox, which includes waiting for the clip's post-roll), peak RSS (VmHWM),
+//!   and heap allocations per analysed frame (counted by this crate's global allocator; C
+//!   libraries' own allocations — GStreamer, ONNX Runtime — are not seen by it).
+//! - **decode floor**: the same worker and streams with no rules (GStreamer decode, conversion,
+//!   privacy mask, tamper checks; no inference).
+//! - **inference floor**: the clip's analysis frames decoded once into memory, then the rule's
+//!   inference (face detector on the rule's region, classifier on eligible faces) over N × frames
+//!   on `models.instances` threads, no gating. Also measured with the face detector batched two
+//!   frames at a time, to show whether batching across cameras helps on this machine.
+//!
+//! Efficiency = achieved / min(floors). With gating on, frames whose region did not change are not
+//! inferred, so achieved can exceed the inference floor.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::config::{Pipeline, Source};
+use crate::detect::ModelPool;
+use crate::frame::RgbFrame;
+
+/// Counts heap allocations made through Rust's allocator.
+pub struct CountingAlloc;
+
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The pipeline with N copies of its first camera playing `clip` as fast as analysis allows.
+fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, dir: &Path) -> Pipeline {
+    let mut q = p.clone();
+    let (tmpl_raw, tmpl) = (p.raw.cameras[0].clone(), p.cameras[0].clone());
+    q.raw.cameras.clear();
+    q.cameras.clear();
+    for i in 0..n {
+        let id = format!("bench-{i}");
+        let mut rc = tmpl_raw.clone();
+        rc.id = id.clone();
+        let mut c = tmpl.clone();
+        c.id = id;
+        c.source = Source::File { path: clip.to_path_buf(), looping: false, realtime: false };
+        c.tamper.moved_ncc = -1.0;
+        if !rules {
+            rc.rules.clear();
+            c.rules = Default::default();
+        }
+        q.raw.cameras.push(rc);
+        q.cameras.push(c);
+    }
+    q.raw.analysis.gate = gate;
+    q.raw.publish.nats_url = None;
+    q.raw.control.watch_file = false;
+    q.raw.worker.http = None;
+    q.data_dir = dir.to_path_buf();
+    q.store_url = dir.join("store").to_string_lossy().into_owned();
+    q.key_path = dir.join("keys/signing.key");
+    q.raw.signing.generate_if_missing = true;
+    q
+}
+
+fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir)?;
+    let q = bench_pipeline(p, n, clip, gate, rules, &dir);
+    gstreamer::init()?;
+    crate::telemetry::probe_enable();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let summary = rt.block_on(crate::control::run(q, Arc::new(AtomicBool::new(false))))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
+    let probe = crate::telemetry::probe_take().unwrap_or_default();
+    let analysed: u64 = summary.cameras.values().map(|c| c.analysed).sum();
+    let dropped: u64 = summary.cameras.values().map(|c| c.dropped).sum();
+    let inferred: u64 = summary.cameras.values().map(|c| c.inferred).sum();
+    let gated: u64 = summary.cameras.values().map(|c| c.gated).sum();
+    let mut lat = serde_json::Map::new();
+    let models: std::collections::BTreeSet<String> = probe.inference.iter().map(|(m, _)| m.clone()).collect();
+    for m in models {
+        let mut v: Vec<f64> =
+            probe.inference.iter().filter(|(x, _)| *x == m).map(|(_, d)| d.as_secs_f64() * 1e3).collect();
+        lat.insert(m, json!({"p50_ms": quantile(&mut v, 0.5), "p95_ms": quantile(&mut v, 0.95), "n": v.len()}));
+    }
+    let mut ev: Vec<f64> = probe
+        .raised
+        .iter()
+        .filter_map(|(id, t)| probe.recorded.get(id).map(|r| r.duration_since(*t).as_secs_f64()))
+        .collect();
+    let failed = summary.failed_cameras().len();
+    if failed > 0 {
+        bail!("{failed} camera(s) failed in the benchmark run: {:?}", summary.cameras);
+    }
+    Ok(json!({
+        "streams": n, "gate": gate, "rules": rules, "wall_s": wall, "analysed": analysed,
+        "fps": analysed as f64 / wall, "dropped": dropped, "inferred": inferred, "gated": gated,
+        "latency": lat, "events": summary.events,
+        "event_latency_p50_s": quantile(&mut ev, 0.5), "event_latency_max_s": ev.iter().cloned().fold(f64::NAN, f64::max),
+        "peak_rss_mb": peak_rss_mb(), "allocations_per_frame": allocs as f64 / analysed.max(1) as f64,
+    }))
+}
+
+fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
+    let frames = crate::ingest::analysis_frames(clip, p.raw.analysis.fps, p.raw.analysis.width)?;
+    if frames.is_empty() {
+        bail!("{}: no frames decoded", clip.display());
+    }
+    let (rule, zone) = p.cameras[0].rules.no_mask.clone().context("the first camera has no no_mask rule")?;
+    let mask = p.cameras[0].mask.as_ref().map(|m| m.raster(frames[0].width, frames[0].height));
+    let frames: Vec<RgbFrame> = frames
+        .into_iter()
+        .map(|mut f| {
+            if let Some(m) = &mask {
+                let s = f.stride();
+                m.apply_rgb(&mut f.data, s);
+            }
+            f
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pool: Arc<ModelPool> = rt.block_on(crate::control::load_models(p))?.context("no models")?;
+    let threads = pool.len().min(n).max(1);
+    let frames = Arc::new(frames);
+    let total = n * frames.len();
+    let st = crate::rules::NoMaskState::new(rule.clone(), zone.clone());
+    let st = Arc::new(st);
+    let infer_all = |batch: usize| -> Result<(f64, f64)> {
+        let next = Arc::new(AtomicU64::new(0));
+        let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        std::thread::scope(|s| -> Result<()> {
+            let mut hs = Vec::new();
+            for t in 0..threads {
+                let (next, frames, pool, st, rule) = (next.clone(), frames.clone(), pool.clone(), st.clone(), &rule);
+                hs.push(s.spawn(move || -> Result<()> {
+                    loop {
+                        let k = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
+                        if k >= total {
+                            return Ok(());
+                        }
+                        let group: Vec<&RgbFrame> =
+                            (k..(k + batch).min(total)).map(|i| &frames[i % frames.len()]).collect();
+                        let mut set = pool.get(t);
+                        let m = set.no_mask.as_mut().context("models")?;
+                        let roi = crate::rules::roi(st.zone.as_ref(), group[0].width, group[0].height);
+                        let found = m.face.detect_batch(&group, roi, rule.input_width, rule.face_threshold)?;
+                        for (f, faces) in group.iter().zip(found) {
+                            let faces = st.eligible(&faces, f.width, f.height);
+                            let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+                            m.mask.no_mask_prob(f, &boxes)?;
+                        }
+                    }
+                }));
+            }
+            for h in hs {
+                h.join().map_err(|_| anyhow::anyhow!("inference thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let fps = total as f64 / t0.elapsed().as_secs_f64();
+        Ok((fps, (ALLOCATIONS.load(Ordering::Relaxed) - a0) as f64 / total as f64))
+    };
+    infer_all(1)?; // warm-up
+    let (fps1, alloc1) = infer_all(1)?;
+    let (fps2, _) = infer_all(2)?;
+    Ok(
+        json!({"streams": n, "threads": threads, "frames": total, "fps": fps1, "fps_batch2": fps2, "allocations_per_frame": alloc1}),
+    )
+}
+
+/// Child entry: `VIGIL_BENCH_CHILD=run:N:gate|decode:N|infer:N`.
+fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let n: usize = parts.get(1).and_then(|v| v.parse().ok()).context("bench child: N")?;
+    let v = match parts[0] {
+        "run" => child_run(p, n, clip, parts.get(2) == Some(&"1"), true)?,
+        "decode" => child_run(p, n, clip, false, false)?,
+        "infer" => child_infer(p, n, clip)?,
+        other => bail!("bench child: unknown {other}"),
+    };
+    println!("VIGIL_BENCH {v}");
+    Ok(())
+}
+
+fn spawn(spec: &str, pipeline: &Path, clip: &Path) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--pipeline"])
+        .arg(pipeline)
+        .arg("--clip")
+        .arg(clip)
+        .env("VIGIL_BENCH_CHILD", spec)
+        .env("VIGIL_LOG", std::env::var("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VIGIL_BENCH "))
+        .with_context(|| format!("bench {spec} failed ({})", out.status))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, json_out: Option<&Path>) -> Result<()> {
+    let clip: PathBuf = std::fs::canonicalize(clip).with_context(|| format!("clip {}", clip.display()))?;
+    if let Ok(spec) = std::env::var("VIGIL_BENCH_CHILD") {
+        return child(&p, &spec, &clip);
+    }
+    if p.cameras[0].rules.no_mask.is_none() {
+        bail!("{}: the first camera needs a no_mask rule (its rule is what the benchmark runs)", p.file.display());
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "machine: {cpu}, {cores} cores; clip {}; analysis {} fps at {} px; models.instances {}, intra_threads {}\n",
+        clip.display(),
+        p.raw.analysis.fps,
+        p.raw.analysis.width,
+        p.raw.models.instances,
+        p.raw.models.intra_threads
+    );
+    println!(
+        "| N | gating | analysed fps | inferred / gated | dropped | face p50 / p95 ms | event latency p50 s | peak RSS MB | RSS target MB | allocs/frame | decode floor fps | inference floor fps (batch 2) | efficiency |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let pf = p.file.clone();
+    let mut rows = Vec::new();
+    for &n in streams {
+        let decode = spawn(&format!("decode:{n}"), &pf, &clip)?;
+        let infer = spawn(&format!("infer:{n}"), &pf, &clip)?;
+        let gates: &[bool] = if compare_gating { &[true, false] } else { &[p.raw.analysis.gate] };
+        for &g in gates {
+            let r = spawn(&format!("run:{n}:{}", g as u8), &pf, &clip)?;
+            let floor = decode["fps"].as_f64().unwrap_or(0.0).min(infer["fps"].as_f64().unwrap_or(0.0));
+            let fps = r["fps"].as_f64().unwrap_or(0.0);
+            let face = &r["latency"][&p.raw.models.face];
+            println!(
+                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
+                if g { "on" } else { "off" },
+                fps,
+                r["inferred"],
+                r["gated"],
+                r["dropped"],
+                face["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                face["p95_ms"].as_f64().unwrap_or(f64::NAN),
+                r["event_latency_p50_s"].as_f64().unwrap_or(f64::NAN),
+                r["peak_rss_mb"].as_f64().unwrap_or(0.0),
+                60.0 + 15.0 * n as f64,
+                r["allocations_per_frame"].as_f64().unwrap_or(0.0),
+                decode["fps"].as_f64().unwrap_or(0.0),
+                infer["fps"].as_f64().unwrap_or(0.0),
+                infer["fps_batch2"].as_f64().unwrap_or(0.0),
+                fps / floor.max(1e-9),
+            );
+            rows.push(json!({"n": n, "run": r, "decode_floor": decode, "inference_floor": infer, "efficiency": fps / floor.max(1e-9)}));
+        }
+    }
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_vec_pretty(&json!({"machine": cpu, "cores": cores, "rows": rows}))?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
