@@ -194,7 +194,7 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
                         let mut set = pool.get(t);
                         let m = set.no_mask.as_mut().context("models")?;
                         let roi = crate::rules::roi(st.zone.as_ref(), group[0].width, group[0].height);
-                        let found = m.face.detect_batch(&group, roi, rule.input_width, rule.face_threshold)?;
+                        let found = m.face.detect_batch(&group, roi, rule.input_width, rule.face_threshold as f32)?;
                         for (f, faces) in group.iter().zip(found) {
                             let faces = st.eligible(&faces, f.width, f.height);
                             let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();

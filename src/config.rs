@@ -640,10 +640,10 @@ pub struct UtensilsRule {
     pub classes: Vec<String>,
     /// Object detector score threshold (NanoDet; 0.35 is upstream's demo value).
     #[serde(default = "default_object_threshold")]
-    pub threshold: f32,
+    pub threshold: f64,
     /// Objects whose box is smaller than this (shorter side, analysis-frame pixels) are ignored.
     #[serde(default = "default_min_box")]
-    pub min_box_px: f32,
+    pub min_box_px: f64,
     /// How long an object must stay in the zone before it fires (and again after each further
     /// `dwell_s`).
     #[serde(default = "default_dwell")]
@@ -669,10 +669,10 @@ fn default_utensils_id() -> String {
 fn default_utensil_classes() -> Vec<String> {
     ["cup", "bowl", "fork", "knife", "spoon", "bottle", "wine glass"].iter().map(|s| s.to_string()).collect()
 }
-fn default_object_threshold() -> f32 {
+fn default_object_threshold() -> f64 {
     0.35
 }
-fn default_min_box() -> f32 {
+fn default_min_box() -> f64 {
     8.0
 }
 fn default_dwell() -> f64 {
@@ -725,13 +725,13 @@ pub struct NoMaskRule {
     pub id: String,
     /// Minimum no-mask probability (classifier output 1) for a frame to count as a hit.
     #[serde(default = "default_no_mask_threshold")]
-    pub threshold: f32,
+    pub threshold: f64,
     /// Face detector score threshold (CenterFace heatmap).
     #[serde(default = "default_face_threshold")]
-    pub face_threshold: f32,
+    pub face_threshold: f64,
     /// Faces whose box is smaller than this (shorter side, analysis-frame pixels) are ignored.
     #[serde(default = "default_min_face")]
-    pub min_face_px: f32,
+    pub min_face_px: f64,
     /// N of N-of-M.
     #[serde(default = "default_min_hits")]
     pub min_hits: usize,
@@ -758,13 +758,13 @@ pub struct NoMaskRule {
 fn default_no_mask_id() -> String {
     "no_mask".into()
 }
-fn default_no_mask_threshold() -> f32 {
+fn default_no_mask_threshold() -> f64 {
     0.7
 }
-fn default_face_threshold() -> f32 {
+fn default_face_threshold() -> f64 {
     0.5
 }
-fn default_min_face() -> f32 {
+fn default_min_face() -> f64 {
     24.0
 }
 fn default_min_hits() -> usize {

@@ -145,7 +145,7 @@ fn infer_rules(
                 let mut set = models.get(ctx.index);
                 let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
                 let t0 = Instant::now();
-                let faces = m.face.detect_in(frame, roi, st.rule.input_width, st.rule.face_threshold)?;
+                let faces = m.face.detect_in(frame, roi, st.rule.input_width, st.rule.face_threshold as f32)?;
                 Event::Inference { model: &m.face.info.id, took: t0.elapsed() }.emit();
                 let faces = st.eligible(&faces, w, h);
                 let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
@@ -173,7 +173,7 @@ fn infer_rules(
                 let mut set = models.get(ctx.index);
                 let m = set.objects.as_mut().context("object model not loaded")?;
                 let t0 = Instant::now();
-                let o = m.detect_in(frame, roi, st.rule.threshold, &st.wanted)?;
+                let o = m.detect_in(frame, roi, st.rule.threshold as f32, &st.wanted)?;
                 Event::Inference { model: &m.info.id, took: t0.elapsed() }.emit();
                 o
             };

@@ -505,7 +505,8 @@ fn main() -> ExitCode {
                     println!("written to {}/{key}:", kv.bucket);
                     for (rev, o) in vigil::thresholds::kv_history(&kv.nats, &kv.bucket, &key).await? {
                         match o {
-                            Some(o) => println!(
+                            Some(Err(raw)) => println!("  rev {rev}  invalid value {raw:?}"),
+                            Some(Ok(o)) => println!(
                                 "  rev {rev}  {}  by {}  {}  set {}",
                                 o.at,
                                 o.by,

@@ -98,7 +98,7 @@ impl NoMaskState {
     pub fn eligible(&self, faces: &[Face], frame_w: u32, frame_h: u32) -> Vec<Face> {
         faces
             .iter()
-            .filter(|f| f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px)
+            .filter(|f| f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px as f32)
             .filter(|f| in_zone(self.zone.as_ref(), &f.bbox, frame_w, frame_h))
             .copied()
             .collect()
@@ -109,7 +109,13 @@ impl NoMaskState {
         let obs: Vec<Obs> = faces
             .iter()
             .zip(no_mask)
-            .map(|(f, &p)| Obs { bbox: f.bbox, score: f.score, class: 0, value: p, hit: p >= self.rule.threshold })
+            .map(|(f, &p)| Obs {
+                bbox: f.bbox,
+                score: f.score,
+                class: 0,
+                value: p,
+                hit: p as f64 >= self.rule.threshold,
+            })
             .collect();
         self.tracker.update(pts, &obs);
         let cooling =
@@ -192,7 +198,9 @@ impl UtensilsState {
         let obs: Vec<Obs> = objects
             .iter()
             .filter(|o| self.wanted.get(o.class as usize).copied().unwrap_or(false))
-            .filter(|o| o.score >= self.rule.threshold && o.bbox.w().min(o.bbox.h()) >= self.rule.min_box_px)
+            .filter(|o| {
+                o.score as f64 >= self.rule.threshold && o.bbox.w().min(o.bbox.h()) >= self.rule.min_box_px as f32
+            })
             .filter(|o| in_zone(self.zone.as_ref(), &o.bbox, w, h))
             .map(|o| Obs { bbox: o.bbox, score: o.score, class: o.class, value: o.score, hit: true })
             .collect();

@@ -252,7 +252,7 @@ impl RuleControl {
         }
         let entry = OutboxEntry {
             id: format!("audit-{}", ulid::Ulid::new()),
-            subject: format!("vigil.audit.{}.{}", self.site, cam),
+            subject: format!("vigil.audit.{}.{}", self.site, if cam == "*" { "_pipeline" } else { cam }),
             payload: serde_json::to_value(&rec).unwrap_or_default(),
         };
         if let Err(e) = self.publisher.submit(entry).await {
@@ -590,14 +590,17 @@ pub async fn set(
 }
 
 /// What was written to the KV for one rule (who, when, what), oldest first.
-pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Override>)>> {
+/// `None`: deleted; `Some(Err(raw))`: a value that is not an override.
+pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
     let kv = kv_store(connect(url).await?, bucket).await?;
     let mut h = kv.history(key).await.with_context(|| format!("KV history {key}"))?;
     let mut out = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), h.next()).await {
         let e = e.context("KV history")?;
         let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-        out.push((e.revision, if put { serde_json::from_slice(&e.value).ok() } else { None }));
+        let v =
+            put.then(|| serde_json::from_slice(&e.value).map_err(|_| String::from_utf8_lossy(&e.value).into_owned()));
+        out.push((e.revision, v));
     }
     Ok(out)
 }
@@ -606,10 +609,12 @@ pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, 
 pub async fn audit_history(url: &str, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
     let js = async_nats::jetstream::new(connect(url).await?);
     let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
-    let filter = format!("vigil.audit.{site}.{}", camera.unwrap_or("*"));
     let consumer = st
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter,
+            filter_subjects: vec![
+                format!("vigil.audit.{site}.{}", camera.unwrap_or("*")),
+                format!("vigil.audit.{site}._pipeline"),
+            ],
             ..Default::default()
         })
         .await

@@ -1,0 +1,213 @@
+//! The `utensils_left` rule with zones, dwell and hours on a real clip; hot reload of rule
+//! parameters from NATS KV (a real nats-server) and from the pipeline file, validated and audited.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn utensils_left_fires_per_object_per_dwell_inside_zone_and_hours_only() {
+    // the coffee clip pans over a cup on a saucer; a zone over the middle of the frame
+    // site-local hours (the test site is UTC+08:00): a window that starts two hours from now
+    let now_h = (chrono::Utc::now() + chrono::Duration::hours(8)).format("%H").to_string().parse::<u32>().unwrap();
+    let closed = format!("{:02}:00-{:02}:00", (now_h + 2) % 24, (now_h + 3) % 24);
+    let rule = "[[cameras.rules]]\nkind = \"utensils_left\"\ndwell_s = 3\nmax_gap_s = 5\n\
+                zone = [[0.1, 0.0], [0.9, 0.0], [0.9, 1.0], [0.1, 1.0]]\n";
+    let cams = format!(
+        "[[cameras]]\nid = \"counter\"\nsource = \"{src}\"\nrealtime = false\n{rule}\
+         [[cameras]]\nid = \"closed\"\nsource = \"{src}\"\nrealtime = false\n{rule}hours = \"{closed}\"\n",
+        src = sample("coffee-pan.mp4").display()
+    );
+    let site = Site::new("[clip]\npre_roll_s = 1\npost_roll_s = 1\n", &cams);
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(240));
+    assert_eq!(code, 0, "{log}");
+    let out: Vec<serde_json::Value> = site.outbox().into_iter().map(|e| e["payload"].clone()).collect();
+    assert!(out.iter().all(|e| e["camera"] == "counter"), "outside its hours a camera raises nothing: {out:#?}");
+    // 12 s of a cup in the zone, dwell 3 s: it fires for the same object every 3 s
+    assert!((2..=4).contains(&out.len()), "{} events: {out:#?}", out.len());
+    let tracks: std::collections::BTreeSet<u64> = out
+        .iter()
+        .map(|e| {
+            let d = e["detections"].as_array().unwrap().iter().find(|d| d["trigger"] == true).unwrap().clone();
+            assert_eq!(e["rule"]["kind"], "utensils_left");
+            assert_eq!(d["label"], "cup", "{d}");
+            assert!(d["dwell_s"].as_f64().unwrap() >= 3.0, "{d}");
+            d["track_id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(tracks.len(), 1, "one object, one track id across its dwell periods: {tracks:?}");
+    let times: Vec<f64> = out
+        .iter()
+        .map(|e| {
+            chrono::DateTime::parse_from_rfc3339(e["violation_time_utc"].as_str().unwrap()).unwrap().timestamp_millis()
+                as f64
+                / 1e3
+        })
+        .collect();
+    for w in times.windows(2) {
+        assert!(w[1] - w[0] >= 2.9, "fires once per dwell period: {times:?}");
+    }
+    // the zone is in the manifest and drawn (cyan) in the annotated snapshot, not in the plain one
+    let e = &out[0];
+    assert_eq!(e["zone"][0], serde_json::json!([0.1, 0.0]));
+    let ann = decode_jpeg(&site.stored(e["artifacts"]["snapshot_annotated"]["key"].as_str().unwrap()));
+    let plain = decode_jpeg(&site.stored(e["artifacts"]["snapshot"]["key"].as_str().unwrap()));
+    let cyan = |img: &image::RgbImage| {
+        let x = (0.1 * img.width() as f64) as u32;
+        (0..img.height())
+            .filter(|&y| {
+                let p = img.get_pixel(x, y).0;
+                p[0] < 80 && p[1] > 170 && p[2] > 200
+            })
+            .count()
+    };
+    assert!(cyan(&ann) > ann.height() as usize / 2, "zone edge drawn at x = 0.1");
+    assert!(cyan(&plain) < 5, "plain snapshot has no overlay");
+}
+
+fn count(w: &Worker, needle: &str) -> usize {
+    w.log_text().matches(needle).count()
+}
+
+fn wait_count(w: &mut Worker, needle: &str, n: usize) {
+    let t = Instant::now();
+    while count(w, needle) < n {
+        assert!(t.elapsed() < Duration::from_secs(30), "waited for {n} × {needle:?}; log:\n{}", w.log_text());
+        if let Some(s) = w.child.try_wait().unwrap() {
+            panic!("vigil exited ({s}); log:\n{}", w.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn thresholds(args: &[&str]) -> (i32, String) {
+    let out = vigil().arg("thresholds").args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn thresholds_hot_reload_from_kv_and_file_validated_applied_between_frames_and_audited() {
+    let nats = Nats::start();
+    let cams = format!(
+        "[[cameras]]\nid = \"cam1\"\nsource = \"{}\"\nloop = true\n[[cameras.rules]]\nkind = \"no_mask\"\nthreshold = 0.7\n",
+        sample("astronaut-pan.mp4").display()
+    );
+    let site =
+        Site::new(&format!("[clip]\npre_roll_s = 1\npost_roll_s = 1\n[publish]\nnats_url = \"{}\"\n", nats.url), &cams);
+    let p = site.pipeline.to_str().unwrap().to_string();
+    let kv = ["--nats", nats.url.as_str(), "--site", "test-site"];
+    let set = |extra: &[&str]| {
+        let mut a = vec!["set"];
+        a.extend(kv);
+        a.extend(["--camera", "cam1", "--rule", "no_mask"]);
+        a.extend(extra);
+        thresholds(&a)
+    };
+    // 1. an override made before the worker starts is in force from its first frame
+    let (code, out) = set(&["--by", "alice", "--reason", "fewer false alarms", "threshold=0.8"]);
+    assert_eq!(code, 0, "{out}");
+    // refused by the CLI itself when validated against the pipeline file
+    let (code, out) = set(&["--by", "alice", "--pipeline", &p, "threshold=2"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("test-site.cam1.no_mask") && out.contains("threshold: 2 must be in [0, 1]"), "{out}");
+    let mut w = Worker::start(&site.pipeline);
+    wait_count(&mut w, "rule configuration applied", 1);
+    // 2. out of range via KV (no --pipeline): the worker rejects it, the running value stays
+    let (code, out) = set(&["--by", "bob", "threshold=1.5"]);
+    assert_eq!(code, 0, "{out}");
+    wait_count(&mut w, "REJECTED", 1);
+    // 3. a KV value that is not valid
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(&nats.url).await.unwrap();
+        let kv = async_nats::jetstream::new(c).get_key_value("vigil-thresholds").await.unwrap();
+        kv.put("test-site.cam1.no_mask", "threshold: 0.9".into()).await.unwrap();
+    });
+    wait_count(&mut w, "REJECTED", 2);
+    // 4. valid: applied
+    let (code, out) = set(&["--by", "carol", "--reason", "night shift", "threshold=0.9", "min_hits=4"]);
+    assert_eq!(code, 0, "{out}");
+    wait_count(&mut w, "rule configuration applied", 2);
+    // 5. the pipeline file changes: applied; then an invalid edit: rejected, nothing changes
+    let text = std::fs::read_to_string(&site.pipeline).unwrap();
+    std::fs::write(&site.pipeline, text.replace("threshold = 0.7\n", "threshold = 0.7\ncooldown_s = 30\n")).unwrap();
+    wait_count(&mut w, "rule configuration applied", 3);
+    std::fs::write(
+        &site.pipeline,
+        text.replace("threshold = 0.7\n", "threshold = 0.7\nzone = [[0,0],[1.5,0],[1,1]]\n"),
+    )
+    .unwrap();
+    wait_count(&mut w, "REJECTED", 3);
+    w.sigterm();
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());
+
+    // the audit trail: in the stream, in the file, and through `vigil thresholds history`
+    let audit: Vec<serde_json::Value> =
+        nats.messages("VIGIL").into_iter().filter(|m| m.0.starts_with("vigil.audit.test-site.")).map(|m| m.2).collect();
+    let file: Vec<serde_json::Value> = std::fs::read_to_string(site.path("data/audit/rules.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(audit, file, "published audit = audit file");
+    let brief: Vec<(String, String, String)> = audit
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap().into(),
+                a["by"].as_str().unwrap().into(),
+                a["source"].as_str().unwrap()[..4].into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("applied", "alice", "kv:v"),
+        ("rejected", "bob", "kv:v"),
+        ("rejected", "?", "kv:v"),
+        ("applied", "carol", "kv:v"),
+        ("applied", "pipeline file", "file"),
+        ("rejected", "pipeline file", "file"),
+    ];
+    assert_eq!(brief, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())), "{audit:#?}");
+    assert!(audit[1]["problem"].as_str().unwrap().contains("threshold: 1.5 must be in [0, 1]"), "{}", audit[1]);
+    assert!(audit[2]["problem"].as_str().unwrap().contains("not {\"by\""), "{}", audit[2]);
+    assert!(audit[5]["problem"].as_str().unwrap().contains("zone"), "{}", audit[5]);
+    assert_eq!(audit[0]["old"]["threshold"], 0.7);
+    assert_eq!(audit[0]["new"]["threshold"], 0.8);
+    assert_eq!((audit[3]["old"]["threshold"].as_f64(), audit[3]["new"]["threshold"].as_f64()), (Some(0.8), Some(0.9)));
+    assert_eq!(audit[3]["new"]["min_hits"], 4);
+    assert_eq!(audit[3]["reason"], "night shift");
+    assert_eq!(
+        (audit[4]["old"]["cooldown_s"].as_f64(), audit[4]["new"]["cooldown_s"].as_f64()),
+        (Some(60.0), Some(30.0))
+    );
+    assert_eq!(audit[4]["new"]["threshold"], 0.9, "the KV override stays laid over the file's new values");
+    // every event carries the revision of the rule configuration in force when it fired
+    let revisions: Vec<&str> = audit.iter().filter_map(|a| a["new_revision"].as_str()).collect();
+    let events: Vec<serde_json::Value> =
+        nats.messages("VIGIL").into_iter().filter(|m| m.0.starts_with("vigil.evidence.")).map(|m| m.2).collect();
+    assert!(!events.is_empty(), "the looping astronaut clip raises no_mask");
+    for e in &events {
+        assert!(revisions.contains(&e["rule"]["revision"].as_str().unwrap()), "{}", e["rule"]);
+    }
+    let mut a = vec!["history"];
+    a.extend(kv);
+    a.extend(["--camera", "cam1", "--rule", "no_mask"]);
+    let (code, out) = thresholds(&a);
+    assert_eq!(code, 0, "{out}");
+    println!("vigil thresholds history --site test-site --camera cam1 --rule no_mask\n{out}");
+    assert!(
+        out.contains("by carol") && out.contains("(night shift)") && out.contains("\"outcome\":\"rejected\""),
+        "{out}"
+    );
+    let mut g = vec!["get"];
+    g.extend(kv);
+    let (code, out) = thresholds(&g);
+    assert_eq!(code, 0);
+    assert!(out.contains("test-site.cam1.no_mask") && out.contains("\"threshold\":0.9"), "{out}");
+}
