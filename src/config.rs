@@ -741,6 +741,11 @@ pub struct NoMaskRule {
     /// Quiet period after a fire, per camera.
     #[serde(default = "default_cooldown")]
     pub cooldown_s: f64,
+    /// Temporal rule: "n_of_m" (≥ `min_hits` frames of the last `window` at ≥ `threshold`) or
+    /// "median" (seen in ≥ `min_hits` of the last `window` frames and the median of its no-mask
+    /// probabilities there ≥ `threshold`, as Frigate scores tracked objects).
+    #[serde(default = "default_temporal")]
+    pub temporal: String,
     /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
     /// width (the zone's bounding box, or the analysis frame). Smaller is faster and misses small
     /// faces.
@@ -766,6 +771,9 @@ fn default_face_threshold() -> f64 {
 }
 fn default_min_face() -> f64 {
     24.0
+}
+fn default_temporal() -> String {
+    "n_of_m".into()
 }
 fn default_min_hits() -> usize {
     3
@@ -878,6 +886,9 @@ pub fn validate_rules(
                 }
                 if !(0.0..=86400.0).contains(&r.cooldown_s) {
                     e("cooldown_s", format!("{} must be in [0, 86400]", r.cooldown_s));
+                }
+                if !["n_of_m", "median"].contains(&r.temporal.as_str()) {
+                    e("temporal", format!("{:?} must be \"n_of_m\" or \"median\"", r.temporal));
                 }
                 if r.input_width != 0 && !(32..=3840).contains(&r.input_width) {
                     e("input_width", format!("{} must be 0 (the region's own width) or in [32, 3840]", r.input_width));

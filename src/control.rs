@@ -89,18 +89,25 @@ struct AnalysisCtx {
 }
 
 /// A camera's rule states, each with its own motion gate.
-struct RuleStates {
-    no_mask: Option<(NoMaskState, MotionGate)>,
-    utensils: Option<(UtensilsState, MotionGate)>,
+#[derive(Default)]
+pub struct RuleStates {
+    pub no_mask: Option<(NoMaskState, MotionGate)>,
+    pub utensils: Option<(UtensilsState, MotionGate)>,
 }
 
 impl RuleStates {
+    pub fn new(r: CameraRules, a: &AnalysisConfig, labels: &[String]) -> RuleStates {
+        let mut s = RuleStates::default();
+        s.apply(r, a, labels);
+        s
+    }
+
     fn gate(a: &AnalysisConfig) -> MotionGate {
         MotionGate::new(if a.gate { a.gate_min_change } else { -1.0 }, Duration::from_secs_f64(a.gate_recheck_s))
     }
 
     /// Applies a (re)configuration, keeping the tracks of rules that stay.
-    fn apply(&mut self, r: CameraRules, a: &AnalysisConfig, labels: &[String]) {
+    pub fn apply(&mut self, r: CameraRules, a: &AnalysisConfig, labels: &[String]) {
         self.no_mask = match (self.no_mask.take(), r.no_mask) {
             (Some((mut st, g)), Some((rule, zone))) => {
                 st.set_rule(rule, zone);
@@ -121,16 +128,25 @@ impl RuleStates {
 }
 
 /// What a fired rule contributes to its evidence item.
-struct Raised {
-    fire: Fire,
-    kind: &'static str,
-    severity: String,
-    params: serde_json::Value,
-    zone: Option<Polygon>,
+pub struct Raised {
+    pub fire: Fire,
+    pub kind: &'static str,
+    pub severity: String,
+    pub params: serde_json::Value,
+    pub zone: Option<Polygon>,
 }
 
-fn infer_rules(
-    ctx: &AnalysisCtx,
+/// Where an analysed frame comes from: for model sharing, counters and the site-local time.
+pub struct FrameOrigin<'a> {
+    pub index: usize,
+    pub stats: &'a CameraStats,
+    pub epoch: chrono::DateTime<Utc>,
+    pub utc_offset_s: i32,
+}
+
+/// Runs each rule's inference on `frame` (unless its motion gate skips it) and feeds its state.
+pub fn infer_rules(
+    ctx: &FrameOrigin,
     states: &mut RuleStates,
     models: &ModelPool,
     frame: &crate::frame::RgbFrame,
@@ -193,8 +209,8 @@ fn infer_rules(
 
 fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>) {
     let mut raster: Option<MaskRaster> = None;
-    let mut states = RuleStates { no_mask: None, utensils: None };
-    states.apply(ctx.cam.rules.clone(), &ctx.analysis, &ctx.labels);
+    let mut states = RuleStates::new(ctx.cam.rules.clone(), &ctx.analysis, &ctx.labels);
+    let origin = FrameOrigin { index: ctx.index, stats: &ctx.stats, epoch: ctx.epoch, utc_offset_s: ctx.utc_offset_s };
     let mut tamper = TamperDetector::new(ctx.cam.tamper);
     let mut errors = 0u64;
     while let Ok(mut frame) = frames.recv() {
@@ -219,7 +235,7 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         }
         let raised = match ctx.models.as_deref() {
             None => Ok(Vec::new()),
-            Some(models) => infer_rules(&ctx, &mut states, models, &frame),
+            Some(models) => infer_rules(&origin, &mut states, models, &frame),
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
         let raised = match raised {

@@ -80,6 +80,17 @@ enum Cmd {
         #[arg(long, default_value_t = 24.0)]
         min_face_px: f32,
     },
+    /// Event-level precision and recall of the full rules (tracking, temporal rule, cooldown,
+    /// dwell) on labelled clips, with motion gating on and off and both temporal rules.
+    EvalClips {
+        /// Folder of label files (clip, rule, violation intervals).
+        #[arg(long, default_value = "tests/labels")]
+        labels: PathBuf,
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
     /// Rule thresholds and parameters in the NATS KV bucket that running workers follow.
     #[command(subcommand)]
     Thresholds(ThresholdsCmd),
@@ -463,6 +474,35 @@ fn main() -> ExitCode {
         Cmd::Eval { data, models, out, head, target_precision, min_face_px } => tool(|| {
             let a = vigil::evalcmd::EvalArgs { data, models, out, head, target_precision, min_face_px };
             vigil::evalcmd::eval(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Cmd::EvalClips { labels, data, models } => tool(|| {
+            let scores = vigil::evalcmd::eval_clips(&labels, &data, &models, std::path::Path::new("."))?;
+            println!(
+                "| variant | violations detected | recall | fires | false fires | precision | inferred / gated frames |"
+            );
+            println!("| --- | --- | --- | --- | --- | --- | --- |");
+            for s in &scores {
+                println!(
+                    "| {} | {} of {} | {:.2} | {} | {} | {:.2} | {} / {} |",
+                    s.variant,
+                    s.detected,
+                    s.intervals,
+                    s.recall(),
+                    s.fires,
+                    s.false_fires,
+                    s.precision(),
+                    s.inferred,
+                    s.gated
+                );
+            }
+            println!();
+            for s in &scores {
+                for (clip, fires) in &s.per_clip {
+                    let f: Vec<String> = fires.iter().map(|t| format!("{t:.1}")).collect();
+                    println!("{} | {clip}: fires at [{}] s", s.variant, f.join(", "));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }),
         Cmd::Thresholds(ThresholdsCmd::Get { kv, camera }) => tool(|| {

@@ -123,12 +123,19 @@ impl NoMaskState {
         if cooling {
             return None;
         }
-        let min_hits = self.rule.min_hits;
+        let (min_hits, median, thr) = (self.rule.min_hits, self.rule.temporal == "median", self.rule.threshold);
         let trigger = self
             .tracker
             .tracks
             .iter_mut()
-            .filter(|t| t.matched && !t.fired && t.hit_count() >= min_hits)
+            .filter(|t| t.matched && !t.fired)
+            .filter(|t| {
+                if median {
+                    t.values.len() >= min_hits && t.median_value() as f64 >= thr
+                } else {
+                    t.hit_count() >= min_hits
+                }
+            })
             .max_by(|a, b| a.value.total_cmp(&b.value))?;
         trigger.fired = true;
         let (trigger_id, value) = (trigger.id, trigger.value as f64);
@@ -303,6 +310,25 @@ mod tests {
             assert!(st.update(ms(5.0 + i as f64 * 0.2), &g, &[0.99, 0.99]).is_none());
         }
         assert!(st.update(ms(10.7), &g, &[0.99, 0.99]).is_some());
+    }
+
+    #[test]
+    fn median_rule_fires_on_the_median_not_on_single_frames() {
+        let mut r = rule();
+        r.temporal = "median".into();
+        let mut st = NoMaskState::new(r, None);
+        let f = [face(100.0, 40.0)];
+        // 0.9, 0.2, 0.95: 2 hits of 3 would not fire N-of-M (3 needed) nor the median yet (0.9 ≥ 0.7
+        // after 3 frames: fires on the third)
+        assert!(st.update(ms(0.0), &f, &[0.9]).is_none());
+        assert!(st.update(ms(0.2), &f, &[0.2]).is_none());
+        assert!(st.update(ms(0.4), &f, &[0.95]).is_some(), "median of 0.9, 0.2, 0.95 is 0.9");
+        let mut r = rule();
+        r.temporal = "median".into();
+        let mut st = NoMaskState::new(r, None);
+        for (k, p) in [0.99, 0.1, 0.2, 0.99, 0.3].into_iter().enumerate() {
+            assert!(st.update(ms(k as f64 * 0.2), &f, &[p]).is_none(), "median stays below 0.7 at frame {k}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Track {
     pub hits: VecDeque<bool>,
     /// Stream times of the frames this track was seen in, within the window.
     pub seen_at: VecDeque<Duration>,
+    /// The rule's measurements in those frames.
+    pub values: VecDeque<f32>,
     pub first_seen: Duration,
     pub last_seen: Duration,
     /// Start of the current dwell period (rules reset it).
@@ -51,6 +53,17 @@ pub struct Track {
 impl Track {
     pub fn hit_count(&self) -> usize {
         self.hits.iter().filter(|&&h| h).count()
+    }
+
+    /// Median of the measurements in the frames it was seen in (within the window).
+    pub fn median_value(&self) -> f32 {
+        let mut v: Vec<f32> = self.values.iter().copied().collect();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f32::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     }
 
     /// The box expected at `pts` (constant velocity since it was last seen).
@@ -135,6 +148,7 @@ impl Tracker {
             t.last_seen = pts;
             t.hits.push_back(o.hit);
             t.seen_at.push_back(pts);
+            t.values.push_back(o.value);
         }
         let window = self.window;
         for t in &mut self.tracks {
@@ -147,6 +161,7 @@ impl Tracker {
             }
             while t.seen_at.len() > window {
                 t.seen_at.pop_front();
+                t.values.pop_front();
             }
         }
         let max_missed = self.max_missed;
@@ -162,6 +177,7 @@ impl Tracker {
                     value: o.value,
                     hits: VecDeque::from([o.hit]),
                     seen_at: VecDeque::from([pts]),
+                    values: VecDeque::from([o.value]),
                     first_seen: pts,
                     last_seen: pts,
                     dwell_from: pts,

@@ -211,3 +211,32 @@ fn thresholds_hot_reload_from_kv_and_file_validated_applied_between_frames_and_a
     assert_eq!(code, 0);
     assert!(out.contains("test-site.cam1.no_mask") && out.contains("\"threshold\":0.9"), "{out}");
 }
+
+#[test]
+fn labelled_clips_event_recall_is_unchanged_by_motion_gating() {
+    // labels in tests/labels; the shared clips are read from ../shared/data/videos
+    let data = shared_data("videos");
+    assert!(data.is_dir(), "../shared/data/videos is missing: this test evaluates on its real clips");
+    let (code, out) = {
+        let o = vigil().args(["eval-clips", "--data"]).arg(data.parent().unwrap()).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    assert_eq!(code, 0, "{out}");
+    println!("{out}");
+    let row = |variant: &str| -> Vec<String> {
+        let l = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {variant} |")))
+            .unwrap_or_else(|| panic!("{variant}: {out}"));
+        l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+    };
+    let (on, off) = (row("n_of_m, gating on"), row("n_of_m, gating off"));
+    assert_eq!(on[1], off[1], "violations detected with and without gating");
+    assert_eq!(on[2], "1.00", "every labelled violation is found: {out}");
+    let inferred = |r: &[String]| r[6].split('/').next().unwrap().trim().parse::<u64>().unwrap();
+    assert!(inferred(&on) < inferred(&off), "gating skips inference: {} vs {}", inferred(&on), inferred(&off));
+    assert!(out.contains("chelsea-pan: fires at [] s") && out.contains("coffee-pan: fires at [] s"), "{out}");
+}
