@@ -110,11 +110,39 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     Ok(report)
 }
 
-pub fn fit(data: &Path, models_dir: &Path, id: &str, min_face_px: f32, l2: f32) -> Result<PathBuf> {
+/// Features of the image-level labelled crops (`mask/with_mask`, `mask/without_mask`): the largest
+/// face CenterFace finds in each (the whole image when it finds none), labelled by folder.
+fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<(Vec<Vec<f32>>, Vec<bool>)> {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (sub, positive) in [("with_mask", false), ("without_mask", true)] {
+        let d = dir.join(sub);
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in &files {
+            let Ok(img) = image::open(f) else { continue };
+            let frame = crate::frame::RgbFrame::from_image(&img.to_rgb8());
+            let faces = det.detect(&frame, 0.5)?;
+            let b = faces.iter().map(|f| f.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
+            let (_, feats) = cls.features(&frame, &[b])?;
+            x.push(feats[0].clone());
+            y.push(positive);
+        }
+    }
+    Ok((x, y))
+}
+
+pub fn fit(data: &Path, models_dir: &Path, id: &str, min_face_px: f32, l2: f32, with_crops: bool) -> Result<PathBuf> {
     let scenes: Vec<Scene> = load_scenes(&data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
     let (mut det, mut cls) = models(models_dir)?;
     let results = measure_scenes(&scenes, &mut det, &mut cls, true)?;
-    let (x, y) = training_set(&results, min_face_px);
+    let (mut x, mut y) = training_set(&results, min_face_px);
+    let scene_faces = x.len();
+    if with_crops {
+        let (cx, cy) = crop_features(&data.join("mask"), &mut det, &mut cls)?;
+        x.extend(cx);
+        y.extend(cy);
+    }
     let pos = y.iter().filter(|&&v| v).count();
     eprintln!(
         "fitting on {} faces from {} images ({pos} without mask, {} with mask)",
@@ -132,7 +160,12 @@ pub fn fit(data: &Path, models_dir: &Path, id: &str, min_face_px: f32, l2: f32) 
         weights,
         bias,
         provenance: serde_json::json!({
-            "data": "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only",
+            "data": if with_crops {
+                "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only; plus the image-level crops ../shared/data/mask/with_mask, without_mask (chandrikadeb7/Face-Mask-Detection), largest detected face of each"
+            } else {
+                "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
+            },
+            "scene_faces": scene_faces,
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),

@@ -127,6 +127,10 @@ enum Cmd {
         /// L2 regularisation of the logistic head.
         #[arg(long, default_value_t = 0.001)]
         l2: f32,
+        /// Also fit on the image-level labelled crops (mask/with_mask, mask/without_mask); the
+        /// evaluation part of the scenes stays unseen.
+        #[arg(long)]
+        with_crops: bool,
     },
 }
 
@@ -574,8 +578,8 @@ fn main() -> ExitCode {
             };
             tool(|| vigil::bench::run(p, &streams, &clip, compare_gating, json.as_deref()).map(|_| ExitCode::SUCCESS))
         }
-        Cmd::Fit { data, models, id, min_face_px, l2 } => tool(|| {
-            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2)?;
+        Cmd::Fit { data, models, id, min_face_px, l2, with_crops } => tool(|| {
+            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2, with_crops)?;
             println!("wrote {}", f.display());
             Ok(ExitCode::SUCCESS)
         }),
