@@ -38,20 +38,34 @@ pub struct CountingAlloc;
 
 pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    static THREAD_ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Heap allocations made so far by the calling thread (through Rust's allocator).
+pub fn thread_allocations() -> u64 {
+    THREAD_ALLOCATIONS.with(|c| c.get())
+}
+
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -126,6 +140,8 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
     let dropped: u64 = summary.cameras.values().map(|c| c.dropped).sum();
     let inferred: u64 = summary.cameras.values().map(|c| c.inferred).sum();
     let gated: u64 = summary.cameras.values().map(|c| c.gated).sum();
+    let hot: u64 = summary.cameras.values().map(|c| c.hot_allocations).sum();
+    let hot_frames: u64 = summary.cameras.values().map(|c| c.hot_frames).sum();
     let mut lat = serde_json::Map::new();
     let models: std::collections::BTreeSet<String> = probe.inference.iter().map(|(m, _)| m.clone()).collect();
     for m in models {
@@ -148,6 +164,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
         "latency": lat, "events": summary.events,
         "event_latency_p50_s": quantile(&mut ev, 0.5), "event_latency_max_s": ev.iter().cloned().fold(f64::NAN, f64::max),
         "peak_rss_mb": peak_rss_mb(), "allocations_per_frame": allocs as f64 / analysed.max(1) as f64,
+        "hot_path_allocations_per_frame": hot as f64 / hot_frames.max(1) as f64,
     }))
 }
 
@@ -175,7 +192,7 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
     let total = n * frames.len();
     let st = crate::rules::NoMaskState::new(rule.clone(), zone.clone());
     let st = Arc::new(st);
-    let infer_all = |batch: usize| -> Result<(f64, f64)> {
+    let infer_all = |batch: usize, total: usize| -> Result<(f64, f64)> {
         let next = Arc::new(AtomicU64::new(0));
         let a0 = ALLOCATIONS.load(Ordering::Relaxed);
         let t0 = Instant::now();
@@ -211,9 +228,9 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
         let fps = total as f64 / t0.elapsed().as_secs_f64();
         Ok((fps, (ALLOCATIONS.load(Ordering::Relaxed) - a0) as f64 / total as f64))
     };
-    infer_all(1)?; // warm-up
-    let (fps1, alloc1) = infer_all(1)?;
-    let (fps2, _) = infer_all(2)?;
+    infer_all(1, threads * 4)?; // warm-up
+    let (fps1, alloc1) = infer_all(1, total)?;
+    let (fps2, _) = infer_all(2, total)?;
     Ok(
         json!({"streams": n, "threads": threads, "frames": total, "fps": fps1, "fps_batch2": fps2, "allocations_per_frame": alloc1}),
     )
@@ -278,7 +295,7 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
         p.raw.models.intra_threads
     );
     println!(
-        "| N | gating | analysed fps | inferred / gated | dropped | face p50 / p95 ms | event latency p50 s | peak RSS MB | RSS target MB | allocs/frame | decode floor fps | inference floor fps (batch 2) | efficiency |"
+        "| N | gating | analysed fps | inferred / gated | dropped | face p50 / p95 ms | event latency p50 s | peak RSS MB | RSS target MB | allocs/frame: hot path / all | decode floor fps | inference floor fps (batch 2) | efficiency |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let pf = p.file.clone();
@@ -293,7 +310,7 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
             let fps = r["fps"].as_f64().unwrap_or(0.0);
             let face = &r["latency"][&p.raw.models.face];
             println!(
-                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
+                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.0} / {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
                 if g { "on" } else { "off" },
                 fps,
                 r["inferred"],
@@ -304,6 +321,7 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
                 r["event_latency_p50_s"].as_f64().unwrap_or(f64::NAN),
                 r["peak_rss_mb"].as_f64().unwrap_or(0.0),
                 60.0 + 15.0 * n as f64,
+                r["hot_path_allocations_per_frame"].as_f64().unwrap_or(0.0),
                 r["allocations_per_frame"].as_f64().unwrap_or(0.0),
                 decode["fps"].as_f64().unwrap_or(0.0),
                 infer["fps"].as_f64().unwrap_or(0.0),

@@ -1060,6 +1060,15 @@ impl Pipeline {
         if !(1.0..=86400.0).contains(&raw.signing.checkpoint_interval_s) {
             errors.push(err("signing.checkpoint_interval_s", "must be in [1, 86400] seconds".into()));
         }
+        if raw.signing.generate_if_missing && raw.signing.key.file_name().is_none_or(|n| n != "signing.key") {
+            errors.push(err(
+                "signing.key",
+                format!(
+                    "{}: with generate_if_missing the file must be named signing.key (what `vigil keys init` writes)",
+                    raw.signing.key.display()
+                ),
+            ));
+        }
         if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
             errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
         }

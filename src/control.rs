@@ -57,6 +57,8 @@ pub struct CameraSummary {
     pub violations: u64,
     pub inferred: u64,
     pub gated: u64,
+    pub hot_allocations: u64,
+    pub hot_frames: u64,
 }
 
 impl RunSummary {
@@ -213,7 +215,9 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
     let origin = FrameOrigin { index: ctx.index, stats: &ctx.stats, epoch: ctx.epoch, utc_offset_s: ctx.utc_offset_s };
     let mut tamper = TamperDetector::new(ctx.cam.tamper);
     let mut errors = 0u64;
+    let mut seen = 0u64;
     while let Ok(mut frame) = frames.recv() {
+        let allocs_before = crate::bench::thread_allocations();
         // a new rule configuration takes effect between two frames, all of it at once
         let update = ctx.reload.lock().expect("rule slot").take();
         if let Some(r) = update {
@@ -238,6 +242,12 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             Some(models) => infer_rules(&origin, &mut states, models, &frame),
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
+        seen += 1;
+        if seen > 10 {
+            let n = crate::bench::thread_allocations() - allocs_before;
+            ctx.stats.hot_allocations.fetch_add(n, Ordering::Relaxed);
+            ctx.stats.hot_frames.fetch_add(1, Ordering::Relaxed);
+        }
         let raised = match raised {
             Ok(r) => r,
             Err(e) => {
@@ -619,6 +629,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
                 violations: violations.load(Ordering::Relaxed),
                 inferred: stats.inferred.load(Ordering::Relaxed),
                 gated: stats.gated.load(Ordering::Relaxed),
+                hot_allocations: stats.hot_allocations.load(Ordering::Relaxed),
+                hot_frames: stats.hot_frames.load(Ordering::Relaxed),
             },
         );
     }

@@ -128,14 +128,18 @@ impl RgbFrame {
         let (fx, fy) = (rw / dw as f32, rh / dh as f32);
         let stride = self.stride();
         let d = &self.data;
-        // Precompute the horizontal taps once per call.
-        let xs: Vec<(usize, usize, f32)> = (0..dw)
-            .map(|dx| {
-                let x = (rx + (dx as f32 + 0.5) * fx - 0.5).clamp(0.0, (sw - 1) as f32);
-                let x0 = x.floor() as usize;
-                (x0 * 3, (x0 + 1).min(sw - 1) * 3, x - x0 as f32)
-            })
-            .collect();
+        // Precompute the horizontal taps once per call (in a per-thread buffer: no allocation per
+        // frame once it has grown to the widest output).
+        thread_local! {
+            static TAPS: std::cell::RefCell<Vec<(usize, usize, f32)>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut xs = TAPS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        xs.clear();
+        xs.extend((0..dw).map(|dx| {
+            let x = (rx + (dx as f32 + 0.5) * fx - 0.5).clamp(0.0, (sw - 1) as f32);
+            let x0 = x.floor() as usize;
+            (x0 * 3, (x0 + 1).min(sw - 1) * 3, x - x0 as f32)
+        }));
         for dy in 0..dh {
             let y = (ry + (dy as f32 + 0.5) * fy - 0.5).clamp(0.0, (sh - 1) as f32);
             let y0 = y.floor() as usize;
@@ -152,6 +156,7 @@ impl RgbFrame {
                 put(dy * dw + dx, px);
             }
         }
+        TAPS.with(|t| *t.borrow_mut() = xs);
     }
 
     /// Draws a rectangle outline of `thickness` pixels.

@@ -133,15 +133,20 @@ pub fn measure(frame: &RgbFrame) -> Measure {
     let mean = thumb.iter().sum::<f32>() / n;
     let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
     let g = grey(frame, SW, SH);
-    let mut lap = Vec::with_capacity((SW - 2) * (SH - 2));
+    // variance of the Laplacian, in one pass (sum and sum of squares)
+    let (mut sum, mut sq, mut n_lap) = (0f64, 0f64, 0f64);
     for y in 1..SH - 1 {
         for x in 1..SW - 1 {
             let c = g[y * SW + x];
-            lap.push(g[(y - 1) * SW + x] + g[(y + 1) * SW + x] + g[y * SW + x - 1] + g[y * SW + x + 1] - 4.0 * c);
+            let l =
+                (g[(y - 1) * SW + x] + g[(y + 1) * SW + x] + g[y * SW + x - 1] + g[y * SW + x + 1] - 4.0 * c) as f64;
+            sum += l;
+            sq += l * l;
+            n_lap += 1.0;
         }
     }
-    let lm = lap.iter().sum::<f32>() / lap.len() as f32;
-    let sharpness = lap.iter().map(|v| (v - lm) * (v - lm)).sum::<f32>() / lap.len() as f32;
+    let lm = sum / n_lap;
+    let sharpness = (sq / n_lap - lm * lm).max(0.0) as f32;
     Measure { thumb, mean, std, sharpness }
 }
 

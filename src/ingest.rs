@@ -207,6 +207,10 @@ pub struct CameraStats {
     /// Rule-region inferences run, and skipped by motion gating.
     pub inferred: AtomicU64,
     pub gated: AtomicU64,
+    /// Heap allocations of the analysis thread per frame (mask → tamper → gate → inference →
+    /// rules), summed over frames after the first 10 (warm-up), and those frames.
+    pub hot_allocations: AtomicU64,
+    pub hot_frames: AtomicU64,
     pub reconnects: AtomicU64,
     conditions: std::sync::atomic::AtomicU32,
 }
@@ -309,8 +313,18 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
         )
         .build()?;
     let tee = make("tee")?;
-    let q_enc = make("queue")?;
-    let q_dec = make("queue")?;
+    // Queues bounded by buffer count only: the default 1 s time limit deadlocks preroll on
+    // low-frame-rate streams (a 10 fps camera fills 1 s before the decoder, which needs a few
+    // frames of reordering, has output the first picture the other branch waits for).
+    let queue = || -> Result<gst::Element> {
+        Ok(gst::ElementFactory::make("queue")
+            .property("max-size-time", 0u64)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-buffers", 100u32)
+            .build()?)
+    };
+    let q_enc = queue()?;
+    let q_dec = queue()?;
     let dec = make(decoder)?;
     let rate = make("videorate")?;
     rate.set_property("drop-only", true);

@@ -177,12 +177,15 @@ impl Event<'_> {
         match self {
             Event::Inference { model, took } => {
                 probe(|p| p.inference.push((model.to_string(), took)));
-                let h = inference()
-                    .lock()
-                    .expect("hist")
-                    .entry(model.into())
-                    .or_insert_with(|| Arc::new(Histogram::new(LATENCY_BOUNDS)))
-                    .clone();
+                let h = {
+                    let mut m = inference().lock().expect("hist");
+                    match m.get(model) {
+                        Some(h) => h.clone(),
+                        None => {
+                            m.entry(model.into()).or_insert_with(|| Arc::new(Histogram::new(LATENCY_BOUNDS))).clone()
+                        }
+                    }
+                };
                 h.observe(took);
             }
             Event::ViolationRaised { camera, rule, evidence_id, stream_time, value } => {

@@ -147,6 +147,20 @@ fn real_clip_with_bare_faces_fires_and_a_faceless_clip_does_not() {
 }
 
 #[test]
+fn a_10_fps_fragmented_mp4_camera_is_analysed_to_the_end() {
+    // a real 10 fps, 768x432, fragmented MP4 (139 s): with GStreamer's default 1 s queues the
+    // decoder branch deadlocked before its first picture and the camera "stalled"
+    let hall = shared_data("videos/intel_one-by-one-person-detection.mp4");
+    let cams = format!("[[cameras]]\nid = \"hall\"\nsource = \"{}\"\nrealtime = false\n", hall.display());
+    let site = Site::new("", &cams);
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
+    assert_eq!(code, 0, "{log}");
+    let summary = log.lines().find(|l| l.contains("vigil run finished")).expect("summary line");
+    assert!(summary.contains("\"encoded_frames\":1394"), "every encoded frame: {summary}");
+    assert!(summary.contains("\"analysed\":697") && summary.contains("\"dropped\":0"), "5 of 10 fps: {summary}");
+}
+
+#[test]
 fn unreachable_rtsp_camera_does_not_stop_the_others() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cams = format!(
