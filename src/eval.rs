@@ -344,10 +344,8 @@ pub fn fit_logistic(x: &[Vec<f32>], y: &[bool], l2: f32, iters: usize) -> (Vec<f
     (mean, std, w, b)
 }
 
-/// Training pairs from the fit part: detections matched to a clearly labelled face; with
-/// `unmatched`, also detections (face score ≥ 0.5) that match no labelled face, as negatives: what
-/// the detector takes for a face but is not one must not raise a no-mask alert either.
-pub fn training_set(results: &[SceneResult], min_face_px: f32, unmatched: bool) -> (Vec<Vec<f32>>, Vec<bool>) {
+/// Training pairs from the fit part: detections matched to a clearly labelled face.
+pub fn training_set(results: &[SceneResult], min_face_px: f32) -> (Vec<Vec<f32>>, Vec<bool>) {
     let mut x = Vec::new();
     let mut y = Vec::new();
     for d in results.iter().filter(|r| r.fit_part).flat_map(|r| &r.dets) {
@@ -360,10 +358,6 @@ pub fn training_set(results: &[SceneResult], min_face_px: f32, unmatched: bool) 
                 y.push(true);
             }
             Some(Label::Mask) => {
-                x.push(d.features[0].clone());
-                y.push(false);
-            }
-            None if unmatched && d.score >= 0.5 => {
                 x.push(d.features[0].clone());
                 y.push(false);
             }

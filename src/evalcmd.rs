@@ -132,20 +132,11 @@ fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -
     Ok((x, y))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
-    data: &Path,
-    models_dir: &Path,
-    id: &str,
-    min_face_px: f32,
-    l2: f32,
-    with_crops: bool,
-    with_unmatched: bool,
-) -> Result<PathBuf> {
+pub fn fit(data: &Path, models_dir: &Path, id: &str, min_face_px: f32, l2: f32, with_crops: bool) -> Result<PathBuf> {
     let scenes: Vec<Scene> = load_scenes(&data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
     let (mut det, mut cls) = models(models_dir)?;
     let results = measure_scenes(&scenes, &mut det, &mut cls, true)?;
-    let (mut x, mut y) = training_set(&results, min_face_px, with_unmatched);
+    let (mut x, mut y) = training_set(&results, min_face_px);
     let scene_faces = x.len();
     if with_crops {
         let (cx, cy) = crop_features(&data.join("mask"), &mut det, &mut cls)?;
@@ -175,7 +166,6 @@ pub fn fit(
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
             },
             "scene_faces": scene_faces,
-            "unmatched_detections_as_negatives": with_unmatched,
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),

@@ -131,9 +131,6 @@ enum Cmd {
         /// evaluation part of the scenes stays unseen.
         #[arg(long)]
         with_crops: bool,
-        /// Also use detections that match no labelled face (face score ≥ 0.5) as negatives.
-        #[arg(long)]
-        with_unmatched: bool,
     },
 }
 
@@ -587,8 +584,8 @@ fn main() -> ExitCode {
             };
             tool(|| vigil::bench::run(p, &streams, &clip, compare_gating, json.as_deref()).map(|_| ExitCode::SUCCESS))
         }
-        Cmd::Fit { data, models, id, min_face_px, l2, with_crops, with_unmatched } => tool(|| {
-            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2, with_crops, with_unmatched)?;
+        Cmd::Fit { data, models, id, min_face_px, l2, with_crops } => tool(|| {
+            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2, with_crops)?;
             println!("wrote {}", f.display());
             Ok(ExitCode::SUCCESS)
         }),
