@@ -461,7 +461,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             cam.rules = r.clone();
         }
         let cam = &cam;
-        let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(3))));
+        // the encoded branch runs ahead of analysis by up to the decoder queue (32 frames), the
+        // decoder's delay and the analysis queue: 8 s beyond the pre-roll covers that down to 5 fps
+        let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(8))));
         let stats = Arc::new(CameraStats::default());
         telemetry::cameras().lock().expect("cams").insert(cam.id.clone(), stats.clone());
         let violations = Arc::new(AtomicU64::new(0));

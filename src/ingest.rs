@@ -315,12 +315,14 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
     let tee = make("tee")?;
     // Queues bounded by buffer count only: the default 1 s time limit deadlocks preroll on
     // low-frame-rate streams (a 10 fps camera fills 1 s before the decoder, which needs a few
-    // frames of reordering, has output the first picture the other branch waits for).
+    // frames of reordering, has output the first picture the other branch waits for). 32 frames
+    // cover the decoder's delay; the tee couples the branches, so the encoded ring never runs
+    // more than this (plus the analysis queue) ahead of analysis.
     let queue = || -> Result<gst::Element> {
         Ok(gst::ElementFactory::make("queue")
             .property("max-size-time", 0u64)
             .property("max-size-bytes", 0u32)
-            .property("max-size-buffers", 100u32)
+            .property("max-size-buffers", 32u32)
             .build()?)
     };
     let q_enc = queue()?;
