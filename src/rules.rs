@@ -19,7 +19,7 @@ use crate::config::{NoMaskRule, Schedule, UtensilsRule};
 use crate::detect::{Face, Object};
 use crate::frame::BBox;
 use crate::privacy::Polygon;
-use crate::track::{Obs, Tracker};
+use crate::track::{Obs, Track, Tracker};
 
 /// One tracked detection in a violation, as reported in the event and manifest.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -61,6 +61,30 @@ pub struct Fire {
 /// Inference region for a rule: its zone's bounding box with a 10 % margin, or the whole frame.
 pub fn roi(zone: Option<&Polygon>, w: u32, h: u32) -> BBox {
     zone.map(|z| z.bbox_px(w, h, 0.1)).unwrap_or(BBox { x1: 0.0, y1: 0.0, x2: w as f32, y2: h as f32 })
+}
+
+/// The tracks seen in this frame as detections of a violation: the common fields filled in,
+/// `fill` adds the rule's own.
+fn matched(tracker: &Tracker, trigger_id: u64, fill: impl Fn(&Track, Detection) -> Detection) -> Vec<Detection> {
+    tracker
+        .tracks
+        .iter()
+        .filter(|t| t.matched)
+        .map(|t| {
+            let d = Detection {
+                track_id: t.id,
+                bbox: t.bbox,
+                label: String::new(),
+                score: t.score,
+                no_mask_prob: None,
+                hits: None,
+                window: None,
+                dwell_s: None,
+                trigger: t.id == trigger_id,
+            };
+            fill(t, d)
+        })
+        .collect()
 }
 
 fn in_zone(zone: Option<&Polygon>, b: &BBox, w: u32, h: u32) -> bool {
@@ -142,23 +166,13 @@ impl NoMaskState {
         let frames: Vec<Duration> = trigger.seen_at.iter().copied().collect();
         self.last_fire = Some(pts);
         let window = self.rule.window;
-        let detections = self
-            .tracker
-            .tracks
-            .iter()
-            .filter(|t| t.matched)
-            .map(|t| Detection {
-                track_id: t.id,
-                bbox: t.bbox,
-                label: "face".into(),
-                score: t.score,
-                no_mask_prob: Some(t.value),
-                hits: Some(t.hit_count()),
-                window: Some(window),
-                dwell_s: None,
-                trigger: t.id == trigger_id,
-            })
-            .collect();
+        let detections = matched(&self.tracker, trigger_id, |t, d| Detection {
+            label: "face".into(),
+            no_mask_prob: Some(t.value),
+            hits: Some(t.hit_count()),
+            window: Some(window),
+            ..d
+        });
         Some(Fire { rule_id: self.rule.id.clone(), pts, detections, frames, value })
     }
 }
@@ -233,23 +247,11 @@ impl UtensilsState {
         let value = pts.saturating_sub(trigger.dwell_from).as_secs_f64();
         let trigger_id = trigger.id;
         let frames = vec![trigger.dwell_from, pts];
-        let detections = self
-            .tracker
-            .tracks
-            .iter()
-            .filter(|t| t.matched)
-            .map(|t| Detection {
-                track_id: t.id,
-                bbox: t.bbox,
-                label: self.labels.get(t.class as usize).cloned().unwrap_or_default(),
-                score: t.score,
-                no_mask_prob: None,
-                hits: None,
-                window: None,
-                dwell_s: Some((pts.saturating_sub(t.dwell_from).as_secs_f64() * 1000.0).round() / 1000.0),
-                trigger: t.id == trigger_id,
-            })
-            .collect();
+        let detections = matched(&self.tracker, trigger_id, |t, d| Detection {
+            label: self.labels.get(t.class as usize).cloned().unwrap_or_default(),
+            dwell_s: Some((pts.saturating_sub(t.dwell_from).as_secs_f64() * 1000.0).round() / 1000.0),
+            ..d
+        });
         // once per object per dwell period
         if let Some(t) = self.tracker.tracks.iter_mut().find(|t| t.id == trigger_id) {
             t.dwell_from = pts;
