@@ -160,11 +160,13 @@ pub fn infer_rules(
         if gate.should_infer(frame, roi, st.wants_frames()) {
             ctx.stats.inferred.fetch_add(1, Ordering::Relaxed);
             let (faces, probs) = {
+                let t0 = Instant::now();
+                let faces =
+                    models.detect_faces(ctx.index, frame, roi, st.rule.input_width, st.rule.face_threshold as f32)?;
+                let took = t0.elapsed();
                 let mut set = models.get(ctx.index);
                 let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
-                let t0 = Instant::now();
-                let faces = m.face.detect_in(frame, roi, st.rule.input_width, st.rule.face_threshold as f32)?;
-                Event::Inference { model: &m.face.info.id, took: t0.elapsed() }.emit();
+                Event::Inference { model: &m.face.info.id, took }.emit();
                 let faces = st.eligible(&faces, w, h);
                 let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
                 let t1 = Instant::now();
@@ -342,6 +344,9 @@ async fn checkpoint(
     }
 }
 
+/// How long a frame waits for other cameras' frames to fill a face-detection batch.
+pub const BATCH_WAIT: Duration = Duration::from_millis(20);
+
 /// Loads `models.instances` copies of the models the cameras' rules need (none: `None`).
 pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let no_mask = p.cameras.iter().any(|c| c.rules.no_mask.is_some());
@@ -371,7 +376,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
             .collect()
     })
     .await??;
-    Ok(Some(Arc::new(ModelPool::new(sets))))
+    Ok(Some(Arc::new(ModelPool::new(sets).with_batching(p.raw.models.batch, BATCH_WAIT))))
 }
 
 /// Runs the pipeline until every source has ended or `shutdown` is set.

@@ -168,3 +168,47 @@ fn batched_face_detection_matches_one_at_a_time() {
         }
     }
 }
+
+#[test]
+fn cross_camera_batching_gives_each_camera_its_own_faces() {
+    let dir = common::repo().join("models");
+    let set = || vigil::detect::ModelSet {
+        no_mask: Some(
+            vigil::detect::Models::load(
+                &dir,
+                "centerface",
+                "mask-classifier-mobilenetv2",
+                None,
+                &RuntimeOptions::default(),
+            )
+            .unwrap(),
+        ),
+        objects: None,
+    };
+    let pool = vigil::detect::ModelPool::new(vec![set()]).with_batching(2, std::time::Duration::from_millis(500));
+    let (a, c) = (photo("astronaut.png"), photo("camera.png"));
+    let want = [detector().detect(&a, 0.5).unwrap(), detector().detect(&c, 0.5).unwrap()];
+    // two cameras at once: one batch of two
+    let got: Vec<Vec<vigil::detect::Face>> = std::thread::scope(|s| {
+        let hs: Vec<_> = [&a, &c]
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let pool = &pool;
+                s.spawn(move || pool.detect_faces(i, f, f.full(), 0, 0.5).unwrap())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.len(), w.len());
+        for (x, y) in g.iter().zip(w) {
+            assert!((x.score - y.score).abs() < 1e-4 && (x.bbox.x1 - y.bbox.x1).abs() < 0.1, "{x:?} vs {y:?}");
+        }
+    }
+    // a camera alone is not held up for longer than the wait
+    let t = std::time::Instant::now();
+    let alone = pool.detect_faces(0, &a, a.full(), 0, 0.5).unwrap();
+    assert_eq!(alone.len(), want[0].len());
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+}
