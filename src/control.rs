@@ -105,7 +105,9 @@ impl RuleStates {
     }
 
     fn gate(a: &AnalysisConfig) -> MotionGate {
-        MotionGate::new(if a.gate { a.gate_min_change } else { -1.0 }, Duration::from_secs_f64(a.gate_recheck_s))
+        let mut g = MotionGate::new(a.gate_min_change, Duration::from_secs_f64(a.gate_recheck_s));
+        g.enabled = a.gate;
+        g
     }
 
     /// Applies a (re)configuration, keeping the tracks of rules that stay.

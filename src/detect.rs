@@ -785,6 +785,8 @@ impl ModelPool {
 /// `min_change` grey levels, when `recheck` has passed since the last inference (still objects
 /// stay tracked), or when the caller forces it.
 pub struct MotionGate {
+    /// Off: every frame is inferred (and no thumbnail is computed).
+    pub enabled: bool,
     pub min_change: f32,
     pub recheck: std::time::Duration,
     reference: Vec<f32>,
@@ -797,11 +799,21 @@ impl MotionGate {
     pub const H: usize = 18;
 
     pub fn new(min_change: f32, recheck: std::time::Duration) -> MotionGate {
-        MotionGate { min_change, recheck, reference: Vec::new(), current: vec![0.0; Self::W * Self::H], last: None }
+        MotionGate {
+            enabled: true,
+            min_change,
+            recheck,
+            reference: Vec::new(),
+            current: vec![0.0; Self::W * Self::H],
+            last: None,
+        }
     }
 
     /// Whether to run inference on this frame (and if so, it becomes the new reference).
     pub fn should_infer(&mut self, frame: &RgbFrame, roi: BBox, force: bool) -> bool {
+        if !self.enabled {
+            return true;
+        }
         let cur = &mut self.current;
         frame.sample_bilinear(roi, Self::W, Self::H, |i, px| cur[i] = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]);
         let changed = self.reference.len() != self.current.len()

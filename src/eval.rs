@@ -269,27 +269,35 @@ pub fn lowest_reaching(c: &[Prf], target: f64) -> Option<Prf> {
     c.iter().find(|p| p.precision >= target && p.tp > 0).copied()
 }
 
-/// Image-level crops: no-mask precision/recall of the classifier on whole images.
-pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf> {
-    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+/// The image-level labelled crops under `dir` (`with_mask/`, `without_mask/`), sorted, each with
+/// whether it shows no mask.
+pub fn labelled_crops(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
     for (sub, positive) in [("with_mask", false), ("without_mask", true)] {
         let d = dir.join(sub);
         let mut files: Vec<PathBuf> =
             std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))?.flatten().map(|e| e.path()).collect();
         files.sort();
-        let n = files.len();
-        for (i, f) in files.iter().enumerate() {
-            progress(i, n, sub);
-            let Ok(img) = image::open(f) else { continue };
-            let frame = RgbFrame::from_image(&img.to_rgb8());
-            let b = BBox { x1: 0.0, y1: 0.0, x2: frame.width as f32, y2: frame.height as f32 };
-            let p = cls.no_mask_prob(&frame, &[b])?[0] >= threshold;
-            match (p, positive) {
-                (true, true) => tp += 1,
-                (true, false) => fp += 1,
-                (false, true) => fn_ += 1,
-                _ => {}
-            }
+        out.extend(files.into_iter().map(|f| (f, positive)));
+    }
+    Ok(out)
+}
+
+/// Image-level crops: no-mask precision/recall of the classifier on whole images.
+pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf> {
+    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+    let files = labelled_crops(dir)?;
+    let n = files.len();
+    for (i, (f, positive)) in files.iter().enumerate() {
+        progress(i, n, "crops");
+        let Ok(img) = image::open(f) else { continue };
+        let frame = RgbFrame::from_image(&img.to_rgb8());
+        let p = cls.no_mask_prob(&frame, &[frame.full()])?[0] >= threshold;
+        match (p, *positive) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            _ => {}
         }
     }
     let precision = tp as f64 / (tp + fp).max(1) as f64;

@@ -114,20 +114,14 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
 /// face CenterFace finds in each (the whole image when it finds none), labelled by folder.
 fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<(Vec<Vec<f32>>, Vec<bool>)> {
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    for (sub, positive) in [("with_mask", false), ("without_mask", true)] {
-        let d = dir.join(sub);
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))?.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in &files {
-            let Ok(img) = image::open(f) else { continue };
-            let frame = crate::frame::RgbFrame::from_image(&img.to_rgb8());
-            let faces = det.detect(&frame, 0.5)?;
-            let b = faces.iter().map(|f| f.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
-            let (_, feats) = cls.features(&frame, &[b])?;
-            x.push(feats[0].clone());
-            y.push(positive);
-        }
+    for (f, positive) in labelled_crops(dir)? {
+        let Ok(img) = image::open(&f) else { continue };
+        let frame = crate::frame::RgbFrame::from_image(&img.to_rgb8());
+        let faces = det.detect(&frame, 0.5)?;
+        let b = faces.iter().map(|f| f.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
+        let (_, feats) = cls.features(&frame, &[b])?;
+        x.push(feats[0].clone());
+        y.push(positive);
     }
     Ok((x, y))
 }
