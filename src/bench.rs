@@ -215,7 +215,7 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
                         for (f, faces) in group.iter().zip(found) {
                             let faces = st.eligible(&faces, f.width, f.height);
                             let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
-                            m.mask.no_mask_prob(f, &boxes)?;
+                            m.mask.no_mask_prob(f, &boxes, 0.0)?;
                         }
                     }
                 }));

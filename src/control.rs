@@ -172,7 +172,7 @@ pub fn infer_rules(
                 let faces = st.eligible(&faces, w, h);
                 let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
                 let t1 = Instant::now();
-                let p = m.mask.no_mask_prob(frame, &boxes)?;
+                let p = m.mask.no_mask_prob(frame, &boxes, st.rule.crop_margin as f32)?;
                 if !boxes.is_empty() {
                     Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
                 }

@@ -520,10 +520,18 @@ pub struct FittedHead {
     pub std: Vec<f32>,
     pub weights: Vec<f32>,
     pub bias: f32,
+    /// Crop margins the features are taken at (fractions of the face box on each side); the
+    /// feature vector is their features concatenated, in this order.
+    #[serde(default = "single_view")]
+    pub views: Vec<f32>,
     pub provenance: serde_json::Value,
     /// SHA-256 of the head file, set when loaded.
     #[serde(skip)]
     pub sha256: String,
+}
+
+fn single_view() -> Vec<f32> {
+    vec![0.0]
 }
 
 impl FittedHead {
@@ -561,7 +569,13 @@ impl FittedHead {
         }
         let mut h: FittedHead = serde_json::from_slice(&bytes).map_err(|e| anyhow!("head {}: {e}", path.display()))?;
         h.sha256 = actual;
-        if h.id != m.id || h.weights.len() != h.mean.len() || h.std.len() != h.mean.len() {
+        if h.id != m.id
+            || h.weights.len() != h.mean.len()
+            || h.std.len() != h.mean.len()
+            || h.views.is_empty()
+            || !h.mean.len().is_multiple_of(h.views.len())
+            || h.views.iter().any(|v| !(0.0..=1.0).contains(v))
+        {
             bail!("head {}: inconsistent (id or dimensions)", path.display());
         }
         Ok(h)
@@ -576,20 +590,34 @@ impl MaskClassifier {
     }
 
     /// No-mask probability for each face box (one batched run). With a fitted head, the head's
-    /// probability on the backbone features; otherwise the model's own `probs[:,1]`.
-    pub fn no_mask_prob(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<Vec<f32>> {
-        if self.head.is_some() {
-            let (_, feats) = self.run(frame, boxes, true)?;
+    /// probability on the backbone features at the head's crop margins; otherwise the model's own
+    /// `probs[:,1]` on the box widened by `margin`.
+    pub fn no_mask_prob(&mut self, frame: &RgbFrame, boxes: &[BBox], margin: f32) -> Result<Vec<f32>> {
+        if let Some(head) = self.head.take() {
+            let feats = self.view_features(frame, boxes, &head.views);
+            self.head = Some(head);
             let head = self.head.as_ref().expect("head");
-            return Ok(feats.iter().map(|f| head.predict(f)).collect());
+            return Ok(feats?.iter().map(|f| head.predict(f)).collect());
         }
-        Ok(self.run(frame, boxes, false)?.0)
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let crops: Vec<BBox> = boxes.iter().map(|b| b.expand(margin, fw, fh)).collect();
+        Ok(self.run(frame, &crops, false)?.0)
     }
 
     /// Backbone features (needs a model with a `features` output) and the model's no-mask
     /// probabilities.
     pub fn features(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         self.run(frame, boxes, true)
+    }
+
+    /// Per face box, the backbone features of its crops at each margin of `views`, concatenated
+    /// (one batched run of boxes × views).
+    pub fn view_features(&mut self, frame: &RgbFrame, boxes: &[BBox], views: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let crops: Vec<BBox> = views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))).collect();
+        let (_, f) = self.run(frame, &crops, true)?;
+        let n = boxes.len();
+        Ok((0..n).map(|i| (0..views.len()).flat_map(|v| f[v * n + i].iter().copied()).collect()).collect())
     }
 
     fn run(&mut self, frame: &RgbFrame, boxes: &[BBox], want_features: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {

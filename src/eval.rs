@@ -93,8 +93,9 @@ pub struct Det {
     pub size: f32,
     /// Label of the matched face, if any.
     pub matched: Option<Label>,
-    /// No-mask probability per crop margin (same order as `Levers::margins`).
+    /// No-mask probability per crop margin (same order as `MARGINS`).
     pub prob: Vec<f32>,
+    /// Backbone features per crop margin (same order as `MARGINS`), when asked for.
     #[serde(skip)]
     pub features: Vec<Vec<f32>>,
 }
@@ -171,10 +172,10 @@ pub fn measure_scenes(
         for m in MARGINS {
             let boxes: Vec<BBox> =
                 faces.iter().map(|f| f.bbox.expand(m, frame.width as f32, frame.height as f32)).collect();
-            let (p, f) = if want_features && m == 0.0 {
+            let (p, f) = if want_features {
                 cls.features(&frame, &boxes)?
             } else {
-                (cls.no_mask_prob(&frame, &boxes)?, vec![])
+                (cls.no_mask_prob(&frame, &boxes, 0.0)?, vec![])
             };
             for (k, d) in dets.iter_mut().enumerate() {
                 d.prob.push(p[k]);
@@ -292,7 +293,7 @@ pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf
         progress(i, n, "crops");
         let Ok(img) = image::open(f) else { continue };
         let frame = RgbFrame::from_image(&img.to_rgb8());
-        let p = cls.no_mask_prob(&frame, &[frame.full()])?[0] >= threshold;
+        let p = cls.no_mask_prob(&frame, &[frame.full()], 0.0)?[0] >= threshold;
         match (p, *positive) {
             (true, true) => tp += 1,
             (true, false) => fp += 1,
@@ -305,84 +306,217 @@ pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf
     Ok(Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) })
 }
 
-/// Fits an L2-regularised logistic regression on standardised features (full-batch gradient
-/// descent; classes weighted to balance).
+/// Fits an L2-regularised logistic regression on standardised features, classes weighted to
+/// balance: minimises mean weighted log-loss + l2/2·|w|² (bias not penalised) with L-BFGS to
+/// convergence (at most `iters` iterations). Returns (mean, std, weights, bias).
 pub fn fit_logistic(x: &[Vec<f32>], y: &[bool], l2: f32, iters: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
     let d = x[0].len();
-    let n = x.len() as f32;
+    let n = x.len();
     let mut mean = vec![0f32; d];
     for r in x {
         for (m, v) in mean.iter_mut().zip(r) {
-            *m += v / n;
+            *m += v / n as f32;
         }
     }
     let mut std = vec![0f32; d];
     for r in x {
         for ((s, v), m) in std.iter_mut().zip(r).zip(&mean) {
-            *s += (v - m) * (v - m) / n;
+            *s += (v - m) * (v - m) / n as f32;
         }
     }
     for s in &mut std {
         *s = s.sqrt().max(1e-3);
     }
-    let xs: Vec<Vec<f32>> =
-        x.iter().map(|r| r.iter().zip(&mean).zip(&std).map(|((v, m), s)| (v - m) / s).collect()).collect();
-    let pos = y.iter().filter(|&&v| v).count().max(1) as f32;
-    let neg = (y.len() as f32 - pos).max(1.0);
-    let (wp, wn) = (n / (2.0 * pos), n / (2.0 * neg));
-    let (mut w, mut b) = (vec![0f32; d], 0f32);
-    let lr = 0.5;
-    for _ in 0..iters {
-        let mut gw = vec![0f32; d];
-        let mut gb = 0f32;
-        for (r, &t) in xs.iter().zip(y) {
-            let z: f32 = r.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() + b;
-            let p = 1.0 / (1.0 + (-z).exp());
-            let e = (p - if t { 1.0 } else { 0.0 }) * if t { wp } else { wn };
-            for (g, v) in gw.iter_mut().zip(r) {
-                *g += e * v / n;
+    let xs: Vec<f64> =
+        x.iter().flat_map(|r| r.iter().zip(&mean).zip(&std).map(|((v, m), s)| ((v - m) / s) as f64)).collect();
+    let pos = y.iter().filter(|&&v| v).count().max(1) as f64;
+    let neg = (n as f64 - pos).max(1.0);
+    let cw: Vec<f64> = y.iter().map(|&t| if t { n as f64 / (2.0 * pos) } else { n as f64 / (2.0 * neg) }).collect();
+    let l2 = l2 as f64;
+    // θ = (w, b)
+    let objective = |th: &[f64], g: &mut [f64]| -> f64 {
+        let (w, b) = (&th[..d], th[d]);
+        g.iter_mut().for_each(|v| *v = 0.0);
+        let mut loss = 0.0;
+        for ((row, &t), &c) in xs.chunks_exact(d).zip(y).zip(&cw) {
+            let z: f64 = row.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() + b;
+            let yt = if t { 1.0 } else { 0.0 };
+            // log(1 + e^z) − y·z, stably
+            loss += c * (z.max(0.0) + (-z.abs()).exp().ln_1p() - yt * z);
+            let e = c * (1.0 / (1.0 + (-z).exp()) - yt) / n as f64;
+            for (gi, a) in g[..d].iter_mut().zip(row) {
+                *gi += e * a;
             }
-            gb += e / n;
+            g[d] += e;
         }
-        for (wi, g) in w.iter_mut().zip(&gw) {
-            *wi -= lr * (g + l2 * *wi);
+        for (gi, wi) in g[..d].iter_mut().zip(w) {
+            *gi += l2 * wi;
         }
-        b -= lr * gb;
-    }
-    (mean, std, w, b)
+        loss / n as f64 + 0.5 * l2 * w.iter().map(|v| v * v).sum::<f64>()
+    };
+    let th = lbfgs(vec![0.0; d + 1], objective, iters);
+    (mean, std, th[..d].iter().map(|&v| v as f32).collect(), th[d] as f32)
 }
 
-/// Training pairs from the fit part: detections matched to a clearly labelled face.
-pub fn training_set(results: &[SceneResult], min_face_px: f32) -> (Vec<Vec<f32>>, Vec<bool>) {
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for d in results.iter().filter(|r| r.fit_part).flat_map(|r| &r.dets) {
-        if d.size < min_face_px.min(16.0) {
-            continue;
+/// Minimises a smooth function with L-BFGS (memory 10, backtracking Armijo line search); stops at
+/// `iters` iterations or when the gradient's largest component is below 1e-6.
+fn lbfgs(mut x: Vec<f64>, mut f: impl FnMut(&[f64], &mut [f64]) -> f64, iters: usize) -> Vec<f64> {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+    let n = x.len();
+    let mut g = vec![0.0; n];
+    let mut fx = f(&x, &mut g);
+    let mut hist: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> = std::collections::VecDeque::new();
+    let (mut xn, mut gn) = (vec![0.0; n], vec![0.0; n]);
+    for it in 0..iters {
+        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < 1e-6 {
+            break;
         }
-        match d.matched {
-            Some(Label::NoMask) => {
-                x.push(d.features[0].clone());
-                y.push(true);
+        // two-loop recursion: dir = −H·g
+        let mut q = g.clone();
+        let mut alphas = Vec::with_capacity(hist.len());
+        for (s, yv, rho) in hist.iter().rev() {
+            let a = rho * dot(s, &q);
+            q.iter_mut().zip(yv).for_each(|(qi, yi)| *qi -= a * yi);
+            alphas.push(a);
+        }
+        let gamma = hist.back().map_or(1.0 / dot(&g, &g).sqrt().max(1e-12), |(s, yv, _)| dot(s, yv) / dot(yv, yv));
+        q.iter_mut().for_each(|v| *v *= gamma);
+        for ((s, yv, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+            let b = rho * dot(yv, &q);
+            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
+        }
+        let mut dir: Vec<f64> = q.iter().map(|v| -v).collect();
+        let mut slope = dot(&g, &dir);
+        if slope >= 0.0 {
+            // not a descent direction: restart from steepest descent
+            hist.clear();
+            dir = g.iter().map(|v| -v / dot(&g, &g).sqrt().max(1e-12)).collect();
+            slope = dot(&g, &dir);
+        }
+        let mut step = 1.0;
+        let mut fnew;
+        loop {
+            xn.iter_mut().zip(&x).zip(&dir).for_each(|((o, xi), di)| *o = xi + step * di);
+            fnew = f(&xn, &mut gn);
+            if fnew <= fx + 1e-4 * step * slope || step < 1e-12 {
+                break;
             }
-            Some(Label::Mask) => {
-                x.push(d.features[0].clone());
-                y.push(false);
+            step *= 0.5;
+        }
+        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let yv: Vec<f64> = gn.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy = dot(&s, &yv);
+        if sy > 1e-12 {
+            if hist.len() == 10 {
+                hist.pop_front();
             }
-            _ => {}
+            hist.push_back((s, yv, 1.0 / sy));
+        }
+        std::mem::swap(&mut x, &mut xn);
+        std::mem::swap(&mut g, &mut gn);
+        let converged = (fx - fnew).abs() <= 1e-10 * fx.abs().max(1.0);
+        fx = fnew;
+        if converged && it > 0 {
+            break;
         }
     }
-    (x, y)
+    x
 }
 
-/// Applies a head to stored features (margin 0), replacing the model's probabilities.
-pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) {
+/// The index in `MARGINS` of each of a head's crop margins.
+pub fn view_indices(views: &[f32]) -> Result<Vec<usize>> {
+    views
+        .iter()
+        .map(|v| {
+            MARGINS
+                .iter()
+                .position(|m| (m - v).abs() < 1e-6)
+                .ok_or_else(|| anyhow::anyhow!("crop margin {v} is not one vigil eval measures ({MARGINS:?})"))
+        })
+        .collect()
+}
+
+/// A detection's features at the given margins (indices into `MARGINS`), concatenated.
+pub fn concat_features(d: &Det, views: &[usize]) -> Vec<f32> {
+    views.iter().flat_map(|&i| d.features[i].iter().copied()).collect()
+}
+
+/// Training pairs from the fit part: detections matched to a clearly labelled face, with the
+/// index of their scene (for splitting by image).
+pub fn training_set(results: &[SceneResult], min_face_px: f32) -> Vec<(usize, &Det, bool)> {
+    let mut out = Vec::new();
+    for (si, r) in results.iter().enumerate().filter(|(_, r)| r.fit_part) {
+        for d in &r.dets {
+            if d.size < min_face_px.min(16.0) {
+                continue;
+            }
+            match d.matched {
+                Some(Label::NoMask) => out.push((si, d, true)),
+                Some(Label::Mask) => out.push((si, d, false)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Applies a head to stored features, replacing the model's probabilities.
+pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> {
+    let views = view_indices(&head.views)?;
     for d in results.iter_mut().flat_map(|r| r.dets.iter_mut()) {
-        if let Some(f) = d.features.first() {
-            let p = head.predict(f);
+        if !d.features.is_empty() {
+            let p = head.predict(&concat_features(d, &views));
             d.prob = vec![p; MARGINS.len()];
         }
     }
+    Ok(())
+}
+
+/// Cross-validation on the fit part, split by image (scene `i` is in fold `i % folds`): for each
+/// fold, fits on the other folds' training faces (plus `extra`, always in training) and predicts
+/// every detection of the fold's scenes. Returns the fit-part scenes with those out-of-fold
+/// probabilities (at every margin index).
+pub fn cross_validate(
+    results: &[SceneResult],
+    min_face_px: f32,
+    views: &[usize],
+    extra: &[(Vec<f32>, bool)],
+    l2: f32,
+    folds: usize,
+) -> Vec<SceneResult> {
+    let train = training_set(results, min_face_px);
+    let mut out: Vec<SceneResult> = results.iter().filter(|r| r.fit_part).cloned().collect();
+    let fit_index: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.fit_part).map(|(i, _)| i).collect();
+    for k in 0..folds {
+        let (mut x, mut y): (Vec<Vec<f32>>, Vec<bool>) = extra.iter().cloned().unzip();
+        for (si, d, t) in &train {
+            if si % folds != k {
+                x.push(concat_features(d, views));
+                y.push(*t);
+            }
+        }
+        let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 500);
+        let head = FittedHead {
+            id: String::new(),
+            kind: String::new(),
+            features_model: String::new(),
+            mean,
+            std,
+            weights,
+            bias,
+            views: Vec::new(),
+            provenance: serde_json::Value::Null,
+            sha256: String::new(),
+        };
+        for (r, &si) in out.iter_mut().zip(&fit_index) {
+            if si % folds == k {
+                for d in &mut r.dets {
+                    d.prob = vec![head.predict(&concat_features(d, views)); MARGINS.len()];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An SVG plot of precision against recall, one line per named curve.
@@ -457,6 +591,7 @@ mod tests {
             std,
             weights: w,
             bias: b,
+            views: vec![0.0],
             provenance: serde_json::Value::Null,
             sha256: String::new(),
         };

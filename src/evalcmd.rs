@@ -24,15 +24,16 @@ fn models(dir: &Path) -> Result<(FaceDetector, MaskClassifier)> {
     ))
 }
 
-fn row(name: &str, lv: Levers, c: &[Prf], target: f64) -> String {
+/// A table row; `margins` overrides the crop-margin column (a fitted head's own margins).
+fn row(name: &str, lv: Levers, margins: Option<&str>, c: &[Prf], target: f64) -> String {
     let b = best_f1(c);
     let t = lowest_reaching(c, target);
     let at = |p: &Prf| format!("{:.2} / {:.2} / {:.2} @ {:.2}", p.precision, p.recall, p.f1, p.threshold);
     format!(
-        "| {name} | {:.1} | {:.0} | {:.2} | {} | {} |",
+        "| {name} | {:.1} | {:.0} | {} | {} | {} |",
         lv.face_threshold,
         lv.min_face_px,
-        MARGINS[lv.margin_index],
+        margins.map_or_else(|| format!("{:.2}", MARGINS[lv.margin_index]), str::to_string),
         at(&b),
         t.map(|p| format!("{} (tp {} fp {})", at(&p), p.tp, p.fp)).unwrap_or_else(|| "not reached".into())
     )
@@ -52,7 +53,7 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     ];
     let plain = Levers { face_threshold: 0.5, min_face_px: a.min_face_px, margin_index: 0 };
     let plain_curve = pr_curve(&results, plain, false);
-    lines.push(row("plain pretrained (evaluation part)", plain, &plain_curve, a.target_precision));
+    lines.push(row("plain pretrained (evaluation part)", plain, None, &plain_curve, a.target_precision));
     // tune the levers on the fit part, report the chosen point on the evaluation part
     let mut best: Option<(f64, Levers)> = None;
     for ft in [0.3, 0.5, 0.7] {
@@ -67,16 +68,18 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     }
     let tuned = best.expect("grid").1;
     let tuned_curve = pr_curve(&results, tuned, false);
-    lines.push(row("tuned levers (chosen on fit part)", tuned, &tuned_curve, a.target_precision));
+    lines.push(row("tuned levers (chosen on fit part)", tuned, None, &tuned_curve, a.target_precision));
     let mut curves: Vec<(String, Vec<Prf>)> =
         vec![("plain pretrained".into(), plain_curve.clone()), ("tuned levers".into(), tuned_curve.clone())];
     if let Some(h) = &head {
-        apply_head(&mut results, h);
+        apply_head(&mut results, h)?;
         let lv = Levers { face_threshold: tuned.face_threshold, min_face_px: a.min_face_px, margin_index: 0 };
         let c = pr_curve(&results, lv, false);
-        lines.push(row(&format!("fitted head {} (evaluation part)", h.id), lv, &c, a.target_precision));
+        let margins = h.views.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" + ");
+        let row = |name: &str, c: &[Prf]| row(name, lv, Some(&margins), c, a.target_precision);
+        lines.push(row(&format!("fitted head {} (evaluation part)", h.id), &c));
         let cf = pr_curve(&results, lv, true);
-        lines.push(row(&format!("fitted head {} (fit part, for reference)", h.id), lv, &cf, a.target_precision));
+        lines.push(row(&format!("fitted head {} (fit part, for reference)", h.id), &cf));
         curves.push((format!("fitted head {}", h.id), c));
     }
     lines.push(String::new());
@@ -110,76 +113,135 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     Ok(report)
 }
 
-/// Features of the image-level labelled crops (`mask/with_mask`, `mask/without_mask`): the largest
-/// face CenterFace finds in each (the whole image when it finds none), labelled by folder.
-fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<(Vec<Vec<f32>>, Vec<bool>)> {
-    let (mut x, mut y) = (Vec::new(), Vec::new());
+/// Features (per crop margin of `MARGINS`) of the image-level labelled crops (`mask/with_mask`,
+/// `mask/without_mask`): the largest face CenterFace finds in each (the whole image when it finds
+/// none), labelled by folder.
+fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<Vec<(Vec<Vec<f32>>, bool)>> {
+    let mut out = Vec::new();
     for (f, positive) in labelled_crops(dir)? {
         let Ok(img) = image::open(&f) else { continue };
         let frame = crate::frame::RgbFrame::from_image(&img.to_rgb8());
         let faces = det.detect(&frame, 0.5)?;
         let b = faces.iter().map(|f| f.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
-        let (_, feats) = cls.features(&frame, &[b])?;
-        x.push(feats[0].clone());
-        y.push(positive);
+        let mut per_margin = Vec::new();
+        for m in MARGINS {
+            let (_, feats) = cls.features(&frame, &[b.expand(m, frame.width as f32, frame.height as f32)])?;
+            per_margin.push(feats[0].clone());
+        }
+        out.push((per_margin, positive));
     }
-    Ok((x, y))
+    Ok(out)
 }
 
-pub fn fit(data: &Path, models_dir: &Path, id: &str, min_face_px: f32, l2: f32, with_crops: bool) -> Result<PathBuf> {
-    let scenes: Vec<Scene> = load_scenes(&data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
-    let (mut det, mut cls) = models(models_dir)?;
+/// The crop-margin sets `vigil fit` chooses among (features of each margin concatenated).
+pub const VIEW_SETS: [&[f32]; 3] = [&[0.0], &[0.0, 0.15], &[0.0, 0.15, 0.3]];
+
+/// What `vigil fit` is asked to do.
+pub struct FitArgs<'a> {
+    pub data: &'a Path,
+    pub models: &'a Path,
+    pub id: &'a str,
+    pub min_face_px: f32,
+    /// L2 strengths to choose among.
+    pub l2: &'a [f32],
+    pub with_crops: bool,
+    pub target_precision: f64,
+}
+
+/// Fits a no-mask head on the fit part: chooses crop margins and L2 strength by 5-fold
+/// cross-validation split by image (highest recall at the target precision, then best F1), then
+/// fits the chosen head on the whole fit part.
+pub fn fit(a: &FitArgs) -> Result<PathBuf> {
+    let scenes: Vec<Scene> = load_scenes(&a.data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
+    let (mut det, mut cls) = models(a.models)?;
     let results = measure_scenes(&scenes, &mut det, &mut cls, true)?;
-    let (mut x, mut y) = training_set(&results, min_face_px);
-    let scene_faces = x.len();
-    if with_crops {
-        let (cx, cy) = crop_features(&data.join("mask"), &mut det, &mut cls)?;
-        x.extend(cx);
-        y.extend(cy);
+    let crops = if a.with_crops { crop_features(&a.data.join("mask"), &mut det, &mut cls)? } else { Vec::new() };
+    let lv = Levers { face_threshold: 0.5, min_face_px: a.min_face_px, margin_index: 0 };
+    let mut selection = Vec::new();
+    let mut best: Option<((f64, f64), &[f32], f32)> = None;
+    eprintln!("choosing crop margins and l2 by 5-fold cross-validation on the fit part (split by image):");
+    eprintln!("| crop margins | l2 | CV best F1: P / R / F1 | CV recall at P ≥ {} |", a.target_precision);
+    eprintln!("| --- | --- | --- | --- |");
+    for views in VIEW_SETS {
+        let vi = view_indices(views)?;
+        let extra: Vec<(Vec<f32>, bool)> =
+            crops.iter().map(|(f, t)| (vi.iter().flat_map(|&i| f[i].iter().copied()).collect(), *t)).collect();
+        for &l2 in a.l2 {
+            let oof = cross_validate(&results, a.min_face_px, &vi, &extra, l2, 5);
+            let c = pr_curve(&oof, lv, true);
+            let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
+            let key = (at.map_or(0.0, |p| p.recall), bf.f1);
+            eprintln!(
+                "| {views:?} | {l2} | {:.2} / {:.2} / {:.3} | {} |",
+                bf.precision,
+                bf.recall,
+                bf.f1,
+                at.map_or("-".into(), |p| format!("{:.3} (P {:.2})", p.recall, p.precision))
+            );
+            selection.push(serde_json::json!({"views": views, "l2": l2, "cv_best_f1": bf, "cv_at_target": at}));
+            if best.is_none_or(|(k, _, _)| key > k) {
+                best = Some((key, views, l2));
+            }
+        }
+    }
+    let (_, views, l2) = best.context("no candidates (give --l2)")?;
+    let vi = view_indices(views)?;
+    let train = training_set(&results, a.min_face_px);
+    let (mut x, mut y): (Vec<Vec<f32>>, Vec<bool>) =
+        crops.iter().map(|(f, t)| (vi.iter().flat_map(|&i| f[i].iter().copied()).collect(), *t)).unzip();
+    for (_, d, t) in &train {
+        x.push(concat_features(d, &vi));
+        y.push(*t);
     }
     let pos = y.iter().filter(|&&v| v).count();
     eprintln!(
-        "fitting on {} faces from {} images ({pos} without mask, {} with mask)",
+        "chosen: crop margins {views:?}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
         x.len(),
         scenes.len(),
         x.len() - pos
     );
-    let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 300);
+    let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 500);
     let head = FittedHead {
-        id: id.into(),
+        id: a.id.into(),
         kind: "logistic regression on standardised features".into(),
         features_model: "mask-classifier-mobilenetv2-features".into(),
         mean,
         std,
         weights,
         bias,
+        views: views.to_vec(),
         provenance: serde_json::json!({
-            "data": if with_crops {
+            "data": if a.with_crops {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only; plus the image-level crops ../shared/data/mask/with_mask, without_mask (chandrikadeb7/Face-Mask-Detection), largest detected face of each"
             } else {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
             },
-            "scene_faces": scene_faces,
+            "scene_faces": train.len(),
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),
             "without_mask": pos,
             "detector": "centerface @ 0.2, matched to labelled faces at IoU >= 0.3; mask_weared_incorrect left out",
-            "features": "features output (1280-d) at crop margin 0",
+            "features": "features output (1280-d) of each crop margin in `views`, concatenated",
             "l2": l2,
-            "iterations": 300,
+            "optimiser": "L-BFGS, at most 500 iterations",
+            "selection": {
+                "how": format!("5-fold cross-validation on the fit part, split by image (scene i in fold i % 5); highest recall at precision >= {}, then best F1; faces >= {} px, face threshold 0.5", a.target_precision, a.min_face_px),
+                "candidates": selection,
+            },
             "fitted_by": format!("vigil {}", env!("CARGO_PKG_VERSION")),
         }),
         sha256: String::new(),
     };
     let json = serde_json::to_vec_pretty(&head)?;
-    let file = models_dir.join(format!("{id}.json"));
+    let file = a.models.join(format!("{}.json", a.id));
     std::fs::write(&file, &json).with_context(|| format!("{}", file.display()))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
     std::fs::write(
-        models_dir.join(format!("{id}.toml")),
+        a.models.join(format!("{}.toml", a.id)),
         format!(
-            "# Fitted by `vigil fit`; see {id}.json for provenance.\nid = \"{id}\"\nfile = \"{id}.json\"\nsha256 = \"{sha}\"\n"
+            "# Fitted by `vigil fit`; see {id}.json for provenance.\nid = \"{id}\"\nfile = \"{id}.json\"\nsha256 = \"{sha}\"\n",
+            id = a.id
         ),
     )?;
     Ok(file)

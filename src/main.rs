@@ -124,13 +124,16 @@ enum Cmd {
         id: String,
         #[arg(long, default_value_t = 24.0)]
         min_face_px: f32,
-        /// L2 regularisation of the logistic head.
-        #[arg(long, default_value_t = 0.001)]
-        l2: f32,
-        /// Also fit on the image-level labelled crops (mask/with_mask, mask/without_mask); the
-        /// evaluation part of the scenes stays unseen.
+        /// L2 strengths of the logistic head to choose among (by cross-validation on the fit part).
+        #[arg(long, value_delimiter = ',', default_values_t = [0.003, 0.01, 0.03])]
+        l2: Vec<f32>,
+        /// Precision at which cross-validation compares recall.
+        #[arg(long, default_value_t = 0.9)]
+        target_precision: f64,
+        /// Fit on the scenes' fit part only, without the image-level labelled crops
+        /// (mask/with_mask, mask/without_mask; the evaluation part of the scenes is never used).
         #[arg(long)]
-        with_crops: bool,
+        scenes_only: bool,
     },
 }
 
@@ -584,8 +587,16 @@ fn main() -> ExitCode {
             };
             tool(|| vigil::bench::run(p, &streams, &clip, compare_gating, json.as_deref()).map(|_| ExitCode::SUCCESS))
         }
-        Cmd::Fit { data, models, id, min_face_px, l2, with_crops } => tool(|| {
-            let f = vigil::evalcmd::fit(&data, &models, &id, min_face_px, l2, with_crops)?;
+        Cmd::Fit { data, models, id, min_face_px, l2, target_precision, scenes_only } => tool(|| {
+            let f = vigil::evalcmd::fit(&vigil::evalcmd::FitArgs {
+                data: &data,
+                models: &models,
+                id: &id,
+                min_face_px,
+                l2: &l2,
+                with_crops: !scenes_only,
+                target_precision,
+            })?;
             println!("wrote {}", f.display());
             Ok(ExitCode::SUCCESS)
         }),

@@ -83,9 +83,9 @@ fn classifier_says_no_mask_on_bare_faces_and_mask_on_a_drawn_mask() {
     let cam = photo("camera.png");
     let cf = d.detect(&cam, 0.5).unwrap()[0];
     // MODELS.md: unmasked faces came out "no mask" with probs[1] between 0.92 and 0.999
-    let p = c.no_mask_prob(&frame, &[f.bbox]).unwrap();
+    let p = c.no_mask_prob(&frame, &[f.bbox], 0.0).unwrap();
     assert!(p[0] > 0.9, "astronaut no-mask prob {}", p[0]);
-    let p = c.no_mask_prob(&cam, &[cf.bbox]).unwrap();
+    let p = c.no_mask_prob(&cam, &[cf.bbox], 0.0).unwrap();
     assert!(p[0] > 0.9, "cameraman no-mask prob {}", p[0]);
 
     // Paint a light-blue surgical-mask shape over nose, mouth and chin (a trapezoid narrowing to the
@@ -101,7 +101,7 @@ fn classifier_says_no_mask_on_bare_faces_and_mask_on_a_drawn_mask() {
             frame.data[i..i + 3].copy_from_slice(&[120, 180, 230]);
         }
     }
-    let p = c.no_mask_prob(&frame, &[f.bbox]).unwrap();
+    let p = c.no_mask_prob(&frame, &[f.bbox], 0.0).unwrap();
     assert!(p[0] < 0.5, "astronaut with a drawn mask: no-mask prob {}", p[0]);
 }
 
@@ -112,10 +112,33 @@ fn classifier_batch_equals_single_runs() {
     let frame = photo("astronaut.png");
     let f = d.detect(&frame, 0.5).unwrap()[0];
     let other = BBox { x1: 10.0, y1: 300.0, x2: 120.0, y2: 420.0 };
-    let batch = c.no_mask_prob(&frame, &[f.bbox, other]).unwrap();
-    let one = c.no_mask_prob(&frame, &[f.bbox]).unwrap();
-    let two = c.no_mask_prob(&frame, &[other]).unwrap();
+    let batch = c.no_mask_prob(&frame, &[f.bbox, other], 0.0).unwrap();
+    let one = c.no_mask_prob(&frame, &[f.bbox], 0.0).unwrap();
+    let two = c.no_mask_prob(&frame, &[other], 0.0).unwrap();
     assert!((batch[0] - one[0]).abs() < 1e-4 && (batch[1] - two[0]).abs() < 1e-4, "{batch:?} {one:?} {two:?}");
+}
+
+#[test]
+fn the_fitted_head_reads_its_crop_margins_features_concatenated() {
+    let dir = common::repo().join("models");
+    let head = vigil::detect::FittedHead::load(&dir, "mask-head-fitted").unwrap();
+    assert_eq!(head.views, [0.0, 0.15], "the shipped head was chosen with two crop margins");
+    let mut c = MaskClassifier::load(&dir, &head.features_model, &RuntimeOptions::default()).unwrap();
+    let frame = photo("astronaut.png");
+    let f = detector().detect(&frame, 0.5).unwrap()[0];
+    // by hand: features of each margin's crop, concatenated in the head's order
+    let mut x = Vec::new();
+    for m in &head.views {
+        let (_, feats) = c.features(&frame, &[f.bbox.expand(*m, frame.width as f32, frame.height as f32)]).unwrap();
+        x.extend_from_slice(&feats[0]);
+    }
+    assert_eq!(x.len(), head.weights.len());
+    let by_hand = head.predict(&x);
+    c.head = Some(head);
+    // the crop margin argument is for the pretrained classifier; the head uses its own
+    let p = c.no_mask_prob(&frame, &[f.bbox], 0.3).unwrap();
+    assert!((p[0] - by_hand).abs() < 1e-4, "pipeline {} vs by hand {by_hand}", p[0]);
+    assert!(p[0] > 0.5, "the bare astronaut face is no-mask for the head: {}", p[0]);
 }
 
 fn objects() -> vigil::detect::ObjectDetector {
