@@ -47,9 +47,36 @@ pub fn thread_allocations() -> u64 {
     THREAD_ALLOCATIONS.with(|c| c.get())
 }
 
+thread_local! {
+    static TRACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How many analysed frames after warm-up to trace allocations on (`VIGIL_TRACE_ALLOCS=N`; 0: off).
+pub fn trace_frames() -> u64 {
+    std::env::var("VIGIL_TRACE_ALLOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// While on, every heap allocation by the calling thread prints `ALLOC` and the innermost source
+/// lines of its backtrace (this crate's and `ort`'s) to stderr: how the hot path was checked.
+pub fn trace_allocations(on: bool) {
+    let _ = TRACE.try_with(|t| t.set(on));
+}
+
 fn count() {
     ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    // off while tracing, so that the backtrace's own allocations are not traced
+    if TRACE.try_with(|t| t.replace(false)).unwrap_or(false) {
+        let bt = std::backtrace::Backtrace::force_capture().to_string();
+        let at: Vec<&str> = bt
+            .lines()
+            .filter(|l| (l.contains("at ./src/") || l.contains("/ort-")) && !l.contains("bench.rs"))
+            .map(str::trim)
+            .take(3)
+            .collect();
+        eprintln!("ALLOC {}", at.join(" <- "));
+        TRACE.with(|t| t.set(true));
+    }
 }
 
 unsafe impl GlobalAlloc for CountingAlloc {
@@ -212,10 +239,10 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
                         let m = set.no_mask.as_mut().context("models")?;
                         let roi = crate::rules::roi(st.zone.as_ref(), group[0].width, group[0].height);
                         let found = m.face.detect_batch(&group, roi, rule.input_width, rule.face_threshold as f32)?;
-                        for (f, faces) in group.iter().zip(found) {
-                            let faces = st.eligible(&faces, f.width, f.height);
+                        for (f, mut faces) in group.iter().zip(found) {
+                            st.keep_eligible(&mut faces, f.width, f.height);
                             let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
-                            m.mask.no_mask_prob(f, &boxes, 0.0)?;
+                            m.mask.no_mask_prob(f, &boxes, rule.crop_margin as f32)?;
                         }
                     }
                 }));

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,11 +94,23 @@ struct AnalysisCtx {
 pub struct RuleStates {
     pub no_mask: Option<(NoMaskState, MotionGate)>,
     pub utensils: Option<(UtensilsState, MotionGate)>,
+    /// Per-frame buffers, kept so that inference allocates nothing once they have grown (sized
+    /// up front for the detectors' candidates before NMS).
+    faces: Vec<crate::detect::Face>,
+    boxes: Vec<crate::frame::BBox>,
+    probs: Vec<f32>,
+    objects: Vec<crate::detect::Object>,
 }
 
 impl RuleStates {
     pub fn new(r: CameraRules, a: &AnalysisConfig, labels: &[String]) -> RuleStates {
-        let mut s = RuleStates::default();
+        let mut s = RuleStates {
+            faces: Vec::with_capacity(256),
+            boxes: Vec::with_capacity(64),
+            probs: Vec::with_capacity(64),
+            objects: Vec::with_capacity(1024),
+            ..Default::default()
+        };
         s.apply(r, a, labels);
         s
     }
@@ -161,24 +172,25 @@ pub fn infer_rules(
         let roi = rules::roi(st.zone.as_ref(), w, h);
         if gate.should_infer(frame, roi, st.wants_frames()) {
             ctx.stats.inferred.fetch_add(1, Ordering::Relaxed);
-            let (faces, probs) = {
+            let (faces, boxes, probs) = (&mut states.faces, &mut states.boxes, &mut states.probs);
+            {
                 let t0 = Instant::now();
-                let faces =
-                    models.detect_faces(ctx.index, frame, roi, st.rule.input_width, st.rule.face_threshold as f32)?;
+                let (fw, fth) = (st.rule.input_width, st.rule.face_threshold as f32);
+                models.detect_faces_into(ctx.index, frame, roi, fw, fth, faces)?;
                 let took = t0.elapsed();
                 let mut set = models.get(ctx.index);
                 let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
                 Event::Inference { model: &m.face.info.id, took }.emit();
-                let faces = st.eligible(&faces, w, h);
-                let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+                st.keep_eligible(faces, w, h);
+                boxes.clear();
+                boxes.extend(faces.iter().map(|f| f.bbox));
                 let t1 = Instant::now();
-                let p = m.mask.no_mask_prob(frame, &boxes, st.rule.crop_margin as f32)?;
+                m.mask.no_mask_prob_into(frame, boxes, st.rule.crop_margin as f32, probs)?;
                 if !boxes.is_empty() {
                     Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
                 }
-                (faces, p)
-            };
-            if let Some(fire) = st.update(frame.pts, &faces, &probs) {
+            }
+            if let Some(fire) = st.update(frame.pts, faces, probs) {
                 let params = serde_json::to_value(&st.rule).unwrap_or_default();
                 let severity = st.rule.severity.clone();
                 raised.push(Raised { fire, kind: "no_mask", severity, params, zone: st.zone.clone() });
@@ -191,17 +203,17 @@ pub fn infer_rules(
         let roi = rules::roi(st.zone.as_ref(), w, h);
         if gate.should_infer(frame, roi, false) {
             ctx.stats.inferred.fetch_add(1, Ordering::Relaxed);
-            let objects = {
+            let objects = &mut states.objects;
+            {
                 let mut set = models.get(ctx.index);
                 let m = set.objects.as_mut().context("object model not loaded")?;
                 let t0 = Instant::now();
-                let o = m.detect_in(frame, roi, st.rule.threshold as f32, &st.wanted)?;
+                m.detect_in_into(frame, roi, st.rule.threshold as f32, &st.wanted, objects)?;
                 Event::Inference { model: &m.info.id, took: t0.elapsed() }.emit();
-                o
-            };
+            }
             let wall = ctx.epoch + chrono::Duration::from_std(frame.pts).unwrap_or_default();
             let local_s = (wall.timestamp() + ctx.utc_offset_s as i64).rem_euclid(86400);
-            if let Some(fire) = st.update(frame.pts, (local_s / 60) as u32, &objects, w, h) {
+            if let Some(fire) = st.update(frame.pts, (local_s / 60) as u32, objects, w, h) {
                 let params = serde_json::to_value(&st.rule).unwrap_or_default();
                 let severity = st.rule.severity.clone();
                 raised.push(Raised { fire, kind: "utensils_left", severity, params, zone: st.zone.clone() });
@@ -213,15 +225,26 @@ pub fn infer_rules(
     Ok(raised)
 }
 
-fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>) {
+/// Analysed frames per camera before allocation counting starts (buffers grow to size first).
+const WARM_UP_FRAMES: u64 = 10;
+
+fn analysis_loop(
+    ctx: AnalysisCtx,
+    frames: std::sync::mpsc::Receiver<crate::frame::RgbFrame>,
+    spare: std::sync::mpsc::SyncSender<Vec<u8>>,
+) {
     let mut raster: Option<MaskRaster> = None;
     let mut states = RuleStates::new(ctx.cam.rules.clone(), &ctx.analysis, &ctx.labels);
     let origin = FrameOrigin { index: ctx.index, stats: &ctx.stats, epoch: ctx.epoch, utc_offset_s: ctx.utc_offset_s };
     let mut tamper = TamperDetector::new(ctx.cam.tamper);
+    let mut measured = health::Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
+    let mut scratch = health::Scratch::default();
     let mut errors = 0u64;
     let mut seen = 0u64;
+    let trace = crate::bench::trace_frames();
     while let Ok(mut frame) = frames.recv() {
         let allocs_before = crate::bench::thread_allocations();
+        crate::bench::trace_allocations(seen >= WARM_UP_FRAMES && seen < WARM_UP_FRAMES + trace);
         // a new rule configuration takes effect between two frames, all of it at once
         let update = ctx.reload.lock().expect("rule slot").take();
         if let Some(r) = update {
@@ -234,7 +257,8 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
             let stride = frame.stride();
             raster.as_ref().expect("raster").apply_rgb(&mut frame.data, stride);
         }
-        for c in tamper.update(frame.pts, &health::measure(&frame)) {
+        health::measure_into(&frame, &mut measured, &mut scratch);
+        for c in tamper.update(frame.pts, &measured) {
             let what = format!("{} {}", c.condition, if c.active { "started" } else { "ended" });
             ctx.ring.lock().expect("ring").mark(c.at, format!("{what} ({})", c.detail));
             let lasted = c.lasted;
@@ -247,7 +271,9 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         };
         ctx.stats.analysed.fetch_add(1, Ordering::Relaxed);
         seen += 1;
-        if seen > 10 {
+        // the hot path: frames after warm-up that raise no violation (a violation builds its
+        // evidence record, which allocates)
+        if seen > WARM_UP_FRAMES && raised.as_ref().is_ok_and(|r| r.is_empty()) {
             let n = crate::bench::thread_allocations() - allocs_before;
             ctx.stats.hot_allocations.fetch_add(n, Ordering::Relaxed);
             ctx.stats.hot_frames.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +291,8 @@ fn analysis_loop(ctx: AnalysisCtx, frames: std::sync::mpsc::Receiver<crate::fram
         for r in raised {
             raise(&ctx, r, &tamper, (frame.width, frame.height));
         }
+        // the pixel buffer goes back to ingest for the next frame
+        let _ = spare.try_send(frame.data);
     }
 }
 
@@ -474,7 +502,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         let stats = Arc::new(CameraStats::default());
         telemetry::cameras().lock().expect("cams").insert(cam.id.clone(), stats.clone());
         let violations = Arc::new(AtomicU64::new(0));
-        let (ftx, frx) = sync_channel(raw.analysis.queue);
+        let (ftx, frx, spare) = ingest::frame_queue(raw.analysis.queue);
         let epoch_instant = Instant::now();
         let ctx = AnalysisCtx {
             cam: cam.clone(),
@@ -494,7 +522,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             labels: labels.clone(),
         };
         analysis_threads.push(
-            std::thread::Builder::new().name(format!("analyse-{}", cam.id)).spawn(move || analysis_loop(ctx, frx))?,
+            std::thread::Builder::new()
+                .name(format!("analyse-{}", cam.id))
+                .spawn(move || analysis_loop(ctx, frx, spare))?,
         );
         let (c, a, r, s, sd) = (cam.clone(), raw.analysis, ring.clone(), stats.clone(), shutdown.clone());
         camera_threads.push((

@@ -13,11 +13,13 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ort::session::Session;
-use ort::value::TensorRef;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::frame::{BBox, RgbFrame};
+
+mod runner;
+use runner::Runner;
 
 /// `models/<id>.toml`
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -220,14 +222,22 @@ pub struct Face {
 
 /// Greedy NMS, highest score first; suppresses boxes with IoU ≥ `iou` against a kept box.
 pub fn nms<T>(mut items: Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, score: impl Fn(&T) -> f32) -> Vec<T> {
-    items.sort_by(|a, b| score(b).total_cmp(&score(a)));
-    let mut kept: Vec<T> = Vec::with_capacity(items.len());
-    for it in items {
-        if kept.iter().all(|k| bbox(k).iou(&bbox(&it)) < iou) {
-            kept.push(it);
+    nms_in_place(&mut items, iou, bbox, score);
+    items
+}
+
+/// [`nms`] in place, without allocating: the kept items end up first, best first.
+pub fn nms_in_place<T>(items: &mut Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, score: impl Fn(&T) -> f32) {
+    items.sort_unstable_by(|a, b| score(b).total_cmp(&score(a)));
+    let mut kept = 0;
+    for i in 0..items.len() {
+        let b = bbox(&items[i]);
+        if items[..kept].iter().all(|k| bbox(k).iou(&b) < iou) {
+            items.swap(kept, i);
+            kept += 1;
         }
     }
-    kept
+    items.truncate(kept);
 }
 
 /// Decodes CenterFace outputs (one image) as MODELS.md §1 describes. `h`,`w` is the output grid,
@@ -244,8 +254,25 @@ pub fn decode_centerface(
     in_h: f32,
     threshold: f32,
 ) -> Vec<Face> {
+    let mut out = Vec::new();
+    decode_centerface_into(heat, scale, offset, lms, (h, w), (in_w, in_h), threshold, &mut out);
+    out
+}
+
+/// [`decode_centerface`] into `out` (cleared first; no allocation once it has grown).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_centerface_into(
+    heat: &[f32],
+    scale: &[f32],
+    offset: &[f32],
+    lms: &[f32],
+    (h, w): (usize, usize),
+    (in_w, in_h): (f32, f32),
+    threshold: f32,
+    cands: &mut Vec<Face>,
+) {
     let n = h * w;
-    let mut cands = Vec::new();
+    cands.clear();
     for r in 0..h {
         for c in 0..w {
             let i = r * w + c;
@@ -269,21 +296,20 @@ pub fn decode_centerface(
             cands.push(Face { bbox: BBox { x1, y1, x2, y2 }, score: s, landmarks });
         }
     }
-    nms(cands, 0.3, |f| f.bbox, |f| f.score)
+    nms_in_place(cands, 0.3, |f| f.bbox, |f| f.score);
 }
 
 /// CenterFace face detector.
 pub struct FaceDetector {
     pub info: ModelInfo,
-    session: Session,
-    input: Vec<f32>,
+    run: Runner,
 }
 
 impl FaceDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<FaceDetector> {
         let info = ModelInfo::load(dir, id, "centerface")?;
-        let session = session(&info, opts)?;
-        Ok(FaceDetector { info, session, input: Vec::new() })
+        let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
+        Ok(FaceDetector { info, run })
     }
 
     /// Detects faces in `frame`; boxes in frame pixels.
@@ -295,7 +321,22 @@ impl FaceDetector {
     /// model input `input_width` pixels wide (0: the region's own width), rounded up to the
     /// model's multiple. Boxes come back in frame pixels.
     pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, input_width: u32, threshold: f32) -> Result<Vec<Face>> {
-        Ok(self.detect_batch(&[frame], roi, input_width, threshold)?.pop().unwrap_or_default())
+        let mut out = Vec::new();
+        self.detect_in_into(frame, roi, input_width, threshold, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`detect_in`](Self::detect_in) into `out` (cleared first; no allocation once it has grown).
+    pub fn detect_in_into(
+        &mut self,
+        frame: &RgbFrame,
+        roi: BBox,
+        input_width: u32,
+        threshold: f32,
+        out: &mut Vec<Face>,
+    ) -> Result<()> {
+        let g = self.infer(&[frame], roi, input_width)?;
+        self.decode(0, g, roi, threshold, out)
     }
 
     /// [`detect_in`](Self::detect_in) on several frames of the same size in one model run
@@ -307,6 +348,18 @@ impl FaceDetector {
         input_width: u32,
         threshold: f32,
     ) -> Result<Vec<Vec<Face>>> {
+        let g = self.infer(frames, roi, input_width)?;
+        (0..frames.len())
+            .map(|b| {
+                let mut out = Vec::new();
+                self.decode(b, g, roi, threshold, &mut out)?;
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// Runs the model on `roi` of each frame; returns the input size (w, h).
+    fn infer(&mut self, frames: &[&RgbFrame], roi: BBox, input_width: u32) -> Result<(usize, usize)> {
         let spec = &self.info.manifest.input;
         let m = spec.multiple_of.max(1);
         let (rw, rh) = (roi.w().max(1.0), roi.h().max(1.0));
@@ -323,53 +376,45 @@ impl FaceDetector {
         };
         let plane = w * h;
         let nb = frames.len();
-        self.input.resize(nb * 3 * plane, 0.0);
+        self.run.input.resize(nb * 3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
         for (b, frame) in frames.iter().enumerate() {
-            let buf = &mut self.input[b * 3 * plane..(b + 1) * 3 * plane];
+            let buf = &mut self.run.input[b * 3 * plane..(b + 1) * 3 * plane];
             frame.sample_bilinear(roi, w, h, |i, px| {
                 for c in 0..3 {
                     buf[c * plane + i] = (px[c] - mean[c]) / std[c];
                 }
             });
         }
-        let tensor = TensorRef::from_array_view(([nb, 3, h, w], &*self.input))?;
-        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
-        let names = &self.info.manifest.outputs;
-        let get = |k: usize| -> Result<&[f32]> {
-            let (_, d) = outputs[names[k].as_str()].try_extract_tensor::<f32>()?;
-            Ok(d)
-        };
-        let (heat, scale, offset, lms) = (get(0)?, get(1)?, get(2)?, get(3)?);
+        self.run.run([nb, 3, h, w])?;
+        Ok((w, h))
+    }
+
+    /// Decodes image `b` of the last run into `out`, boxes in frame pixels.
+    fn decode(&self, b: usize, (w, h): (usize, usize), roi: BBox, threshold: f32, out: &mut Vec<Face>) -> Result<()> {
+        let r = &self.run;
+        let (heat, scale, offset, lms) = (r.output(0)?, r.output(1)?, r.output(2)?, r.output(3)?);
         let (gh, gw) = (h / 4, w / 4);
         let g = gh * gw;
-        let (sx, sy) = (w as f32 / rw, h as f32 / rh);
-        Ok((0..nb)
-            .map(|b| {
-                let faces = decode_centerface(
-                    &heat[b * g..(b + 1) * g],
-                    &scale[b * 2 * g..(b + 1) * 2 * g],
-                    &offset[b * 2 * g..(b + 1) * 2 * g],
-                    &lms[b * 10 * g..(b + 1) * 10 * g],
-                    gh,
-                    gw,
-                    w as f32,
-                    h as f32,
-                    threshold,
-                );
-                faces
-                    .into_iter()
-                    .map(|mut f| {
-                        f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
-                        for lm in &mut f.landmarks {
-                            lm[0] = lm[0] / sx + roi.x1;
-                            lm[1] = lm[1] / sy + roi.y1;
-                        }
-                        f
-                    })
-                    .collect()
-            })
-            .collect())
+        decode_centerface_into(
+            &heat[b * g..(b + 1) * g],
+            &scale[b * 2 * g..(b + 1) * 2 * g],
+            &offset[b * 2 * g..(b + 1) * 2 * g],
+            &lms[b * 10 * g..(b + 1) * 10 * g],
+            (gh, gw),
+            (w as f32, h as f32),
+            threshold,
+            out,
+        );
+        let (sx, sy) = (w as f32 / roi.w().max(1.0), h as f32 / roi.h().max(1.0));
+        for f in out.iter_mut() {
+            f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
+            for lm in &mut f.landmarks {
+                lm[0] = lm[0] / sx + roi.x1;
+                lm[1] = lm[1] / sy + roi.y1;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -434,30 +479,44 @@ pub fn decode_nanodet_stride(
 }
 
 /// Per-class NMS at IoU 0.6, at most 100 detections, best first (upstream `multiclass_nms`).
-pub fn nms_per_class(objects: Vec<Object>) -> Vec<Object> {
-    let mut by_class: std::collections::BTreeMap<u16, Vec<Object>> = Default::default();
-    for o in objects {
-        by_class.entry(o.class).or_default().push(o);
+pub fn nms_per_class(mut objects: Vec<Object>) -> Vec<Object> {
+    nms_per_class_in_place(&mut objects);
+    objects
+}
+
+/// [`nms_per_class`] in place, without allocating.
+pub fn nms_per_class_in_place(objects: &mut Vec<Object>) {
+    // class by class, best first within a class; suppress within the class only
+    objects.sort_unstable_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
+    let (mut kept, mut start, mut class) = (0, 0, None);
+    for i in 0..objects.len() {
+        if class != Some(objects[i].class) {
+            class = Some(objects[i].class);
+            start = kept;
+        }
+        let b = objects[i].bbox;
+        if objects[start..kept].iter().all(|k| k.bbox.iou(&b) < 0.6) {
+            objects.swap(kept, i);
+            kept += 1;
+        }
     }
-    let mut kept: Vec<Object> = by_class.into_values().flat_map(|v| nms(v, 0.6, |o| o.bbox, |o| o.score)).collect();
-    kept.sort_by(|a, b| b.score.total_cmp(&a.score));
-    kept.truncate(100);
-    kept
+    objects.truncate(kept);
+    objects.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+    objects.truncate(100);
 }
 
 /// NanoDet COCO detector: the region (zone bounding box or whole frame) is stretched to the
 /// model's 416x416 input, BGR, `(x - mean) / std`.
 pub struct ObjectDetector {
     pub info: ModelInfo,
-    session: Session,
-    input: Vec<f32>,
+    run: Runner,
 }
 
 impl ObjectDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<ObjectDetector> {
         let info = ModelInfo::load(dir, id, "nanodet-gfl")?;
-        let session = session(&info, opts)?;
-        Ok(ObjectDetector { info, session, input: Vec::new() })
+        let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
+        Ok(ObjectDetector { info, run })
     }
 
     pub fn labels(&self) -> &[String] {
@@ -466,44 +525,52 @@ impl ObjectDetector {
 
     /// Objects of the `wanted` classes scoring above `threshold` in `roi`, boxes in frame pixels.
     pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, threshold: f32, wanted: &[bool]) -> Result<Vec<Object>> {
+        let mut out = Vec::new();
+        self.detect_in_into(frame, roi, threshold, wanted, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`detect_in`](Self::detect_in) into `out` (cleared first; no allocation once it has grown).
+    pub fn detect_in_into(
+        &mut self,
+        frame: &RgbFrame,
+        roi: BBox,
+        threshold: f32,
+        wanted: &[bool],
+        objects: &mut Vec<Object>,
+    ) -> Result<()> {
         let spec = &self.info.manifest.input;
         let (w, h) = (spec.width, spec.height);
         let plane = w * h;
-        self.input.resize(3 * plane, 0.0);
+        self.run.input.resize(3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
         let bgr = spec.color == "BGR";
-        let buf = &mut self.input;
+        let buf = &mut self.run.input;
         frame.sample_bilinear(roi, w, h, |i, px| {
             for c in 0..3 {
                 let dst = if bgr { 2 - c } else { c };
                 buf[dst * plane + i] = (px[c] - mean[c]) / std[c];
             }
         });
-        let tensor = TensorRef::from_array_view(([1usize, 3, h, w], &*self.input))?;
-        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
-        let names = &self.info.manifest.outputs;
+        self.run.run([1, 3, h, w])?;
         let classes = self.info.manifest.labels.len();
-        let mut objects = Vec::new();
+        objects.clear();
         for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
-            let (_, cls) = outputs[names[2 * k].as_str()].try_extract_tensor::<f32>()?;
-            let (_, reg) = outputs[names[2 * k + 1].as_str()].try_extract_tensor::<f32>()?;
-            decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, &mut objects);
+            let (cls, reg) = (self.run.output(2 * k)?, self.run.output(2 * k + 1)?);
+            decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, objects);
         }
+        nms_per_class_in_place(objects);
         let (sx, sy) = (roi.w() / w as f32, roi.h() / h as f32);
-        Ok(nms_per_class(objects)
-            .into_iter()
-            .map(|mut o| {
-                o.bbox = o.bbox.scale(sx, sy).offset(roi.x1, roi.y1);
-                o
-            })
-            .collect())
+        for o in objects.iter_mut() {
+            o.bbox = o.bbox.scale(sx, sy).offset(roi.x1, roi.y1);
+        }
+        Ok(())
     }
 }
 
 pub struct MaskClassifier {
     pub info: ModelInfo,
-    session: Session,
-    input: Vec<f32>,
+    run: Runner,
     pub head: Option<FittedHead>,
 }
 
@@ -536,8 +603,13 @@ fn single_view() -> Vec<f32> {
 
 impl FittedHead {
     pub fn predict(&self, f: &[f32]) -> f32 {
+        self.predict_iter(f)
+    }
+
+    /// [`predict`](Self::predict) on features given piecewise (the views' features in order).
+    pub fn predict_iter<'a>(&self, f: impl IntoIterator<Item = &'a f32>) -> f32 {
         let z: f32 = f
-            .iter()
+            .into_iter()
             .zip(&self.mean)
             .zip(&self.std)
             .zip(&self.weights)
@@ -585,29 +657,69 @@ impl FittedHead {
 impl MaskClassifier {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
         let info = ModelInfo::load(dir, id, "softmax2")?;
-        let session = session(&info, opts)?;
-        Ok(MaskClassifier { info, session, input: Vec::new(), head: None })
+        let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
+        Ok(MaskClassifier { info, run, head: None })
     }
 
     /// No-mask probability for each face box (one batched run). With a fitted head, the head's
     /// probability on the backbone features at the head's crop margins; otherwise the model's own
     /// `probs[:,1]` on the box widened by `margin`.
     pub fn no_mask_prob(&mut self, frame: &RgbFrame, boxes: &[BBox], margin: f32) -> Result<Vec<f32>> {
-        if let Some(head) = self.head.take() {
-            let feats = self.view_features(frame, boxes, &head.views);
-            self.head = Some(head);
-            let head = self.head.as_ref().expect("head");
-            return Ok(feats?.iter().map(|f| head.predict(f)).collect());
+        let mut out = Vec::with_capacity(boxes.len());
+        self.no_mask_prob_into(frame, boxes, margin, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`no_mask_prob`](Self::no_mask_prob) into `out` (cleared first): no allocation once
+    /// `out` and the input buffer have grown to the number of faces.
+    pub fn no_mask_prob_into(
+        &mut self,
+        frame: &RgbFrame,
+        boxes: &[BBox],
+        margin: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        out.clear();
+        if boxes.is_empty() {
+            return Ok(());
         }
         let (fw, fh) = (frame.width as f32, frame.height as f32);
-        let crops: Vec<BBox> = boxes.iter().map(|b| b.expand(margin, fw, fh)).collect();
-        Ok(self.run(frame, &crops, false)?.0)
+        let n = boxes.len();
+        let Some(head) = &self.head else {
+            self.infer(frame, boxes.iter().map(|b| b.expand(margin, fw, fh)), n)?;
+            out.extend(self.run.output(0)?.chunks_exact(2).map(|p| p[1]));
+            return Ok(());
+        };
+        let views = head.views.len();
+        let head = self.head.take().expect("head");
+        let r = self.infer(
+            frame,
+            head.views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))),
+            n * views,
+        );
+        let r = r.and_then(|_| {
+            let f = self.features_output()?;
+            let d = f.len() / (n * views);
+            out.extend(
+                (0..n).map(|i| head.predict_iter((0..views).flat_map(|v| &f[(v * n + i) * d..(v * n + i + 1) * d]))),
+            );
+            Ok(())
+        });
+        self.head = Some(head);
+        r
     }
 
     /// Backbone features (needs a model with a `features` output) and the model's no-mask
     /// probabilities.
     pub fn features(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-        self.run(frame, boxes, true)
+        if boxes.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.infer(frame, boxes.iter().copied(), boxes.len())?;
+        let probs = self.run.output(0)?.chunks_exact(2).map(|p| p[1]).collect();
+        let f = self.features_output()?;
+        let d = f.len() / boxes.len();
+        Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
     }
 
     /// Per face box, the backbone features of its crops at each margin of `views`, concatenated
@@ -615,41 +727,35 @@ impl MaskClassifier {
     pub fn view_features(&mut self, frame: &RgbFrame, boxes: &[BBox], views: &[f32]) -> Result<Vec<Vec<f32>>> {
         let (fw, fh) = (frame.width as f32, frame.height as f32);
         let crops: Vec<BBox> = views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))).collect();
-        let (_, f) = self.run(frame, &crops, true)?;
+        let (_, f) = self.features(frame, &crops)?;
         let n = boxes.len();
         Ok((0..n).map(|i| (0..views.len()).flat_map(|v| f[v * n + i].iter().copied()).collect()).collect())
     }
 
-    fn run(&mut self, frame: &RgbFrame, boxes: &[BBox], want_features: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-        if boxes.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
+    /// Runs the model on `n` crops of the frame.
+    fn infer(&mut self, frame: &RgbFrame, crops: impl Iterator<Item = BBox>, n: usize) -> Result<()> {
         let spec = &self.info.manifest.input;
         let (w, h) = (spec.width, spec.height);
         let per = w * h * 3;
-        self.input.resize(boxes.len() * per, 0.0);
+        self.run.input.resize(n * per, 0.0);
         let (mean, std) = (spec.mean, spec.std);
-        for (b, bx) in boxes.iter().enumerate() {
-            let buf = &mut self.input[b * per..(b + 1) * per];
-            frame.sample_bilinear(*bx, w, h, |i, px| {
+        for (b, bx) in crops.take(n).enumerate() {
+            let buf = &mut self.run.input[b * per..(b + 1) * per];
+            frame.sample_bilinear(bx, w, h, |i, px| {
                 for c in 0..3 {
                     buf[i * 3 + c] = (px[c] - mean[c]) / std[c];
                 }
             });
         }
-        let tensor = TensorRef::from_array_view(([boxes.len(), h, w, 3], &*self.input))?;
-        let outputs = self.session.run(ort::inputs![spec.name.as_str() => tensor])?;
-        let (_, probs) = outputs[self.info.manifest.outputs[0].as_str()].try_extract_tensor::<f32>()?;
-        let probs: Vec<f32> = probs.chunks_exact(2).map(|p| p[1]).collect();
-        if !want_features {
-            return Ok((probs, Vec::new()));
+        self.run.run([n, h, w, 3])
+    }
+
+    /// The `features` output of the last run.
+    fn features_output(&self) -> Result<&[f32]> {
+        if self.info.manifest.outputs.len() < 2 {
+            bail!("model {} has no features output (use mask-classifier-mobilenetv2-features)", self.info.id);
         }
-        let name = self.info.manifest.outputs.get(1).ok_or_else(|| {
-            anyhow!("model {} has no features output (use mask-classifier-mobilenetv2-features)", self.info.id)
-        })?;
-        let (shape, f) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-        let d = shape[1] as usize;
-        Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
+        self.run.output(1)
     }
 }
 
@@ -728,10 +834,26 @@ impl ModelPool {
         input_width: u32,
         threshold: f32,
     ) -> Result<Vec<Face>> {
+        let mut out = Vec::new();
+        self.detect_faces_into(hint, frame, roi, input_width, threshold, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`detect_faces`](Self::detect_faces) into `out` (cleared first). Without batching, no
+    /// allocation once `out` has grown; a batch copies the frame for the camera that runs it.
+    pub fn detect_faces_into(
+        &self,
+        hint: usize,
+        frame: &RgbFrame,
+        roi: BBox,
+        input_width: u32,
+        threshold: f32,
+        out: &mut Vec<Face>,
+    ) -> Result<()> {
         let Some(b) = &self.batcher else {
             let mut set = self.get(hint);
             let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
-            return m.face.detect_in(frame, roi, input_width, threshold);
+            return m.face.detect_in_into(frame, roi, input_width, threshold, out);
         };
         let shape = |r: &BatchRequest| (r.frame.width, r.frame.height, r.roi, r.input_width, r.threshold);
         let mut st = b.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -741,7 +863,9 @@ impl ModelPool {
         let deadline = std::time::Instant::now() + b.wait;
         loop {
             if let Some(r) = st.done.remove(&id) {
-                return r.map_err(|e| anyhow!("{e}"));
+                out.clear();
+                out.extend(r.map_err(|e| anyhow!("{e}"))?);
+                return Ok(());
             }
             let mine = st.pending.iter().position(|r| r.id == id);
             let now = std::time::Instant::now();

@@ -77,8 +77,21 @@ impl RgbFrame {
 
     /// Copies an RGB image whose rows are `stride` bytes apart (GStreamer pads rows to 4 bytes).
     pub fn from_rows(src: &[u8], width: u32, height: u32, stride: usize, pts: Duration) -> RgbFrame {
+        Self::from_rows_into(Vec::new(), src, width, height, stride, pts)
+    }
+
+    /// [`from_rows`](Self::from_rows) into a spare buffer (no allocation when it is large enough).
+    pub fn from_rows_into(
+        mut data: Vec<u8>,
+        src: &[u8],
+        width: u32,
+        height: u32,
+        stride: usize,
+        pts: Duration,
+    ) -> RgbFrame {
         let row = width as usize * 3;
-        let mut data = Vec::with_capacity(row * height as usize);
+        data.clear();
+        data.reserve_exact(row * height as usize);
         for y in 0..height as usize {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }

@@ -102,17 +102,28 @@ pub struct Measure {
     pub sharpness: f32,
 }
 
+/// Sharpness samples kept while learning the baseline (its median); enough for 25 s at 10 fps.
+const SHARP_SAMPLES: usize = 256;
 const TW: usize = 64;
 const TH: usize = 36;
 const SW: usize = 160;
 const SH: usize = 90;
 
-fn grey(frame: &RgbFrame, w: usize, h: usize) -> Vec<f32> {
-    let mut out = vec![0f32; w * h];
+/// Buffers for [`measure_into`], kept across frames so that measuring allocates nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    big: Vec<f32>,
+    sharp: Vec<f32>,
+}
+
+fn grey_into(frame: &RgbFrame, w: usize, h: usize, out: &mut Vec<f32>, big: &mut Vec<f32>) {
+    out.clear();
+    out.resize(w * h, 0.0);
     let full = BBox { x1: 0.0, y1: 0.0, x2: frame.width as f32, y2: frame.height as f32 };
     // area-average by sampling a 4x supersampled grid, then box-filtering
     let (sw, sh) = (w * 4, h * 4);
-    let mut big = vec![0f32; sw * sh];
+    big.clear();
+    big.resize(sw * sh, 0.0);
     frame.sample_bilinear(full, sw, sh, |i, p| big[i] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
     for y in 0..h {
         for x in 0..w {
@@ -124,15 +135,23 @@ fn grey(frame: &RgbFrame, w: usize, h: usize) -> Vec<f32> {
             out[y * w + x] = s / 16.0;
         }
     }
-    out
 }
 
 pub fn measure(frame: &RgbFrame) -> Measure {
-    let thumb = grey(frame, TW, TH);
+    let mut m = Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
+    measure_into(frame, &mut m, &mut Scratch::default());
+    m
+}
+
+/// [`measure`] into `m`, reusing its thumbnail and `scratch` (no allocation after the first frame).
+pub fn measure_into(frame: &RgbFrame, m: &mut Measure, scratch: &mut Scratch) {
+    grey_into(frame, TW, TH, &mut m.thumb, &mut scratch.big);
+    let thumb = &m.thumb;
     let n = thumb.len() as f32;
     let mean = thumb.iter().sum::<f32>() / n;
     let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
-    let g = grey(frame, SW, SH);
+    grey_into(frame, SW, SH, &mut scratch.sharp, &mut scratch.big);
+    let g = &scratch.sharp;
     // variance of the Laplacian, in one pass (sum and sum of squares)
     let (mut sum, mut sq, mut n_lap) = (0f64, 0f64, 0f64);
     for y in 1..SH - 1 {
@@ -146,8 +165,7 @@ pub fn measure(frame: &RgbFrame) -> Measure {
         }
     }
     let lm = sum / n_lap;
-    let sharpness = (sq / n_lap - lm * lm).max(0.0) as f32;
-    Measure { thumb, mean, std, sharpness }
+    (m.mean, m.std, m.sharpness) = (mean, std, (sq / n_lap - lm * lm).max(0.0) as f32);
 }
 
 fn ncc(a: &[f32], b: &[f32]) -> f32 {
@@ -190,7 +208,8 @@ pub struct TamperDetector {
     prev: Option<Vec<f32>>,
     still_since: Option<Duration>,
     reference: Option<Vec<f32>>,
-    learning: Vec<Vec<f32>>,
+    /// Sum of the thumbnails seen while learning the reference, and how many.
+    learning: (Vec<f32>, u32),
     learn_start: Option<Duration>,
     sharp_base: Option<f32>,
     sharp_learn: Vec<f32>,
@@ -204,10 +223,10 @@ impl TamperDetector {
             prev: None,
             still_since: None,
             reference: None,
-            learning: Vec::new(),
+            learning: (Vec::new(), 0),
             learn_start: None,
             sharp_base: None,
-            sharp_learn: Vec::new(),
+            sharp_learn: Vec::with_capacity(SHARP_SAMPLES),
         }
     }
 
@@ -224,7 +243,10 @@ impl TamperDetector {
             .prev
             .as_ref()
             .map(|p| p.iter().zip(&m.thumb).map(|(a, b)| (a - b).abs()).sum::<f32>() / p.len() as f32);
-        self.prev = Some(m.thumb.clone());
+        match &mut self.prev {
+            Some(p) if p.len() == m.thumb.len() => p.copy_from_slice(&m.thumb),
+            p => *p = Some(m.thumb.clone()),
+        }
         let still = diff.is_some_and(|d| d < self.cfg.frozen_diff);
         if still {
             self.still_since.get_or_insert(t);
@@ -239,21 +261,20 @@ impl TamperDetector {
         // learn reference view and sharpness baseline from healthy video
         if self.reference.is_none() && healthy_so_far {
             let start = *self.learn_start.get_or_insert(t);
-            self.learning.push(m.thumb.clone());
-            self.sharp_learn.push(m.sharpness);
+            let (sum, n) = &mut self.learning;
+            sum.resize(m.thumb.len(), 0.0);
+            sum.iter_mut().zip(&m.thumb).for_each(|(a, b)| *a += b);
+            *n += 1;
+            if self.sharp_learn.len() < SHARP_SAMPLES {
+                self.sharp_learn.push(m.sharpness);
+            }
             if t.saturating_sub(start).as_secs_f64() >= self.cfg.reference_s {
-                let n = self.learning.len() as f32;
-                let mut r = vec![0f32; m.thumb.len()];
-                for th in &self.learning {
-                    for (a, b) in r.iter_mut().zip(th) {
-                        *a += b / n;
-                    }
-                }
+                let (mut r, n) = std::mem::take(&mut self.learning);
+                r.iter_mut().for_each(|a| *a /= n as f32);
                 self.reference = Some(r);
                 let mut s = std::mem::take(&mut self.sharp_learn);
                 s.sort_by(f32::total_cmp);
                 self.sharp_base = Some(s[s.len() / 2]);
-                self.learning.clear();
             }
         }
         let defocus =
@@ -261,13 +282,14 @@ impl TamperDetector {
         let corr = self.reference.as_ref().map(|r| ncc(r, &m.thumb));
         let moved = !covered && !saturated && corr.is_some_and(|c| c < self.cfg.moved_ncc);
         let now = [frozen, covered, saturated, defocus, moved];
-        let detail = [
-            format!("no change for {:.1} s", self.still_since.map_or(0.0, |s| t.saturating_sub(s).as_secs_f64())),
-            format!("mean luma {:.0}, std {:.1}", m.mean, m.std),
-            format!("mean luma {:.0}, std {:.1}", m.mean, m.std),
-            format!("sharpness {:.1} vs baseline {:.1}", m.sharpness, self.sharp_base.unwrap_or(0.0)),
-            format!("correlation with the reference view {:.2}", corr.unwrap_or(1.0)),
-        ];
+        // written only when a condition changes (no allocation per frame)
+        let (still_since, sharp_base) = (self.still_since, self.sharp_base);
+        let detail = |i: usize| match i {
+            0 => format!("no change for {:.1} s", still_since.map_or(0.0, |s| t.saturating_sub(s).as_secs_f64())),
+            1 | 2 => format!("mean luma {:.0}, std {:.1}", m.mean, m.std),
+            3 => format!("sharpness {:.1} vs baseline {:.1}", m.sharpness, sharp_base.unwrap_or(0.0)),
+            _ => format!("correlation with the reference view {:.2}", corr.unwrap_or(1.0)),
+        };
         let hold = Duration::from_secs_f64(self.cfg.hold_s);
         let mut changes = Vec::new();
         for (i, c) in self.conds.iter_mut().enumerate() {
@@ -282,13 +304,7 @@ impl TamperDetector {
                 let lasted = if c.active { None } else { c.since.map(|s| p.saturating_sub(s)) };
                 let at = p;
                 c.since = Some(p);
-                changes.push(Change {
-                    condition: CONDITIONS[i],
-                    active: c.active,
-                    at,
-                    lasted,
-                    detail: detail[i].clone(),
-                });
+                changes.push(Change { condition: CONDITIONS[i], active: c.active, at, lasted, detail: detail(i) });
             }
         }
         changes

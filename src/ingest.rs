@@ -283,12 +283,27 @@ struct Built {
     pipeline: gst::Pipeline,
 }
 
+/// The analysis queue of one camera: frames to the analysis thread, and their pixel buffers
+/// back from it, so that a steady stream allocates no frame buffers.
+pub struct FrameQueue {
+    pub frames: SyncSender<RgbFrame>,
+    pub spare: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+}
+
+/// A queue of `depth` frames; returns it, the analysis side's receiver and the sender for spent
+/// buffers.
+pub fn frame_queue(depth: usize) -> (FrameQueue, std::sync::mpsc::Receiver<RgbFrame>, SyncSender<Vec<u8>>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(depth + 2);
+    (FrameQueue { frames: tx, spare: Mutex::new(spare_rx) }, rx, spare_tx)
+}
+
 /// Everything the streaming threads share with the camera thread.
 struct Shared {
     camera: String,
     ring: Arc<Mutex<EncodedRing>>,
     stats: Arc<CameraStats>,
-    frames: SyncSender<RgbFrame>,
+    frames: FrameQueue,
     realtime: bool,
     offset_ns: AtomicU64,
     period: Duration,
@@ -485,10 +500,11 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
     let (w, h) = (info.width(), info.height());
     let stride = info.stride()[0] as usize;
     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-    let mut frame = RgbFrame::from_rows(&map, w, h, stride, pts);
+    let spare = sh.frames.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
+    let mut frame = RgbFrame::from_rows_into(spare, &map, w, h, stride, pts);
     sh.stats.analysis_offered.fetch_add(1, Ordering::Relaxed);
     loop {
-        match sh.frames.try_send(frame) {
+        match sh.frames.frames.try_send(frame) {
             Ok(()) => return Ok(gst::FlowSuccess::Ok),
             Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
             Err(TrySendError::Full(f)) => {
@@ -510,7 +526,7 @@ pub fn run_camera(
     analysis: AnalysisConfig,
     ring: Arc<Mutex<EncodedRing>>,
     stats: Arc<CameraStats>,
-    frames: SyncSender<RgbFrame>,
+    frames: FrameQueue,
     shutdown: Arc<AtomicBool>,
     epoch: Instant,
 ) -> CameraEnd {

@@ -96,13 +96,15 @@ pub struct NoMaskState {
     pub zone: Option<Polygon>,
     tracker: Tracker,
     last_fire: Option<Duration>,
+    /// This frame's observations (kept to reuse its allocation).
+    obs: Vec<Obs>,
 }
 
 impl NoMaskState {
     pub fn new(rule: NoMaskRule, zone: Option<Polygon>) -> NoMaskState {
         // a face missing for up to `window` analysed frames keeps its track
         let tracker = Tracker::new(0.3, rule.window as u32, Duration::from_secs(10), rule.window);
-        NoMaskState { rule, zone, tracker, last_fire: None }
+        NoMaskState { rule, zone, tracker, last_fire: None, obs: Vec::new() }
     }
 
     /// Hot reload: new parameters, same tracks (a track that fired stays fired).
@@ -118,30 +120,27 @@ impl NoMaskState {
         self.tracker.tracks.iter().any(|t| !t.fired && t.hit_count() > 0)
     }
 
-    /// Faces worth classifying: large enough and inside the zone.
-    pub fn eligible(&self, faces: &[Face], frame_w: u32, frame_h: u32) -> Vec<Face> {
-        faces
-            .iter()
-            .filter(|f| f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px as f32)
-            .filter(|f| in_zone(self.zone.as_ref(), &f.bbox, frame_w, frame_h))
-            .copied()
-            .collect()
+    /// Keeps the faces worth classifying: large enough and inside the zone.
+    pub fn keep_eligible(&self, faces: &mut Vec<Face>, frame_w: u32, frame_h: u32) {
+        faces.retain(|f| {
+            f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px as f32
+                && in_zone(self.zone.as_ref(), &f.bbox, frame_w, frame_h)
+        });
     }
 
     /// Feeds one analysed frame: eligible faces and their no-mask probabilities.
     pub fn update(&mut self, pts: Duration, faces: &[Face], no_mask: &[f32]) -> Option<Fire> {
-        let obs: Vec<Obs> = faces
-            .iter()
-            .zip(no_mask)
-            .map(|(f, &p)| Obs {
-                bbox: f.bbox,
-                score: f.score,
-                class: 0,
-                value: p,
-                hit: p as f64 >= self.rule.threshold,
-            })
-            .collect();
+        let mut obs = std::mem::take(&mut self.obs);
+        obs.clear();
+        obs.extend(faces.iter().zip(no_mask).map(|(f, &p)| Obs {
+            bbox: f.bbox,
+            score: f.score,
+            class: 0,
+            value: p,
+            hit: p as f64 >= self.rule.threshold,
+        }));
         self.tracker.update(pts, &obs);
+        self.obs = obs;
         let cooling =
             self.last_fire.is_some_and(|t| pts.saturating_sub(t) < Duration::from_secs_f64(self.rule.cooldown_s));
         if cooling {
@@ -186,6 +185,8 @@ pub struct UtensilsState {
     labels: Vec<String>,
     tracker: Tracker,
     outside_hours: bool,
+    /// This frame's observations (kept to reuse its allocation).
+    obs: Vec<Obs>,
 }
 
 impl UtensilsState {
@@ -199,6 +200,7 @@ impl UtensilsState {
             zone,
             schedule,
             outside_hours: false,
+            obs: Vec::new(),
         };
         s.set_rule(s.rule.clone(), s.zone.clone(), s.schedule);
         s
@@ -216,16 +218,20 @@ impl UtensilsState {
     /// Feeds one analysed frame: the detector's objects (frame pixels) and the site-local minute of
     /// the day of the frame.
     pub fn update(&mut self, pts: Duration, minute_of_day: u32, objects: &[Object], w: u32, h: u32) -> Option<Fire> {
-        let obs: Vec<Obs> = objects
-            .iter()
-            .filter(|o| self.wanted.get(o.class as usize).copied().unwrap_or(false))
-            .filter(|o| {
-                o.score as f64 >= self.rule.threshold && o.bbox.w().min(o.bbox.h()) >= self.rule.min_box_px as f32
-            })
-            .filter(|o| in_zone(self.zone.as_ref(), &o.bbox, w, h))
-            .map(|o| Obs { bbox: o.bbox, score: o.score, class: o.class, value: o.score, hit: true })
-            .collect();
+        let mut obs = std::mem::take(&mut self.obs);
+        obs.clear();
+        obs.extend(
+            objects
+                .iter()
+                .filter(|o| self.wanted.get(o.class as usize).copied().unwrap_or(false))
+                .filter(|o| {
+                    o.score as f64 >= self.rule.threshold && o.bbox.w().min(o.bbox.h()) >= self.rule.min_box_px as f32
+                })
+                .filter(|o| in_zone(self.zone.as_ref(), &o.bbox, w, h))
+                .map(|o| Obs { bbox: o.bbox, score: o.score, class: o.class, value: o.score, hit: true }),
+        );
         self.tracker.update(pts, &obs);
+        self.obs = obs;
         let outside = self.schedule.is_some_and(|s| !s.contains(minute_of_day));
         if outside || self.outside_hours {
             // outside the hours nothing dwells; inside, dwell counts from the first frame in them
@@ -336,7 +342,8 @@ mod tests {
     #[test]
     fn small_faces_and_faces_outside_the_zone_are_ignored() {
         let st = NoMaskState::new(rule(), Some(left_half()));
-        let kept = st.eligible(&[face(10.0, 40.0), face(10.0, 10.0), face(500.0, 40.0)], 640, 360);
+        let mut kept = vec![face(10.0, 40.0), face(10.0, 10.0), face(500.0, 40.0)];
+        st.keep_eligible(&mut kept, 640, 360);
         assert_eq!(kept, vec![face(10.0, 40.0)]);
         let r = roi(st.zone.as_ref(), 640, 360);
         assert_eq!((r.x1, r.x2, r.y1, r.y2), (0.0, 352.0, 0.0, 360.0), "zone bbox + 10 % margin, clamped");

@@ -57,12 +57,17 @@ impl Track {
 
     /// Median of the measurements in the frames it was seen in (within the window).
     pub fn median_value(&self) -> f32 {
-        let mut v: Vec<f32> = self.values.iter().copied().collect();
+        // on the stack: the window is at most 100 frames (config), longer histories use the last 128
+        let mut buf = [0f32; 128];
+        let n = self.values.len().min(buf.len());
+        for (b, v) in buf.iter_mut().zip(self.values.iter().skip(self.values.len() - n)) {
+            *b = *v;
+        }
+        let v = &mut buf[..n];
         if v.is_empty() {
             return 0.0;
         }
-        v.sort_by(f32::total_cmp);
-        let n = v.len();
+        v.sort_unstable_by(f32::total_cmp);
         if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     }
 
@@ -88,6 +93,8 @@ pub struct Tracker {
     pub window: usize,
     pairs: Vec<(f32, usize, usize)>,
     used: Vec<bool>,
+    /// Ended tracks, kept so that a new track reuses their history buffers.
+    spare: Vec<Track>,
 }
 
 impl Tracker {
@@ -101,12 +108,26 @@ impl Tracker {
             window: window.max(1),
             pairs: Vec::new(),
             used: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Ends the tracks `keep` rejects (order of the others kept), saving them for reuse.
+    fn end_tracks(&mut self, keep: impl Fn(&Track) -> bool) {
+        let mut i = 0;
+        while i < self.tracks.len() {
+            if keep(&self.tracks[i]) {
+                i += 1;
+            } else {
+                let t = self.tracks.remove(i);
+                self.spare.push(t);
+            }
         }
     }
 
     pub fn update(&mut self, pts: Duration, obs: &[Obs]) {
         let max_gap = self.max_gap;
-        self.tracks.retain(|t| pts.saturating_sub(t.last_seen) <= max_gap);
+        self.end_tracks(|t| pts.saturating_sub(t.last_seen) <= max_gap);
         for t in &mut self.tracks {
             t.matched = false;
         }
@@ -165,9 +186,15 @@ impl Tracker {
             }
         }
         let max_missed = self.max_missed;
-        self.tracks.retain(|t| t.missed <= max_missed);
+        self.end_tracks(|t| t.missed <= max_missed);
         for (oi, o) in obs.iter().enumerate() {
             if !self.used[oi] {
+                let (mut hits, mut seen_at, mut values) = match self.spare.pop() {
+                    Some(t) => (t.hits, t.seen_at, t.values),
+                    None => (VecDeque::new(), VecDeque::new(), VecDeque::new()),
+                };
+                (hits.clear(), seen_at.clear(), values.clear());
+                (hits.push_back(o.hit), seen_at.push_back(pts), values.push_back(o.value));
                 self.tracks.push(Track {
                     id: self.next_id,
                     class: o.class,
@@ -175,9 +202,9 @@ impl Tracker {
                     velocity: [0.0; 4],
                     score: o.score,
                     value: o.value,
-                    hits: VecDeque::from([o.hit]),
-                    seen_at: VecDeque::from([pts]),
-                    values: VecDeque::from([o.value]),
+                    hits,
+                    seen_at,
+                    values,
                     first_seen: pts,
                     last_seen: pts,
                     dwell_from: pts,

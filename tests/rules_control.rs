@@ -240,3 +240,63 @@ fn labelled_clips_event_recall_is_unchanged_by_motion_gating() {
     assert!(inferred(&on) < inferred(&off), "gating skips inference: {} vs {}", inferred(&on), inferred(&off));
     assert!(out.contains("chelsea-pan: fires at [] s") && out.contains("coffee-pan: fires at [] s"), "{out}");
 }
+
+#[test]
+fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
+    // privacy mask → tamper measures → motion gate → face detection → classifier (the fitted
+    // head: two crops per face) → tracker and temporal rule (median) → utensils detection and
+    // dwell, on every analysis frame of two bundled clips, counted by the crate's global
+    // allocator on this thread. Frames that raise a violation (they build its record) and the
+    // first 10 frames (buffers grow to size) are left out.
+    use vigil::config::{AnalysisConfig, RuleConfig, validate_rules};
+    use vigil::detect::{ModelPool, ModelSet, Models, ObjectDetector, RuntimeOptions};
+    let dir = repo().join("models");
+    let o = RuntimeOptions::default();
+    let set = ModelSet {
+        no_mask: Some(
+            Models::load(&dir, "centerface", "mask-classifier-mobilenetv2", Some("mask-head-fitted"), &o).unwrap(),
+        ),
+        objects: Some(ObjectDetector::load(&dir, "coco-nanodet", &o).unwrap()),
+    };
+    let labels = set.objects.as_ref().unwrap().labels().to_vec();
+    let pool = ModelPool::new(vec![set]);
+    let mask = vigil::privacy::PrivacyMask::load(&repo().join("privacy-masks/cam-astronaut.toml")).unwrap();
+    let no_mask: RuleConfig = toml::from_str("kind = \"no_mask\"\ntemporal = \"median\"\nthreshold = 0.9").unwrap();
+    let utensils: RuleConfig = toml::from_str("kind = \"utensils_left\"\ndwell_s = 3").unwrap();
+    let analysis = AnalysisConfig::default();
+    let mut checked = 0;
+    for clip in ["astronaut-pan.mp4", "coffee-pan.mp4"] {
+        let frames = vigil::ingest::analysis_frames(&sample(clip), 5.0, 640).unwrap();
+        let rules = validate_rules(&[no_mask.clone(), utensils.clone()], Some(&labels), &analysis).unwrap();
+        let mut states = vigil::control::RuleStates::new(rules, &analysis, &labels);
+        let stats = vigil::ingest::CameraStats::default();
+        let origin =
+            vigil::control::FrameOrigin { index: 0, stats: &stats, epoch: chrono::Utc::now(), utc_offset_s: 0 };
+        let mut tamper = vigil::health::TamperDetector::new(Default::default());
+        let mut measured = vigil::health::Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
+        let mut scratch = vigil::health::Scratch::default();
+        let raster = mask.raster(frames[0].width, frames[0].height);
+        let mut allocating = Vec::new();
+        for (k, f) in frames.into_iter().enumerate() {
+            let mut f = f;
+            let before = vigil::bench::thread_allocations();
+            let stride = f.stride();
+            raster.apply_rgb(&mut f.data, stride);
+            vigil::health::measure_into(&f, &mut measured, &mut scratch);
+            let changes = tamper.update(f.pts, &measured);
+            let raised = vigil::control::infer_rules(&origin, &mut states, &pool, &f).unwrap();
+            let n = vigil::bench::thread_allocations() - before;
+            if k >= 10 && raised.is_empty() && changes.is_empty() {
+                checked += 1;
+                if n > 0 {
+                    allocating.push((k, n));
+                }
+            }
+        }
+        let inferred = stats.inferred.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(inferred > 20, "{clip}: the models ran ({inferred} inferences)");
+        assert!(allocating.is_empty(), "{clip}: (frame, allocations) on the hot path: {allocating:?}");
+    }
+    assert!(checked > 80, "{checked} frames checked");
+    eprintln!("{checked} frames after warm-up: no heap allocation");
+}
