@@ -193,8 +193,12 @@ impl Tracker {
                     Some(t) => (t.hits, t.seen_at, t.values),
                     None => (VecDeque::new(), VecDeque::new(), VecDeque::new()),
                 };
-                (hits.clear(), seen_at.clear(), values.clear());
-                (hits.push_back(o.hit), seen_at.push_back(pts), values.push_back(o.value));
+                hits.clear();
+                seen_at.clear();
+                values.clear();
+                hits.push_back(o.hit);
+                seen_at.push_back(pts);
+                values.push_back(o.value);
                 self.tracks.push(Track {
                     id: self.next_id,
                     class: o.class,
