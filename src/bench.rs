@@ -170,10 +170,8 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
     let hot: u64 = summary.cameras.values().map(|c| c.hot_allocations).sum();
     let hot_frames: u64 = summary.cameras.values().map(|c| c.hot_frames).sum();
     let mut lat = serde_json::Map::new();
-    let models: std::collections::BTreeSet<String> = probe.inference.iter().map(|(m, _)| m.clone()).collect();
-    for m in models {
-        let mut v: Vec<f64> =
-            probe.inference.iter().filter(|(x, _)| *x == m).map(|(_, d)| d.as_secs_f64() * 1e3).collect();
+    for (m, d) in probe.inference {
+        let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         lat.insert(m, json!({"p50_ms": quantile(&mut v, 0.5), "p95_ms": quantile(&mut v, 0.95), "n": v.len()}));
     }
     let mut ev: Vec<f64> = probe
@@ -337,7 +335,7 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
             let fps = r["fps"].as_f64().unwrap_or(0.0);
             let face = &r["latency"][&p.raw.models.face];
             println!(
-                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.0} / {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
+                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.2} / {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
                 if g { "on" } else { "off" },
                 fps,
                 r["inferred"],

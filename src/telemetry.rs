@@ -176,7 +176,12 @@ impl Event<'_> {
     pub fn emit(self) {
         match self {
             Event::Inference { model, took } => {
-                probe(|p| p.inference.push((model.to_string(), took)));
+                probe(|p| match p.inference.get_mut(model) {
+                    Some(v) => v.push(took),
+                    None => {
+                        p.inference.insert(model.to_string(), vec![took]);
+                    }
+                });
                 let h = {
                     let mut m = inference().lock().expect("hist");
                     match m.get(model) {
@@ -448,7 +453,8 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<std::net::Sock
 /// each violation was raised and its event recorded.
 #[derive(Default)]
 pub struct BenchProbe {
-    pub inference: Vec<(String, Duration)>,
+    /// Inference latencies per model (the model's id is allocated once, not per inference).
+    pub inference: std::collections::BTreeMap<String, Vec<Duration>>,
     pub raised: std::collections::HashMap<String, std::time::Instant>,
     pub recorded: std::collections::HashMap<String, std::time::Instant>,
 }
