@@ -176,7 +176,7 @@ pub fn infer_rules(
             {
                 let t0 = Instant::now();
                 let (fw, fth) = (st.rule.input_width, st.rule.face_threshold as f32);
-                models.detect_faces_into(ctx.index, frame, roi, fw, fth, faces)?;
+                models.detect_faces(ctx.index, frame, roi, fw, fth, faces)?;
                 let took = t0.elapsed();
                 let mut set = models.get(ctx.index);
                 let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
@@ -208,7 +208,7 @@ pub fn infer_rules(
                 let mut set = models.get(ctx.index);
                 let m = set.objects.as_mut().context("object model not loaded")?;
                 let t0 = Instant::now();
-                m.detect_in_into(frame, roi, st.rule.threshold as f32, &st.wanted, objects)?;
+                m.detect_in(frame, roi, st.rule.threshold as f32, &st.wanted, objects)?;
                 Event::Inference { model: &m.info.id, took: t0.elapsed() }.emit();
             }
             let wall = ctx.epoch + chrono::Duration::from_std(frame.pts).unwrap_or_default();

@@ -523,15 +523,9 @@ impl ObjectDetector {
         &self.info.manifest.labels
     }
 
-    /// Objects of the `wanted` classes scoring above `threshold` in `roi`, boxes in frame pixels.
-    pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, threshold: f32, wanted: &[bool]) -> Result<Vec<Object>> {
-        let mut out = Vec::new();
-        self.detect_in_into(frame, roi, threshold, wanted, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`detect_in`](Self::detect_in) into `out` (cleared first; no allocation once it has grown).
-    pub fn detect_in_into(
+    /// Objects of the `wanted` classes scoring above `threshold` in `roi`, boxes in frame pixels,
+    /// into `objects` (cleared first; no allocation once it has grown).
+    pub fn detect_in(
         &mut self,
         frame: &RgbFrame,
         roi: BBox,
@@ -824,24 +818,10 @@ impl ModelPool {
         self
     }
 
-    /// Face detection for camera `hint`: batched with other cameras' frames when batching is on,
-    /// else on a free model copy.
+    /// Face detection for camera `hint` into `out` (cleared first): batched with other cameras'
+    /// frames when batching is on, else on a free model copy. Without batching, no allocation once
+    /// `out` has grown; a batch copies the frame for the camera that runs it.
     pub fn detect_faces(
-        &self,
-        hint: usize,
-        frame: &RgbFrame,
-        roi: BBox,
-        input_width: u32,
-        threshold: f32,
-    ) -> Result<Vec<Face>> {
-        let mut out = Vec::new();
-        self.detect_faces_into(hint, frame, roi, input_width, threshold, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`detect_faces`](Self::detect_faces) into `out` (cleared first). Without batching, no
-    /// allocation once `out` has grown; a batch copies the frame for the camera that runs it.
-    pub fn detect_faces_into(
         &self,
         hint: usize,
         frame: &RgbFrame,

@@ -158,7 +158,8 @@ fn nanodet_finds_the_coffee_cup_and_the_astronaut_as_models_md_says() {
         ("astronaut.png", person, 0.73, [14.0, 14.0, 364.0, 507.0]),
     ] {
         let f = photo(name);
-        let found = d.detect_in(&f, f.full(), 0.35, &all).unwrap();
+        let mut found = Vec::new();
+        d.detect_in(&f, f.full(), 0.35, &all, &mut found).unwrap();
         let best = found.iter().filter(|o| o.class == class).max_by(|a, b| a.score.total_cmp(&b.score));
         let o = best.unwrap_or_else(|| panic!("{name}: no {class} in {found:?}"));
         assert!((o.score - score).abs() < 0.02, "{name}: score {}", o.score);
@@ -171,7 +172,8 @@ fn nanodet_finds_the_coffee_cup_and_the_astronaut_as_models_md_says() {
     let f = photo("coffee.png");
     let only_cup: Vec<bool> = (0..d.labels().len()).map(|c| c == cup as usize).collect();
     let roi = BBox { x1: 100.0, y1: 0.0, x2: 500.0, y2: 400.0 };
-    let found = d.detect_in(&f, roi, 0.35, &only_cup).unwrap();
+    let mut found = Vec::new();
+    d.detect_in(&f, roi, 0.35, &only_cup, &mut found).unwrap();
     assert!(!found.is_empty() && found.iter().all(|o| o.class == cup), "{found:?}");
     let b = found[0].bbox;
     assert!(b.x1 >= 100.0 && (b.center().0 - 286.0).abs() < 30.0, "box in frame pixels: {b:?}");
@@ -218,7 +220,11 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
             .enumerate()
             .map(|(i, f)| {
                 let pool = &pool;
-                s.spawn(move || pool.detect_faces(i, f, f.full(), 0, 0.5).unwrap())
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    pool.detect_faces(i, f, f.full(), 0, 0.5, &mut out).unwrap();
+                    out
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -231,7 +237,8 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
     }
     // a camera alone is not held up for longer than the wait
     let t = std::time::Instant::now();
-    let alone = pool.detect_faces(0, &a, a.full(), 0, 0.5).unwrap();
+    let mut alone = Vec::new();
+    pool.detect_faces(0, &a, a.full(), 0, 0.5, &mut alone).unwrap();
     assert_eq!(alone.len(), want[0].len());
     assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
 }
