@@ -229,10 +229,19 @@ pub fn nms<T>(mut items: Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, score: imp
 /// [`nms`] in place, without allocating: the kept items end up first, best first.
 pub fn nms_in_place<T>(items: &mut Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, score: impl Fn(&T) -> f32) {
     items.sort_unstable_by(|a, b| score(b).total_cmp(&score(a)));
-    let mut kept = 0;
+    keep_greedy(items, iou, bbox, |_| 0);
+}
+
+/// The greedy step of NMS on `items` sorted by group, then best first within a group: keeps an
+/// item unless a kept item of its group overlaps it at IoU ≥ `iou`; kept items end up first.
+fn keep_greedy<T>(items: &mut Vec<T>, iou: f32, bbox: impl Fn(&T) -> BBox, group: impl Fn(&T) -> u16) {
+    let (mut kept, mut start) = (0, 0);
     for i in 0..items.len() {
+        if kept > start && group(&items[kept - 1]) != group(&items[i]) {
+            start = kept;
+        }
         let b = bbox(&items[i]);
-        if items[..kept].iter().all(|k| bbox(k).iou(&b) < iou) {
+        if items[start..kept].iter().all(|k| bbox(k).iou(&b) < iou) {
             items.swap(kept, i);
             kept += 1;
         }
@@ -314,20 +323,16 @@ impl FaceDetector {
 
     /// Detects faces in `frame`; boxes in frame pixels.
     pub fn detect(&mut self, frame: &RgbFrame, threshold: f32) -> Result<Vec<Face>> {
-        self.detect_in(frame, frame.full(), 0, threshold)
+        let mut out = Vec::new();
+        self.detect_in(frame, frame.full(), 0, threshold, &mut out)?;
+        Ok(out)
     }
 
     /// Detects faces in `roi` of the frame (a zone's bounding box, or the whole frame), with the
     /// model input `input_width` pixels wide (0: the region's own width), rounded up to the
-    /// model's multiple. Boxes come back in frame pixels.
-    pub fn detect_in(&mut self, frame: &RgbFrame, roi: BBox, input_width: u32, threshold: f32) -> Result<Vec<Face>> {
-        let mut out = Vec::new();
-        self.detect_in_into(frame, roi, input_width, threshold, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`detect_in`](Self::detect_in) into `out` (cleared first; no allocation once it has grown).
-    pub fn detect_in_into(
+    /// model's multiple, into `out` (cleared first; no allocation once it has grown). Boxes are in
+    /// frame pixels.
+    pub fn detect_in(
         &mut self,
         frame: &RgbFrame,
         roi: BBox,
@@ -486,21 +491,8 @@ pub fn nms_per_class(mut objects: Vec<Object>) -> Vec<Object> {
 
 /// [`nms_per_class`] in place, without allocating.
 pub fn nms_per_class_in_place(objects: &mut Vec<Object>) {
-    // class by class, best first within a class; suppress within the class only
     objects.sort_unstable_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
-    let (mut kept, mut start, mut class) = (0, 0, None);
-    for i in 0..objects.len() {
-        if class != Some(objects[i].class) {
-            class = Some(objects[i].class);
-            start = kept;
-        }
-        let b = objects[i].bbox;
-        if objects[start..kept].iter().all(|k| k.bbox.iou(&b) < 0.6) {
-            objects.swap(kept, i);
-            kept += 1;
-        }
-    }
-    objects.truncate(kept);
+    keep_greedy(objects, 0.6, |o| o.bbox, |o| o.class);
     objects.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
     objects.truncate(100);
 }
@@ -716,16 +708,6 @@ impl MaskClassifier {
         Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
     }
 
-    /// Per face box, the backbone features of its crops at each margin of `views`, concatenated
-    /// (one batched run of boxes × views).
-    pub fn view_features(&mut self, frame: &RgbFrame, boxes: &[BBox], views: &[f32]) -> Result<Vec<Vec<f32>>> {
-        let (fw, fh) = (frame.width as f32, frame.height as f32);
-        let crops: Vec<BBox> = views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))).collect();
-        let (_, f) = self.features(frame, &crops)?;
-        let n = boxes.len();
-        Ok((0..n).map(|i| (0..views.len()).flat_map(|v| f[v * n + i].iter().copied()).collect()).collect())
-    }
-
     /// Runs the model on `n` crops of the frame.
     fn infer(&mut self, frame: &RgbFrame, crops: impl Iterator<Item = BBox>, n: usize) -> Result<()> {
         let spec = &self.info.manifest.input;
@@ -833,7 +815,7 @@ impl ModelPool {
         let Some(b) = &self.batcher else {
             let mut set = self.get(hint);
             let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
-            return m.face.detect_in_into(frame, roi, input_width, threshold, out);
+            return m.face.detect_in(frame, roi, input_width, threshold, out);
         };
         let shape = |r: &BatchRequest| (r.frame.width, r.frame.height, r.roi, r.input_width, r.threshold);
         let mut st = b.state.lock().unwrap_or_else(|p| p.into_inner());
