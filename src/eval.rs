@@ -436,9 +436,31 @@ pub fn view_indices(views: &[f32]) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// A detection's features at the given margins (indices into `MARGINS`), concatenated.
-pub fn concat_features(d: &Det, views: &[usize]) -> Vec<f32> {
-    views.iter().flat_map(|&i| d.features[i].iter().copied()).collect()
+/// Features per margin (`Det::features`, or a labelled crop's) at the given margins (indices into
+/// `MARGINS`), concatenated.
+pub fn concat_features(per_margin: &[Vec<f32>], views: &[usize]) -> Vec<f32> {
+    views.iter().flat_map(|&i| per_margin[i].iter().copied()).collect()
+}
+
+/// A labelled crop outside the scenes: its features per margin, and whether it shows no mask.
+pub type Crop = (Vec<Vec<f32>>, bool);
+
+/// Training features and labels at `views`: every crop, and the fit part's training faces of
+/// the scenes `scene` accepts (by index in `results`).
+pub fn training_data(
+    results: &[SceneResult],
+    min_face_px: f32,
+    crops: &[Crop],
+    views: &[usize],
+    scene: impl Fn(usize) -> bool,
+) -> (Vec<Vec<f32>>, Vec<bool>) {
+    let faces = training_set(results, min_face_px).into_iter().filter(|(si, _, _)| scene(*si));
+    crops
+        .iter()
+        .map(|(f, t)| (f.as_slice(), *t))
+        .chain(faces.map(|(_, d, t)| (d.features.as_slice(), t)))
+        .map(|(f, t)| (concat_features(f, views), t))
+        .unzip()
 }
 
 /// Training pairs from the fit part: detections matched to a clearly labelled face, with the
@@ -465,7 +487,7 @@ pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> 
     let views = view_indices(&head.views)?;
     for d in results.iter_mut().flat_map(|r| r.dets.iter_mut()) {
         if !d.features.is_empty() {
-            let p = head.predict(&concat_features(d, &views));
+            let p = head.predict(&concat_features(&d.features, &views));
             d.prob = vec![p; MARGINS.len()];
         }
     }
@@ -473,28 +495,21 @@ pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> 
 }
 
 /// Cross-validation on the fit part, split by image (scene `i` is in fold `i % folds`): for each
-/// fold, fits on the other folds' training faces (plus `extra`, always in training) and predicts
+/// fold, fits on the other folds' training faces (plus `crops`, always in training) and predicts
 /// every detection of the fold's scenes. Returns the fit-part scenes with those out-of-fold
 /// probabilities (at every margin index).
 pub fn cross_validate(
     results: &[SceneResult],
     min_face_px: f32,
     views: &[usize],
-    extra: &[(Vec<f32>, bool)],
+    crops: &[Crop],
     l2: f32,
     folds: usize,
 ) -> Vec<SceneResult> {
-    let train = training_set(results, min_face_px);
     let mut out: Vec<SceneResult> = results.iter().filter(|r| r.fit_part).cloned().collect();
     let fit_index: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.fit_part).map(|(i, _)| i).collect();
     for k in 0..folds {
-        let (mut x, mut y): (Vec<Vec<f32>>, Vec<bool>) = extra.iter().cloned().unzip();
-        for (si, d, t) in &train {
-            if si % folds != k {
-                x.push(concat_features(d, views));
-                y.push(*t);
-            }
-        }
+        let (x, y) = training_data(results, min_face_px, crops, views, |si| si % folds != k);
         let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 500);
         let head = FittedHead {
             id: String::new(),
@@ -511,7 +526,7 @@ pub fn cross_validate(
         for (r, &si) in out.iter_mut().zip(&fit_index) {
             if si % folds == k {
                 for d in &mut r.dets {
-                    d.prob = vec![head.predict(&concat_features(d, views)); MARGINS.len()];
+                    d.prob = vec![head.predict(&concat_features(&d.features, views)); MARGINS.len()];
                 }
             }
         }

@@ -116,7 +116,7 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
 /// Features (per crop margin of `MARGINS`) of the image-level labelled crops (`mask/with_mask`,
 /// `mask/without_mask`): the largest face CenterFace finds in each (the whole image when it finds
 /// none), labelled by folder.
-fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<Vec<(Vec<Vec<f32>>, bool)>> {
+fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<Vec<Crop>> {
     let mut out = Vec::new();
     for (f, positive) in labelled_crops(dir)? {
         let Ok(img) = image::open(&f) else { continue };
@@ -164,10 +164,8 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     eprintln!("| --- | --- | --- | --- |");
     for views in VIEW_SETS {
         let vi = view_indices(views)?;
-        let extra: Vec<(Vec<f32>, bool)> =
-            crops.iter().map(|(f, t)| (vi.iter().flat_map(|&i| f[i].iter().copied()).collect(), *t)).collect();
         for &l2 in a.l2 {
-            let oof = cross_validate(&results, a.min_face_px, &vi, &extra, l2, 5);
+            let oof = cross_validate(&results, a.min_face_px, &vi, &crops, l2, 5);
             let c = pr_curve(&oof, lv, true);
             let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
             let key = (at.map_or(0.0, |p| p.recall), bf.f1);
@@ -186,13 +184,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     }
     let (_, views, l2) = best.context("no candidates (give --l2)")?;
     let vi = view_indices(views)?;
-    let train = training_set(&results, a.min_face_px);
-    let (mut x, mut y): (Vec<Vec<f32>>, Vec<bool>) =
-        crops.iter().map(|(f, t)| (vi.iter().flat_map(|&i| f[i].iter().copied()).collect(), *t)).unzip();
-    for (_, d, t) in &train {
-        x.push(concat_features(d, &vi));
-        y.push(*t);
-    }
+    let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, |_| true);
     let pos = y.iter().filter(|&&v| v).count();
     eprintln!(
         "chosen: crop margins {views:?}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
@@ -216,7 +208,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             } else {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
             },
-            "scene_faces": train.len(),
+            "scene_faces": x.len() - crops.len(),
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),
