@@ -237,8 +237,7 @@ fn analysis_loop(
     let mut states = RuleStates::new(ctx.cam.rules.clone(), &ctx.analysis, &ctx.labels);
     let origin = FrameOrigin { index: ctx.index, stats: &ctx.stats, epoch: ctx.epoch, utc_offset_s: ctx.utc_offset_s };
     let mut tamper = TamperDetector::new(ctx.cam.tamper);
-    let mut measured = health::Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
-    let mut scratch = health::Scratch::default();
+    let mut measurer = health::Measurer::default();
     let mut errors = 0u64;
     let mut seen = 0u64;
     let trace = crate::bench::trace_frames();
@@ -257,8 +256,7 @@ fn analysis_loop(
             let stride = frame.stride();
             raster.as_ref().expect("raster").apply_rgb(&mut frame.data, stride);
         }
-        health::measure_into(&frame, &mut measured, &mut scratch);
-        for c in tamper.update(frame.pts, &measured) {
+        for c in tamper.update(frame.pts, measurer.measure(&frame)) {
             let what = format!("{} {}", c.condition, if c.active { "started" } else { "ended" });
             ctx.ring.lock().expect("ring").mark(c.at, format!("{what} ({})", c.detail));
             let lasted = c.lasted;

@@ -94,7 +94,7 @@ impl TamperConfig {
 }
 
 /// What one frame looks like to the detectors.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Measure {
     pub thumb: Vec<f32>,
     pub mean: f32,
@@ -109,9 +109,11 @@ const TH: usize = 36;
 const SW: usize = 160;
 const SH: usize = 90;
 
-/// Buffers for [`measure_into`], kept across frames so that measuring allocates nothing.
+/// Measures frame after frame in buffers it keeps, so that measuring allocates nothing after
+/// the first frame.
 #[derive(Debug, Default)]
-pub struct Scratch {
+pub struct Measurer {
+    measure: Measure,
     big: Vec<f32>,
     sharp: Vec<f32>,
 }
@@ -138,34 +140,36 @@ fn grey_into(frame: &RgbFrame, w: usize, h: usize, out: &mut Vec<f32>, big: &mut
 }
 
 pub fn measure(frame: &RgbFrame) -> Measure {
-    let mut m = Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
-    measure_into(frame, &mut m, &mut Scratch::default());
-    m
+    Measurer::default().measure(frame).clone()
 }
 
-/// [`measure`] into `m`, reusing its thumbnail and `scratch` (no allocation after the first frame).
-pub fn measure_into(frame: &RgbFrame, m: &mut Measure, scratch: &mut Scratch) {
-    grey_into(frame, TW, TH, &mut m.thumb, &mut scratch.big);
-    let thumb = &m.thumb;
-    let n = thumb.len() as f32;
-    let mean = thumb.iter().sum::<f32>() / n;
-    let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
-    grey_into(frame, SW, SH, &mut scratch.sharp, &mut scratch.big);
-    let g = &scratch.sharp;
-    // variance of the Laplacian, in one pass (sum and sum of squares)
-    let (mut sum, mut sq, mut n_lap) = (0f64, 0f64, 0f64);
-    for y in 1..SH - 1 {
-        for x in 1..SW - 1 {
-            let c = g[y * SW + x];
-            let l =
-                (g[(y - 1) * SW + x] + g[(y + 1) * SW + x] + g[y * SW + x - 1] + g[y * SW + x + 1] - 4.0 * c) as f64;
-            sum += l;
-            sq += l * l;
-            n_lap += 1.0;
+impl Measurer {
+    /// What `frame` looks like to the detectors (valid until the next call).
+    pub fn measure(&mut self, frame: &RgbFrame) -> &Measure {
+        let m = &mut self.measure;
+        grey_into(frame, TW, TH, &mut m.thumb, &mut self.big);
+        let thumb = &m.thumb;
+        let n = thumb.len() as f32;
+        let mean = thumb.iter().sum::<f32>() / n;
+        let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
+        grey_into(frame, SW, SH, &mut self.sharp, &mut self.big);
+        let g = &self.sharp;
+        // variance of the Laplacian, in one pass (sum and sum of squares)
+        let (mut sum, mut sq, mut n_lap) = (0f64, 0f64, 0f64);
+        for y in 1..SH - 1 {
+            for x in 1..SW - 1 {
+                let c = g[y * SW + x];
+                let l = (g[(y - 1) * SW + x] + g[(y + 1) * SW + x] + g[y * SW + x - 1] + g[y * SW + x + 1] - 4.0 * c)
+                    as f64;
+                sum += l;
+                sq += l * l;
+                n_lap += 1.0;
+            }
         }
+        let lm = sum / n_lap;
+        (m.mean, m.std, m.sharpness) = (mean, std, (sq / n_lap - lm * lm).max(0.0) as f32);
+        m
     }
-    let lm = sum / n_lap;
-    (m.mean, m.std, m.sharpness) = (mean, std, (sq / n_lap - lm * lm).max(0.0) as f32);
 }
 
 fn ncc(a: &[f32], b: &[f32]) -> f32 {

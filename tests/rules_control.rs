@@ -273,8 +273,7 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
         let origin =
             vigil::control::FrameOrigin { index: 0, stats: &stats, epoch: chrono::Utc::now(), utc_offset_s: 0 };
         let mut tamper = vigil::health::TamperDetector::new(Default::default());
-        let mut measured = vigil::health::Measure { thumb: Vec::new(), mean: 0.0, std: 0.0, sharpness: 0.0 };
-        let mut scratch = vigil::health::Scratch::default();
+        let mut measurer = vigil::health::Measurer::default();
         let raster = mask.raster(frames[0].width, frames[0].height);
         let mut allocating = Vec::new();
         for (k, f) in frames.into_iter().enumerate() {
@@ -282,8 +281,7 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
             let before = vigil::bench::thread_allocations();
             let stride = f.stride();
             raster.apply_rgb(&mut f.data, stride);
-            vigil::health::measure_into(&f, &mut measured, &mut scratch);
-            let changes = tamper.update(f.pts, &measured);
+            let changes = tamper.update(f.pts, measurer.measure(&f));
             let raised = vigil::control::infer_rules(&origin, &mut states, &pool, &f).unwrap();
             let n = vigil::bench::thread_allocations() - before;
             if k >= 10 && raised.is_empty() && changes.is_empty() {
