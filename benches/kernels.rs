@@ -7,9 +7,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil::detect::{MotionGate, decode_centerface, decode_nanodet_stride, nms, nms_per_class};
+use vigil::detect::{decode_centerface, decode_nanodet_stride, nms, nms_per_class};
 use vigil::frame::{BBox, RgbFrame};
 use vigil::privacy::{NormPoint, Polygon};
+use vigil::rules::MotionGate;
 use vigil::track::{Obs, Tracker};
 
 fn frame(w: u32, h: u32) -> RgbFrame {

@@ -20,7 +20,6 @@
 //! Efficiency = achieved / min(floors). With gating on, frames whose region did not change are not
 //! inferred, so achieved can exceed the inference floor.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,81 +32,7 @@ use crate::config::{Pipeline, Source};
 use crate::detect::ModelPool;
 use crate::frame::RgbFrame;
 
-/// Counts heap allocations made through Rust's allocator.
-pub struct CountingAlloc;
-
-pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static THREAD_ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Heap allocations made so far by the calling thread (through Rust's allocator).
-pub fn thread_allocations() -> u64 {
-    THREAD_ALLOCATIONS.with(|c| c.get())
-}
-
-thread_local! {
-    static TRACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// How many analysed frames after warm-up to trace allocations on (`VIGIL_TRACE_ALLOCS=N`; 0: off).
-pub fn trace_frames() -> u64 {
-    std::env::var("VIGIL_TRACE_ALLOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// While on, every heap allocation by the calling thread prints `ALLOC` and the innermost source
-/// lines of its backtrace (this crate's and `ort`'s) to stderr: how the hot path was checked.
-pub fn trace_allocations(on: bool) {
-    let _ = TRACE.try_with(|t| t.set(on));
-}
-
-fn count() {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-    // off while tracing, so that the backtrace's own allocations are not traced
-    if TRACE.try_with(|t| t.replace(false)).unwrap_or(false) {
-        let bt = std::backtrace::Backtrace::force_capture().to_string();
-        let at: Vec<&str> = bt
-            .lines()
-            .filter(|l| (l.contains("at ./src/") || l.contains("/ort-")) && !l.contains("bench.rs"))
-            .map(str::trim)
-            .take(3)
-            .collect();
-        eprintln!("ALLOC {}", at.join(" <- "));
-        TRACE.with(|t| t.set(true));
-    }
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
+use crate::telemetry::alloc::{ALLOCATIONS, peak_rss_mb};
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
@@ -154,7 +79,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
     std::fs::create_dir_all(&dir)?;
     let q = bench_pipeline(p, n, clip, gate, rules, &dir);
     gstreamer::init()?;
-    crate::telemetry::probe_enable();
+    crate::telemetry::probe::enable();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let a0 = ALLOCATIONS.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -162,7 +87,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
     let wall = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
-    let probe = crate::telemetry::probe_take().unwrap_or_default();
+    let probe = crate::telemetry::probe::take().unwrap_or_default();
     let analysed: u64 = summary.cameras.values().map(|c| c.analysed).sum();
     let dropped: u64 = summary.cameras.values().map(|c| c.dropped).sum();
     let inferred: u64 = summary.cameras.values().map(|c| c.inferred).sum();
@@ -198,7 +123,15 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
     if frames.is_empty() {
         bail!("{}: no frames decoded", clip.display());
     }
-    let (rule, zone) = p.cameras[0].rules.no_mask.clone().context("the first camera has no no_mask rule")?;
+    let rule = p.cameras[0]
+        .rules
+        .configs()
+        .iter()
+        .find_map(|r| match r {
+            crate::rules::RuleConfig::NoMask(r) => Some(r.clone()),
+            _ => None,
+        })
+        .context("the first camera has no no_mask rule")?;
     let mask = p.cameras[0].mask.as_ref().map(|m| m.raster(frames[0].width, frames[0].height));
     let frames: Vec<RgbFrame> = frames
         .into_iter()
@@ -215,7 +148,7 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
     let threads = pool.len().min(n).max(1);
     let frames = Arc::new(frames);
     let total = n * frames.len();
-    let st = crate::rules::NoMaskState::new(rule.clone(), zone.clone());
+    let st = crate::rules::no_mask::NoMask::new(rule.clone());
     let st = Arc::new(st);
     let infer_all = |batch: usize, total: usize| -> Result<(f64, f64)> {
         let next = Arc::new(AtomicU64::new(0));
@@ -299,7 +232,7 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
     if let Ok(spec) = std::env::var("VIGIL_BENCH_CHILD") {
         return child(&p, &spec, &clip);
     }
-    if p.cameras[0].rules.no_mask.is_none() {
+    if !p.cameras[0].rules.configs().iter().any(|r| r.kind() == crate::rules::RuleKind::NoMask) {
         bail!("{}: the first camera needs a no_mask rule (its rule is what the benchmark runs)", p.file.display());
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

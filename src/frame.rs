@@ -20,7 +20,7 @@ impl std::fmt::Debug for RgbFrame {
 }
 
 /// An axis-aligned box in pixel coordinates, `x2`/`y2` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct BBox {
     pub x1: f32,
     pub y1: f32,

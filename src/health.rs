@@ -23,74 +23,56 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::frame::{BBox, RgbFrame};
+use crate::telemetry::Condition;
 
-/// `[cameras.tamper]` thresholds (defaults in parentheses).
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+/// `[cameras.tamper]` thresholds.
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, schemars::JsonSchema, smart_default::SmartDefault,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct TamperConfig {
-    /// Detection on/off (true).
+    /// Detection on/off.
+    #[default(true)]
     pub enabled: bool,
-    /// Seconds a condition must hold before it is raised, and be gone before it ends (2).
+    /// Seconds a condition must hold before it is raised, and be gone before it ends.
+    #[default(2.0)]
+    #[schemars(range(min = 0, max = 600))]
     pub hold_s: f64,
-    /// Seconds without any change for "frozen" (3).
+    /// Seconds without any change for "frozen".
+    #[default(3.0)]
+    #[schemars(range(min = 0.1, max = 3600))]
     pub frozen_s: f64,
     /// Mean absolute thumbnail difference (grey levels) below which two frames are "the same"
-    /// (0.005: in effect identical; real static scenes measured ≥ 0.012).
+    /// (in effect identical; real static scenes measured ≥ 0.012).
+    #[default(0.005)]
+    #[schemars(range(min = 0, max = 255))]
     pub frozen_diff: f32,
-    /// Mean luma below which a flat picture is "covered" (25).
+    /// Mean luma below which a flat picture is "covered".
+    #[default(25.0)]
+    #[schemars(range(min = 0, max = 255))]
     pub dark_luma: f32,
-    /// Mean luma above which a flat picture is "saturated" (235).
+    /// Mean luma above which a flat picture is "saturated".
+    #[default(235.0)]
+    #[schemars(range(min = 0, max = 255))]
     pub bright_luma: f32,
-    /// Luma standard deviation below which a picture is flat (12).
+    /// Luma standard deviation below which a picture is flat.
+    #[default(12.0)]
+    #[schemars(range(min = 0, max = 128))]
     pub flat_std: f32,
-    /// Sharpness below this fraction of the baseline is "defocus" (0.3).
+    /// Sharpness below this fraction of the baseline is "defocus".
+    #[default(0.3)]
+    #[schemars(range(min = 0, max = 1))]
     pub defocus_ratio: f32,
-    /// Correlation with the reference view below which the camera "moved" (0.6; untouched fixed
-    /// cameras measured ≥ 0.685 with people walking through, a 25 % shift ≤ 0.58).
+    /// Correlation with the reference view below which the camera "moved" (untouched fixed
+    /// cameras measured ≥ 0.685 with people walking through, a 25 % shift ≤ 0.58; -1 turns it
+    /// off, for a camera that pans).
+    #[default(0.6)]
+    #[schemars(range(min = -1, max = 1))]
     pub moved_ncc: f32,
-    /// Seconds of healthy video that make the reference view and the sharpness baseline (5).
+    /// Seconds of healthy video that make the reference view and the sharpness baseline.
+    #[default(5.0)]
+    #[schemars(range(min = 0.5, max = 600))]
     pub reference_s: f64,
-}
-
-impl Default for TamperConfig {
-    fn default() -> Self {
-        TamperConfig {
-            enabled: true,
-            hold_s: 2.0,
-            frozen_s: 3.0,
-            frozen_diff: 0.005,
-            dark_luma: 25.0,
-            bright_luma: 235.0,
-            flat_std: 12.0,
-            defocus_ratio: 0.3,
-            moved_ncc: 0.6,
-            reference_s: 5.0,
-        }
-    }
-}
-
-impl TamperConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, f64, f64, f64); 8] = [
-            ("hold_s", self.hold_s, 0.0, 600.0),
-            ("frozen_s", self.frozen_s, 0.1, 3600.0),
-            ("frozen_diff", self.frozen_diff as f64, 0.0, 255.0),
-            ("dark_luma", self.dark_luma as f64, 0.0, 255.0),
-            ("bright_luma", self.bright_luma as f64, 0.0, 255.0),
-            ("flat_std", self.flat_std as f64, 0.0, 128.0),
-            ("defocus_ratio", self.defocus_ratio as f64, 0.0, 1.0),
-            ("moved_ncc", self.moved_ncc as f64, -1.0, 1.0),
-        ];
-        for (k, v, lo, hi) in checks {
-            if !(lo..=hi).contains(&v) {
-                return Err(format!("{k} = {v} must be in [{lo}, {hi}]"));
-            }
-        }
-        if !(0.5..=600.0).contains(&self.reference_s) {
-            return Err(format!("reference_s = {} must be in [0.5, 600]", self.reference_s));
-        }
-        Ok(())
-    }
 }
 
 /// What one frame looks like to the detectors.
@@ -184,12 +166,14 @@ fn ncc(a: &[f32], b: &[f32]) -> f32 {
     if da <= 1e-6 || db <= 1e-6 { 0.0 } else { num / (da * db).sqrt() }
 }
 
-pub const CONDITIONS: [&str; 5] = ["frozen", "covered", "saturated", "defocus", "moved"];
+/// The conditions this detector decides (stream down is ingest's, spool full the spool's).
+pub const CONDITIONS: [Condition; 5] =
+    [Condition::Frozen, Condition::Covered, Condition::Saturated, Condition::Defocus, Condition::Moved];
 
 /// A change of a condition, for the caller to emit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    pub condition: &'static str,
+    pub condition: Condition,
     pub active: bool,
     pub at: Duration,
     /// When ending: how long it lasted.
@@ -234,7 +218,7 @@ impl TamperDetector {
         }
     }
 
-    pub fn active(&self) -> Vec<&'static str> {
+    pub fn active(&self) -> Vec<Condition> {
         CONDITIONS.iter().zip(&self.conds).filter(|(_, c)| c.active).map(|(n, _)| *n).collect()
     }
 

@@ -29,12 +29,22 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify, mpsc};
 
-/// One line of the outbox.
+use crate::telemetry::metrics;
+use crate::util::{Backoff, Subject};
+
+/// One line of the outbox: a message for `subject`, deduplicated on the stream by `id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub id: String,
-    pub subject: String,
+    pub subject: Subject,
     pub payload: serde_json::Value,
+}
+
+impl OutboxEntry {
+    /// A message carrying `payload` (a typed event: evidence, health, checkpoint, audit, review).
+    pub fn new(id: impl Into<String>, subject: Subject, payload: &impl Serialize) -> OutboxEntry {
+        OutboxEntry { id: id.into(), subject, payload: serde_json::to_value(payload).unwrap_or_default() }
+    }
 }
 
 struct Files {
@@ -135,15 +145,13 @@ impl Publisher {
             let mut f = self.files.lock().await;
             append_line(&mut f.outbox, &line).context("outbox: append")?;
         }
-        if entry.subject.starts_with("vigil.evidence.") {
-            crate::telemetry::probe(|p| {
-                p.recorded.insert(entry.id.clone(), std::time::Instant::now());
-            });
+        if entry.subject.is_evidence() {
+            crate::telemetry::probe::record_recorded(&entry.id);
         }
         tracing::info!(target: "vigil::event", evidence_id = %entry.id, subject = %entry.subject, event = %line, "evidence event");
         if let Some(q) = &self.queue {
             let n = self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            crate::telemetry::OUTBOX_DEPTH.set(n as i64);
+            metrics::get().outbox_depth.set(n as i64);
             q.send(entry).ok();
         }
         Ok(())
@@ -200,12 +208,12 @@ async fn deliver(
         }
     };
     while let Some(entry) = rx.recv().await {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), Duration::from_millis(100));
         loop {
             if !stream_ready {
                 let cfg = async_nats::jetstream::stream::Config {
                     name: stream.clone(),
-                    subjects: vec!["vigil.>".into()],
+                    subjects: vec![crate::util::subject::ALL.into()],
                     duplicate_window: dup_window,
                     ..Default::default()
                 };
@@ -220,8 +228,8 @@ async fn deliver(
                 match publish_once(&js, &stream, &entry).await {
                     Ok(seq) => {
                         crate::telemetry::Event::EventPublished {
-                            evidence_id: &entry.id,
-                            subject: &entry.subject,
+                            id: &entry.id,
+                            subject: &entry.subject.to_string(),
                             stream_seq: seq,
                         }
                         .emit();
@@ -235,11 +243,10 @@ async fn deliver(
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(backoff.next_wait()).await;
         }
         let n = pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
-        crate::telemetry::OUTBOX_DEPTH.set(n as i64);
+        metrics::get().outbox_depth.set(n as i64);
         drained.notify_waiters();
     }
 }
@@ -248,7 +255,7 @@ async fn deliver(
 /// sequence.
 async fn publish_once(js: &async_nats::jetstream::Context, stream: &str, e: &OutboxEntry) -> Result<u64> {
     let st = js.get_stream(stream).await.context("stream info")?;
-    let last = match st.get_last_raw_message_by_subject(&e.subject).await {
+    let last = match st.get_last_raw_message_by_subject(&e.subject.to_string()).await {
         Ok(m) => {
             let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
             if id.as_deref() == Some(e.id.as_str()) {
@@ -265,7 +272,7 @@ async fn publish_once(js: &async_nats::jetstream::Context, stream: &str, e: &Out
     headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
     let payload = Bytes::from(serde_json::to_vec(&e.payload)?);
     let ack = tokio::time::timeout(Duration::from_secs(5), async {
-        js.publish_with_headers(e.subject.clone(), headers, payload).await?.await.map_err(anyhow::Error::from)
+        js.publish_with_headers(e.subject.to_string(), headers, payload).await?.await.map_err(anyhow::Error::from)
     })
     .await
     .context("ack timed out")??;

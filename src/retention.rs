@@ -16,7 +16,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::manifest::PublicKey;
+use crate::signing::PublicKey;
 use crate::store::Store;
 use crate::verify::{list_items, load_manifest};
 

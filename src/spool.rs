@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::publish::{OutboxEntry, Publisher};
 use crate::store::Store;
+use crate::util::Backoff;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,19 +126,14 @@ impl Spool {
         for (i, (key, bytes, until)) in objects.into_iter().enumerate() {
             let file = format!("{i:03}.bin");
             write_synced(&d.join(&file), &bytes)?;
-            index.objects.push(SpoolObject {
-                key,
-                file,
-                sha256: crate::evidence::sha256_hex(&bytes),
-                retain_until: until,
-            });
+            index.objects.push(SpoolObject { key, file, sha256: crate::util::sha256_hex(&bytes), retain_until: until });
         }
         write_synced(&d.join("objects.json"), &serde_json::to_vec(&index)?)?;
         write_synced(&d.join("event.json"), &serde_json::to_vec(event)?)?;
         write_synced(&d.join("READY"), b"")?;
         std::fs::File::open(&d)?.sync_all()?;
         self.bytes.fetch_add(dir_bytes(&d), Ordering::Relaxed);
-        crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
+        crate::telemetry::metrics::get().spool_bytes.set(self.bytes() as i64);
         self.wake.notify_one();
         Ok(())
     }
@@ -151,7 +147,7 @@ impl Spool {
             if !store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
                 // already there: fine if it is the same object (a previous attempt got this far)
                 let there = store.get(&o.key).await?;
-                if crate::evidence::sha256_hex(&there) != o.sha256 {
+                if crate::util::sha256_hex(&there) != o.sha256 {
                     bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
                 }
             }
@@ -161,7 +157,7 @@ impl Spool {
         let size = dir_bytes(&d);
         std::fs::remove_dir_all(&d)?;
         self.bytes.fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
-        crate::telemetry::SPOOL_BYTES.set(self.bytes() as i64);
+        crate::telemetry::metrics::get().spool_bytes.set(self.bytes() as i64);
         Ok(())
     }
 
@@ -174,7 +170,7 @@ impl Spool {
         stop: tokio::sync::watch::Receiver<bool>,
         grace: Duration,
     ) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), Duration::from_millis(100));
         let mut stopping_since: Option<std::time::Instant> = None;
         loop {
             let pending = self.pending();
@@ -197,22 +193,22 @@ impl Spool {
             match self.upload(id, &store, &publisher).await {
                 Ok(()) => {
                     tracing::info!(evidence_id = %id, spool_bytes = self.bytes(), "spool: item stored, event queued");
-                    if crate::telemetry::SPOOL_FULL.get() == 1 && !self.is_full() {
+                    if crate::telemetry::metrics::get().spool_full.get() == 1 && !self.is_full() {
                         crate::telemetry::Event::Health {
                             camera: "worker",
-                            condition: "spool_full",
+                            condition: crate::telemetry::Condition::SpoolFull,
                             active: false,
                             detail: "uploads made room; clips are cut again",
                             lasted: None,
                         }
                         .emit();
                     }
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                 }
                 Err(e) => {
-                    tracing::warn!(evidence_id = %id, error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "spool: upload failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(evidence_id = %id, error = format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "spool: upload failed; will retry");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -23,12 +23,12 @@ fn check_evidence(event: &serde_json::Value, get: impl Fn(&str) -> Vec<u8>, roll
     let mbytes = get(mkey);
     assert_eq!(sha256(&mbytes), event["manifest"]["sha256"].as_str().unwrap());
     let mut stored: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
-    assert_eq!(stored["schema"], "vigil.manifest.v2");
+    assert_eq!(stored["schema"], "vigil.manifest.v3");
     let mut ev = event.clone();
     ev.as_object_mut().unwrap().remove("manifest");
     ev["schema"] = "".into();
     stored["schema"] = "".into();
-    let c = vigil::manifest::canonical;
+    let c = vigil::util::jcs::canonical;
     assert_eq!(String::from_utf8(c(&stored)).unwrap(), String::from_utf8(c(&ev)).unwrap());
 
     let dir = tempfile::tempdir().unwrap();

@@ -208,7 +208,7 @@ fn a_clip_replaced_by_another_valid_clip_of_the_same_camera() {
 fn a_manifest_re_signed_with_another_key() {
     let (_t, p) = copy();
     let site = p.parent().unwrap();
-    let other = vigil::manifest::Signer::init(&site.join("other-key")).unwrap();
+    let other = vigil::signing::Signer::init(&site.join("other-key")).unwrap();
     let m = item_dir(site, 2).join("manifest.json");
     let sig = other.sign(&std::fs::read(&m).unwrap());
     std::fs::write(item_dir(site, 2).join("manifest.sig"), sig.to_bytes()).unwrap();
@@ -434,8 +434,8 @@ fn manifest_parsing_and_verification_never_panic_on_mutated_input() {
     let dir = b.dir.join("store").join(&b.items[0].2);
     let m = std::fs::read(dir.join("manifest.json")).unwrap();
     let s = std::fs::read(dir.join("manifest.sig")).unwrap();
-    let key = vigil::manifest::PublicKey::load(&b.dir.join("keys/signing.pub")).unwrap();
-    vigil::manifest::open::<vigil::evidence::Manifest>(&m, &s, &key).expect("the original verifies");
+    let key = vigil::signing::PublicKey::load(&b.dir.join("keys/signing.pub")).unwrap();
+    vigil::signing::open::<vigil::evidence::Manifest>(&m, &s, &key).expect("the original verifies");
     let mut x: u64 = 0x9E3779B97F4A7C15;
     let mut rnd = move || {
         x ^= x << 13;
@@ -465,7 +465,7 @@ fn manifest_parsing_and_verification_never_panic_on_mutated_input() {
         if mm == m && ss == s {
             continue;
         }
-        let r = std::panic::catch_unwind(|| vigil::manifest::open::<vigil::evidence::Manifest>(&mm, &ss, &key));
+        let r = std::panic::catch_unwind(|| vigil::signing::open::<vigil::evidence::Manifest>(&mm, &ss, &key));
         assert!(matches!(r, Ok(Err(_))), "mutation {n} was accepted or panicked");
         let _ = serde_json::from_slice::<vigil::evidence::Manifest>(&mm);
         n += 1;

@@ -490,7 +490,7 @@ pub fn decode_jpeg(bytes: &[u8]) -> image::RgbImage {
 }
 
 pub fn sha256(b: &[u8]) -> String {
-    vigil::evidence::sha256_hex(b)
+    vigil::util::sha256_hex(b)
 }
 
 /// Checks that the region x ∈ [x0, x1) (fractions of the width) is black and the region left of

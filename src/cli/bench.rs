@@ -1,0 +1,33 @@
+//! `vigil bench`: end-to-end throughput over N concurrent streams, with the floors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The pipeline whose models, analysis settings and rules are used.
+    #[arg(long, default_value = "pipelines/demo.toml")]
+    pub pipeline: PathBuf,
+    /// Numbers of concurrent streams to run, e.g. 1,2,4.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub streams: Vec<usize>,
+    /// The clip each stream plays (as fast as analysis allows).
+    #[arg(long, default_value = "sample-streams/astronaut-pan.mp4")]
+    pub clip: PathBuf,
+    /// Also run with motion gating off, to show what it saves.
+    #[arg(long)]
+    pub compare_gating: bool,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> ExitCode {
+    let p = match super::load(&a.pipeline) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    super::tool(|| {
+        crate::bench::run(p, &a.streams, &a.clip, a.compare_gating, a.json.as_deref()).map(|_| ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,214 @@
+//! `[[cameras]]`: a camera's source, registry entry and rules, and the resolved [`Camera`] the
+//! worker runs.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
+
+use crate::health::TamperConfig;
+use crate::privacy::PrivacyMask;
+use crate::rules::{CameraRules, RuleConfig};
+use crate::util::secret::RedactedUrl;
+
+/// RTSP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// `[[cameras]]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(extend("required" = ["id", "source"]))]
+pub struct CameraConfig {
+    /// Camera id, used in NATS subjects and object keys: 1-64 characters of `A-Z a-z 0-9 - _`
+    /// (required).
+    #[schemars(length(max = 64))]
+    pub id: String,
+    /// Where the camera is (free text, written into events).
+    #[schemars(length(max = 256))]
+    pub location: String,
+    /// Kind of place (registry). Private places are refused (JS 17, SD 5, NJ 9).
+    pub location_category: LocationCategory,
+    /// Registry: date of the legal review of this camera (YYYY-MM-DD).
+    #[schemars(length(max = 10))]
+    pub legal_review_date: Option<String>,
+    /// Registry: date of the technical review (YYYY-MM-DD).
+    #[schemars(length(max = 10))]
+    pub technical_review_date: Option<String>,
+    /// Registry: reference of the installation confirmation.
+    #[schemars(length(max = 128))]
+    pub installation_ref: Option<String>,
+    /// Registry: date the camera was announced to the public (YYYY-MM-DD). Events are advisory
+    /// until 30 days after it (JS 13–15, 18).
+    #[schemars(length(max = 10))]
+    pub public_notice_date: Option<String>,
+    /// `rtsp://...`, or a file path (relative to the pipeline file) / `file://` URL (required).
+    #[schemars(length(max = 2048))]
+    pub source: String,
+    /// File sources: start again at the end instead of ending.
+    #[serde(rename = "loop")]
+    pub loop_file: bool,
+    /// File sources: play at the file's own pace (as a camera would). `false` replays as fast as
+    /// analysis allows and analyses every frame at the analysis rate (replay for tuning, tests).
+    #[default(true)]
+    pub realtime: bool,
+    /// RTSP transport: "tcp" or "udp".
+    pub rtsp_transport: RtspTransport,
+    /// Decoder element, or "auto": a hardware decoder when present, else the software one.
+    #[default("auto".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub decoder: String,
+    /// Privacy mask file (polygons blacked out before analysis and in every stored pixel).
+    pub privacy_mask: Option<PathBuf>,
+    /// A live stream without video for this long counts as down, seconds.
+    #[default(5.0)]
+    #[schemars(range(min = 0.5, max = 3600))]
+    pub stall_s: f64,
+    /// Cap of the exponential reconnect backoff, seconds (jitter up to 0.25 s is added).
+    #[default(3.0)]
+    #[schemars(range(min = 0.1, max = 600))]
+    pub reconnect_max_s: f64,
+    /// Tamper and health detection thresholds.
+    pub tamper: TamperConfig,
+    /// The camera's rules (`[[cameras.rules]]`, each with a `kind`).
+    #[schemars(length(max = 16))]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Where a camera looks. The last six are private places where monitoring is not allowed.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationCategory {
+    Kitchen,
+    FoodPreparation,
+    FoodStorage,
+    Canteen,
+    DiningArea,
+    ServingCounter,
+    Clinic,
+    Pharmacy,
+    #[default]
+    Other,
+    HotelRoom,
+    Dormitory,
+    Bath,
+    ChangingRoom,
+    Toilet,
+    NursingRoom,
+}
+
+impl LocationCategory {
+    pub fn is_private(self) -> bool {
+        matches!(
+            self,
+            Self::HotelRoom | Self::Dormitory | Self::Bath | Self::ChangingRoom | Self::Toilet | Self::NursingRoom
+        )
+    }
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+/// A camera's registry entry (DESIGN.md §2: announced and reviewed before use).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub location_category: LocationCategory,
+    pub legal_review_date: Option<chrono::NaiveDate>,
+    pub technical_review_date: Option<chrono::NaiveDate>,
+    pub installation_ref: Option<String>,
+    pub public_notice_date: Option<chrono::NaiveDate>,
+}
+
+/// Whether a camera's events may become enforcement candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    /// An enforcement candidate.
+    Enforcement,
+    /// A prompt for the premises only, never an enforcement candidate.
+    Advisory,
+}
+
+impl StatusKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusKind::Enforcement => "enforcement",
+            StatusKind::Advisory => "advisory",
+        }
+    }
+}
+
+/// A camera's status at the time of a violation, with the reasons when advisory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Compliance {
+    pub kind: StatusKind,
+    pub reasons: Vec<String>,
+}
+
+impl Registry {
+    /// Enforcement only when both reviews and the installation confirmation are on record and the
+    /// public notice is at least 30 days old on `day`; otherwise advisory, with the reasons.
+    pub fn compliance(&self, day: chrono::NaiveDate) -> Compliance {
+        let mut reasons = Vec::new();
+        if self.legal_review_date.is_none() {
+            reasons.push("no legal review on record".to_string());
+        }
+        if self.technical_review_date.is_none() {
+            reasons.push("no technical review on record".to_string());
+        }
+        if self.installation_ref.is_none() {
+            reasons.push("no installation confirmation on record".to_string());
+        }
+        match self.public_notice_date {
+            None => reasons.push("no public notice on record".to_string()),
+            Some(d) => {
+                let from = d.checked_add_days(chrono::Days::new(30)).unwrap_or(chrono::NaiveDate::MAX);
+                if day < from {
+                    reasons.push(format!("within 30 days of the public notice of {d} (enforcement from {from})"));
+                }
+            }
+        }
+        let kind = if reasons.is_empty() { StatusKind::Enforcement } else { StatusKind::Advisory };
+        Compliance { kind, reasons }
+    }
+}
+
+/// Where a camera's stream comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Rtsp { url: RedactedUrl, tcp: bool },
+    File { path: PathBuf, looping: bool, realtime: bool },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Rtsp { url, .. } => write!(f, "rtsp {url}"),
+            Source::File { path, .. } => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// A camera ready to run: config plus resolved source, mask and rules.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub id: String,
+    pub location: String,
+    pub registry: Registry,
+    pub stall_s: f64,
+    pub reconnect_max_s: f64,
+    pub tamper: TamperConfig,
+    pub source: Source,
+    pub decoder: String,
+    pub mask: Option<PrivacyMask>,
+    pub rules: CameraRules,
+}

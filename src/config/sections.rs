@@ -1,0 +1,241 @@
+//! The sections of a pipeline file other than `[[cameras]]`. Each key's default, range and
+//! meaning sit on its field: the default in `#[default(..)]`, the range in `#[schemars(..)]`
+//! (checked at load from the schema, [`crate::util::ranges`]), the doc comment as its
+//! documentation (`vigil config defaults` prints all three).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
+
+/// `[site]`: where the cameras are.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(extend("required" = ["id"]))]
+pub struct SiteConfig {
+    /// Site id, used in NATS subjects and object keys: 1-64 characters of `A-Z a-z 0-9 - _`
+    /// (required).
+    #[schemars(length(max = 64))]
+    pub id: String,
+    /// Human-readable name of the premises.
+    #[schemars(length(max = 256))]
+    pub name: String,
+    /// Local time offset written next to UTC in events, e.g. "+08:00" (China Standard Time).
+    #[default("+08:00".to_string())]
+    #[schemars(length(max = 6))]
+    pub utc_offset: String,
+}
+
+/// `[worker]`: this process.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Worker id written into every event (default: `--worker-id`, else the host name).
+    #[schemars(length(max = 64))]
+    pub id: Option<String>,
+    /// Local state: outbox, spool, clip scratch files.
+    #[default(PathBuf::from("../vigil-data"))]
+    pub data_dir: PathBuf,
+    /// Serve `/metrics` (Prometheus) and `/health` here, e.g. "127.0.0.1:9464". Off when unset.
+    /// A non-loopback address is allowed and logged as a warning.
+    pub http: Option<String>,
+    /// Bytes the spool may hold while the store is unreachable. When full, new clips are not cut:
+    /// each refused violation is logged, counted and raises the `spool_full` alarm.
+    #[default(2 << 30)]
+    #[schemars(range(min = 1000, max = 1099511627776u64))]
+    pub spool_max_bytes: u64,
+}
+
+pub use crate::detect::runtime::ExecutionProvider;
+
+/// `[models]`: which vendored models to run, and where.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder holding `<id>.toml` manifests and the ONNX files.
+    #[default(PathBuf::from("../models"))]
+    pub dir: PathBuf,
+    /// Face detector model id (manifest `models/<id>.toml`).
+    #[default("centerface".to_string())]
+    pub face: String,
+    /// Mask classifier model id (used when no `mask_head` is set).
+    #[default("mask-classifier-mobilenetv2".to_string())]
+    pub mask: String,
+    /// Execution providers in order of preference. CPU is always the fallback; a GPU provider that
+    /// is not available is logged and skipped.
+    #[default(vec![ExecutionProvider::Cpu])]
+    #[schemars(length(min = 1, max = 3))]
+    pub execution_providers: Vec<ExecutionProvider>,
+    /// ONNX Runtime intra-op threads per model copy (spinning is always off).
+    #[default(1)]
+    #[schemars(range(min = 1, max = 64))]
+    pub intra_threads: usize,
+    /// Path of libonnxruntime.so; default: $ORT_DYLIB_PATH, then .deps/onnxruntime/.
+    pub ort_library: Option<PathBuf>,
+    /// A head fitted by `vigil fit` (models/<id>.toml): the no-mask probability comes from it,
+    /// on the backbone features of the model it names, instead of the classifier's own output.
+    pub mask_head: Option<String>,
+    /// COCO object detector model id (for `utensils_left`).
+    #[default("coco-nanodet".to_string())]
+    pub objects: String,
+    /// Copies of the models loaded; cameras share them, so up to this many frames are inferred
+    /// at once (one per core is the useful maximum on CPU).
+    #[default(1)]
+    #[schemars(range(min = 1, max = 16))]
+    pub instances: usize,
+    /// Batch face detection across cameras: up to this many frames (of the same size and rule
+    /// region) in one model run, each waiting at most 20 ms for the batch to fill. 1 = off (on a
+    /// 2-core CPU a batch of 2 measured slower than two single runs; on a GPU batching pays).
+    #[default(1)]
+    #[schemars(range(min = 1, max = 16))]
+    pub batch: usize,
+}
+
+/// `[analysis]`: the decoded frames the models see.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Analysis frames per second per camera (frames above this rate are dropped before
+    /// conversion).
+    #[default(5.0)]
+    #[schemars(extend("exclusiveMinimum" = 0), range(max = 60))]
+    pub fps: f64,
+    /// Width of analysis frames in pixels (even); height follows the source's aspect ratio.
+    #[default(640)]
+    #[schemars(range(min = 64, max = 3840))]
+    pub width: u32,
+    /// Frames waiting for analysis per camera; when full, new frames are dropped and counted.
+    #[default(2)]
+    #[schemars(range(min = 1, max = 64))]
+    pub queue: usize,
+    /// Motion gating: skip inference on a frame when nothing in the rule's region changed since
+    /// the last inferred frame (and no face track is collecting its N of M).
+    #[default(true)]
+    pub gate: bool,
+    /// A region changed when some cell of its 32×18 grey thumbnail moved by at least this many
+    /// grey levels (0–255).
+    #[default(12.0)]
+    #[schemars(range(min = 0, max = 255))]
+    pub gate_min_change: f32,
+    /// With gating, inference runs at least this often (s), so still objects stay tracked.
+    #[default(2.0)]
+    #[schemars(range(min = 0.1, max = 600))]
+    pub gate_recheck_s: f64,
+}
+
+/// `[clip]`: evidence clips.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipConfig {
+    /// Seconds of video before the violating frame.
+    #[default(5.0)]
+    #[schemars(range(min = 0, max = 120))]
+    pub pre_roll_s: f64,
+    /// Seconds of video after the violating frame.
+    #[default(5.0)]
+    #[schemars(range(min = 0, max = 120))]
+    pub post_roll_s: f64,
+    /// Clips encoded at the same time (each uses about one core with x264).
+    #[default(1)]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_concurrent: usize,
+    /// JPEG quality of snapshots.
+    #[default(90)]
+    #[schemars(range(min = 1, max = 100))]
+    pub jpeg_quality: u8,
+    /// x264 quantizer for the re-encoded clip (lower is better quality, bigger files).
+    #[default(23)]
+    #[schemars(range(min = 0, max = 51))]
+    pub quantizer: u32,
+}
+
+/// `[store]`: where artifacts go.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A local directory (relative to the pipeline file) or an object_store URL:
+    /// `s3://bucket/prefix`, `file:///abs/path`.
+    #[default("../vigil-data/store".to_string())]
+    #[schemars(length(min = 1, max = 1024))]
+    pub url: String,
+    /// object_store options, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
+    /// better taken from the environment (`AWS_ACCESS_KEY_ID`, ...), which is also read.
+    pub options: BTreeMap<String, String>,
+    /// S3 Object Lock (COMPLIANCE mode) on every evidence object until its retention date. The
+    /// bucket must be created with Object Lock enabled.
+    pub object_lock: bool,
+}
+
+/// `[publish]`: where events go.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    /// NATS server URL(s), e.g. "nats://127.0.0.1:4222" (comma-separated for a cluster). Without
+    /// it events only go to the outbox file and the log.
+    pub nats_url: Option<String>,
+    /// JetStream stream name (created when missing, subjects `vigil.>`).
+    pub stream: Option<String>,
+    /// The stream's duplicate window, seconds. Exactly-once delivery does not depend on it: each
+    /// publish states the subject's expected last sequence.
+    #[default(120.0)]
+    #[schemars(range(min = 1, max = 604800))]
+    pub duplicate_window_s: f64,
+}
+
+/// `[signing]`: the worker's Ed25519 key for manifests and chain checkpoints.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Secret key file made by `vigil keys init` (mode 0600).
+    #[default(PathBuf::from("../vigil-data/keys/signing.key"))]
+    pub key: PathBuf,
+    /// Make the key pair when the file does not exist (convenient for a demo; in production make
+    /// it with `vigil keys init` and register the public key with the authority).
+    pub generate_if_missing: bool,
+    /// Seconds between signed chain checkpoints per camera (also written on shutdown).
+    #[default(300.0)]
+    #[schemars(range(min = 1, max = 86400))]
+    pub checkpoint_interval_s: f64,
+}
+
+/// `[retention]`: minimum keeping periods (JS 21, SD 17). Configurable upward only.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Evidence, warnings and raw data, days.
+    #[default(365)]
+    #[schemars(range(min = 365, max = 36500), extend("x-why" = "the legal minimum is 365 days (JS 21, SD 17); it can only be raised, up to 100 years"))]
+    pub evidence_days: u32,
+    /// Images that are not evidence, days.
+    #[default(30)]
+    #[schemars(range(min = 30, max = 36500), extend("x-why" = "the legal minimum is 30 days (JS 21); it can only be raised, up to 100 years"))]
+    pub image_days: u32,
+}
+
+/// `[evidence]`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Store a sealed original beside each clip: the unmasked encoded video of the clip window,
+    /// muxed without re-encoding and encrypted (age format) to this recipient — the authority's
+    /// public key (`age1...`). The worker cannot decrypt it. Off when unset.
+    #[schemars(length(max = 128))]
+    pub seal_recipient: Option<String>,
+}
+
+/// `[control]`: how ops change rule parameters while the worker runs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Re-read this pipeline file when it changes and apply changed rule parameters (other
+    /// changes need a restart and are logged as such).
+    #[default(true)]
+    pub watch_file: bool,
+    /// NATS KV bucket of rule overrides, a key per `<site>.<camera>.<rule id>` (used when
+    /// `publish.nats_url` is set; created when missing).
+    #[default("vigil-thresholds".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub kv_bucket: String,
+}

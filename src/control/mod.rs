@@ -1,0 +1,488 @@
+//! Control: wires the stages for every camera of a pipeline and runs them until the sources end or
+//! a shutdown is requested.
+//!
+//! Per camera: one ingest thread (GStreamer pipeline lifecycle, reconnects) and one analysis thread
+//! ([`analysis`]: privacy mask → health → rules). Models are loaded once and shared. Violations
+//! start a clip collection on the camera's ring; finished clips go to the evidence stage (tokio
+//! tasks, at most `clip.max_concurrent` encodes at once), which spools, stores and publishes.
+//! Rule parameters change at run time through [`reload`] (pipeline file, NATS KV, [`overrides`]).
+//!
+//! Shutdown (SIGINT/SIGTERM): stop intake, hand over clips in flight (post-roll cut short and marked
+//! so), finish encoding and storing them, flush the outbox to NATS as far as it allows, exit 0.
+
+pub mod analysis;
+pub mod overrides;
+pub mod reload;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use analysis::{Analyser, AnalyserConfig, AnalysisSink, RuleSlot};
+
+use crate::config::{Camera, Pipeline};
+use crate::detect::{ModelPool, ModelSet, Models, ObjectDetector, RuntimeOptions};
+use crate::evidence::chain::Chains;
+use crate::evidence::{self, EvidenceContext, ModelFacts, Violation, WorkerFacts};
+use crate::frame::RgbFrame;
+use crate::health::Change;
+use crate::ingest::{self, CameraEnd, ClipSource, EncodedRing};
+use crate::publish::{OutboxEntry, Publisher};
+use crate::rules::{GateSettings, Raised};
+use crate::signing::Signer;
+use crate::spool::Spool;
+use crate::store::Store;
+use crate::telemetry::{self, CameraStats, Condition, Event, HealthEvent};
+use crate::util::Subject;
+
+/// What a run did, per camera and in total.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub cameras: BTreeMap<String, CameraSummary>,
+    pub events: u64,
+    pub evidence_failures: u64,
+    /// Violations not cut because the spool was full.
+    pub refused: u64,
+    /// Items still in the spool (store unreachable at shutdown); they upload on the next start.
+    pub spooled: usize,
+    pub unpublished: usize,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CameraSummary {
+    pub end: String,
+    pub encoded_frames: u64,
+    pub analysis_frames: u64,
+    pub analysed: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub violations: u64,
+    pub inferred: u64,
+    pub gated: u64,
+    pub hot_allocations: u64,
+    pub hot_frames: u64,
+}
+
+impl CameraSummary {
+    fn of(end: String, s: &CameraStats) -> CameraSummary {
+        CameraSummary {
+            end,
+            encoded_frames: s.encoded_frames.get(),
+            analysis_frames: s.analysis_offered.get(),
+            analysed: s.analysed.get(),
+            dropped: s.analysis_dropped.get(),
+            reconnects: s.reconnects.get(),
+            violations: s.violations.get(),
+            inferred: s.inferred.get(),
+            gated: s.gated.get(),
+            hot_allocations: s.hot_allocations.get(),
+            hot_frames: s.hot_frames.get(),
+        }
+    }
+}
+
+impl RunSummary {
+    pub fn failed_cameras(&self) -> Vec<(&String, &CameraSummary)> {
+        self.cameras.iter().filter(|(_, c)| c.end.starts_with("failed")).collect()
+    }
+}
+
+type EvidenceJob = (Violation, ClipSource);
+
+/// The worker's analysis sink: health changes become events and ring marks; a violation starts
+/// collecting its clip, which the evidence stage takes from there.
+struct WorkerSink {
+    ring: Arc<Mutex<EncodedRing>>,
+    evidence: mpsc::UnboundedSender<EvidenceJob>,
+    spool: Arc<Spool>,
+    stats: Arc<CameraStats>,
+    epoch: chrono::DateTime<Utc>,
+    pre: Duration,
+    post: Duration,
+}
+
+impl AnalysisSink for WorkerSink {
+    fn health(&mut self, camera: &str, c: &Change) {
+        let what = format!("{} {}", c.condition, if c.active { "started" } else { "ended" });
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).mark(c.at, format!("{what} ({})", c.detail));
+        Event::Health { camera, condition: c.condition, active: c.active, detail: &c.detail, lasted: c.lasted }.emit();
+    }
+
+    fn raise(&mut self, camera: &str, r: Raised, frame: &RgbFrame, active: &[Condition]) {
+        let fire = r.fire;
+        let evidence_id = ulid::Ulid::new().to_string();
+        self.stats.violations.inc();
+        Event::ViolationRaised {
+            camera,
+            rule: &r.rule.id,
+            evidence_id: &evidence_id,
+            stream_time: fire.pts,
+            value: fire.value,
+        }
+        .emit();
+        if self.spool.is_full() {
+            let why = format!("spool holds {} of {} bytes", self.spool.bytes(), self.spool.max_bytes);
+            Event::EvidenceRefused { camera, evidence_id: &evidence_id, why: &why }.emit();
+            return;
+        }
+        let v = Violation {
+            evidence_id,
+            camera: camera.into(),
+            rule: r.rule,
+            detections: fire.detections,
+            zone: r.zone,
+            trigger_pts: fire.pts,
+            detection_frames: fire.frames,
+            conditions_at_trigger: active.to_vec(),
+            stream_epoch: self.epoch,
+            analysis_size: (frame.width, frame.height),
+            pre_roll: self.pre,
+            post_roll: self.post,
+        };
+        let tx = self.evidence.clone();
+        let (start, end) = (fire.pts.saturating_sub(self.pre), fire.pts + self.post);
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).start_clip(
+            start,
+            end,
+            Box::new(move |clip| {
+                let _ = tx.send((v, clip));
+            }),
+        );
+    }
+}
+
+/// Writes and publishes a checkpoint of `cam`'s chain when it has items and (unless `always`)
+/// moved since the last one.
+async fn checkpoint(
+    chains: &Chains,
+    publisher: &Publisher,
+    site: &str,
+    cam: &str,
+    written: &mut BTreeMap<String, u64>,
+    always: bool,
+) {
+    let head = match chains.head(cam).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(camera = cam, error = format!("{e:#}"), "chain: cannot read head");
+            return;
+        }
+    };
+    if head.seq == 0 || (!always && written.get(cam) == Some(&head.seq)) {
+        return;
+    }
+    match chains.checkpoint(cam).await {
+        Ok(stored) => {
+            written.insert(cam.into(), stored.checkpoint.last_seq);
+            tracing::info!(camera = cam, last_seq = stored.checkpoint.last_seq, "chain checkpoint written");
+            let id = format!("checkpoint-{site}-{cam}-{}-{}", stored.checkpoint.last_seq, stored.checkpoint.time_utc);
+            let entry = OutboxEntry::new(id, Subject::chain(site, cam), &stored.event());
+            if let Err(e) = publisher.submit(entry).await {
+                tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint not queued for publishing");
+            }
+        }
+        Err(e) => tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint FAILED"),
+    }
+}
+
+/// How long a frame waits for other cameras' frames to fill a face-detection batch.
+pub const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+/// Loads `models.instances` copies of the models the cameras' rules need (none: `None`).
+pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
+    let needs = p.needs();
+    if !needs.any() {
+        return Ok(None);
+    }
+    let (no_mask, objects) = (needs.faces, needs.objects);
+    let dir = p.models_dir.clone();
+    let m = p.raw.models.clone();
+    let opts = RuntimeOptions {
+        execution_providers: m.execution_providers.clone(),
+        intra_threads: m.intra_threads,
+        ort_library: m.ort_library.clone(),
+    };
+    let sets = tokio::task::spawn_blocking(move || -> Result<Vec<ModelSet>> {
+        (0..m.instances)
+            .map(|_| {
+                Ok(ModelSet {
+                    no_mask: if no_mask {
+                        Some(Models::load(&dir, &m.face, &m.mask, m.mask_head.as_deref(), &opts)?)
+                    } else {
+                        None
+                    },
+                    objects: if objects { Some(ObjectDetector::load(&dir, &m.objects, &opts)?) } else { None },
+                })
+            })
+            .collect()
+    })
+    .await??;
+    Ok(Some(Arc::new(ModelPool::new(sets).with_batching(p.raw.models.batch, BATCH_WAIT))))
+}
+
+/// Runs the pipeline until every source has ended or `shutdown` is set.
+pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
+    let started = Instant::now();
+    let raw = &p.raw;
+    std::fs::create_dir_all(&p.data_dir).with_context(|| format!("data dir {}", p.data_dir.display()))?;
+    let scratch = p.data_dir.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let store = Store::open_with(&p.store_url, &raw.store.options, raw.store.object_lock)?;
+    let signer = Arc::new(if !p.key_path.exists() && raw.signing.generate_if_missing {
+        let dir = p.key_path.parent().context("signing key path has no folder")?;
+        let s = Signer::init(dir)?;
+        tracing::warn!(key = %p.key_path.display(), key_id = %s.key_id, "generated a new signing key (signing.generate_if_missing)");
+        s
+    } else {
+        Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
+    });
+    let chains =
+        Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
+    let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+    let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
+    let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream, dup).await?);
+    let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
+    telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
+    if !spool.pending().is_empty() {
+        tracing::info!(items = spool.pending().len(), "spool: uploading evidence left from before");
+    }
+    let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
+    let uploader =
+        tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
+    // health events → vigil.health.<site>.<camera>
+    let (htx, mut hrx) = mpsc::unbounded_channel::<HealthEvent>();
+    telemetry::set_health_sink(Some(htx));
+    let health_task = {
+        let (publisher, site) = (publisher.clone(), raw.site.id.clone());
+        tokio::spawn(async move {
+            while let Some(h) = hrx.recv().await {
+                let entry =
+                    OutboxEntry::new(format!("health-{}", ulid::Ulid::new()), Subject::health(&site, &h.camera), &h);
+                if let Err(e) = publisher.submit(entry).await {
+                    tracing::error!(error = format!("{e:#}"), "health event not recorded");
+                }
+            }
+        })
+    };
+    if let Some(addr) = &raw.worker.http {
+        let addr: std::net::SocketAddr = addr.parse().context("worker.http")?;
+        if !crate::util::http::is_loopback(&addr) {
+            tracing::warn!(address = %addr, "worker.http listens beyond this machine: /metrics and /health are readable by anyone who reaches the port");
+        }
+        let a = telemetry::http::serve(addr).await.with_context(|| format!("worker.http {addr}"))?;
+        tracing::info!(address = %a, "serving /metrics and /health");
+    }
+    tracing::info!(
+        pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
+        nats = raw.publish.nats_url.as_deref().map(crate::util::secret::redact).unwrap_or_else(|| "none (outbox file only)".into()),
+        outbox = %publisher.outbox_path.display(), "vigil run starting"
+    );
+
+    let models = load_models(&p).await?;
+    let model_facts: Vec<ModelFacts> = models
+        .as_ref()
+        .map(|m| m.get(0).infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
+        .unwrap_or_default();
+    let labels: Vec<String> =
+        models.as_ref().and_then(|m| m.get(0).objects.as_ref().map(|o| o.labels().to_vec())).unwrap_or_default();
+
+    let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);
+    let post = Duration::from_secs_f64(raw.clip.post_roll_s);
+    let gate = GateSettings {
+        enabled: raw.analysis.gate,
+        min_change: raw.analysis.gate_min_change,
+        recheck: Duration::from_secs_f64(raw.analysis.gate_recheck_s),
+    };
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<EvidenceJob>();
+    let mut camera_threads = Vec::new();
+    let mut analysis_threads = Vec::new();
+    let mut per_cam = Vec::new();
+    // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
+    let slots: BTreeMap<String, RuleSlot> =
+        p.cameras.iter().map(|c| (c.id.clone(), Arc::new(Mutex::new(None)))).collect();
+    let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
+    let ctl = reload::RuleControl::new(&p, slots.clone(), publisher.clone())?;
+    let (initial_rules, ctl_task) =
+        reload::start(ctl, raw.publish.nats_url.clone(), raw.control.watch_file, ctl_stop).await;
+    for (index, cam) in p.cameras.iter().enumerate() {
+        let mut cam = cam.clone();
+        if let Some(r) = initial_rules.get(&cam.id) {
+            cam.rules = r.clone();
+        }
+        // the encoded branch runs ahead of analysis by up to the decoder queue (32 frames), the
+        // decoder's delay and the analysis queue: 8 s beyond the pre-roll covers that down to 5 fps
+        let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(8))));
+        let stats = telemetry::register_camera(&cam.id);
+        let (ftx, frx, spare) = ingest::frame_queue(raw.analysis.queue);
+        let epoch_instant = Instant::now();
+        let epoch = Utc::now();
+        let analyser = Analyser::new(
+            AnalyserConfig {
+                camera: cam.id.clone(),
+                mask: cam.mask.clone(),
+                tamper: cam.tamper,
+                rules: cam.rules.clone(),
+                gate,
+                labels: labels.clone(),
+                epoch,
+                utc_offset_s: p.utc_offset_s,
+                model_hint: index,
+            },
+            stats.clone(),
+        );
+        let mut sink = WorkerSink {
+            ring: ring.clone(),
+            evidence: ev_tx.clone(),
+            spool: spool.clone(),
+            stats: stats.clone(),
+            epoch,
+            pre,
+            post,
+        };
+        let (reload, models) = (slots[&cam.id].clone(), models.clone());
+        analysis_threads.push(
+            std::thread::Builder::new()
+                .name(format!("analyse-{}", cam.id))
+                .spawn(move || analysis::run_loop(analyser, frx, Some(spare), reload, models, &mut sink))?,
+        );
+        let (c, a, r, s, sd) = (cam.clone(), raw.analysis, ring.clone(), stats.clone(), shutdown.clone());
+        camera_threads.push((
+            cam.id.clone(),
+            std::thread::Builder::new()
+                .name(format!("ingest-{}", cam.id))
+                .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd, epoch_instant))?,
+        ));
+        per_cam.push((cam.id.clone(), stats));
+    }
+    drop(ev_tx);
+
+    // evidence stage
+    let ctx = Arc::new(EvidenceContext {
+        spool: spool.clone(),
+        chains: chains.clone(),
+        signer: signer.clone(),
+        models: model_facts,
+        worker: WorkerFacts { id: p.worker_id(), version: env!("CARGO_PKG_VERSION").into() },
+        site: raw.site.id.clone(),
+        site_name: raw.site.name.clone(),
+        history_dir: p.data_dir.join("history"),
+        retention: raw.retention,
+        seal: raw.evidence.seal_recipient.as_ref().and_then(|r| r.parse().ok()),
+        utc_offset_s: p.utc_offset_s,
+        jpeg_quality: raw.clip.jpeg_quality,
+        quantizer: raw.clip.quantizer,
+        scratch,
+    });
+    let cams: BTreeMap<String, Camera> = p.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
+    let limit = Arc::new(tokio::sync::Semaphore::new(raw.clip.max_concurrent));
+    let evidence_task = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some((v, clip)) = ev_rx.recv().await {
+            let (ctx, limit) = (ctx.clone(), limit.clone());
+            let Some(cam) = cams.get(&v.camera).cloned() else { continue };
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await.ok();
+                let id = v.evidence_id.clone();
+                match evidence::produce(&ctx, v, clip, &cam).await {
+                    Ok(e) => {
+                        Event::EvidenceSpooled {
+                            camera: &cam.id,
+                            evidence_id: &id,
+                            seq: e.seq,
+                            status: e.status.name(),
+                            admissible: e.admissible,
+                        }
+                        .emit();
+                        true
+                    }
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        Event::EvidenceFailed { camera: &cam.id, evidence_id: &id, error: &error }.emit();
+                        false
+                    }
+                }
+            });
+        }
+        let (mut ok, mut failed) = (0u64, 0u64);
+        while let Some(r) = tasks.join_next().await {
+            if r.unwrap_or(false) { ok += 1 } else { failed += 1 }
+        }
+        (ok, failed)
+    });
+
+    // signed chain checkpoints: periodically while running, and once more at the end
+    let cam_ids: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
+    let (cp_stop_tx, mut cp_stop) = tokio::sync::watch::channel(false);
+    let cp_task = {
+        let (chains, publisher, ids) = (chains.clone(), publisher.clone(), cam_ids.clone());
+        let every = Duration::from_secs_f64(raw.signing.checkpoint_interval_s);
+        let site = raw.site.id.clone();
+        tokio::spawn(async move {
+            let mut written: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = cp_stop.changed() => true,
+                };
+                for cam in &ids {
+                    checkpoint(&chains, &publisher, &site, cam, &mut written, stop).await;
+                }
+                if stop {
+                    break;
+                }
+            }
+        })
+    };
+
+    // wait for ingest to end
+    let mut ends = BTreeMap::new();
+    for (id, t) in camera_threads {
+        let end = tokio::task::spawn_blocking(move || t.join()).await?;
+        let end = end.unwrap_or_else(|_| CameraEnd::Failed("ingest thread panicked".into()));
+        match &end {
+            CameraEnd::Failed(why) => tracing::error!(camera = %id, error = %why, "camera FAILED"),
+            e => tracing::info!(camera = %id, end = ?e, "camera finished"),
+        }
+        ends.insert(id, end);
+    }
+    for t in analysis_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await?;
+    }
+    let _ = ctl_stop_tx.send(true);
+    let _ = ctl_task.await;
+    let (events, evidence_failures) = evidence_task.await?;
+    // everything spooled goes to the store (bounded wait if it is down), then the checkpoints
+    let _ = up_stop_tx.send(true);
+    let _ = uploader.await;
+    let _ = cp_stop_tx.send(true);
+    let _ = cp_task.await;
+    telemetry::set_health_sink(None);
+    let _ = health_task.await;
+    let unpublished = publisher.flush(Duration::from_secs(10)).await;
+    if unpublished > 0 {
+        tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
+    }
+    let mut summary = RunSummary {
+        events,
+        evidence_failures,
+        refused: telemetry::metrics::get().evidence_refused.get(),
+        spooled: spool.pending().len(),
+        unpublished,
+        ..Default::default()
+    };
+    for (id, stats) in per_cam {
+        let end = match ends.remove(&id) {
+            Some(CameraEnd::Failed(why)) => format!("failed: {why}"),
+            Some(CameraEnd::Ended) => "ended".into(),
+            _ => "stopped".into(),
+        };
+        summary.cameras.insert(id, CameraSummary::of(end, &stats));
+    }
+    tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "vigil run finished");
+    Ok(summary)
+}

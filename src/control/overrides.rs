@@ -1,0 +1,238 @@
+//! Rule overrides in NATS KV — the ops side of threshold tuning, shared by `vigil thresholds` and
+//! the ops console: a key per `<site>.<camera>.<rule id>`, value `{"by", "reason", "at", "set"}`;
+//! `set` holds rule parameters laid over the pipeline file's rule. Also the audit records workers
+//! write for every change they apply or reject.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::config::Pipeline;
+use crate::rules::{RuleConfig, revision_of, validate_rules};
+
+/// One KV override: parameters laid over the file's rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Who made the change (required).
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+    /// When `vigil thresholds set` wrote it (RFC 3339 UTC).
+    #[serde(default)]
+    pub at: String,
+    pub set: Map<String, Value>,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    pub time_utc: String,
+    pub site: String,
+    pub camera: String,
+    pub rule: String,
+    /// "file:<path> sha256:<hex>" or "kv:<bucket>/<key>@<revision>".
+    pub source: String,
+    pub by: String,
+    pub reason: String,
+    /// "applied" or "rejected".
+    pub outcome: String,
+    /// Why it was rejected.
+    pub problem: Option<String>,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+    pub old_revision: Option<String>,
+    pub new_revision: Option<String>,
+}
+
+/// A rule's parameters and their revision, as carried in events and manifests.
+pub fn revision(rule: &RuleConfig) -> (Value, String) {
+    let params = rule.params();
+    let rev = revision_of(&params);
+    (params, rev)
+}
+
+/// Lays `set` over a rule (by its TOML/JSON field names) and re-reads it strictly.
+pub fn overlay(rule: &RuleConfig, set: &Map<String, Value>) -> Result<RuleConfig, String> {
+    let mut v = serde_json::to_value(rule).map_err(|e| e.to_string())?;
+    let obj = v.as_object_mut().ok_or("rule is not an object")?;
+    for (k, val) in set {
+        if k == "kind" || k == "id" {
+            return Err(format!("{k:?} cannot be changed at run time"));
+        }
+        if val.is_null() {
+            return Err(format!("{k}: null is not a value (delete the key to return to the file's values)"));
+        }
+        obj.insert(k.clone(), val.clone());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_nats::jetstream::kv::Store> {
+    let js = async_nats::jetstream::new(client);
+    match js.get_key_value(bucket).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: bucket.into(),
+                history: 64,
+                description: "vigil rule overrides: <site>.<camera>.<rule> -> {by, reason, at, set}".into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("NATS KV bucket {bucket}")),
+    }
+}
+
+async fn connect(url: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+/// Current overrides of a site (one camera, or all): `(key, revision, value)`.
+pub async fn get(url: &str, bucket: &str, site: &str, camera: Option<&str>) -> Result<Vec<(String, u64, Value)>> {
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let prefix = match camera {
+        Some(c) => format!("{site}.{c}."),
+        None => format!("{site}."),
+    };
+    let mut out = Vec::new();
+    let mut keys = kv.keys().await.context("KV keys")?;
+    while let Some(k) = keys.next().await {
+        let k = k.context("KV keys")?;
+        if !k.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(e) = kv.entry(&k).await.context("KV entry")?
+            && matches!(e.operation, async_nats::jetstream::kv::Operation::Put)
+        {
+            out.push((k, e.revision, serde_json::from_slice(&e.value).unwrap_or(Value::Null)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Parses `key=value` assignments; a value that is not JSON is taken as a string.
+pub fn parse_assignments(items: &[String]) -> Result<Map<String, Value>> {
+    let mut set = Map::new();
+    for it in items {
+        let Some((k, v)) = it.split_once('=') else {
+            bail!("{it:?} is not key=value (e.g. threshold=0.8, hours=\"22:00-06:00\", zone=[[0,0],[1,0],[1,1]])");
+        };
+        let v = serde_json::from_str(v.trim()).unwrap_or_else(|_| Value::String(v.trim().to_string()));
+        set.insert(k.trim().to_string(), v);
+    }
+    Ok(set)
+}
+
+/// A change an operator asks for: rule parameters to lay over the one in force, or `clear`.
+pub struct Change<'a> {
+    pub camera: &'a str,
+    pub rule: &'a str,
+    /// Who (a person; recorded in the audit trail).
+    pub by: &'a str,
+    pub reason: &'a str,
+    pub set: Map<String, Value>,
+    /// Delete the override: back to the pipeline file's values.
+    pub clear: bool,
+}
+
+/// Writes (or with `set` empty and `clear`, deletes) the override of one rule, merged with the
+/// one in force. With `pipeline`, the result is first validated against that pipeline file's
+/// rule, so a bad value is refused here, before any worker sees it. Returns the KV revision.
+pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: Option<&Path>) -> Result<u64> {
+    let Change { camera, rule, by, reason, set: assignments, clear } = c;
+    if by.trim().is_empty() {
+        bail!("--by is required: who makes the change");
+    }
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let key = format!("{site}.{camera}.{rule}");
+    if clear {
+        kv.delete(&key).await.with_context(|| format!("KV delete {key}"))?;
+        return Ok(kv.entry(&key).await?.map(|e| e.revision).unwrap_or_default());
+    }
+    let mut merged = match kv.entry(&key).await.context("KV entry")? {
+        Some(e) if matches!(e.operation, async_nats::jetstream::kv::Operation::Put) => {
+            serde_json::from_slice::<Override>(&e.value).map(|o| o.set).unwrap_or_default()
+        }
+        _ => Map::new(),
+    };
+    merged.extend(assignments);
+    if let Some(p) = pipeline {
+        let pl = Pipeline::load(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cam = pl
+            .raw
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .with_context(|| format!("no camera {camera:?} in {}", p.display()))?;
+        let mut rules = cam.rules.clone();
+        let r = rules
+            .iter_mut()
+            .find(|r| r.id() == rule)
+            .with_context(|| format!("camera {camera:?} has no rule {rule:?}"))?;
+        *r = overlay(r, &merged).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let labels = pl.object_labels();
+        validate_rules(&rules, &pl.rule_env(labels.as_deref())).map_err(|es| {
+            anyhow::anyhow!(
+                "{key}: {}",
+                es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; ")
+            )
+        })?;
+    }
+    let o =
+        Override { by: by.into(), reason: reason.into(), at: crate::util::rfc3339(chrono::Utc::now()), set: merged };
+    let rev = kv.put(&key, serde_json::to_vec(&o)?.into()).await.with_context(|| format!("KV put {key}"))?;
+    Ok(rev)
+}
+
+/// What was written to the KV for one rule (who, when, what), oldest first.
+/// `None`: deleted; `Some(Err(raw))`: a value that is not an override.
+pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
+    let kv = kv_store(connect(url).await?, bucket).await?;
+    let mut h = kv.history(key).await.with_context(|| format!("KV history {key}"))?;
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), h.next()).await {
+        let e = e.context("KV history")?;
+        let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+        let v =
+            put.then(|| serde_json::from_slice(&e.value).map_err(|_| String::from_utf8_lossy(&e.value).into_owned()));
+        out.push((e.revision, v));
+    }
+    Ok(out)
+}
+
+/// What the workers did (applied or rejected, old and new), from `vigil.audit.<site>.<camera>`.
+pub async fn audit_history(url: &str, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
+    let js = async_nats::jetstream::new(connect(url).await?);
+    let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
+    let consumer = st
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: vec![
+                crate::util::Subject::filter("audit", site, camera),
+                crate::util::Subject::audit(site, "_pipeline").to_string(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .context("audit consumer")?;
+    let mut msgs = consumer.messages().await.context("audit messages")?;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+        let m = m.context("audit message")?;
+        if let Ok(r) = serde_json::from_slice::<AuditRecord>(&m.payload) {
+            out.push(r);
+        }
+        if m.info().map(|i| i.pending == 0).unwrap_or(true) {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,402 @@
+//! Hot reload of rule parameters (the worker side of threshold tuning): rule parameters change while the worker runs, from two sources.
+//!
+//! - **The pipeline file.** It is polled every second; when its content changes it is parsed and
+//!   validated whole (`Pipeline::load`). Invalid: the change is rejected with the errors, the
+//!   running rules stay. Valid: each camera whose rules differ gets the new ones. Changes outside
+//!   `[[cameras.rules]]` (sources, cameras added, models...) need a restart and are logged as such.
+//! - **A NATS KV bucket** (`control.kv_bucket`, default `vigil-thresholds`), a key per
+//!   `<site>.<camera>.<rule id>`, value `{"by": "...", "reason": "...", "at": "...", "set": {...}}`:
+//!   `set` holds rule parameters (any key of the rule's `[[cameras.rules]]` table except `kind` and
+//!   `id`) laid over the file's values. Deleting the key returns to the file's values. `vigil
+//!   thresholds set|get|history` is the ops side.
+//!
+//! Every change is validated with the same code as the pipeline file (`config::validate_rules`), so
+//! a threshold out of range, a zone outside the frame, hours that don't parse or a KV value that
+//! isn't valid JSON is rejected with a reason and the running rules stay. An accepted change is
+//! handed to the camera's analysis thread, which applies it between two frames, all of it at once
+//! (tracks are kept). Each outcome is logged, counted, appended to `<data_dir>/audit/rules.jsonl`
+//! and published on `vigil.audit.<site>.<camera>` (through the durable outbox): who, when, where
+//! from, old and new parameters and revisions. Events and manifests carry `rule.revision`, the
+//! same content hash as the audit record's `new_revision`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::analysis::RuleSlot;
+use super::overrides::{AuditRecord, Override, kv_store, overlay, revision};
+use crate::config::Pipeline;
+use crate::publish::{OutboxEntry, Publisher};
+use crate::rules::{CameraRules, Needs, RuleConfig, RuleEnv, validate_rules};
+use crate::telemetry::Event;
+
+pub struct RuleControl {
+    site: String,
+    file: PathBuf,
+    file_sig: Option<(std::time::SystemTime, u64)>,
+    file_text: String,
+    gate: bool,
+    gate_recheck_s: f64,
+    labels: Option<Vec<String>>,
+    /// Which models are loaded.
+    loaded: Needs,
+    base: BTreeMap<String, Vec<RuleConfig>>,
+    overrides: BTreeMap<(String, String), (Override, String)>,
+    pub current: BTreeMap<String, CameraRules>,
+    slots: BTreeMap<String, RuleSlot>,
+    audit_path: PathBuf,
+    publisher: Arc<Publisher>,
+    pub bucket: String,
+}
+
+impl RuleControl {
+    pub fn new(p: &Pipeline, slots: BTreeMap<String, RuleSlot>, publisher: Arc<Publisher>) -> Result<RuleControl> {
+        let audit_dir = p.data_dir.join("audit");
+        std::fs::create_dir_all(&audit_dir).with_context(|| format!("audit dir {}", audit_dir.display()))?;
+        let sig = file_sig(&p.file);
+        let labels = p.object_labels();
+        Ok(RuleControl {
+            site: p.raw.site.id.clone(),
+            file: p.file.clone(),
+            file_sig: sig,
+            file_text: std::fs::read_to_string(&p.file).unwrap_or_default(),
+            gate: p.raw.analysis.gate,
+            gate_recheck_s: p.raw.analysis.gate_recheck_s,
+            labels,
+            loaded: p.needs(),
+            base: p.raw.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
+            overrides: BTreeMap::new(),
+            current: p.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
+            slots,
+            audit_path: audit_dir.join("rules.jsonl"),
+            publisher,
+            bucket: p.raw.control.kv_bucket.clone(),
+        })
+    }
+
+    fn effective(&self, cam: &str) -> Result<Vec<RuleConfig>, String> {
+        let base = self.base.get(cam).cloned().unwrap_or_default();
+        base.iter()
+            .map(|r| match self.overrides.get(&(cam.to_string(), r.id().to_string())) {
+                None => Ok(r.clone()),
+                Some((o, _)) => overlay(r, &o.set),
+            })
+            .collect()
+    }
+
+    /// Recomputes `cam`'s rules; applies them when valid and different, audits either way.
+    /// Returns whether the result is valid (applied or unchanged).
+    async fn change(&mut self, cam: &str, source: &str, by: &str, reason: &str, only_rule: Option<&str>) -> bool {
+        let old = self.current.get(cam).cloned().unwrap_or_default().configs().to_vec();
+        let env =
+            RuleEnv { object_labels: self.labels.as_deref(), gate: self.gate, gate_recheck_s: self.gate_recheck_s };
+        let checked = self.effective(cam).and_then(|rules| {
+            let r = validate_rules(&rules, &env)
+                .map_err(|es| es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; "))?;
+            if !self.loaded.covers(r.needs()) {
+                return Err("adds a rule whose model is not loaded: needs a restart".into());
+            }
+            Ok((rules, r))
+        });
+        let (rules, resolved) = match checked {
+            Ok(x) => x,
+            Err(problem) => {
+                let rule = only_rule.unwrap_or("*").to_string();
+                self.record(cam, &rule, source, by, reason, Err(problem), None, None).await;
+                return false;
+            }
+        };
+        // audit each rule that changed
+        let ids: std::collections::BTreeSet<String> =
+            old.iter().chain(rules.iter()).map(|r| r.id().to_string()).collect();
+        let mut changed = false;
+        for id in ids {
+            let o = old.iter().find(|r| r.id() == id);
+            let n = rules.iter().find(|r| r.id() == id);
+            if o == n {
+                continue;
+            }
+            changed = true;
+            self.record(cam, &id, source, by, reason, Ok(()), o, n).await;
+        }
+        if changed {
+            self.current.insert(cam.to_string(), resolved.clone());
+            if let Some(slot) = self.slots.get(cam) {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(resolved);
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        cam: &str,
+        rule: &str,
+        source: &str,
+        by: &str,
+        reason: &str,
+        outcome: Result<(), String>,
+        old: Option<&RuleConfig>,
+        new: Option<&RuleConfig>,
+    ) {
+        let (old, old_rev) = old.map(revision).unzip();
+        let (new, new_rev) = new.map(revision).unzip();
+        let rec = AuditRecord {
+            time_utc: crate::util::rfc3339(chrono::Utc::now()),
+            site: self.site.clone(),
+            camera: cam.into(),
+            rule: rule.into(),
+            source: source.into(),
+            by: by.into(),
+            reason: reason.into(),
+            outcome: if outcome.is_ok() { "applied" } else { "rejected" }.into(),
+            problem: outcome.as_ref().err().cloned(),
+            old,
+            new,
+            old_revision: old_rev,
+            new_revision: new_rev.clone(),
+        };
+        let detail = match &outcome {
+            Err(p) => p.clone(),
+            Ok(()) => format!(
+                "{} -> {}",
+                rec.old.as_ref().map(Value::to_string).unwrap_or("(none)".into()),
+                rec.new.as_ref().map(Value::to_string).unwrap_or("(none)".into())
+            ),
+        };
+        Event::RuleChange {
+            camera: cam,
+            rule,
+            source,
+            by,
+            applied: outcome.is_ok(),
+            revision: new_rev.as_deref().unwrap_or(""),
+            detail: &detail,
+        }
+        .emit();
+        let line = serde_json::to_string(&rec).unwrap_or_default();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.audit_path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()));
+        if let Err(e) = written {
+            tracing::error!(file = %self.audit_path.display(), error = %e, "audit record not written");
+        }
+        let entry = OutboxEntry::new(
+            format!("audit-{}", ulid::Ulid::new()),
+            crate::util::Subject::audit(&self.site, if cam == "*" { "_pipeline" } else { cam }),
+            &rec,
+        );
+        if let Err(e) = self.publisher.submit(entry).await {
+            tracing::error!(error = format!("{e:#}"), "audit record not queued for publishing");
+        }
+    }
+
+    /// Checks the pipeline file; re-reads and applies it when its content changed.
+    pub async fn poll_file(&mut self) {
+        let sig = file_sig(&self.file);
+        if sig == self.file_sig {
+            return;
+        }
+        self.file_sig = sig;
+        let Ok(text) = std::fs::read_to_string(&self.file) else { return };
+        if text == self.file_text {
+            return;
+        }
+        self.file_text = text.clone();
+        let source = format!("file:{} sha256:{}", self.file.display(), &crate::util::sha256_hex(text.as_bytes())[..16]);
+        let by = "pipeline file";
+        let p = match Pipeline::load(&self.file) {
+            Ok(p) => p,
+            Err(e) => {
+                self.record("*", "*", &source, by, "", Err(e.to_string()), None, None).await;
+                return;
+            }
+        };
+        let cams: Vec<String> = self.base.keys().cloned().collect();
+        let new_ids: Vec<&String> = p.raw.cameras.iter().map(|c| &c.id).collect();
+        if new_ids.len() != cams.len() || new_ids.iter().any(|id| !cams.contains(id)) {
+            tracing::warn!(file = %self.file.display(), "cameras were added or removed in the pipeline file: that needs a restart (rule changes of the others are applied)");
+        }
+        let old_base = self.base.clone();
+        for c in &p.raw.cameras {
+            if !self.base.contains_key(&c.id) || old_base.get(&c.id) == Some(&c.rules) {
+                continue;
+            }
+            let before = self.base.insert(c.id.clone(), c.rules.clone());
+            if !self.change(&c.id, &source, by, "", None).await
+                && let Some(b) = before
+            {
+                self.base.insert(c.id.clone(), b);
+            }
+        }
+    }
+
+    /// One KV entry (put or delete) for `<site>.<camera>.<rule>`.
+    pub async fn kv_entry(&mut self, key: &str, revision: u64, value: Option<&[u8]>) {
+        let source = format!("kv:{}/{key}@{revision}", self.bucket);
+        let mut parts = key.splitn(3, '.');
+        let (Some(_site), Some(cam), Some(rule)) = (parts.next(), parts.next(), parts.next()) else {
+            self.record("*", "*", &source, "?", "", Err("key is not <site>.<camera>.<rule>".into()), None, None).await;
+            return;
+        };
+        let (cam, rule) = (cam.to_string(), rule.to_string());
+        let exists = self.base.get(&cam).is_some_and(|rs| rs.iter().any(|r| r.id() == rule));
+        let ov = match value {
+            None => None,
+            Some(bytes) => match serde_json::from_slice::<Override>(bytes) {
+                Ok(o) if o.by.trim().is_empty() => {
+                    self.record(
+                        &cam,
+                        &rule,
+                        &source,
+                        "?",
+                        &o.reason,
+                        Err("\"by\" is empty: say who".into()),
+                        None,
+                        None,
+                    )
+                    .await;
+                    return;
+                }
+                Ok(o) => Some(o),
+                Err(e) => {
+                    let why = format!("value is not {{\"by\": ..., \"reason\": ..., \"set\": {{...}}}} JSON: {e}");
+                    self.record(&cam, &rule, &source, "?", "", Err(why), None, None).await;
+                    return;
+                }
+            },
+        };
+        let by = ov.as_ref().map(|o| o.by.clone()).unwrap_or_else(|| "(key deleted)".into());
+        let reason = ov.as_ref().map(|o| o.reason.clone()).unwrap_or_default();
+        if !exists {
+            let why = format!("camera {cam:?} has no rule {rule:?} in this pipeline");
+            self.record(&cam, &rule, &source, &by, &reason, Err(why), None, None).await;
+            return;
+        }
+        let k = (cam.clone(), rule.clone());
+        let before = match &ov {
+            Some(o) => self.overrides.insert(k.clone(), (o.clone(), source.clone())),
+            None => self.overrides.remove(&k),
+        };
+        if !self.change(&cam, &source, &by, &reason, Some(&rule)).await {
+            match before {
+                Some(b) => self.overrides.insert(k, b),
+                None => self.overrides.remove(&k),
+            };
+        }
+    }
+}
+
+fn file_sig(p: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+type KvItem = (String, u64, Option<Vec<u8>>);
+
+/// Follows the KV bucket (reconnecting as needed): the current values first, then every change.
+/// Sends `()` on `synced` once the current values have been sent (or the first attempt failed).
+async fn follow_kv(
+    url: String,
+    bucket: String,
+    site: String,
+    tx: tokio::sync::mpsc::UnboundedSender<KvItem>,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut synced = Some(synced);
+    loop {
+        let r: Result<()> = async {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(3))
+                .connect(&url)
+                .await
+                .with_context(|| format!("NATS {url}"))?;
+            let kv = kv_store(client, &bucket).await?;
+            let filter = format!("{site}.>");
+            let mut watch = kv.watch(&filter).await.context("KV watch")?;
+            let mut keys = kv.keys().await.context("KV keys")?;
+            while let Some(k) = keys.next().await {
+                let k = k.context("KV keys")?;
+                if !k.starts_with(&format!("{site}.")) {
+                    continue;
+                }
+                if let Some(e) = kv.entry(&k).await.context("KV entry")? {
+                    let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                    let _ = tx.send((e.key, e.revision, put.then(|| e.value.to_vec())));
+                }
+            }
+            if let Some(s) = synced.take() {
+                let _ = s.send(());
+            }
+            while let Some(e) = watch.next().await {
+                let e = e.context("KV watch")?;
+                let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                if tx.send((e.key, e.revision, put.then(|| e.value.to_vec()))).is_err() {
+                    return Ok(());
+                }
+            }
+            bail!("KV watch ended")
+        }
+        .await;
+        if tx.is_closed() {
+            return;
+        }
+        if let Err(e) = r {
+            tracing::warn!(error = format!("{e:#}"), bucket = %bucket, "threshold overrides from NATS KV unavailable; retrying in 2 s");
+        }
+        if let Some(s) = synced.take() {
+            let _ = s.send(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Runs hot reload until `stop` changes: waits (at most 5 s) for the KV's current values before
+/// returning, so that cameras start with them.
+pub async fn start(
+    mut ctl: RuleControl,
+    nats_url: Option<String>,
+    watch_file: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (BTreeMap<String, CameraRules>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<KvItem>();
+    let kv_task = nats_url.map(|url| {
+        let (stx, srx) = tokio::sync::oneshot::channel();
+        let t = tokio::spawn(follow_kv(url, ctl.bucket.clone(), ctl.site.clone(), tx, stx));
+        (t, srx)
+    });
+    let kv_task = match kv_task {
+        Some((t, srx)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), srx).await;
+            while let Ok((k, rev, v)) = rx.try_recv() {
+                ctl.kv_entry(&k, rev, v.as_deref()).await;
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let initial = ctl.current.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick(), if watch_file => ctl.poll_file().await,
+                Some((k, rev, v)) = rx.recv() => ctl.kv_entry(&k, rev, v.as_deref()).await,
+            }
+        }
+        if let Some(t) = kv_task {
+            t.abort();
+        }
+    });
+    (initial, task)
+}

@@ -1,0 +1,195 @@
+//! CenterFace face detector (MODELS.md §1): RGB, raw 0..255, stretch-resized to multiples of 32,
+//! NCHW; heatmap/scale/offset decoding at stride 4, greedy NMS at IoU 0.3, boxes mapped back by the
+//! resize factors.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::nms::nms_in_place;
+use super::runner::Runner;
+use super::runtime::{ModelInfo, RuntimeOptions, session};
+use crate::frame::{BBox, RgbFrame};
+
+/// A detected face in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Face {
+    pub bbox: BBox,
+    pub score: f32,
+    /// Five landmarks (x, y): eyes, nose tip, mouth corners.
+    pub landmarks: [[f32; 2]; 5],
+}
+
+/// Decodes CenterFace outputs (one image) as MODELS.md §1 describes. `h`,`w` is the output grid,
+/// `in_w`,`in_h` the network input size; boxes come back in network-input pixels.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_centerface(
+    heat: &[f32],
+    scale: &[f32],
+    offset: &[f32],
+    lms: &[f32],
+    h: usize,
+    w: usize,
+    in_w: f32,
+    in_h: f32,
+    threshold: f32,
+) -> Vec<Face> {
+    let mut out = Vec::new();
+    decode_centerface_into(heat, scale, offset, lms, (h, w), (in_w, in_h), threshold, &mut out);
+    out
+}
+
+/// [`decode_centerface`] into `out` (cleared first; no allocation once it has grown).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_centerface_into(
+    heat: &[f32],
+    scale: &[f32],
+    offset: &[f32],
+    lms: &[f32],
+    (h, w): (usize, usize),
+    (in_w, in_h): (f32, f32),
+    threshold: f32,
+    cands: &mut Vec<Face>,
+) {
+    let n = h * w;
+    cands.clear();
+    for r in 0..h {
+        for c in 0..w {
+            let i = r * w + c;
+            let s = heat[i];
+            if s <= threshold {
+                continue;
+            }
+            let bh = scale[i].exp() * 4.0;
+            let bw = scale[n + i].exp() * 4.0;
+            let cy = (r as f32 + offset[i] + 0.5) * 4.0;
+            let cx = (c as f32 + offset[n + i] + 0.5) * 4.0;
+            let x1 = (cx - bw / 2.0).max(0.0).min(in_w);
+            let y1 = (cy - bh / 2.0).max(0.0).min(in_h);
+            let x2 = (x1 + bw).min(in_w);
+            let y2 = (y1 + bh).min(in_h);
+            let mut landmarks = [[0f32; 2]; 5];
+            for (k, lm) in landmarks.iter_mut().enumerate() {
+                lm[0] = lms[(2 * k + 1) * n + i] * bw + x1;
+                lm[1] = lms[2 * k * n + i] * bh + y1;
+            }
+            cands.push(Face { bbox: BBox { x1, y1, x2, y2 }, score: s, landmarks });
+        }
+    }
+    nms_in_place(cands, 0.3, |f| f.bbox, |f| f.score);
+}
+
+/// CenterFace face detector.
+pub struct FaceDetector {
+    pub info: ModelInfo,
+    run: Runner,
+}
+
+impl FaceDetector {
+    pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<FaceDetector> {
+        let info = ModelInfo::load(dir, id, "centerface")?;
+        let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
+        Ok(FaceDetector { info, run })
+    }
+
+    /// Detects faces in `frame`; boxes in frame pixels.
+    pub fn detect(&mut self, frame: &RgbFrame, threshold: f32) -> Result<Vec<Face>> {
+        let mut out = Vec::new();
+        self.detect_in(frame, frame.full(), 0, threshold, &mut out)?;
+        Ok(out)
+    }
+
+    /// Detects faces in `roi` of the frame (a zone's bounding box, or the whole frame), with the
+    /// model input `input_width` pixels wide (0: the region's own width), rounded up to the
+    /// model's multiple, into `out` (cleared first; no allocation once it has grown). Boxes are in
+    /// frame pixels.
+    pub fn detect_in(
+        &mut self,
+        frame: &RgbFrame,
+        roi: BBox,
+        input_width: u32,
+        threshold: f32,
+        out: &mut Vec<Face>,
+    ) -> Result<()> {
+        let g = self.infer(&[frame], roi, input_width)?;
+        self.decode(0, g, roi, threshold, out)
+    }
+
+    /// [`detect_in`](Self::detect_in) on several frames of the same size in one model run
+    /// (batch = frames.len()).
+    pub fn detect_batch(
+        &mut self,
+        frames: &[&RgbFrame],
+        roi: BBox,
+        input_width: u32,
+        threshold: f32,
+    ) -> Result<Vec<Vec<Face>>> {
+        let g = self.infer(frames, roi, input_width)?;
+        (0..frames.len())
+            .map(|b| {
+                let mut out = Vec::new();
+                self.decode(b, g, roi, threshold, &mut out)?;
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// Runs the model on `roi` of each frame; returns the input size (w, h).
+    fn infer(&mut self, frames: &[&RgbFrame], roi: BBox, input_width: u32) -> Result<(usize, usize)> {
+        let spec = &self.info.manifest.input;
+        let m = spec.multiple_of.max(1);
+        let (rw, rh) = (roi.w().max(1.0), roi.h().max(1.0));
+        let (tw, th) = if input_width == 0 {
+            (rw, rh)
+        } else {
+            let k = input_width as f32 / rw;
+            (input_width as f32, rh * k)
+        };
+        let (w, h) = if spec.width > 0 {
+            (spec.width, spec.height)
+        } else {
+            ((tw.round() as usize).div_ceil(m) * m, (th.round() as usize).div_ceil(m) * m)
+        };
+        let plane = w * h;
+        let nb = frames.len();
+        self.run.input.resize(nb * 3 * plane, 0.0);
+        let (mean, std) = (spec.mean, spec.std);
+        for (b, frame) in frames.iter().enumerate() {
+            let buf = &mut self.run.input[b * 3 * plane..(b + 1) * 3 * plane];
+            frame.sample_bilinear(roi, w, h, |i, px| {
+                for c in 0..3 {
+                    buf[c * plane + i] = (px[c] - mean[c]) / std[c];
+                }
+            });
+        }
+        self.run.run([nb, 3, h, w])?;
+        Ok((w, h))
+    }
+
+    /// Decodes image `b` of the last run into `out`, boxes in frame pixels.
+    fn decode(&self, b: usize, (w, h): (usize, usize), roi: BBox, threshold: f32, out: &mut Vec<Face>) -> Result<()> {
+        let r = &self.run;
+        let (heat, scale, offset, lms) = (r.output(0)?, r.output(1)?, r.output(2)?, r.output(3)?);
+        let (gh, gw) = (h / 4, w / 4);
+        let g = gh * gw;
+        decode_centerface_into(
+            &heat[b * g..(b + 1) * g],
+            &scale[b * 2 * g..(b + 1) * 2 * g],
+            &offset[b * 2 * g..(b + 1) * 2 * g],
+            &lms[b * 10 * g..(b + 1) * 10 * g],
+            (gh, gw),
+            (w as f32, h as f32),
+            threshold,
+            out,
+        );
+        let (sx, sy) = (w as f32 / roi.w().max(1.0), h as f32 / roi.h().max(1.0));
+        for f in out.iter_mut() {
+            f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);
+            for lm in &mut f.landmarks {
+                lm[0] = lm[0] / sx + roi.x1;
+                lm[1] = lm[1] / sy + roi.y1;
+            }
+        }
+        Ok(())
+    }
+}

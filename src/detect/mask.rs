@@ -1,0 +1,195 @@
+//! MobileNetV2 mask classifier (MODELS.md §2): face crop, RGB, bilinear 224×224, `x/127.5 − 1`,
+//! NHWC; output `probs[:,0]` = mask, `probs[:,1]` = no mask. Optionally a head fitted by `vigil
+//! fit` on the backbone's `features` output gives the no-mask probability instead.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+use super::runner::Runner;
+use super::runtime::{ModelInfo, RuntimeOptions, session};
+use crate::frame::{BBox, RgbFrame};
+use crate::util::fsx;
+
+pub struct MaskClassifier {
+    pub info: ModelInfo,
+    run: Runner,
+    pub head: Option<FittedHead>,
+}
+
+/// A logistic-regression head on standardised backbone features (`vigil fit`), stored as
+/// `models/<id>.json` with a manifest `models/<id>.toml` that holds its SHA-256.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FittedHead {
+    pub id: String,
+    pub kind: String,
+    /// The model whose `features` output this head reads.
+    pub features_model: String,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+    /// Crop margins the features are taken at (fractions of the face box on each side); the
+    /// feature vector is their features concatenated, in this order.
+    #[serde(default = "single_view")]
+    pub views: Vec<f32>,
+    pub provenance: serde_json::Value,
+    /// SHA-256 of the head file, set when loaded.
+    #[serde(skip)]
+    pub sha256: String,
+}
+
+fn single_view() -> Vec<f32> {
+    vec![0.0]
+}
+
+impl FittedHead {
+    pub fn predict(&self, f: &[f32]) -> f32 {
+        self.predict_iter(f)
+    }
+
+    /// [`predict`](Self::predict) on features given piecewise (the views' features in order).
+    pub fn predict_iter<'a>(&self, f: impl IntoIterator<Item = &'a f32>) -> f32 {
+        let z: f32 = f
+            .into_iter()
+            .zip(&self.mean)
+            .zip(&self.std)
+            .zip(&self.weights)
+            .map(|(((x, m), s), w)| (x - m) / s * w)
+            .sum::<f32>()
+            + self.bias;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Reads `<dir>/<id>.toml` (`file`, `sha256`) and the head it names, checking the hash.
+    pub fn load(dir: &Path, id: &str) -> Result<FittedHead> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HeadManifest {
+            id: String,
+            file: String,
+            sha256: String,
+        }
+        let mpath = dir.join(format!("{id}.toml"));
+        let text = fsx::read_text(&mpath, fsx::limits::MANIFEST)
+            .with_context(|| format!("head manifest {}: cannot read", mpath.display()))?;
+        let m: HeadManifest =
+            toml::from_str(&text).map_err(|e| anyhow!("head manifest {}: {}", mpath.display(), e.message()))?;
+        let path = dir.join(&m.file);
+        let bytes = fsx::read_limited(&path, fsx::limits::HEAD)
+            .with_context(|| format!("head {}: cannot read", path.display()))?;
+        let actual = crate::util::sha256_hex(&bytes);
+        if actual != m.sha256 {
+            bail!("head {}: SHA-256 is {actual}, but manifest {} says {}", path.display(), mpath.display(), m.sha256);
+        }
+        let mut h: FittedHead = serde_json::from_slice(&bytes).map_err(|e| anyhow!("head {}: {e}", path.display()))?;
+        h.sha256 = actual;
+        if h.id != m.id
+            || h.weights.len() != h.mean.len()
+            || h.std.len() != h.mean.len()
+            || h.views.is_empty()
+            || !h.mean.len().is_multiple_of(h.views.len())
+            || h.views.iter().any(|v| !(0.0..=1.0).contains(v))
+        {
+            bail!("head {}: inconsistent (id or dimensions)", path.display());
+        }
+        Ok(h)
+    }
+}
+
+impl MaskClassifier {
+    pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
+        let info = ModelInfo::load(dir, id, "softmax2")?;
+        let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
+        Ok(MaskClassifier { info, run, head: None })
+    }
+
+    /// No-mask probability for each face box (one batched run). With a fitted head, the head's
+    /// probability on the backbone features at the head's crop margins; otherwise the model's own
+    /// `probs[:,1]` on the box widened by `margin`.
+    pub fn no_mask_prob(&mut self, frame: &RgbFrame, boxes: &[BBox], margin: f32) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(boxes.len());
+        self.no_mask_prob_into(frame, boxes, margin, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`no_mask_prob`](Self::no_mask_prob) into `out` (cleared first): no allocation once
+    /// `out` and the input buffer have grown to the number of faces.
+    pub fn no_mask_prob_into(
+        &mut self,
+        frame: &RgbFrame,
+        boxes: &[BBox],
+        margin: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        out.clear();
+        if boxes.is_empty() {
+            return Ok(());
+        }
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let n = boxes.len();
+        let Some(head) = &self.head else {
+            self.infer(frame, boxes.iter().map(|b| b.expand(margin, fw, fh)), n)?;
+            out.extend(self.run.output(0)?.chunks_exact(2).map(|p| p[1]));
+            return Ok(());
+        };
+        let views = head.views.len();
+        let head = self.head.take().expect("head");
+        let r = self.infer(
+            frame,
+            head.views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))),
+            n * views,
+        );
+        let r = r.and_then(|_| {
+            let f = self.features_output()?;
+            let d = f.len() / (n * views);
+            out.extend(
+                (0..n).map(|i| head.predict_iter((0..views).flat_map(|v| &f[(v * n + i) * d..(v * n + i + 1) * d]))),
+            );
+            Ok(())
+        });
+        self.head = Some(head);
+        r
+    }
+
+    /// Backbone features (needs a model with a `features` output) and the model's no-mask
+    /// probabilities.
+    pub fn features(&mut self, frame: &RgbFrame, boxes: &[BBox]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        if boxes.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.infer(frame, boxes.iter().copied(), boxes.len())?;
+        let probs = self.run.output(0)?.chunks_exact(2).map(|p| p[1]).collect();
+        let f = self.features_output()?;
+        let d = f.len() / boxes.len();
+        Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
+    }
+
+    /// Runs the model on `n` crops of the frame.
+    fn infer(&mut self, frame: &RgbFrame, crops: impl Iterator<Item = BBox>, n: usize) -> Result<()> {
+        let spec = &self.info.manifest.input;
+        let (w, h) = (spec.width, spec.height);
+        let per = w * h * 3;
+        self.run.input.resize(n * per, 0.0);
+        let (mean, std) = (spec.mean, spec.std);
+        for (b, bx) in crops.take(n).enumerate() {
+            let buf = &mut self.run.input[b * per..(b + 1) * per];
+            frame.sample_bilinear(bx, w, h, |i, px| {
+                for c in 0..3 {
+                    buf[i * 3 + c] = (px[c] - mean[c]) / std[c];
+                }
+            });
+        }
+        self.run.run([n, h, w, 3])
+    }
+
+    /// The `features` output of the last run.
+    fn features_output(&self) -> Result<&[f32]> {
+        if self.info.manifest.outputs.len() < 2 {
+            bail!("model {} has no features output (use mask-classifier-mobilenetv2-features)", self.info.id);
+        }
+        self.run.output(1)
+    }
+}

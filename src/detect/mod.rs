@@ -1,0 +1,111 @@
+//! Detection stage: the vendored ONNX models, run with ONNX Runtime through `ort` (library loaded at
+//! run time, [`runtime`]). Each model has a manifest `models/<id>.toml` (input spec,
+//! preprocessing, output decoding, labels, licence, SHA-256); the SHA-256 of the ONNX file is
+//! checked before it is loaded. One file per model ([`face`], [`mask`], [`objects`]), the shared
+//! [`nms`], and the [`pool`] of model copies the cameras share.
+//!
+//! Pre- and post-processing follow `../shared/models/MODELS.md` exactly:
+//! - CenterFace: RGB, raw 0..255, stretch-resized to multiples of 32, NCHW; heatmap/scale/offset
+//!   decoding at stride 4, greedy NMS at IoU 0.3, boxes mapped back by the resize factors.
+//! - MobileNetV2 mask classifier: face crop, RGB, bilinear 224×224, `x/127.5 − 1`, NHWC;
+//!   output `probs[:,0]` = mask, `probs[:,1]` = no mask.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+pub mod face;
+pub mod mask;
+pub mod nms;
+pub mod objects;
+pub mod pool;
+mod runner;
+pub mod runtime;
+
+pub use face::{Face, FaceDetector, decode_centerface, decode_centerface_into};
+pub use mask::{FittedHead, MaskClassifier};
+pub use nms::{nms, nms_in_place};
+pub use objects::{Object, ObjectDetector, decode_nanodet_stride, nms_per_class, nms_per_class_in_place};
+pub use pool::{ModelPool, ModelSet};
+pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, read_labels};
+
+/// Both models of the no-mask path, loaded once per process.
+pub struct Models {
+    pub face: FaceDetector,
+    pub mask: MaskClassifier,
+}
+
+impl Models {
+    /// With `head`, the classifier is the head's features model and the head gives the no-mask
+    /// probability.
+    pub fn load(dir: &Path, face: &str, mask: &str, head: Option<&str>, opts: &RuntimeOptions) -> Result<Models> {
+        let face = FaceDetector::load(dir, face, opts)?;
+        let mask = match head {
+            None => MaskClassifier::load(dir, mask, opts)?,
+            Some(h) => {
+                let head = FittedHead::load(dir, h)?;
+                let mut m = MaskClassifier::load(dir, &head.features_model, opts)?;
+                tracing::info!(head = %head.id, features = %head.features_model, "fitted no-mask head loaded");
+                m.head = Some(head);
+                m
+            }
+        };
+        Ok(Models { face, mask })
+    }
+
+    /// Models in use, for manifests (a fitted head is listed with the SHA-256 of its file).
+    pub fn infos(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (self.face.info.id.clone(), self.face.info.sha256.clone()),
+            (self.mask.info.id.clone(), self.mask.info.sha256.clone()),
+        ];
+        if let Some(h) = &self.mask.head {
+            v.push((h.id.clone(), h.sha256.clone()));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::BBox;
+
+    #[test]
+    fn nms_keeps_best_of_overlapping() {
+        let b = |x: f32| BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 };
+        let kept = nms(vec![(b(0.0), 0.5), (b(1.0), 0.9), (b(50.0), 0.3)], 0.3, |t| t.0, |t| t.1);
+        assert_eq!(kept.iter().map(|t| t.1).collect::<Vec<_>>(), vec![0.9, 0.3]);
+    }
+
+    #[test]
+    fn centerface_decoding_follows_models_md() {
+        // one 2x2 grid, one hot cell at (r=1, c=0)
+        let (h, w) = (2, 2);
+        let n = h * w;
+        let mut heat = vec![0.0; n];
+        heat[2] = 0.9;
+        let mut scale = vec![0.0; 2 * n];
+        scale[2] = (8.0f32 / 4.0).ln(); // bh = 8
+        scale[n + 2] = (4.0f32 / 4.0).ln(); // bw = 4
+        let offset = vec![0.0; 2 * n];
+        let lms = vec![0.5; 10 * n];
+        let f = decode_centerface(&heat, &scale, &offset, &lms, h, w, 8.0, 8.0, 0.5);
+        assert_eq!(f.len(), 1);
+        // cy = (1 + 0 + .5) * 4 = 6, cx = 2 -> x1 = 0, y1 = 2, x2 = 4, y2 = 8 (clamped to in_h)
+        assert_eq!(f[0].bbox, BBox { x1: 0.0, y1: 2.0, x2: 4.0, y2: 8.0 });
+        assert_eq!(f[0].landmarks[0], [2.0, 6.0]);
+    }
+
+    #[test]
+    fn hash_mismatch_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("m.onnx"), b"not the model").unwrap();
+        let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/centerface.toml"))
+            .unwrap()
+            .replace("centerface.onnx", "m.onnx");
+        std::fs::write(d.path().join("centerface.toml"), manifest).unwrap();
+        let e = ModelInfo::load(d.path(), "centerface", "centerface").unwrap_err().to_string();
+        assert!(e.contains("m.onnx") && e.contains("SHA-256 is") && e.contains("c3673a45"), "{e}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Precision / recall per face, detection recall by face size.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::scenes::{Label, SceneResult};
+
+/// A point of the operating space.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Levers {
+    pub face_threshold: f32,
+    pub min_face_px: f32,
+    pub margin_index: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Prf {
+    pub threshold: f32,
+    pub tp: u32,
+    pub fp: u32,
+    pub fn_: u32,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// No-mask precision/recall per face at every classifier threshold.
+pub fn pr_curve(results: &[SceneResult], lv: Levers, use_fit_part: bool) -> Vec<Prf> {
+    let scenes: Vec<&SceneResult> = results.iter().filter(|r| r.fit_part == use_fit_part).collect();
+    let positives: u32 =
+        scenes.iter().flat_map(|r| &r.faces).filter(|(s, l, _)| *l == Label::NoMask && *s >= lv.min_face_px).count()
+            as u32;
+    // thresholds every 0.01, and every 0.001 above 0.99 where calibrated heads saturate
+    let ts = (0..=99).map(|i| i as f32 / 100.0).chain((990..=1000).map(|i| i as f32 / 1000.0));
+    ts.map(|t| {
+        let (mut tp, mut fp) = (0, 0);
+        for d in scenes.iter().flat_map(|r| &r.dets) {
+            if d.score < lv.face_threshold || d.size < lv.min_face_px || d.prob[lv.margin_index] < t {
+                continue;
+            }
+            match d.matched {
+                Some(Label::NoMask) => tp += 1,
+                Some(Label::Incorrect) => {}
+                _ => fp += 1,
+            }
+        }
+        let fn_ = positives.saturating_sub(tp);
+        let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
+        let recall = if positives == 0 { 0.0 } else { tp as f64 / positives as f64 };
+        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+        Prf { threshold: t, tp, fp, fn_, precision, recall, f1 }
+    })
+    .collect()
+}
+
+/// Face-detection recall by labelled face size (short side, px), at a detector threshold.
+pub fn detection_recall(results: &[SceneResult], face_threshold: f32, use_fit_part: bool) -> Vec<(String, u32, u32)> {
+    let buckets = [(0.0, 16.0, "<16"), (16.0, 24.0, "16-24"), (24.0, 48.0, "24-48"), (48.0, f32::MAX, ">=48")];
+    buckets
+        .iter()
+        .map(|(lo, hi, name)| {
+            let faces: Vec<_> = results
+                .iter()
+                .filter(|r| r.fit_part == use_fit_part)
+                .flat_map(|r| &r.faces)
+                .filter(|(s, _, _)| s >= lo && s < hi)
+                .collect();
+            let found = faces.iter().filter(|(_, _, d)| d.is_some_and(|s| s >= face_threshold)).count() as u32;
+            (name.to_string(), found, faces.len() as u32)
+        })
+        .collect()
+}
+
+pub fn best_f1(c: &[Prf]) -> Prf {
+    *c.iter().max_by(|a, b| a.f1.total_cmp(&b.f1)).expect("curve")
+}
+
+/// The lowest threshold whose precision reaches `target` (with at least one detection).
+pub fn lowest_reaching(c: &[Prf], target: f64) -> Option<Prf> {
+    c.iter().find(|p| p.precision >= target && p.tp > 0).copied()
+}
+
+/// Summary rows for the report: label → (levers, best-F1 point, lowest threshold reaching target).
+pub type Rows = BTreeMap<String, (Levers, Prf, Option<Prf>)>;

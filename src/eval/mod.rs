@@ -1,0 +1,99 @@
+//! Detection quality on labelled data (`vigil eval`) and a head fitted on it (`vigil fit`).
+//!
+//! Data (read in place from `../shared/data`, never copied): `mask/scenes` — full scenes with a
+//! Pascal VOC box per face (`with_mask`, `without_mask`, `mask_weared_incorrect`) — and the
+//! image-level crops in `mask/with_mask`, `mask/without_mask`.
+//!
+//! Scenes are split **by image**: an image belongs to the fit part when the first byte of SHA-256
+//! of its file stem is below 154 (≈ 60 %), else to the evaluation part; faces of one image never
+//! land on both sides. `vigil fit` sees only the fit part; `vigil eval` reports on the evaluation
+//! part (and, for reference, on the fit part).
+//!
+//! Per face, scenes: a detection matches a labelled face at IoU ≥ 0.3 (greedy, best first). A
+//! detection classified no-mask is a true positive when it matches a `without_mask` face, a false
+//! alarm when it matches a `with_mask` face or no face at all; `mask_weared_incorrect` faces are left
+//! out of both sides (neither a clear violation nor clearly compliant). Recall counts every
+//! labelled `without_mask` face of at least the minimum size, detected or not.
+
+pub mod clips;
+pub mod fit;
+pub mod logistic;
+pub mod metrics;
+pub mod report;
+pub mod scenes;
+
+pub use fit::*;
+pub use metrics::*;
+pub use scenes::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::FittedHead;
+    use crate::eval::logistic::fit_logistic;
+
+    #[test]
+    fn logistic_regression_separates_separable_data() {
+        let x: Vec<Vec<f32>> = (0..200)
+            .map(|i| vec![(i % 2) as f32 * 2.0 - 1.0 + (i as f32 * 0.37).sin() * 0.3, (i as f32).cos()])
+            .collect();
+        let y: Vec<bool> = (0..200).map(|i| i % 2 == 1).collect();
+        let (mean, std, w, b) = fit_logistic(&x, &y, 1e-3, 300);
+        let h = FittedHead {
+            id: "t".into(),
+            kind: "t".into(),
+            features_model: "t".into(),
+            mean,
+            std,
+            weights: w,
+            bias: b,
+            views: vec![0.0],
+            provenance: serde_json::Value::Null,
+            sha256: String::new(),
+        };
+        let correct = x.iter().zip(&y).filter(|(f, t)| (h.predict(f) >= 0.5) == **t).count();
+        assert_eq!(correct, 200);
+    }
+
+    #[test]
+    fn pr_counts_follow_the_matching_rules() {
+        let det =
+            |score, size, matched, p| Det { score, size, matched, prob: vec![p; MARGINS.len()], features: vec![] };
+        let r = SceneResult {
+            stem: "s".into(),
+            fit_part: false,
+            dets: vec![
+                det(0.9, 30.0, Some(Label::NoMask), 0.9),    // tp
+                det(0.9, 30.0, Some(Label::Mask), 0.8),      // fp
+                det(0.9, 30.0, None, 0.95),                  // fp: no face there
+                det(0.9, 30.0, Some(Label::Incorrect), 0.9), // left out
+                det(0.9, 10.0, Some(Label::NoMask), 0.9),    // too small
+                det(0.3, 30.0, Some(Label::NoMask), 0.9),    // below the face threshold
+            ],
+            faces: vec![
+                (30.0, Label::NoMask, Some(0.9)),
+                (30.0, Label::NoMask, Some(0.3)),
+                (30.0, Label::NoMask, None),
+                (10.0, Label::NoMask, Some(0.9)),
+            ],
+        };
+        let c = pr_curve(&[r], Levers { face_threshold: 0.5, min_face_px: 24.0, margin_index: 0 }, false);
+        let at = c.iter().find(|p| (p.threshold - 0.5).abs() < 1e-6).unwrap();
+        assert_eq!((at.tp, at.fp, at.fn_), (1, 2, 2));
+        assert!((at.precision - 1.0 / 3.0).abs() < 1e-9 && (at.recall - 1.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn voc_annotations_of_the_shared_scenes_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mask/scenes");
+        assert!(dir.exists(), "needs ../shared/data/mask/scenes (CI has it)");
+        let s = load_scenes(&dir).unwrap();
+        assert_eq!(s.len(), 525);
+        let faces: usize = s.iter().map(|x| x.faces.len()).sum();
+        let nomask = s.iter().flat_map(|x| &x.faces).filter(|f| f.1 == Label::NoMask).count();
+        assert_eq!((faces, nomask), (1702 + 392 + 61, 392), "DATA.md's box counts");
+        let fit = s.iter().filter(|x| x.is_fit_part()).count();
+        assert!((280..=350).contains(&fit), "about 60 % of images in the fit part: {fit}");
+        assert!(s.iter().all(|x| x.image.exists()));
+    }
+}

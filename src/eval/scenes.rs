@@ -1,0 +1,206 @@
+//! The labelled scenes and crops of `../shared/data/mask`, and what the models say on them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+
+use super::metrics::Prf;
+use crate::detect::{FaceDetector, MaskClassifier};
+use crate::frame::{BBox, RgbFrame};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Label {
+    Mask,
+    NoMask,
+    Incorrect,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub image: PathBuf,
+    pub stem: String,
+    pub faces: Vec<(BBox, Label)>,
+}
+
+impl Scene {
+    pub fn is_fit_part(&self) -> bool {
+        <sha2::Sha256 as sha2::Digest>::digest(self.stem.as_bytes())[0] < 154
+    }
+}
+
+fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+    let a = s.find(&format!("<{name}>"))? + name.len() + 2;
+    let b = s[a..].find(&format!("</{name}>"))? + a;
+    Some(s[a..b].trim())
+}
+
+/// Reads `scenes/annotations/*.xml` (Pascal VOC) with their `scenes/images/<stem>.jpg`.
+pub fn load_scenes(dir: &Path) -> Result<Vec<Scene>> {
+    let ann = dir.join("annotations");
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ann)
+        .with_context(|| format!("{}: cannot read (the labelled scenes of ../shared/data/mask/scenes)", ann.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let stem = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let mut faces = Vec::new();
+        for obj in text.split("<object>").skip(1) {
+            let label = match tag(obj, "name") {
+                Some("with_mask") => Label::Mask,
+                Some("without_mask") => Label::NoMask,
+                Some("mask_weared_incorrect") => Label::Incorrect,
+                other => bail!("{}: unknown label {other:?}", f.display()),
+            };
+            let num = |n: &str| -> Result<f32> {
+                tag(obj, n).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("{}: object without {n}", f.display()))
+            };
+            faces.push((BBox { x1: num("xmin")?, y1: num("ymin")?, x2: num("xmax")?, y2: num("ymax")? }, label));
+        }
+        out.push(Scene { image: dir.join("images").join(format!("{stem}.jpg")), stem, faces });
+    }
+    if out.is_empty() {
+        bail!("{}: no annotations", ann.display());
+    }
+    Ok(out)
+}
+
+/// One detection in a scene, with what the models said and what it matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct Det {
+    pub score: f32,
+    pub size: f32,
+    /// Label of the matched face, if any.
+    pub matched: Option<Label>,
+    /// No-mask probability per crop margin (same order as `MARGINS`).
+    pub prob: Vec<f32>,
+    /// Backbone features per crop margin (same order as `MARGINS`), when asked for.
+    #[serde(skip)]
+    pub features: Vec<Vec<f32>>,
+}
+
+/// Everything measured on one scene.
+#[derive(Debug, Clone, Serialize)]
+pub struct SceneResult {
+    pub stem: String,
+    pub fit_part: bool,
+    pub dets: Vec<Det>,
+    /// Labelled faces: (short side, label, detected at the lowest face threshold).
+    pub faces: Vec<(f32, Label, Option<f32>)>,
+}
+
+pub const MARGINS: [f32; 3] = [0.0, 0.15, 0.3];
+const LOW_FACE_THRESHOLD: f32 = 0.2;
+
+/// Runs the detector once (at a low threshold) and the classifier at every margin on every scene.
+pub fn measure_scenes(
+    scenes: &[Scene],
+    det: &mut FaceDetector,
+    cls: &mut MaskClassifier,
+    want_features: bool,
+) -> Result<Vec<SceneResult>> {
+    let mut out = Vec::with_capacity(scenes.len());
+    let bar = crate::util::progress::bar(scenes.len() as u64, "scenes");
+    for s in scenes {
+        bar.inc(1);
+        let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
+        let frame = RgbFrame::from_image(&img);
+        let mut faces = det.detect(&frame, LOW_FACE_THRESHOLD)?;
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // greedy matching, best IoU first
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (di, d) in faces.iter().enumerate() {
+            for (li, (b, _)) in s.faces.iter().enumerate() {
+                let iou = d.bbox.iou(b);
+                if iou >= 0.3 {
+                    pairs.push((iou, di, li));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut dm, mut lm) = (vec![None; faces.len()], vec![None; s.faces.len()]);
+        for (_, di, li) in pairs {
+            if dm[di].is_none() && lm[li].is_none() {
+                dm[di] = Some(li);
+                lm[li] = Some(di);
+            }
+        }
+        let mut dets: Vec<Det> = faces
+            .iter()
+            .enumerate()
+            .map(|(di, f)| Det {
+                score: f.score,
+                size: f.bbox.w().min(f.bbox.h()),
+                matched: dm[di].map(|li| s.faces[li].1),
+                prob: Vec::new(),
+                features: Vec::new(),
+            })
+            .collect();
+        for m in MARGINS {
+            let boxes: Vec<BBox> =
+                faces.iter().map(|f| f.bbox.expand(m, frame.width as f32, frame.height as f32)).collect();
+            let (p, f) = if want_features {
+                cls.features(&frame, &boxes)?
+            } else {
+                (cls.no_mask_prob(&frame, &boxes, 0.0)?, vec![])
+            };
+            for (k, d) in dets.iter_mut().enumerate() {
+                d.prob.push(p[k]);
+                if let Some(v) = f.get(k) {
+                    d.features.push(v.clone());
+                }
+            }
+        }
+        let faces_out = s
+            .faces
+            .iter()
+            .enumerate()
+            .map(|(li, (b, l))| (b.w().min(b.h()), *l, lm[li].map(|di| faces[di].score)))
+            .collect();
+        out.push(SceneResult { stem: s.stem.clone(), fit_part: s.is_fit_part(), dets, faces: faces_out });
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// The image-level labelled crops under `dir` (`with_mask/`, `without_mask/`), sorted, each with
+/// whether it shows no mask.
+pub fn labelled_crops(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for (sub, positive) in [("with_mask", false), ("without_mask", true)] {
+        let d = dir.join(sub);
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        out.extend(files.into_iter().map(|f| (f, positive)));
+    }
+    Ok(out)
+}
+
+/// Image-level crops: no-mask precision/recall of the classifier on whole images.
+pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf> {
+    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+    let files = labelled_crops(dir)?;
+    let bar = crate::util::progress::bar(files.len() as u64, "crops");
+    for (f, positive) in &files {
+        bar.inc(1);
+        let Ok(img) = image::open(f) else { continue };
+        let frame = RgbFrame::from_image(&img.to_rgb8());
+        let p = cls.no_mask_prob(&frame, &[frame.full()], 0.0)?[0] >= threshold;
+        match (p, *positive) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            _ => {}
+        }
+    }
+    bar.finish_and_clear();
+    let precision = tp as f64 / (tp + fp).max(1) as f64;
+    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    Ok(Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) })
+}

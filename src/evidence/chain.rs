@@ -1,0 +1,320 @@
+//! Per-camera hash chain of evidence manifests.
+//!
+//! Each manifest carries `chain.seq` (1, 2, 3, … per camera) and `chain.prev_hash`, the SHA-256 of
+//! the previous manifest's canonical bytes (64 zeros for the first). Positions are claimed in the
+//! store before the manifest is written: `chain/<site>/<camera>/seq/<seq:012>.json`, a signed index
+//! entry written create-only, so two writers (or a restarted worker with stale state) can never give
+//! two manifests the same position; a conflict means "re-read the head and try the next one". The
+//! head (last seq and hash) is cached in `<data_dir>/chain/<camera>.json` and re-derived from the
+//! store on start, so the chain survives restarts and lost state files.
+//!
+//! Signed checkpoints (`chain/<site>/<camera>/checkpoints/<time-ms>-<seq>.json` + `.sig`, also
+//! published on `vigil.chain.<site>.<camera>`) record the head at a point in time, so that removing
+//! the newest items of a chain is detectable as well.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::signing::{PublicKey, SignatureFile, Signer, open, seal};
+use crate::store::Store;
+use crate::util::rfc3339;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain position a manifest commits to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainLink {
+    pub seq: u64,
+    pub prev_hash: String,
+}
+
+/// `chain/<site>/<camera>/seq/<seq>.json`: who holds a chain position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    pub site: String,
+    pub camera: String,
+    pub seq: u64,
+    pub evidence_id: String,
+    pub manifest_key: String,
+    pub manifest_sha256: String,
+    /// When the item may be removed under its retention class (so that a later sweep is not
+    /// mistaken for tampering).
+    pub retain_until_utc: String,
+}
+
+/// A signed statement of a camera's chain head at a point in time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub schema: String,
+    pub site: String,
+    pub camera: String,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub time_utc: String,
+    pub key_id: String,
+}
+
+/// A checkpoint as stored: its object keys and signature.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub key: String,
+    pub sha256: String,
+    pub signature_key: String,
+    pub signature: SignatureFile,
+}
+
+/// `vigil.chain.<site>.<camera>`: a checkpoint with its signature and object keys, so that a
+/// consumer verifies it with the public key alone (re-canonicalise `checkpoint`, check
+/// `signature`) and finds both objects in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointEvent {
+    pub schema: String,
+    pub checkpoint: Checkpoint,
+    /// SHA-256 of the checkpoint's canonical bytes.
+    pub sha256: String,
+    pub signature: SignatureFile,
+    /// Object keys of the checkpoint and its signature (relative to the store's root).
+    pub key: String,
+    pub signature_key: String,
+}
+
+pub const CHECKPOINT_EVENT_SCHEMA: &str = "vigil.checkpoint-event.v1";
+
+impl StoredCheckpoint {
+    pub fn event(&self) -> CheckpointEvent {
+        CheckpointEvent {
+            schema: CHECKPOINT_EVENT_SCHEMA.into(),
+            checkpoint: self.checkpoint.clone(),
+            sha256: self.sha256.clone(),
+            signature: self.signature.clone(),
+            key: self.key.clone(),
+            signature_key: self.signature_key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+pub fn index_key(site: &str, camera: &str, seq: u64) -> String {
+    format!("chain/{site}/{camera}/seq/{seq:012}.json")
+}
+
+pub fn checkpoint_prefix(site: &str, camera: &str) -> String {
+    format!("chain/{site}/{camera}/checkpoints/")
+}
+
+/// Chains of all cameras of one site, backed by the store.
+pub struct Chains {
+    store: Store,
+    signer: Arc<Signer>,
+    site: String,
+    state_dir: PathBuf,
+    evidence_days: u32,
+    /// One lock per camera, held from claiming a position to updating the head.
+    heads: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Head>>>>>,
+}
+
+/// A position claimed for a new manifest; finish with [`Chains::commit`].
+pub struct Claim {
+    pub link: ChainLink,
+    guard: tokio::sync::OwnedMutexGuard<Option<Head>>,
+}
+
+impl Chains {
+    pub fn new(
+        store: Store,
+        signer: Arc<Signer>,
+        site: &str,
+        data_dir: &std::path::Path,
+        evidence_days: u32,
+    ) -> Result<Chains> {
+        let state_dir = data_dir.join("chain");
+        std::fs::create_dir_all(&state_dir).with_context(|| format!("chain state dir {}", state_dir.display()))?;
+        Ok(Chains { store, signer, site: site.into(), state_dir, evidence_days, heads: Default::default() })
+    }
+
+    fn slot(&self, camera: &str) -> Arc<Mutex<Option<Head>>> {
+        self.heads.lock().expect("heads").entry(camera.into()).or_default().clone()
+    }
+
+    fn state_path(&self, camera: &str) -> PathBuf {
+        self.state_dir.join(format!("{camera}.json"))
+    }
+
+    async fn exists(&self, camera: &str, seq: u64) -> Result<bool> {
+        self.store.exists(&index_key(&self.site, camera, seq)).await
+    }
+
+    /// The head from the store, starting from a known-good lower bound: exponential then binary
+    /// search over the create-only index entries.
+    async fn probe_head(&self, camera: &str, from: u64) -> Result<Head> {
+        let mut lo = from; // exists (or 0)
+        let mut step = 1;
+        let mut hi = loop {
+            let s = lo + step;
+            if !self.exists(camera, s).await? {
+                break s;
+            }
+            lo = s;
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.exists(camera, mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return Ok(Head { seq: 0, hash: GENESIS.into() });
+        }
+        let e = self.read_index(camera, lo).await?;
+        Ok(Head { seq: e.seq, hash: e.manifest_sha256 })
+    }
+
+    pub async fn read_index(&self, camera: &str, seq: u64) -> Result<IndexEntry> {
+        let key = index_key(&self.site, camera, seq);
+        let bytes = self.store.get(&key).await?;
+        let sig = self.store.get(&format!("{key}.sig")).await?;
+        let pk = PublicKey { key: self.signer.public(), key_id: self.signer.key_id.clone() };
+        open(&bytes, &sig, &pk).with_context(|| format!("chain index {key}"))
+    }
+
+    async fn load_head(&self, camera: &str) -> Result<Head> {
+        let cached: Option<Head> =
+            std::fs::read(self.state_path(camera)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        // The state file is this worker's own record; the store may know more (a lost state file,
+        // another worker). Take whichever is further; if the store is unreachable, the state file.
+        let from = cached.as_ref().map_or(0, |h| h.seq);
+        let probed = async {
+            let from = if from > 0 && self.exists(camera, from).await? { from } else { 0 };
+            self.probe_head(camera, from).await
+        };
+        match (probed.await, cached) {
+            (Ok(p), Some(c)) if c.seq > p.seq => Ok(c),
+            (Ok(p), _) => Ok(p),
+            (Err(e), Some(c)) => {
+                tracing::warn!(
+                    camera,
+                    error = format!("{e:#}"),
+                    "chain: store unreachable, continuing from the local chain state"
+                );
+                Ok(c)
+            }
+            (Err(e), None) => {
+                tracing::warn!(
+                    camera,
+                    error = format!("{e:#}"),
+                    "chain: store unreachable and no local chain state; starting at seq 1"
+                );
+                Ok(Head { seq: 0, hash: GENESIS.into() })
+            }
+        }
+    }
+
+    fn save_head(&self, camera: &str, head: &Head) -> Result<()> {
+        let path = self.state_path(camera);
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(head)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// Claims the next position of `camera`'s chain. The claim holds the camera's chain lock until
+    /// [`Chains::commit`] (or until dropped, which gives the position back).
+    pub async fn claim(&self, camera: &str) -> Result<Claim> {
+        let mut guard = self.slot(camera).lock_owned().await;
+        if guard.is_none() {
+            *guard = Some(self.load_head(camera).await?);
+        }
+        let head = guard.clone().expect("head");
+        Ok(Claim { link: ChainLink { seq: head.seq + 1, prev_hash: head.hash }, guard })
+    }
+
+    /// The signed chain index entry for a claimed position, as objects to store.
+    pub fn index_objects(
+        &self,
+        camera: &str,
+        claim: &Claim,
+        evidence_id: &str,
+        manifest_key: &str,
+        manifest_sha256: &str,
+        retain_until: DateTime<Utc>,
+    ) -> Result<Vec<crate::spool::StoreObject>> {
+        let entry = IndexEntry {
+            site: self.site.clone(),
+            camera: camera.into(),
+            seq: claim.link.seq,
+            evidence_id: evidence_id.into(),
+            manifest_key: manifest_key.into(),
+            manifest_sha256: manifest_sha256.into(),
+            retain_until_utc: rfc3339(retain_until),
+        };
+        let (bytes, sig, _) = seal(&entry, &self.signer)?;
+        let key = index_key(&self.site, camera, claim.link.seq);
+        Ok(vec![(format!("{key}.sig"), sig, retain_until), (key, bytes, retain_until)])
+    }
+
+    /// Records the manifest at the claimed position as the new head (durably, in the state file).
+    pub fn commit(&self, camera: &str, mut claim: Claim, manifest_sha256: &str) -> Result<()> {
+        let head = Head { seq: claim.link.seq, hash: manifest_sha256.into() };
+        self.save_head(camera, &head)?;
+        *claim.guard = Some(head);
+        Ok(())
+    }
+
+    /// Current head of a camera (0 and the genesis hash when it has no items).
+    pub async fn head(&self, camera: &str) -> Result<Head> {
+        let mut g = self.slot(camera).lock_owned().await;
+        if g.is_none() {
+            *g = Some(self.load_head(camera).await?);
+        }
+        Ok(g.clone().expect("head"))
+    }
+
+    /// Writes a signed checkpoint of `camera`'s head; returns it with its keys and signature.
+    pub async fn checkpoint(&self, camera: &str) -> Result<StoredCheckpoint> {
+        let head = self.head(camera).await?;
+        let now = Utc::now();
+        let cp = Checkpoint {
+            schema: "vigil.checkpoint.v1".into(),
+            site: self.site.clone(),
+            camera: camera.into(),
+            last_seq: head.seq,
+            last_hash: head.hash,
+            time_utc: rfc3339(now),
+            key_id: self.signer.key_id.clone(),
+        };
+        let (bytes, sig, hash) = seal(&cp, &self.signer)?;
+        let key =
+            format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
+        let until = crate::util::time::add_days(now, self.evidence_days).context("retention date out of range")?;
+        self.store.put_evidence(&key, Bytes::from(bytes), until).await?;
+        let sig_key = format!("{key}.sig");
+        let signature = SignatureFile::parse(&sig)?;
+        self.store.put_evidence(&sig_key, Bytes::from(sig), until).await?;
+        Ok(StoredCheckpoint { checkpoint: cp, key, sha256: hash, signature_key: sig_key, signature })
+    }
+}

@@ -1,0 +1,289 @@
+//! Cutting an evidence clip (blocking, run off the ingest path): decode the ring-buffer samples,
+//! keep the frames in `[trigger − pre, trigger + post)`, burn the privacy mask into every frame,
+//! re-encode H.264 (x264) into MP4 at the source resolution and frame rate; keep the masked frame
+//! nearest the trigger as the snapshot. Also the annotated snapshot, and the unmasked original
+//! muxed without re-encoding (for sealing).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::frame::RgbFrame;
+use crate::ingest::ClipSource;
+use crate::ingest::pipeline::{chain, make as element};
+use crate::privacy::PrivacyMask;
+use crate::rules::Detection;
+
+/// A re-encoded, masked clip.
+pub struct Clip {
+    pub mp4: Vec<u8>,
+    pub snapshot: RgbFrame,
+    pub frames: u32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    /// Stream time of the first and last frame kept.
+    pub first_pts: Duration,
+    pub last_pts: Duration,
+}
+
+fn wait_eos(p: &gst::Pipeline, what: &str, timeout: Duration) -> Result<()> {
+    let bus = p.bus().expect("bus");
+    match bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    ) {
+        Some(m) => match m.view() {
+            gst::MessageView::Error(e) => bail!("{what}: {} ({:?})", e.error(), e.debug()),
+            _ => Ok(()),
+        },
+        None => bail!("{what}: no end of stream within {timeout:?}"),
+    }
+}
+
+fn bus_error(p: &gst::Pipeline) -> Option<String> {
+    p.bus()?.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+        _ => None,
+    })
+}
+
+/// Decodes the clip's samples, masks and re-encodes the frames in `[start, end)`.
+pub fn cut_clip(
+    src: &ClipSource,
+    mask: Option<&PrivacyMask>,
+    trigger: Duration,
+    quantizer: u32,
+    scratch: &Path,
+) -> Result<Clip> {
+    if src.samples.is_empty() {
+        bail!("no encoded video was buffered for this clip");
+    }
+    // decoder: appsrc ! h264parse ! avdec_h264 ! videoconvert ! RGB appsink
+    let dec = gst::Pipeline::with_name("clip-decode");
+    let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
+    let parse = element("h264parse")?;
+    let decoder = element(&crate::ingest::choose_decoder("auto")?)?;
+    let convert = element("videoconvert")?;
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(4)
+        .caps(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgb).build())
+        .build();
+    chain(&dec, &[appsrc.upcast_ref(), &parse, &decoder, &convert, sink.upcast_ref()])?;
+    dec.set_state(gst::State::Playing)?;
+    // Feed from another thread: the decoder's output is pulled (bounded) here at the same time.
+    let samples = src.samples.clone();
+    let feeder_src = appsrc.clone();
+    let feeder = std::thread::spawn(move || {
+        for s in samples {
+            let mut b = gst::Buffer::from_slice(s.data);
+            {
+                let b = b.get_mut().expect("new buffer");
+                b.set_pts(gst::ClockTime::from_nseconds(s.pts.as_nanos() as u64));
+                if let Some(d) = s.dts {
+                    b.set_dts(gst::ClockTime::from_nseconds(d.as_nanos() as u64));
+                }
+                if let Some(d) = s.duration {
+                    b.set_duration(gst::ClockTime::from_nseconds(d.as_nanos() as u64));
+                }
+                if !s.keyframe {
+                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
+            }
+            if feeder_src.push_buffer(b).is_err() {
+                return;
+            }
+        }
+        let _ = feeder_src.end_of_stream();
+    });
+
+    let (start, end) = (src.start, src.end);
+    let tmp = scratch.join(format!("clip-{}.mp4", ulid::Ulid::new()));
+    let mut enc: Option<(gst::Pipeline, gst_app::AppSrc)> = None;
+    let mut raster = None;
+    let mut snapshot: Option<RgbFrame> = None;
+    let (mut frames, mut first_pts, mut last_pts) = (0u32, None, Duration::ZERO);
+    let (mut width, mut height, mut fps) = (0, 0, 0.0);
+    let mut frame_dur = Duration::from_millis(40);
+    loop {
+        let sample = match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+            Some(s) => s,
+            None if sink.is_eos() => break,
+            None => bail!("clip decode stalled: {}", bus_error(&dec).unwrap_or_else(|| "no frame in 10 s".into())),
+        };
+        let buf = sample.buffer().context("sample without buffer")?;
+        let Some(pts) = buf.pts().map(|t| Duration::from_nanos(t.nseconds())) else {
+            continue;
+        };
+        if pts < start || pts >= end {
+            continue;
+        }
+        let info = gst_video::VideoInfo::from_caps(sample.caps().context("no caps")?)?;
+        if enc.is_none() {
+            (width, height) = (info.width(), info.height());
+            let fr = info.fps();
+            fps = if fr.numer() > 0 && fr.denom() > 0 { fr.numer() as f64 / fr.denom() as f64 } else { 25.0 };
+            frame_dur = Duration::from_secs_f64(1.0 / fps);
+            enc = Some(encoder(width, height, info.fps(), fps, quantizer, &tmp)?);
+            raster = mask.map(|m| m.raster(width, height));
+        }
+        let map = buf.map_readable()?;
+        let stride = info.stride()[0] as usize;
+        let mut f = RgbFrame::from_rows(&map, width, height, stride, pts);
+        let row = f.stride();
+        if let Some(r) = &raster {
+            r.apply_rgb(&mut f.data, row);
+        }
+        if snapshot.as_ref().is_none_or(|s| pts.abs_diff(trigger) < s.pts.abs_diff(trigger)) {
+            snapshot = Some(f.clone());
+        }
+        let first = *first_pts.get_or_insert(pts);
+        last_pts = pts;
+        let (_, esrc) = enc.as_ref().expect("encoder");
+        let mut out = gst::Buffer::from_mut_slice(f.data);
+        {
+            let b = out.get_mut().expect("new buffer");
+            b.set_pts(gst::ClockTime::from_nseconds((pts - first).as_nanos() as u64));
+            b.set_duration(gst::ClockTime::from_nseconds(frame_dur.as_nanos() as u64));
+        }
+        esrc.push_buffer(out).map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
+        frames += 1;
+    }
+    let _ = feeder.join();
+    let dec_err = bus_error(&dec);
+    dec.set_state(gst::State::Null)?;
+    let Some((pipe, esrc)) = enc else {
+        bail!("no decodable frame in the clip window{}", dec_err.map(|e| format!(": {e}")).unwrap_or_default());
+    };
+    esrc.end_of_stream()?;
+    let r = wait_eos(&pipe, "clip encode", Duration::from_secs(120));
+    pipe.set_state(gst::State::Null)?;
+    r?;
+    let mp4 = std::fs::read(&tmp).with_context(|| format!("clip scratch file {}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(Clip {
+        mp4,
+        snapshot: snapshot.expect("at least one frame"),
+        frames,
+        width,
+        height,
+        fps,
+        first_pts: first_pts.unwrap_or_default(),
+        last_pts,
+    })
+}
+
+fn encoder(
+    w: u32,
+    h: u32,
+    fr: gst::Fraction,
+    fps: f64,
+    quantizer: u32,
+    out: &Path,
+) -> Result<(gst::Pipeline, gst_app::AppSrc)> {
+    let p = gst::Pipeline::with_name("clip-encode");
+    let fr = if fr.numer() > 0 { fr } else { gst::Fraction::new(25, 1) };
+    let caps = gst_video::VideoCapsBuilder::new()
+        .format(gst_video::VideoFormat::Rgb)
+        .width(w as i32)
+        .height(h as i32)
+        .framerate(fr)
+        .build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .block(true)
+        .max_bytes(8 * (w as u64) * (h as u64) * 3)
+        .build();
+    let convert = element("videoconvert")?;
+    let x264 = element("x264enc")?;
+    x264.set_property_from_str("speed-preset", "veryfast");
+    x264.set_property_from_str("pass", "qual");
+    x264.set_property("quantizer", quantizer);
+    x264.set_property("key-int-max", (fps * 2.0).round().max(1.0) as u32);
+    x264.set_property("bframes", 0u32);
+    let parse = element("h264parse")?;
+    let mux = element("mp4mux")?;
+    let sink = element("filesink")?;
+    sink.set_property("location", out.to_string_lossy().as_ref());
+    chain(&p, &[src.upcast_ref(), &convert, &x264, &parse, &mux, &sink])?;
+    p.set_state(gst::State::Playing)?;
+    Ok((p, src))
+}
+
+/// Draws the rule's zone (cyan outline) and boxes and labels for the detections of a violation
+/// onto a copy of the snapshot. Boxes arrive in analysis-frame pixels and are scaled to the
+/// snapshot.
+pub fn annotate(
+    snapshot: &RgbFrame,
+    detections: &[Detection],
+    zone: Option<&crate::privacy::Polygon>,
+    analysis: (u32, u32),
+) -> RgbFrame {
+    let mut a = snapshot.clone();
+    let (sx, sy) = (a.width as f32 / analysis.0 as f32, a.height as f32 / analysis.1 as f32);
+    let scale = ((a.height / 180).max(2)) as i64;
+    let thick = (a.height / 180).max(2);
+    if let Some(z) = zone {
+        a.draw_polygon(&z.pixels(a.width, a.height), [0, 220, 255], thick);
+    }
+    for f in detections {
+        let b = f.bbox.scale(sx, sy);
+        let color = if f.trigger { [255, 32, 32] } else { [255, 200, 0] };
+        a.draw_box(b, color, thick);
+        let label = match (f.no_mask_prob, f.dwell_s) {
+            (Some(p), _) => format!("#{} NO MASK {:.2} FACE {:.2}", f.track_id, p, f.score),
+            (_, Some(d)) => format!("#{} {} {:.2} {:.0}S", f.track_id, f.label.to_uppercase(), f.score, d),
+            _ => format!("#{} {} {:.2}", f.track_id, f.label.to_uppercase(), f.score),
+        };
+        let y = (b.y1 as i64 - 7 * scale - 2).max(0);
+        a.draw_text(b.x1 as i64, y, &label, [255, 255, 255], color, scale);
+    }
+    a
+}
+
+/// Muxes the clip's encoded samples (unmasked, as the camera sent them) into MP4 without
+/// re-encoding: the original behind a sealed clip.
+pub fn mux_original(src: &ClipSource, scratch: &Path) -> Result<Vec<u8>> {
+    let p = gst::Pipeline::with_name("clip-original");
+    let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
+    let parse = element("h264parse")?;
+    let mux = element("mp4mux")?;
+    let sink = element("filesink")?;
+    let tmp = scratch.join(format!("original-{}.mp4", ulid::Ulid::new()));
+    sink.set_property("location", tmp.to_string_lossy().as_ref());
+    chain(&p, &[appsrc.upcast_ref(), &parse, &mux, &sink])?;
+    p.set_state(gst::State::Playing)?;
+    let base = src.samples.iter().map(|s| s.dts.unwrap_or(s.pts).min(s.pts)).min().unwrap_or_default();
+    let ns = |d: Duration| gst::ClockTime::from_nseconds((d - base).as_nanos() as u64);
+    for s in &src.samples {
+        let mut b = gst::Buffer::from_slice(s.data.clone());
+        {
+            let b = b.get_mut().expect("new buffer");
+            b.set_pts(ns(s.pts));
+            if let Some(d) = s.dts {
+                b.set_dts(ns(d));
+            }
+            if let Some(d) = s.duration {
+                b.set_duration(gst::ClockTime::from_nseconds(d.as_nanos() as u64));
+            }
+            if !s.keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        appsrc.push_buffer(b).map_err(|e| anyhow!("original mux refused a sample: {e:?}"))?;
+    }
+    appsrc.end_of_stream()?;
+    let r = wait_eos(&p, "original mux", Duration::from_secs(60));
+    p.set_state(gst::State::Null)?;
+    r?;
+    let bytes = std::fs::read(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(bytes)
+}

@@ -1,0 +1,163 @@
+//! The evidence manifest: one JSON document per item, stored as its RFC 8785 canonical bytes
+//! (`manifest.json`) and signed (`manifest.sig`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Detection, RuleFacts};
+
+/// A stored artifact as referenced by the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub key: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+/// The sealed original: ciphertext stored as an artifact, plaintext hash kept here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SealedFacts {
+    pub format: String,
+    pub recipient: String,
+    pub plaintext_sha256: String,
+    pub plaintext_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClipFacts {
+    pub start_utc: String,
+    pub start_local: String,
+    pub end_utc: String,
+    pub end_local: String,
+    pub duration_s: f64,
+    pub frames: u32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub pre_roll_s: f64,
+    pub post_roll_s: f64,
+    pub pre_roll_truncated: bool,
+    pub post_roll_truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskFacts {
+    pub id: String,
+    pub sha256: String,
+    pub polygons: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFacts {
+    pub id: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFacts {
+    pub id: String,
+    pub version: String,
+}
+
+/// Stream health over the clip window (JS 28: content recorded while the equipment was not
+/// working normally is inadmissible).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFacts {
+    /// Breaks in the stream longer than three frame intervals: (start UTC, seconds).
+    pub gaps: Vec<(String, f64)>,
+    /// Reconnects, freezes and other health events inside the window: (UTC, what).
+    pub events: Vec<(String, String)>,
+    pub normal: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admissibility {
+    pub admissible: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFacts {
+    pub class: String,
+    pub min_days: u32,
+    pub retain_until_utc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningFacts {
+    pub alg: String,
+    pub key_id: String,
+}
+
+/// One evidence item, stored canonically as `manifest.json` and signed in `manifest.sig`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: String,
+    pub canonicalization: String,
+    pub evidence_id: String,
+    pub site: String,
+    pub site_name: String,
+    pub camera: String,
+    pub camera_location: String,
+    pub camera_registry: crate::config::Registry,
+    pub worker: WorkerFacts,
+    pub rule: RuleFacts,
+    pub violation_time_utc: String,
+    pub violation_time_local: String,
+    pub detection_frames_utc: Vec<String>,
+    pub clip: ClipFacts,
+    /// Tracked detections at the violating frame (faces, or objects), boxes in clip pixels.
+    pub detections: Vec<Detection>,
+    /// The rule's zone (normalised polygon), when it has one.
+    pub zone: Option<Vec<[f64; 2]>>,
+    pub models: Vec<ModelFacts>,
+    pub privacy_mask: Option<MaskFacts>,
+    pub health: HealthFacts,
+    pub admissibility: Admissibility,
+    pub status: crate::config::Compliance,
+    /// Events of the same rule from this camera in the 30 days before this one (SD 3, NJ 4).
+    pub repeat_count_30d: u32,
+    pub artifacts: BTreeMap<String, Artifact>,
+    pub sealed_original: Option<SealedFacts>,
+    pub retention: RetentionFacts,
+    pub chain: super::chain::ChainLink,
+    pub signing: SigningFacts,
+}
+
+/// The manifest format. v3: canonical bytes by `RFC 8785 (JCS) v2` (ECMAScript numbers).
+pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v3";
+/// The evidence event format (the manifest plus where it is stored).
+pub const EVENT_SCHEMA: &str = "vigil.evidence.v1";
+
+/// Where the signed manifest of an event is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRef {
+    pub key: String,
+    pub sha256: String,
+    pub signature_key: String,
+}
+
+/// `vigil.evidence.<site>.<camera>`: an evidence candidate. The manifest's members, with
+/// `schema` = [`EVENT_SCHEMA`], and `manifest`: where its signed bytes are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct EvidenceEvent {
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    #[serde(rename = "manifest")]
+    pub manifest_ref: ManifestRef,
+}

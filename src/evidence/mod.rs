@@ -1,0 +1,348 @@
+//! Evidence stage: a violation plus its encoded pre/post-roll become an evidence item: the clip
+//! and snapshots ([`clip`]), optionally a sealed original ([`seal`]), the signed [`manifest`] at
+//! the next position of the camera's hash [`chain`], all written complete to the spool; the
+//! spool's uploader stores them and then publishes the event.
+
+pub mod chain;
+pub mod clip;
+pub mod manifest;
+pub mod seal;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+pub use manifest::*;
+
+use crate::ingest::ClipSource;
+use crate::rules::{Detection, RuleFacts};
+use crate::util::{local, rfc3339, sha256_hex};
+
+/// Everything known about a violation when the rule fires.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub evidence_id: String,
+    pub camera: String,
+    pub rule: RuleFacts,
+    pub detections: Vec<Detection>,
+    pub zone: Option<crate::privacy::Polygon>,
+    pub trigger_pts: Duration,
+    /// Stream times of the frames in which the triggering face was detected.
+    pub detection_frames: Vec<Duration>,
+    /// Tamper/health conditions active on the camera when the rule fired.
+    pub conditions_at_trigger: Vec<crate::telemetry::Condition>,
+    /// Wall-clock time of stream time zero for this camera.
+    pub stream_epoch: DateTime<Utc>,
+    pub analysis_size: (u32, u32),
+    pub pre_roll: Duration,
+    pub post_roll: Duration,
+}
+
+impl Violation {
+    pub fn wall(&self, pts: Duration) -> DateTime<Utc> {
+        crate::util::time::add_std(self.stream_epoch, pts)
+    }
+}
+
+/// What the evidence stage needs besides the violation.
+pub struct EvidenceContext {
+    pub spool: std::sync::Arc<crate::spool::Spool>,
+    pub chains: std::sync::Arc<chain::Chains>,
+    pub signer: std::sync::Arc<crate::signing::Signer>,
+    pub models: Vec<ModelFacts>,
+    pub worker: WorkerFacts,
+    pub site: String,
+    pub site_name: String,
+    pub utc_offset_s: i32,
+    pub jpeg_quality: u8,
+    pub quantizer: u32,
+    pub scratch: std::path::PathBuf,
+    pub history_dir: std::path::PathBuf,
+    pub retention: crate::config::RetentionConfig,
+    pub seal: Option<age::x25519::Recipient>,
+}
+
+/// Stream health inside the clip window: gaps between samples and health marks.
+fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
+    let mut gaps = Vec::new();
+    let limit = Duration::from_secs_f64(3.0 / fps.max(1.0));
+    let mut pts: Vec<Duration> =
+        src.samples.iter().map(|s| s.pts).filter(|p| *p >= src.start && *p < src.end).collect();
+    pts.sort();
+    for w in pts.windows(2) {
+        if w[1] - w[0] > limit {
+            gaps.push((rfc3339(v.wall(w[0])), (w[1] - w[0]).as_secs_f64()));
+        }
+    }
+    let mut events: Vec<(String, String)> = v
+        .conditions_at_trigger
+        .iter()
+        .map(|c| (rfc3339(v.wall(v.trigger_pts)), format!("{c} active at the violation")))
+        .collect();
+    events.extend(
+        src.marks
+            .iter()
+            .filter(|(p, _)| *p >= src.start && *p <= src.end)
+            .map(|(p, m)| (rfc3339(v.wall(*p)), m.clone())),
+    );
+    let normal = gaps.is_empty() && events.is_empty();
+    HealthFacts { gaps, events, normal }
+}
+
+/// Events of `rule` in the 30 days before `t`, from the camera's local history.
+fn repeat_count(dir: &Path, camera: &str, rule: &str, t: DateTime<Utc>) -> u32 {
+    let text = std::fs::read_to_string(dir.join(format!("{camera}.jsonl"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<(String, DateTime<Utc>)>(l).ok())
+        .filter(|(r, at)| r == rule && *at <= t && t - *at <= chrono::Duration::days(30))
+        .count() as u32
+}
+
+fn record_history(dir: &Path, camera: &str, rule: &str, t: DateTime<Utc>) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{camera}.jsonl")))?;
+    writeln!(f, "{}", serde_json::to_string(&(rule, t))?)?;
+    Ok(())
+}
+
+/// What the evidence stage reports of an item it spooled.
+#[derive(Debug, Clone)]
+pub struct EvidenceRecord {
+    pub evidence_id: String,
+    pub seq: u64,
+    pub status: crate::config::StatusKind,
+    pub admissible: bool,
+    pub event: EvidenceEvent,
+}
+
+/// Cuts the clip, signs the manifest into the camera's chain and writes the complete item to the
+/// spool; the spool's uploader stores it and then publishes the event.
+pub async fn produce(
+    ctx: &EvidenceContext,
+    v: Violation,
+    src: ClipSource,
+    cam: &crate::config::Camera,
+) -> Result<EvidenceRecord> {
+    let (quant, scratch, trigger) = (ctx.quantizer, ctx.scratch.clone(), v.trigger_pts);
+    let mask = cam.mask.clone();
+    let seal = ctx.seal.is_some();
+    let (clip, original, src) = tokio::task::spawn_blocking(move || {
+        let clip = clip::cut_clip(&src, mask.as_ref(), trigger, quant, &scratch);
+        let original = if seal { Some(clip::mux_original(&src, &scratch)) } else { None };
+        (clip, original, src)
+    })
+    .await?;
+    let clip = clip?;
+    let annotated = clip::annotate(&clip.snapshot, &v.detections, v.zone.as_ref(), v.analysis_size);
+    let t = v.wall(v.trigger_pts);
+    let retain_until = crate::util::time::add_days(t, ctx.retention.evidence_days).ok_or_else(|| {
+        anyhow::anyhow!("retention date of {} days after {t} is out of range", ctx.retention.evidence_days)
+    })?;
+    let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
+    let mut files: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("clip", "clip.mp4", clip.mp4, "video/mp4"),
+        ("snapshot", "snapshot.jpg", clip.snapshot.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
+        ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
+    ];
+    let mut sealed = None;
+    if let (Some(rcp), Some(original)) = (&ctx.seal, original) {
+        let plain = original?;
+        sealed = Some(SealedFacts {
+            format:
+                "age-encryption.org/v1, X25519 recipient; plaintext: MP4 of the unmasked H.264 stream, not re-encoded"
+                    .into(),
+            recipient: rcp.to_string(),
+            plaintext_sha256: sha256_hex(&plain),
+            plaintext_bytes: plain.len() as u64,
+        });
+        files.push(("sealed_original", "original.mp4.age", seal::seal_to(rcp, &plain)?, "application/age-encrypted"));
+    }
+    let mut artifacts = BTreeMap::new();
+    let mut objects: Vec<crate::spool::StoreObject> = Vec::new();
+    for (name, file, bytes, ct) in files {
+        let key = format!("{prefix}/{file}");
+        let a = Artifact {
+            key: key.clone(),
+            sha256: sha256_hex(&bytes),
+            bytes: bytes.len() as u64,
+            content_type: ct.into(),
+        };
+        objects.push((key, bytes, retain_until));
+        artifacts.insert(name.to_string(), a);
+    }
+    let (sx, sy) = (clip.width as f32 / v.analysis_size.0 as f32, clip.height as f32 / v.analysis_size.1 as f32);
+    let frame_dur = Duration::from_secs_f64(1.0 / clip.fps.max(1.0));
+    let (start, end) = (v.wall(clip.first_pts), v.wall(clip.last_pts + frame_dur));
+    let health = health(&v, &src, clip.fps);
+    let mut reasons: Vec<String> =
+        health.gaps.iter().map(|(at, s)| format!("stream gap of {s:.2} s at {at}")).collect();
+    reasons.extend(health.events.iter().map(|(at, what)| format!("{what} at {at}")));
+    let status =
+        cam.registry.compliance(t.with_timezone(&crate::util::time::fixed_offset(ctx.utc_offset_s)).date_naive());
+    let mut manifest = Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        canonicalization: crate::util::jcs::Version::CURRENT.label().into(),
+        evidence_id: v.evidence_id.clone(),
+        site: ctx.site.clone(),
+        site_name: ctx.site_name.clone(),
+        camera: v.camera.clone(),
+        camera_location: cam.location.clone(),
+        camera_registry: cam.registry.clone(),
+        worker: ctx.worker.clone(),
+        rule: v.rule.clone(),
+        violation_time_utc: rfc3339(t),
+        violation_time_local: local(t, ctx.utc_offset_s),
+        detection_frames_utc: v.detection_frames.iter().map(|p| rfc3339(v.wall(*p))).collect(),
+        clip: ClipFacts {
+            start_utc: rfc3339(start),
+            start_local: local(start, ctx.utc_offset_s),
+            end_utc: rfc3339(end),
+            end_local: local(end, ctx.utc_offset_s),
+            duration_s: (clip.last_pts + frame_dur - clip.first_pts).as_secs_f64(),
+            frames: clip.frames,
+            width: clip.width,
+            height: clip.height,
+            fps: clip.fps,
+            pre_roll_s: v.pre_roll.as_secs_f64(),
+            post_roll_s: v.post_roll.as_secs_f64(),
+            pre_roll_truncated: src.pre_truncated
+                || v.trigger_pts < v.pre_roll
+                || clip.first_pts > src.start + frame_dur,
+            post_roll_truncated: src.post_truncated,
+        },
+        detections: v.detections.iter().map(|f| Detection { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
+        zone: v.zone.as_ref().map(|z| z.points.iter().map(|p| [p.x, p.y]).collect()),
+        models: ctx.models.clone(),
+        privacy_mask: cam.mask.as_ref().map(|m| MaskFacts {
+            id: m.id.clone(),
+            sha256: m.sha256.clone(),
+            polygons: m.polygons.len(),
+        }),
+        admissibility: Admissibility { admissible: health.normal, reasons },
+        health,
+        status,
+        repeat_count_30d: 0,
+        artifacts,
+        sealed_original: sealed,
+        retention: RetentionFacts {
+            class: "evidence".into(),
+            min_days: ctx.retention.evidence_days,
+            retain_until_utc: rfc3339(retain_until),
+        },
+        chain: chain::ChainLink { seq: 0, prev_hash: String::new() },
+        signing: SigningFacts { alg: "Ed25519".into(), key_id: ctx.signer.key_id.clone() },
+    };
+    let manifest_key = format!("{prefix}/manifest.json");
+    let sig_key = format!("{prefix}/manifest.sig");
+    // chain position, manifest, spool: under the camera's chain lock, so positions follow commits
+    let claim = ctx.chains.claim(&v.camera).await?;
+    manifest.chain = claim.link.clone();
+    manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
+    let (bytes, sig, hash) = crate::signing::seal(&manifest, &ctx.signer)?;
+    let index = ctx.chains.index_objects(&v.camera, &claim, &v.evidence_id, &manifest_key, &hash, retain_until)?;
+    // upload order: artifacts, signature, manifest (an item is complete once its manifest shows),
+    // then the chain index entry
+    objects.push((sig_key.clone(), sig, retain_until));
+    objects.push((manifest_key.clone(), bytes, retain_until));
+    objects.extend(index);
+
+    let record = EvidenceRecord {
+        evidence_id: v.evidence_id.clone(),
+        seq: manifest.chain.seq,
+        status: manifest.status.kind,
+        admissible: manifest.admissibility.admissible,
+        event: EvidenceEvent {
+            manifest: Manifest { schema: EVENT_SCHEMA.into(), ..manifest },
+            manifest_ref: ManifestRef { key: manifest_key, sha256: hash.clone(), signature_key: sig_key },
+        },
+    };
+    let entry = crate::publish::OutboxEntry::new(
+        v.evidence_id.clone(),
+        crate::util::Subject::evidence(&ctx.site, &v.camera),
+        &record.event,
+    );
+    ctx.spool.put(&v.evidence_id, objects, &entry)?;
+    ctx.chains.commit(&v.camera, claim, &hash)?;
+    record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::EncodedSample;
+    use gstreamer as gst;
+
+    fn clip(pts_ms: &[u64], marks: Vec<(Duration, String)>) -> ClipSource {
+        gst::init().unwrap();
+        ClipSource {
+            caps: gst::Caps::new_empty_simple("video/x-h264"),
+            samples: pts_ms
+                .iter()
+                .map(|&p| EncodedSample {
+                    pts: Duration::from_millis(p),
+                    dts: None,
+                    duration: None,
+                    keyframe: p == 0,
+                    data: bytes::Bytes::from_static(b"x"),
+                })
+                .collect(),
+            start: Duration::ZERO,
+            end: Duration::from_secs(10),
+            pre_truncated: false,
+            post_truncated: false,
+            marks,
+        }
+    }
+
+    fn violation() -> Violation {
+        Violation {
+            evidence_id: "01TEST".into(),
+            camera: "c".into(),
+            rule: RuleFacts::of(&crate::rules::RuleConfig::NoMask(Default::default())),
+            detections: vec![],
+            zone: None,
+            trigger_pts: Duration::from_secs(5),
+            detection_frames: vec![],
+            conditions_at_trigger: vec![],
+            stream_epoch: DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z").unwrap().with_timezone(&Utc),
+            analysis_size: (640, 360),
+            pre_roll: Duration::from_secs(5),
+            post_roll: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_is_normal_and_a_gap_or_a_reconnect_is_not() {
+        let steady: Vec<u64> = (0..250).map(|i| i * 40).collect();
+        let h = health(&violation(), &clip(&steady, vec![]), 25.0);
+        assert!(h.normal && h.gaps.is_empty(), "{h:?}");
+
+        let mut gappy = steady.clone();
+        gappy.retain(|&p| !(4000..6000).contains(&p)); // two seconds missing
+        let h = health(&violation(), &clip(&gappy, vec![]), 25.0);
+        assert!(!h.normal);
+        assert_eq!(h.gaps.len(), 1);
+        assert_eq!(h.gaps[0].0, "2026-11-23T00:00:03.960Z");
+        assert!((h.gaps[0].1 - 2.04).abs() < 1e-9);
+
+        let h = health(&violation(), &clip(&steady, vec![(Duration::from_secs(3), "stream down (eos)".into())]), 25.0);
+        assert!(!h.normal);
+        assert_eq!(h.events, vec![("2026-11-23T00:00:03.000Z".to_string(), "stream down (eos)".to_string())]);
+    }
+
+    #[test]
+    fn rule_revision_is_a_content_hash_of_the_params() {
+        use crate::rules::revision_of;
+        let a = revision_of(&serde_json::json!({"threshold": 0.7, "window": 5}));
+        let b = revision_of(&serde_json::json!({"window": 5, "threshold": 0.7}));
+        let c = revision_of(&serde_json::json!({"threshold": 0.8, "window": 5}));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 16);
+    }
+}

@@ -1,0 +1,241 @@
+//! The encoded ring buffer of a camera: the last pre-roll (and a margin) of encoded samples from
+//! a keyframe on, health marks at stream times, and the clips being collected from it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gstreamer as gst;
+
+/// One encoded access unit (H.264 byte-stream, SPS/PPS repeated before each keyframe).
+#[derive(Clone, Debug)]
+pub struct EncodedSample {
+    pub pts: Duration,
+    pub dts: Option<Duration>,
+    pub duration: Option<Duration>,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// The encoded stream of a clip: from a keyframe at or before `start` to `end` (or as far as the
+/// stream went).
+pub struct ClipSource {
+    pub caps: gst::Caps,
+    pub samples: Vec<EncodedSample>,
+    pub start: Duration,
+    pub end: Duration,
+    /// The ring no longer held video back to `start`.
+    pub pre_truncated: bool,
+    /// The stream stopped before `end`.
+    pub post_truncated: bool,
+    /// Health marks (reconnects, frozen picture, ...) from the start of the samples to the end.
+    pub marks: Vec<(Duration, String)>,
+}
+
+type ClipDone = Box<dyn FnOnce(ClipSource) + Send>;
+
+struct Collector {
+    start: Duration,
+    end: Duration,
+    samples: Vec<EncodedSample>,
+    marks: Vec<(Duration, String)>,
+    pre_truncated: bool,
+    done: ClipDone,
+}
+
+/// Per-camera ring buffer of encoded samples covering at least the pre-roll, starting on a
+/// keyframe, plus the clips being collected from it.
+pub struct EncodedRing {
+    pub caps: Option<gst::Caps>,
+    samples: VecDeque<EncodedSample>,
+    retain: Duration,
+    collectors: Vec<Collector>,
+    pub last_pts: Option<Duration>,
+    stopped: bool,
+    /// Health marks at stream times, kept as long as the samples around them.
+    marks: VecDeque<(Duration, String)>,
+}
+
+impl EncodedRing {
+    pub fn new(retain: Duration) -> EncodedRing {
+        EncodedRing {
+            caps: None,
+            samples: VecDeque::new(),
+            retain,
+            collectors: Vec::new(),
+            last_pts: None,
+            stopped: false,
+            marks: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Span of time held, first to last sample.
+    pub fn span(&self) -> Duration {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) => b.pts.saturating_sub(a.pts),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a health event (reconnect, frozen picture, ...) at stream time `pts`.
+    pub fn mark(&mut self, pts: Duration, what: String) {
+        for c in &mut self.collectors {
+            c.marks.push((pts, what.clone()));
+        }
+        self.marks.push_back((pts, what));
+    }
+
+    pub fn first_is_keyframe(&self) -> bool {
+        self.samples.front().is_none_or(|s| s.keyframe)
+    }
+
+    pub fn push(&mut self, s: EncodedSample) {
+        self.stopped = false;
+        self.last_pts = Some(self.last_pts.map_or(s.pts, |p| p.max(s.pts)));
+        let mut i = 0;
+        while i < self.collectors.len() {
+            let c = &mut self.collectors[i];
+            c.samples.push(s.clone());
+            if s.pts >= c.end {
+                let c = self.collectors.swap_remove(i);
+                self.complete(c, false);
+            } else {
+                i += 1;
+            }
+        }
+        let newest = s.pts;
+        self.samples.push_back(s);
+        // Drop whole GOPs from the front while the next keyframe still leaves `retain` behind it.
+        loop {
+            let next_key = self.samples.iter().skip(1).position(|x| x.keyframe).map(|p| p + 1);
+            match next_key {
+                Some(k) if newest.saturating_sub(self.samples[k].pts) >= self.retain => {
+                    self.samples.drain(..k);
+                }
+                _ => break,
+            }
+        }
+        // Never start on a delta frame (stream joined mid-GOP).
+        while self.samples.front().is_some_and(|x| !x.keyframe) {
+            self.samples.pop_front();
+        }
+        let oldest = self.samples.front().map_or(newest, |x| x.pts);
+        while self.marks.front().is_some_and(|(p, _)| *p + Duration::from_secs(1) < oldest) {
+            self.marks.pop_front();
+        }
+    }
+
+    fn complete(&self, c: Collector, post_truncated: bool) {
+        let Some(caps) = self.caps.clone() else {
+            return;
+        };
+        (c.done)(ClipSource {
+            caps,
+            samples: c.samples,
+            start: c.start,
+            end: c.end,
+            pre_truncated: c.pre_truncated,
+            post_truncated,
+            marks: c.marks,
+        });
+    }
+
+    /// Starts collecting the clip `[start, end]`; `done` is called once it is complete, or when the
+    /// stream stops (then marked truncated).
+    pub fn start_clip(&mut self, start: Duration, end: Duration, done: ClipDone) {
+        let from = self.samples.iter().rposition(|s| s.keyframe && s.pts <= start);
+        let pre_truncated = from.is_none();
+        let from = from.or_else(|| self.samples.iter().position(|s| s.keyframe)).unwrap_or(self.samples.len());
+        let samples: Vec<EncodedSample> = self.samples.iter().skip(from).cloned().collect();
+        let first = samples.first().map_or(start, |s| s.pts);
+        let marks = self.marks.iter().filter(|(p, _)| *p + Duration::from_secs(1) >= first).cloned().collect();
+        let c = Collector { start, end, samples, marks, pre_truncated, done };
+        if self.last_pts.is_some_and(|p| p >= end) {
+            self.complete(c, false);
+        } else if self.stopped {
+            self.complete(c, true);
+        } else {
+            self.collectors.push(c);
+        }
+    }
+
+    /// The stream stopped (end, failure, shutdown): hand over every clip in flight as it is.
+    pub fn finish_all(&mut self) {
+        self.stopped = true;
+        for c in std::mem::take(&mut self.collectors) {
+            self.complete(c, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn s(ms: u64, key: bool) -> EncodedSample {
+        EncodedSample {
+            pts: Duration::from_millis(ms),
+            dts: None,
+            duration: None,
+            keyframe: key,
+            data: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn ring_keeps_preroll_from_a_keyframe() {
+        gst::init().unwrap();
+        let mut r = EncodedRing::new(Duration::from_millis(1000));
+        r.caps = Some(gst::Caps::new_empty_simple("video/x-h264"));
+        // keyframe every 500 ms, a frame every 100 ms, 5 s of stream
+        for i in 0..50 {
+            r.push(s(i * 100, i % 5 == 0));
+        }
+        assert!(r.first_is_keyframe());
+        assert!(r.span() >= Duration::from_millis(1000), "{:?}", r.span());
+        assert!(r.span() < Duration::from_millis(1500), "{:?}", r.span());
+
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        r.start_clip(
+            Duration::from_millis(4000),
+            Duration::from_millis(5500),
+            Box::new(move |c| *g.lock().unwrap() = Some(c)),
+        );
+        assert!(got.lock().unwrap().is_none(), "waits for post-roll");
+        for i in 50..56 {
+            r.push(s(i * 100, i % 5 == 0));
+        }
+        let clip = got.lock().unwrap().take().expect("complete at end pts");
+        assert!(!clip.pre_truncated && !clip.post_truncated);
+        assert_eq!(clip.samples.first().unwrap().pts, Duration::from_millis(4000));
+        assert!(clip.samples.first().unwrap().keyframe);
+        assert_eq!(clip.samples.last().unwrap().pts, Duration::from_millis(5500));
+    }
+
+    #[test]
+    fn clips_in_flight_are_handed_over_truncated_when_the_stream_stops() {
+        gst::init().unwrap();
+        let mut r = EncodedRing::new(Duration::from_millis(1000));
+        r.caps = Some(gst::Caps::new_empty_simple("video/x-h264"));
+        for i in 0..10 {
+            r.push(s(i * 100, i % 5 == 0));
+        }
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        r.start_clip(Duration::ZERO, Duration::from_secs(10), Box::new(move |c| *g.lock().unwrap() = Some(c)));
+        r.finish_all();
+        let clip = got.lock().unwrap().take().unwrap();
+        assert!(clip.post_truncated);
+        assert_eq!(clip.samples.len(), 10);
+    }
+}

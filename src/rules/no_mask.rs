@@ -1,0 +1,307 @@
+//! Rule `no_mask`: a face counts when its box's shorter side is at least `min_face_px` and its
+//! centre lies in the zone; a frame is a *hit* for the face's track when its no-mask probability
+//! is ≥ `threshold`. A track with ≥ `min_hits` hits in its last `window` analysed frames (or, with
+//! `temporal = "median"`, whose median probability there is ≥ `threshold`) fires, once per
+//! track; after a fire the rule is quiet on that camera for `cooldown_s` of stream time (a track
+//! that meets the condition during the cooldown fires when it ends, if it still meets it).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
+
+use super::{Fire, FrameCtx, Rule, RuleConfig, Scratch, in_zone, matched, validate_zone, zone_polygon};
+use crate::detect::{Face, ModelPool};
+use crate::privacy::Polygon;
+use crate::telemetry::Event;
+use crate::track::{Obs, Tracker};
+
+/// How a track's frames decide a fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Temporal {
+    /// At least `min_hits` of the last `window` frames at ≥ `threshold`.
+    #[default]
+    NOfM,
+    /// Seen in at least `min_hits` of the last `window` frames and the median of its no-mask
+    /// probabilities there ≥ `threshold` (as Frigate scores tracked objects).
+    Median,
+}
+
+/// `kind = "no_mask"`: staff without a face mask.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoMaskRule {
+    /// Rule id (unique per camera; used in KV keys and events).
+    #[default("no_mask".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    /// Minimum no-mask probability (from the fitted head, or the classifier's output 1) for a
+    /// frame to count as a hit.
+    #[default(0.7)]
+    #[schemars(range(min = 0, max = 1))]
+    pub threshold: f64,
+    /// Face detector score threshold (CenterFace heatmap).
+    #[default(0.5)]
+    #[schemars(range(min = 0, max = 1))]
+    pub face_threshold: f64,
+    /// Faces whose box is smaller than this (shorter side, analysis-frame pixels) are ignored.
+    #[default(24.0)]
+    #[schemars(range(min = 0, max = 4096))]
+    pub min_face_px: f64,
+    /// Margin added around the face box before classification, as a fraction of its width and
+    /// height on each side (0.15: 15 %). Used by the plain classifier; a fitted head uses the
+    /// crop margins it was fitted on.
+    #[default(0.0)]
+    #[schemars(range(min = 0, max = 1))]
+    pub crop_margin: f64,
+    /// N of N-of-M: hits needed (at most `window`).
+    #[default(3)]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_hits: usize,
+    /// M of N-of-M: the track's last frames looked at.
+    #[default(5)]
+    #[schemars(range(min = 1, max = 100))]
+    pub window: usize,
+    /// Quiet period after a fire, per camera, seconds of stream time.
+    #[default(60.0)]
+    #[schemars(range(min = 0, max = 86400))]
+    pub cooldown_s: f64,
+    /// Temporal rule: "n_of_m" or "median".
+    pub temporal: Temporal,
+    /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
+    /// width (the zone's bounding box, or the analysis frame). Smaller is faster and misses small
+    /// faces.
+    #[default(0)]
+    #[schemars(range(min = 0, max = 3840))]
+    pub input_width: u32,
+    /// Polygon in normalised [0,1] coordinates; a face counts when its centre is inside.
+    /// Default: the whole frame.
+    #[schemars(length(max = 256))]
+    pub zone: Option<Vec<[f64; 2]>>,
+    /// Severity written into events ("minor", "major", ...).
+    #[default("minor".to_string())]
+    #[schemars(length(min = 1, max = 32))]
+    pub severity: String,
+    /// The legal basis written into events and manifests (regulation and article), e.g.
+    /// "《餐饮服务食品安全操作规范》第4.3.2条".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub legal_basis: Option<String>,
+}
+
+impl NoMaskRule {
+    pub(super) fn check(&self, p: &mut dyn FnMut(&str, String)) {
+        if self.min_hits > self.window {
+            p("min_hits", format!("{} must be in [1, window = {}]", self.min_hits, self.window));
+        }
+        if self.input_width != 0 && self.input_width < 32 {
+            p("input_width", format!("{} must be 0 (the region's own width) or in [32, 3840]", self.input_width));
+        }
+        validate_zone(&self.id, &self.zone, p);
+    }
+}
+
+/// The rule's state on one camera.
+pub struct NoMask {
+    pub rule: NoMaskRule,
+    pub zone: Option<Polygon>,
+    tracker: Tracker,
+    last_fire: Option<Duration>,
+    /// This frame's observations (kept to reuse its allocation).
+    obs: Vec<Obs>,
+}
+
+impl NoMask {
+    pub fn new(rule: NoMaskRule) -> NoMask {
+        // a face missing for up to `window` analysed frames keeps its track
+        let tracker = Tracker::new(0.3, rule.window as u32, Duration::from_secs(10), rule.window);
+        let zone = zone_polygon(&rule.id, &rule.zone);
+        NoMask { rule, zone, tracker, last_fire: None, obs: Vec::new() }
+    }
+
+    /// Hot reload: new parameters, same tracks (a track that fired stays fired).
+    pub fn set_rule(&mut self, rule: NoMaskRule) {
+        self.tracker.window = rule.window.max(1);
+        self.tracker.max_missed = rule.window as u32;
+        self.zone = zone_polygon(&rule.id, &rule.zone);
+        self.rule = rule;
+    }
+
+    /// Keeps the faces worth classifying: large enough and inside the zone.
+    pub fn keep_eligible(&self, faces: &mut Vec<Face>, frame_w: u32, frame_h: u32) {
+        faces.retain(|f| {
+            f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px as f32
+                && in_zone(self.zone.as_ref(), &f.bbox, frame_w, frame_h)
+        });
+    }
+
+    /// Feeds one analysed frame: eligible faces and their no-mask probabilities.
+    pub fn update(&mut self, pts: Duration, faces: &[Face], no_mask: &[f32]) -> Option<Fire> {
+        let mut obs = std::mem::take(&mut self.obs);
+        obs.clear();
+        obs.extend(faces.iter().zip(no_mask).map(|(f, &p)| Obs {
+            bbox: f.bbox,
+            score: f.score,
+            class: 0,
+            value: p,
+            hit: p as f64 >= self.rule.threshold,
+        }));
+        self.tracker.update(pts, &obs);
+        self.obs = obs;
+        let cooling =
+            self.last_fire.is_some_and(|t| pts.saturating_sub(t) < Duration::from_secs_f64(self.rule.cooldown_s));
+        if cooling {
+            return None;
+        }
+        let (min_hits, median, thr) = (self.rule.min_hits, self.rule.temporal == Temporal::Median, self.rule.threshold);
+        let trigger = self
+            .tracker
+            .tracks
+            .iter_mut()
+            .filter(|t| t.matched && !t.fired)
+            .filter(|t| {
+                if median {
+                    t.values.len() >= min_hits && t.median_value() as f64 >= thr
+                } else {
+                    t.hit_count() >= min_hits
+                }
+            })
+            .max_by(|a, b| a.value.total_cmp(&b.value))?;
+        trigger.fired = true;
+        let (trigger_id, value) = (trigger.id, trigger.value as f64);
+        let frames: Vec<Duration> = trigger.seen_at.iter().copied().collect();
+        self.last_fire = Some(pts);
+        let window = self.rule.window;
+        let detections = matched(&self.tracker, trigger_id, |t, d| super::Detection {
+            label: "face".into(),
+            no_mask_prob: Some(t.value),
+            hits: Some(t.hit_count()),
+            window: Some(window),
+            ..d
+        });
+        Some(Fire { pts, detections, frames, value })
+    }
+}
+
+impl Rule for NoMask {
+    fn config(&self) -> RuleConfig {
+        RuleConfig::NoMask(self.rule.clone())
+    }
+
+    fn zone(&self) -> Option<&Polygon> {
+        self.zone.as_ref()
+    }
+
+    fn wants_every_frame(&self) -> bool {
+        self.tracker.tracks.iter().any(|t| !t.fired && t.hit_count() > 0)
+    }
+
+    fn infer(&mut self, f: &FrameCtx, models: &ModelPool, s: &mut Scratch) -> Result<Option<Fire>> {
+        let frame = f.frame;
+        let (w, h) = (frame.width, frame.height);
+        let region = super::roi(self.zone.as_ref(), w, h);
+        let t0 = Instant::now();
+        let (iw, fth) = (self.rule.input_width, self.rule.face_threshold as f32);
+        models.detect_faces(f.model_hint, frame, region, iw, fth, &mut s.faces)?;
+        let took = t0.elapsed();
+        {
+            let mut set = models.get(f.model_hint);
+            let m = set.no_mask.as_mut().context("no-mask models not loaded")?;
+            Event::Inference { model: &m.face.info.id, took }.emit();
+            self.keep_eligible(&mut s.faces, w, h);
+            s.boxes.clear();
+            s.boxes.extend(s.faces.iter().map(|f| f.bbox));
+            let t1 = Instant::now();
+            m.mask.no_mask_prob_into(frame, &s.boxes, self.rule.crop_margin as f32, &mut s.probs)?;
+            if !s.boxes.is_empty() {
+                Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
+            }
+        }
+        Ok(self.update(frame.pts, &s.faces, &s.probs))
+    }
+
+    fn reconfigure(&mut self, cfg: &RuleConfig) -> bool {
+        let RuleConfig::NoMask(r) = cfg else { return false };
+        self.set_rule(r.clone());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::BBox;
+    use crate::privacy::NormPoint;
+
+    fn rule() -> NoMaskRule {
+        toml::from_str("min_hits = 3\nwindow = 5\ncooldown_s = 10\nthreshold = 0.7\nmin_face_px = 20").unwrap()
+    }
+
+    fn face(x: f32, size: f32) -> Face {
+        Face { bbox: BBox { x1: x, y1: 10.0, x2: x + size, y2: 10.0 + size }, score: 0.9, landmarks: [[0.0; 2]; 5] }
+    }
+
+    fn ms(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    pub(crate) fn left_half() -> Vec<[f64; 2]> {
+        vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+    }
+
+    #[test]
+    fn fires_once_per_track_after_n_of_m_and_respects_cooldown() {
+        let mut st = NoMask::new(rule());
+        let f = [face(100.0, 40.0)];
+        assert!(st.update(ms(0.0), &f, &[0.9]).is_none());
+        assert!(st.wants_every_frame(), "a track collecting hits wants every frame");
+        assert!(st.update(ms(0.2), &f, &[0.5]).is_none()); // not a hit
+        assert!(st.update(ms(0.4), &f, &[0.8]).is_none());
+        let fire = st.update(ms(0.6), &f, &[0.95]).expect("3 hits of 4");
+        assert_eq!(fire.detections.len(), 1);
+        assert!(fire.detections[0].trigger && fire.detections[0].hits == Some(3));
+        assert!(!st.wants_every_frame());
+        // same track never fires again
+        for i in 0..20 {
+            assert!(st.update(ms(0.8 + i as f64 * 0.2), &f, &[0.99]).is_none());
+        }
+        // a new face inside the cooldown waits for it to end
+        let g = [face(100.0, 40.0), face(400.0, 40.0)];
+        for i in 0..3 {
+            assert!(st.update(ms(5.0 + i as f64 * 0.2), &g, &[0.99, 0.99]).is_none());
+        }
+        assert!(st.update(ms(10.7), &g, &[0.99, 0.99]).is_some());
+    }
+
+    #[test]
+    fn median_rule_fires_on_the_median_not_on_single_frames() {
+        let mut r = rule();
+        r.temporal = Temporal::Median;
+        let mut st = NoMask::new(r.clone());
+        let f = [face(100.0, 40.0)];
+        // median of 0.9, 0.2, 0.95 is 0.9 ≥ 0.7 after 3 frames: fires on the third
+        assert!(st.update(ms(0.0), &f, &[0.9]).is_none());
+        assert!(st.update(ms(0.2), &f, &[0.2]).is_none());
+        assert!(st.update(ms(0.4), &f, &[0.95]).is_some(), "median of 0.9, 0.2, 0.95 is 0.9");
+        let mut st = NoMask::new(r);
+        for (k, p) in [0.99, 0.1, 0.2, 0.99, 0.3].into_iter().enumerate() {
+            assert!(st.update(ms(k as f64 * 0.2), &f, &[p]).is_none(), "median stays below 0.7 at frame {k}");
+        }
+    }
+
+    #[test]
+    fn small_faces_and_faces_outside_the_zone_are_ignored() {
+        let mut r = rule();
+        r.zone = Some(left_half());
+        let st = NoMask::new(r);
+        let mut kept = vec![face(10.0, 40.0), face(10.0, 10.0), face(500.0, 40.0)];
+        st.keep_eligible(&mut kept, 640, 360);
+        assert_eq!(kept, vec![face(10.0, 40.0)]);
+        let r = super::super::roi(st.zone.as_ref(), 640, 360);
+        assert_eq!((r.x1, r.x2, r.y1, r.y2), (0.0, 352.0, 0.0, 360.0), "zone bbox + 10 % margin, clamped");
+        let _ = NormPoint { x: 0.0, y: 0.0 };
+    }
+}

@@ -1,0 +1,226 @@
+//! Signing: signed documents (manifests, chain index entries, checkpoints, review records, audit
+//! log entries) are stored as their RFC 8785 canonical bytes ([`crate::util::jcs`]); their SHA-256
+//! is the document's hash.
+//!
+//! **Signature**: Ed25519 over the canonical bytes, stored beside as `manifest.sig`:
+//! `{"alg":"Ed25519","key_id":"<16 hex>","signature":"<base64>"}`. The key id is the first 16 hex
+//! digits of SHA-256 of the 32-byte public key, and is also inside the manifest. Verifying needs only
+//! the public key.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::util::jcs;
+use crate::util::sha256_hex;
+
+/// Key id: first 16 hex digits of SHA-256 of the public key bytes.
+pub fn key_id(pk: &VerifyingKey) -> String {
+    sha256_hex(pk.as_bytes())[..16].to_string()
+}
+
+const SECRET_TAG: &str = "vigil-ed25519-secret-key:";
+const PUBLIC_TAG: &str = "vigil-ed25519-public-key:";
+
+/// The worker's signing key.
+pub struct Signer {
+    key: SigningKey,
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer(key id {})", self.key_id) // never the secret
+    }
+}
+
+impl Signer {
+    /// Creates a new key pair in `dir` (`signing.key`, mode 0600, and `signing.pub`). Refuses to
+    /// overwrite an existing key.
+    pub fn init(dir: &Path) -> Result<Signer> {
+        std::fs::create_dir_all(dir).with_context(|| format!("key dir {}", dir.display()))?;
+        let sk_path = dir.join("signing.key");
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let key = SigningKey::from_bytes(&seed);
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&sk_path)
+        }
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow!("{} already exists: refusing to overwrite a signing key", sk_path.display())
+            }
+            _ => anyhow!("{}: {e}", sk_path.display()),
+        })?;
+        writeln!(f, "{SECRET_TAG}{}", B64.encode(seed))?;
+        f.sync_all()?;
+        let signer = Signer { key_id: key_id(&key.verifying_key()), key };
+        std::fs::write(dir.join("signing.pub"), format!("{}\n", signer.public_text()))?;
+        Ok(signer)
+    }
+
+    pub fn load(path: &Path) -> Result<Signer> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("signing key {}: cannot read", path.display()))?;
+        let b64 = text
+            .trim()
+            .strip_prefix(SECRET_TAG)
+            .ok_or_else(|| anyhow!("signing key {}: not a vigil Ed25519 secret key file", path.display()))?;
+        let seed: [u8; 32] = B64
+            .decode(b64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("signing key {}: damaged (expected 32 bytes of base64)", path.display()))?;
+        let key = SigningKey::from_bytes(&seed);
+        Ok(Signer { key_id: key_id(&key.verifying_key()), key })
+    }
+
+    pub fn public(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn public_text(&self) -> String {
+        format!("{PUBLIC_TAG}{}", B64.encode(self.public().as_bytes()))
+    }
+
+    pub fn public_text_of(k: &PublicKey) -> String {
+        format!("{PUBLIC_TAG}{}", B64.encode(k.key.as_bytes()))
+    }
+
+    pub fn sign(&self, canonical_bytes: &[u8]) -> SignatureFile {
+        let sig = self.key.sign(canonical_bytes);
+        SignatureFile { alg: "Ed25519".into(), key_id: self.key_id.clone(), signature: B64.encode(sig.to_bytes()) }
+    }
+}
+
+/// A trusted public key.
+#[derive(Clone)]
+pub struct PublicKey {
+    pub key: VerifyingKey,
+    pub key_id: String,
+}
+
+impl PublicKey {
+    pub fn parse(text: &str) -> Result<PublicKey> {
+        let b64 = text.trim().strip_prefix(PUBLIC_TAG).ok_or_else(|| anyhow!("not a vigil Ed25519 public key"))?;
+        let bytes: [u8; 32] = B64
+            .decode(b64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("public key damaged (expected 32 bytes of base64)"))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("public key invalid: {e}"))?;
+        Ok(PublicKey { key_id: key_id(&key), key })
+    }
+
+    /// Reads a public key file, or derives the public key from a secret key file.
+    pub fn load(path: &Path) -> Result<PublicKey> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("key file {}: cannot read", path.display()))?;
+        if text.trim().starts_with(SECRET_TAG) {
+            let s = Signer::load(path)?;
+            return Ok(PublicKey { key: s.public(), key_id: s.key_id });
+        }
+        PublicKey::parse(&text).with_context(|| format!("key file {}", path.display()))
+    }
+
+    /// Checks `sig` over `bytes`; the error says what is wrong.
+    pub fn verify(&self, bytes: &[u8], sig: &SignatureFile) -> Result<()> {
+        if sig.alg != "Ed25519" {
+            bail!("signature algorithm {:?} is not Ed25519", sig.alg);
+        }
+        if sig.key_id != self.key_id {
+            bail!("signed with key {}, not with the trusted key {}", sig.key_id, self.key_id);
+        }
+        let raw: [u8; 64] = B64
+            .decode(&sig.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("signature is damaged (not 64 bytes of base64)"))?;
+        self.key
+            .verify(bytes, &Signature::from_bytes(&raw))
+            .map_err(|_| anyhow!("signature does not match the signed bytes (content or signature altered)"))
+    }
+}
+
+/// `manifest.sig` (and `*.sig` of checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureFile {
+    pub alg: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl SignatureFile {
+    pub fn parse(bytes: &[u8]) -> Result<SignatureFile> {
+        serde_json::from_slice(bytes).map_err(|e| anyhow!("signature file unreadable: {e}"))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        jcs::canonical(&serde_json::to_value(self).expect("serialisable"))
+    }
+}
+
+/// Serialises `doc` canonically and signs it: (canonical bytes, signature file bytes, SHA-256).
+pub fn seal<T: Serialize>(doc: &T, signer: &Signer) -> Result<(Vec<u8>, Vec<u8>, String)> {
+    let bytes = jcs::canonical(&serde_json::to_value(doc)?);
+    let sig = signer.sign(&bytes).to_bytes();
+    let hash = sha256_hex(&bytes);
+    Ok((bytes, sig, hash))
+}
+
+/// Whether `bytes` are the canonical form of `v`, by the serialiser the document names in its
+/// `canonicalization` field (a document that names none may come from either).
+pub fn is_canonical(v: &Value, bytes: &[u8]) -> bool {
+    match v.get("canonicalization").and_then(Value::as_str).and_then(jcs::Version::from_label) {
+        Some(ver) => jcs::canonical_as(v, ver) == bytes,
+        None => jcs::canonical_as(v, jcs::Version::V2) == bytes || jcs::canonical_as(v, jcs::Version::V1) == bytes,
+    }
+}
+
+/// Parses canonical bytes, checks they are canonical, verifies the signature.
+pub fn open<T: for<'de> Deserialize<'de>>(bytes: &[u8], sig: &[u8], key: &PublicKey) -> Result<T> {
+    let sig = SignatureFile::parse(sig)?;
+    key.verify(bytes, &sig)?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| anyhow!("not JSON: {e}"))?;
+    if !is_canonical(&v, bytes) {
+        bail!("not in canonical (RFC 8785) form");
+    }
+    serde_json::from_value(v).map_err(|e| anyhow!("unexpected content: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_key_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Signer::init(d.path()).unwrap();
+        assert!(Signer::init(d.path()).unwrap_err().to_string().contains("refusing to overwrite"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(d.path().join("signing.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        let pk = PublicKey::load(&d.path().join("signing.pub")).unwrap();
+        assert_eq!(pk.key_id, s.key_id);
+        let doc = serde_json::json!({"b": 1, "a": [1.5, "x"]});
+        let (bytes, sig, _) = seal(&doc, &s).unwrap();
+        assert_eq!(bytes, br#"{"a":[1.5,"x"],"b":1}"#);
+        let back: Value = open(&bytes, &sig, &pk).unwrap();
+        assert_eq!(back, doc);
+        let mut bad = bytes.clone();
+        bad[6] = b'7';
+        assert!(open::<Value>(&bad, &sig, &pk).unwrap_err().to_string().contains("does not match"));
+        let other = Signer::init(&d.path().join("other")).unwrap();
+        let (_, sig2, _) = seal(&doc, &other).unwrap();
+        assert!(open::<Value>(&bytes, &sig2, &pk).unwrap_err().to_string().contains("not with the trusted key"));
+        std::fs::write(d.path().join("bad.key"), "vigil-ed25519-secret-key:AAAA").unwrap();
+        assert!(Signer::load(&d.path().join("bad.key")).unwrap_err().to_string().contains("damaged"));
+    }
+}

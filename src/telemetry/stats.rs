@@ -1,0 +1,146 @@
+//! Per-camera counters and conditions. Each counter is a Prometheus counter registered under the
+//! camera's label, so the run summary, `vigil bench`, `/metrics` and `/health` read the same
+//! numbers.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::metrics;
+
+/// A health condition of a camera (or of the worker, for `spool_full`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The stream is down (error, end, stall).
+    Stream,
+    Frozen,
+    Covered,
+    Saturated,
+    Defocus,
+    Moved,
+    /// The evidence spool is full: new clips are not cut.
+    SpoolFull,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 7] = [
+        Condition::Stream,
+        Condition::Frozen,
+        Condition::Covered,
+        Condition::Saturated,
+        Condition::Defocus,
+        Condition::Moved,
+        Condition::SpoolFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Stream => "stream",
+            Condition::Frozen => "frozen",
+            Condition::Covered => "covered",
+            Condition::Saturated => "saturated",
+            Condition::Defocus => "defocus",
+            Condition::Moved => "moved",
+            Condition::SpoolFull => "spool_full",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters of one camera.
+#[derive(Debug)]
+pub struct CameraStats {
+    pub camera: String,
+    pub encoded_frames: Counter,
+    pub analysis_offered: Counter,
+    pub analysis_dropped: Counter,
+    pub analysed: Counter,
+    /// Rule-region inferences run, and skipped by motion gating.
+    pub inferred: Counter,
+    pub gated: Counter,
+    /// Heap allocations of the analysis thread per frame (mask → tamper → gate → inference →
+    /// rules), summed over frames after warm-up, and those frames.
+    pub hot_allocations: Counter,
+    pub hot_frames: Counter,
+    pub reconnects: Counter,
+    pub violations: Counter,
+    conditions: AtomicU32,
+}
+
+impl CameraStats {
+    /// Counters for `camera`, registered in the metrics registry (the same counters again if
+    /// the camera was registered before).
+    pub fn new(camera: &str) -> CameraStats {
+        let m = metrics::get();
+        let c = |f: &prometheus_client::metrics::family::Family<metrics::CameraLabel, Counter>| {
+            f.get_or_create(&metrics::CameraLabel { camera: camera.into() }).clone()
+        };
+        CameraStats {
+            camera: camera.into(),
+            encoded_frames: c(&m.frames_decoded),
+            analysis_offered: Counter::default(),
+            analysis_dropped: c(&m.frames_dropped),
+            analysed: c(&m.frames_analysed),
+            inferred: c(&m.inferences),
+            gated: c(&m.inferences_gated),
+            hot_allocations: Counter::default(),
+            hot_frames: Counter::default(),
+            reconnects: c(&m.reconnects),
+            violations: c(&m.violations),
+            conditions: AtomicU32::new(0),
+        }
+    }
+
+    /// Counters that are not exported (evaluation and tests).
+    pub fn detached(camera: &str) -> CameraStats {
+        CameraStats {
+            camera: camera.into(),
+            encoded_frames: Counter::default(),
+            analysis_offered: Counter::default(),
+            analysis_dropped: Counter::default(),
+            analysed: Counter::default(),
+            inferred: Counter::default(),
+            gated: Counter::default(),
+            hot_allocations: Counter::default(),
+            hot_frames: Counter::default(),
+            reconnects: Counter::default(),
+            violations: Counter::default(),
+            conditions: AtomicU32::new(0),
+        }
+    }
+
+    pub fn set_condition(&self, c: Condition, on: bool) {
+        if on {
+            self.conditions.fetch_or(c.bit(), Ordering::Relaxed);
+        } else {
+            self.conditions.fetch_and(!c.bit(), Ordering::Relaxed);
+        }
+        metrics::get()
+            .camera_condition
+            .get_or_create(&metrics::ConditionLabel { camera: self.camera.clone(), condition: c.name().into() })
+            .set(on as i64);
+    }
+
+    pub fn active(&self) -> Vec<Condition> {
+        let bits = self.conditions.load(Ordering::Relaxed);
+        Condition::ALL.into_iter().filter(|c| bits & c.bit() != 0).collect()
+    }
+}
+
+impl PartialEq<&str> for Condition {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}

@@ -1,0 +1,65 @@
+//! Times as vigil writes them: RFC 3339 with milliseconds, UTC (`Z`) or at the site's offset.
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+
+/// `2026-11-23T08:00:00.000Z`
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The same instant at `offset_s` seconds east of UTC: `2026-11-23T16:00:00.000+08:00`.
+pub fn local(t: DateTime<Utc>, offset_s: i32) -> String {
+    t.with_timezone(&fixed_offset(offset_s)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A fixed offset (UTC when out of range; offsets are validated at config load).
+pub fn fixed_offset(offset_s: i32) -> FixedOffset {
+    FixedOffset::east_opt(offset_s).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"))
+}
+
+/// Parses a UTC offset like "+08:00" into seconds east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60 && h.to_string().len() <= 2).then_some(sign * (h * 3600 + m * 60))
+}
+
+/// Parses an RFC 3339 time into UTC.
+pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+/// `t + days`, or `None` where that leaves chrono's range (no arithmetic on times may panic).
+pub fn add_days(t: DateTime<Utc>, days: u32) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(chrono::Duration::try_days(days as i64)?)
+}
+
+/// `epoch + d` for a stream time `d`, saturating at chrono's range.
+pub fn add_std(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_formats() {
+        assert_eq!(parse_utc_offset("+08:00"), Some(8 * 3600));
+        assert_eq!(parse_utc_offset("-05:30"), Some(-(5 * 3600 + 1800)));
+        assert_eq!(parse_utc_offset("08:00"), None);
+        assert_eq!(parse_utc_offset("+8"), None);
+        let t = parse_rfc3339("2026-11-23T08:00:00Z").unwrap();
+        assert_eq!(rfc3339(t), "2026-11-23T08:00:00.000Z");
+        assert_eq!(local(t, 8 * 3600), "2026-11-23T16:00:00.000+08:00");
+        assert!(add_days(t, 365).is_some());
+        assert!(add_days(t, u32::MAX).is_none(), "overflow is None, not a panic");
+    }
+}

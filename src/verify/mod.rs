@@ -1,0 +1,317 @@
+//! Verification of stored evidence, for reviewers and auditors: re-hash every artifact, check every
+//! signature, walk each camera's chain (gaps, reorderings, duplicates, forks, broken links) and
+//! compare it with the latest signed checkpoint. Needs only the store and the public key.
+//!
+//! Also the reviewer's tools built on it: `evidence list`, `evidence get` (verifies before writing
+//! anything) and `evidence unseal`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::evidence::Manifest;
+use crate::signing::{PublicKey, open};
+use crate::store::Store;
+use crate::util::sha256_hex;
+
+mod chain;
+pub mod reviewer;
+
+pub use reviewer::{Fetched, ListFilter, Listed, get, list, unseal};
+
+/// One thing found wrong.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    pub camera: String,
+    pub evidence_id: Option<String>,
+    pub seq: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "camera {}", self.camera)?;
+        if let Some(s) = self.seq {
+            write!(f, " seq {s}")?;
+        }
+        if let Some(id) = &self.evidence_id {
+            write!(f, " evidence {id}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ChainSummary {
+    pub site: String,
+    pub camera: String,
+    pub items: usize,
+    pub last_seq: u64,
+    pub checkpoint_seq: Option<u64>,
+    pub checkpoint_time_utc: Option<String>,
+    pub expired: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub store: String,
+    pub key_id: String,
+    pub items_checked: usize,
+    pub artifacts_checked: usize,
+    pub chains: Vec<ChainSummary>,
+    pub warnings: Vec<String>,
+    pub problems: Vec<Problem>,
+    pub ok: bool,
+}
+
+impl Report {
+    pub fn human(&self) -> String {
+        let mut s = format!("store {}  (trusted key {})\n", self.store, self.key_id);
+        for c in &self.chains {
+            s += &format!(
+                "chain {}/{}: {} item(s), last seq {}, checkpoint {}{}\n",
+                c.site,
+                c.camera,
+                c.items,
+                c.last_seq,
+                match (&c.checkpoint_seq, &c.checkpoint_time_utc) {
+                    (Some(q), Some(t)) => format!("seq {q} at {t}"),
+                    _ => "none".into(),
+                },
+                if c.expired.is_empty() {
+                    String::new()
+                } else {
+                    format!(", expired under retention: {:?}", c.expired)
+                }
+            );
+        }
+        s += &format!("{} item(s) and {} artifact(s) checked\n", self.items_checked, self.artifacts_checked);
+        for w in &self.warnings {
+            s += &format!("WARNING {w}\n");
+        }
+        for p in &self.problems {
+            s += &format!("FAIL {p}\n");
+        }
+        s += if self.ok { "OK: every artifact, signature and chain link verified\n" } else { "FAILED\n" };
+        s
+    }
+}
+
+/// Which part of the store to verify.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub evidence_id: Option<String>,
+    pub camera: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// An evidence item as found in the store.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub site: String,
+    pub camera: String,
+    pub id: String,
+    pub prefix: String,
+    pub files: BTreeSet<String>,
+    pub manifest: Option<Manifest>,
+    pub manifest_hash: Option<String>,
+    /// Problems with the item itself (manifest, signature, artifacts).
+    pub problems: Vec<String>,
+}
+
+/// Lists evidence items (`evidence/<site>/<camera>/<y>/<m>/<d>/<id>/<file>`).
+pub async fn list_items(store: &Store) -> Result<Vec<Item>> {
+    let mut by_dir: BTreeMap<String, Item> = BTreeMap::new();
+    for key in store.list("evidence/").await? {
+        let parts: Vec<&str> = key.split('/').collect();
+        if parts.len() != 8 {
+            continue;
+        }
+        let prefix = parts[..7].join("/");
+        let it = by_dir.entry(prefix.clone()).or_insert_with(|| Item {
+            site: parts[1].into(),
+            camera: parts[2].into(),
+            id: parts[6].into(),
+            prefix,
+            files: BTreeSet::new(),
+            manifest: None,
+            manifest_hash: None,
+            problems: Vec::new(),
+        });
+        it.files.insert(parts[7].into());
+    }
+    Ok(by_dir.into_values().collect())
+}
+
+/// Reads and checks an item's manifest and signature (not the artifacts).
+pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
+    let (m, s) = (format!("{}/manifest.json", it.prefix), format!("{}/manifest.sig", it.prefix));
+    if !it.files.contains("manifest.json") {
+        it.problems.push("manifest.json is missing".into());
+        return;
+    }
+    let bytes = match store.get(&m).await {
+        Ok(b) => b,
+        Err(e) => return it.problems.push(format!("manifest.json unreadable: {e:#}")),
+    };
+    it.manifest_hash = Some(sha256_hex(&bytes));
+    let parsed: Option<Manifest> = serde_json::from_slice(&bytes).ok();
+    let sig = if it.files.contains("manifest.sig") { store.get(&s).await.ok() } else { None };
+    match sig {
+        None => it.problems.push("manifest.sig is missing".into()),
+        Some(sig) => {
+            if let Err(e) = open::<Manifest>(&bytes, &sig, key) {
+                it.problems.push(format!("manifest.json / manifest.sig: {e:#}"));
+            }
+        }
+    }
+    match parsed {
+        None => {
+            let why = serde_json::from_slice::<Manifest>(&bytes).err().map(|e| e.to_string()).unwrap_or_default();
+            it.problems.push(format!("manifest.json is not a readable manifest ({why})"));
+        }
+        Some(man) => {
+            if man.evidence_id != it.id || man.camera != it.camera || man.site != it.site {
+                it.problems.push(format!(
+                    "stored under {}/{}/{} but the manifest is for {}/{}/{} (items moved or swapped)",
+                    it.site, it.camera, it.id, man.site, man.camera, man.evidence_id
+                ));
+            }
+            it.manifest = Some(man);
+        }
+    }
+}
+
+/// Re-hashes an item's artifacts against its manifest. Returns how many were checked.
+pub async fn check_artifacts(store: &Store, it: &mut Item) -> usize {
+    let Some(man) = it.manifest.clone() else { return 0 };
+    let mut n = 0;
+    for (name, a) in &man.artifacts {
+        let file = a.key.rsplit('/').next().unwrap_or_default().to_string();
+        if !a.key.starts_with(&format!("{}/", it.prefix)) {
+            it.problems.push(format!("artifact {name} points outside the item: {}", a.key));
+            continue;
+        }
+        n += 1;
+        match store.get(&a.key).await {
+            Err(_) => it.problems.push(format!("{file} is missing")),
+            Ok(b) => {
+                let h = sha256_hex(&b);
+                if h != a.sha256 {
+                    it.problems.push(format!(
+                        "{file}: SHA-256 is {}…, the manifest says {}… ({} bytes, manifest {} bytes): content altered or replaced",
+                        &h[..16],
+                        &a.sha256[..16.min(a.sha256.len())],
+                        b.len(),
+                        a.bytes
+                    ));
+                } else if b.len() as u64 != a.bytes {
+                    it.problems.push(format!("{file}: {} bytes, the manifest says {}", b.len(), a.bytes));
+                }
+            }
+        }
+    }
+    let listed: BTreeSet<String> =
+        man.artifacts.values().filter_map(|a| a.key.rsplit('/').next().map(str::to_string)).collect();
+    for f in &it.files {
+        if f != "manifest.json" && f != "manifest.sig" && !listed.contains(f) {
+            it.problems.push(format!("{f} is in the item but not in its manifest"));
+        }
+    }
+    n
+}
+
+pub(crate) async fn read_signed<T: for<'de> serde::Deserialize<'de>>(
+    store: &Store,
+    key: &PublicKey,
+    k: &str,
+) -> Result<T> {
+    let bytes = store.get(k).await?;
+    let sig = store.get(&format!("{k}.sig")).await.map_err(|_| anyhow!("{k}.sig is missing"))?;
+    open(&bytes, &sig, key).with_context(|| k.to_string())
+}
+
+/// Verifies the store (or the part `scope` names).
+pub async fn verify(store: &Store, key: &PublicKey, scope: &Scope, now: DateTime<Utc>) -> Result<Report> {
+    Ok(verify_items(store, key, scope, now).await?.0)
+}
+
+/// [`verify`], also returning the items it looked at, manifests loaded.
+pub(crate) async fn verify_items(
+    store: &Store,
+    key: &PublicKey,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<(Report, Vec<Item>)> {
+    let mut items = list_items(store).await?;
+    let chain_keys = store.list("chain/").await?;
+    if items.is_empty() && chain_keys.is_empty() {
+        bail!("store {} holds no vigil evidence (no evidence/ or chain/ objects)", store.url);
+    }
+    if let Some(id) = &scope.evidence_id {
+        let Some(it) = items.iter().find(|i| &i.id == id) else {
+            bail!("evidence {id} is not in store {}", store.url);
+        };
+        let cam = it.camera.clone();
+        items.retain(|i| i.camera == cam);
+    }
+    if let Some(c) = &scope.camera {
+        items.retain(|i| &i.camera == c);
+    }
+    let mut report = Report { store: store.url.clone(), key_id: key.key_id.clone(), ..Default::default() };
+    for it in &mut items {
+        load_manifest(store, key, it).await;
+    }
+    // artifacts: only for the items in scope
+    for it in &mut items {
+        let in_scope = match (&scope.evidence_id, &it.manifest) {
+            (Some(id), _) => &it.id == id,
+            (None, Some(m)) => {
+                let t = DateTime::parse_from_rfc3339(&m.violation_time_utc).map(|t| t.with_timezone(&Utc)).ok();
+                scope.from.is_none_or(|f| t.is_some_and(|t| t >= f))
+                    && scope.to.is_none_or(|e| t.is_some_and(|t| t <= e))
+            }
+            (None, None) => true,
+        };
+        if in_scope {
+            report.items_checked += 1;
+            report.artifacts_checked += check_artifacts(store, it).await;
+            for p in it.problems.drain(..) {
+                let seq = it.manifest.as_ref().map(|m| m.chain.seq);
+                report.problems.push(Problem {
+                    camera: it.camera.clone(),
+                    evidence_id: Some(it.id.clone()),
+                    seq,
+                    what: p,
+                });
+            }
+        }
+    }
+    // chains
+    let mut cams: BTreeMap<(String, String), Vec<&Item>> = BTreeMap::new();
+    for it in &items {
+        cams.entry((it.site.clone(), it.camera.clone())).or_default().push(it);
+    }
+    for k in &chain_keys {
+        let p: Vec<&str> = k.split('/').collect();
+        if p.len() >= 3 && scope.camera.as_ref().is_none_or(|c| c == p[2]) {
+            if let Some(id) = &scope.evidence_id
+                && !items.iter().any(|i| i.camera == p[2] && &i.id == id)
+            {
+                continue;
+            }
+            cams.entry((p[1].into(), p[2].into())).or_default();
+        }
+    }
+    for ((site, camera), its) in cams {
+        let (summary, problems, warnings) = chain::walk_chain(store, key, &site, &camera, &its, &chain_keys, now).await;
+        report.chains.push(summary);
+        report.problems.extend(problems);
+        report.warnings.extend(warnings);
+    }
+    report.ok = report.problems.is_empty();
+    Ok((report, items))
+}

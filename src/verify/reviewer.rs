@@ -1,0 +1,156 @@
+//! The reviewer's tools on top of verification: `evidence list`, `evidence get` (verifies before
+//! writing anything) and `evidence unseal`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Report, Scope, list_items, load_manifest, verify_items};
+use crate::evidence::Manifest;
+use crate::signing::PublicKey;
+use crate::store::Store;
+use crate::util::sha256_hex;
+
+/// Filters for `evidence list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub site: Option<String>,
+    pub camera: Option<String>,
+    pub rule: Option<String>,
+    pub status: Option<String>,
+    pub admissible: Option<bool>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub evidence_id: String,
+    pub site: String,
+    pub camera: String,
+    pub violation_time_utc: String,
+    pub rule: String,
+    pub status: String,
+    pub admissible: bool,
+    pub chain_seq: u64,
+    pub signature_ok: bool,
+}
+
+pub async fn list(store: &Store, key: &PublicKey, f: &ListFilter) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for mut it in list_items(store).await? {
+        if f.site.as_ref().is_some_and(|s| s != &it.site) || f.camera.as_ref().is_some_and(|c| c != &it.camera) {
+            continue;
+        }
+        load_manifest(store, key, &mut it).await;
+        let Some(m) = &it.manifest else { continue };
+        let t = DateTime::parse_from_rfc3339(&m.violation_time_utc).map(|t| t.with_timezone(&Utc)).ok();
+        let keep = f.rule.as_ref().is_none_or(|r| r == &m.rule.id)
+            && f.status.as_ref().is_none_or(|s| s == m.status.kind.name())
+            && f.admissible.is_none_or(|a| a == m.admissibility.admissible)
+            && f.from.is_none_or(|x| t.is_some_and(|t| t >= x))
+            && f.to.is_none_or(|x| t.is_some_and(|t| t <= x));
+        if keep {
+            out.push(Listed {
+                evidence_id: it.id.clone(),
+                site: it.site.clone(),
+                camera: it.camera.clone(),
+                violation_time_utc: m.violation_time_utc.clone(),
+                rule: m.rule.id.clone(),
+                status: m.status.kind.name().into(),
+                admissible: m.admissibility.admissible,
+                chain_seq: m.chain.seq,
+                signature_ok: it.problems.is_empty(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.violation_time_utc.cmp(&b.violation_time_utc));
+    Ok(out)
+}
+
+/// Problems that concern one item: its own, and its chain position (the links to and from it).
+fn problems_of(report: &Report, id: &str, seq: Option<u64>) -> Vec<String> {
+    report
+        .problems
+        .iter()
+        .filter(|p| {
+            p.evidence_id.as_deref() == Some(id)
+                || seq.is_some_and(|s| p.seq == Some(s) || p.seq == Some(s + 1) && p.what.starts_with("chain broken"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// What `evidence get` wrote, and problems elsewhere in the item's chain that do not touch the
+/// item itself (reported, not fatal).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub written: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// `evidence get`: verifies the item (artifacts, signature, chain position), then writes its files
+/// into `out/<id>/`. Writes nothing if anything about the item is wrong.
+pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: DateTime<Utc>) -> Result<Fetched> {
+    let scope = Scope { evidence_id: Some(id.into()), ..Default::default() };
+    let (report, items) = verify_items(store, key, &scope, now).await?;
+    let it = items.into_iter().find(|i| i.id == id).ok_or_else(|| anyhow!("evidence {id} is not in the store"))?;
+    let seq = it.manifest.as_ref().map(|m| m.chain.seq);
+    let bad = problems_of(&report, id, seq);
+    if !bad.is_empty() {
+        bail!("evidence {id} failed verification; nothing written:\n  {}", bad.join("\n  "));
+    }
+    let warnings: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    let dir = out.join(id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("output dir {}", dir.display()))?;
+    let mut written = Vec::new();
+    for f in &it.files {
+        let bytes = store.get(&format!("{}/{f}", it.prefix)).await?;
+        let p = dir.join(f);
+        std::fs::write(&p, &bytes).with_context(|| format!("write {}", p.display()))?;
+        written.push(p.display().to_string());
+    }
+    Ok(Fetched { written, warnings })
+}
+
+/// `evidence unseal`: decrypts the sealed original with the authority's identity and checks the
+/// plaintext against the manifest.
+pub async fn unseal(
+    store: &Store,
+    key: &PublicKey,
+    id: &str,
+    identity: &Path,
+    out: &Path,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let text = std::fs::read_to_string(identity)
+        .with_context(|| format!("identity file {}: cannot read", identity.display()))?;
+    let line = text.lines().map(str::trim).find(|l| l.starts_with("AGE-SECRET-KEY-")).ok_or_else(|| {
+        anyhow!("identity file {}: no AGE-SECRET-KEY- line (an age X25519 identity)", identity.display())
+    })?;
+    let ident: age::x25519::Identity =
+        line.parse().map_err(|e| anyhow!("identity file {}: {e}", identity.display()))?;
+    let dir = tempfile_dir(out)?;
+    get(store, key, id, &dir, now).await?;
+    let man: Manifest = serde_json::from_slice(&std::fs::read(dir.join(id).join("manifest.json"))?)?;
+    let sealed = man.sealed_original.as_ref().ok_or_else(|| anyhow!("evidence {id} has no sealed original"))?;
+    let cipher = std::fs::read(dir.join(id).join("original.mp4.age"))?;
+    let plain = crate::evidence::seal::unseal_with(&ident, &cipher)?;
+    let h = sha256_hex(&plain);
+    if h != sealed.plaintext_sha256 {
+        bail!("evidence {id}: decrypted original has SHA-256 {h}, the manifest says {}", sealed.plaintext_sha256);
+    }
+    std::fs::create_dir_all(out)?;
+    let p = out.join(format!("{id}-original.mp4"));
+    std::fs::write(&p, plain)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(p.display().to_string())
+}
+
+fn tempfile_dir(near: &Path) -> Result<std::path::PathBuf> {
+    let d = near.join(format!(".vigil-unseal-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
