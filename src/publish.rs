@@ -181,6 +181,101 @@ impl Publisher {
     }
 }
 
+/// What the broker made of one outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Stored now, at this stream sequence.
+    Published(u64),
+    /// Already on the stream (an earlier acknowledgement was lost), at this sequence.
+    AlreadyThere(u64),
+}
+
+impl Delivered {
+    pub fn seq(self) -> u64 {
+        match self {
+            Delivered::Published(s) | Delivered::AlreadyThere(s) => s,
+        }
+    }
+}
+
+/// Why a publish did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Another message reached the subject between reading its last message and publishing
+    /// (`Nats-Expected-Last-Subject-Sequence` refused): read it again and decide again.
+    #[error("the subject moved since its last message was read; checking again")]
+    Conflict,
+    /// The broker will never take this message (too large, invalid): it is moved aside.
+    #[error("refused for good: {0}")]
+    Refused(String),
+    /// Broker down, stream missing, ack lost: retry later.
+    #[error("{0:#}")]
+    Retry(anyhow::Error),
+}
+
+/// The sequence of the last message on `subject`, and whether it carries `id`.
+pub async fn last_on_subject(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+    id: &str,
+) -> Result<(u64, bool), DeliveryError> {
+    let st =
+        js.get_stream(stream).await.map_err(|e| DeliveryError::Retry(anyhow::Error::from(e).context("stream info")))?;
+    match st.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => {
+            let there = m.headers.get("Nats-Msg-Id").map(|v| v.as_str()) == Some(id);
+            Ok((m.sequence, there))
+        }
+        Err(err) if err.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok((0, false))
+        }
+        Err(err) => Err(DeliveryError::Retry(anyhow::Error::from(err).context("last message on subject"))),
+    }
+}
+
+/// Publishes `e` on the condition that the last message on its subject is at `last`.
+pub async fn publish_expecting(
+    js: &async_nats::jetstream::Context,
+    e: &OutboxEntry,
+    last: u64,
+) -> Result<u64, DeliveryError> {
+    use async_nats::jetstream::context::PublishErrorKind as K;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", e.id.as_str());
+    headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
+    let payload = Bytes::from(serde_json::to_vec(&e.payload).map_err(|x| DeliveryError::Refused(x.to_string()))?);
+    let classify = |err: async_nats::jetstream::context::PublishError| match err.kind() {
+        K::WrongLastSequence => DeliveryError::Conflict,
+        K::MaxPayloadExceeded => DeliveryError::Refused(format!("{err}")),
+        _ => DeliveryError::Retry(anyhow::Error::from(err)),
+    };
+    let ack = tokio::time::timeout(Duration::from_secs(5), async {
+        js.publish_with_headers(e.subject.to_string(), headers, payload)
+            .await
+            .map_err(classify)?
+            .await
+            .map_err(classify)
+    })
+    .await
+    .map_err(|_| DeliveryError::Retry(anyhow::anyhow!("ack timed out")))??;
+    Ok(ack.sequence)
+}
+
+/// Publishes `e` unless the stream already has it (see the module docs).
+pub async fn deliver_one(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    e: &OutboxEntry,
+) -> Result<Delivered, DeliveryError> {
+    let (last, there) = last_on_subject(js, stream, &e.subject.to_string(), &e.id).await?;
+    if there {
+        tracing::info!(evidence_id = %e.id, stream_seq = last, "already on the stream (an earlier acknowledgement was lost); not published again");
+        return Ok(Delivered::AlreadyThere(last));
+    }
+    publish_expecting(js, e, last).await.map(Delivered::Published)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
     url: String,
@@ -194,21 +289,23 @@ async fn deliver(
     let client = match async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(url = %url, error = %e, "NATS: cannot connect; events stay in the outbox");
+            tracing::error!(url = %crate::util::secret::redact(&url), error = %e, "NATS: cannot connect; events stay in the outbox");
             return;
         }
     };
     let js = async_nats::jetstream::new(client);
     let mut stream_ready = false;
-    let mut acked = match std::fs::OpenOptions::new().create(true).append(true).open(&acked_path) {
+    let mut acked = match crate::util::fsx::open_append(&acked_path, 0o644) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %acked_path.display(), error = %e, "outbox: cannot open ack log");
             return;
         }
     };
+    let dead_path = acked_path.with_file_name("outbox.dead.jsonl");
     while let Some(entry) = rx.recv().await {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), Duration::from_millis(100));
+        let mut conflicts = 0u32;
         loop {
             if !stream_ready {
                 let cfg = async_nats::jetstream::stream::Config {
@@ -225,17 +322,43 @@ async fn deliver(
                 }
             }
             if stream_ready {
-                match publish_once(&js, &stream, &entry).await {
-                    Ok(seq) => {
+                match deliver_one(&js, &stream, &entry).await {
+                    Ok(d) => {
                         crate::telemetry::Event::EventPublished {
                             id: &entry.id,
                             subject: &entry.subject.to_string(),
-                            stream_seq: seq,
+                            stream_seq: d.seq(),
                         }
                         .emit();
+                        if entry.subject.is_evidence() {
+                            crate::telemetry::probe::record_acked(&entry.id);
+                        }
                         if let Err(e) = append_line(&mut acked, &entry.id) {
                             tracing::error!(error = %e, "outbox: cannot record ack (event will be resent and deduplicated)");
                         }
+                        break;
+                    }
+                    Err(DeliveryError::Conflict) if conflicts < 5 => {
+                        conflicts += 1;
+                        tracing::info!(evidence_id = %entry.id, "another message reached the subject meanwhile; checking again");
+                        continue;
+                    }
+                    Err(DeliveryError::Refused(why)) => {
+                        let line = serde_json::json!({"entry": entry, "reason": why, "time_utc": crate::util::rfc3339(chrono::Utc::now())});
+                        let written = crate::util::fsx::open_append(&dead_path, 0o644)
+                            .and_then(|mut f| append_line(&mut f, &line.to_string()));
+                        if let Err(e) = written {
+                            tracing::error!(path = %dead_path.display(), error = %e, "outbox: cannot move a refused message aside; it stays in the outbox");
+                            tokio::time::sleep(backoff.next_wait()).await;
+                            continue;
+                        }
+                        let _ = append_line(&mut acked, &entry.id);
+                        crate::telemetry::Event::EventDeadLettered {
+                            id: &entry.id,
+                            subject: &entry.subject.to_string(),
+                            reason: &why,
+                        }
+                        .emit();
                         break;
                     }
                     Err(e) => {
@@ -249,32 +372,4 @@ async fn deliver(
         metrics::get().outbox_depth.set(n as i64);
         drained.notify_waiters();
     }
-}
-
-/// Publishes `e` unless the stream already has it (see the module docs); returns its stream
-/// sequence.
-async fn publish_once(js: &async_nats::jetstream::Context, stream: &str, e: &OutboxEntry) -> Result<u64> {
-    let st = js.get_stream(stream).await.context("stream info")?;
-    let last = match st.get_last_raw_message_by_subject(&e.subject.to_string()).await {
-        Ok(m) => {
-            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
-            if id.as_deref() == Some(e.id.as_str()) {
-                tracing::info!(evidence_id = %e.id, stream_seq = m.sequence, "already on the stream (an earlier acknowledgement was lost); not published again");
-                return Ok(m.sequence);
-            }
-            m.sequence
-        }
-        Err(err) if err.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
-        Err(err) => return Err(anyhow::Error::from(err).context("last message on subject")),
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", e.id.as_str());
-    headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
-    let payload = Bytes::from(serde_json::to_vec(&e.payload)?);
-    let ack = tokio::time::timeout(Duration::from_secs(5), async {
-        js.publish_with_headers(e.subject.to_string(), headers, payload).await?.await.map_err(anyhow::Error::from)
-    })
-    .await
-    .context("ack timed out")??;
-    Ok(ack.sequence)
 }

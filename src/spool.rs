@@ -150,6 +150,7 @@ impl Spool {
                 if crate::util::sha256_hex(&there) != o.sha256 {
                     bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
                 }
+                tracing::info!(key = %o.key, "spool: already in the store with the same bytes (an earlier attempt stored it)");
             }
         }
         let event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;

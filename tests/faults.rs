@@ -1,7 +1,8 @@
 //! Fault injection with real processes on loopback, bounded in time: broker outage longer than the
 //! duplicate window, SIGKILL of the worker mid-clip, RTSP server restart, object store outage, and
-//! a full spool. Each test prints its row of the results table:
-//! `| fault | expected | received | duplicates | recovery |`.
+//! a full spool. Each test prints its row of the results table —
+//! `| fault | expected | received | duplicates | recovery |` — with every cell measured, and
+//! asserts the bound the README states for it.
 
 mod common;
 
@@ -29,8 +30,7 @@ fn dups(ids: &[String]) -> usize {
 }
 
 fn set_source(site: &Site, from: &str, to: &str) {
-    let t = std::fs::read_to_string(&site.pipeline).unwrap().replace(from, to);
-    std::fs::write(&site.pipeline, t).unwrap();
+    site.replace(from, to);
 }
 
 #[test]
@@ -61,6 +61,7 @@ fn broker_outage_longer_than_the_duplicate_window_delivers_every_event_exactly_o
     let acked = std::fs::read_to_string(site.path("data/outbox.acked")).unwrap();
     let kept: Vec<&str> = acked.lines().filter(|l| *l != produced[0]).collect();
     std::fs::write(site.path("data/outbox.acked"), kept.join("\n") + "\n").unwrap();
+    // the outage itself: the broker stays away 3 s, beyond the 1 s duplicate window
     std::thread::sleep(Duration::from_secs(3));
     // 3: broker back; a run with a faceless camera delivers the backlog
     nats.restart();
@@ -71,14 +72,11 @@ fn broker_outage_longer_than_the_duplicate_window_delivers_every_event_exactly_o
     let recovery = back.elapsed();
     let ids = evidence_ids(&nats.messages("VIGIL"));
     assert_eq!(dups(&ids), 0, "duplicates on the stream: {ids:?}");
-    let mut got = ids.clone();
-    got.sort();
-    let mut want = produced.clone();
-    want.sort();
-    assert_eq!(got, want, "every produced event arrived");
+    assert_eq!(ids, produced, "every produced event arrived, in the order it was produced");
     assert!(log.contains("already on the stream"), "the resend of the un-acked first event was recognised: {log}");
+    assert!(recovery < Duration::from_secs(30), "backlog delivered {recovery:?} after the broker returned");
     println!(
-        "| nats-server killed while an event was produced, back after 3 s (> 1 s duplicate window), first ack lost | {} | {} | {} | backlog delivered {:.1} s after restart |",
+        "| nats-server killed while an event was produced, back after 3 s (> 1 s duplicate window), first ack lost | {} | {} (in order) | {} | backlog delivered {:.1} s after restart |",
         produced.len(),
         ids.len(),
         dups(&ids),
@@ -86,34 +84,66 @@ fn broker_outage_longer_than_the_duplicate_window_delivers_every_event_exactly_o
     );
 }
 
+/// The evidence id in a JSON log line.
+fn evidence_id_in(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["evidence_id"].as_str().unwrap().to_string()
+}
+
+/// Spool items with their `READY` marker (complete, waiting for upload).
+fn ready_items(site: &Site) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(site.path("data/spool"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("READY").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[test]
 fn sigkill_mid_clip_leaves_no_partial_evidence_and_no_duplicates() {
     let nats = Nats::start();
+    // the store sits behind a proxy that is down: the fast camera's item stays READY in the spool
+    let moto = Moto::start();
+    moto.create_bucket("evidence", false);
+    let proxy = CutProxy::start(moto.port());
+    proxy.set_down(true);
     let cams = camera("fast", &sample("astronaut-pan.mp4").display().to_string(), "realtime = false", "")
         + &camera("slow", &sample("camera-pan.mp4").display().to_string(), "", "min_hits = 10\nwindow = 10");
-    let site =
-        Site::new(&format!("[clip]\npre_roll_s = 1\npost_roll_s = 4\n[publish]\nnats_url = \"{}\"\n", nats.url), &cams);
+    let opts = moto.store_options().replace(&moto.endpoint, &format!("http://127.0.0.1:{}", proxy.port));
+    let site = Site::new(
+        &format!(
+            "[clip]\npre_roll_s = 1\npost_roll_s = 4\n[publish]\nnats_url = \"{}\"\n[store.options]\n{opts}",
+            nats.url
+        ),
+        &cams,
+    );
+    set_source(&site, "url = \"store\"", "url = \"s3://evidence/vigil\"");
     let mut w = Worker::start(&site.pipeline);
-    w.wait_log("\"camera\":\"slow\"", Duration::from_secs(60));
-    w.wait_log("JetStream acknowledged event", Duration::from_secs(60));
-    // the slow camera's violation: its clip is being collected / cut now
-    let t = Instant::now();
-    while !w.log_text().contains("\"message\":\"violation\",\"camera\":\"slow\"")
-        && t.elapsed() < Duration::from_secs(30)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(800));
+    w.wait_log(
+        "\"message\":\"evidence spooled (complete, signed); uploading\",\"camera\":\"fast\"",
+        Duration::from_secs(90),
+    );
+    // the slow camera's violation: its clip (4 s post-roll) is being collected now
+    let log = w.wait_log_from(0, "\"message\":\"violation\",\"camera\":\"slow\"", Duration::from_secs(60));
+    let line = log.lines().find(|l| l.contains("\"message\":\"violation\",\"camera\":\"slow\"")).unwrap();
+    let slow_id = evidence_id_in(line);
     let _ = w.child.kill(); // SIGKILL
     let _ = w.child.wait();
+    let log = w.log_text();
+    assert!(
+        !log.lines().any(|l| l.contains("evidence spooled") && l.contains(&slow_id)),
+        "the kill landed while the slow camera's clip was in flight (its item {slow_id} was not complete)"
+    );
+    let ready = ready_items(&site);
+    assert!(!ready.is_empty(), "the fast camera's item waited READY in the spool at the kill");
     let before = site.outbox().len();
-    // no item in the store without its manifest
-    let partial: Vec<_> = walk(&site.path("store/evidence"))
-        .into_iter()
-        .filter(|d| d.is_dir() && d.join("clip.mp4").exists() && !d.join("manifest.json").exists())
-        .collect();
-    assert!(partial.is_empty(), "partial evidence visible: {partial:?}");
-    // restart with faceless sources: whatever was spooled or queued completes
+    // restart with faceless sources and the store back: whatever was spooled completes
+    proxy.set_down(false);
     let t0 = Instant::now();
     set_source(
         &site,
@@ -123,16 +153,34 @@ fn sigkill_mid_clip_leaves_no_partial_evidence_and_no_duplicates() {
     set_source(&site, &sample("camera-pan.mp4").display().to_string(), &sample("coffee-pan.mp4").display().to_string());
     let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
+    assert!(
+        ready_items(&site).is_empty() && std::fs::read_dir(site.path("data/spool")).unwrap().count() == 0,
+        "the spool is empty"
+    );
     let produced: Vec<String> = site.outbox().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
     let ids = evidence_ids(&nats.messages("VIGIL"));
     assert_eq!(dups(&ids), 0, "{ids:?}");
+    for id in &ready {
+        assert!(
+            produced.contains(id) && ids.contains(id),
+            "READY item {id} was stored and published after the restart"
+        );
+    }
     for id in &produced {
         assert!(ids.contains(id), "event {id} was recorded but never reached the stream");
+    }
+    assert!(!ids.contains(&slow_id), "the incomplete item never surfaces");
+    // every stored object belongs to a complete item (its manifest stored too)
+    let keys = s3_keys(&moto, "evidence");
+    for k in keys.iter().filter(|k| k.starts_with("vigil/evidence/")) {
+        let dir = k.rsplit_once('/').unwrap().0;
+        assert!(keys.contains(&format!("{dir}/manifest.json")), "{k} belongs to no complete item");
     }
     let out = vigil().args(["verify", "--pipeline", site.pipeline.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     println!(
-        "| worker SIGKILLed while cutting a clip, restarted | {} recorded before the kill ({} after) | {} | {} | complete after restart ({:.1} s run); store verifies; no partial item |",
+        "| worker SIGKILLed while cutting a clip (store down, 1 item READY in the spool), restarted | {} READY at the kill; {} recorded before the kill ({} after) | {} on the stream, READY items among them; the clip in flight never surfaces | {} | complete after restart ({:.1} s run); store verifies; no partial item |",
+        ready.len(),
         before,
         produced.len(),
         ids.len(),
@@ -141,41 +189,88 @@ fn sigkill_mid_clip_leaves_no_partial_evidence_and_no_duplicates() {
     );
 }
 
-fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            }
-            out.push(p);
-        }
-    }
-    out
+/// Object keys in a moto bucket.
+fn s3_keys(moto: &Moto, bucket: &str) -> Vec<String> {
+    let code = format!(
+        "import boto3, json\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n\
+         keys = []\nfor p in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}'):\n    keys += [o['Key'] for o in p.get('Contents', [])]\nprint(json.dumps(keys))",
+        moto.endpoint
+    );
+    let o = std::process::Command::new("python3").arg("-c").arg(code).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_copy_published_meanwhile_makes_the_expected_sequence_refuse_and_the_check_run_again() {
+    // the Nats-Expected-Last-Subject-Sequence path, against a real nats-server: an event is
+    // published by "another copy" between the subject check and the publish
+    use vigil::publish::{Delivered, DeliveryError, OutboxEntry, deliver_one, last_on_subject, publish_expecting};
+    use vigil::util::Subject;
+    let nats = Nats::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "VIGIL".into(),
+            subjects: vec!["vigil.>".into()],
+            duplicate_window: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let subject = Subject::evidence("test-site", "cam1");
+        let e = OutboxEntry::new("01EVENTA", subject.clone(), &serde_json::json!({"n": 1}));
+        // the worker reads the subject's last message: none
+        let (last, there) = last_on_subject(&js, "VIGIL", &subject.to_string(), &e.id).await.unwrap();
+        assert_eq!((last, there), (0, false));
+        // meanwhile a copy of the same event is published (a lost ack, a second worker)
+        let first = deliver_one(&js, "VIGIL", &e).await.unwrap();
+        assert_eq!(first, Delivered::Published(1));
+        // the worker's publish, still expecting seq 0, is refused instead of storing a duplicate
+        let r = publish_expecting(&js, &e, last).await;
+        assert!(matches!(r, Err(DeliveryError::Conflict)), "{r:?}");
+        // checking again finds the event already there
+        assert_eq!(deliver_one(&js, "VIGIL", &e).await.unwrap(), Delivered::AlreadyThere(1));
+        // after the duplicate window too (the check does not rely on it)
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(deliver_one(&js, "VIGIL", &e).await.unwrap(), Delivered::AlreadyThere(1));
+        // another event on the subject goes on after it
+        let b = OutboxEntry::new("01EVENTB", subject.clone(), &serde_json::json!({"n": 2}));
+        assert_eq!(deliver_one(&js, "VIGIL", &b).await.unwrap(), Delivered::Published(2));
+    });
+    let ids = evidence_ids(&nats.messages("VIGIL"));
+    assert_eq!(ids, vec!["01EVENTA", "01EVENTB"], "each once, in order");
+    println!(
+        "| a copy published between the subject check and the publish | refused, checked again | 2 events, each once | 0 | immediate |"
+    );
 }
 
 #[test]
 fn rtsp_server_restart_reconnects_within_5_s_and_reports_down_and_up() {
     let nats = Nats::start();
-    let port = free_port();
     let clip = sample("astronaut-pan.mp4");
-    let server = RtspServer::serve_file_on(&clip, port);
+    let server = RtspServer::serve_file(&clip);
     let url = server.url.clone();
+    let port: u16 = url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
     let site = Site::new(
         &format!("[publish]\nnats_url = \"{}\"\n", nats.url),
         &camera("cam1", &url, "stall_s = 2\nreconnect_max_s = 1", ""),
     );
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("violation", Duration::from_secs(60));
+    let mark = w.mark();
     drop(server);
     let down_at = Instant::now();
-    w.wait_log("health: stream started", Duration::from_secs(20));
+    w.wait_log_from(mark, "health: stream started", Duration::from_secs(20));
     let detected = down_at.elapsed();
+    assert!(detected < Duration::from_secs(5), "down detected {detected:?} after the server stopped (stall_s 2)");
+    // the outage: the server stays away 3 s
     std::thread::sleep(Duration::from_secs(3));
+    let mark = w.mark();
     let _server = RtspServer::serve_file_on(&clip, port);
     let up_at = Instant::now();
-    w.wait_log("health: stream ended", Duration::from_secs(20));
+    w.wait_log_from(mark, "health: stream ended", Duration::from_secs(20));
     let reconnect = up_at.elapsed();
     assert!(reconnect < Duration::from_secs(5), "reconnected {reconnect:?} after the server came back");
     w.sigterm();
@@ -186,43 +281,55 @@ fn rtsp_server_restart_reconnects_within_5_s_and_reports_down_and_up() {
     let up = health.iter().find(|h| h["condition"] == "stream" && h["active"] == false).expect("recovered event");
     let lasted = up["duration_s"].as_f64().unwrap();
     assert!(lasted >= 2.5, "outage lasted {lasted} s");
+    let downs = health.iter().filter(|h| h["condition"] == "stream" && h["active"] == true).count();
+    let ups = health.iter().filter(|h| h["condition"] == "stream" && h["active"] == false).count();
+    assert_eq!((downs, ups), (1, 1), "one outage, reported once each way: {health:?}");
+    let ev = evidence_ids(&nats.messages("VIGIL"));
     println!(
-        "| RTSP server stopped 3 s, restarted on the same port | down + recovered health events | down ({}) + recovered (down {lasted:.1} s) | 0 | down detected after {:.1} s; reconnected {:.1} s after the server returned |",
+        "| RTSP server stopped 3 s, restarted on the same port | down + recovered health events | down ({}) + recovered (down {lasted:.1} s) | {} | down detected after {:.1} s; reconnected {:.1} s after the server returned |",
         down["detail"].as_str().unwrap_or_default(),
+        dups(&ev),
         detected.as_secs_f64(),
         reconnect.as_secs_f64()
     );
 }
 
 #[test]
-fn object_store_outage_spools_evidence_then_uploads_it_and_publishes_after() {
+fn object_store_outage_mid_upload_spools_evidence_then_uploads_it_and_publishes_after() {
     let moto = Moto::start();
     moto.create_bucket("evidence", false);
-    let port = moto.port();
+    // the store goes away in the middle of the item's second object (the first is stored)
+    let proxy = CutProxy::start(moto.port());
+    proxy.cut_on(2, "PUT /evidence/vigil/evidence/", Duration::from_secs(3));
     let cams = camera("cam1", &sample("astronaut-pan.mp4").display().to_string(), "", "");
-    let site = Site::new(
-        &format!("[clip]\npre_roll_s = 1\npost_roll_s = 1\n[store.options]\n{}", moto.store_options()),
-        &cams,
-    );
+    let opts = moto.store_options().replace(&moto.endpoint, &format!("http://127.0.0.1:{}", proxy.port));
+    let site = Site::new(&format!("[clip]\npre_roll_s = 1\npost_roll_s = 1\n[store.options]\n{opts}"), &cams);
     set_source(&site, "url = \"store\"", "url = \"s3://evidence/vigil\"");
     let mut w = Worker::start(&site.pipeline);
-    w.wait_log("camera starting", Duration::from_secs(30));
-    drop(moto); // the store goes away during the run
     w.wait_log("spool: upload failed; will retry", Duration::from_secs(60));
+    let (cut, _) = proxy.times();
+    assert!(cut.is_some(), "the store went away during an upload");
     assert!(site.outbox().is_empty(), "no event before its evidence is stored");
-    std::thread::sleep(Duration::from_secs(2));
-    let moto = Moto::start_on(port);
-    moto.create_bucket("evidence", false);
-    let back = Instant::now();
-    w.wait_log("spool: item stored, event queued", Duration::from_secs(30));
-    let recovery = back.elapsed();
+    w.wait_log("spool: item stored, event queued", Duration::from_secs(60));
+    let stored_at = Instant::now();
+    let (_, back) = proxy.times();
+    let recovery = stored_at - back.expect("the store came back");
+    assert!(recovery < Duration::from_secs(15), "uploaded {recovery:?} after the store returned");
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());
+    let log = w.log_text();
+    assert!(
+        log.contains("already in the store with the same bytes"),
+        "the object stored before the cut was found again and kept: {log}"
+    );
     let events = site.outbox();
     assert_eq!(events.len(), 1);
     let out = vigil().args(["verify", "--pipeline", site.pipeline.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let ids: Vec<String> = events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
     println!(
-        "| S3 server (moto) stopped during the upload, restarted | 1 event after its artifacts | 1, artifacts verified in S3 | 0 | uploaded {:.1} s after the store returned |",
+        "| S3 server (moto) gone in the middle of the item's second object (its first already stored), back after 3 s | 1 event after its artifacts | {}, artifacts verified in S3; the stored object kept (same bytes) | {} | uploaded {:.1} s after the store returned |",
+        events.len(),
+        dups(&ids),
         recovery.as_secs_f64()
     );
 }
@@ -274,19 +381,41 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
         .filter(|e| e["subject"] == "vigil.health.test-site.worker")
         .collect();
     assert!(alarms.iter().any(|a| a["payload"]["condition"] == "spool_full"), "{alarms:?}");
-    assert!(
-        site.path("data/spool").read_dir().unwrap().count() == 1,
-        "the first item stays spooled for the next start"
+    let spooled = ready_items(&site);
+    assert_eq!(spooled.len(), 1, "the first item stays spooled for the next start");
+    let refused = w.log_text().matches("evidence NOT cut: spool full").count();
+    let health_code: u16 = health[9..12].parse().unwrap();
+    // the next start, with the store reachable: the spooled item uploads, then its event
+    let moto = Moto::start();
+    moto.create_bucket("evidence", false);
+    site.replace(&format!("http://127.0.0.1:{dead}"), &moto.endpoint);
+    site.replace("spool_max_bytes = 1000\n", "");
+    set_source(
+        &site,
+        &sample("astronaut-pan.mp4").display().to_string(),
+        &sample("chelsea-pan.mp4").display().to_string(),
     );
+    set_source(&site, &sample("camera-pan.mp4").display().to_string(), &sample("coffee-pan.mp4").display().to_string());
+    let t0 = Instant::now();
+    let mut w2 = Worker::start(&site.pipeline);
+    w2.wait_log(&format!("\"evidence_id\":\"{}\",\"spool_bytes\"", spooled[0]), Duration::from_secs(60));
+    let uploaded = t0.elapsed();
+    assert_eq!(w2.wait(Duration::from_secs(90)), 0, "{}", w2.log_text());
+    let ids: Vec<String> = site.outbox().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, spooled, "the spooled item's event, once, after its upload");
+    assert!(s3_keys(&moto, "evidence").iter().any(|k| k.contains(&spooled[0]) && k.ends_with("manifest.json")));
     println!(
-        "| spool limit reached (store unreachable, spool_max_bytes = 1000) | 1 spooled, next clip refused + alarm | 1 spooled, 1 refused, spool_full on vigil.health.test-site.worker, /health 503, exit 1 | 0 | item uploads on the next start |"
+        "| spool limit reached (store unreachable, spool_max_bytes = 1000) | 1 spooled, next clip refused + alarm | {} spooled, {refused} refused, spool_full on vigil.health.test-site.worker, /health {health_code}, exit {code} | {} | item uploaded and published {:.1} s into the next start |",
+        spooled.len(),
+        dups(&ids),
+        uploaded.as_secs_f64()
     );
 }
 
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
         .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"));
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

@@ -52,6 +52,11 @@ fn text(v: &Value) -> String {
         Value::String(s) => format!("{s:?}"),
         Value::Array(a) if a.is_empty() => "[]".into(),
         Value::Object(o) if o.is_empty() => "{}".into(),
+        Value::Number(n) if n.is_f64() => {
+            // the shortest spelling, as an f32 field was written
+            let x = n.as_f64().unwrap_or(0.0);
+            if (x as f32) as f64 == x { format!("{}", x as f32) } else { format!("{x}") }
+        }
         v => v.to_string(),
     }
 }

@@ -11,6 +11,8 @@ pub struct BenchProbe {
     pub inference: BTreeMap<String, Vec<Duration>>,
     pub raised: HashMap<String, Instant>,
     pub recorded: HashMap<String, Instant>,
+    /// When JetStream acknowledged each evidence event.
+    pub acked: HashMap<String, Instant>,
 }
 
 static PROBE: Mutex<Option<BenchProbe>> = Mutex::new(None);
@@ -47,5 +49,11 @@ pub fn record_raised(id: &str) {
 pub fn record_recorded(id: &str) {
     with(|p| {
         p.recorded.insert(id.to_string(), Instant::now());
+    });
+}
+
+pub fn record_acked(id: &str) {
+    with(|p| {
+        p.acked.insert(id.to_string(), Instant::now());
     });
 }

@@ -182,15 +182,32 @@ impl Moto {
         Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
+    /// Starts on `port` (a restart where the store was): retried while the port is still taken.
     pub fn start_on(port: u16) -> Moto {
-        let child = Command::new(dep_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        wait_port(port, Duration::from_secs(30));
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+        let t = Instant::now();
+        loop {
+            let mut child = Command::new(dep_bin("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            // it either serves the port or exits because the port is taken
+            let up = Instant::now();
+            while up.elapsed() < Duration::from_secs(30) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(t.elapsed() < Duration::from_secs(60), "moto could not take port {port} again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -261,7 +278,17 @@ impl RtspServer {
                 factory.set_launch(&launch);
                 factory.set_shared(true);
                 server.mount_points().unwrap().add_factory("/cam", factory);
-                let _id = server.attach(Some(&ctx)).expect("attach rtsp server"); // removed with the context
+                // a port freed a moment ago (a restart on the same port) may still be taken: retry
+                let t = Instant::now();
+                let _id = loop {
+                    match server.attach(Some(&ctx)) {
+                        Ok(id) => break id, // removed with the context
+                        Err(e) => {
+                            assert!(t.elapsed() < Duration::from_secs(20), "attach rtsp server on port {port}: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                };
                 tx.send((server.bound_port(), main_loop.clone())).unwrap();
                 main_loop.run();
                 // a stopped server drops its clients too (as a crashed or rebooted one would)
@@ -269,7 +296,7 @@ impl RtspServer {
             })
             .unwrap();
         });
-        let (port, main_loop) = rx.recv_timeout(Duration::from_secs(10)).expect("rtsp server up");
+        let (port, main_loop) = rx.recv_timeout(Duration::from_secs(30)).expect("rtsp server up");
         RtspServer { url: format!("rtsp://127.0.0.1:{port}/cam"), main_loop, thread: Some(thread) }
     }
 }
@@ -334,7 +361,33 @@ impl Worker {
         unsafe_kill(self.child.id(), "TERM");
     }
 
-    /// Waits until the log contains `needle`.
+    /// Where the log ends now: wait for what comes after it with [`Worker::wait_log_from`].
+    pub fn mark(&self) -> usize {
+        self.log_text().len()
+    }
+
+    /// The log from a mark on.
+    pub fn log_from(&self, mark: usize) -> String {
+        self.log_text().get(mark..).unwrap_or_default().to_string()
+    }
+
+    /// Waits until the log contains `needle` after `mark`; returns the log from the mark.
+    pub fn wait_log_from(&mut self, mark: usize, needle: &str, timeout: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.log_from(mark);
+            if text.contains(needle) {
+                return text;
+            }
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!("vigil exited ({s}) before logging {needle:?}; log:\n{}", self.log_text());
+            }
+            assert!(t.elapsed() < timeout, "no {needle:?} in the log after {timeout:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the log contains `needle` (anywhere: for things that happen once).
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
         let t = Instant::now();
         while !self.log_text().contains(needle) {
@@ -406,6 +459,23 @@ impl Site {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// Rewrites the pipeline file atomically (write beside, rename over), as an editor should,
+    /// so a watching worker never reads half a file.
+    pub fn edit(&self, f: impl FnOnce(String) -> String) {
+        let text = f(std::fs::read_to_string(&self.pipeline).unwrap());
+        let tmp = self.pipeline.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.pipeline).unwrap();
+    }
+
+    /// Replaces text in the pipeline file (atomically).
+    pub fn replace(&self, from: &str, to: &str) {
+        self.edit(|t| {
+            assert!(t.contains(from), "{from:?} not in the pipeline file");
+            t.replace(from, to)
+        });
     }
 
     /// Evidence events in the outbox file (chain checkpoints left out).
@@ -514,4 +584,173 @@ pub fn assert_masked(what: &str, w: u32, h: u32, px: impl Fn(u32, u32) -> [u8; 3
     }
     let mean = sum as f64 / n as f64;
     assert!(mean > 40.0, "{what}: the unmasked part is dark too (mean {mean:.1})");
+}
+
+/// Encodes RGB frames (all of one size) into an MP4 at `fps` with GStreamer: `encoder` is the
+/// element and its options, e.g. `"x264enc speed-preset=veryfast key-int-max=25 ! h264parse"` or
+/// `"x265enc key-int-max=25 ! h265parse"`; `mux` e.g. `"mp4mux"`, `"matroskamux"`, `"mpegtsmux"`.
+pub fn encode_video(frames: &[vigil::frame::RgbFrame], fps: u32, encoder: &str, mux: &str, path: &Path) {
+    gst::init().unwrap();
+    let (w, h) = (frames[0].width, frames[0].height);
+    let desc = format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 \
+         ! videoconvert ! video/x-raw,format=I420 ! {encoder} ! {mux} ! filesink location={}",
+        path.display()
+    );
+    let p = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let mut b = gst::Buffer::from_slice(f.data.clone());
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(i as u64 * 1_000_000_000 / fps as u64));
+            b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / fps as u64));
+        }
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = p.bus().unwrap();
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    p.set_state(gst::State::Null).unwrap();
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => {}
+        other => panic!("encoding {} failed: {other:?}", path.display()),
+    }
+}
+
+/// Every frame of a video file at its own rate and size (RGB).
+pub fn frames_of(path: &Path, fps: f64, width: u32) -> Vec<vigil::frame::RgbFrame> {
+    vigil::ingest::analysis_frames(path, fps, width).unwrap()
+}
+
+/// A TCP proxy in front of a server, for injecting faults in the middle of a transfer: it
+/// forwards both ways; `cut_on(n, needle)` makes it break the connection carrying the `n`-th
+/// request whose head contains `needle` after forwarding part of it, and then refuse
+/// connections for `down`; the listener is held throughout (its port is never freed).
+pub struct CutProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<CutState>>,
+}
+
+#[derive(Default)]
+struct CutState {
+    needle: Vec<u8>,
+    cut_at: usize,
+    seen: usize,
+    down: Duration,
+    down_until: Option<Instant>,
+    /// When the cut happened.
+    pub cut: Option<Instant>,
+    back: Option<Instant>,
+}
+
+impl CutProxy {
+    pub fn start(upstream: u16) -> CutProxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let state: std::sync::Arc<std::sync::Mutex<CutState>> = Default::default();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let down = {
+                    let mut s = st.lock().unwrap();
+                    match s.down_until {
+                        Some(t) if Instant::now() < t => true,
+                        Some(_) => {
+                            s.down_until = None;
+                            s.back = Some(Instant::now());
+                            false
+                        }
+                        None => false,
+                    }
+                };
+                if down {
+                    drop(c);
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || pump_pair(c, up, st));
+            }
+        });
+        CutProxy { port, state }
+    }
+
+    /// Breaks the `n`-th request whose head contains `needle` (1-based) mid-transfer, then
+    /// refuses connections for `down`.
+    pub fn cut_on(&self, n: usize, needle: &str, down: Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.needle = needle.as_bytes().to_vec();
+        s.cut_at = n;
+        s.seen = 0;
+        s.down = down;
+    }
+
+    /// Takes the server away (refuses every connection) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        let mut s = self.state.lock().unwrap();
+        if down {
+            s.down_until = Some(Instant::now() + Duration::from_secs(3600));
+        } else {
+            s.down_until = Some(Instant::now());
+        }
+    }
+
+    /// When the cut happened and when the server was reachable again.
+    pub fn times(&self) -> (Option<Instant>, Option<Instant>) {
+        let s = self.state.lock().unwrap();
+        (s.cut, s.back)
+    }
+}
+
+fn pump_pair(client: std::net::TcpStream, server: std::net::TcpStream, st: std::sync::Arc<std::sync::Mutex<CutState>>) {
+    use std::io::{Read, Write};
+    let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut s_r, mut c_w) = (server, client);
+    let back = std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = s_r.read(&mut buf) {
+            if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = c_w.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = c_r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let cut = {
+            let mut s = st.lock().unwrap();
+            let hit = !s.needle.is_empty()
+                && s.cut_at > 0
+                && buf[..n].windows(s.needle.len()).any(|w| w == s.needle.as_slice());
+            if hit {
+                s.seen += 1;
+            }
+            if hit && s.seen == s.cut_at {
+                s.cut = Some(Instant::now());
+                s.down_until = Some(Instant::now() + s.down);
+                s.cut_at = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if cut {
+            // part of the request goes through, then the store is gone
+            let _ = s_w.write_all(&buf[..n / 2]);
+            let _ = s_w.shutdown(std::net::Shutdown::Both);
+            let _ = c_r.shutdown(std::net::Shutdown::Both);
+            break;
+        }
+        if s_w.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = s_w.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
 }
