@@ -201,7 +201,17 @@ fn a_clip_replaced_by_another_valid_clip_of_the_same_camera() {
     let (_t, p) = copy();
     let site = p.parent().unwrap();
     std::fs::copy(item_dir(site, 1).join("clip.mp4"), item_dir(site, 3).join("clip.mp4")).unwrap();
-    detected("clip of seq 3 replaced by the (valid) clip of seq 1", &p, &["seq 3", "clip.mp4: SHA-256 is", "replaced"]);
+    detected(
+        "clip of seq 3 replaced by the (valid) clip of seq 1",
+        &p,
+        &[
+            "seq 3",
+            &format!(
+                "clip.mp4 is a copy of clip.mp4 of evidence {} (seq 1): replaced by another item's file",
+                id_of(1)
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -217,6 +227,144 @@ fn a_manifest_re_signed_with_another_key() {
         &p,
         &["seq 2", &format!("signed with key {}", other.key_id)],
     );
+}
+
+/// Rewrites an item's manifest as a forger holding the worker's key would: edited, then
+/// canonicalised and signed again.
+fn forge_manifest(site: &Path, dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    edit(&mut m);
+    let signer = vigil::signing::Signer::load(&site.join("keys/signing.key")).unwrap();
+    let (bytes, sig, hash) = vigil::signing::seal(&m, &signer).unwrap();
+    std::fs::write(dir.join("manifest.json"), bytes).unwrap();
+    std::fs::write(dir.join("manifest.sig"), sig).unwrap();
+    hash
+}
+
+#[test]
+fn a_fork_two_manifests_at_one_position() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    // a second item claiming seq 2, signed with the worker's own key
+    let src = item_dir(site, 2);
+    let forged_id = "01FORGEDFORGEDFORGEDFORGED";
+    let dst = src.parent().unwrap().join(forged_id);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+    }
+    let old_id = id_of(2);
+    forge_manifest(site, &dst, |m| {
+        m["evidence_id"] = forged_id.into();
+        for a in m["artifacts"].as_object_mut().unwrap().values_mut() {
+            let k = a["key"].as_str().unwrap().replace(&old_id, forged_id);
+            a["key"] = k.into();
+        }
+    });
+    detected(
+        "a second manifest forged at seq 2 (worker's key)",
+        &p,
+        &["seq 2", "fork: 2 manifests claim this position"],
+    );
+}
+
+#[test]
+fn a_manifest_re_signed_with_an_earlier_violation_time_reorders_the_chain() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    forge_manifest(site, &item_dir(site, 3), |m| {
+        m["violation_time_utc"] = "2020-01-01T00:00:00.000Z".into();
+    });
+    detected(
+        "seq 3's violation time moved years back (re-signed)",
+        &p,
+        &["seq 3", "reordered: its violation time", "manifest replaced"],
+    );
+}
+
+#[test]
+fn a_broken_prev_hash() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    forge_manifest(site, &item_dir(site, 3), |m| {
+        m["chain"]["prev_hash"] = "ab".repeat(32).into();
+    });
+    detected("seq 3's prev_hash changed (re-signed)", &p, &["seq 3", "chain broken: prev_hash abababab"]);
+}
+
+#[test]
+fn a_manifest_that_differs_from_its_chain_index_entry() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    // the last item, so no later link breaks: only the index entry (and checkpoint) can tell
+    forge_manifest(site, &item_dir(site, 4), |m| {
+        m["camera_location"] = "somewhere else".into();
+    });
+    detected(
+        "seq 4's manifest edited and re-signed",
+        &p,
+        &["seq 4", "differs from the one recorded in the chain index (manifest replaced)"],
+    );
+}
+
+/// The newest checkpoint's file of cam1.
+fn last_checkpoint(site: &Path) -> PathBuf {
+    let dir = site.join("store/chain/test-site/cam1/checkpoints");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
+
+#[test]
+fn a_rewritten_checkpoint() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    let cp = last_checkpoint(site);
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    c["last_hash"] = "cd".repeat(32).into();
+    let signer = vigil::signing::Signer::load(&site.join("keys/signing.key")).unwrap();
+    let (bytes, sig, _) = vigil::signing::seal(&c, &signer).unwrap();
+    std::fs::write(&cp, bytes).unwrap();
+    std::fs::write(cp.with_extension("json.sig"), sig).unwrap();
+    detected(
+        "newest checkpoint rewritten with another head hash (re-signed)",
+        &p,
+        &["seq 4", "differs from the checkpoint of", "chain rewritten"],
+    );
+}
+
+#[test]
+fn an_extra_file_in_an_item() {
+    let (_t, p) = copy();
+    std::fs::write(item_dir(p.parent().unwrap(), 2).join("extra.mp4"), b"planted").unwrap();
+    detected("a file planted in item seq 2", &p, &["seq 2", "extra.mp4 is in the item but not in its manifest"]);
+}
+
+#[test]
+fn a_tampered_chain_index_entry() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    flip_byte(&site.join("store/chain/test-site/cam1/seq/000000000002.json"), 0.5);
+    detected(
+        "flipped byte in the chain index entry of seq 2",
+        &p,
+        &["chain index entry", "000000000002.json", "signature does not match"],
+    );
+}
+
+#[test]
+fn a_tampered_checkpoint() {
+    let (_t, p) = copy();
+    let site = p.parent().unwrap();
+    let cp = last_checkpoint(site);
+    flip_byte(&cp, 0.5);
+    let name = cp.file_name().unwrap().to_string_lossy().into_owned();
+    detected("flipped byte in the newest checkpoint", &p, &["checkpoint", &name, "signature does not match"]);
 }
 
 #[test]
@@ -445,7 +593,7 @@ fn manifest_parsing_and_verification_never_panic_on_mutated_input() {
     };
     let start = std::time::Instant::now();
     let mut n = 0;
-    while n < 3000 && start.elapsed() < Duration::from_secs(20) {
+    while n < 3000 {
         let (mut mm, mut ss) = (m.clone(), s.clone());
         let target = if rnd() % 4 == 0 { &mut ss } else { &mut mm };
         match rnd() % 3 {
@@ -470,7 +618,11 @@ fn manifest_parsing_and_verification_never_panic_on_mutated_input() {
         let _ = serde_json::from_slice::<vigil::evidence::Manifest>(&mm);
         n += 1;
     }
-    assert!(n >= 500, "only {n} mutations in the time budget");
+    assert_eq!(n, 3000);
+    println!(
+        "| 3,000 random mutations of a manifest and its signature | all rejected, no panic | {:.1} s |",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -186,7 +186,27 @@ pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
 }
 
 /// Re-hashes an item's artifacts against its manifest. Returns how many were checked.
-pub async fn check_artifacts(store: &Store, it: &mut Item) -> usize {
+/// Artifacts of all items by SHA-256: (evidence id, seq, file), to tell a file replaced by
+/// another item's from one altered.
+pub type ArtifactIndex = BTreeMap<String, (String, u64, String)>;
+
+/// The artifact index of `items`.
+pub fn artifact_index(items: &[Item]) -> ArtifactIndex {
+    let mut ix = ArtifactIndex::new();
+    for it in items {
+        if let Some(m) = &it.manifest {
+            for a in m.artifacts.values() {
+                let file = a.key.rsplit('/').next().unwrap_or_default().to_string();
+                ix.insert(a.sha256.clone(), (it.id.clone(), m.chain.seq, file));
+            }
+        }
+    }
+    ix
+}
+
+/// Re-hashes an item's artifacts against its manifest; a file that is another item's (by
+/// `others`) is named as such. Returns how many were checked.
+pub async fn check_artifacts(store: &Store, it: &mut Item, others: &ArtifactIndex) -> usize {
     let Some(man) = it.manifest.clone() else { return 0 };
     let mut n = 0;
     for (name, a) in &man.artifacts {
@@ -200,9 +220,16 @@ pub async fn check_artifacts(store: &Store, it: &mut Item) -> usize {
             Err(_) => it.problems.push(format!("{file} is missing")),
             Ok(b) => {
                 let h = sha256_hex(&b);
-                if h != a.sha256 {
+                if h != a.sha256
+                    && let Some((id, seq, other)) = others.get(&h)
+                    && id != &it.id
+                {
                     it.problems.push(format!(
-                        "{file}: SHA-256 is {}…, the manifest says {}… ({} bytes, manifest {} bytes): content altered or replaced",
+                        "{file} is a copy of {other} of evidence {id} (seq {seq}): replaced by another item's file"
+                    ));
+                } else if h != a.sha256 {
+                    it.problems.push(format!(
+                        "{file}: SHA-256 is {}…, the manifest says {}… ({} bytes, manifest {} bytes): content altered",
                         &h[..16],
                         &a.sha256[..16.min(a.sha256.len())],
                         b.len(),
@@ -266,6 +293,7 @@ pub(crate) async fn verify_items(
         load_manifest(store, key, it).await;
     }
     // artifacts: only for the items in scope
+    let others = artifact_index(&items);
     for it in &mut items {
         let in_scope = match (&scope.evidence_id, &it.manifest) {
             (Some(id), _) => &it.id == id,
@@ -278,7 +306,7 @@ pub(crate) async fn verify_items(
         };
         if in_scope {
             report.items_checked += 1;
-            report.artifacts_checked += check_artifacts(store, it).await;
+            report.artifacts_checked += check_artifacts(store, it, &others).await;
             for p in it.problems.drain(..) {
                 let seq = it.manifest.as_ref().map(|m| m.chain.seq);
                 report.problems.push(Problem {
