@@ -122,6 +122,9 @@ struct PolygonDef {
     points: Vec<[f64; 2]>,
 }
 
+/// Pixels of guard band around each polygon in stored pixels (see [`PrivacyMask::stored_raster`]).
+pub const STORED_GUARD_PX: u32 = 4;
+
 /// A camera's privacy mask as loaded from its file: id (file stem), SHA-256 of the file bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrivacyMask {
@@ -171,6 +174,12 @@ impl PrivacyMask {
     pub fn raster(&self, width: u32, height: u32) -> MaskRaster {
         MaskRaster::new(&self.polygons, width, height)
     }
+
+    /// The raster burnt into stored pixels (clip frames, snapshots): the polygons plus a guard band
+    /// of [`STORED_GUARD_PX`] (scaled with the frame: at least that, 1/320 of the width).
+    pub fn stored_raster(&self, width: u32, height: u32) -> MaskRaster {
+        self.raster(width, height).dilated(STORED_GUARD_PX.max(width / 320))
+    }
 }
 
 /// A mask rasterised for one frame size: per row, sorted disjoint pixel spans to black out.
@@ -201,6 +210,32 @@ impl MaskRaster {
             rows.push(merged);
         }
         MaskRaster { width, height, rows }
+    }
+
+    /// The mask grown by `r` pixels in every direction (a square structuring element): what is
+    /// burnt into stored pixels, so that lossy coding (4:2:0 chroma, the deblocking filter,
+    /// transform ringing) cannot bleed picture into the polygons themselves.
+    pub fn dilated(&self, r: u32) -> MaskRaster {
+        let h = self.rows.len();
+        let mut rows = Vec::with_capacity(h);
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        for y in 0..h {
+            spans.clear();
+            let (lo, hi) = (y.saturating_sub(r as usize), (y + r as usize).min(h.saturating_sub(1)));
+            for row in &self.rows[lo..=hi.max(lo).min(h.saturating_sub(1))] {
+                spans.extend(row.iter().map(|&(a, b)| (a.saturating_sub(r), (b + r).min(self.width))));
+            }
+            spans.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::new();
+            for &(a, b) in &spans {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            rows.push(merged);
+        }
+        MaskRaster { width: self.width, height: self.height, rows }
     }
 
     /// True when no pixel is masked.
@@ -250,6 +285,14 @@ mod tests {
         let mut img = vec![255u8; 8 * 4 * 3];
         r.apply_rgb(&mut img, 24);
         assert_eq!(img.iter().filter(|&&v| v == 0).count(), 4 * 2 * 3);
+    }
+
+    #[test]
+    fn dilation_grows_the_mask_by_r_pixels_each_way() {
+        let r = MaskRaster::new(&[square(0.4, 0.4, 0.6, 0.6)], 100, 100).dilated(3);
+        assert!(r.covers(37, 37) && r.covers(62, 62) && !r.covers(36, 50) && !r.covers(50, 63));
+        let edge = MaskRaster::new(&[square(0.0, 0.0, 0.1, 0.1)], 100, 100).dilated(5);
+        assert!(edge.covers(0, 0) && edge.covers(14, 14) && !edge.covers(15, 0));
     }
 
     #[test]

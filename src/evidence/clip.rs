@@ -131,7 +131,7 @@ pub fn cut_clip(
             fps = if fr.numer() > 0 && fr.denom() > 0 { fr.numer() as f64 / fr.denom() as f64 } else { 25.0 };
             frame_dur = Duration::from_secs_f64(1.0 / fps);
             enc = Some(encoder(width, height, info.fps(), fps, quantizer, &tmp)?);
-            raster = mask.map(|m| m.raster(width, height));
+            raster = mask.map(|m| m.stored_raster(width, height));
         }
         let map = buf.map_readable()?;
         let stride = info.stride()[0] as usize;

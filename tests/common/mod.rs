@@ -754,3 +754,24 @@ fn pump_pair(client: std::net::TcpStream, server: std::net::TcpStream, st: std::
     let _ = s_w.shutdown(std::net::Shutdown::Both);
     let _ = back.join();
 }
+
+/// Re-encodes a video file through `filter` (e.g. `videoscale ! video/x-raw,width=1280,height=720`)
+/// with `encoder` into `mux`: test media made from the bundled clips.
+pub fn transcode(src: &Path, dst: &Path, filter: &str, encoder: &str, mux: &str) {
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! {filter} ! videoconvert ! video/x-raw,format=I420 ! {encoder} ! {mux} ! filesink location={}",
+        src.display(),
+        dst.display()
+    );
+    let p = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(180), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    p.set_state(gst::State::Null).unwrap();
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => {}
+        other => panic!("transcoding {} to {} failed: {other:?}", src.display(), dst.display()),
+    }
+}
