@@ -373,3 +373,43 @@ async fn deliver(
         drained.notify_waiters();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> OutboxEntry {
+        OutboxEntry::new(id, Subject::evidence("s", "c"), &serde_json::json!({"id": id}))
+    }
+
+    #[test]
+    fn the_outbox_resends_what_was_not_acknowledged_in_order_and_skips_a_torn_line() {
+        let d = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = ["a", "b", "c"].iter().map(|i| serde_json::to_string(&entry(i)).unwrap()).collect();
+        // a crash mid-write leaves half a line at the end
+        let torn = &lines[2][..lines[2].len() / 2];
+        std::fs::write(d.path().join("outbox.jsonl"), format!("{}\n{}\n{torn}", lines[0], lines[1])).unwrap();
+        std::fs::write(d.path().join("outbox.acked"), "a\n").unwrap();
+        let left = unacked(d.path()).unwrap();
+        assert_eq!(left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(left[0].subject.to_string(), "vigil.evidence.s.c");
+    }
+
+    #[tokio::test]
+    async fn without_nats_events_are_recorded_durably_and_nothing_is_pending() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Publisher::start(d.path(), None, "VIGIL", Duration::from_secs(120)).await.unwrap();
+        p.submit(entry("x")).await.unwrap();
+        p.submit(entry("y")).await.unwrap();
+        assert_eq!(p.pending(), 0);
+        assert_eq!(p.flush(Duration::from_millis(10)).await, 0);
+        let ids: Vec<String> = unacked(d.path()).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec!["x", "y"], "recorded in order, none acknowledged");
+    }
+
+    #[test]
+    fn delivered_reports_its_sequence() {
+        assert_eq!(Delivered::Published(3).seq(), 3);
+        assert_eq!(Delivered::AlreadyThere(7).seq(), 7);
+    }
+}

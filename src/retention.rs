@@ -69,3 +69,30 @@ pub async fn sweep(
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn images_go_after_their_class_and_an_unverifiable_item_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().to_str().unwrap(), &Default::default()).unwrap();
+        let key = PublicKey::parse(&crate::signing::Signer::init(&d.path().join("k")).unwrap().public_text()).unwrap();
+        store.put_new("images/s/c/ref.jpg", bytes::Bytes::from_static(b"jpeg")).await.unwrap();
+        // an item whose manifest is not signed by the trusted key: never deleted
+        store.put_new("evidence/s/c/2026/01/01/01X/clip.mp4", bytes::Bytes::from_static(b"mp4")).await.unwrap();
+        store.put_new("evidence/s/c/2026/01/01/01X/manifest.json", bytes::Bytes::from_static(b"{}")).await.unwrap();
+        let now = Utc::now();
+        let r = sweep(&store, &key, 30, now + chrono::Duration::days(29), false).await.unwrap();
+        assert!(r.removed.is_empty());
+        assert_eq!(r.refused, vec!["01X"]);
+        let r = sweep(&store, &key, 30, now + chrono::Duration::days(31), true).await.unwrap();
+        assert_eq!(r.removed, vec!["images/s/c/ref.jpg"], "a dry run reports");
+        assert!(store.exists("images/s/c/ref.jpg").await.unwrap(), "and deletes nothing");
+        let r = sweep(&store, &key, 30, now + chrono::Duration::days(31), false).await.unwrap();
+        assert_eq!(r.removed, vec!["images/s/c/ref.jpg"]);
+        assert!(!store.exists("images/s/c/ref.jpg").await.unwrap());
+        assert!(store.exists("evidence/s/c/2026/01/01/01X/clip.mp4").await.unwrap());
+    }
+}

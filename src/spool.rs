@@ -215,3 +215,71 @@ impl Spool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::Subject;
+
+    fn until() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::days(365)
+    }
+
+    fn event(id: &str) -> OutboxEntry {
+        OutboxEntry::new(id, Subject::evidence("s", "c"), &serde_json::json!({"evidence_id": id}))
+    }
+
+    #[test]
+    fn an_item_is_ready_only_when_complete_and_a_crashed_one_is_discarded() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path(), 1 << 20).unwrap();
+        s.put("01B", vec![("k/b".into(), b"bb".to_vec(), until())], &event("01B")).unwrap();
+        s.put("01A", vec![("k/a".into(), b"aa".to_vec(), until())], &event("01A")).unwrap();
+        assert_eq!(s.pending(), vec!["01A", "01B"], "oldest (by ULID) first");
+        // a crash mid-write: a directory without READY
+        std::fs::create_dir_all(d.path().join("spool/01C")).unwrap();
+        std::fs::write(d.path().join("spool/01C/000.bin"), b"half").unwrap();
+        let s = Spool::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(s.pending(), vec!["01A", "01B"]);
+        assert!(!d.path().join("spool/01C").exists(), "the incomplete item is gone, never uploaded");
+        assert!(s.bytes() > 0);
+    }
+
+    #[test]
+    fn a_full_spool_refuses_new_items() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path(), 10).unwrap();
+        s.put("01A", vec![("k/a".into(), vec![0; 100], until())], &event("01A")).unwrap();
+        assert!(s.is_full());
+        let e = s.put("01B", vec![], &event("01B")).unwrap_err().to_string();
+        assert!(e.contains("spool full"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn upload_stores_the_objects_then_queues_the_event_and_keeps_an_item_whose_key_holds_other_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let store_dir = d.path().join("store");
+        let store = Store::open(store_dir.to_str().unwrap(), &Default::default()).unwrap();
+        let p = Publisher::start(&d.path().join("data"), None, "VIGIL", Duration::from_secs(1)).await.unwrap();
+        let s = Spool::open(&d.path().join("data"), 1 << 20).unwrap();
+        // one object is already stored with the same bytes (an earlier attempt got that far)
+        store.put_new("k/one", Bytes::from_static(b"1")).await.unwrap();
+        s.put(
+            "01A",
+            vec![("k/one".into(), b"1".to_vec(), until()), ("k/two".into(), b"2".to_vec(), until())],
+            &event("01A"),
+        )
+        .unwrap();
+        s.upload("01A", &store, &p).await.unwrap();
+        assert_eq!(store.get("k/two").await.unwrap(), Bytes::from_static(b"2"));
+        assert!(s.pending().is_empty());
+        assert_eq!(crate::publish::unacked(&d.path().join("data")).unwrap().len(), 1, "the event after its objects");
+        // a key that holds other bytes: the item stays, nothing is published
+        store.put_new("k/three", Bytes::from_static(b"other")).await.unwrap();
+        s.put("01B", vec![("k/three".into(), b"3".to_vec(), until())], &event("01B")).unwrap();
+        let e = s.upload("01B", &store, &p).await.unwrap_err().to_string();
+        assert!(e.contains("other content"), "{e}");
+        assert_eq!(s.pending(), vec!["01B"]);
+        assert_eq!(crate::publish::unacked(&d.path().join("data")).unwrap().len(), 1);
+    }
+}

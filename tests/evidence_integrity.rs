@@ -486,6 +486,43 @@ fn reviewers_get_verified_items_only() {
 }
 
 #[test]
+fn verify_and_list_filters_select_what_they_say() {
+    let b = base();
+    let p = b.dir.join("site.toml");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = vigil().args(args).args(["--pipeline", p.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let time_of = |seq: u64| -> String {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(item_dir(&b.dir, seq).join("manifest.json")).unwrap()).unwrap();
+        m["violation_time_utc"].as_str().unwrap().to_string()
+    };
+    let checked = |args: &[&str]| json(&[&["verify", "--json"], args].concat())["items_checked"].as_u64().unwrap();
+    assert_eq!(checked(&[]), 4);
+    assert_eq!(checked(&["--evidence", &id_of(2)]), 1);
+    assert_eq!(checked(&["--camera", "cam1"]), 4);
+    assert_eq!(checked(&["--from", &time_of(3)]), 2);
+    assert_eq!(checked(&["--to", &time_of(2)]), 2);
+    let listed = |args: &[&str]| json(&[&["evidence", "list", "--json"], args].concat()).as_array().unwrap().len();
+    assert_eq!(listed(&["--rule", "no_mask"]), 4);
+    assert_eq!(listed(&["--rule", "utensils_left"]), 0);
+    assert_eq!(listed(&["--admissible", "true"]), 4);
+    assert_eq!(listed(&["--admissible", "false"]), 0);
+    assert_eq!(listed(&["--status", "enforcement", "--camera", "cam1"]), 4);
+    assert_eq!(listed(&["--from", &time_of(3)]), 2);
+    assert_eq!(listed(&["--from", &time_of(2), "--to", &time_of(3)]), 2);
+    let ids: Vec<String> = json(&["evidence", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["evidence_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, (1..=4).map(id_of).collect::<Vec<_>>(), "listed by violation time");
+}
+
+#[test]
 fn retention_sweep_removes_only_what_has_expired() {
     let (_t, p) = copy();
     let site = p.parent().unwrap();
@@ -510,6 +547,22 @@ fn retention_sweep_removes_only_what_has_expired() {
     std::fs::write(&img, b"jpeg").unwrap();
     let r = sweep(chrono::Utc::now().fixed_offset() + chrono::Duration::days(29));
     assert!(r["removed"].as_array().unwrap().is_empty() && img.exists(), "{r}");
+    // the 30-day class and the 365-day class apart: at 31 days the image goes, the evidence stays
+    let r = sweep(chrono::Utc::now().fixed_offset() + chrono::Duration::days(31));
+    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["kept_items"], 4, "{r}");
+    assert!(!img.exists() && item_dir(site, 1).join("clip.mp4").exists());
+    std::fs::write(&img, b"jpeg").unwrap();
+    // --dry-run says what would go and removes nothing
+    let o = vigil()
+        .args(["retention", "sweep", "--dry-run", "--pipeline", p.to_str().unwrap(), "--now"])
+        .arg((until + chrono::Duration::days(2)).to_rfc3339())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 4 * 5 + 1, "{dry}");
+    assert!(item_dir(site, 1).join("clip.mp4").exists() && img.exists(), "a dry run deletes nothing");
     let r = sweep(until + chrono::Duration::days(2));
     let removed = r["removed"].as_array().unwrap();
     assert_eq!(removed.len(), 4 * 5 + 1, "all four items (5 objects each) and the image: {r}");

@@ -35,6 +35,7 @@ fn set_source(site: &Site, from: &str, to: &str) {
 
 #[test]
 fn broker_outage_longer_than_the_duplicate_window_delivers_every_event_exactly_once() {
+    let _serial = realtime_lock();
     let mut nats = Nats::start();
     let astro = sample("astronaut-pan.mp4").display().to_string();
     let cat = sample("chelsea-pan.mp4").display().to_string();
@@ -106,6 +107,7 @@ fn ready_items(site: &Site) -> Vec<String> {
 
 #[test]
 fn sigkill_mid_clip_leaves_no_partial_evidence_and_no_duplicates() {
+    let _serial = realtime_lock();
     let nats = Nats::start();
     // the store sits behind a proxy that is down: the fast camera's item stays READY in the spool
     let moto = Moto::start();
@@ -248,6 +250,7 @@ fn a_copy_published_meanwhile_makes_the_expected_sequence_refuse_and_the_check_r
 
 #[test]
 fn rtsp_server_restart_reconnects_within_5_s_and_reports_down_and_up() {
+    let _serial = realtime_lock();
     let nats = Nats::start();
     let clip = sample("astronaut-pan.mp4");
     let server = RtspServer::serve_file(&clip);
@@ -296,6 +299,7 @@ fn rtsp_server_restart_reconnects_within_5_s_and_reports_down_and_up() {
 
 #[test]
 fn object_store_outage_mid_upload_spools_evidence_then_uploads_it_and_publishes_after() {
+    let _serial = realtime_lock();
     let moto = Moto::start();
     moto.create_bucket("evidence", false);
     // the store goes away in the middle of the item's second object (the first is stored)
@@ -336,6 +340,7 @@ fn object_store_outage_mid_upload_spools_evidence_then_uploads_it_and_publishes_
 
 #[test]
 fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
+    let _serial = realtime_lock();
     // a port we hold, answering every connection with a reset: uploads never succeed
     let dead_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = dead_listener.local_addr().unwrap().port();

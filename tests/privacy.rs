@@ -16,7 +16,7 @@ const MASK: &str = "[[polygons]]\nname = \"pentagon\"\npoints = [[0.02, 0.08], [
 
 /// Pixels of a `w`×`h` image under the mask, by their distance to the nearest unmasked pixel
 /// (Chebyshev): the edge band (within `EDGE` px of the edge) and the interior beyond it.
-fn masked_pixels(mask: &PrivacyMask, w: u32, h: u32) -> (Vec<(u32, u32)>, Vec<(u32, u32)>) {
+fn masked_pixels(mask: &PrivacyMask, w: u32, h: u32) -> (Pixels, Pixels) {
     // rasterise by blacking out a white image with the worker's own raster
     let mut img = vec![255u8; (w * h * 3) as usize];
     mask.raster(w, h).apply_rgb(&mut img, (w * 3) as usize);
@@ -35,6 +35,9 @@ fn masked_pixels(mask: &PrivacyMask, w: u32, h: u32) -> (Vec<(u32, u32)>, Vec<(u
     }
     (inner, edge)
 }
+
+/// Pixel coordinates.
+type Pixels = Vec<(u32, u32)>;
 
 /// The edge band: H.264's smallest transform is 4×4, so lossy coding can ring up to 4 px into
 /// the black area next to picture.

@@ -135,13 +135,9 @@ fn thresholds_hot_reload_from_kv_and_file_validated_applied_between_frames_and_a
     wait_count(&mut w, "rule configuration applied", 2);
     // 5. the pipeline file changes: applied; then an invalid edit: rejected, nothing changes
     let text = std::fs::read_to_string(&site.pipeline).unwrap();
-    std::fs::write(&site.pipeline, text.replace("threshold = 0.7\n", "threshold = 0.7\ncooldown_s = 30\n")).unwrap();
+    site.edit(|_| text.replace("threshold = 0.7\n", "threshold = 0.7\ncooldown_s = 30\n"));
     wait_count(&mut w, "rule configuration applied", 3);
-    std::fs::write(
-        &site.pipeline,
-        text.replace("threshold = 0.7\n", "threshold = 0.7\nzone = [[0,0],[1.5,0],[1,1]]\n"),
-    )
-    .unwrap();
+    site.edit(|_| text.replace("threshold = 0.7\n", "threshold = 0.7\nzone = [[0,0],[1.5,0],[1,1]]\n"));
     wait_count(&mut w, "REJECTED", 3);
     w.sigterm();
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());

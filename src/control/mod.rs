@@ -222,6 +222,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
             .collect()
     })
     .await??;
+    tracing::info!(copies = sets.len(), face_batch = p.raw.models.batch, "models loaded");
     Ok(Some(Arc::new(ModelPool::new(sets).with_batching(p.raw.models.batch, BATCH_WAIT))))
 }
 

@@ -236,3 +236,33 @@ pub async fn audit_history(url: &str, stream: &str, site: &str, camera: Option<&
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_mask() -> RuleConfig {
+        toml::from_str("kind = \"no_mask\"\nthreshold = 0.7").unwrap()
+    }
+
+    #[test]
+    fn an_override_lays_parameters_over_the_rule_and_cannot_change_what_it_is() {
+        let set =
+            parse_assignments(&["threshold=0.9".into(), "zone=[[0,0],[1,0],[1,1]]".into(), "severity=major".into()])
+                .unwrap();
+        let r = overlay(&no_mask(), &set).unwrap();
+        let RuleConfig::NoMask(r) = r else { panic!() };
+        assert_eq!((r.threshold, r.severity.as_str()), (0.9, "major"));
+        assert_eq!(r.zone.as_ref().unwrap().len(), 3);
+        for bad in ["kind=\"utensils_left\"", "id=\"other\"", "threshold=null", "treshold=0.5"] {
+            let set = parse_assignments(&[bad.into()]).unwrap();
+            assert!(overlay(&no_mask(), &set).is_err(), "{bad} must be refused");
+        }
+        assert!(parse_assignments(&["threshold".into()]).is_err());
+        let (p1, r1) = revision(&no_mask());
+        let (_, r2) = revision(&overlay(&no_mask(), &parse_assignments(&["threshold=0.8".into()]).unwrap()).unwrap());
+        assert_eq!(p1["threshold"], 0.7);
+        assert_ne!(r1, r2, "the revision follows the parameters");
+        assert_eq!(r1, revision(&no_mask()).1, "and only them");
+    }
+}

@@ -400,3 +400,66 @@ pub async fn start(
     });
     (initial, task)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn control(d: &Path) -> (RuleControl, BTreeMap<String, RuleSlot>) {
+        std::fs::write(d.join("a.mp4"), "x").unwrap();
+        let text = format!(
+            "[site]\nid = \"s\"\n[worker]\ndata_dir = \"data\"\n[models]\ndir = \"{}\"\n\
+             [[cameras]]\nid = \"c\"\nsource = \"a.mp4\"\n[[cameras.rules]]\nkind = \"no_mask\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models")
+        );
+        std::fs::write(d.join("site.toml"), text).unwrap();
+        let p = Pipeline::load(&d.join("site.toml")).unwrap();
+        let slots: BTreeMap<String, RuleSlot> = [("c".to_string(), RuleSlot::default())].into();
+        let publisher = Arc::new(Publisher::start(&p.data_dir, None, "VIGIL", Duration::from_secs(1)).await.unwrap());
+        (RuleControl::new(&p, slots.clone(), publisher).unwrap(), slots)
+    }
+
+    fn audit(d: &Path) -> Vec<AuditRecord> {
+        std::fs::read_to_string(d.join("data/audit/rules.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_kv_change_is_validated_handed_to_the_camera_and_audited_either_way() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut ctl, slots) = control(d.path()).await;
+        ctl.kv_entry("s.c.no_mask", 1, Some(br#"{"by":"alice","reason":"r","set":{"threshold":0.9}}"#)).await;
+        let applied = slots["c"].lock().unwrap().take().expect("handed to the analysis thread");
+        let RuleConfig::NoMask(r) = &applied.configs()[0] else { panic!() };
+        assert_eq!(r.threshold, 0.9);
+        ctl.kv_entry("s.c.no_mask", 2, Some(br#"{"by":"bob","set":{"threshold":1.5}}"#)).await;
+        ctl.kv_entry("s.c.no_mask", 3, Some(b"threshold: 0.9")).await;
+        ctl.kv_entry("s.c.nosuch", 4, Some(br#"{"by":"eve","set":{}}"#)).await;
+        assert!(slots["c"].lock().unwrap().is_none(), "nothing invalid reaches the camera");
+        ctl.kv_entry("s.c.no_mask", 5, None).await;
+        let back = slots["c"].lock().unwrap().take().expect("deleting the key returns to the file's values");
+        let RuleConfig::NoMask(r) = &back.configs()[0] else { panic!() };
+        assert_eq!(r.threshold, 0.7);
+        let a = audit(d.path());
+        let outcomes: Vec<(&str, &str)> = a.iter().map(|r| (r.by.as_str(), r.outcome.as_str())).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                ("alice", "applied"),
+                ("bob", "rejected"),
+                ("?", "rejected"),
+                ("eve", "rejected"),
+                ("(key deleted)", "applied")
+            ]
+        );
+        assert!(a[1].problem.as_deref().unwrap().contains("threshold: 1.5 must be in [0, 1]"), "{:?}", a[1].problem);
+        assert_eq!(a[0].new_revision, Some(revision(&applied.configs()[0]).1));
+        // the same records went to the outbox for vigil.audit.s.c
+        let out = crate::publish::unacked(&d.path().join("data")).unwrap();
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|e| e.subject.to_string() == "vigil.audit.s.c"));
+    }
+}

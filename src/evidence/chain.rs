@@ -318,3 +318,52 @@ impl Chains {
         Ok(StoredCheckpoint { checkpoint: cp, key, sha256: hash, signature_key: sig_key, signature })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(d: &std::path::Path) -> (Store, Arc<Signer>) {
+        let store = Store::open(d.join("store").to_str().unwrap(), &Default::default()).unwrap();
+        (store, Arc::new(Signer::init(&d.join("keys")).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn positions_follow_commits_and_the_head_comes_back_from_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, signer) = setup(d.path());
+        let chains = Chains::new(store.clone(), signer.clone(), "s", &d.path().join("data"), 365).unwrap();
+        let until = Utc::now() + chrono::Duration::days(365);
+        for (i, hash) in ["aa", "bb", "cc"].iter().enumerate() {
+            let c = chains.claim("cam").await.unwrap();
+            assert_eq!(c.link.seq, i as u64 + 1);
+            assert_eq!(c.link.prev_hash, if i == 0 { GENESIS.to_string() } else { ["aa", "bb"][i - 1].to_string() });
+            for (k, b, _) in chains.index_objects("cam", &c, &format!("id{i}"), "m", hash, until).unwrap() {
+                store.put_new(&k, Bytes::from(b)).await.unwrap();
+            }
+            chains.commit("cam", c, hash).unwrap();
+        }
+        // a dropped claim gives its position back
+        let c = chains.claim("cam").await.unwrap();
+        assert_eq!(c.link.seq, 4);
+        drop(c);
+        assert_eq!(chains.claim("cam").await.unwrap().link.seq, 4);
+        // the local state is lost: a new instance finds the head in the store
+        std::fs::remove_dir_all(d.path().join("data/chain")).unwrap();
+        let again = Chains::new(store.clone(), signer.clone(), "s", &d.path().join("data"), 365).unwrap();
+        assert_eq!(again.head("cam").await.unwrap(), Head { seq: 3, hash: "cc".into() });
+        let e = again.read_index("cam", 2).await.unwrap();
+        assert_eq!((e.evidence_id.as_str(), e.manifest_sha256.as_str()), ("id1", "bb"));
+        // a checkpoint is stored signed, and its event carries what a consumer needs to verify it
+        let cp = again.checkpoint("cam").await.unwrap();
+        assert_eq!((cp.checkpoint.last_seq, cp.checkpoint.last_hash.as_str()), (3, "cc"));
+        let pk = crate::signing::PublicKey { key: signer.public(), key_id: signer.key_id.clone() };
+        let bytes = store.get(&cp.key).await.unwrap();
+        let back: Checkpoint = open(&bytes, &store.get(&cp.signature_key).await.unwrap(), &pk).unwrap();
+        assert_eq!(back, cp.checkpoint);
+        let ev = cp.event();
+        let canonical = crate::util::jcs::canonical(&serde_json::to_value(&ev.checkpoint).unwrap());
+        pk.verify(&canonical, &ev.signature).unwrap();
+        assert_eq!(crate::util::sha256_hex(&canonical), ev.sha256);
+    }
+}

@@ -251,3 +251,46 @@ pub fn health_json() -> serde_json::Value {
         "outbox_depth": m.outbox_depth.get(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_moves_its_metric_and_the_health_state_together() {
+        let s = register_camera("telemetry-test-cam");
+        s.analysed.inc();
+        let before = metrics::get().rule_changes_rejected.get();
+        Event::RuleChange { camera: "c", rule: "r", source: "t", by: "b", applied: false, revision: "", detail: "d" }
+            .emit();
+        assert_eq!(metrics::get().rule_changes_rejected.get(), before + 1);
+        Event::Health {
+            camera: "telemetry-test-cam",
+            condition: Condition::Covered,
+            active: true,
+            detail: "x",
+            lasted: None,
+        }
+        .emit();
+        assert_eq!(s.active(), vec![Condition::Covered]);
+        let h = health_json();
+        assert_eq!(h["ok"], false);
+        assert_eq!(h["cameras"]["telemetry-test-cam"]["conditions"][0], "covered");
+        let text = metrics::get().render();
+        assert!(text.contains("vigil_frames_analysed_total{camera=\"telemetry-test-cam\"} 1"), "{text}");
+        assert!(
+            text.contains("vigil_camera_condition{camera=\"telemetry-test-cam\",condition=\"covered\"} 1"),
+            "{text}"
+        );
+        Event::Health {
+            camera: "telemetry-test-cam",
+            condition: Condition::Covered,
+            active: false,
+            detail: "x",
+            lasted: Some(Duration::from_secs(1)),
+        }
+        .emit();
+        assert!(s.active().is_empty());
+        assert_eq!(Condition::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().len(), 7);
+    }
+}

@@ -343,3 +343,32 @@ pub(crate) async fn verify_items(
     report.ok = report.problems.is_empty();
     Ok((report, items))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_says_ok_only_without_problems_and_names_each_one() {
+        let mut r = Report {
+            store: "s".into(),
+            key_id: "k".into(),
+            items_checked: 2,
+            artifacts_checked: 6,
+            ..Default::default()
+        };
+        r.ok = r.problems.is_empty();
+        assert!(r.human().ends_with("OK: every artifact, signature and chain link verified\n"));
+        r.problems.push(Problem {
+            camera: "c".into(),
+            evidence_id: Some("01X".into()),
+            seq: Some(3),
+            what: "clip.mp4 is missing".into(),
+        });
+        r.ok = r.problems.is_empty();
+        let h = r.human();
+        assert!(h.contains("FAIL camera c seq 3 evidence 01X: clip.mp4 is missing") && h.ends_with("FAILED\n"), "{h}");
+        let ix = artifact_index(&[]);
+        assert!(ix.is_empty());
+    }
+}

@@ -775,3 +775,10 @@ pub fn transcode(src: &Path, dst: &Path, filter: &str, encoder: &str, mux: &str)
         other => panic!("transcoding {} to {} failed: {other:?}", src.display(), dst.display()),
     }
 }
+
+/// Serialises the tests of one binary that measure real time (reconnects, outages, stalls), so
+/// that two of them never share the two cores while their clocks run.
+pub fn realtime_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
