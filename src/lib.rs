@@ -10,6 +10,7 @@
 //! `bench` measure; `cli` is the command line. `util` holds the helpers below all of them (time,
 //! hashing, backoff, subjects, canonical JSON, safe files, secrets, HTTP serving, plots).
 
+pub mod audit_log;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod ingest;
 pub mod privacy;
 pub mod publish;
 pub mod retention;
+pub mod review;
 pub mod rules;
 pub mod signing;
 pub mod spool;

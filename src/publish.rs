@@ -38,12 +38,27 @@ pub struct OutboxEntry {
     pub id: String,
     pub subject: Subject,
     pub payload: serde_json::Value,
+    /// For a subject that more than one process publishes on (review decisions from several
+    /// service instances): the message was made at this time, so whether it is on the stream
+    /// already is looked up among the subject's messages since then, not only the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl OutboxEntry {
     /// A message carrying `payload` (a typed event: evidence, health, checkpoint, audit, review).
     pub fn new(id: impl Into<String>, subject: Subject, payload: &impl Serialize) -> OutboxEntry {
-        OutboxEntry { id: id.into(), subject, payload: serde_json::to_value(payload).unwrap_or_default() }
+        OutboxEntry { id: id.into(), subject, payload: serde_json::to_value(payload).unwrap_or_default(), since: None }
+    }
+
+    /// [`OutboxEntry::new`] for a subject several processes publish on (see `since`).
+    pub fn shared(
+        id: impl Into<String>,
+        subject: Subject,
+        payload: &impl Serialize,
+        made: chrono::DateTime<chrono::Utc>,
+    ) -> OutboxEntry {
+        OutboxEntry { since: Some(made - chrono::Duration::seconds(60)), ..OutboxEntry::new(id, subject, payload) }
     }
 }
 
@@ -273,7 +288,53 @@ pub async fn deliver_one(
         tracing::info!(evidence_id = %e.id, stream_seq = last, "already on the stream (an earlier acknowledgement was lost); not published again");
         return Ok(Delivered::AlreadyThere(last));
     }
+    if let Some(since) = e.since
+        && let Some(seq) = on_subject_since(js, stream, &e.subject.to_string(), &e.id, since).await?
+    {
+        tracing::info!(evidence_id = %e.id, stream_seq = seq, "already on the stream (found among the subject's messages); not published again");
+        return Ok(Delivered::AlreadyThere(seq));
+    }
     publish_expecting(js, e, last).await.map(Delivered::Published)
+}
+
+/// The stream sequence of a message with `id` on `subject` stored at or after `since`.
+async fn on_subject_since(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+    id: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<u64>, DeliveryError> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+    let retry = |e: anyhow::Error| DeliveryError::Retry(e);
+    let st = js.get_stream(stream).await.map_err(|e| retry(anyhow::Error::from(e).context("stream info")))?;
+    let start =
+        time::OffsetDateTime::from_unix_timestamp(since.timestamp()).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let consumer = st
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.into(),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| retry(anyhow::Error::from(e).context("scan consumer")))?;
+    let mut msgs = consumer.messages().await.map_err(|e| retry(anyhow::Error::from(e).context("scan")))?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+            Err(_) | Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(retry(anyhow::Error::from(e).context("scan"))),
+            Ok(Some(Ok(m))) => {
+                let info = m.info().map_err(|e| retry(anyhow::anyhow!("scan: {e}")))?;
+                if m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str()) == Some(id) {
+                    return Ok(Some(info.stream_sequence));
+                }
+                if info.pending == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,7 +7,6 @@
 //! digits of SHA-256 of the 32-byte public key, and is also inside the manifest. Verifying needs only
 //! the public key.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -41,38 +40,62 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Creates a new key pair in `dir` (`signing.key`, mode 0600, and `signing.pub`). Refuses to
-    /// overwrite an existing key.
+    /// Creates a new key pair in `dir` (`signing.key`, mode 0600, and `signing.pub`, 0644).
     pub fn init(dir: &Path) -> Result<Signer> {
-        std::fs::create_dir_all(dir).with_context(|| format!("key dir {}", dir.display()))?;
-        let sk_path = dir.join("signing.key");
+        Signer::init_named(dir, "signing")
+    }
+
+    /// Creates `<dir>/<name>.key` (mode 0600) and `<dir>/<name>.pub` (0644), the folder 0700,
+    /// whatever the umask. Never overwrites either file, and never writes through a symlink
+    /// planted at their paths.
+    pub fn init_named(dir: &Path, name: &str) -> Result<Signer> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("key dir {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("key dir {}", dir.display()))?;
+        }
+        let sk_path = dir.join(format!("{name}.key"));
+        let pk_path = dir.join(format!("{name}.pub"));
+        for p in [&sk_path, &pk_path] {
+            if std::fs::symlink_metadata(p).is_ok() {
+                bail!("{} already exists: refusing to overwrite a key file", p.display());
+            }
+        }
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness: {e}"))?;
         let key = SigningKey::from_bytes(&seed);
-        let mut f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&sk_path)
-        }
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                anyhow!("{} already exists: refusing to overwrite a signing key", sk_path.display())
-            }
-            _ => anyhow!("{}: {e}", sk_path.display()),
-        })?;
-        writeln!(f, "{SECRET_TAG}{}", B64.encode(seed))?;
-        f.sync_all()?;
         let signer = Signer { key_id: key_id(&key.verifying_key()), key };
-        std::fs::write(dir.join("signing.pub"), format!("{}\n", signer.public_text()))?;
+        crate::util::fsx::create_new(&sk_path, format!("{SECRET_TAG}{}\n", B64.encode(seed)).as_bytes(), 0o600)
+            .map_err(|e| anyhow!("{e:#}: refusing to overwrite a signing key"))?;
+        std::fs::set_permissions(&sk_path, std::fs::Permissions::from_mode(0o600))?;
+        crate::util::fsx::create_new(&pk_path, format!("{}\n", signer.public_text()).as_bytes(), 0o644)?;
+        std::fs::set_permissions(&pk_path, std::fs::Permissions::from_mode(0o644))?;
         Ok(signer)
     }
 
+    /// Loads a secret key file. A key readable by group or others is refused (as ssh does).
     pub fn load(path: &Path) -> Result<Signer> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("signing key {}: cannot read", path.display()))?;
+        let text = crate::util::fsx::read_text(path, crate::util::fsx::limits::KEY)
+            .with_context(|| format!("signing key {}: cannot read", path.display()))?;
         let b64 = text
             .trim()
             .strip_prefix(SECRET_TAG)
             .ok_or_else(|| anyhow!("signing key {}: not a vigil Ed25519 secret key file", path.display()))?;
+        if let Ok(m) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                bail!(
+                    "signing key {p}: mode {mode:04o} lets others read it; refusing to use it. Run: chmod 600 {p}",
+                    p = path.display()
+                );
+            }
+        }
         let seed: [u8; 32] = B64
             .decode(b64)
             .ok()
@@ -80,6 +103,11 @@ impl Signer {
             .ok_or_else(|| anyhow!("signing key {}: damaged (expected 32 bytes of base64)", path.display()))?;
         let key = SigningKey::from_bytes(&seed);
         Ok(Signer { key_id: key_id(&key.verifying_key()), key })
+    }
+
+    /// The public half, as a trusted key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey { key: self.public(), key_id: self.key_id.clone() }
     }
 
     pub fn public(&self) -> VerifyingKey {
@@ -119,13 +147,16 @@ impl PublicKey {
         Ok(PublicKey { key_id: key_id(&key), key })
     }
 
-    /// Reads a public key file, or derives the public key from a secret key file.
+    /// Reads a public key file. A secret key file is refused: a verifier is given the public key
+    /// only.
     pub fn load(path: &Path) -> Result<PublicKey> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("key file {}: cannot read", path.display()))?;
+        let text = crate::util::fsx::read_text(path, crate::util::fsx::limits::KEY)
+            .with_context(|| format!("key file {}: cannot read", path.display()))?;
         if text.trim().starts_with(SECRET_TAG) {
-            let s = Signer::load(path)?;
-            return Ok(PublicKey { key: s.public(), key_id: s.key_id });
+            bail!(
+                "key file {}: this is a secret key; give the public key (the .pub file beside it, or `vigil keys public`)",
+                path.display()
+            );
         }
         PublicKey::parse(&text).with_context(|| format!("key file {}", path.display()))
     }
@@ -221,6 +252,8 @@ mod tests {
         let (_, sig2, _) = seal(&doc, &other).unwrap();
         assert!(open::<Value>(&bytes, &sig2, &pk).unwrap_err().to_string().contains("not with the trusted key"));
         std::fs::write(d.path().join("bad.key"), "vigil-ed25519-secret-key:AAAA").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(d.path().join("bad.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Signer::load(&d.path().join("bad.key")).unwrap_err().to_string().contains("damaged"));
     }
 }

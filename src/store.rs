@@ -186,6 +186,30 @@ impl Store {
         }
     }
 
+    /// The last of the create-only positions `key(1)`, `key(2)`, … that exists (0: none), found
+    /// from a position known to exist (`from`, or 0) by an exponential then a binary search.
+    pub async fn last_position(&self, key: impl Fn(u64) -> String, from: u64) -> Result<u64> {
+        let mut lo = from;
+        let mut step = 1;
+        let mut hi = loop {
+            let s = lo + step;
+            if !self.exists(&key(s)).await? {
+                break s;
+            }
+            lo = s;
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.exists(&key(mid)).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(&self.path(key)).await.with_context(|| format!("store {}: delete {key}", self.url))
     }
@@ -212,6 +236,17 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let r = self.inner.get(&self.path(key)).await.with_context(|| format!("store {}: get {key}", self.url))?;
         Ok(r.bytes().await?)
+    }
+
+    /// Size of an object.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let m = self.inner.head(&self.path(key)).await.with_context(|| format!("store {}: head {key}", self.url))?;
+        Ok(m.size)
+    }
+
+    /// Bytes `range` of an object.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(&self.path(key), range).await.with_context(|| format!("store {}: get {key}", self.url))
     }
 
     /// Keys under `prefix` (relative to the store's own prefix).

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod evidence;
 pub mod keys;
 pub mod retention;
+pub mod review;
 pub mod run;
 pub mod thresholds;
 pub mod verify;
@@ -57,6 +58,9 @@ pub enum Cmd {
     /// Retention.
     #[command(subcommand)]
     Retention(retention::Cmd),
+    /// The evidence review service: two officers approve a candidate before it is evidence.
+    #[command(subcommand)]
+    Review(review::Cmd),
     /// Measure detection quality on labelled data (scenes split by image; crops); write a JSON
     /// report and a PR plot.
     Eval(eval::EvalArgs),
@@ -83,6 +87,7 @@ pub fn dispatch(cmd: Cmd) -> ExitCode {
         Cmd::Verify(a) => tool(|| verify::run(a)),
         Cmd::Evidence(c) => tool(|| evidence::run(c)),
         Cmd::Retention(c) => tool(|| retention::run(c)),
+        Cmd::Review(c) => tool(|| review::run(c)),
         Cmd::Eval(a) => tool(|| eval::eval(a)),
         Cmd::EvalClips(a) => tool(|| eval::clips(a)),
         Cmd::Fit(a) => tool(|| eval::fit(a)),
@@ -152,15 +157,19 @@ impl StoreArgs {
             anyhow::bail!("store {url}: no such directory");
         }
         let store = crate::store::Store::open(&url, &options)?;
-        let key_file = match (&self.public_key, &p) {
-            (Some(k), _) => k.clone(),
+        let key = match (&self.public_key, &p) {
+            (Some(k), _) => crate::signing::PublicKey::load(k)?,
             (None, Some(p)) => {
-                let pubf = p.key_path.with_file_name("signing.pub");
-                if pubf.exists() { pubf } else { p.key_path.clone() }
+                let pubf = p.key_path.with_extension("pub");
+                if pubf.exists() {
+                    crate::signing::PublicKey::load(&pubf)?
+                } else {
+                    crate::signing::Signer::load(&p.key_path)?.public_key()
+                }
             }
             (None, None) => anyhow::bail!("say which key to trust: --public-key FILE (or --pipeline FILE)"),
         };
-        Ok((store, crate::signing::PublicKey::load(&key_file)?))
+        Ok((store, key))
     }
 }
 

@@ -88,6 +88,8 @@ pub struct PipelineFile {
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
+    pub review: ReviewConfig,
+    #[serde(default)]
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -165,6 +167,12 @@ impl Pipeline {
             && h.parse::<std::net::SocketAddr>().is_err()
         {
             errors.push(err("worker.http", format!("{h:?} is not an address like 127.0.0.1:9464")));
+        }
+        if raw.review.listen.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(err("review.listen", format!("{:?} is not an address like 127.0.0.1:8080", raw.review.listen)));
+        }
+        if raw.review.tls_cert.is_some() != raw.review.tls_key.is_some() {
+            errors.push(err("review.tls_cert", "TLS needs both tls_cert and tls_key".into()));
         }
         if raw.cameras.is_empty() {
             errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
@@ -315,6 +323,21 @@ impl Pipeline {
     /// The object model's class names (for validating rule changes), if it has a manifest.
     pub fn object_labels(&self) -> Option<Vec<String>> {
         crate::detect::read_labels(&self.models_dir, &self.raw.models.objects).ok()
+    }
+
+    /// The review service's accounts file.
+    pub fn review_users(&self) -> PathBuf {
+        match &self.raw.review.users {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => self.file.parent().unwrap_or(Path::new(".")).join(p),
+            None => self.data_dir.with_file_name("review-users.toml"),
+        }
+    }
+
+    /// The review service's signing key.
+    pub fn review_key(&self) -> PathBuf {
+        let k = &self.raw.review.key;
+        if k.is_absolute() { k.clone() } else { self.file.parent().unwrap_or(Path::new(".")).join(k) }
     }
 
     /// The models this pipeline's rules need.

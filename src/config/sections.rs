@@ -239,3 +239,40 @@ pub struct ControlConfig {
     #[schemars(length(min = 1, max = 64))]
     pub kv_bucket: String,
 }
+
+/// `[review]`: the evidence review service (`vigil review serve`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// The accounts file (`vigil review user add`; argon2id hashes, mode 0600). Default:
+    /// `review-users.toml` beside the data dir.
+    pub users: Option<PathBuf>,
+    /// The service's Ed25519 key, which signs review decisions, the access log and exports
+    /// (`vigil keys init --dir DIR --name review`; its `.pub` beside it).
+    #[default(PathBuf::from("../vigil-data/keys/review.key"))]
+    pub key: PathBuf,
+    /// Make the key when the file does not exist (a demo; production makes it with `vigil keys init`).
+    pub generate_key_if_missing: bool,
+    /// Address to listen on (loopback by default; behind a reverse proxy, or with `tls_cert` /
+    /// `tls_key` for TLS).
+    #[default("127.0.0.1:8080".to_string())]
+    pub listen: String,
+    /// TLS certificate chain (PEM); with `tls_key`, the service speaks HTTPS and cookies are
+    /// `Secure`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Hours a login session lasts.
+    #[default(8.0)]
+    #[schemars(range(min = 0.1, max = 24))]
+    pub session_hours: f64,
+    /// Failed logins allowed per account, and per client address, in 15 minutes; more are
+    /// refused (429) until the window passes.
+    #[default(5)]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_login_failures: u32,
+    /// Items per page of the queue.
+    #[default(25)]
+    #[schemars(range(min = 5, max = 200))]
+    pub page_size: usize,
+}

@@ -164,24 +164,7 @@ impl Chains {
     /// The head from the store, starting from a known-good lower bound: exponential then binary
     /// search over the create-only index entries.
     async fn probe_head(&self, camera: &str, from: u64) -> Result<Head> {
-        let mut lo = from; // exists (or 0)
-        let mut step = 1;
-        let mut hi = loop {
-            let s = lo + step;
-            if !self.exists(camera, s).await? {
-                break s;
-            }
-            lo = s;
-            step *= 2;
-        };
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.exists(camera, mid).await? {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
+        let lo = self.store.last_position(|s| index_key(&self.site, camera, s), from).await?;
         if lo == 0 {
             return Ok(Head { seq: 0, hash: GENESIS.into() });
         }

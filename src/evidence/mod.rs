@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod clip;
 pub mod manifest;
+pub mod review;
 pub mod seal;
 
 use std::collections::BTreeMap;

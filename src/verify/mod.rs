@@ -18,6 +18,7 @@ use crate::util::sha256_hex;
 
 mod chain;
 pub mod reviewer;
+pub mod reviews;
 
 pub use reviewer::{Fetched, ListFilter, Listed, get, list, unseal};
 
@@ -63,6 +64,10 @@ pub struct Report {
     pub chains: Vec<ChainSummary>,
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
+    /// Each item's review status, from its signed review records (when a review key was given).
+    pub reviews: Vec<reviews::ItemReview>,
+    /// Entries of the review service's access log checked.
+    pub access_log_entries: usize,
     pub ok: bool,
 }
 
@@ -88,6 +93,12 @@ impl Report {
             );
         }
         s += &format!("{} item(s) and {} artifact(s) checked\n", self.items_checked, self.artifacts_checked);
+        for r in &self.reviews {
+            s += &format!("review {}: {} ({} decision(s))\n", r.evidence_id, r.status.name(), r.decisions);
+        }
+        if self.access_log_entries > 0 {
+            s += &format!("access log: {} entries, chain and signatures checked\n", self.access_log_entries);
+        }
         for w in &self.warnings {
             s += &format!("WARNING {w}\n");
         }
@@ -120,6 +131,8 @@ pub struct Item {
     pub manifest_hash: Option<String>,
     /// Problems with the item itself (manifest, signature, artifacts).
     pub problems: Vec<String>,
+    /// Review record files under `reviews/` (`0001.json`, `0001.sig`, ...).
+    pub reviews: BTreeSet<String>,
 }
 
 /// Lists evidence items (`evidence/<site>/<camera>/<y>/<m>/<d>/<id>/<file>`).
@@ -127,7 +140,8 @@ pub async fn list_items(store: &Store) -> Result<Vec<Item>> {
     let mut by_dir: BTreeMap<String, Item> = BTreeMap::new();
     for key in store.list("evidence/").await? {
         let parts: Vec<&str> = key.split('/').collect();
-        if parts.len() != 8 {
+        let review = parts.len() == 9 && parts[7] == "reviews";
+        if parts.len() != 8 && !review {
             continue;
         }
         let prefix = parts[..7].join("/");
@@ -140,8 +154,13 @@ pub async fn list_items(store: &Store) -> Result<Vec<Item>> {
             manifest: None,
             manifest_hash: None,
             problems: Vec::new(),
+            reviews: BTreeSet::new(),
         });
-        it.files.insert(parts[7].into());
+        if review {
+            it.reviews.insert(parts[8].into());
+        } else {
+            it.files.insert(parts[7].into());
+        }
     }
     Ok(by_dir.into_values().collect())
 }
@@ -264,6 +283,92 @@ pub(crate) async fn read_signed<T: for<'de> serde::Deserialize<'de>>(
 /// Verifies the store (or the part `scope` names).
 pub async fn verify(store: &Store, key: &PublicKey, scope: &Scope, now: DateTime<Utc>) -> Result<Report> {
     Ok(verify_items(store, key, scope, now).await?.0)
+}
+
+/// [`verify`], and with the review service's key also every item's review records (signatures,
+/// order, links, the manifest they decided on, the status they claim) and the access log.
+pub async fn verify_with_reviews(
+    store: &Store,
+    key: &PublicKey,
+    review_key: Option<&PublicKey>,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<Report> {
+    let (mut report, items) = verify_items(store, key, scope, now).await?;
+    let Some(rk) = review_key else {
+        if items.iter().any(|i| !i.reviews.is_empty()) {
+            report
+                .warnings
+                .push("review records present, but no review public key given to check them (--review-key)".into());
+        }
+        return Ok(report);
+    };
+    for it in &items {
+        if scope.evidence_id.as_ref().is_some_and(|id| id != &it.id) || it.manifest.is_none() {
+            continue;
+        }
+        let (records, problems) = reviews::read_records(store, rk, it).await;
+        for p in problems {
+            report.problems.push(Problem {
+                camera: it.camera.clone(),
+                evidence_id: Some(it.id.clone()),
+                seq: None,
+                what: p,
+            });
+        }
+        report.reviews.push(reviews::ItemReview {
+            evidence_id: it.id.clone(),
+            status: crate::evidence::review::status(&records),
+            decisions: records.len(),
+        });
+    }
+    let sites: BTreeSet<String> = items.iter().map(|i| i.site.clone()).collect();
+    for site in sites {
+        let log = crate::audit_log::read(store, rk, &site).await?;
+        report.access_log_entries += log.entries.len();
+        for p in log.problems {
+            report.problems.push(Problem {
+                camera: "-".into(),
+                evidence_id: None,
+                seq: None,
+                what: format!("access log: {p}"),
+            });
+        }
+    }
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// One item verified now: its own problems and those of its chain position.
+pub struct ItemCheck {
+    pub item: Item,
+    pub problems: Vec<String>,
+    /// Problems elsewhere in the item's chain that do not touch the item itself.
+    pub warnings: Vec<String>,
+}
+
+/// Verifies one item (artifacts, signature, chain position); `None` when it is not in the store.
+pub async fn find_and_verify_item(
+    store: &Store,
+    key: &PublicKey,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ItemCheck>> {
+    if !list_items(store).await?.iter().any(|i| i.id == id) {
+        return Ok(None);
+    }
+    verify_item(store, key, id, now).await.map(Some)
+}
+
+/// Verifies one item (artifacts, signature, chain position).
+pub async fn verify_item(store: &Store, key: &PublicKey, id: &str, now: DateTime<Utc>) -> Result<ItemCheck> {
+    let scope = Scope { evidence_id: Some(id.into()), ..Default::default() };
+    let (report, items) = verify_items(store, key, &scope, now).await?;
+    let item = items.into_iter().find(|i| i.id == id).ok_or_else(|| anyhow!("evidence {id} is not in the store"))?;
+    let seq = item.manifest.as_ref().map(|m| m.chain.seq);
+    let problems = reviewer::problems_of(&report, id, seq);
+    let warnings = report.problems.iter().map(|p| p.to_string()).filter(|p| !problems.contains(p)).collect();
+    Ok(ItemCheck { item, problems, warnings })
 }
 
 /// [`verify`], also returning the items it looked at, manifests loaded.

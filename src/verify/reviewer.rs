@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Report, Scope, list_items, load_manifest, verify_items};
+use super::{Report, list_items, load_manifest};
 use crate::evidence::Manifest;
 use crate::signing::PublicKey;
 use crate::store::Store;
@@ -71,7 +71,7 @@ pub async fn list(store: &Store, key: &PublicKey, f: &ListFilter) -> Result<Vec<
 }
 
 /// Problems that concern one item: its own, and its chain position (the links to and from it).
-fn problems_of(report: &Report, id: &str, seq: Option<u64>) -> Vec<String> {
+pub(crate) fn problems_of(report: &Report, id: &str, seq: Option<u64>) -> Vec<String> {
     report
         .problems
         .iter()
@@ -94,15 +94,11 @@ pub struct Fetched {
 /// `evidence get`: verifies the item (artifacts, signature, chain position), then writes its files
 /// into `out/<id>/`. Writes nothing if anything about the item is wrong.
 pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: DateTime<Utc>) -> Result<Fetched> {
-    let scope = Scope { evidence_id: Some(id.into()), ..Default::default() };
-    let (report, items) = verify_items(store, key, &scope, now).await?;
-    let it = items.into_iter().find(|i| i.id == id).ok_or_else(|| anyhow!("evidence {id} is not in the store"))?;
-    let seq = it.manifest.as_ref().map(|m| m.chain.seq);
-    let bad = problems_of(&report, id, seq);
-    if !bad.is_empty() {
-        bail!("evidence {id} failed verification; nothing written:\n  {}", bad.join("\n  "));
+    let check = super::verify_item(store, key, id, now).await?;
+    if !check.problems.is_empty() {
+        bail!("evidence {id} failed verification; nothing written:\n  {}", check.problems.join("\n  "));
     }
-    let warnings: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    let (it, warnings) = (check.item, check.warnings);
     let dir = out.join(id);
     std::fs::create_dir_all(&dir).with_context(|| format!("output dir {}", dir.display()))?;
     let mut written = Vec::new();

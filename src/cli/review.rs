@@ -1,0 +1,157 @@
+//! `vigil review serve | user add | user disable | user list | audit`: the evidence review
+//! service and its accounts.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::block_on;
+use crate::review::Role;
+use crate::review::accounts::Accounts;
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Serve the review pages and API over the pipeline's store and NATS.
+    Serve {
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Address to listen on (default: `[review] listen`, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Name of this instance (its outbox, its records); default review-<host>-<port>.
+        #[arg(long)]
+        instance_id: Option<String>,
+    },
+    /// Review accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Print the access log (verified: signatures and chain).
+    Audit {
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum UserCmd {
+    /// Add an account; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Law-enforcement certificate number (required for reviewers).
+        #[arg(long, default_value = "")]
+        officer_id: String,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable an account (its sessions end at their next request).
+    Disable {
+        name: String,
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+}
+
+fn pipeline(p: &std::path::Path) -> anyhow::Result<crate::config::Pipeline> {
+    crate::config::Pipeline::load(p).map_err(|e| anyhow::anyhow!("invalid pipeline configuration:\n{e}"))
+}
+
+pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
+    match c {
+        Cmd::Serve { pipeline: p, listen, instance_id } => {
+            let p = pipeline(&p)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(crate::review::serve(p, crate::review::ServeOptions { listen, instance: instance_id }))?;
+        }
+        Cmd::User(UserCmd::Add { name, pipeline: p, role, officer_id, password_stdin: _ }) => {
+            let p = pipeline(&p)?;
+            let mut pw = String::new();
+            std::io::stdin().take(4096).read_to_string(&mut pw)?;
+            let pw = pw.trim_end_matches(['\n', '\r']).to_string();
+            let path = p.review_users();
+            let mut a = Accounts::load(&path)?;
+            a.add(&name, role, &officer_id, &pw)?;
+            a.save(&path)?;
+            println!("added {name} ({}) to {}", role.name(), path.display());
+        }
+        Cmd::User(UserCmd::Disable { name, pipeline: p }) => {
+            let p = pipeline(&p)?;
+            let path = p.review_users();
+            let mut a = Accounts::load(&path)?;
+            a.disable(&name)?;
+            a.save(&path)?;
+            println!("disabled {name}");
+        }
+        Cmd::User(UserCmd::List { pipeline: p }) => {
+            let p = pipeline(&p)?;
+            let a = Accounts::load(&p.review_users())?;
+            println!("{:<20} {:<9} {:<20} {:<9} created", "name", "role", "officer id", "state");
+            for u in &a.users {
+                println!(
+                    "{:<20} {:<9} {:<20} {:<9} {}",
+                    u.name,
+                    u.role.name(),
+                    u.officer_id,
+                    if u.disabled { "disabled" } else { "active" },
+                    u.created_utc
+                );
+            }
+        }
+        Cmd::Audit { pipeline: p, json } => {
+            let p = pipeline(&p)?;
+            let store = crate::store::Store::open(&p.store_url, &p.raw.store.options)?;
+            let key = review_public_key(&p)?;
+            let log = block_on(crate::audit_log::read(&store, &key, &p.raw.site.id))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log)?);
+            } else {
+                for e in &log.entries {
+                    println!(
+                        "{:>6}  {}  {:<12} {:<14} {:<18} {:<7} {}  {}  {}",
+                        e.seq,
+                        e.time_utc,
+                        crate::cli::thresholds::printable(&e.user),
+                        e.officer_id,
+                        serde_json::to_string(&e.action)?.trim_matches('"'),
+                        serde_json::to_string(&e.outcome)?.trim_matches('"'),
+                        e.evidence_id.as_deref().unwrap_or("-"),
+                        crate::cli::thresholds::printable(&e.detail),
+                        e.client
+                    );
+                }
+                for pr in &log.problems {
+                    println!("FAIL {pr}");
+                }
+                println!(
+                    "{} entries; {}",
+                    log.entries.len(),
+                    if log.problems.is_empty() { "chain and signatures OK" } else { "FAILED" }
+                );
+            }
+            return Ok(if log.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The review service's public key of a pipeline (`review.pub` beside `review.key`).
+pub fn review_public_key(p: &crate::config::Pipeline) -> anyhow::Result<crate::signing::PublicKey> {
+    let k = p.review_key();
+    let pubf = k.with_extension("pub");
+    if pubf.exists() {
+        crate::signing::PublicKey::load(&pubf)
+    } else {
+        Ok(crate::signing::Signer::load(&k)?.public_key())
+    }
+}

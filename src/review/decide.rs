@@ -1,0 +1,171 @@
+//! Deciding on an item: the workflow checked against the records as they are in the store now, the
+//! decision written as the next signed record (claimed create-only: of two decisions made at
+//! once on different instances, one takes the position and the other re-reads and is checked
+//! again), then published on `vigil.review.<site>.<camera>` through the instance's durable
+//! outbox, exactly once.
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::Service;
+use super::accounts::User;
+use super::items::{ItemView, load};
+use crate::audit_log::{Action, Outcome};
+use crate::evidence::review::{
+    Checks, Decision, ItemFacts, Officer, Proposal, REVIEW_EVENT_SCHEMA, REVIEW_SCHEMA, Refusal, ReviewEvent,
+    ReviewRecord, Status, check_decision, record_key,
+};
+use crate::publish::OutboxEntry;
+use crate::signing::{SignatureFile, seal};
+use crate::util::{Subject, local, rfc3339};
+
+/// `POST /api/evidence/{id}/decision`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub decision: Decision,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub reason: String,
+    /// The decision (its number) this one corrects.
+    #[serde(default)]
+    pub corrects: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no such evidence item")]
+    NotFound,
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Decides; returns the record written and the item's status after it.
+pub async fn decide(
+    svc: &Service,
+    user: &User,
+    id: &str,
+    req: &DecisionRequest,
+    client: &str,
+) -> Result<(ReviewRecord, Status), DecideError> {
+    let officer =
+        Officer { user: user.name.clone(), officer_id: user.officer_id.clone(), role: user.role.name().into() };
+    for _ in 0..8 {
+        let view = load(svc, id).await.map_err(DecideError::Failed)?.ok_or(DecideError::NotFound)?;
+        let p = Proposal {
+            decision: req.decision,
+            checks: req.checks,
+            reason: &req.reason,
+            corrects: req.corrects,
+            officer: &officer,
+            verification_ok: view.verification.ok,
+            admissible: view.manifest.admissibility.admissible,
+            advisory: view.advisory(),
+            first_minor: view.first_minor(),
+        };
+        let after = match check_decision(&view.records, &p) {
+            Ok(s) => s,
+            Err(r) => {
+                let a = super::access(
+                    user,
+                    Action::Decision,
+                    Outcome::Denied,
+                    Some(id),
+                    &format!("{:?}: {r}", req.decision),
+                    client,
+                );
+                svc.record(a).await;
+                return Err(DecideError::Refused(r));
+            }
+        };
+        match write(svc, &view, &officer, req, after).await {
+            Ok(Some(record)) => {
+                let detail = format!("{:?} as decision {}; status {}", record.decision, record.n, after.name());
+                svc.record(super::access(user, Action::Decision, Outcome::Ok, Some(id), &detail, client)).await;
+                tracing::info!(evidence_id = id, user = %user.name, officer_id = %user.officer_id, decision = ?record.decision, n = record.n, status = after.name(), "review decision recorded");
+                return Ok((record, after));
+            }
+            // another instance took this position meanwhile: read again, check again
+            Ok(None) => continue,
+            Err(e) => return Err(DecideError::Failed(e)),
+        }
+    }
+    Err(DecideError::Failed(anyhow::anyhow!(
+        "could not claim a review record position (too many concurrent decisions)"
+    )))
+}
+
+/// Writes the next record; `None` when its position was taken by another writer.
+async fn write(
+    svc: &Service,
+    view: &ItemView,
+    officer: &Officer,
+    req: &DecisionRequest,
+    after: Status,
+) -> anyhow::Result<Option<ReviewRecord>> {
+    let n = view.records.iter().map(|r| r.n).max().unwrap_or(0) + 1;
+    let prefix = &view.item.prefix;
+    let prev = if n == 1 {
+        GENESIS.to_string()
+    } else {
+        crate::util::sha256_hex(&svc.store.get(&record_key(prefix, n - 1)).await?)
+    };
+    let now = Utc::now();
+    let record = ReviewRecord {
+        schema: REVIEW_SCHEMA.into(),
+        canonicalization: crate::util::jcs::Version::CURRENT.label().into(),
+        evidence_id: view.item.id.clone(),
+        site: view.item.site.clone(),
+        camera: view.item.camera.clone(),
+        n,
+        decision: req.decision,
+        checks: req.checks,
+        reason: req.reason.trim().to_string(),
+        corrects: req.corrects,
+        officer: officer.clone(),
+        time_utc: rfc3339(now),
+        time_local: local(now, svc.pipeline.utc_offset_s),
+        item: ItemFacts {
+            manifest_sha256: view.manifest_sha256.clone(),
+            chain_seq: view.manifest.chain.seq,
+            verification_ok: view.verification.ok,
+            admissible: view.manifest.admissibility.admissible,
+            status: view.manifest.status.kind.name().into(),
+        },
+        status_after: after,
+        prev_sha256: prev,
+        service: format!("{} (vigil {})", svc.instance, env!("CARGO_PKG_VERSION")),
+        key_id: svc.signer.key_id.clone(),
+    };
+    let (bytes, sig, hash) = seal(&record, &svc.signer)?;
+    let key = record_key(prefix, n);
+    match svc.store.put_new(&key, Bytes::from(bytes)).await {
+        Ok(()) => {}
+        Err(_) if svc.store.exists(&key).await.unwrap_or(false) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let sig_key = key.replace(".json", ".sig");
+    svc.store.put_new(&sig_key, Bytes::from(sig.clone())).await?;
+    let event = ReviewEvent {
+        schema: REVIEW_EVENT_SCHEMA.into(),
+        record: record.clone(),
+        sha256: hash,
+        signature: SignatureFile::parse(&sig)?,
+        key,
+        signature_key: sig_key,
+    };
+    let entry = OutboxEntry::shared(
+        format!("review-{}-{n}", view.item.id),
+        Subject::review(&view.item.site, &view.item.camera),
+        &event,
+        now,
+    );
+    svc.publisher.submit(entry).await?;
+    Ok(Some(record))
+}

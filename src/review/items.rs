@@ -1,0 +1,225 @@
+//! An evidence item as a reviewer sees it — its manifest, its verification *now* (hashes,
+//! signature, chain position), its review records and status — and the queue of items.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::Service;
+use super::accounts::User;
+use crate::evidence::Manifest;
+use crate::evidence::review::{ReviewRecord, Status};
+use crate::verify::{self, Item};
+
+/// An evidence id is a ULID: 26 characters of Crockford base32 (anything else is not in the
+/// store, and never reaches a store path).
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|c| c.is_ascii_digit() || (c.is_ascii_uppercase() && !b"ILOU".contains(&c)))
+}
+
+/// The result of verifying an item now.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Verification {
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// Problems elsewhere in the camera's chain that do not touch this item.
+    pub warnings: Vec<String>,
+    pub chain_seq: u64,
+    pub key_id: String,
+    pub checked_utc: String,
+}
+
+/// One item, loaded and verified.
+pub struct ItemView {
+    pub item: Item,
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub verification: Verification,
+    pub records: Vec<ReviewRecord>,
+    pub status: Status,
+}
+
+impl ItemView {
+    pub fn advisory(&self) -> bool {
+        self.manifest.status.kind == crate::config::StatusKind::Advisory
+    }
+
+    /// A minor violation with no earlier one of the same rule on this camera in 30 days.
+    pub fn first_minor(&self) -> bool {
+        self.manifest.rule.severity == "minor" && self.manifest.repeat_count_30d == 0
+    }
+}
+
+/// Loads and verifies an item; `None` when it is not in the store.
+pub async fn load(svc: &Service, id: &str) -> Result<Option<ItemView>> {
+    if !valid_id(id) {
+        return Ok(None);
+    }
+    let Some(check) = verify::find_and_verify_item(&svc.store, &svc.worker_key, id, Utc::now()).await? else {
+        return Ok(None);
+    };
+    let Some(manifest) = check.item.manifest.clone() else {
+        // an item without a readable manifest cannot be reviewed: report it as failing
+        return Ok(None);
+    };
+    let (records, record_problems) =
+        verify::reviews::read_records(&svc.store, &svc.signer.public_key(), &check.item).await;
+    let mut problems = check.problems;
+    problems.extend(record_problems);
+    let status = crate::evidence::review::status(&records);
+    Ok(Some(ItemView {
+        manifest_sha256: check.item.manifest_hash.clone().unwrap_or_default(),
+        verification: Verification {
+            ok: problems.is_empty(),
+            problems,
+            warnings: check.warnings,
+            chain_seq: manifest.chain.seq,
+            key_id: svc.worker_key.key_id.clone(),
+            checked_utc: crate::util::rfc3339(Utc::now()),
+        },
+        item: check.item,
+        manifest,
+        records,
+        status,
+    }))
+}
+
+/// Queue filters (every one optional).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub site: Option<String>,
+    pub camera: Option<String>,
+    pub rule: Option<String>,
+    /// "enforcement" or "advisory".
+    pub kind: Option<String>,
+    pub admissible: Option<String>,
+    /// A review status: pending, one_approval, approved, rejected, reminder.
+    pub status: Option<String>,
+    /// RFC 3339 (or the page's `YYYY-MM-DDTHH:MM`, site-local).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// "1": items still waiting for this officer's decision.
+    pub mine: Option<String>,
+    pub page: Option<usize>,
+    pub lang: Option<String>,
+}
+
+/// One line of the queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub site: String,
+    pub camera: String,
+    pub camera_location: String,
+    pub violation_time_utc: String,
+    pub rule: String,
+    pub kind: String,
+    pub admissible: bool,
+    pub severity: String,
+    pub review: RowReview,
+    pub signature_ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RowReview {
+    pub status: Status,
+    pub decided_by: Vec<String>,
+}
+
+/// A time filter: RFC 3339, or a `datetime-local` value read in the site's offset.
+pub fn parse_time(s: &str, offset_s: i32) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(t) = crate::util::time::parse_rfc3339(s) {
+        return Some(t);
+    }
+    let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").ok()?;
+    naive.and_local_timezone(crate::util::time::fixed_offset(offset_s)).single().map(|t| t.with_timezone(&Utc))
+}
+
+/// Why a filter value is refused (the API answers 400 with it).
+pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
+    if let Some(k) = f.kind.as_deref().filter(|k| !k.is_empty())
+        && !["enforcement", "advisory"].contains(&k)
+    {
+        return Err(format!("kind {k:?}: enforcement or advisory"));
+    }
+    if let Some(s) = f.status.as_deref().filter(|s| !s.is_empty())
+        && Status::parse(s).is_none()
+    {
+        return Err(format!("status {s:?}: pending, one_approval, approved, rejected or reminder"));
+    }
+    if let Some(a) = f.admissible.as_deref().filter(|a| !a.is_empty())
+        && !["true", "false"].contains(&a)
+    {
+        return Err(format!("admissible {a:?}: true or false"));
+    }
+    for t in [&f.from, &f.to].into_iter().flatten() {
+        if !t.is_empty() && parse_time(t, offset_s).is_none() {
+            return Err(format!("{t:?} is not a time (RFC 3339, or YYYY-MM-DDTHH:MM)"));
+        }
+    }
+    Ok(())
+}
+
+/// The queue, newest first, filtered; returns one page and the number of matching items.
+pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, usize)> {
+    let offset = svc.pipeline.utc_offset_s;
+    let (from, to) =
+        (f.from.as_deref().and_then(|t| parse_time(t, offset)), f.to.as_deref().and_then(|t| parse_time(t, offset)));
+    let want = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    let review_key = svc.signer.public_key();
+    let mut rows = Vec::new();
+    let items = match verify::list_items(&svc.store).await {
+        Ok(i) => i,
+        Err(e) => return Err(e),
+    };
+    for mut it in items {
+        if want(&f.site).is_some_and(|s| s != it.site) || want(&f.camera).is_some_and(|c| c != it.camera) {
+            continue;
+        }
+        verify::load_manifest(&svc.store, &svc.worker_key, &mut it).await;
+        let Some(m) = it.manifest.clone() else { continue };
+        let t = crate::util::time::parse_rfc3339(&m.violation_time_utc).ok();
+        let keep = want(&f.rule).is_none_or(|r| r == m.rule.id)
+            && want(&f.kind).is_none_or(|k| k == m.status.kind.name())
+            && want(&f.admissible).is_none_or(|a| a == m.admissibility.admissible.to_string())
+            && from.is_none_or(|x| t.is_some_and(|t| t >= x))
+            && to.is_none_or(|x| t.is_some_and(|t| t <= x));
+        if !keep {
+            continue;
+        }
+        let (records, problems) = verify::reviews::read_records(&svc.store, &review_key, &it).await;
+        let status = crate::evidence::review::status(&records);
+        if want(&f.status).is_some_and(|s| s != status.name()) {
+            continue;
+        }
+        let decided_by: Vec<String> =
+            crate::evidence::review::effective(&records).iter().map(|r| r.officer.officer_id.clone()).collect();
+        if f.mine.as_deref() == Some("1") && (status.is_final() || decided_by.contains(&user.officer_id)) {
+            continue;
+        }
+        rows.push(Row {
+            id: it.id.clone(),
+            site: it.site.clone(),
+            camera: it.camera.clone(),
+            camera_location: m.camera_location.clone(),
+            violation_time_utc: m.violation_time_utc.clone(),
+            rule: m.rule.id.clone(),
+            kind: m.status.kind.name().into(),
+            admissible: m.admissibility.admissible,
+            severity: m.rule.severity.clone(),
+            review: RowReview { status, decided_by },
+            signature_ok: it.problems.is_empty() && problems.is_empty(),
+        });
+    }
+    rows.sort_by(|a, b| b.violation_time_utc.cmp(&a.violation_time_utc).then(b.id.cmp(&a.id)));
+    let total = rows.len();
+    let size = svc.pipeline.raw.review.page_size;
+    let page = f.page.unwrap_or(1).max(1);
+    let rows = rows.into_iter().skip((page - 1) * size).take(size).collect();
+    Ok((rows, total))
+}

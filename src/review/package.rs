@@ -1,0 +1,267 @@
+//! Case export: for an approved item, one archive (tar) with everything a case needs and an
+//! extraction record (who exported it, when, from where, the SHA-256 of every file: what the 2024
+//! SAMR e-evidence rules ask of fixing electronic data), signed by the review service. The
+//! archive's SHA-256 goes into the access log. [`verify_package`] checks a package offline with
+//! the public keys alone (`vigil verify --package FILE`).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::Service;
+use super::accounts::User;
+use super::items::{ItemView, Verification};
+use crate::evidence::Manifest;
+use crate::evidence::review::{Officer, Status};
+use crate::signing::{PublicKey, seal};
+
+pub const EXTRACTION_SCHEMA: &str = "vigil.extraction.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackedFile {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// `extraction-record.json` (signed in `extraction-record.sig`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractionRecord {
+    pub schema: String,
+    pub canonicalization: String,
+    pub evidence_id: String,
+    pub site: String,
+    pub camera: String,
+    pub exported_by: Officer,
+    pub time_utc: String,
+    pub time_local: String,
+    /// Where the export was asked from (the client's address).
+    pub client: String,
+    pub service: String,
+    pub review_status: Status,
+    pub verification: Verification,
+    /// Every file of the package but this record and its signature.
+    pub files: Vec<PackedFile>,
+    pub key_id: String,
+}
+
+/// An archive ready to send.
+pub struct Package {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub name: String,
+}
+
+/// Builds the package of an approved item.
+pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -> Result<Package> {
+    if view.status != Status::Approved {
+        bail!("only approved evidence is exported (this item is {})", view.status.name());
+    }
+    let id = &view.item.id;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for f in &view.item.files {
+        files.push((f.clone(), svc.store.get(&format!("{}/{f}", view.item.prefix)).await?.to_vec()));
+    }
+    for f in &view.item.reviews {
+        files.push((
+            format!("reviews/{f}"),
+            svc.store.get(&format!("{}/reviews/{f}", view.item.prefix)).await?.to_vec(),
+        ));
+    }
+    files.push((
+        "keys/worker-signing.pub".into(),
+        format!("{}\n", crate::signing::Signer::public_text_of(&svc.worker_key)).into_bytes(),
+    ));
+    files.push(("keys/review.pub".into(), format!("{}\n", svc.signer.public_text()).into_bytes()));
+    let report = serde_json::json!({
+        "evidence_id": id,
+        "verification": view.verification,
+        "review_status": view.status,
+        "decisions": view.records.len(),
+    });
+    files.push(("verification-report.json".into(), serde_json::to_vec_pretty(&report)?));
+    let now = chrono::Utc::now();
+    let record = ExtractionRecord {
+        schema: EXTRACTION_SCHEMA.into(),
+        canonicalization: crate::util::jcs::Version::CURRENT.label().into(),
+        evidence_id: id.clone(),
+        site: view.item.site.clone(),
+        camera: view.item.camera.clone(),
+        exported_by: Officer {
+            user: user.name.clone(),
+            officer_id: user.officer_id.clone(),
+            role: user.role.name().into(),
+        },
+        time_utc: crate::util::rfc3339(now),
+        time_local: crate::util::local(now, svc.pipeline.utc_offset_s),
+        client: client.into(),
+        service: svc.instance.clone(),
+        review_status: view.status,
+        verification: view.verification.clone(),
+        files: files
+            .iter()
+            .map(|(n, b)| PackedFile { name: n.clone(), sha256: crate::util::sha256_hex(b), bytes: b.len() as u64 })
+            .collect(),
+        key_id: svc.signer.key_id.clone(),
+    };
+    let (rb, rs, _) = seal(&record, &svc.signer)?;
+    files.push(("extraction-record.json".into(), rb));
+    files.push(("extraction-record.sig".into(), rs));
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(now.timestamp().max(0) as u64);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{id}/{name}"), bytes.as_slice())?;
+    }
+    let bytes = tar.into_inner()?;
+    let sha256 = crate::util::sha256_hex(&bytes);
+    Ok(Package { bytes, sha256, name: format!("vigil-evidence-{id}.tar") })
+}
+
+/// What `vigil verify --package` found.
+#[derive(Debug, Default, Serialize)]
+pub struct PackageReport {
+    pub evidence_id: String,
+    pub package_sha256: String,
+    pub files_checked: usize,
+    pub review_status: Option<Status>,
+    pub exported_by: Option<Officer>,
+    pub warnings: Vec<String>,
+    pub problems: Vec<String>,
+    pub ok: bool,
+}
+
+const MAX_PACKAGE: u64 = 8 << 30;
+const MAX_ENTRIES: usize = 256;
+
+/// Checks a package offline: the extraction record's signature and every file's hash, the
+/// manifest's signature (the workers' key), the artifacts against the manifest, the review records
+/// (the review service's key) and that they make the item approved.
+pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&PublicKey>) -> Result<PackageReport> {
+    let f = std::fs::File::open(path).with_context(|| format!("package {}", path.display()))?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() > MAX_PACKAGE {
+        bail!("package {}: not a regular file of at most {MAX_PACKAGE} bytes", path.display());
+    }
+    let sha = {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut r = std::io::BufReader::new(std::fs::File::open(path)?);
+        std::io::copy(&mut r, &mut h)?;
+        hex::encode(sha2::Digest::finalize(h))
+    };
+    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut ar = tar::Archive::new(f);
+    let mut root: Option<String> = None;
+    for e in ar.entries().with_context(|| format!("package {}: not a tar archive", path.display()))? {
+        let mut e = e?;
+        if entries.len() >= MAX_ENTRIES {
+            bail!("package {}: more than {MAX_ENTRIES} files", path.display());
+        }
+        if e.header().entry_type() != tar::EntryType::Regular {
+            bail!("package {}: {:?} is not a regular file", path.display(), e.path()?);
+        }
+        let name = e.path()?.to_string_lossy().into_owned();
+        if name.starts_with('/') || name.split('/').any(|c| c == ".." || c.is_empty()) {
+            bail!("package {}: unsafe path {name:?}", path.display());
+        }
+        let (top, rest) = name.split_once('/').with_context(|| format!("package: {name:?} outside the item folder"))?;
+        match &root {
+            None => root = Some(top.into()),
+            Some(r) if r != top => bail!("package: files of two items ({r}, {top})"),
+            _ => {}
+        }
+        let mut b = Vec::with_capacity(e.size() as usize);
+        e.by_ref().take(MAX_PACKAGE).read_to_end(&mut b)?;
+        entries.insert(rest.into(), b);
+    }
+    let id = root.context("package: empty")?;
+    let mut r = PackageReport { evidence_id: id.clone(), package_sha256: sha, ..Default::default() };
+    let (Some(rec), Some(sig)) = (entries.get("extraction-record.json"), entries.get("extraction-record.sig")) else {
+        bail!("package: no extraction-record.json / .sig");
+    };
+    let packaged_review_key =
+        entries.get("keys/review.pub").and_then(|b| PublicKey::parse(&String::from_utf8_lossy(b)).ok());
+    let rk = match (review_key, &packaged_review_key) {
+        (Some(k), _) => k.clone(),
+        (None, Some(k)) => {
+            r.warnings.push(format!(
+                "review records and the extraction record are checked against the key in the package ({}); give --review-key to check them against a key you trust",
+                k.key_id
+            ));
+            k.clone()
+        }
+        (None, None) => bail!("package: no review key (give --review-key)"),
+    };
+    match crate::signing::open::<ExtractionRecord>(rec, sig, &rk) {
+        Err(e) => r.problems.push(format!("extraction record: {e:#}")),
+        Ok(x) => {
+            if x.evidence_id != id {
+                r.problems.push(format!("extraction record is for {}, the package holds {id}", x.evidence_id));
+            }
+            for pf in &x.files {
+                match entries.get(&pf.name) {
+                    None => r.problems.push(format!("{} is listed in the extraction record but missing", pf.name)),
+                    Some(b) if crate::util::sha256_hex(b) != pf.sha256 => {
+                        r.problems.push(format!("{}: SHA-256 differs from the extraction record (altered)", pf.name))
+                    }
+                    Some(_) => r.files_checked += 1,
+                }
+            }
+            for name in entries.keys() {
+                if !name.starts_with("extraction-record.") && !x.files.iter().any(|f| &f.name == name) {
+                    r.problems.push(format!("{name} is in the package but not in the extraction record"));
+                }
+            }
+            r.exported_by = Some(x.exported_by);
+        }
+    }
+    // the evidence itself, against the workers' key
+    let (Some(mb), Some(ms)) = (entries.get("manifest.json"), entries.get("manifest.sig")) else {
+        r.problems.push("manifest.json / manifest.sig missing".into());
+        r.ok = false;
+        return Ok(r);
+    };
+    let manifest_sha = crate::util::sha256_hex(mb);
+    match crate::signing::open::<Manifest>(mb, ms, worker_key) {
+        Err(e) => r.problems.push(format!("manifest: {e:#}")),
+        Ok(m) => {
+            if m.evidence_id != id {
+                r.problems.push(format!("manifest is for {}, the package holds {id}", m.evidence_id));
+            }
+            for (name, a) in &m.artifacts {
+                let file = a.key.rsplit('/').next().unwrap_or_default();
+                match entries.get(file) {
+                    None => r.problems.push(format!("artifact {name} ({file}) missing")),
+                    Some(b) if crate::util::sha256_hex(b) != a.sha256 => {
+                        r.problems.push(format!("{file}: SHA-256 differs from the manifest"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let mut names: Vec<&String> =
+        entries.keys().filter(|k| k.starts_with("reviews/") && k.ends_with(".json")).collect();
+    names.sort();
+    let files: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = names
+        .iter()
+        .map(|n| ((*n).clone(), entries[*n].clone(), entries.get(&n.replace(".json", ".sig")).cloned()))
+        .collect();
+    let (records, problems) = crate::verify::reviews::check_records(&files, &rk, &id, Some(&manifest_sha));
+    r.problems.extend(problems);
+    let status = crate::evidence::review::status(&records);
+    if status != Status::Approved {
+        r.problems.push(format!("the review records make the item {}, not approved", status.name()));
+    }
+    r.review_status = Some(status);
+    r.ok = r.problems.is_empty();
+    Ok(r)
+}

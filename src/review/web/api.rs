@@ -1,0 +1,265 @@
+//! The JSON API (for case systems and tests), with the page's authentication and rules:
+//! `POST /api/login` → cookie `vigil_session` and `{"csrf"}`; `GET /api/evidence` (the queue's
+//! filters); `GET /api/evidence/{id}`; `POST /api/evidence/{id}/decision` (header
+//! `x-csrf-token`); `GET /api/evidence/{id}/package`; `GET /api/audit`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::{ApiError, Authed, can_read, check_csrf, clear_cookie, client, require, session_cookie};
+use crate::audit_log::{Action, Outcome};
+use crate::review::accounts::Role;
+use crate::review::decide::{DecideError, DecisionRequest, decide};
+use crate::review::items::{Filter, ItemView, check_filter, load, queue, valid_id};
+use crate::review::{Service, access};
+use crate::util::http::ClientAddr;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+/// Parses a JSON body; malformed JSON is a 400 that says what is wrong.
+fn json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.len() > 64 << 10 {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 64 KiB".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+/// The outcome of a login attempt, shared by the page and the API.
+pub enum LoginOutcome {
+    Ok(String, String),
+    Wrong,
+    Limited,
+}
+
+pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) -> Result<LoginOutcome, ApiError> {
+    let name: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+    if !svc.limiter.allowed(&name, client) {
+        let a = crate::audit_log::Access {
+            user: name,
+            officer_id: String::new(),
+            role: String::new(),
+            action: Action::Login,
+            outcome: Outcome::Denied,
+            evidence_id: None,
+            detail: "too many failed attempts".into(),
+            client: client.into(),
+        };
+        svc.record(a).await;
+        return Ok(LoginOutcome::Limited);
+    }
+    let accounts = svc.accounts().map_err(ApiError::internal)?;
+    match accounts.authenticate(&name, password) {
+        Some(u) => {
+            svc.limiter.succeeded(&name);
+            let (token, s) = svc.sessions.create(&u.name, client).await.map_err(ApiError::internal)?;
+            svc.record(access(u, Action::Login, Outcome::Ok, None, "", client)).await;
+            Ok(LoginOutcome::Ok(token, s.csrf))
+        }
+        None => {
+            svc.limiter.failed(&name, client);
+            let a = crate::audit_log::Access {
+                user: name,
+                officer_id: String::new(),
+                role: String::new(),
+                action: Action::Login,
+                outcome: Outcome::Denied,
+                evidence_id: None,
+                detail: "wrong user name or password".into(),
+                client: client.into(),
+            };
+            svc.record(a).await;
+            Ok(LoginOutcome::Wrong)
+        }
+    }
+}
+
+pub async fn login(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: LoginRequest = json(&body)?;
+    match try_login(&svc, &r.user, &r.password, &client(&addr)).await? {
+        LoginOutcome::Ok(token, csrf) => {
+            let mut resp = axum::Json(serde_json::json!({ "csrf": csrf, "user": r.user })).into_response();
+            let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
+            resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie"));
+            Ok(resp)
+        }
+        LoginOutcome::Wrong => Err(ApiError(StatusCode::UNAUTHORIZED, "wrong user name or password".into())),
+        LoginOutcome::Limited => {
+            Err(ApiError(StatusCode::TOO_MANY_REQUESTS, "too many failed logins; wait 15 minutes".into()))
+        }
+    }
+}
+
+pub async fn logout(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    svc.sessions.end(&a.token).await.map_err(ApiError::internal)?;
+    svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &client(&addr))).await;
+    let mut resp = axum::Json(serde_json::json!({ "ok": true })).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie(svc.tls)).expect("cookie"));
+    Ok(resp)
+}
+
+fn reader(a: &Authed) -> Result<(), ApiError> {
+    if can_read(a.user.role) { Ok(()) } else { Err(ApiError::forbidden("this role does not read evidence")) }
+}
+
+pub async fn list(
+    State(svc): State<Arc<Service>>,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    reader(&a)?;
+    let Query(f) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    check_filter(&f, svc.pipeline.utc_offset_s).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let (rows, total) = queue(&svc, &a.user, &f).await.map_err(ApiError::internal)?;
+    Ok(axum::Json(serde_json::json!({ "total": total, "page": f.page.unwrap_or(1), "items": rows })).into_response())
+}
+
+/// An item as the API gives it.
+pub fn item_json(v: &ItemView) -> serde_json::Value {
+    serde_json::json!({
+        "id": v.item.id,
+        "manifest": v.manifest,
+        "manifest_sha256": v.manifest_sha256,
+        "verification": v.verification,
+        "review": { "status": v.status, "records": v.records },
+        "files": {
+            "clip": format!("/evidence/{}/file/clip.mp4", v.item.id),
+            "snapshot": format!("/evidence/{}/file/snapshot.jpg", v.item.id),
+            "snapshot_annotated": format!("/evidence/{}/file/snapshot-annotated.jpg", v.item.id),
+        },
+    })
+}
+
+async fn item_of(svc: &Service, id: &str) -> Result<ItemView, ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::not_found());
+    }
+    load(svc, id).await.map_err(ApiError::internal)?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn get_item(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    reader(&a)?;
+    let v = item_of(&svc, &id).await?;
+    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "api", &client(&addr))).await;
+    Ok(axum::Json(item_json(&v)).into_response())
+}
+
+pub async fn decision(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    if a.user.role != Role::Reviewer {
+        let detail = "only reviewers decide";
+        svc.record(access(&a.user, Action::Decision, Outcome::Denied, Some(&id), detail, &client(&addr))).await;
+        return Err(ApiError::forbidden("only the reviewer role decides"));
+    }
+    if !valid_id(&id) {
+        return Err(ApiError::not_found());
+    }
+    let req: DecisionRequest = json(&body)?;
+    match decide(&svc, &a.user, &id, &req, &client(&addr)).await {
+        Ok((record, status)) => {
+            Ok(axum::Json(serde_json::json!({ "record": record, "status": status })).into_response())
+        }
+        Err(DecideError::NotFound) => Err(ApiError::not_found()),
+        Err(DecideError::Refused(r)) => {
+            use crate::evidence::review::Refusal;
+            let code = match r {
+                Refusal::Conflict(_) => StatusCode::CONFLICT,
+                Refusal::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            };
+            Err(ApiError(code, r.to_string()))
+        }
+        Err(DecideError::Failed(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+pub async fn package(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    reader(&a)?;
+    let v = item_of(&svc, &id).await?;
+    if !v.verification.ok {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("the item fails verification: {}", v.verification.problems.join("; ")),
+        ));
+    }
+    let p = match crate::review::package::export(&svc, &a.user, &v, &client(&addr)).await {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("{e:#}");
+            svc.record(access(&a.user, Action::PackageExported, Outcome::Denied, Some(&id), &why, &client(&addr)))
+                .await;
+            return Err(ApiError(StatusCode::CONFLICT, why));
+        }
+    };
+    svc.record(access(
+        &a.user,
+        Action::PackageExported,
+        Outcome::Ok,
+        Some(&id),
+        &format!("sha256 {}", p.sha256),
+        &client(&addr),
+    ))
+    .await;
+    let mut resp = (StatusCode::OK, p.bytes).into_response();
+    let hd = resp.headers_mut();
+    hd.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    hd.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", p.name)).expect("name"),
+    );
+    hd.insert("x-sha256", HeaderValue::from_str(&p.sha256).expect("hex"));
+    Ok(resp)
+}
+
+pub async fn audit(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    if !matches!(a.user.role, Role::Auditor | Role::Admin) {
+        return Err(ApiError::forbidden("the access log is for auditors and admins"));
+    }
+    let log =
+        crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site()).await.map_err(ApiError::internal)?;
+    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "api", &client(&addr))).await;
+    Ok(axum::Json(serde_json::json!({ "entries": log.entries, "problems": log.problems })).into_response())
+}

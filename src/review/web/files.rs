@@ -1,0 +1,94 @@
+//! An item's files in the page: the clip plays with HTTP range requests, the snapshots show. Each
+//! fetch checks the file against the item's signed manifest first.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, can_read, client, require};
+use crate::audit_log::{Action, Outcome};
+use crate::review::Service;
+use crate::review::items::valid_id;
+use crate::util::http::ClientAddr;
+
+const FILES: [(&str, &str); 3] =
+    [("clip.mp4", "video/mp4"), ("snapshot.jpg", "image/jpeg"), ("snapshot-annotated.jpg", "image/jpeg")];
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` of a `len`-byte file.
+fn range(h: &HeaderMap, len: u64) -> Option<std::ops::Range<u64>> {
+    let v = h.get(header::RANGE)?.to_str().ok()?.strip_prefix("bytes=")?;
+    let (a, b) = v.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => len.saturating_sub(n.parse().ok()?)..len,
+        (a, "") => a.parse().ok()?..len,
+        (a, b) => a.parse().ok()?..(b.parse::<u64>().ok()? + 1).min(len),
+    };
+    (r.start < r.end && r.end <= len).then_some(r)
+}
+
+pub async fn file(
+    State(svc): State<Arc<Service>>,
+    Path((id, name)): Path<(String, String)>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    if !can_read(a.user.role) {
+        return Err(ApiError::forbidden("this role does not read evidence"));
+    }
+    let Some((_, ctype)) = FILES.iter().find(|(f, _)| *f == name) else { return Err(ApiError::not_found()) };
+    if !valid_id(&id) {
+        return Err(ApiError::not_found());
+    }
+    // the item's signed manifest names the file and its hash
+    let mut items = crate::verify::list_items(&svc.store).await.map_err(ApiError::internal)?;
+    let Some(it) = items.iter_mut().find(|i| i.id == id) else { return Err(ApiError::not_found()) };
+    crate::verify::load_manifest(&svc.store, &svc.worker_key, it).await;
+    let art =
+        it.manifest.as_ref().and_then(|m| m.artifacts.values().find(|x| x.key.ends_with(&format!("/{name}"))).cloned());
+    let (Some(art), true) = (art, it.problems.is_empty()) else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name} of {id} fails verification: {}", it.problems.join("; ")),
+        ));
+    };
+    let bytes = svc.store.get(&art.key).await.map_err(ApiError::internal)?;
+    if crate::util::sha256_hex(&bytes) != art.sha256 {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name} of {id}: its SHA-256 differs from the signed manifest"),
+        ));
+    }
+    let len = bytes.len() as u64;
+    let r = range(&h, len);
+    let first = r.as_ref().is_none_or(|r| r.start == 0);
+    if first {
+        let action = if name == "clip.mp4" { Action::ClipPlayed } else { Action::FileDownloaded };
+        svc.record(crate::review::access(&a.user, action, Outcome::Ok, Some(&id), &name, &client(&addr))).await;
+    }
+    let mut resp = match r {
+        Some(r) => {
+            let body = bytes.slice(r.start as usize..r.end as usize);
+            let mut resp = (StatusCode::PARTIAL_CONTENT, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end - 1)).expect("header"),
+            );
+            resp
+        }
+        None if h.contains_key(header::RANGE) => {
+            let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("header"));
+            return Ok(resp);
+        }
+        None => (StatusCode::OK, bytes).into_response(),
+    };
+    let hd = resp.headers_mut();
+    hd.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    hd.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    hd.insert("x-sha256", HeaderValue::from_str(&art.sha256).expect("hex"));
+    Ok(resp)
+}

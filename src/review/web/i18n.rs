@@ -1,0 +1,136 @@
+//! The page's words in Chinese (zh-CN, the default) and English.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Zh,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn param(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        }
+    }
+
+    /// From `?lang=`, else the `vigil_lang` cookie, else Chinese.
+    pub fn pick(query: Option<&str>, cookie: Option<&str>) -> Lang {
+        match query.or(cookie) {
+            Some("en") => Lang::En,
+            _ => Lang::Zh,
+        }
+    }
+
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+
+    /// The word for `key` (the key itself when unknown, so nothing is ever blank).
+    pub fn t(self, key: &'static str) -> &'static str {
+        let (zh, en) = match key {
+            "title" => ("证据审核", "Evidence review"),
+            "login" => ("登录", "Log in"),
+            "logout" => ("退出", "Log out"),
+            "user" => ("用户名", "User"),
+            "password" => ("密码", "Password"),
+            "login_failed" => ("用户名或密码错误", "Wrong user name or password"),
+            "too_many" => ("失败次数过多，请稍后再试", "Too many failed attempts; try again later"),
+            "queue" => ("待审队列", "Queue"),
+            "audit" => ("访问日志", "Access log"),
+            "filter" => ("筛选", "Filter"),
+            "site" => ("场所", "Site"),
+            "camera" => ("摄像头", "Camera"),
+            "location" => ("位置", "Location"),
+            "from" => ("起", "From"),
+            "to" => ("止", "To"),
+            "rule" => ("规则", "Rule"),
+            "kind" => ("性质", "Kind"),
+            "enforcement" => ("执法", "Enforcement"),
+            "advisory" => ("提示", "Advisory"),
+            "admissible" => ("可采性", "Admissible"),
+            "yes" => ("是", "yes"),
+            "no" => ("否", "no"),
+            "any" => ("全部", "any"),
+            "review_status" => ("审核状态", "Review status"),
+            "pending" => ("待审", "pending"),
+            "one_approval" => ("一人通过", "one approval"),
+            "approved" => ("已通过", "approved"),
+            "rejected" => ("已驳回", "rejected"),
+            "reminder" => ("提醒", "reminder"),
+            "mine" => ("待我审核", "Waiting for me"),
+            "time" => ("时间", "Time"),
+            "severity" => ("情节", "Severity"),
+            "decided_by" => ("审核人", "Decided by"),
+            "open" => ("打开", "Open"),
+            "no_items" => ("没有符合条件的证据", "No items match"),
+            "page" => ("页", "Page"),
+            "prev" => ("上一页", "Previous"),
+            "next" => ("下一页", "Next"),
+            "facts" => ("要素", "Facts"),
+            "violation_time" => ("违法时间", "Violation time"),
+            "local_time" => ("本地时间", "Local time"),
+            "utc_time" => ("UTC 时间", "UTC time"),
+            "registry" => ("登记", "Registry"),
+            "threshold" => ("阈值", "Threshold"),
+            "revision" => ("配置版本", "Config revision"),
+            "models" => ("模型", "Models"),
+            "detections" => ("检测结果", "Detections"),
+            "health" => ("设备状态", "Device health"),
+            "why" => ("原因", "Why"),
+            "repeat" => ("30 日内同类违法", "Same rule in 30 days"),
+            "legal_basis" => ("法律依据", "Legal basis"),
+            "verified" => ("已验证：哈希、签名、链位置均正确", "Verified: hashes, signature and chain position"),
+            "not_verified" => ("验证失败", "Verification FAILED"),
+            "checked_at" => ("验证时间", "Checked"),
+            "chain_pos" => ("链位置", "Chain position"),
+            "decision" => ("审核决定", "Decision"),
+            "approve" => ("通过", "Approve"),
+            "reject" => ("驳回", "Reject"),
+            "remind" => ("提醒整改", "Reminder"),
+            "check_true" => ("真实", "True"),
+            "check_clear" => ("清晰", "Clear"),
+            "check_complete" => ("完整", "Complete"),
+            "check_accurate" => ("准确", "Accurate"),
+            "reason" => ("理由（驳回必填）", "Reason (required to reject)"),
+            "corrects" => ("更正本人第几项决定（可选）", "Corrects my decision no. (optional)"),
+            "submit" => ("提交", "Submit"),
+            "history" => ("审核记录", "Review history"),
+            "access_log" => ("访问记录", "Access log"),
+            "no_decisions" => ("尚无审核决定", "No decision yet"),
+            "cannot_approve" => ("本证据不能通过", "This item cannot be approved"),
+            "decision_final" => ("审核已完成", "The review is complete"),
+            "package" => ("下载证据包", "Download evidence package"),
+            "snapshot" => ("截图", "Snapshot"),
+            "annotated" => ("标注截图", "Annotated snapshot"),
+            "clip" => ("视频", "Clip"),
+            "officer" => ("执法证号", "Officer id"),
+            "action" => ("操作", "Action"),
+            "outcome" => ("结果", "Outcome"),
+            "detail" => ("详情", "Detail"),
+            "client" => ("来源地址", "From"),
+            "keys" => ("快捷键：j/k 上下，Enter 打开，/ 筛选", "Keys: j/k move, Enter open, / filter"),
+            "item_keys" => {
+                ("快捷键：a 通过，r 驳回，m 提醒，Esc 返回", "Keys: a approve, r reject, m reminder, Esc back")
+            }
+            "back" => ("返回队列", "Back to the queue"),
+            "error" => ("错误", "Error"),
+            "forbidden" => ("无权访问", "Forbidden"),
+            _ => (key, key),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The review service's HTTP side: server-rendered pages ([`pages`], zh-CN by default) and a JSON
+//! API ([`api`]) under the same authentication and the same rules. Every request is authenticated
+//! from its session cookie, every role checked on the route, every state-changing request carries
+//! the session's CSRF token, every evidence id is validated before it reaches a store path.
+
+pub mod api;
+pub mod assets;
+pub mod files;
+pub mod i18n;
+pub mod pages;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::Service;
+use super::accounts::{Role, User};
+use super::session::{COOKIE, Session};
+use crate::util::http::ClientAddr;
+
+pub fn router(svc: Arc<Service>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/queue") }))
+        .route("/login", get(pages::login_page).post(pages::login_form))
+        .route("/logout", post(pages::logout_form))
+        .route("/queue", get(pages::queue))
+        .route("/audit", get(pages::audit))
+        .route("/evidence/{id}", get(pages::item))
+        .route("/evidence/{id}/decision", post(pages::decision_form))
+        .route("/evidence/{id}/file/{name}", get(files::file))
+        .route("/evidence/{id}/package", get(api::package))
+        .route(
+            "/static/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], assets::JS) }),
+        )
+        .route("/static/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], assets::CSS) }))
+        .route("/api/login", post(api::login))
+        .route("/api/logout", post(api::logout))
+        .route("/api/evidence", get(api::list))
+        .route("/api/evidence/{id}", get(api::get_item))
+        .route("/api/evidence/{id}/decision", post(api::decision))
+        .route("/api/evidence/{id}/package", get(api::package))
+        .route("/api/audit", get(api::audit))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(svc)
+}
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self'; media-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An error as the API answers it: `{"error": "..."}` with a status.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    pub fn unauthorized() -> ApiError {
+        ApiError(StatusCode::UNAUTHORIZED, "not logged in (POST /api/login)".into())
+    }
+    pub fn forbidden(why: &str) -> ApiError {
+        ApiError(StatusCode::FORBIDDEN, why.into())
+    }
+    pub fn not_found() -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, "no such evidence item".into())
+    }
+    pub fn internal(e: anyhow::Error) -> ApiError {
+        tracing::error!(error = format!("{e:#}"), "review service: request failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error (see the service log)".into())
+    }
+}
+
+/// The value of a cookie in the request.
+pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// The client's address (as the listener saw it).
+pub fn client(addr: &Option<axum::Extension<ClientAddr>>) -> String {
+    addr.as_ref().map(|a| a.0.0.ip().to_string()).unwrap_or_else(|| "?".into())
+}
+
+/// An authenticated request.
+pub struct Authed {
+    pub user: User,
+    pub session: Session,
+    pub token: String,
+}
+
+/// The session's user, if the request carries a live session of an enabled account.
+pub async fn authenticate(svc: &Service, h: &HeaderMap) -> Result<Option<Authed>, ApiError> {
+    let Some(token) = cookie(h, COOKIE) else { return Ok(None) };
+    let Some(session) = svc.sessions.get(token).await.map_err(ApiError::internal)? else { return Ok(None) };
+    let accounts = svc.accounts().map_err(ApiError::internal)?;
+    let Some(user) = accounts.get(&session.user).filter(|u| !u.disabled).cloned() else { return Ok(None) };
+    Ok(Some(Authed { user, session, token: token.into() }))
+}
+
+/// The request's session; 401 without one.
+pub async fn require(svc: &Service, h: &HeaderMap) -> Result<Authed, ApiError> {
+    authenticate(svc, h).await?.ok_or_else(ApiError::unauthorized)
+}
+
+/// A state-changing request must carry the session's CSRF token (header or form field).
+pub fn check_csrf(a: &Authed, given: Option<&str>) -> Result<(), ApiError> {
+    match given {
+        Some(t) if constant_eq(t.as_bytes(), a.session.csrf.as_bytes()) => Ok(()),
+        _ => Err(ApiError::forbidden("missing or wrong CSRF token (x-csrf-token)")),
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Roles that may read evidence.
+pub fn can_read(r: Role) -> bool {
+    matches!(r, Role::Reviewer | Role::Auditor | Role::Admin)
+}
+
+/// The session cookie.
+pub fn session_cookie(token: &str, hours: f64, secure: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        (hours * 3600.0) as u64,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie(secure: bool) -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", if secure { "; Secure" } else { "" })
+}

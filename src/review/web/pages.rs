@@ -1,0 +1,588 @@
+//! The review pages, rendered on the server (maud): login, the queue with its filters, an item
+//! with its clip, snapshots, facts, verification badge, decision form, history and access log,
+//! and the access log for auditors. Chinese by default, English by `?lang=en`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::i18n::Lang;
+use super::{Authed, authenticate, can_read, check_csrf, clear_cookie, client, session_cookie};
+use crate::audit_log::{Action, Outcome};
+use crate::evidence::review::{Checks, Decision, Refusal, Status};
+use crate::review::accounts::{Role, User};
+use crate::review::decide::{DecideError, DecisionRequest, decide};
+use crate::review::items::{self, Filter, ItemView, check_filter, load, valid_id};
+use crate::review::{Service, access};
+use crate::util::http::ClientAddr;
+
+fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
+    Lang::pick(q, super::cookie(h, "vigil_lang"))
+}
+
+/// The page around `body`; sets the language cookie when the switch was used.
+fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) -> Response {
+    let m = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — vigil" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body {
+                header {
+                    strong { "vigil · " (lang.t("title")) }
+                    @if let Some(u) = user {
+                        a href="/queue" { (lang.t("queue")) }
+                        @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
+                    }
+                    span.spacer {}
+                    a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
+                        (match lang { Lang::Zh => "English", Lang::En => "中文" })
+                    }
+                    @if let Some(u) = user {
+                        span { (u.name) " (" (u.role.name()) ", " (lang.t("officer")) " " (u.officer_id) ")" }
+                        form method="post" action="/logout" style="display:inline" {
+                            button #logout type="submit" { (lang.t("logout")) }
+                        }
+                    }
+                }
+                main { (body) }
+                script src="/static/app.js" {}
+            }
+        }
+    };
+    let mut r = m.into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!("vigil_lang={}; Path=/; SameSite=Strict; Max-Age=31536000", lang.param()))
+            .expect("cookie"),
+    );
+    r
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+fn forbidden(lang: Lang, user: &User) -> Response {
+    let mut r = page(lang, lang.t("forbidden"), Some(user), "/queue", html! { h2.err { (lang.t("forbidden")) } });
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
+fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) -> Response {
+    let mut r = page(lang, lang.t("error"), user, "/queue", html! { h2.err { (lang.t("error")) } p #error { (msg) } });
+    *r.status_mut() = code;
+    r
+}
+
+/// A stored UTC time in the site's local time: `2026-11-24 06:10:44 (+08:00)`.
+fn local(svc: &Service, utc: &str) -> String {
+    match crate::util::time::parse_rfc3339(utc) {
+        Ok(t) => {
+            let l = t.with_timezone(&crate::util::time::fixed_offset(svc.pipeline.utc_offset_s));
+            format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
+        }
+        Err(_) => utc.to_string(),
+    }
+}
+
+fn status_badge(lang: Lang, s: Status) -> Markup {
+    html! { span class={ "badge st-" (s.name()) } data-status=(s.name()) { (lang.t(s.name())) } }
+}
+
+#[derive(serde::Deserialize)]
+pub struct LangQuery {
+    lang: Option<String>,
+}
+
+pub async fn login_page(q: Query<LangQuery>, h: HeaderMap) -> Response {
+    let lang = lang_of(&h, q.lang.as_deref());
+    login_markup(lang, None)
+}
+
+fn login_markup(lang: Lang, err: Option<&str>) -> Response {
+    page(
+        lang,
+        lang.t("login"),
+        None,
+        "/login",
+        html! {
+            h2 { (lang.t("login")) }
+            @if let Some(e) = err { p #login-error .err { (e) } }
+            form #login method="post" action="/login" {
+                p { label { (lang.t("user")) br; input name="user" autocomplete="username" required autofocus; } }
+                p { label { (lang.t("password")) br; input name="password" type="password" autocomplete="current-password" required; } }
+                button type="submit" { (lang.t("login")) }
+            }
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+}
+
+pub async fn login_form(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+    f: axum::Form<LoginForm>,
+) -> Response {
+    let lang = lang_of(&h, None);
+    match super::api::try_login(&svc, &f.user, &f.password, &client(&addr)).await {
+        Ok(super::api::LoginOutcome::Ok(token, _)) => {
+            let mut r = Redirect::to("/queue").into_response();
+            let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
+            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie"));
+            r
+        }
+        Ok(super::api::LoginOutcome::Wrong) => {
+            let mut r = login_markup(lang, Some(lang.t("login_failed")));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r
+        }
+        Ok(super::api::LoginOutcome::Limited) => {
+            let mut r = login_markup(lang, Some(lang.t("too_many")));
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Logout from the page: the form is same-origin only (SameSite=Strict cookie, form-action
+/// 'self'), and ends the session.
+pub async fn logout_form(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Response {
+    if let Ok(Some(a)) = authenticate(&svc, &h).await {
+        let _ = svc.sessions.end(&a.token).await;
+        svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &client(&addr))).await;
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie(svc.tls)).expect("cookie"));
+    r
+}
+
+async fn authed(svc: &Service, h: &HeaderMap) -> Result<Authed, Response> {
+    match authenticate(svc, h).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(to_login()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+fn select(name: &str, current: &str, choices: &[(&str, &str)]) -> Markup {
+    html! {
+        select name=(name) {
+            @for (v, label) in choices {
+                option value=(v) selected[*v == current] { (label) }
+            }
+        }
+    }
+}
+
+pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr: String) -> Response {
+    let lang = lang_of(&h, f.lang.as_deref());
+    let a = match authed(&svc, &h).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !can_read(a.user.role) {
+        return forbidden(lang, &a.user);
+    }
+    if let Err(e) = check_filter(&f, svc.pipeline.utc_offset_s) {
+        return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, &e);
+    }
+    let (rows, total) = match items::queue(&svc, &a.user, &f).await {
+        Ok(x) => x,
+        Err(e) => return super::ApiError::internal(e).into_response(),
+    };
+    svc.record(access(&a.user, Action::QueueViewed, Outcome::Ok, None, "", &client_addr)).await;
+    let page_no = f.page.unwrap_or(1).max(1);
+    let size = svc.pipeline.raw.review.page_size;
+    let pages = total.div_ceil(size).max(1);
+    let qs = |p: usize| {
+        let mut s = format!("?page={p}");
+        for (k, v) in [
+            ("site", &f.site),
+            ("camera", &f.camera),
+            ("rule", &f.rule),
+            ("kind", &f.kind),
+            ("admissible", &f.admissible),
+            ("status", &f.status),
+            ("from", &f.from),
+            ("to", &f.to),
+            ("mine", &f.mine),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                s += &format!("&{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+            }
+        }
+        s
+    };
+    let cams: Vec<(String, String)> = svc.pipeline.cameras.iter().map(|c| (c.id.clone(), c.id.clone())).collect();
+    let mut cam_choices: Vec<(&str, &str)> = vec![("", lang.t("any"))];
+    cam_choices.extend(cams.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let rules: Vec<String> = {
+        let mut v: Vec<String> =
+            svc.pipeline.cameras.iter().flat_map(|c| c.rules.configs().iter().map(|r| r.id().to_string())).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t("any"))];
+    rule_choices.extend(rules.iter().map(|r| (r.as_str(), r.as_str())));
+    let here = format!("/queue{}", qs(page_no));
+    let body = html! {
+        h2 { (lang.t("queue")) " (" (total) ")" }
+        form.filters #filters method="get" action="/queue" {
+            label { (lang.t("site")) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
+            label { (lang.t("camera")) (select("camera", opt(&f.camera), &cam_choices)) }
+            label { (lang.t("rule")) (select("rule", opt(&f.rule), &rule_choices)) }
+            label { (lang.t("kind")) (select("kind", opt(&f.kind), &[("", lang.t("any")), ("enforcement", lang.t("enforcement")), ("advisory", lang.t("advisory"))])) }
+            label { (lang.t("admissible")) (select("admissible", opt(&f.admissible), &[("", lang.t("any")), ("true", lang.t("yes")), ("false", lang.t("no"))])) }
+            label { (lang.t("review_status")) (select("status", opt(&f.status), &[("", lang.t("any")), ("pending", lang.t("pending")), ("one_approval", lang.t("one_approval")), ("approved", lang.t("approved")), ("rejected", lang.t("rejected")), ("reminder", lang.t("reminder"))])) }
+            label { (lang.t("from")) input type="datetime-local" name="from" value=(opt(&f.from)); }
+            label { (lang.t("to")) input type="datetime-local" name="to" value=(opt(&f.to)); }
+            label { (lang.t("mine")) input type="checkbox" name="mine" value="1" checked[f.mine.as_deref() == Some("1")]; }
+            button type="submit" { (lang.t("filter")) }
+        }
+        @if rows.is_empty() {
+            p #empty { (lang.t("no_items")) }
+        } @else {
+            table #queue {
+                thead { tr { th { (lang.t("time")) } th { (lang.t("camera")) } th { (lang.t("location")) } th { (lang.t("rule")) } th { (lang.t("kind")) } th { (lang.t("admissible")) } th { (lang.t("severity")) } th { (lang.t("review_status")) } th { (lang.t("decided_by")) } } }
+                tbody {
+                    @for r in &rows {
+                        tr.row data-href={ "/evidence/" (r.id) } data-id=(r.id) {
+                            td { a href={ "/evidence/" (r.id) } { (local(&svc, &r.violation_time_utc)) } }
+                            td { (r.camera) }
+                            td { (r.camera_location) }
+                            td { (r.rule) }
+                            td { (lang.t(if r.kind == "advisory" { "advisory" } else { "enforcement" })) }
+                            td { (lang.t(if r.admissible { "yes" } else { "no" })) }
+                            td { (r.severity) }
+                            td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } } }
+                            td { (r.review.decided_by.join(", ")) }
+                        }
+                    }
+                }
+            }
+            p {
+                @if page_no > 1 { a href={ "/queue" (qs(page_no - 1)) } { (lang.t("prev")) } " " }
+                (lang.t("page")) " " (page_no) " / " (pages)
+                @if page_no < pages { " " a href={ "/queue" (qs(page_no + 1)) } { (lang.t("next")) } }
+            }
+        }
+        p.muted { (lang.t("keys")) }
+    };
+    page(lang, lang.t("queue"), Some(&a.user), &here, body)
+}
+
+pub async fn queue(
+    State(svc): State<Arc<Service>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match q {
+        Ok(Query(f)) => queue_page(svc, h, f, client(&addr)).await,
+        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    }
+}
+
+fn facts(svc: &Service, lang: Lang, v: &ItemView) -> Markup {
+    let m = &v.manifest;
+    let reg = &m.camera_registry;
+    let date = |d: &Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "—".into());
+    html! {
+        table #facts {
+            tr { th { (lang.t("site")) } td { (m.site) " " (m.site_name) } }
+            tr { th { (lang.t("camera")) } td { (m.camera) } }
+            tr { th { (lang.t("location")) } td { (m.camera_location) " (" (reg.location_category.name()) ")" } }
+            tr { th { (lang.t("registry")) } td { "legal " (date(&reg.legal_review_date)) ", technical " (date(&reg.technical_review_date)) ", installation " (reg.installation_ref.as_deref().unwrap_or("—")) ", notice " (date(&reg.public_notice_date)) } }
+            tr { th { (lang.t("local_time")) } td #time-local { (local(svc, &m.violation_time_utc)) } }
+            tr { th { (lang.t("utc_time")) } td #time-utc { (m.violation_time_utc) } }
+            tr { th { (lang.t("rule")) } td { (m.rule.id) " (" (serde_json::to_string(&m.rule.kind).unwrap_or_default()) ")" } }
+            tr { th { (lang.t("threshold")) } td { (m.rule.params.get("threshold").map(|t| t.to_string()).unwrap_or_default()) } }
+            tr { th { (lang.t("revision")) } td { (m.rule.revision) } }
+            @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t("legal_basis")) } td { (b) } } }
+            tr { th { (lang.t("severity")) } td { (m.rule.severity) } }
+            tr { th { (lang.t("repeat")) } td { (m.repeat_count_30d) } }
+            tr { th { (lang.t("kind")) } td #kind { (lang.t(m.status.kind.name())) @for r in &m.status.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t("admissible")) } td #admissible { (lang.t(if m.admissibility.admissible { "yes" } else { "no" })) @for r in &m.admissibility.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t("health")) } td { @if m.health.normal { "OK" } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " (e) br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": gap " (format!("{s:.2}")) " s" br; } } } }
+            tr { th { (lang.t("models")) } td { @for md in &m.models { (md.id) " " span.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
+            tr { th { (lang.t("detections")) } td { @for d in &m.detections { (d.label) " #" (d.track_id) " score " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " no-mask " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " dwell " (format!("{s:.0}")) " s" } @if d.trigger { " ◀" } br; } } }
+            tr { th { "ID" } td { (m.evidence_id) } }
+        }
+    }
+}
+
+pub async fn item(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    q: Query<LangQuery>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Response {
+    let lang = lang_of(&h, q.lang.as_deref());
+    let a = match authed(&svc, &h).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !can_read(a.user.role) {
+        return forbidden(lang, &a.user);
+    }
+    if !valid_id(&id) {
+        return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item");
+    }
+    let v = match load(&svc, &id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
+        Err(e) => return super::ApiError::internal(e).into_response(),
+    };
+    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &client(&addr))).await;
+    let log = crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site())
+        .await
+        .map(|l| l.entries)
+        .unwrap_or_default();
+    let item_log: Vec<_> = log.iter().filter(|e| e.evidence_id.as_deref() == Some(id.as_str())).collect();
+    let reviewer = a.user.role == Role::Reviewer;
+    let mine_decided = v.records.iter().any(|r| r.officer.officer_id == a.user.officer_id);
+    let can_approve = v.verification.ok && v.manifest.admissibility.admissible && !v.advisory();
+    let can_remind = v.advisory() || v.first_minor();
+    let body = html! {
+        p { a href="/queue" { "← " (lang.t("back")) } }
+        h2 { (local(&svc, &v.manifest.violation_time_utc)) " · " (v.manifest.camera) " · " (v.manifest.rule.id) " " (status_badge(lang, v.status)) }
+        @if v.verification.ok {
+            div #verification .verified data-ok="true" { "✔ " (lang.t("verified")) " · " (lang.t("chain_pos")) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t("checked_at")) " " (local(&svc, &v.verification.checked_utc)) }
+        } @else {
+            div #verification .failed data-ok="false" { "✘ " (lang.t("not_verified")) ul { @for p in &v.verification.problems { li { (p) } } } }
+        }
+        div.cols {
+            div {
+                section {
+                    h3 { (lang.t("clip")) }
+                    video #clip controls preload="auto" src={ "/evidence/" (id) "/file/clip.mp4" } {}
+                }
+                section {
+                    h3 { (lang.t("snapshot")) " / " (lang.t("annotated")) }
+                    img.shot #snapshot src={ "/evidence/" (id) "/file/snapshot.jpg" } alt=(lang.t("snapshot"));
+                    img.shot #annotated src={ "/evidence/" (id) "/file/snapshot-annotated.jpg" } alt=(lang.t("annotated"));
+                }
+            }
+            div {
+                section { h3 { (lang.t("facts")) } (facts(&svc, lang, &v)) }
+                section {
+                    h3 { (lang.t("decision")) }
+                    @if v.status.is_final() {
+                        p #final { (lang.t("decision_final")) ": " (status_badge(lang, v.status)) }
+                        @if v.status == Status::Approved { p { a #package href={ "/evidence/" (id) "/package" } { (lang.t("package")) } } }
+                    } @else if reviewer && !mine_decided {
+                        form #decision .decide method="post" action={ "/evidence/" (id) "/decision" } {
+                            input type="hidden" name="csrf" value=(a.session.csrf);
+                            p {
+                                label { input type="checkbox" name="true" value="1"; (lang.t("check_true")) } " "
+                                label { input type="checkbox" name="clear" value="1"; (lang.t("check_clear")) } " "
+                                label { input type="checkbox" name="complete" value="1"; (lang.t("check_complete")) } " "
+                                label { input type="checkbox" name="accurate" value="1"; (lang.t("check_accurate")) }
+                            }
+                            p { label { (lang.t("reason")) br; textarea name="reason" rows="3" cols="40" maxlength="2000" {} } }
+                            p {
+                                @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t("approve")) } }
+                                button #reject type="submit" name="decision" value="reject" { (lang.t("reject")) }
+                                @if can_remind { button #remind type="submit" name="decision" value="reminder" { (lang.t("remind")) } }
+                            }
+                            @if !can_approve { p #no-approve .err { (lang.t("cannot_approve")) } }
+                            p.muted { (lang.t("item_keys")) }
+                        }
+                    } @else if reviewer {
+                        form #correction .decide method="post" action={ "/evidence/" (id) "/decision" } {
+                            input type="hidden" name="csrf" value=(a.session.csrf);
+                            p { label { (lang.t("corrects")) " " input name="corrects" size="3"; } }
+                            p { label { (lang.t("reason")) br; textarea name="reason" rows="2" cols="40" maxlength="2000" {} } }
+                            p {
+                                label { input type="checkbox" name="true" value="1"; (lang.t("check_true")) } " "
+                                label { input type="checkbox" name="clear" value="1"; (lang.t("check_clear")) } " "
+                                label { input type="checkbox" name="complete" value="1"; (lang.t("check_complete")) } " "
+                                label { input type="checkbox" name="accurate" value="1"; (lang.t("check_accurate")) }
+                            }
+                            button type="submit" name="decision" value="reject" { (lang.t("reject")) }
+                            @if can_approve { button type="submit" name="decision" value="approve" { (lang.t("approve")) } }
+                        }
+                    } @else {
+                        p.muted { (lang.t("pending")) }
+                    }
+                }
+                section {
+                    h3 { (lang.t("history")) }
+                    @if v.records.is_empty() { p #no-decisions { (lang.t("no_decisions")) } }
+                    @else {
+                        table #history {
+                            thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("officer")) } th { (lang.t("decision")) } th { "4" } th { (lang.t("why")) } } }
+                            tbody {
+                                @for r in &v.records {
+                                    tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
+                                        td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
+                                        td { (local(&svc, &r.time_utc)) }
+                                        td { (r.officer.user) " · " (r.officer.officer_id) }
+                                        td { (lang.t(match r.decision { Decision::Approve => "approve", Decision::Reject => "reject", Decision::Reminder => "remind" })) }
+                                        td { (checks_text(r.checks)) }
+                                        td { (r.reason) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                section {
+                    h3 { (lang.t("access_log")) }
+                    table #item-log {
+                        thead { tr { th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("action")) } th { (lang.t("detail")) } } }
+                        tbody {
+                            @for e in item_log.iter().rev().take(50) {
+                                tr { td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(lang, &v.manifest.evidence_id, Some(&a.user), &format!("/evidence/{id}"), body)
+}
+
+fn checks_text(c: Checks) -> String {
+    [(c.true_, "真"), (c.clear, "清"), (c.complete, "完"), (c.accurate, "准")]
+        .iter()
+        .map(|(on, l)| if *on { l.to_string() } else { "·".into() })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+pub struct DecisionForm {
+    csrf: Option<String>,
+    decision: Option<String>,
+    #[serde(rename = "true")]
+    true_: Option<String>,
+    clear: Option<String>,
+    complete: Option<String>,
+    accurate: Option<String>,
+    reason: Option<String>,
+    corrects: Option<String>,
+}
+
+pub async fn decision_form(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+    f: axum::Form<DecisionForm>,
+) -> Response {
+    let lang = lang_of(&h, None);
+    let a = match authed(&svc, &h).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Err(e) = check_csrf(&a, f.csrf.as_deref()) {
+        return e.into_response();
+    }
+    if a.user.role != Role::Reviewer {
+        return forbidden(lang, &a.user);
+    }
+    let decision = match f.decision.as_deref() {
+        Some("approve") => Decision::Approve,
+        Some("reject") => Decision::Reject,
+        Some("reminder") => Decision::Reminder,
+        _ => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, "no decision"),
+    };
+    let corrects = match f.corrects.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match s.parse() {
+            Ok(n) => Some(n),
+            Err(_) => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, "corrects: a decision number"),
+        },
+    };
+    let on = |v: &Option<String>| v.is_some();
+    let req = DecisionRequest {
+        decision,
+        checks: Checks {
+            true_: on(&f.true_),
+            clear: on(&f.clear),
+            complete: on(&f.complete),
+            accurate: on(&f.accurate),
+        },
+        reason: f.reason.clone().unwrap_or_default(),
+        corrects,
+    };
+    match decide(&svc, &a.user, &id, &req, &client(&addr)).await {
+        Ok(_) => Redirect::to(&format!("/evidence/{id}")).into_response(),
+        Err(DecideError::NotFound) => error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
+        Err(DecideError::Refused(r)) => {
+            let code = match r {
+                Refusal::Conflict(_) => StatusCode::CONFLICT,
+                Refusal::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            };
+            error_page(lang, Some(&a.user), code, &r.to_string())
+        }
+        Err(DecideError::Failed(e)) => super::ApiError::internal(e).into_response(),
+    }
+}
+
+pub async fn audit(
+    State(svc): State<Arc<Service>>,
+    q: Query<LangQuery>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    h: HeaderMap,
+) -> Response {
+    let lang = lang_of(&h, q.lang.as_deref());
+    let a = match authed(&svc, &h).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !matches!(a.user.role, Role::Auditor | Role::Admin) {
+        return forbidden(lang, &a.user);
+    }
+    let log = match crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site()).await {
+        Ok(l) => l,
+        Err(e) => return super::ApiError::internal(e).into_response(),
+    };
+    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "", &client(&addr))).await;
+    let body = html! {
+        h2 { (lang.t("audit")) " (" (log.entries.len()) ")" }
+        @for p in &log.problems { p.err { (p) } }
+        table #audit {
+            thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("officer")) } th { (lang.t("action")) } th { (lang.t("outcome")) } th { "ID" } th { (lang.t("detail")) } th { (lang.t("client")) } } }
+            tbody {
+                @for e in log.entries.iter().rev() {
+                    tr.entry data-action=(serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) {
+                        td { (e.seq) } td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (e.officer_id) }
+                        td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) }
+                        td { (serde_json::to_string(&e.outcome).unwrap_or_default().trim_matches('"')) }
+                        td { @if let Some(id) = &e.evidence_id { a href={ "/evidence/" (id) } { (id) } } }
+                        td { (e.detail) } td { (e.client) }
+                    }
+                }
+            }
+        }
+    };
+    page(lang, lang.t("audit"), Some(&a.user), "/audit", body)
+}
