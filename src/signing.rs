@@ -252,7 +252,6 @@ mod tests {
         let (_, sig2, _) = seal(&doc, &other).unwrap();
         assert!(open::<Value>(&bytes, &sig2, &pk).unwrap_err().to_string().contains("not with the trusted key"));
         std::fs::write(d.path().join("bad.key"), "vigil-ed25519-secret-key:AAAA").unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(d.path().join("bad.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Signer::load(&d.path().join("bad.key")).unwrap_err().to_string().contains("damaged"));
     }

@@ -251,7 +251,7 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
     let mut names: Vec<&String> =
         entries.keys().filter(|k| k.starts_with("reviews/") && k.ends_with(".json")).collect();
     names.sort();
-    let files: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = names
+    let files: Vec<crate::verify::reviews::RecordFile> = names
         .iter()
         .map(|n| ((*n).clone(), entries[*n].clone(), entries.get(&n.replace(".json", ".sig")).cloned()))
         .collect();

@@ -43,9 +43,12 @@ pub async fn read_records(store: &Store, key: &PublicKey, it: &Item) -> (Vec<Rev
     (records, problems)
 }
 
-/// Checks review records given as `(file name, bytes, signature bytes)` in order.
+/// A review record file: (name, bytes, its signature's bytes).
+pub type RecordFile = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Checks review records given in order.
 pub fn check_records(
-    files: &[(String, Vec<u8>, Option<Vec<u8>>)],
+    files: &[RecordFile],
     key: &PublicKey,
     id: &str,
     manifest_sha256: Option<&str>,

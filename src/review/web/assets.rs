@@ -4,7 +4,8 @@
 pub const CSS: &str = r#"
 body { font-family: "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-serif; margin: 0; color: #1d2430; background: #f5f6f8; }
 header { background: #1d3557; color: #fff; padding: 10px 20px; display: flex; gap: 18px; align-items: center; }
-header a, header button { color: #fff; }
+header a { color: #fff; }
+header button { color: #fff; background: transparent; border: 1px solid #fff; border-radius: 3px; padding: 2px 10px; cursor: pointer; }
 header .spacer { flex: 1; }
 main { padding: 16px 20px; }
 table { border-collapse: collapse; width: 100%; background: #fff; }

@@ -319,7 +319,7 @@ fn facts(svc: &Service, lang: Lang, v: &ItemView) -> Markup {
             tr { th { (lang.t("registry")) } td { "legal " (date(&reg.legal_review_date)) ", technical " (date(&reg.technical_review_date)) ", installation " (reg.installation_ref.as_deref().unwrap_or("—")) ", notice " (date(&reg.public_notice_date)) } }
             tr { th { (lang.t("local_time")) } td #time-local { (local(svc, &m.violation_time_utc)) } }
             tr { th { (lang.t("utc_time")) } td #time-utc { (m.violation_time_utc) } }
-            tr { th { (lang.t("rule")) } td { (m.rule.id) " (" (serde_json::to_string(&m.rule.kind).unwrap_or_default()) ")" } }
+            tr { th { (lang.t("rule")) } td { (m.rule.id) " (" (m.rule.kind.name()) ")" } }
             tr { th { (lang.t("threshold")) } td { (m.rule.params.get("threshold").map(|t| t.to_string()).unwrap_or_default()) } }
             tr { th { (lang.t("revision")) } td { (m.rule.revision) } }
             @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t("legal_basis")) } td { (b) } } }
@@ -389,7 +389,6 @@ pub async fn item(
                 }
             }
             div {
-                section { h3 { (lang.t("facts")) } (facts(&svc, lang, &v)) }
                 section {
                     h3 { (lang.t("decision")) }
                     @if v.status.is_final() {
@@ -431,6 +430,7 @@ pub async fn item(
                         p.muted { (lang.t("pending")) }
                     }
                 }
+                section { h3 { (lang.t("facts")) } (facts(&svc, lang, &v)) }
                 section {
                     h3 { (lang.t("history")) }
                     @if v.records.is_empty() { p #no-decisions { (lang.t("no_decisions")) } }

@@ -1,0 +1,252 @@
+//! The review page in a real browser (Debian's Chromium, driven through chromedriver with
+//! fantoccini): officer A logs in, filters the queue, opens an item, the clip plays, approves;
+//! officer B approves and the page says approved; A cannot approve again; an auditor sees both
+//! decisions and the access log; a tampered item shows the failed-verification badge and no
+//! approve button. Screenshots go to `target/screenshots/`.
+
+mod common;
+#[path = "support/review.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use support::*;
+
+/// chromedriver on a port it picks itself (read from its output), stopped on drop.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} missing: the browser test needs Debian's chromium and chromium-driver (run .ci/install)"
+            );
+        }
+        let mut child = Command::new("/usr/bin/chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(p) = l.split("started successfully on port ").nth(1) {
+                    let _ = tx.send(p.trim_end_matches('.').parse::<u16>().unwrap_or(0));
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).expect("chromedriver reported its port");
+        Driver { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(d: &Driver, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required",
+                     format!("--user-data-dir={}", profile.display())],
+        }),
+    );
+    vigil::util::secret::install_crypto_provider();
+    ClientBuilder::rustls()
+        .expect("rustls")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("connect to chromedriver")
+}
+
+async fn login(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("#login input[name=user]")).await.unwrap().send_keys(user).await.unwrap();
+    c.find(Locator::Css("#login input[name=password]")).await.unwrap().send_keys(password(user)).await.unwrap();
+    c.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
+    wait(c, "#queue, #empty").await;
+}
+
+async fn logout(c: &Client) {
+    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    wait(c, "#login").await;
+}
+
+/// Waits until an element matching `css` is on the page.
+async fn wait(c: &Client, css: &str) {
+    let t = Instant::now();
+    loop {
+        if c.find(Locator::Css(css)).await.is_ok() {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no {css} on {:?}: {}",
+            c.current_url().await.ok(),
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the page's address contains `needle` (a navigation happened).
+async fn wait_url(c: &Client, needle: &str) {
+    let t = Instant::now();
+    while !c.current_url().await.map(|u| u.to_string().contains(needle)).unwrap_or(false) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no navigation to {needle}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+fn shot(name: &str, png: &[u8]) {
+    let dir = repo().join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+#[test]
+fn two_officers_approve_in_a_real_browser() {
+    let rs = ReviewSite::new(2, "");
+    let items = rs.items();
+    let cam1: Vec<String> = items.iter().filter(|i| i.1 == "cam1").map(|i| i.0.clone()).collect();
+    let (good, bad) = (cam1[0].clone(), cam1[1].clone());
+    // the second item's clip is tampered with
+    let clip = rs.item_dir(&bad).join("clip.mp4");
+    let mut b = std::fs::read(&clip).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 0x40;
+    std::fs::write(&clip, b).unwrap();
+    let want_dur = rs.site.outbox().iter().find(|e| e["payload"]["evidence_id"] == good.as_str()).unwrap()["payload"]["clip"]["duration_s"].as_f64().unwrap();
+    let svc = Service::start(&rs.site, "review-browser");
+    let base = svc.url();
+    let d = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = browser(&d, profile.path()).await;
+        // officer A: log in (the page is Chinese by default), filter, open, play, approve
+        login(&c, &base, "alice").await;
+        let lang = js(&c, "return document.documentElement.lang").await;
+        assert_eq!(lang, "zh-CN");
+        assert!(c.source().await.unwrap().contains("待审队列"));
+        let rows = c.find_all(Locator::Css("#queue tr.row")).await.unwrap().len();
+        assert_eq!(rows, 3, "three items in the queue");
+        shot("review-queue.png", &c.screenshot().await.unwrap());
+        let cam = c.find(Locator::Css("#filters select[name=camera]")).await.unwrap();
+        cam.select_by_value("cam1").await.unwrap();
+        c.find(Locator::Css("#filters button")).await.unwrap().click().await.unwrap();
+        wait_url(&c, "camera=cam1").await;
+        wait(&c, "#queue").await;
+        let ids: Vec<serde_json::Value> = js(&c, "return Array.from(document.querySelectorAll('#queue tr.row')).map(r => r.dataset.id)").await.as_array().unwrap().clone();
+        assert_eq!(ids.len(), 2, "the camera filter keeps cam1's two items: {ids:?}");
+        assert!(ids.iter().any(|i| i == good.as_str()));
+        c.find(Locator::Css(&format!("tr.row[data-id='{good}'] a"))).await.unwrap().click().await.unwrap();
+        wait(&c, "#verification").await;
+        assert_eq!(js(&c, "return document.getElementById('verification').dataset.ok").await, "true");
+        // the clip plays in the page (range requests)
+        let t = Instant::now();
+        loop {
+            let v = js(&c, "const v = document.getElementById('clip'); return [v.readyState, v.duration];").await;
+            let (state, dur) = (v[0].as_u64().unwrap_or(0), v[1].as_f64().unwrap_or(0.0));
+            if state >= 2 && (dur - want_dur).abs() < 0.25 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the clip did not load: readyState {state}, duration {dur} (manifest: {want_dur})");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let played = js(&c, "const v = document.getElementById('clip'); v.muted = true; return v.play().then(() => new Promise(r => setTimeout(() => r(v.currentTime), 800))).catch(e => -1);").await;
+        assert!(played.as_f64().unwrap_or(0.0) > 0.0, "the clip plays: currentTime {played}");
+        shot("review-item.png", &c.screenshot().await.unwrap());
+        for k in ["true", "clear", "complete", "accurate"] {
+            c.find(Locator::Css(&format!("#decision input[name='{k}']"))).await.unwrap().click().await.unwrap();
+        }
+        c.find(Locator::Css("#approve")).await.unwrap().click().await.unwrap();
+        wait(&c, "#history").await;
+        assert_eq!(js(&c, "return document.querySelector('h2 .badge').dataset.status").await, "one_approval");
+        // A cannot approve again: no approval form for A any more
+        assert!(c.find(Locator::Css("#decision")).await.is_err(), "no decision form for an officer who decided");
+        logout(&c).await;
+        // officer B approves: approved
+        login(&c, &base, "bob").await;
+        c.goto(&format!("{base}/evidence/{good}")).await.unwrap();
+        wait(&c, "#decision").await;
+        for k in ["true", "clear", "complete", "accurate"] {
+            c.find(Locator::Css(&format!("#decision input[name='{k}']"))).await.unwrap().click().await.unwrap();
+        }
+        c.find(Locator::Css("#approve")).await.unwrap().click().await.unwrap();
+        wait(&c, "#final").await;
+        assert_eq!(js(&c, "return document.querySelector('h2 .badge').dataset.status").await, "approved");
+        assert!(text(&c, "#final").await.contains("已通过"));
+        // the English switch
+        c.find(Locator::Css("#lang")).await.unwrap().click().await.unwrap();
+        wait_url(&c, "lang=en").await;
+        wait(&c, "#final").await;
+        assert_eq!(js(&c, "return document.documentElement.lang").await, "en");
+        assert!(text(&c, "#final").await.contains("approved"));
+        logout(&c).await;
+        // the auditor: both decisions, the access log
+        login(&c, &base, "carol").await;
+        c.goto(&format!("{base}/evidence/{good}")).await.unwrap();
+        wait(&c, "#history").await;
+        assert_eq!(c.find_all(Locator::Css("#history tr.decision")).await.unwrap().len(), 2);
+        let hist = text(&c, "#history").await;
+        assert!(hist.contains("JS-2026-0001") && hist.contains("JS-2026-0002"), "{hist}");
+        assert!(c.find(Locator::Css("#decision")).await.is_err(), "an auditor never decides");
+        c.goto(&format!("{base}/audit")).await.unwrap();
+        wait(&c, "#audit").await;
+        let actions: Vec<serde_json::Value> = js(&c, "return Array.from(document.querySelectorAll('#audit tr.entry')).map(r => r.dataset.action)").await.as_array().unwrap().clone();
+        for a in ["login", "item_viewed", "clip_played", "decision"] {
+            assert!(actions.iter().any(|x| x == a), "{a} in the access log: {actions:?}");
+        }
+        shot("review-audit.png", &c.screenshot().await.unwrap());
+        // the tampered item: failed badge, no approve button
+        c.goto(&format!("{base}/evidence/{bad}")).await.unwrap();
+        wait(&c, "#verification").await;
+        logout(&c).await;
+        login(&c, &base, "dave").await;
+        c.goto(&format!("{base}/evidence/{bad}")).await.unwrap();
+        wait(&c, "#verification").await;
+        assert_eq!(js(&c, "return document.getElementById('verification').dataset.ok").await, "false");
+        assert!(text(&c, "#verification").await.contains("clip.mp4"), "the badge says why");
+        assert!(c.find(Locator::Css("#approve")).await.is_err(), "no approve button on a tampered item");
+        assert!(c.find(Locator::Css("#no-approve")).await.is_ok());
+        shot("review-tampered.png", &c.screenshot().await.unwrap());
+        c.close().await.unwrap();
+    });
+    // the same decisions through the API
+    let carol = Client2::login(svc.port, "carol");
+    let item = carol.get(&format!("/api/evidence/{good}")).json();
+    assert_eq!(item["review"]["status"], "approved");
+    println!(
+        "browser: queue, filter, clip played, A approves, B approves → approved; auditor sees both; tampered item offers no approval"
+    );
+}
+
+type Client2 = support::Client;
