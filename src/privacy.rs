@@ -99,12 +99,40 @@ pub fn validate_polygon(points: &[NormPoint]) -> Result<(), String> {
     if points.len() < 3 {
         return Err(format!("a polygon needs at least 3 points, this one has {}", points.len()));
     }
+    if points.len() > MAX_POINTS {
+        return Err(format!("{} points, more than the {MAX_POINTS} a polygon may have", points.len()));
+    }
     for (i, p) in points.iter().enumerate() {
         if !(p.x.is_finite() && p.y.is_finite() && (0.0..=1.0).contains(&p.x) && (0.0..=1.0).contains(&p.y)) {
             return Err(format!("point {i} [{}, {}] is outside [0, 1]", p.x, p.y));
         }
     }
+    let area = polygon_area(points);
+    if area < MIN_AREA {
+        return Err(format!(
+            "its area is {area:.2e} of the frame: a degenerate polygon (points on a line or repeated) covers nothing"
+        ));
+    }
     Ok(())
+}
+
+/// Most points a polygon (privacy mask or zone) may have.
+pub const MAX_POINTS: usize = 256;
+/// Most polygons a privacy-mask file may hold.
+pub const MAX_POLYGONS: usize = 64;
+/// The smallest area a polygon may cover, as a fraction of the frame (a 1920x1080 frame: ~2 px²).
+pub const MIN_AREA: f64 = 1e-6;
+
+/// The area of a simple polygon in normalised units (shoelace formula).
+pub fn polygon_area(points: &[NormPoint]) -> f64 {
+    let n = points.len();
+    let twice: f64 = (0..n)
+        .map(|i| {
+            let (a, b) = (points[i], points[(i + 1) % n]);
+            a.x * b.y - b.x * a.y
+        })
+        .sum();
+    twice.abs() / 2.0
 }
 
 #[derive(Deserialize)]
@@ -136,8 +164,9 @@ pub struct PrivacyMask {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
-    #[error("privacy mask file {path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// `problem` names the file.
+    #[error("privacy mask file {problem}")]
+    Read { path: PathBuf, problem: String },
     #[error("privacy mask file {path}: {problem}")]
     Parse { path: PathBuf, problem: String },
     #[error("privacy mask file {path}: polygon {index} ({name}): {problem}")]
@@ -146,10 +175,26 @@ pub enum MaskError {
 
 impl PrivacyMask {
     pub fn load(path: &Path) -> Result<PrivacyMask, MaskError> {
-        let bytes = std::fs::read(path).map_err(|source| MaskError::Read { path: path.into(), source })?;
-        let text = String::from_utf8_lossy(&bytes);
-        let file: MaskFile = toml::from_str(&text)
+        let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::limits::MASK)
+            .map_err(|e| MaskError::Read { path: path.into(), problem: format!("{e:#}") })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| MaskError::Parse { path: path.into(), problem: "not UTF-8 text".into() })?;
+        let file: MaskFile = toml::from_str(text)
             .map_err(|e| MaskError::Parse { path: path.into(), problem: e.message().to_string() })?;
+        if file.polygons.is_empty() {
+            return Err(MaskError::Parse {
+                path: path.into(),
+                problem: "no polygons: a mask file must mask something; to run a camera without a mask on \
+                          purpose, say privacy_mask = \"none\""
+                    .into(),
+            });
+        }
+        if file.polygons.len() > MAX_POLYGONS {
+            return Err(MaskError::Parse {
+                path: path.into(),
+                problem: format!("{} polygons, more than the {MAX_POLYGONS} a mask may have", file.polygons.len()),
+            });
+        }
         let mut polygons = Vec::new();
         for (index, def) in file.polygons.into_iter().enumerate() {
             let name = def.name.unwrap_or_else(|| format!("#{index}"));
@@ -318,6 +363,22 @@ mod tests {
         let e = PrivacyMask::load(&p).unwrap_err().to_string();
         assert!(e.contains("polygon 0") && e.contains("at least 3 points"), "{e}");
         let e = PrivacyMask::load(&d.path().join("missing.toml")).unwrap_err().to_string();
-        assert!(e.contains("missing.toml") && e.contains("cannot read"), "{e}");
+        assert!(e.contains("missing.toml") && e.contains("cannot open"), "{e}");
+        // an empty file, no polygons, a polygon with no area: each an error naming file and polygon
+        for (text, needle) in [
+            ("", "no polygons"),
+            ("polygons = []\n", "no polygons"),
+            ("[[polygons]]\nname = \"line\"\npoints = [[0,0],[0.5,0.5],[1,1]]\n", "line) : its area"),
+            ("[[polygons]]\nname = \"dot\"\npoints = [[0.3,0.3],[0.3,0.3],[0.3,0.3]]\n", "degenerate"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = PrivacyMask::load(&p).unwrap_err().to_string();
+            assert!(e.contains("cam.toml") && e.contains(needle.replace(") : ", "): ").as_str()), "{text:?}: {e}");
+        }
+        std::fs::write(&p, "[[polygons]]\npoints = [[0,0],[0.002,0],[0,0.002]]\n").unwrap();
+        assert!(PrivacyMask::load(&p).is_ok(), "a small polygon with an area is fine");
+        // not a regular file
+        let e = PrivacyMask::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
     }
 }

@@ -221,8 +221,12 @@ pub enum DeliveryError {
     #[error("the subject moved since its last message was read; checking again")]
     Conflict,
     /// The broker will never take this message (too large, invalid): it is moved aside.
-    #[error("refused for good: {0}")]
-    Refused(String),
+    #[error("refused for good ({kind}): {detail}")]
+    Refused {
+        /// A short, fixed name (the metric label): `max_payload`, `not_json`.
+        kind: &'static str,
+        detail: String,
+    },
     /// Broker down, stream missing, ack lost: retry later.
     #[error("{0:#}")]
     Retry(anyhow::Error),
@@ -259,10 +263,13 @@ pub async fn publish_expecting(
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", e.id.as_str());
     headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
-    let payload = Bytes::from(serde_json::to_vec(&e.payload).map_err(|x| DeliveryError::Refused(x.to_string()))?);
+    let payload = Bytes::from(
+        serde_json::to_vec(&e.payload)
+            .map_err(|x| DeliveryError::Refused { kind: "not_json", detail: x.to_string() })?,
+    );
     let classify = |err: async_nats::jetstream::context::PublishError| match err.kind() {
         K::WrongLastSequence => DeliveryError::Conflict,
-        K::MaxPayloadExceeded => DeliveryError::Refused(format!("{err}")),
+        K::MaxPayloadExceeded => DeliveryError::Refused { kind: "max_payload", detail: format!("{err}") },
         _ => DeliveryError::Retry(anyhow::Error::from(err)),
     };
     let ack = tokio::time::timeout(Duration::from_secs(5), async {
@@ -404,8 +411,8 @@ async fn deliver(
                         tracing::info!(evidence_id = %entry.id, "another message reached the subject meanwhile; checking again");
                         continue;
                     }
-                    Err(DeliveryError::Refused(why)) => {
-                        let line = serde_json::json!({"entry": entry, "reason": why, "time_utc": crate::util::rfc3339(chrono::Utc::now())});
+                    Err(DeliveryError::Refused { kind, detail }) => {
+                        let line = serde_json::json!({"entry": entry, "reason": kind, "detail": detail, "time_utc": crate::util::rfc3339(chrono::Utc::now())});
                         let written = crate::util::fsx::open_append(&dead_path, 0o644)
                             .and_then(|mut f| append_line(&mut f, &line.to_string()));
                         if let Err(e) = written {
@@ -417,7 +424,8 @@ async fn deliver(
                         crate::telemetry::Event::EventDeadLettered {
                             id: &entry.id,
                             subject: &entry.subject.to_string(),
-                            reason: &why,
+                            reason: kind,
+                            detail: &detail,
                         }
                         .emit();
                         break;

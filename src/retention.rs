@@ -22,6 +22,10 @@ use crate::verify::{list_items, load_manifest};
 
 #[derive(Debug, Default, Serialize)]
 pub struct SweepReport {
+    /// The time the sweep took as now.
+    pub now_utc: String,
+    /// Nothing was deleted: `removed` is what would have been.
+    pub dry_run: bool,
     pub removed: Vec<String>,
     pub kept_items: usize,
     /// Items left alone because their manifest could not be read or verified.
@@ -36,7 +40,7 @@ pub async fn sweep(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<SweepReport> {
-    let mut r = SweepReport::default();
+    let mut r = SweepReport { now_utc: crate::util::rfc3339(now), dry_run, ..Default::default() };
     for mut it in list_items(store).await? {
         load_manifest(store, key, &mut it).await;
         let until = it.manifest.as_ref().and_then(|m| DateTime::parse_from_rfc3339(&m.retention.retain_until_utc).ok());
@@ -59,7 +63,8 @@ pub async fn sweep(
         }
     }
     for o in store.list_info("images/").await? {
-        if o.last_modified + chrono::Duration::days(image_days as i64) <= now {
+        let expires = o.last_modified.checked_add_signed(chrono::Duration::days(image_days as i64));
+        if expires.is_some_and(|e| e <= now) {
             if !dry_run {
                 store.delete(&o.key).await?;
             }

@@ -26,6 +26,8 @@ pub struct Store {
     pub url: String,
     /// S3 Object Lock: clients keyed by retain-until day.
     lock: Option<Arc<LockClients>>,
+    /// A local directory store's root: every key is checked under it without following a link.
+    local: Option<std::path::PathBuf>,
 }
 
 struct LockClients {
@@ -103,8 +105,13 @@ impl Store {
     /// `object_lock`: lock every evidence object (S3 only).
     pub fn open_with(url: &str, options: &BTreeMap<String, String>, object_lock: bool) -> Result<Store> {
         let mut lock = None;
+        let mut local = None;
+        if url.trim().is_empty() {
+            anyhow::bail!("store url is empty: give a directory or an s3:// URL");
+        }
         let (inner, prefix): (Arc<dyn ObjectStore>, ObjPath) = if !url.contains("://") {
             std::fs::create_dir_all(url).with_context(|| format!("store directory {url}: cannot create"))?;
+            local = Some(std::fs::canonicalize(url).with_context(|| format!("store directory {url}"))?);
             let fs = object_store::local::LocalFileSystem::new_with_prefix(url)
                 .with_context(|| format!("store directory {url}"))?;
             (Arc::new(fs), ObjPath::default())
@@ -124,6 +131,7 @@ impl Store {
             } else {
                 if parsed.scheme() == "file" {
                     std::fs::create_dir_all(parsed.path()).ok();
+                    local = std::fs::canonicalize(parsed.path()).ok();
                 }
                 let (s, p) = object_store::parse_url_opts(&parsed, options.iter())
                     .with_context(|| format!("store url {url}"))?;
@@ -133,7 +141,63 @@ impl Store {
         if object_lock && lock.is_none() {
             anyhow::bail!("store url {url}: object_lock needs an s3:// store (Object Lock is an S3 feature)");
         }
-        Ok(Store { inner, prefix, url: url.to_string(), lock })
+        Ok(Store { inner, prefix, url: url.to_string(), lock, local })
+    }
+
+    /// On a local store, refuses a key whose path has a symbolic link in it (the store never
+    /// follows a link out of its root, for reading or deleting) or names something that is not a
+    /// regular file (a FIFO would block a reader). A missing path passes: the operation itself
+    /// reports it.
+    fn guard(&self, key: &str) -> Result<()> {
+        let Some(root) = &self.local else { return Ok(()) };
+        let mut p = root.join(self.prefix.as_ref());
+        let parts: Vec<&str> = key.split('/').filter(|s| !s.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if *part == ".." || *part == "." {
+                anyhow::bail!("store {}: key {key:?} has a {part:?} component", self.url);
+            }
+            p.push(part);
+            let m = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            };
+            if m.file_type().is_symlink() {
+                anyhow::bail!(
+                    "store {}: {} is a symbolic link; the store never follows links out of its root",
+                    self.url,
+                    p.display()
+                );
+            }
+            if i + 1 == parts.len() && !m.file_type().is_file() && !m.file_type().is_dir() {
+                anyhow::bail!("store {}: {} is not a regular file", self.url, p.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Symbolic links and other non-regular entries inside a local store (relative paths, sorted):
+    /// `verify` reports them. Empty for other stores.
+    pub fn foreign_entries(&self) -> Vec<String> {
+        let Some(root) = &self.local else { return Vec::new() };
+        let base = root.join(self.prefix.as_ref());
+        let mut out = Vec::new();
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let Ok(t) = e.file_type() else { continue };
+                let rel = e.path().strip_prefix(&base).map(|r| r.display().to_string()).unwrap_or_default();
+                if t.is_dir() {
+                    stack.push(e.path());
+                } else if t.is_symlink() {
+                    out.push(format!("{rel} (a symbolic link)"));
+                } else if !t.is_file() {
+                    out.push(format!("{rel} (not a regular file)"));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     fn path(&self, key: &str) -> ObjPath {
@@ -146,6 +210,7 @@ impl Store {
 
     /// Writes a new object; fails if it already exists.
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.guard(key)?;
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.inner
             .put_opts(&self.path(key), PutPayload::from(bytes), opts)
@@ -156,6 +221,7 @@ impl Store {
 
     /// [`Store::put_evidence`], but `Ok(false)` when the object already exists.
     pub async fn put_evidence_or_exists(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<bool> {
+        self.guard(key)?;
         let client = match &self.lock {
             None => self.inner.clone(),
             Some(l) => l.client(retain_until)?,
@@ -179,6 +245,7 @@ impl Store {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool> {
+        self.guard(key)?;
         match self.inner.head(&self.path(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -211,6 +278,7 @@ impl Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
+        self.guard(key)?;
         self.inner.delete(&self.path(key)).await.with_context(|| format!("store {}: delete {key}", self.url))
     }
 
@@ -223,29 +291,33 @@ impl Store {
         while let Some(m) = s.next().await {
             let m = m.with_context(|| format!("store {}: list {prefix}", self.url))?;
             let loc = m.location.to_string();
-            out.push(ObjectInfo {
-                key: loc[base..].trim_start_matches('/').to_string(),
-                size: m.size,
-                last_modified: m.last_modified,
-            });
+            let key = loc[base..].trim_start_matches('/').to_string();
+            if self.guard(&key).is_err() {
+                // reached through a link (listing follows them): not the store's; verify reports it
+                continue;
+            }
+            out.push(ObjectInfo { key, size: m.size, last_modified: m.last_modified });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
+        self.guard(key)?;
         let r = self.inner.get(&self.path(key)).await.with_context(|| format!("store {}: get {key}", self.url))?;
         Ok(r.bytes().await?)
     }
 
     /// Size of an object.
     pub async fn size(&self, key: &str) -> Result<u64> {
+        self.guard(key)?;
         let m = self.inner.head(&self.path(key)).await.with_context(|| format!("store {}: head {key}", self.url))?;
         Ok(m.size)
     }
 
     /// Bytes `range` of an object.
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.guard(key)?;
         self.inner.get_range(&self.path(key), range).await.with_context(|| format!("store {}: get {key}", self.url))
     }
 

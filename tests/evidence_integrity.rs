@@ -486,6 +486,125 @@ fn reviewers_get_verified_items_only() {
 }
 
 #[test]
+fn hostile_row03_the_store_never_follows_a_symlink_out_of_its_root() {
+    let (t, p) = copy();
+    let site = p.parent().unwrap();
+    // item 2's directory replaced by a link to an outside directory holding the same files
+    let outside = t.path().join("outside");
+    assert!(Command::new("cp").arg("-a").arg(item_dir(site, 2)).arg(&outside).status().unwrap().success());
+    std::fs::remove_dir_all(item_dir(site, 2)).unwrap();
+    std::os::unix::fs::symlink(&outside, item_dir(site, 2)).unwrap();
+    // verify names the link (and the item behind it counts as missing from the chain)
+    let (code, text) = verify(&p, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("(a symbolic link) in the store") && text.contains(&id_of(2)), "{text}");
+    // a sweep at a time when every item has expired deletes the others, never the outside files
+    let (store, key) = vigil::cli::StoreArgs::of_pipeline(p.clone()).open().unwrap();
+    let far = chrono::Utc::now() + chrono::Duration::days(400);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(vigil::retention::sweep(&store, &key, 30, far, false)).unwrap();
+    assert_eq!(r.removed.len(), 3 * 5, "items 1, 3, 4: {:?}", r.removed);
+    for f in ["clip.mp4", "manifest.json", "manifest.sig", "snapshot.jpg"] {
+        assert!(outside.join(f).exists(), "{f} outside the store untouched");
+    }
+    // reading or deleting through the link is refused by name
+    let key2 = format!("{}/clip.mp4", base().items.iter().find(|i| i.0 == 2).unwrap().2);
+    let e = rt.block_on(store.get(&key2)).unwrap_err().to_string();
+    assert!(e.contains("is a symbolic link"), "{e}");
+    let e = rt.block_on(store.delete(&key2)).unwrap_err().to_string();
+    assert!(e.contains("is a symbolic link"), "{e}");
+    assert!(outside.join("clip.mp4").exists());
+}
+
+#[test]
+fn hostile_row04_evidence_get_writes_into_a_fresh_directory_only() {
+    let (t, p) = copy();
+    let id = id_of(2);
+    let get = |out: &Path| {
+        let o = vigil()
+            .args(["evidence", "get", &id, "--out"])
+            .arg(out)
+            .args(["--pipeline", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let victim = t.path().join("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    // DIR/ID/clip.mp4 planted as a symlink to another file
+    let planted = t.path().join("planted");
+    std::fs::create_dir_all(planted.join(&id)).unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join(&id).join("clip.mp4")).unwrap();
+    let (code, err) = get(&planted);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("already exists and is not empty"), "{err}");
+    // DIR/ID itself a symlink
+    let linked = t.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(t.path(), linked.join(&id)).unwrap();
+    let (code, err) = get(&linked);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    // DIR a symlink
+    let dir_link = t.path().join("dir-link");
+    std::os::unix::fs::symlink(t.path().join("elsewhere"), &dir_link).unwrap();
+    let (code, err) = get(&dir_link);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    // a second get into the same place does not overwrite the first
+    let fresh = t.path().join("fresh");
+    assert_eq!(get(&fresh).0, Some(0));
+    let (code, err) = get(&fresh);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn hostile_row07_a_fifo_in_place_of_a_clip_is_reported_never_waited_on() {
+    let (t, p) = copy();
+    let site = p.parent().unwrap();
+    let clip = item_dir(site, 3).join("clip.mp4");
+    std::fs::remove_file(&clip).unwrap();
+    let c = std::ffi::CString::new(clip.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let start = std::time::Instant::now();
+    let (code, text) = verify(&p, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("clip.mp4 (not a regular file) in the store"), "{text}");
+    assert!(text.contains("clip.mp4 is missing"), "{text}");
+    let o = vigil()
+        .args(["evidence", "get", &id_of(3), "--out"])
+        .arg(t.path().join("out"))
+        .args(["--pipeline", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(start.elapsed() < Duration::from_secs(30), "no hang: {:?}", start.elapsed());
+}
+
+#[test]
+fn hostile_row11_an_unknown_camera_or_filter_value_is_an_error() {
+    let p = base().dir.join("site.toml");
+    let run = |args: &[&str]| {
+        let o = vigil().args(args).args(["--pipeline", p.to_str().unwrap()]).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (code, err) = run(&["verify", "--camera", "NO_SUCH_CAMERA"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("camera \"NO_SUCH_CAMERA\" has no evidence and no chain") && err.contains("cam1"), "{err}");
+    let (code, err) = run(&["evidence", "list", "--status", "bogus"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--status \"bogus\": not a status (enforcement | advisory)"), "{err}");
+    let (code, err) = run(&["evidence", "list", "--camera", "nope"]);
+    assert!(code == Some(2) && err.contains("--camera \"nope\"") && err.contains("cam1"), "{err}");
+    let (code, err) = run(&["evidence", "list", "--rule", "no_such_rule"]);
+    assert!(code == Some(2) && err.contains("--rule \"no_such_rule\""), "{err}");
+    // known values still select
+    assert_eq!(run(&["evidence", "list", "--status", "advisory"]).0, Some(0));
+}
+
+#[test]
 fn verify_and_list_filters_select_what_they_say() {
     let b = base();
     let p = b.dir.join("site.toml");
@@ -530,45 +649,52 @@ fn retention_sweep_removes_only_what_has_expired() {
         serde_json::from_slice(&std::fs::read(item_dir(site, 1).join("manifest.json")).unwrap()).unwrap();
     let until = chrono::DateTime::parse_from_rfc3339(m["retention"]["retain_until_utc"].as_str().unwrap()).unwrap();
     assert_eq!(m["retention"]["min_days"], 365);
-    let sweep = |now: chrono::DateTime<chrono::FixedOffset>| {
-        let o = vigil()
-            .args(["retention", "sweep", "--pipeline", p.to_str().unwrap(), "--now", &now.to_rfc3339()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    let sweep = |args: &[&str]| {
+        let o = vigil().args(["retention", "sweep", "--pipeline", p.to_str().unwrap()]).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        (o.status.code(), serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default(), err)
     };
-    let r = sweep(until - chrono::Duration::days(1));
-    assert_eq!(r["removed"].as_array().unwrap().len(), 0, "nothing younger than its class is removed: {r}");
-    assert!(item_dir(site, 1).join("clip.mp4").exists());
-    // a non-evidence image: 30 days
+    let removed = |r: &serde_json::Value| r["removed"].as_array().map(|a| a.len()).unwrap_or(usize::MAX);
+    let (code, r, err) = sweep(&["--simulate-now", &(until - chrono::Duration::days(1)).to_rfc3339()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(removed(&r), 0, "nothing younger than its class is removed: {r}");
+    // a non-evidence image: 30 days, by the real clock
     let img = site.join("store/images/test-site/cam1/reference.jpg");
     std::fs::create_dir_all(img.parent().unwrap()).unwrap();
-    std::fs::write(&img, b"jpeg").unwrap();
-    let r = sweep(chrono::Utc::now().fixed_offset() + chrono::Duration::days(29));
-    assert!(r["removed"].as_array().unwrap().is_empty() && img.exists(), "{r}");
+    let aged = |days: u64| {
+        std::fs::write(&img, b"jpeg").unwrap();
+        let f = std::fs::File::options().write(true).open(&img).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(days * 86_400)).unwrap();
+    };
+    aged(29);
+    let (_, r, err) = sweep(&[]);
+    assert!(removed(&r) == 0 && img.exists(), "{r} {err}");
     // the 30-day class and the 365-day class apart: at 31 days the image goes, the evidence stays
-    let r = sweep(chrono::Utc::now().fixed_offset() + chrono::Duration::days(31));
-    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    aged(31);
+    let (_, r, err) = sweep(&[]);
+    assert_eq!(removed(&r), 1, "{r} {err}");
     assert_eq!(r["kept_items"], 4, "{r}");
     assert!(!img.exists() && item_dir(site, 1).join("clip.mp4").exists());
-    std::fs::write(&img, b"jpeg").unwrap();
-    // --dry-run says what would go and removes nothing
-    let o = vigil()
-        .args(["retention", "sweep", "--dry-run", "--pipeline", p.to_str().unwrap(), "--now"])
-        .arg((until + chrono::Duration::days(2)).to_rfc3339())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(dry["removed"].as_array().unwrap().len(), 4 * 5 + 1, "{dry}");
-    assert!(item_dir(site, 1).join("clip.mp4").exists() && img.exists(), "a dry run deletes nothing");
-    let r = sweep(until + chrono::Duration::days(2));
-    let removed = r["removed"].as_array().unwrap();
-    assert_eq!(removed.len(), 4 * 5 + 1, "all four items (5 objects each) and the image: {r}");
-    assert!(!img.exists());
-    // verify tells expired items from deleted ones: as of the sweep's time all is in order ...
+    // a clock moved forward never deletes: --now later than the real clock is refused ...
     let later = (until + chrono::Duration::days(2)).to_rfc3339();
+    let (code, _, err) = sweep(&["--now", &later]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("later than the real clock") && err.contains("--simulate-now"), "{err}");
+    assert!(item_dir(site, 1).join("clip.mp4").exists(), "nothing deleted");
+    // ... and --simulate-now says what would go then, deleting nothing
+    let (code, dry, err) = sweep(&["--simulate-now", &later]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(removed(&dry), 4 * 5, "{dry}");
+    assert!(item_dir(site, 1).join("clip.mp4").exists(), "a simulated sweep deletes nothing");
+    // the sweep itself at that time (the library call the CLI makes when the time has come)
+    let (store, key) = vigil::cli::StoreArgs::of_pipeline(p.clone()).open().unwrap();
+    let at = until.with_timezone(&chrono::Utc) + chrono::Duration::days(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(vigil::retention::sweep(&store, &key, 30, at, false)).unwrap();
+    assert_eq!(r.removed.len(), 4 * 5, "all four items, 5 objects each: {:?}", r.removed);
+    assert!(!item_dir(site, 1).join("clip.mp4").exists());
+    // verify tells expired items from deleted ones: as of the sweep's time all is in order ...
     let (code, text) = verify(&p, &["--now", &later]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("expired under retention: [1, 2, 3, 4]"), "{text}");

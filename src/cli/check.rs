@@ -38,6 +38,9 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
     println!("{}: ok ({} cameras)", a.pipeline.display(), p.cameras.len());
     ExitCode::SUCCESS
 }

@@ -11,9 +11,16 @@ pub enum Cmd {
     Sweep {
         #[arg(long)]
         pipeline: PathBuf,
-        /// Take this as the current time (RFC 3339), for audits and tests.
+        /// Take this earlier time (RFC 3339) as the current one: delete only what had expired by
+        /// then. A time later than the real clock is refused: a destructive command never lets a
+        /// clock override make evidence expire early.
         #[arg(long)]
         now: Option<String>,
+        /// Show what would be deleted at this time (any time, also in the future); deletes
+        /// nothing (implies --dry-run).
+        #[arg(long, conflicts_with = "now")]
+        simulate_now: Option<String>,
+        /// Report what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -21,10 +28,21 @@ pub enum Cmd {
 
 pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
     match c {
-        Cmd::Sweep { pipeline, now, dry_run } => {
+        Cmd::Sweep { pipeline, now, simulate_now, dry_run } => {
+            let real = chrono::Utc::now();
+            let (now, dry_run) = match (time_arg(&now)?, time_arg(&simulate_now)?) {
+                (Some(t), _) if t > real => anyhow::bail!(
+                    "--now {} is later than the real clock ({}): retention never deletes by a clock moved forward; \
+                     use --simulate-now to see what would expire then (deletes nothing)",
+                    crate::util::rfc3339(t),
+                    crate::util::rfc3339(real)
+                ),
+                (Some(t), _) => (t, dry_run),
+                (None, Some(t)) => (t, true),
+                (None, None) => (real, dry_run),
+            };
             let (s, k) = StoreArgs::of_pipeline(pipeline.clone()).open()?;
             let p = crate::config::Pipeline::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let now = time_arg(&now)?.unwrap_or_else(chrono::Utc::now);
             let r = block_on(crate::retention::sweep(&s, &k, p.raw.retention.image_days, now, dry_run))?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }

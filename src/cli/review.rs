@@ -121,12 +121,12 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                         "{:>6}  {}  {:<12} {:<14} {:<18} {:<7} {}  {}  {}",
                         e.seq,
                         e.time_utc,
-                        crate::cli::thresholds::printable(&e.user),
+                        crate::util::printable(&e.user, 64),
                         e.officer_id,
                         serde_json::to_string(&e.action)?.trim_matches('"'),
                         serde_json::to_string(&e.outcome)?.trim_matches('"'),
                         e.evidence_id.as_deref().unwrap_or("-"),
-                        crate::cli::thresholds::printable(&e.detail),
+                        crate::util::printable(&e.detail, 1024),
                         e.client
                     );
                 }

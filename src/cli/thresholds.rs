@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::block_on;
 use crate::control::overrides;
+use crate::util::printable;
 
 #[derive(clap::Args)]
 pub struct KvArgs {
@@ -94,13 +95,19 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                 println!("written to {}/{key}:", kv.bucket);
                 for (rev, o) in overrides::kv_history(&kv.nats, &kv.bucket, &key).await? {
                     match o {
-                        Some(Err(raw)) => println!("  rev {rev}  invalid value {}", printable(&format!("{raw:?}"))),
+                        Some(Err(raw)) => {
+                            println!("  rev {rev}  invalid value {}", printable(&format!("{raw:?}"), 1024))
+                        }
                         Some(Ok(o)) => println!(
                             "  rev {rev}  {}  by {}  {}  set {}",
-                            printable(&o.at),
-                            printable(&o.by),
-                            if o.reason.is_empty() { String::new() } else { format!("({})", printable(&o.reason)) },
-                            printable(&serde_json::Value::Object(o.set).to_string())
+                            printable(&o.at, 64),
+                            printable(&o.by, 64),
+                            if o.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!("({})", printable(&o.reason, 1024))
+                            },
+                            printable(&serde_json::Value::Object(o.set).to_string(), 4096)
                         ),
                         None => println!("  rev {rev}  deleted (back to the pipeline file's values)"),
                     }
@@ -117,9 +124,4 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         })?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Text with control characters escaped, so a value cannot forge an output line.
-pub fn printable(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }

@@ -64,7 +64,8 @@ pub struct CameraConfig {
     #[default("auto".to_string())]
     #[schemars(length(min = 1, max = 64))]
     pub decoder: String,
-    /// Privacy mask file (polygons blacked out before analysis and in every stored pixel).
+    /// Privacy mask file (polygons blacked out before analysis and in every stored pixel), or
+    /// "none" to say that this camera runs without a mask on purpose. Absent: a warning at start.
     pub privacy_mask: Option<PathBuf>,
     /// A live stream without video for this long counts as down, seconds.
     #[default(5.0)]

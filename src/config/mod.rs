@@ -105,6 +105,9 @@ pub struct Pipeline {
     pub cameras: Vec<Camera>,
     /// The site's offset from UTC, seconds.
     pub utc_offset_s: i32,
+    /// Settings allowed but worth a second look (a non-loopback listen address, a camera without
+    /// a privacy mask that does not say so): printed by `check`, logged at start.
+    pub warnings: Vec<String>,
 }
 
 impl Pipeline {
@@ -128,6 +131,7 @@ impl Pipeline {
             if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
         };
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         // ranges and lengths from the schema (rules are checked per camera below)
         for (key, problem) in crate::util::ranges::check(&raw) {
             if !key.contains(".rules[") {
@@ -163,14 +167,37 @@ impl Pipeline {
         if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
             errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
         }
-        if let Some(h) = &raw.worker.http
-            && h.parse::<std::net::SocketAddr>().is_err()
+        if raw.store.url.trim().is_empty() {
+            errors.push(err("store.url", "empty: give a directory or an s3:// URL".into()));
+        } else if let Some((scheme, _)) = raw.store.url.split_once("://")
+            && !["s3", "file", "memory"].contains(&scheme)
         {
-            errors.push(err("worker.http", format!("{h:?} is not an address like 127.0.0.1:9464")));
+            errors.push(err(
+                "store.url",
+                format!(
+                    "{:?}: scheme {scheme:?} is not one of s3, file, memory",
+                    crate::util::secret::redact(&raw.store.url)
+                ),
+            ));
         }
-        if raw.review.listen.parse::<std::net::SocketAddr>().is_err() {
-            errors.push(err("review.listen", format!("{:?} is not an address like 127.0.0.1:8080", raw.review.listen)));
+        if let Some(u) = &raw.publish.nats_url
+            && let Err(problem) = check_nats_urls(u)
+        {
+            errors.push(err("publish.nats_url", problem));
         }
+        let mut listen = |key: &str, v: &str, example: &str| match v.parse::<std::net::SocketAddr>() {
+            Err(_) => errors.push(err(key, format!("{v:?} is not an address like {example}"))),
+            Ok(a) if !a.ip().is_loopback() => warnings.push(format!(
+                "{}: {key} = {v:?} listens beyond this machine (not a loopback address): make sure a firewall or a \
+                 TLS reverse proxy is in front of it",
+                path.display()
+            )),
+            Ok(_) => {}
+        };
+        if let Some(h) = &raw.worker.http {
+            listen("worker.http", h, "127.0.0.1:9464");
+        }
+        listen("review.listen", &raw.review.listen, "127.0.0.1:8080");
         if raw.review.tls_cert.is_some() != raw.review.tls_key.is_some() {
             errors.push(err("review.tls_cert", "TLS needs both tls_cert and tls_key".into()));
         }
@@ -256,7 +283,15 @@ impl Pipeline {
                 Source::File { path, looping: cam.loop_file, realtime: cam.realtime }
             };
             let mask = match &cam.privacy_mask {
-                None => None,
+                None => {
+                    warnings.push(format!(
+                        "{}: camera {:?} has no privacy mask; say privacy_mask = \"none\" if that is on purpose",
+                        path.display(),
+                        cam.id
+                    ));
+                    None
+                }
+                Some(p) if p.as_os_str() == "none" => None,
                 Some(p) => match PrivacyMask::load(&resolve(p)) {
                     Ok(m) => Some(m),
                     Err(e) => {
@@ -302,7 +337,15 @@ impl Pipeline {
             cameras,
             utc_offset_s: utc_offset_s.unwrap_or(0),
             raw,
+            warnings,
         })
+    }
+
+    /// Logs [`Pipeline::warnings`].
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(warning = %w, "configuration");
+        }
     }
 
     pub fn worker_id(&self) -> String {
@@ -344,6 +387,21 @@ impl Pipeline {
     pub fn needs(&self) -> crate::rules::Needs {
         self.cameras.iter().fold(Default::default(), |n, c| n.union(c.rules.needs()))
     }
+}
+
+/// NATS server URLs (comma-separated): each `nats://`, `tls://`, `ws://` or `wss://` with a host.
+pub fn check_nats_urls(urls: &str) -> Result<(), String> {
+    for u in urls.split(',').map(str::trim) {
+        let shown = crate::util::secret::redact(u);
+        let parsed = url::Url::parse(u).map_err(|_| format!("{shown:?} is not a URL like nats://127.0.0.1:4222"))?;
+        if !["nats", "tls", "ws", "wss"].contains(&parsed.scheme()) {
+            return Err(format!("{shown:?}: scheme {:?} is not one of nats, tls, ws, wss", parsed.scheme()));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("{shown:?} has no host"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

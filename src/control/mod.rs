@@ -230,6 +230,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
 pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let started = Instant::now();
     let raw = &p.raw;
+    p.log_warnings();
     std::fs::create_dir_all(&p.data_dir).with_context(|| format!("data dir {}", p.data_dir.display()))?;
     let scratch = p.data_dir.join("scratch");
     std::fs::create_dir_all(&scratch)?;

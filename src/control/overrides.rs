@@ -25,6 +25,50 @@ pub struct Override {
     #[serde(default)]
     pub at: String,
     pub set: Map<String, Value>,
+    /// The NATS user the writer was connected as, when the connection had one: identity from the
+    /// broker, not from the writer's word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_user: Option<String>,
+}
+
+/// Bounds on an override, so that no value (and no audit event made from it) can grow past
+/// what a broker message may carry.
+pub mod limits {
+    /// A KV value, in bytes.
+    pub const VALUE: usize = 64 << 10;
+    /// `by`, in characters.
+    pub const BY: usize = 64;
+    /// `reason`, in characters.
+    pub const REASON: usize = 1024;
+    /// Parameters in `set`.
+    pub const PARAMS: usize = 64;
+}
+
+impl Override {
+    /// Reads a KV value strictly: bounded size, the known fields, `by` and `reason` printable
+    /// and bounded.
+    pub fn parse(bytes: &[u8]) -> Result<Override, String> {
+        if bytes.len() > limits::VALUE {
+            return Err(format!(
+                "value is {} bytes, more than the {} an override may have",
+                bytes.len(),
+                limits::VALUE
+            ));
+        }
+        let o: Override = serde_json::from_slice(bytes)
+            .map_err(|e| format!("value is not {{\"by\": ..., \"reason\": ..., \"set\": {{...}}}} JSON: {e}"))?;
+        o.check().map_err(|e| e.to_string())?;
+        Ok(o)
+    }
+
+    fn check(&self) -> Result<()> {
+        crate::util::check_label("\"by\" (who makes the change)", &self.by, 1, limits::BY)?;
+        crate::util::check_label("\"reason\"", &self.reason, 0, limits::REASON)?;
+        if self.set.len() > limits::PARAMS {
+            bail!("\"set\" has {} parameters, more than {}", self.set.len(), limits::PARAMS);
+        }
+        Ok(())
+    }
 }
 
 /// One line of the audit trail.
@@ -149,9 +193,8 @@ pub struct Change<'a> {
 /// rule, so a bad value is refused here, before any worker sees it. Returns the KV revision.
 pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: Option<&Path>) -> Result<u64> {
     let Change { camera, rule, by, reason, set: assignments, clear } = c;
-    if by.trim().is_empty() {
-        bail!("--by is required: who makes the change");
-    }
+    crate::util::check_label("--by", by, 1, limits::BY)?;
+    crate::util::check_label("--reason", reason, 0, limits::REASON)?;
     let kv = kv_store(connect(url).await?, bucket).await?;
     let key = format!("{site}.{camera}.{rule}");
     if clear {
@@ -160,7 +203,7 @@ pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: O
     }
     let mut merged = match kv.entry(&key).await.context("KV entry")? {
         Some(e) if matches!(e.operation, async_nats::jetstream::kv::Operation::Put) => {
-            serde_json::from_slice::<Override>(&e.value).map(|o| o.set).unwrap_or_default()
+            Override::parse(&e.value).map(|o| o.set).unwrap_or_default()
         }
         _ => Map::new(),
     };
@@ -187,9 +230,19 @@ pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: O
             )
         })?;
     }
-    let o =
-        Override { by: by.into(), reason: reason.into(), at: crate::util::rfc3339(chrono::Utc::now()), set: merged };
-    let rev = kv.put(&key, serde_json::to_vec(&o)?.into()).await.with_context(|| format!("KV put {key}"))?;
+    let o = Override {
+        by: by.into(),
+        reason: reason.into(),
+        at: crate::util::rfc3339(chrono::Utc::now()),
+        set: merged,
+        nats_user: crate::util::secret::url_user(url),
+    };
+    o.check()?;
+    let bytes = serde_json::to_vec(&o)?;
+    if bytes.len() > limits::VALUE {
+        bail!("{key}: the override would be {} bytes, more than {}", bytes.len(), limits::VALUE);
+    }
+    let rev = kv.put(&key, bytes.into()).await.with_context(|| format!("KV put {key}"))?;
     Ok(rev)
 }
 
@@ -202,8 +255,7 @@ pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, 
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), h.next()).await {
         let e = e.context("KV history")?;
         let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-        let v =
-            put.then(|| serde_json::from_slice(&e.value).map_err(|_| String::from_utf8_lossy(&e.value).into_owned()));
+        let v = put.then(|| Override::parse(&e.value).map_err(|_| String::from_utf8_lossy(&e.value).into_owned()));
         out.push((e.revision, v));
     }
     Ok(out)

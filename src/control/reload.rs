@@ -41,6 +41,8 @@ pub struct RuleControl {
     file: PathBuf,
     file_sig: Option<(std::time::SystemTime, u64)>,
     file_text: String,
+    /// The pipeline file's settings other than rules, as running: a change there needs a restart.
+    restart_only: BTreeMap<String, serde_json::Value>,
     gate: bool,
     gate_recheck_s: f64,
     labels: Option<Vec<String>>,
@@ -65,7 +67,8 @@ impl RuleControl {
             site: p.raw.site.id.clone(),
             file: p.file.clone(),
             file_sig: sig,
-            file_text: std::fs::read_to_string(&p.file).unwrap_or_default(),
+            file_text: crate::util::fsx::read_text(&p.file, crate::util::fsx::limits::PIPELINE).unwrap_or_default(),
+            restart_only: restart_only(&p.raw),
             gate: p.raw.analysis.gate,
             gate_recheck_s: p.raw.analysis.gate_recheck_s,
             labels,
@@ -200,14 +203,23 @@ impl RuleControl {
         }
     }
 
-    /// Checks the pipeline file; re-reads and applies it when its content changed.
+    /// Checks the pipeline file; re-reads and applies it when its content changed. Whatever
+    /// goes wrong (the file deleted, turned into a directory or a device, binary, invalid) is
+    /// logged once with what vigil did: it keeps running with the config it has.
     pub async fn poll_file(&mut self) {
         let sig = file_sig(&self.file);
         if sig == self.file_sig {
             return;
         }
         self.file_sig = sig;
-        let Ok(text) = std::fs::read_to_string(&self.file) else { return };
+        let kept = "kept running with the config it has";
+        let text = match crate::util::fsx::read_text(&self.file, crate::util::fsx::limits::PIPELINE) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(file = %self.file.display(), error = format!("{e:#}"), "pipeline file unreadable; {kept}");
+                return;
+            }
+        };
         if text == self.file_text {
             return;
         }
@@ -217,6 +229,7 @@ impl RuleControl {
         let p = match Pipeline::load(&self.file) {
             Ok(p) => p,
             Err(e) => {
+                tracing::warn!(file = %self.file.display(), "pipeline file invalid; {kept} (see the audit record)");
                 self.record("*", "*", &source, by, "", Err(e.to_string()), None, None).await;
                 return;
             }
@@ -226,6 +239,13 @@ impl RuleControl {
         if new_ids.len() != cams.len() || new_ids.iter().any(|id| !cams.contains(id)) {
             tracing::warn!(file = %self.file.display(), "cameras were added or removed in the pipeline file: that needs a restart (rule changes of the others are applied)");
         }
+        let now = restart_only(&p.raw);
+        for (k, v) in &now {
+            if self.restart_only.get(k).is_some_and(|old| old != v) {
+                tracing::warn!(file = %self.file.display(), setting = %k, "changed in the pipeline file: that needs a restart; running with the old value until then (rule changes are applied)");
+            }
+        }
+        self.restart_only = now;
         let old_base = self.base.clone();
         for c in &p.raw.cameras {
             if !self.base.contains_key(&c.id) || old_base.get(&c.id) == Some(&c.rules) {
@@ -252,24 +272,9 @@ impl RuleControl {
         let exists = self.base.get(&cam).is_some_and(|rs| rs.iter().any(|r| r.id() == rule));
         let ov = match value {
             None => None,
-            Some(bytes) => match serde_json::from_slice::<Override>(bytes) {
-                Ok(o) if o.by.trim().is_empty() => {
-                    self.record(
-                        &cam,
-                        &rule,
-                        &source,
-                        "?",
-                        &o.reason,
-                        Err("\"by\" is empty: say who".into()),
-                        None,
-                        None,
-                    )
-                    .await;
-                    return;
-                }
+            Some(bytes) => match Override::parse(bytes) {
                 Ok(o) => Some(o),
-                Err(e) => {
-                    let why = format!("value is not {{\"by\": ..., \"reason\": ..., \"set\": {{...}}}} JSON: {e}");
+                Err(why) => {
                     self.record(&cam, &rule, &source, "?", "", Err(why), None, None).await;
                     return;
                 }
@@ -294,6 +299,30 @@ impl RuleControl {
             };
         }
     }
+}
+
+/// The settings of a pipeline file that only a restart changes, by key: every section, and each
+/// camera without its rules (`cameras.<id>`, e.g. its source).
+fn restart_only(raw: &crate::config::PipelineFile) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(raw) {
+        for (k, v) in m {
+            if k == "cameras" {
+                for mut c in v.as_array().cloned().unwrap_or_default() {
+                    let id = c["id"].as_str().unwrap_or_default().to_string();
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("rules");
+                        for (f, fv) in o.iter() {
+                            out.insert(format!("cameras.{id}.{f}"), fv.clone());
+                        }
+                    }
+                }
+            } else {
+                out.insert(k, v);
+            }
+        }
+    }
+    out
 }
 
 fn file_sig(p: &Path) -> Option<(std::time::SystemTime, u64)> {

@@ -30,6 +30,45 @@ pub struct Clip {
     /// Stream time of the first and last frame kept.
     pub first_pts: Duration,
     pub last_pts: Duration,
+    /// What decoding found wrong inside the window: frames that did not decode, holes in the
+    /// decoded video, the decoder's own warnings. Empty when every frame decoded.
+    pub decode: DecodeFacts,
+}
+
+/// Decoding trouble inside a clip window (see [`Clip::decode`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeFacts {
+    /// Encoded frames in the window that produced no picture.
+    pub missing_frames: u32,
+    /// Holes in the decoded video longer than three frame intervals: (stream time of the last
+    /// frame before, length).
+    pub gaps: Vec<(Duration, Duration)>,
+    /// Errors and warnings the decoder posted (distinct, at most [`MAX_DECODER_MESSAGES`]).
+    pub messages: Vec<String>,
+}
+
+impl DecodeFacts {
+    pub fn is_clean(&self) -> bool {
+        self.missing_frames == 0 && self.gaps.is_empty() && self.messages.is_empty()
+    }
+}
+
+/// Most decoder messages kept for one clip.
+pub const MAX_DECODER_MESSAGES: usize = 4;
+
+fn decoder_messages(p: &gst::Pipeline, into: &mut Vec<String>) {
+    let Some(bus) = p.bus() else { return };
+    while let Some(m) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
+        let text = match m.view() {
+            gst::MessageView::Error(e) => format!("decoder error: {}", e.error()),
+            gst::MessageView::Warning(w) => format!("decoder warning: {}", w.error()),
+            _ => continue,
+        };
+        let text = crate::util::printable(&text, 200);
+        if !into.contains(&text) && into.len() < MAX_DECODER_MESSAGES {
+            into.push(text);
+        }
+    }
 }
 
 fn wait_eos(p: &gst::Pipeline, what: &str, timeout: Duration) -> Result<()> {
@@ -111,7 +150,10 @@ pub fn cut_clip(
     let (mut frames, mut first_pts, mut last_pts) = (0u32, None, Duration::ZERO);
     let (mut width, mut height, mut fps) = (0, 0, 0.0);
     let mut frame_dur = Duration::from_millis(40);
+    let mut decoded: Vec<Duration> = Vec::new();
+    let mut messages = Vec::new();
     loop {
+        decoder_messages(&dec, &mut messages);
         let sample = match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
             Some(s) => s,
             None if sink.is_eos() => break,
@@ -154,10 +196,23 @@ pub fn cut_clip(
         }
         esrc.push_buffer(out).map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
         frames += 1;
+        decoded.push(pts);
     }
     let _ = feeder.join();
     let dec_err = bus_error(&dec);
+    if let Some(e) = &dec_err {
+        messages.push(crate::util::printable(&format!("decoder error: {e}"), 200));
+    }
+    decoder_messages(&dec, &mut messages);
     dec.set_state(gst::State::Null)?;
+    let in_window = src.samples.iter().filter(|s| s.pts >= start && s.pts < end).count() as u32;
+    decoded.sort();
+    let limit = frame_dur * 3;
+    let decode = DecodeFacts {
+        missing_frames: in_window.saturating_sub(frames),
+        gaps: decoded.windows(2).filter(|w| w[1] - w[0] > limit).map(|w| (w[0], w[1] - w[0])).collect(),
+        messages,
+    };
     let Some((pipe, esrc)) = enc else {
         bail!("no decodable frame in the clip window{}", dec_err.map(|e| format!(": {e}")).unwrap_or_default());
     };
@@ -176,6 +231,7 @@ pub fn cut_clip(
         fps,
         first_pts: first_pts.unwrap_or_default(),
         last_pts,
+        decode,
     })
 }
 

@@ -66,8 +66,30 @@ pub struct EvidenceContext {
     pub seal: Option<age::x25519::Recipient>,
 }
 
-/// Stream health inside the clip window: gaps between samples and health marks.
-fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
+/// Bounds on what one manifest (and so one evidence event) lists, so that no event can approach
+/// a broker's message limit whatever happens in the window; the counts beyond are stated.
+pub mod limits {
+    /// Detections listed (the trigger's first; boxes drawn on the snapshot are the same).
+    pub const DETECTIONS: usize = 64;
+    /// Detection frame times listed.
+    pub const FRAMES: usize = 64;
+    /// Stream gaps and health events listed, each.
+    pub const HEALTH: usize = 32;
+}
+
+/// Keeps the first `max` of `v` and, when more were cut, says how many in a last entry.
+fn bounded<T>(mut v: Vec<T>, max: usize, more: impl FnOnce(usize) -> T) -> Vec<T> {
+    if v.len() > max {
+        let n = v.len() - max;
+        v.truncate(max);
+        v.push(more(n));
+    }
+    v
+}
+
+/// Stream health inside the clip window: gaps between samples, health marks, and what decoding
+/// the window found (frames that would not decode, holes in the decoded video).
+fn health(v: &Violation, src: &ClipSource, fps: f64, decode: &clip::DecodeFacts) -> HealthFacts {
     let mut gaps = Vec::new();
     let limit = Duration::from_secs_f64(3.0 / fps.max(1.0));
     let mut pts: Vec<Duration> =
@@ -89,7 +111,28 @@ fn health(v: &Violation, src: &ClipSource, fps: f64) -> HealthFacts {
             .filter(|(p, _)| *p >= src.start && *p <= src.end)
             .map(|(p, m)| (rfc3339(v.wall(*p)), m.clone())),
     );
+    for (at, len) in &decode.gaps {
+        events.push((
+            rfc3339(v.wall(*at)),
+            format!("decoded video has a hole of {:.2} s (frames did not decode)", len.as_secs_f64()),
+        ));
+    }
+    if decode.missing_frames > 0 {
+        events.push((
+            rfc3339(v.wall(src.start)),
+            format!("{} frame(s) of the clip window could not be decoded", decode.missing_frames),
+        ));
+    }
+    for m in &decode.messages {
+        events.push((rfc3339(v.wall(src.start)), m.clone()));
+    }
     let normal = gaps.is_empty() && events.is_empty();
+    let at = rfc3339(v.wall(src.end));
+    let mut events = bounded(events, limits::HEALTH, |n| (at.clone(), format!("… and {n} more health event(s)")));
+    if gaps.len() > limits::HEALTH {
+        events.push((at.clone(), format!("… and {} more stream gap(s)", gaps.len() - limits::HEALTH)));
+        gaps.truncate(limits::HEALTH);
+    }
     HealthFacts { gaps, events, normal }
 }
 
@@ -178,7 +221,10 @@ pub async fn produce(
     let (sx, sy) = (clip.width as f32 / v.analysis_size.0 as f32, clip.height as f32 / v.analysis_size.1 as f32);
     let frame_dur = Duration::from_secs_f64(1.0 / clip.fps.max(1.0));
     let (start, end) = (v.wall(clip.first_pts), v.wall(clip.last_pts + frame_dur));
-    let health = health(&v, &src, clip.fps);
+    let health = health(&v, &src, clip.fps, &clip.decode);
+    if !clip.decode.is_clean() {
+        tracing::warn!(camera = %v.camera, evidence_id = %v.evidence_id, missing_frames = clip.decode.missing_frames, holes = clip.decode.gaps.len(), "clip window did not decode cleanly: recorded in the manifest, item not admissible");
+    }
     let mut reasons: Vec<String> =
         health.gaps.iter().map(|(at, s)| format!("stream gap of {s:.2} s at {at}")).collect();
     reasons.extend(health.events.iter().map(|(at, what)| format!("{what} at {at}")));
@@ -197,7 +243,7 @@ pub async fn produce(
         rule: v.rule.clone(),
         violation_time_utc: rfc3339(t),
         violation_time_local: local(t, ctx.utc_offset_s),
-        detection_frames_utc: v.detection_frames.iter().map(|p| rfc3339(v.wall(*p))).collect(),
+        detection_frames_utc: v.detection_frames.iter().take(limits::FRAMES).map(|p| rfc3339(v.wall(*p))).collect(),
         clip: ClipFacts {
             start_utc: rfc3339(start),
             start_local: local(start, ctx.utc_offset_s),
@@ -215,7 +261,12 @@ pub async fn produce(
                 || clip.first_pts > src.start + frame_dur,
             post_roll_truncated: src.post_truncated,
         },
-        detections: v.detections.iter().map(|f| Detection { bbox: f.bbox.scale(sx, sy), ..f.clone() }).collect(),
+        detections: v
+            .detections
+            .iter()
+            .take(limits::DETECTIONS)
+            .map(|f| Detection { bbox: f.bbox.scale(sx, sy), ..f.clone() })
+            .collect(),
         zone: v.zone.as_ref().map(|z| z.points.iter().map(|p| [p.x, p.y]).collect()),
         models: ctx.models.clone(),
         privacy_mask: cam.mask.as_ref().map(|m| MaskFacts {
@@ -320,20 +371,47 @@ mod tests {
     #[test]
     fn a_steady_stream_is_normal_and_a_gap_or_a_reconnect_is_not() {
         let steady: Vec<u64> = (0..250).map(|i| i * 40).collect();
-        let h = health(&violation(), &clip(&steady, vec![]), 25.0);
+        let h = health(&violation(), &clip(&steady, vec![]), 25.0, &Default::default());
         assert!(h.normal && h.gaps.is_empty(), "{h:?}");
 
         let mut gappy = steady.clone();
         gappy.retain(|&p| !(4000..6000).contains(&p)); // two seconds missing
-        let h = health(&violation(), &clip(&gappy, vec![]), 25.0);
+        let h = health(&violation(), &clip(&gappy, vec![]), 25.0, &Default::default());
         assert!(!h.normal);
         assert_eq!(h.gaps.len(), 1);
         assert_eq!(h.gaps[0].0, "2026-11-23T00:00:03.960Z");
         assert!((h.gaps[0].1 - 2.04).abs() < 1e-9);
 
-        let h = health(&violation(), &clip(&steady, vec![(Duration::from_secs(3), "stream down (eos)".into())]), 25.0);
+        let h = health(
+            &violation(),
+            &clip(&steady, vec![(Duration::from_secs(3), "stream down (eos)".into())]),
+            25.0,
+            &Default::default(),
+        );
         assert!(!h.normal);
         assert_eq!(h.events, vec![("2026-11-23T00:00:03.000Z".to_string(), "stream down (eos)".to_string())]);
+
+        // samples all there, but some would not decode: not normal either
+        let d = clip::DecodeFacts {
+            missing_frames: 50,
+            gaps: vec![(Duration::from_secs(2), Duration::from_millis(2040))],
+            messages: vec!["decoder warning: Could not decode stream.".into()],
+        };
+        let h = health(&violation(), &clip(&steady, vec![]), 25.0, &d);
+        assert!(!h.normal && h.gaps.is_empty(), "{h:?}");
+        assert_eq!(h.events.len(), 3, "{h:?}");
+        assert!(h.events[0].1.contains("hole of 2.04 s") && h.events[0].0 == "2026-11-23T00:00:02.000Z", "{h:?}");
+        assert!(h.events[1].1.contains("50 frame(s)"), "{h:?}");
+
+        // a flapping stream: the lists stay bounded and say how much was left out
+        let marks: Vec<(Duration, String)> =
+            (0..5000).map(|i| (Duration::from_millis(i), "stream down (eos)".to_string())).collect();
+        let choppy: Vec<u64> = (0..250).map(|i| i * 200).collect();
+        let h = health(&violation(), &clip(&choppy, marks), 25.0, &Default::default());
+        assert_eq!(h.gaps.len(), limits::HEALTH);
+        assert_eq!(h.events.len(), limits::HEALTH + 2, "{:?}", &h.events[30..]);
+        assert!(h.events[limits::HEALTH].1.contains("more health event"), "{:?}", h.events.last());
+        assert!(h.events[limits::HEALTH + 1].1.contains("more stream gap"), "{:?}", h.events.last());
     }
 
     #[test]

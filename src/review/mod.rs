@@ -127,6 +127,9 @@ pub async fn serve(p: Pipeline, o: ServeOptions) -> Result<()> {
     let raw = &p.raw.review;
     let listen: std::net::SocketAddr =
         o.listen.as_deref().unwrap_or(&raw.listen).parse().context("review listen address")?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, tls = raw.tls_cert.is_some(), "review service listens beyond this machine (not a loopback address): serve it over TLS or behind a TLS reverse proxy");
+    }
     let tls = match (&raw.tls_cert, &raw.tls_key) {
         (Some(c), Some(k)) => {
             let base = p.file.parent().unwrap_or(std::path::Path::new("."));

@@ -103,7 +103,9 @@ pub enum Event<'a> {
     EventDeadLettered {
         id: &'a str,
         subject: &'a str,
+        /// Short and fixed (the metric label).
         reason: &'a str,
+        detail: &'a str,
     },
     Health {
         camera: &'a str,
@@ -187,12 +189,13 @@ impl Event<'_> {
                 m.events_published.inc();
                 tracing::info!(evidence_id = id, subject, stream_seq, "JetStream acknowledged event");
             }
-            Event::EventDeadLettered { id, subject, reason } => {
+            Event::EventDeadLettered { id, subject, reason, detail } => {
                 m.outbox_dead.get_or_create(&metrics::SubjectLabel { reason: reason.into() }).inc();
                 tracing::error!(
                     id,
                     subject,
                     reason,
+                    detail,
                     "ALARM: the broker refused this message for good; moved aside to outbox.dead.jsonl (the messages behind it flow on)"
                 );
             }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -93,6 +93,37 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     f.write_all(bytes).with_context(|| format!("{}: write", path.display()))?;
     f.sync_all().with_context(|| format!("{}: sync", path.display()))?;
     Ok(())
+}
+
+/// Makes `path` a fresh directory to write into: created (mode 0700 for the leaf) if missing,
+/// accepted if it is an empty directory, refused if it is a symbolic link, not a directory, or a
+/// directory that already holds something (nothing there is overwritten or written through).
+pub fn fresh_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!("{} is a symbolic link: refusing to write through it", path.display())
+        }
+        Ok(m) if !m.is_dir() => bail!("{} exists and is not a directory", path.display()),
+        Ok(_) => {
+            let mut rd = std::fs::read_dir(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            if rd.next().is_some() {
+                bail!(
+                    "{} already exists and is not empty: give a fresh directory (nothing is overwritten)",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(_) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .with_context(|| format!("{}: cannot create", path.display()))
+        }
+    }
 }
 
 /// Replaces `path` atomically: writes a temporary file beside it, syncs, renames over.

@@ -12,9 +12,11 @@ pub mod progress;
 pub mod ranges;
 pub mod secret;
 pub mod subject;
+pub mod text;
 pub mod time;
 
 pub use backoff::Backoff;
 pub use hash::sha256_hex;
 pub use subject::Subject;
+pub use text::{check_label, printable};
 pub use time::{local, rfc3339};

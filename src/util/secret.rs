@@ -67,6 +67,13 @@ pub fn redact(s: &str) -> String {
     }
 }
 
+/// The user name of a URL with a password (`nats://alice:pw@host` → `alice`); `None` without one
+/// (a bare `nats://token@host` user part is a token, not a name).
+pub fn url_user(s: &str) -> Option<String> {
+    let u = url::Url::parse(s).ok()?;
+    (u.password().is_some() && !u.username().is_empty()).then(|| u.username().to_string())
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     ["password", "passwd", "pass", "pwd", "token", "secret", "key", "auth", "signature"].iter().any(|s| k.contains(s))

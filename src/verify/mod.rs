@@ -391,9 +391,30 @@ pub(crate) async fn verify_items(
         items.retain(|i| i.camera == cam);
     }
     if let Some(c) = &scope.camera {
+        let known: BTreeSet<String> = items
+            .iter()
+            .map(|i| i.camera.clone())
+            .chain(chain_keys.iter().filter_map(|k| k.split('/').nth(2).map(str::to_string)))
+            .collect();
+        if !known.contains(c) {
+            bail!(
+                "camera {:?} has no evidence and no chain in store {} (cameras there: {})",
+                crate::util::printable(c, 64),
+                store.url,
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
         items.retain(|i| &i.camera == c);
     }
     let mut report = Report { store: store.url.clone(), key_id: key.key_id.clone(), ..Default::default() };
+    for e in store.foreign_entries() {
+        report.problems.push(Problem {
+            camera: "-".into(),
+            evidence_id: None,
+            seq: None,
+            what: format!("{e} in the store: vigil never writes one, and never follows it"),
+        });
+    }
     for it in &mut items {
         load_manifest(store, key, it).await;
     }

@@ -39,13 +39,40 @@ pub struct Listed {
 }
 
 pub async fn list(store: &Store, key: &PublicKey, f: &ListFilter) -> Result<Vec<Listed>> {
+    use crate::config::StatusKind;
+    if let Some(s) = &f.status
+        && ![StatusKind::Enforcement, StatusKind::Advisory].iter().any(|k| k.name() == s)
+    {
+        bail!("--status {:?}: not a status (enforcement | advisory)", crate::util::printable(s, 64));
+    }
+    let items = list_items(store).await?;
+    let known = |what: &str, given: &Option<String>, all: std::collections::BTreeSet<&str>| -> Result<()> {
+        match given {
+            Some(g) if !all.contains(g.as_str()) => bail!(
+                "--{what} {:?}: no evidence in store {} has it (there: {})",
+                crate::util::printable(g, 64),
+                store.url,
+                all.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            _ => Ok(()),
+        }
+    };
+    known("site", &f.site, items.iter().map(|i| i.site.as_str()).collect())?;
+    known("camera", &f.camera, items.iter().map(|i| i.camera.as_str()).collect())?;
+    // a rule is known by its id in a manifest, or as a rule kind (which may have fired nowhere yet)
+    let mut rules: std::collections::BTreeSet<String> =
+        [crate::rules::RuleKind::NoMask, crate::rules::RuleKind::UtensilsLeft]
+            .iter()
+            .map(|k| k.name().into())
+            .collect();
     let mut out = Vec::new();
-    for mut it in list_items(store).await? {
+    for mut it in items {
         if f.site.as_ref().is_some_and(|s| s != &it.site) || f.camera.as_ref().is_some_and(|c| c != &it.camera) {
             continue;
         }
         load_manifest(store, key, &mut it).await;
         let Some(m) = &it.manifest else { continue };
+        rules.insert(m.rule.id.clone());
         let t = DateTime::parse_from_rfc3339(&m.violation_time_utc).map(|t| t.with_timezone(&Utc)).ok();
         let keep = f.rule.as_ref().is_none_or(|r| r == &m.rule.id)
             && f.status.as_ref().is_none_or(|s| s == m.status.kind.name())
@@ -66,6 +93,7 @@ pub async fn list(store: &Store, key: &PublicKey, f: &ListFilter) -> Result<Vec<
             });
         }
     }
+    known("rule", &f.rule, rules.iter().map(String::as_str).collect())?;
     out.sort_by(|a, b| a.violation_time_utc.cmp(&b.violation_time_utc));
     Ok(out)
 }
@@ -100,12 +128,15 @@ pub async fn get(store: &Store, key: &PublicKey, id: &str, out: &Path, now: Date
     }
     let (it, warnings) = (check.item, check.warnings);
     let dir = out.join(id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("output dir {}", dir.display()))?;
+    if crate::util::fsx::is_symlink(out) {
+        bail!("output dir {} is a symbolic link: refusing to write through it", out.display());
+    }
+    crate::util::fsx::fresh_dir(&dir).context("evidence get")?;
     let mut written = Vec::new();
     for f in &it.files {
         let bytes = store.get(&format!("{}/{f}", it.prefix)).await?;
         let p = dir.join(f);
-        std::fs::write(&p, &bytes).with_context(|| format!("write {}", p.display()))?;
+        crate::util::fsx::create_new(&p, &bytes, 0o644)?;
         written.push(p.display().to_string());
     }
     Ok(Fetched { written, warnings })
@@ -121,8 +152,8 @@ pub async fn unseal(
     out: &Path,
     now: DateTime<Utc>,
 ) -> Result<String> {
-    let text = std::fs::read_to_string(identity)
-        .with_context(|| format!("identity file {}: cannot read", identity.display()))?;
+    let text = crate::util::fsx::read_text(identity, crate::util::fsx::limits::KEY)
+        .with_context(|| format!("identity file {}", identity.display()))?;
     let line = text.lines().map(str::trim).find(|l| l.starts_with("AGE-SECRET-KEY-")).ok_or_else(|| {
         anyhow!("identity file {}: no AGE-SECRET-KEY- line (an age X25519 identity)", identity.display())
     })?;
@@ -138,15 +169,21 @@ pub async fn unseal(
     if h != sealed.plaintext_sha256 {
         bail!("evidence {id}: decrypted original has SHA-256 {h}, the manifest says {}", sealed.plaintext_sha256);
     }
-    std::fs::create_dir_all(out)?;
     let p = out.join(format!("{id}-original.mp4"));
-    std::fs::write(&p, plain)?;
+    let written = crate::util::fsx::create_new(&p, &plain, 0o600);
     let _ = std::fs::remove_dir_all(&dir);
+    written?;
     Ok(p.display().to_string())
 }
 
+/// A new private working directory inside `near` (which is created if missing, and may not be
+/// a symbolic link).
 fn tempfile_dir(near: &Path) -> Result<std::path::PathBuf> {
+    if crate::util::fsx::is_symlink(near) {
+        bail!("output dir {} is a symbolic link: refusing to write through it", near.display());
+    }
+    std::fs::create_dir_all(near).with_context(|| format!("output dir {}", near.display()))?;
     let d = near.join(format!(".vigil-unseal-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&d)?;
+    crate::util::fsx::fresh_dir(&d)?;
     Ok(d)
 }
