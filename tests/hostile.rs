@@ -177,6 +177,7 @@ fn row06_frames_that_do_not_decode_make_the_item_inadmissible_with_the_reason() 
     assert!(stored > Duration::from_secs(1), "the stored clip skips {stored:?}");
     assert!((stored.as_secs_f64() - named).abs() < 0.05, "manifest says {named} s, clip skips {stored:?}");
     assert!(ev["health"]["normal"] == false, "{}", ev["health"]);
+    println!("| 6 | 100 KB overwritten | admissible false: {} |", reasons.join("; "));
 }
 
 // ---- row 7: every file vigil reads is bounded and must be a regular file
