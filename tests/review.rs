@@ -292,3 +292,60 @@ fn on_s3_with_nats_each_decision_is_published_exactly_once_across_a_broker_outag
         "| decisions published on vigil.review.test-site.cam1 (one during a broker outage) | 2 events, each once, in order; signature verifies |"
     );
 }
+
+#[test]
+fn over_tls_the_session_cookie_is_secure_and_plain_http_gets_nothing() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let rs = ReviewSite::with(0, "tls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n", |site| {
+        // no evidence yet: the workers' key exists all the same
+        assert!(vigil().args(["keys", "init", "--dir"]).arg(site.path("keys")).status().unwrap().success());
+        // a test CA and a certificate for 127.0.0.1 signed by it, made with openssl (apt)
+        std::fs::create_dir_all(site.path("tls")).unwrap();
+        let script = "set -e; ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'; \
+            openssl req -x509 $ec -days 2 -subj /CN=vigil-test-ca -keyout ca.key -out ca.pem; \
+            openssl req $ec -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr; \
+            printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; \
+            openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem";
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(site.path("tls"))
+            .output()
+            .expect("openssl (apt package openssl)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
+    let svc = Service::start(&rs.site, "tls");
+    // a client that trusts exactly that certificate
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(rs.site.path("tls/ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let body = serde_json::json!({"user": "alice", "password": password("alice")}).to_string();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, "127.0.0.1".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "POST /api/login HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let cookie = text.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a session cookie");
+    for attr in ["vigil_session=", "HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    // plain HTTP to the TLS port: no page, no cookie
+    let r = std::panic::catch_unwind(|| Client::new(svc.port).get("/api/evidence"));
+    assert!(r.is_err() || r.as_ref().is_ok_and(|r| r.status != 200 && r.header("set-cookie").is_none()));
+    assert!(!svc.log_text().contains(password("alice")), "no password in the log");
+}

@@ -131,3 +131,47 @@ impl LoginLimiter {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("user:{user}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_ends_at_its_expiry_and_at_logout() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().to_str().unwrap(), &Default::default()).unwrap();
+        // one second long
+        let s = Sessions::new(store.clone(), 1.0 / 3600.0);
+        let (token, made) = s.create("alice", "127.0.0.1").await.unwrap();
+        assert_eq!(s.get(&token).await.unwrap().map(|x| x.csrf), Some(made.csrf));
+        // the store holds the token's hash, never the token
+        let keys = store.list("review/sessions/").await.unwrap();
+        assert!(keys.len() == 1 && !keys[0].contains(&token), "{keys:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(s.get(&token).await.unwrap().is_none(), "expired");
+        // logout
+        let long = Sessions::new(store, 8.0);
+        let (t2, _) = long.create("bob", "127.0.0.1").await.unwrap();
+        assert!(long.get(&t2).await.unwrap().is_some());
+        long.end(&t2).await.unwrap();
+        assert!(long.get(&t2).await.unwrap().is_none(), "ended by logout");
+        // not a token of ours
+        assert!(long.get("../../evidence").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn login_failures_are_limited_per_account_and_per_address() {
+        let l = LoginLimiter::new(2);
+        assert!(l.allowed("alice", "10.0.0.1"));
+        l.failed("alice", "10.0.0.1");
+        l.failed("alice", "10.0.0.1");
+        assert!(!l.allowed("alice", "10.0.0.2"), "the account is limited from any address");
+        assert!(l.allowed("bob", "10.0.0.1"), "another account from the same address still may");
+        for u in ["c", "d", "e", "f", "g", "h"] {
+            l.failed(u, "10.0.0.1");
+        }
+        assert!(!l.allowed("zed", "10.0.0.1"), "the address is limited after 4x the allowance");
+        l.succeeded("alice");
+        assert!(l.allowed("alice", "10.0.0.3"));
+    }
+}
