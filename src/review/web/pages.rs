@@ -46,7 +46,11 @@ fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) 
                         (match lang { Lang::Zh => "English", Lang::En => "中文" })
                     }
                     @if let Some(u) = user {
-                        span { (u.name) " (" (u.role.name()) ", " (lang.t("officer")) " " (u.officer_id) ")" }
+                        span {
+                            (u.name) " (" (u.role.name())
+                            @if !u.officer_id.is_empty() { ", " (lang.t("officer")) " " (u.officer_id) }
+                            ")"
+                        }
                         form method="post" action="/logout" style="display:inline" {
                             button #logout type="submit" { (lang.t("logout")) }
                         }
