@@ -244,7 +244,10 @@ fn a_copy_published_meanwhile_makes_the_expected_sequence_refuse_and_the_check_r
     let ids = evidence_ids(&nats.messages("VIGIL"));
     assert_eq!(ids, vec!["01EVENTA", "01EVENTB"], "each once, in order");
     println!(
-        "| a copy published between the subject check and the publish | refused, checked again | 2 events, each once | 0 | immediate |"
+        "| a copy published between the subject check and the publish | refused (`Conflict`), checked again | {} events on the stream ({}) | {} | the second check finds it (`AlreadyThere`), also after the duplicate window |",
+        ids.len(),
+        ids.join(", "),
+        dups(&ids)
     );
 }
 

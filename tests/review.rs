@@ -289,7 +289,7 @@ fn on_s3_with_nats_each_decision_is_published_exactly_once_across_a_broker_outag
     assert_eq!(n, 2);
     drop(svc);
     println!(
-        "| decisions published on vigil.review.test-site.cam1 (one during a broker outage) | 2 events, each once, in order; signature verifies |"
+        "| decisions published on vigil.review.test-site.cam1 (one during a broker outage), the service restarted | {n} messages after the restart, ids {ids:?} |"
     );
 }
 
