@@ -354,7 +354,31 @@ async fn deliver(
     pending: Arc<std::sync::atomic::AtomicUsize>,
     drained: Arc<Notify>,
 ) {
-    let client = match async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await {
+    let shown = crate::util::secret::redact(&url);
+    let (opts, bare) = crate::util::nats::options(&url);
+    let last_refusal = Arc::new(std::sync::Mutex::new(None::<(String, std::time::Instant)>));
+    let opts = opts.retry_on_initial_connect().event_callback(move |e| {
+        let shown = shown.clone();
+        let last = last_refusal.clone();
+        async move {
+            // authentication and TLS failures say so plainly (once a minute while they last);
+            // events wait in the outbox
+            match &e {
+                async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) => {
+                    let text = e.to_string();
+                    let mut l = last.lock().expect("refusal");
+                    if l.as_ref().is_none_or(|(t, at)| *t != text || at.elapsed() > Duration::from_secs(60)) {
+                        tracing::error!(url = %shown, error = %text, "NATS refused the connection; events stay in the outbox");
+                        *l = Some((text, std::time::Instant::now()));
+                    }
+                }
+                async_nats::Event::Disconnected => tracing::warn!(url = %shown, "NATS disconnected"),
+                async_nats::Event::Connected => tracing::info!(url = %shown, "NATS connected"),
+                _ => tracing::debug!(url = %shown, event = %e, "NATS"),
+            }
+        }
+    });
+    let client = match opts.connect(bare.as_str()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(url = %crate::util::secret::redact(&url), error = %e, "NATS: cannot connect; events stay in the outbox");

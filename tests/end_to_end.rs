@@ -7,62 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Checks one stored evidence item against its event: hashes, clip length, privacy mask.
-/// `mask_x` is the masked band [x0, x1) as fractions of the width (the sample mask is a band).
-fn check_evidence(event: &serde_json::Value, get: impl Fn(&str) -> Vec<u8>, roll_s: f64, mask_x: Option<(f64, f64)>) {
-    let arts = &event["artifacts"];
-    for name in ["clip", "snapshot", "snapshot_annotated"] {
-        let key = arts[name]["key"].as_str().unwrap();
-        let bytes = get(key);
-        assert_eq!(sha256(&bytes), arts[name]["sha256"].as_str().unwrap(), "{name} hash matches the event");
-        assert_eq!(bytes.len() as u64, arts[name]["bytes"].as_u64().unwrap());
-        assert!(key.contains(event["evidence_id"].as_str().unwrap()));
-    }
-    // the signed manifest beside the artifacts: the event is the manifest plus a reference to it
-    let mkey = event["manifest"]["key"].as_str().unwrap();
-    let mbytes = get(mkey);
-    assert_eq!(sha256(&mbytes), event["manifest"]["sha256"].as_str().unwrap());
-    let mut stored: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
-    assert_eq!(stored["schema"], "vigil.manifest.v3");
-    let mut ev = event.clone();
-    ev.as_object_mut().unwrap().remove("manifest");
-    ev["schema"] = "".into();
-    stored["schema"] = "".into();
-    let c = vigil::util::jcs::canonical;
-    assert_eq!(String::from_utf8(c(&stored)).unwrap(), String::from_utf8(c(&ev)).unwrap());
-
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mp4");
-    std::fs::write(&clip, get(arts["clip"]["key"].as_str().unwrap())).unwrap();
-    let frames = decode_mp4(&clip);
-    let fps = event["clip"]["fps"].as_f64().unwrap();
-    let first = frames.first().unwrap();
-    let last = frames.last().unwrap();
-    let dur = (last.pts + last.duration - first.pts).as_secs_f64();
-    assert!(
-        (dur - roll_s).abs() <= 2.0 / fps,
-        "clip lasts {dur:.3} s, wanted pre + post = {roll_s} s within two frames ({} frames)",
-        frames.len()
-    );
-    assert_eq!(frames.len() as u64, event["clip"]["frames"].as_u64().unwrap());
-    assert_eq!((first.width, first.height), (640, 360), "source resolution kept");
-    if let Some((x0, x1)) = mask_x {
-        let snap = decode_jpeg(&get(arts["snapshot"]["key"].as_str().unwrap()));
-        assert_masked("snapshot", snap.width(), snap.height(), |x, y| snap.get_pixel(x, y).0, x0 + 0.02, x1, x0 - 0.05);
-        for (i, f) in frames.iter().enumerate().step_by(10) {
-            assert_masked(&format!("clip frame {i}"), f.width, f.height, |x, y| f.px(x, y), x0 + 0.02, x1, x0 - 0.05);
-        }
-    }
-}
-
-fn astronaut_camera(source: &str, extra: &str) -> String {
-    format!(
-        "[[cameras]]\nid = \"cam1\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
-         [[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 15\nwindow = 15\n",
-        repo().join("privacy-masks/cam-astronaut.toml").display()
-    )
-}
-
 #[test]
 fn rtsp_camera_to_jetstream_with_masked_clip_and_snapshots() {
     let nats = Nats::start();
@@ -78,7 +22,7 @@ fn rtsp_camera_to_jetstream_with_masked_clip_and_snapshots() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (events, checkpoints) = rt.block_on(async {
-        let c = async_nats::connect(&nats.url).await.unwrap();
+        let c = vigil::util::nats::connect(&nats.url).await.unwrap();
         let js = async_nats::jetstream::new(c);
         let mut stream = js.get_stream("VIGIL").await.unwrap();
         let n = stream.info().await.unwrap().state.messages;
@@ -196,7 +140,7 @@ fn a_file_that_is_not_video_fails_its_camera_only_with_a_clear_message() {
     let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("error: camera bogus failed: file") && log.contains("not-a-video.mp4"), "{log}");
-    assert!(log.contains("cannot read it as H.264 video"), "{log}");
+    assert!(log.contains("cannot read it as video"), "{log}");
     let good = log.lines().find(|l| l.contains("vigil run finished")).unwrap();
     assert!(good.contains(r#""good":{"end":"ended","encoded_frames":300"#), "{good}");
 }

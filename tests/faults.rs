@@ -212,7 +212,7 @@ fn a_copy_published_meanwhile_makes_the_expected_sequence_refuse_and_the_check_r
     let nats = Nats::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+        let js = async_nats::jetstream::new(vigil::util::nats::connect(&nats.url).await.unwrap());
         js.get_or_create_stream(async_nats::jetstream::stream::Config {
             name: "VIGIL".into(),
             subjects: vec!["vigil.>".into()],

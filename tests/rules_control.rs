@@ -124,7 +124,7 @@ fn thresholds_hot_reload_from_kv_and_file_validated_applied_between_frames_and_a
     // 3. a KV value that is not valid
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = async_nats::connect(&nats.url).await.unwrap();
+        let c = vigil::util::nats::connect(&nats.url).await.unwrap();
         let kv = async_nats::jetstream::new(c).get_key_value("vigil-thresholds").await.unwrap();
         kv.put("test-site.cam1.no_mask", "threshold: 0.9".into()).await.unwrap();
     });

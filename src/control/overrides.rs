@@ -132,11 +132,9 @@ pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_
 }
 
 async fn connect(url: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+    crate::util::nats::connect(url)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
+        .with_context(|| format!("cannot connect to NATS at {}", crate::util::secret::redact(url)))
 }
 
 /// Current overrides of a site (one camera, or all): `(key, revision, value)`.

@@ -344,11 +344,12 @@ async fn follow_kv(
     let mut synced = Some(synced);
     loop {
         let r: Result<()> = async {
-            let client = async_nats::ConnectOptions::new()
+            let (opts, bare) = crate::util::nats::options(&url);
+            let client = opts
                 .connection_timeout(Duration::from_secs(3))
-                .connect(&url)
+                .connect(bare)
                 .await
-                .with_context(|| format!("NATS {url}"))?;
+                .with_context(|| format!("NATS {}", crate::util::secret::redact(&url)))?;
             let kv = kv_store(client, &bucket).await?;
             let filter = format!("{site}.>");
             let mut watch = kv.watch(&filter).await.context("KV watch")?;

@@ -15,6 +15,7 @@ use gstreamer_video as gst_video;
 
 use crate::frame::RgbFrame;
 use crate::ingest::ClipSource;
+use crate::ingest::Codec;
 use crate::ingest::pipeline::{chain, make as element};
 use crate::privacy::PrivacyMask;
 use crate::rules::Detection;
@@ -85,6 +86,27 @@ fn wait_eos(p: &gst::Pipeline, what: &str, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Pushes a frame into the encoder's appsrc without ever blocking on a stalled encoder: waits
+/// (bounded) while its queue is full, and fails with the encoder's error if it has one (an
+/// appsrc with `block = true` would wait forever once its pipeline has stopped on an error).
+fn push_bounded(src: &gst_app::AppSrc, p: &gst::Pipeline, b: gst::Buffer) -> Result<()> {
+    let t = std::time::Instant::now();
+    while src.current_level_bytes() >= src.max_bytes() {
+        if let Some(e) = bus_error(p) {
+            bail!("clip encoder: {e}");
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("clip encoder took no frame for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if let Some(e) = bus_error(p) {
+        bail!("clip encoder: {e}");
+    }
+    src.push_buffer(b).map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
+    Ok(())
+}
+
 fn bus_error(p: &gst::Pipeline) -> Option<String> {
     p.bus()?.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
         gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
@@ -103,11 +125,12 @@ pub fn cut_clip(
     if src.samples.is_empty() {
         bail!("no encoded video was buffered for this clip");
     }
-    // decoder: appsrc ! h264parse ! avdec_h264 ! videoconvert ! RGB appsink
+    // decoder: appsrc ! <parser> ! <decoder> ! videoconvert ! RGB appsink, for the camera's codec
+    let codec = source_codec(src)?;
     let dec = gst::Pipeline::with_name("clip-decode");
     let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
-    let parse = element("h264parse")?;
-    let decoder = element(&crate::ingest::choose_decoder("auto")?)?;
+    let parse = codec.parser()?;
+    let decoder = element(&codec.decoder("auto", &src.caps)?)?;
     let convert = element("videoconvert")?;
     let sink = gst_app::AppSink::builder()
         .sync(false)
@@ -150,6 +173,7 @@ pub fn cut_clip(
     let (mut frames, mut first_pts, mut last_pts) = (0u32, None, Duration::ZERO);
     let (mut width, mut height, mut fps) = (0, 0, 0.0);
     let mut frame_dur = Duration::from_millis(40);
+    let mut last_slot: Option<u64> = None;
     let mut decoded: Vec<Duration> = Vec::new();
     let mut messages = Vec::new();
     loop {
@@ -187,14 +211,25 @@ pub fn cut_clip(
         }
         let first = *first_pts.get_or_insert(pts);
         last_pts = pts;
-        let (_, esrc) = enc.as_ref().expect("encoder");
+        let (epipe, esrc) = enc.as_ref().expect("encoder");
         let mut out = gst::Buffer::from_mut_slice(f.data);
         {
             let b = out.get_mut().expect("new buffer");
-            b.set_pts(gst::ClockTime::from_nseconds((pts - first).as_nanos() as u64));
+            // On the frame grid: cameras' timestamps jitter (RTP arrival, reordered B-frames
+            // without DTS), and x264 counts time in frames, so two frames closer than one frame
+            // period would collide. Rounding keeps every gap; the true frame times go to the
+            // manifest.
+            let mut slot = ((pts - first).as_secs_f64() / frame_dur.as_secs_f64()).round() as u64;
+            if let Some(prev) = last_slot
+                && slot <= prev
+            {
+                slot = prev + 1;
+            }
+            last_slot = Some(slot);
+            b.set_pts(gst::ClockTime::from_nseconds(frame_dur.as_nanos() as u64 * slot));
             b.set_duration(gst::ClockTime::from_nseconds(frame_dur.as_nanos() as u64));
         }
-        esrc.push_buffer(out).map_err(|e| anyhow!("clip encoder refused a frame: {e:?}"))?;
+        push_bounded(esrc, epipe, out)?;
         frames += 1;
         decoded.push(pts);
     }
@@ -304,15 +339,23 @@ pub fn annotate(
     a
 }
 
-/// Muxes the clip's encoded samples (unmasked, as the camera sent them) into MP4 without
-/// re-encoding: the original behind a sealed clip.
+/// The codec of a clip's encoded samples.
+pub fn source_codec(src: &ClipSource) -> Result<Codec> {
+    Codec::of(&src.caps).ok_or_else(|| anyhow!("the buffered video is not an encoded stream ({})", src.caps))
+}
+
+/// Muxes the clip's encoded samples (unmasked, as the camera sent them, in its codec) without
+/// re-encoding, into MP4 (H.264, H.265, MPEG-4 Part 2) or Matroska (others): the original
+/// behind a sealed clip.
 pub fn mux_original(src: &ClipSource, scratch: &Path) -> Result<Vec<u8>> {
+    let codec = source_codec(src)?;
+    let (muxer, ext, _) = codec.container(&src.caps);
     let p = gst::Pipeline::with_name("clip-original");
     let appsrc = gst_app::AppSrc::builder().caps(&src.caps).format(gst::Format::Time).build();
-    let parse = element("h264parse")?;
-    let mux = element("mp4mux")?;
+    let parse = codec.parser()?;
+    let mux = element(muxer)?;
     let sink = element("filesink")?;
-    let tmp = scratch.join(format!("original-{}.mp4", ulid::Ulid::new()));
+    let tmp = scratch.join(format!("original-{}.{ext}", ulid::Ulid::new()));
     sink.set_property("location", tmp.to_string_lossy().as_ref());
     chain(&p, &[appsrc.upcast_ref(), &parse, &mux, &sink])?;
     p.set_state(gst::State::Playing)?;

@@ -193,17 +193,23 @@ pub async fn produce(
         ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
     ];
     let mut sealed = None;
+    let sealed_name;
     if let (Some(rcp), Some(original)) = (&ctx.seal, original) {
         let plain = original?;
+        let codec = clip::source_codec(&src)?;
+        let (_, ext, _) = codec.container(&src.caps);
         sealed = Some(SealedFacts {
-            format:
-                "age-encryption.org/v1, X25519 recipient; plaintext: MP4 of the unmasked H.264 stream, not re-encoded"
-                    .into(),
+            format: format!(
+                "age-encryption.org/v1, X25519 recipient; plaintext: {} of the unmasked {} stream, not re-encoded",
+                if ext == "mp4" { "MP4" } else { "Matroska" },
+                codec.name()
+            ),
             recipient: rcp.to_string(),
             plaintext_sha256: sha256_hex(&plain),
             plaintext_bytes: plain.len() as u64,
         });
-        files.push(("sealed_original", "original.mp4.age", seal::seal_to(rcp, &plain)?, "application/age-encrypted"));
+        sealed_name = format!("original.{ext}.age");
+        files.push(("sealed_original", &sealed_name, seal::seal_to(rcp, &plain)?, "application/age-encrypted"));
     }
     let mut artifacts = BTreeMap::new();
     let mut objects: Vec<crate::spool::StoreObject> = Vec::new();

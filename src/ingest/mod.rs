@@ -1,22 +1,24 @@
 //! Ingest stage: one GStreamer pipeline per camera.
 //!
 //! ```text
-//! rtspsrc ! rtph264depay ─┐
-//!   or filesrc ! parsebin ┴► h264parse ! tee ─► queue ! appsink "encoded"  → EncodedRing (pre-roll)
+//! rtspsrc ! <depayloader> ─┐
+//!   or filesrc ! parsebin ─┴► <parser> ! tee ─► queue ! appsink "encoded"  → EncodedRing (pre-roll)
 //!                                           └─► queue ! <decoder> ! videorate ! videoconvert ! videoscale
 //!                                                     ! RGB, analysis width ! appsink "analysis" → frames
 //! ```
 //! Analysis frames are handed over with `try_send` into a bounded queue: when analysis is behind, the
 //! newest frame is dropped and counted; ingest never waits for analysis (except for `realtime =
 //! false` file replay, which exists to analyse every frame). Timestamps are running time plus an
-//! offset that keeps them monotonic across file loops and RTSP reconnects.
+//! offset that keeps them monotonic across file loops and RTSP reconnects. Depayloader, parser and
+//! decoder follow the codec the camera sends ([`codec`]): H.264, H.265, MPEG-4 Part 2, Motion
+//! JPEG, or anything else a decoder installed here takes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -25,17 +27,19 @@ use gstreamer_video as gst_video;
 
 use crate::config::{AnalysisConfig, Camera, Source};
 use crate::frame::RgbFrame;
+pub use codec::Codec;
 
+pub mod codec;
 pub mod files;
 pub mod pipeline;
 pub mod ring;
 
 pub use files::analysis_frames;
-pub use pipeline::choose_decoder;
+
 pub use ring::{ClipSource, EncodedRing, EncodedSample};
 
 use crate::telemetry::{CameraStats, Condition};
-use pipeline::{link_dynamic_video, make, running_time};
+use pipeline::{make, running_time};
 
 /// How a camera's ingest ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,16 +90,8 @@ struct Shared {
     stall: Duration,
 }
 
-fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
+fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
     let pipeline = gst::Pipeline::with_name(&format!("camera-{}", cam.id));
-    let parse = make("h264parse")?;
-    parse.set_property("config-interval", -1i32);
-    let bytestream = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
-        )
-        .build()?;
     let tee = make("tee")?;
     // Queues bounded by buffer count only: the default 1 s time limit deadlocks preroll on
     // low-frame-rate streams (a 10 fps camera fills 1 s before the decoder, which needs a few
@@ -111,7 +107,6 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
     };
     let q_enc = queue()?;
     let q_dec = queue()?;
-    let dec = make(decoder)?;
     let rate = make("videorate")?;
     rate.set_property("drop-only", true);
     rate.set_property("max-rate", analysis.fps.ceil().max(1.0) as i32);
@@ -131,11 +126,21 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
                 .build(),
         )
         .build();
-    pipeline.add_many([&parse, &bytestream, &tee, &q_enc, &q_dec, &dec, &rate, &convert, &scale])?;
+    pipeline.add_many([&tee, &q_enc, &q_dec, &rate, &convert, &scale])?;
     pipeline.add_many([enc_sink.upcast_ref::<gst::Element>(), ana_sink.upcast_ref()])?;
-    gst::Element::link_many([&parse, &bytestream, &tee])?;
     gst::Element::link_many([&tee, &q_enc, enc_sink.upcast_ref()])?;
-    gst::Element::link_many([&tee, &q_dec, &dec, &rate, &convert, &scale, ana_sink.upcast_ref()])?;
+    tee.link(&q_dec)?;
+    gst::Element::link_many([&rate, &convert, &scale, ana_sink.upcast_ref()])?;
+    // The parser and decoder follow the codec, known once the source's video pad appears.
+    let front = Arc::new(Front {
+        camera: cam.id.clone(),
+        decoder_pref: cam.decoder.clone(),
+        pipeline: pipeline.downgrade(),
+        tee: tee.downgrade(),
+        q_dec: q_dec.downgrade(),
+        rate: rate.downgrade(),
+        linked: AtomicBool::new(false),
+    });
 
     match &cam.source {
         Source::File { path, .. } => {
@@ -144,17 +149,15 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
             let demux = make("parsebin")?;
             pipeline.add_many([&src, &demux])?;
             src.link(&demux)?;
-            link_dynamic_video(&demux, &parse, &pipeline, "video/x-h264");
+            demux.connect_pad_added(move |el, pad| front.on_pad(el, pad));
         }
         Source::Rtsp { url, tcp } => {
             let src = make("rtspsrc")?;
             src.set_property("location", url.expose());
             src.set_property("latency", 200u32);
             src.set_property_from_str("protocols", if *tcp { "tcp" } else { "udp" });
-            let depay = make("rtph264depay")?;
-            pipeline.add_many([&src, &depay])?;
-            depay.link(&parse)?;
-            link_dynamic_video(&src, &depay, &pipeline, "application/x-rtp");
+            pipeline.add(&src)?;
+            src.connect_pad_added(move |el, pad| front.on_pad(el, pad));
         }
     }
 
@@ -178,6 +181,72 @@ fn build(cam: &Camera, decoder: &str, analysis: &AnalysisConfig, sh: &Arc<Shared
             .build(),
     );
     Ok(Built { pipeline })
+}
+
+/// The codec-dependent front of a camera pipeline, built when the source's video pad appears:
+/// `[depayloader !] parser ! capsfilter ! tee` and `queue ! decoder ! videorate`.
+struct Front {
+    camera: String,
+    decoder_pref: String,
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    tee: gst::glib::WeakRef<gst::Element>,
+    q_dec: gst::glib::WeakRef<gst::Element>,
+    rate: gst::glib::WeakRef<gst::Element>,
+    linked: AtomicBool,
+}
+
+impl Front {
+    fn on_pad(&self, el: &gst::Element, pad: &gst::Pad) {
+        let Some(pipeline) = self.pipeline.upgrade() else { return };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        let rtp_video = s.name() == "application/x-rtp" && s.get::<&str>("media").ok() == Some("video");
+        let codec = Codec::of(&caps);
+        if (!rtp_video && codec.is_none()) || self.linked.swap(true, Ordering::SeqCst) {
+            pipeline::discard_pad(&pipeline, pad);
+            return;
+        }
+        if let Err(e) = self.attach(&pipeline, pad, rtp_video, codec) {
+            gst::element_error!(el, gst::StreamError::CodecNotFound, ["{}", e]);
+        }
+    }
+
+    fn attach(&self, pipeline: &gst::Pipeline, pad: &gst::Pad, rtp: bool, codec: Option<Codec>) -> Result<()> {
+        let (Some(tee), Some(q_dec), Some(rate)) = (self.tee.upgrade(), self.q_dec.upgrade(), self.rate.upgrade())
+        else {
+            anyhow::bail!("pipeline gone");
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let (depay, codec, dec_caps) = if rtp {
+            let (d, c) = codec::depayloader(&caps)?;
+            let dec_caps = d.static_pad("src").map(|p| p.pad_template_caps()).unwrap_or_else(gst::Caps::new_any);
+            (Some(d), c, dec_caps)
+        } else {
+            (None, codec.expect("video caps"), caps)
+        };
+        let parse = codec.parser()?;
+        let filter = gst::ElementFactory::make("capsfilter").property("caps", codec.parsed_caps()).build()?;
+        let decoder = codec.decoder(&self.decoder_pref, &dec_caps)?;
+        let dec = make(&decoder)?;
+        pipeline.add_many([&parse, &filter, &dec])?;
+        gst::Element::link_many([&q_dec, &dec, &rate])?;
+        gst::Element::link_many([&parse, &filter, &tee])?;
+        for e in [&dec, &filter, &parse] {
+            e.sync_state_with_parent()?;
+        }
+        let head = match depay {
+            Some(d) => {
+                pipeline.add(&d)?;
+                d.link(&parse)?;
+                d.sync_state_with_parent()?;
+                d
+            }
+            None => parse,
+        };
+        pad.link(&head.static_pad("sink").expect("sink pad")).map_err(|e| anyhow!("cannot link the video: {e:?}"))?;
+        tracing::info!(camera = %self.camera, codec = codec.name(), decoder = %decoder, hardware = Codec::is_hardware(&decoder), "camera video");
+        Ok(())
+    }
 }
 
 fn on_encoded(sh: &Shared, sample: &gst::Sample) {
@@ -264,15 +333,11 @@ pub fn run_camera(
     shutdown: Arc<AtomicBool>,
     epoch: Instant,
 ) -> CameraEnd {
-    let decoder = match choose_decoder(&cam.decoder) {
-        Ok(d) => d,
-        Err(e) => return CameraEnd::Failed(e.to_string()),
-    };
     let (realtime, what) = match &cam.source {
         Source::File { path, realtime, .. } => (*realtime, format!("file {}", path.display())),
         Source::Rtsp { url, .. } => (true, format!("rtsp {url}")),
     };
-    tracing::info!(camera = %cam.id, source = %what, decoder = %decoder, hardware = !decoder.starts_with("avdec") && decoder != "openh264dec", "camera starting");
+    tracing::info!(camera = %cam.id, source = %what, decoder = %cam.decoder, "camera starting");
     let sh = Arc::new(Shared {
         camera: cam.id.clone(),
         ring: ring.clone(),
@@ -293,7 +358,7 @@ pub fn run_camera(
         if shutdown.load(Ordering::Relaxed) {
             break CameraEnd::Stopped;
         }
-        let outcome = match build(cam, &decoder, &analysis, &sh) {
+        let outcome = match build(cam, &analysis, &sh) {
             Ok(b) => play(&b.pipeline, &sh),
             Err(e) => Outcome::Error(format!("cannot build pipeline: {e}")),
         };
@@ -315,7 +380,7 @@ pub fn run_camera(
             }
             (Outcome::Eos, Source::File { .. }) => break CameraEnd::Ended,
             (Outcome::Error(e), Source::File { path, .. }) => {
-                break CameraEnd::Failed(format!("file {}: cannot read it as H.264 video: {e}", path.display()));
+                break CameraEnd::Failed(format!("file {}: cannot read it as video: {e}", path.display()));
             }
             (o, Source::Rtsp { url, .. }) => {
                 let why = match o {
@@ -400,11 +465,13 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
             gst::MessageView::Eos(_) => break Outcome::Eos,
             gst::MessageView::Error(err) => {
                 let src = err.src().map(|s| s.name().to_string()).unwrap_or_default();
-                tracing::debug!(camera = %sh.camera, element = %src, debug = ?err.debug(), "gstreamer error");
-                break Outcome::Error(err.error().to_string());
+                // GStreamer's texts may quote the source location, credentials included
+                let detail = err.debug().map(|d| crate::util::secret::redact(&d)).unwrap_or_default();
+                tracing::debug!(camera = %sh.camera, element = %src, debug = %detail, "gstreamer error");
+                break Outcome::Error(crate::util::secret::redact(&err.error().to_string()));
             }
             gst::MessageView::Warning(w) => {
-                tracing::warn!(camera = %sh.camera, warning = %w.error(), "gstreamer warning");
+                tracing::warn!(camera = %sh.camera, warning = %crate::util::secret::redact(&w.error().to_string()), "gstreamer warning");
             }
             _ => {}
         }

@@ -43,6 +43,24 @@ struct Collector {
     done: ClipDone,
 }
 
+/// Gives decode timestamps to samples that came without (RTP: H.264/H.265 depayloaders set only
+/// PTS). With B-frames the PTS are out of decode order, and a decoder or muxer without DTS
+/// guesses wrong; the DTS of the i-th sample is the i-th smallest PTS, moved back by the
+/// stream's reorder delay so that no DTS is after its PTS.
+pub fn synthesize_dts(samples: &mut [EncodedSample]) {
+    if samples.is_empty() || samples.iter().any(|s| s.dts.is_some()) {
+        return;
+    }
+    let mut sorted: Vec<Duration> = samples.iter().map(|s| s.pts).collect();
+    sorted.sort();
+    let delay = samples.iter().zip(&sorted).map(|(s, d)| d.saturating_sub(s.pts)).max().unwrap_or_default();
+    let base = sorted[0];
+    for (s, d) in samples.iter_mut().zip(sorted) {
+        // keep DTS at or after the first PTS minus the delay (never below zero)
+        s.dts = Some(d.saturating_sub(delay).max(base.saturating_sub(delay)));
+    }
+}
+
 /// Per-camera ring buffer of encoded samples covering at least the pre-roll, starting on a
 /// keyframe, plus the clips being collected from it.
 pub struct EncodedRing {
@@ -134,12 +152,13 @@ impl EncodedRing {
     }
 
     fn complete(&self, c: Collector, post_truncated: bool) {
-        let Some(caps) = self.caps.clone() else {
-            return;
-        };
+        // never dropped: without caps (no sample came) the clip fails downstream, by name
+        let caps = self.caps.clone().unwrap_or_else(gst::Caps::new_empty);
+        let mut samples = c.samples;
+        synthesize_dts(&mut samples);
         (c.done)(ClipSource {
             caps,
-            samples: c.samples,
+            samples,
             start: c.start,
             end: c.end,
             pre_truncated: c.pre_truncated,
@@ -179,6 +198,25 @@ impl EncodedRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn b_frames_without_dts_get_monotonic_dts_never_after_their_pts() {
+        let ms = Duration::from_millis;
+        // decode order I P B B (PTS 0, 120, 40, 80), as an RTP depayloader hands them over
+        let mut s: Vec<EncodedSample> = [0u64, 120, 40, 80, 240, 160, 200]
+            .iter()
+            .map(|&p| EncodedSample { pts: ms(p), dts: None, duration: None, keyframe: p == 0, data: Bytes::new() })
+            .collect();
+        synthesize_dts(&mut s);
+        let dts: Vec<Duration> = s.iter().map(|x| x.dts.unwrap()).collect();
+        assert!(dts.windows(2).all(|w| w[0] <= w[1]), "{dts:?}");
+        assert!(s.iter().all(|x| x.dts.unwrap() <= x.pts), "{s:?}");
+        // samples that have DTS keep them
+        let mut t =
+            vec![EncodedSample { pts: ms(40), dts: Some(ms(0)), duration: None, keyframe: true, data: Bytes::new() }];
+        synthesize_dts(&mut t);
+        assert_eq!(t[0].dts, Some(ms(0)));
+    }
     use std::sync::{Arc, Mutex};
 
     fn s(ms: u64, key: bool) -> EncodedSample {

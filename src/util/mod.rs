@@ -7,6 +7,7 @@ pub mod fsx;
 pub mod hash;
 pub mod http;
 pub mod jcs;
+pub mod nats;
 pub mod plot;
 pub mod progress;
 pub mod ranges;

@@ -163,13 +163,21 @@ pub async fn unseal(
     get(store, key, id, &dir, now).await?;
     let man: Manifest = serde_json::from_slice(&std::fs::read(dir.join(id).join("manifest.json"))?)?;
     let sealed = man.sealed_original.as_ref().ok_or_else(|| anyhow!("evidence {id} has no sealed original"))?;
-    let cipher = std::fs::read(dir.join(id).join("original.mp4.age"))?;
+    // original.mp4.age, or original.mkv.age for a codec without an MP4 mapping
+    let file = man
+        .artifacts
+        .get("sealed_original")
+        .and_then(|a| a.key.rsplit('/').next())
+        .filter(|f| f.starts_with("original.") && f.ends_with(".age") && !f.contains(['/', '\\']))
+        .ok_or_else(|| anyhow!("evidence {id}: the manifest names no sealed_original artifact"))?
+        .to_string();
+    let cipher = std::fs::read(dir.join(id).join(&file))?;
     let plain = crate::evidence::seal::unseal_with(&ident, &cipher)?;
     let h = sha256_hex(&plain);
     if h != sealed.plaintext_sha256 {
         bail!("evidence {id}: decrypted original has SHA-256 {h}, the manifest says {}", sealed.plaintext_sha256);
     }
-    let p = out.join(format!("{id}-original.mp4"));
+    let p = out.join(format!("{id}-{}", file.trim_end_matches(".age")));
     let written = crate::util::fsx::create_new(&p, &plain, 0o600);
     let _ = std::fs::remove_dir_all(&dir);
     written?;

@@ -74,10 +74,22 @@ impl Nats {
     /// Starts on a port the server picks itself (no race with parallel tests), read from its
     /// ports file.
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// A server that asks for this user and password; `url` carries them.
+    pub fn start_with_password(user: &str, password: &str) -> Nats {
+        let mut n = Nats::start_with(&["--user", user, "--pass", password]);
+        n.url = format!("nats://{user}:{password}@127.0.0.1:{}", n.port);
+        n
+    }
+
+    pub fn start_with(extra: &[&str]) -> Nats {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(dep_bin("nats-server"))
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
             .arg(dir.path())
+            .args(extra)
             .arg("-sd")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -130,7 +142,7 @@ impl Nats {
     pub fn messages(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let c = async_nats::connect(&self.url).await.unwrap();
+            let c = vigil::util::nats::connect(&self.url).await.unwrap();
             let js = async_nats::jetstream::new(c);
             let Ok(mut st) = js.get_stream(stream).await else { return Vec::new() };
             let info = st.info().await.unwrap().state.clone();
@@ -261,11 +273,29 @@ impl RtspServer {
 
     /// Serves on `port` (0: any free port).
     pub fn serve_file_on(path: &Path, port: u16) -> RtspServer {
+        RtspServer::serve_launch(
+            format!(
+                "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+                path.display()
+            ),
+            port,
+        )
+    }
+
+    /// Serves an H.265 MP4 file (as H.265 over RTP).
+    pub fn serve_h265_file(path: &Path) -> RtspServer {
+        RtspServer::serve_launch(
+            format!(
+                "( filesrc location={} ! qtdemux ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )",
+                path.display()
+            ),
+            0,
+        )
+    }
+
+    /// Serves a gst-rtsp-server launch line at `/cam` on `port` (0: any free port).
+    pub fn serve_launch(launch: String, port: u16) -> RtspServer {
         gst::init().unwrap();
-        let launch = format!(
-            "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
-            path.display()
-        );
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let ctx = gst::glib::MainContext::new();
@@ -318,7 +348,8 @@ pub struct Worker {
 
 pub fn vigil() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    c.env("VIGIL_LOG", "info,ort=warn").current_dir(repo());
+    // VIGIL_TEST_LOG (e.g. `debug,ort=warn`) makes the workers of a test run log more
+    c.env("VIGIL_LOG", std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "info,ort=warn".into())).current_dir(repo());
     c
 }
 
@@ -781,4 +812,65 @@ pub fn transcode(src: &Path, dst: &Path, filter: &str, encoder: &str, mux: &str)
 pub fn realtime_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks one stored evidence item against its event: hashes, clip length, privacy mask.
+/// `mask_x` is the masked band [x0, x1) as fractions of the width (the sample mask is a band).
+pub fn check_evidence(
+    event: &serde_json::Value,
+    get: impl Fn(&str) -> Vec<u8>,
+    roll_s: f64,
+    mask_x: Option<(f64, f64)>,
+) {
+    let arts = &event["artifacts"];
+    for name in ["clip", "snapshot", "snapshot_annotated"] {
+        let key = arts[name]["key"].as_str().unwrap();
+        let bytes = get(key);
+        assert_eq!(sha256(&bytes), arts[name]["sha256"].as_str().unwrap(), "{name} hash matches the event");
+        assert_eq!(bytes.len() as u64, arts[name]["bytes"].as_u64().unwrap());
+        assert!(key.contains(event["evidence_id"].as_str().unwrap()));
+    }
+    // the signed manifest beside the artifacts: the event is the manifest plus a reference to it
+    let mkey = event["manifest"]["key"].as_str().unwrap();
+    let mbytes = get(mkey);
+    assert_eq!(sha256(&mbytes), event["manifest"]["sha256"].as_str().unwrap());
+    let mut stored: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
+    assert_eq!(stored["schema"], "vigil.manifest.v3");
+    let mut ev = event.clone();
+    ev.as_object_mut().unwrap().remove("manifest");
+    ev["schema"] = "".into();
+    stored["schema"] = "".into();
+    let c = vigil::util::jcs::canonical;
+    assert_eq!(String::from_utf8(c(&stored)).unwrap(), String::from_utf8(c(&ev)).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    std::fs::write(&clip, get(arts["clip"]["key"].as_str().unwrap())).unwrap();
+    let frames = decode_mp4(&clip);
+    let fps = event["clip"]["fps"].as_f64().unwrap();
+    let first = frames.first().unwrap();
+    let last = frames.last().unwrap();
+    let dur = (last.pts + last.duration - first.pts).as_secs_f64();
+    assert!(
+        (dur - roll_s).abs() <= 2.0 / fps,
+        "clip lasts {dur:.3} s, wanted pre + post = {roll_s} s within two frames ({} frames)",
+        frames.len()
+    );
+    assert_eq!(frames.len() as u64, event["clip"]["frames"].as_u64().unwrap());
+    assert_eq!((first.width, first.height), (640, 360), "source resolution kept");
+    if let Some((x0, x1)) = mask_x {
+        let snap = decode_jpeg(&get(arts["snapshot"]["key"].as_str().unwrap()));
+        assert_masked("snapshot", snap.width(), snap.height(), |x, y| snap.get_pixel(x, y).0, x0 + 0.02, x1, x0 - 0.05);
+        for (i, f) in frames.iter().enumerate().step_by(10) {
+            assert_masked(&format!("clip frame {i}"), f.width, f.height, |x, y| f.px(x, y), x0 + 0.02, x1, x0 - 0.05);
+        }
+    }
+}
+
+pub fn astronaut_camera(source: &str, extra: &str) -> String {
+    format!(
+        "[[cameras]]\nid = \"cam1\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
+         [[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 15\nwindow = 15\n",
+        repo().join("privacy-masks/cam-astronaut.toml").display()
+    )
 }
