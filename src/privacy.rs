@@ -244,15 +244,7 @@ impl MaskRaster {
             for p in polygons {
                 p.row_spans(y, width, height, &mut spans);
             }
-            spans.sort_unstable();
-            let mut merged: Vec<(u32, u32)> = Vec::new();
-            for &(a, b) in &spans {
-                match merged.last_mut() {
-                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
-                }
-            }
-            rows.push(merged);
+            rows.push(merge_spans(&mut spans));
         }
         MaskRaster { width, height, rows }
     }
@@ -270,15 +262,7 @@ impl MaskRaster {
             for row in &self.rows[lo..=hi.max(lo).min(h.saturating_sub(1))] {
                 spans.extend(row.iter().map(|&(a, b)| (a.saturating_sub(r), (b + r).min(self.width))));
             }
-            spans.sort_unstable();
-            let mut merged: Vec<(u32, u32)> = Vec::new();
-            for &(a, b) in &spans {
-                match merged.last_mut() {
-                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
-                }
-            }
-            rows.push(merged);
+            rows.push(merge_spans(&mut spans));
         }
         MaskRaster { width: self.width, height: self.height, rows }
     }
@@ -301,6 +285,19 @@ impl MaskRaster {
             }
         }
     }
+}
+
+/// Sorts pixel spans `[a, b)` of a row and merges the overlapping ones.
+fn merge_spans(spans: &mut [(u32, u32)]) -> Vec<(u32, u32)> {
+    spans.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for &(a, b) in spans.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]

@@ -149,11 +149,15 @@ pub fn item_json(v: &ItemView) -> serde_json::Value {
     })
 }
 
-async fn item_of(svc: &Service, id: &str) -> Result<ItemView, ApiError> {
+/// The logged-in reader (a role that reads evidence) and the item `id`.
+async fn readable_item(svc: &Service, h: &HeaderMap, id: &str) -> Result<(Authed, ItemView), ApiError> {
+    let a = require(svc, h).await?;
+    reader(&a)?;
     if !valid_id(id) {
         return Err(ApiError::not_found());
     }
-    load(svc, id).await.map_err(ApiError::internal)?.ok_or_else(ApiError::not_found)
+    let v = load(svc, id).await.map_err(ApiError::internal)?.ok_or_else(ApiError::not_found)?;
+    Ok((a, v))
 }
 
 pub async fn get_item(
@@ -162,9 +166,7 @@ pub async fn get_item(
     addr: Option<axum::Extension<ClientAddr>>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    reader(&a)?;
-    let v = item_of(&svc, &id).await?;
+    let (a, v) = readable_item(&svc, &h, &id).await?;
     svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "api", &client(&addr))).await;
     Ok(axum::Json(item_json(&v)).into_response())
 }
@@ -211,9 +213,7 @@ pub async fn package(
     addr: Option<axum::Extension<ClientAddr>>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    reader(&a)?;
-    let v = item_of(&svc, &id).await?;
+    let (a, v) = readable_item(&svc, &h, &id).await?;
     if !v.verification.ok {
         return Err(ApiError(
             StatusCode::CONFLICT,

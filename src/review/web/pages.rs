@@ -179,6 +179,11 @@ pub async fn logout_form(
     r
 }
 
+/// The page's language and the logged-in account (or the redirect to the login).
+async fn page_auth(svc: &Service, h: &HeaderMap, lang: Option<&str>) -> Result<(Lang, Authed), Response> {
+    Ok((lang_of(h, lang), authed(svc, h).await?))
+}
+
 async fn authed(svc: &Service, h: &HeaderMap) -> Result<Authed, Response> {
     match authenticate(svc, h).await {
         Ok(Some(a)) => Ok(a),
@@ -202,9 +207,8 @@ fn select(name: &str, current: &str, choices: &[(&str, &str)]) -> Markup {
 }
 
 pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr: String) -> Response {
-    let lang = lang_of(&h, f.lang.as_deref());
-    let a = match authed(&svc, &h).await {
-        Ok(a) => a,
+    let (lang, a) = match page_auth(&svc, &h, f.lang.as_deref()).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if !can_read(a.user.role) {
@@ -346,9 +350,8 @@ pub async fn item(
     addr: Option<axum::Extension<ClientAddr>>,
     h: HeaderMap,
 ) -> Response {
-    let lang = lang_of(&h, q.lang.as_deref());
-    let a = match authed(&svc, &h).await {
-        Ok(a) => a,
+    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if !can_read(a.user.role) {
@@ -500,9 +503,8 @@ pub async fn decision_form(
     h: HeaderMap,
     f: axum::Form<DecisionForm>,
 ) -> Response {
-    let lang = lang_of(&h, None);
-    let a = match authed(&svc, &h).await {
-        Ok(a) => a,
+    let (lang, a) = match page_auth(&svc, &h, None).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if let Err(e) = check_csrf(&a, f.csrf.as_deref()) {
@@ -557,9 +559,8 @@ pub async fn audit(
     addr: Option<axum::Extension<ClientAddr>>,
     h: HeaderMap,
 ) -> Response {
-    let lang = lang_of(&h, q.lang.as_deref());
-    let a = match authed(&svc, &h).await {
-        Ok(a) => a,
+    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if !matches!(a.user.role, Role::Auditor | Role::Admin) {
