@@ -43,17 +43,7 @@ pub enum LoginOutcome {
 pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) -> Result<LoginOutcome, ApiError> {
     let name: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
     if !svc.limiter.allowed(&name, client) {
-        let a = crate::audit_log::Access {
-            user: name,
-            officer_id: String::new(),
-            role: String::new(),
-            action: Action::Login,
-            outcome: Outcome::Denied,
-            evidence_id: None,
-            detail: "too many failed attempts".into(),
-            client: client.into(),
-        };
-        svc.record(a).await;
+        svc.record(denied_login(&name, "too many failed attempts", client)).await;
         return Ok(LoginOutcome::Limited);
     }
     let accounts = svc.accounts().map_err(ApiError::internal)?;
@@ -66,17 +56,7 @@ pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) 
         }
         None => {
             svc.limiter.failed(&name, client);
-            let a = crate::audit_log::Access {
-                user: name,
-                officer_id: String::new(),
-                role: String::new(),
-                action: Action::Login,
-                outcome: Outcome::Denied,
-                evidence_id: None,
-                detail: "wrong user name or password".into(),
-                client: client.into(),
-            };
-            svc.record(a).await;
+            svc.record(denied_login(&name, "wrong user name or password", client)).await;
             Ok(LoginOutcome::Wrong)
         }
     }
@@ -262,4 +242,18 @@ pub async fn audit(
         crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site()).await.map_err(ApiError::internal)?;
     svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "api", &client(&addr))).await;
     Ok(axum::Json(serde_json::json!({ "entries": log.entries, "problems": log.problems })).into_response())
+}
+
+/// The access-log entry of a refused login (`name` as typed).
+fn denied_login(name: &str, detail: &str, client: &str) -> crate::audit_log::Access {
+    crate::audit_log::Access {
+        user: name.into(),
+        officer_id: String::new(),
+        role: String::new(),
+        action: Action::Login,
+        outcome: Outcome::Denied,
+        evidence_id: None,
+        detail: detail.into(),
+        client: client.into(),
+    }
 }
