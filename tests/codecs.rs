@@ -38,14 +38,6 @@ fn make_media(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn camera(id: &str, source: &str, extra: &str) -> String {
-    format!(
-        "[[cameras]]\nid = \"{id}\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
-         [[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 15\nwindow = 15\n",
-        repo().join("privacy-masks/cam-astronaut.toml").display()
-    )
-}
-
 /// The caps of the first video stream of a file (its demuxer's pad).
 fn video_caps(path: &Path) -> String {
     gst::init().unwrap();
@@ -81,7 +73,7 @@ fn h265_mpeg4_and_mjpeg_files_fire_with_clips_and_the_sealed_original_keeps_the_
     let cameras: String = MEDIA
         .iter()
         .zip(&files)
-        .map(|((id, ..), f)| camera(id, &f.display().to_string(), "realtime = false"))
+        .map(|((id, ..), f)| camera_with_id(id, &f.display().to_string(), "realtime = false"))
         .collect();
     let site = Site::new(
         &format!(
@@ -166,7 +158,7 @@ fn an_h265_rtsp_camera_fires_with_a_clip_that_decodes_and_lasts_pre_plus_post_ro
         "mp4mux",
     );
     let server = RtspServer::serve_h265_file(&file);
-    let site = Site::new("[clip]\npre_roll_s = 2\npost_roll_s = 2\n", &camera("cam1", &server.url, ""));
+    let site = Site::new("[clip]\npre_roll_s = 2\npost_roll_s = 2\n", &astronaut_camera(&server.url, ""));
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("evidence event", Duration::from_secs(120));
     w.sigterm();

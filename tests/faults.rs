@@ -419,13 +419,3 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
         uploaded.as_secs_f64()
     );
 }
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"));
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}

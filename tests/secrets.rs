@@ -12,15 +12,6 @@ use common::*;
 const RTSP_PW: &str = "Rtsp-S3cret-7781";
 const NATS_PW: &str = "Nats-S3cret-9932";
 
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// Every file under `dir`, as text (lossy).
 fn all_files(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -33,14 +24,6 @@ fn all_files(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn camera(source: &str, extra: &str) -> String {
-    format!(
-        "[[cameras]]\nid = \"cam1\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
-         [[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 15\nwindow = 15\n",
-        repo().join("privacy-masks/cam-astronaut.toml").display()
-    )
-}
-
 #[test]
 fn no_password_reaches_a_log_line_an_event_a_manifest_or_an_endpoint() {
     let nats = Nats::start_with_password("vigil", NATS_PW);
@@ -48,7 +31,7 @@ fn no_password_reaches_a_log_line_an_event_a_manifest_or_an_endpoint() {
     let rtsp = server.url.replace("rtsp://", &format!("rtsp://camera-admin:{RTSP_PW}@"));
     let site = Site::new(
         &format!("[clip]\npre_roll_s = 2\npost_roll_s = 2\n[publish]\nnats_url = \"{}\"\n", nats.url),
-        &camera(&rtsp, ""),
+        &astronaut_camera(&rtsp, ""),
     );
     site.replace("[worker]\n", "[worker]\nhttp = \"127.0.0.1:0\"\n");
     let mut w = Worker::start(&site.pipeline);
@@ -95,7 +78,7 @@ fn a_wrong_nats_password_is_said_plainly_and_the_events_wait_in_the_outbox() {
     let wrong = nats.url.replace(NATS_PW, "not-the-password");
     let site = Site::new(
         &format!("[clip]\npre_roll_s = 2\npost_roll_s = 2\n[publish]\nnats_url = \"{wrong}\"\n"),
-        &camera(&sample("astronaut-pan.mp4").display().to_string(), "realtime = false"),
+        &astronaut_camera(&sample("astronaut-pan.mp4").display().to_string(), "realtime = false"),
     );
     let (code, log) =
         run_to_end(&["--log-format", "json", "run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));

@@ -54,10 +54,8 @@ pub fn synthesize_dts(samples: &mut [EncodedSample]) {
     let mut sorted: Vec<Duration> = samples.iter().map(|s| s.pts).collect();
     sorted.sort();
     let delay = samples.iter().zip(&sorted).map(|(s, d)| d.saturating_sub(s.pts)).max().unwrap_or_default();
-    let base = sorted[0];
     for (s, d) in samples.iter_mut().zip(sorted) {
-        // keep DTS at or after the first PTS minus the delay (never below zero)
-        s.dts = Some(d.saturating_sub(delay).max(base.saturating_sub(delay)));
+        s.dts = Some(d.saturating_sub(delay));
     }
 }
 

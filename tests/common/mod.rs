@@ -868,9 +868,25 @@ pub fn check_evidence(
 }
 
 pub fn astronaut_camera(source: &str, extra: &str) -> String {
+    camera_with_id("cam1", source, extra)
+}
+
+/// A camera on the astronaut sample's privacy mask with a no-mask rule.
+pub fn camera_with_id(id: &str, source: &str, extra: &str) -> String {
     format!(
-        "[[cameras]]\nid = \"cam1\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
+        "[[cameras]]\nid = \"{id}\"\nlocation = \"counter\"\nsource = \"{source}\"\nprivacy_mask = \"{}\"\n{extra}\n\
          [[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 15\nwindow = 15\n",
         repo().join("privacy-masks/cam-astronaut.toml").display()
     )
+}
+
+/// A plain HTTP/1.1 GET on loopback: the whole response, status line and headers included.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"));
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
