@@ -7,6 +7,7 @@
 //! digits of SHA-256 of the 32-byte public key, and is also inside the manifest. Verifying needs only
 //! the public key.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -78,6 +79,46 @@ impl Signer {
         Ok(signer)
     }
 
+    /// A new key pair in memory (`vigil keys rotate` writes it once the hand-over is stored).
+    pub fn generate() -> Result<Signer> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let key = SigningKey::from_bytes(&seed);
+        Ok(Signer { key_id: key_id(&key.verifying_key()), key })
+    }
+
+    /// Replaces the key at `key_path` by this one: the old secret key moves to
+    /// `retired/<old key id>.key` beside it (mode 0600: archive it offline or destroy it), this
+    /// key is written (0600) and the public key file becomes `ring` (this key first, the earlier
+    /// ones with their periods). Each file is written beside and renamed into place.
+    pub fn install_rotated(&self, key_path: &Path, old_id: &str, ring: &PublicKey) -> Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = key_path.parent().unwrap_or(Path::new("."));
+        let retired_dir = dir.join("retired");
+        std::fs::create_dir_all(&retired_dir)?;
+        std::fs::set_permissions(&retired_dir, std::fs::Permissions::from_mode(0o700))?;
+        let next = key_path.with_extension("key.next");
+        let _ = std::fs::remove_file(&next);
+        crate::util::fsx::create_new(
+            &next,
+            format!("{SECRET_TAG}{}\n", B64.encode(self.key.to_bytes())).as_bytes(),
+            0o600,
+        )?;
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600))?;
+        let retired = retired_dir.join(format!("{old_id}.key"));
+        if std::fs::symlink_metadata(&retired).is_ok() {
+            bail!("{} already exists: refusing to overwrite a key file", retired.display());
+        }
+        std::fs::rename(key_path, &retired).with_context(|| format!("retire {}", key_path.display()))?;
+        std::fs::rename(&next, key_path).with_context(|| format!("install {}", key_path.display()))?;
+        let pub_path = key_path.with_extension("pub");
+        let tmp = key_path.with_extension("pub.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        crate::util::fsx::create_new(&tmp, ring.to_text().as_bytes(), 0o644)?;
+        std::fs::rename(&tmp, &pub_path)?;
+        Ok(retired)
+    }
+
     /// Loads a secret key file. A key readable by group or others is refused (as ssh does).
     pub fn load(path: &Path) -> Result<Signer> {
         let text = crate::util::fsx::read_text(path, crate::util::fsx::limits::KEY)
@@ -105,9 +146,19 @@ impl Signer {
         Ok(Signer { key_id: key_id(&key.verifying_key()), key })
     }
 
-    /// The public half, as a trusted key.
+    /// The public half, as a trusted key (no earlier keys; see [`Signer::trusted`]).
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { key: self.public(), key_id: self.key_id.clone() }
+        PublicKey { key: self.public(), key_id: self.key_id.clone(), valid_from: None, earlier: Vec::new() }
+    }
+
+    /// What this worker trusts for its own documents: its key and, after `vigil keys rotate`,
+    /// the earlier keys listed (with their periods) in the public key file beside `key_path`.
+    pub fn trusted(&self, key_path: &Path) -> PublicKey {
+        let pub_path = key_path.with_extension("pub");
+        match PublicKey::load(&pub_path) {
+            Ok(k) if k.key_id == self.key_id => k,
+            _ => self.public_key(),
+        }
     }
 
     pub fn public(&self) -> VerifyingKey {
@@ -119,7 +170,7 @@ impl Signer {
     }
 
     pub fn public_text_of(k: &PublicKey) -> String {
-        format!("{PUBLIC_TAG}{}", B64.encode(k.key.as_bytes()))
+        k.to_text().trim_end().to_string()
     }
 
     pub fn sign(&self, canonical_bytes: &[u8]) -> SignatureFile {
@@ -128,23 +179,119 @@ impl Signer {
     }
 }
 
-/// A trusted public key.
+/// A key that signed before the current one, and the period it signed in.
+#[derive(Clone)]
+pub struct EarlierKey {
+    pub key: VerifyingKey,
+    pub key_id: String,
+    pub valid_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub valid_until: chrono::DateTime<chrono::Utc>,
+}
+
+/// A trusted public key: the current key and, after rotations, the earlier keys with their
+/// periods.
+///
+/// File format (`signing.pub`): one key a line, the current key first,
+/// `vigil-ed25519-public-key:<base64 of the 32 key bytes>`, optionally followed by
+/// ` valid_from=<RFC 3339>`; each earlier key on a line of its own with ` valid_from=…` (when
+/// known) and ` valid_until=<RFC 3339>`. Lines starting with `#` are comments.
 #[derive(Clone)]
 pub struct PublicKey {
     pub key: VerifyingKey,
     pub key_id: String,
+    pub valid_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub earlier: Vec<EarlierKey>,
+}
+
+fn parse_key_line(line: &str) -> Result<(VerifyingKey, BTreeMap<String, chrono::DateTime<chrono::Utc>>)> {
+    let mut parts = line.split_whitespace();
+    let b64 = parts
+        .next()
+        .and_then(|p| p.strip_prefix(PUBLIC_TAG))
+        .ok_or_else(|| anyhow!("not a vigil Ed25519 public key"))?;
+    let bytes: [u8; 32] = B64
+        .decode(b64)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("public key damaged (expected 32 bytes of base64)"))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("public key invalid: {e}"))?;
+    let mut period = BTreeMap::new();
+    for p in parts {
+        let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("{p:?}: expected valid_from=… or valid_until=…"))?;
+        if k != "valid_from" && k != "valid_until" {
+            bail!("{k:?}: only valid_from and valid_until may follow a key");
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| anyhow!("{k}={v:?}: {e}"))?;
+        period.insert(k.to_string(), t.with_timezone(&chrono::Utc));
+    }
+    Ok((key, period))
 }
 
 impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey> {
-        let b64 = text.trim().strip_prefix(PUBLIC_TAG).ok_or_else(|| anyhow!("not a vigil Ed25519 public key"))?;
-        let bytes: [u8; 32] = B64
-            .decode(b64)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| anyhow!("public key damaged (expected 32 bytes of base64)"))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("public key invalid: {e}"))?;
-        Ok(PublicKey { key_id: key_id(&key), key })
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let first = lines.next().ok_or_else(|| anyhow!("not a vigil Ed25519 public key (empty)"))?;
+        let (key, period) = parse_key_line(first)?;
+        if period.contains_key("valid_until") {
+            bail!("the first key is the current one and has no valid_until");
+        }
+        let mut earlier = Vec::new();
+        for (i, l) in lines.enumerate() {
+            let (k, p) = parse_key_line(l).with_context(|| format!("key line {}", i + 2))?;
+            let until =
+                *p.get("valid_until").ok_or_else(|| anyhow!("key line {}: an earlier key needs valid_until", i + 2))?;
+            earlier.push(EarlierKey {
+                key_id: key_id(&k),
+                key: k,
+                valid_from: p.get("valid_from").copied(),
+                valid_until: until,
+            });
+        }
+        Ok(PublicKey { key_id: key_id(&key), key, valid_from: period.get("valid_from").copied(), earlier })
+    }
+
+    /// The file text (see the type's documentation).
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{PUBLIC_TAG}{}", B64.encode(self.key.as_bytes()));
+        if let Some(f) = self.valid_from {
+            out.push_str(&format!(" valid_from={}", crate::util::rfc3339(f)));
+        }
+        out.push('\n');
+        for e in &self.earlier {
+            out.push_str(&format!("{PUBLIC_TAG}{}", B64.encode(e.key.as_bytes())));
+            if let Some(f) = e.valid_from {
+                out.push_str(&format!(" valid_from={}", crate::util::rfc3339(f)));
+            }
+            out.push_str(&format!(" valid_until={}\n", crate::util::rfc3339(e.valid_until)));
+        }
+        out
+    }
+
+    /// The period in which key `id` signs: (from, until); None when the key is not trusted.
+    #[allow(clippy::type_complexity)]
+    pub fn period_of(
+        &self,
+        id: &str,
+    ) -> Option<(Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>)> {
+        if id == self.key_id {
+            return Some((self.valid_from, None));
+        }
+        self.earlier.iter().find(|e| e.key_id == id).map(|e| (e.valid_from, Some(e.valid_until)))
+    }
+
+    /// Whether a document signed by key `id` at `t` falls in that key's period; the problem if not.
+    pub fn check_period(&self, id: &str, t: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let Some((from, until)) = self.period_of(id) else { bail!("key {id} is not trusted") };
+        if from.is_some_and(|f| t < f) || until.is_some_and(|u| t > u) {
+            let show = |x: Option<chrono::DateTime<chrono::Utc>>| x.map_or("…".to_string(), crate::util::rfc3339);
+            bail!(
+                "signed by key {id} at {}, outside its period {} – {}",
+                crate::util::rfc3339(t),
+                show(from),
+                show(until)
+            );
+        }
+        Ok(())
     }
 
     /// Reads a public key file. A secret key file is refused: a verifier is given the public key
@@ -166,16 +313,19 @@ impl PublicKey {
         if sig.alg != "Ed25519" {
             bail!("signature algorithm {:?} is not Ed25519", sig.alg);
         }
-        if sig.key_id != self.key_id {
+        let key = if sig.key_id == self.key_id {
+            &self.key
+        } else if let Some(e) = self.earlier.iter().find(|e| e.key_id == sig.key_id) {
+            &e.key
+        } else {
             bail!("signed with key {}, not with the trusted key {}", sig.key_id, self.key_id);
-        }
+        };
         let raw: [u8; 64] = B64
             .decode(&sig.signature)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| anyhow!("signature is damaged (not 64 bytes of base64)"))?;
-        self.key
-            .verify(bytes, &Signature::from_bytes(&raw))
+        key.verify(bytes, &Signature::from_bytes(&raw))
             .map_err(|_| anyhow!("signature does not match the signed bytes (content or signature altered)"))
     }
 }

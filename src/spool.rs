@@ -142,18 +142,29 @@ impl Spool {
     async fn upload(&self, id: &str, store: &Store, publisher: &Publisher) -> Result<()> {
         let d = self.dir.join(id);
         let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
+        let mut objects = serde_json::Map::new();
         for o in &index.objects {
             let bytes = Bytes::from(std::fs::read(d.join(&o.file))?);
-            if !store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
-                // already there: fine if it is the same object (a previous attempt got this far)
-                let there = store.get(&o.key).await?;
-                if crate::util::sha256_hex(&there) != o.sha256 {
-                    bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
+            let version = match store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
+                Some(version) => version,
+                None => {
+                    // already there: fine if it is the same object (a previous attempt got this far)
+                    let there = store.get(&o.key).await?;
+                    if crate::util::sha256_hex(&there) != o.sha256 {
+                        bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
+                    }
+                    tracing::info!(key = %o.key, "spool: already in the store with the same bytes (an earlier attempt stored it)");
+                    store.version(&o.key).await?
                 }
-                tracing::info!(key = %o.key, "spool: already in the store with the same bytes (an earlier attempt stored it)");
-            }
+            };
+            objects.insert(o.key.clone(), serde_json::to_value(store.locate(&o.key, version))?);
         }
-        let event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;
+        let mut event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;
+        // the event names where every object now is (an event made before the store was known)
+        if let Some(p) = event.payload.as_object_mut() {
+            p.insert("store".into(), serde_json::to_value(store.reference())?);
+            p.insert("objects".into(), serde_json::Value::Object(objects));
+        }
         publisher.submit(event).await?;
         let size = dir_bytes(&d);
         std::fs::remove_dir_all(&d)?;

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 #[derive(Clone)]
 pub struct Store {
@@ -28,6 +28,8 @@ pub struct Store {
     lock: Option<Arc<LockClients>>,
     /// A local directory store's root: every key is checked under it without following a link.
     local: Option<std::path::PathBuf>,
+    /// The S3 endpoint from the options or the environment (for the events' locators).
+    s3_endpoint: Option<String>,
 }
 
 struct LockClients {
@@ -90,6 +92,65 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The media type of a stored object, from its name: what the event says and what the store
+/// serves (`Content-Type`).
+pub fn content_type(key: &str) -> &'static str {
+    match key.rsplit_once('.').map(|(_, e)| e) {
+        Some("mp4") => "video/mp4",
+        Some("mkv") => "video/x-matroska",
+        Some("jpg") | Some("jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("json") | Some("sig") => "application/json",
+        Some("jsonl") => "application/x-ndjson",
+        Some("age") => "application/age-encrypted",
+        Some("tar") => "application/x-tar",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `Content-Disposition` of a stored object: an attachment named after the file, prefixed with
+/// the evidence id inside an item (twenty downloaded `clip.mp4` would otherwise collide).
+pub fn content_disposition(key: &str) -> String {
+    let parts: Vec<&str> = key.split('/').collect();
+    let file = parts.last().copied().unwrap_or("object");
+    let name = if parts.first() == Some(&"evidence") && parts.len() >= 3 {
+        format!("{}_{file}", parts[parts.len() - 2])
+    } else {
+        file.to_string()
+    };
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    format!("attachment; filename=\"{safe}\"")
+}
+
+/// Where a stored object is, for a consumer with nothing but the event: the store's URL (never
+/// with credentials), the endpoint for S3, and the object's full URL and version.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreRef {
+    /// `s3://bucket/prefix` or `file:///absolute/path`.
+    pub url: String,
+    /// `s3`, `file` or `memory`.
+    pub kind: String,
+    /// The S3 bucket (S3 only).
+    pub bucket: Option<String>,
+    /// The key prefix inside the bucket (or directory) under which every key of the event lives.
+    pub prefix: String,
+    /// The S3 endpoint when it is not AWS's default (S3 only).
+    pub endpoint: Option<String>,
+}
+
+/// One stored object's full locator.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLocation {
+    /// The store URL joined with the key.
+    pub url: String,
+    /// The object's version id where the store keeps versions (S3 with versioning or Object
+    /// Lock): fetch it by version and no later delete marker hides it.
+    pub version_id: Option<String>,
+}
+
 /// `evidence/<site>/<camera>/<yyyy>/<mm>/<dd>/<id>/`
 pub fn evidence_prefix(site: &str, camera: &str, t: DateTime<Utc>, id: &str) -> String {
     format!("evidence/{site}/{camera}/{:04}/{:02}/{:02}/{id}", t.year(), t.month(), t.day())
@@ -141,7 +202,13 @@ impl Store {
         if object_lock && lock.is_none() {
             anyhow::bail!("store url {url}: object_lock needs an s3:// store (Object Lock is an S3 feature)");
         }
-        Ok(Store { inner, prefix, url: url.to_string(), lock, local })
+        let s3_endpoint = ["aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"]
+            .iter()
+            .find_map(|k| options.get(*k).cloned())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+            .filter(|_| url.starts_with("s3://"));
+        Ok(Store { inner, prefix, url: url.to_string(), lock, local, s3_endpoint })
     }
 
     /// On a local store, refuses a key whose path has a symbolic link in it (the store never
@@ -211,7 +278,7 @@ impl Store {
     /// Writes a new object; fails if it already exists.
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.guard(key)?;
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = self.put_options(key);
         self.inner
             .put_opts(&self.path(key), PutPayload::from(bytes), opts)
             .await
@@ -219,29 +286,87 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::put_evidence`], but `Ok(false)` when the object already exists.
-    pub async fn put_evidence_or_exists(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<bool> {
+    /// Create-only, with `Content-Type` and `Content-Disposition` where the store keeps them (a
+    /// local directory keeps no attributes).
+    fn put_options(&self, key: &str) -> PutOptions {
+        let mut attributes = Attributes::new();
+        if self.local.is_none() {
+            attributes.insert(Attribute::ContentType, content_type(key).into());
+            attributes.insert(Attribute::ContentDisposition, content_disposition(key).into());
+        }
+        PutOptions { mode: PutMode::Create, attributes, ..Default::default() }
+    }
+
+    /// [`Store::put_evidence`], but `Ok(None)` when the object already exists; `Ok(Some(version))`
+    /// when it was written (the version id where the store keeps versions).
+    pub async fn put_evidence_or_exists(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        retain_until: DateTime<Utc>,
+    ) -> Result<Option<Option<String>>> {
         self.guard(key)?;
         let client = match &self.lock {
             None => self.inner.clone(),
             Some(l) => l.client(retain_until)?,
         };
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match client.put_opts(&self.path(key), PutPayload::from(bytes), opts).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        match client.put_opts(&self.path(key), PutPayload::from(bytes), self.put_options(key)).await {
+            Ok(r) => Ok(Some(r.version)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
             Err(e) => Err(anyhow::Error::from(e).context(format!("store {}: put {key}", self.url))),
         }
     }
 
     /// Writes a new evidence object that must be kept until `retain_until`: create-only, and on an
-    /// Object Lock store locked in COMPLIANCE mode until that date.
-    pub async fn put_evidence(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<()> {
-        if self.put_evidence_or_exists(key, bytes, retain_until).await? {
-            Ok(())
-        } else {
-            anyhow::bail!("store {}: {key} already exists; evidence is never overwritten", self.url)
+    /// Object Lock store locked in COMPLIANCE mode until that date. Returns its version id where
+    /// the store keeps versions.
+    pub async fn put_evidence(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<Option<String>> {
+        match self.put_evidence_or_exists(key, bytes, retain_until).await? {
+            Some(version) => Ok(version),
+            None => anyhow::bail!("store {}: {key} already exists; evidence is never overwritten", self.url),
         }
+    }
+
+    /// The version id of a stored object (None where the store keeps no versions).
+    pub async fn version(&self, key: &str) -> Result<Option<String>> {
+        self.guard(key)?;
+        let m = self.inner.head(&self.path(key)).await.with_context(|| format!("store {}: head {key}", self.url))?;
+        Ok(m.version)
+    }
+
+    /// The store as a consumer of the events needs to name it: URL without credentials, bucket,
+    /// prefix, endpoint.
+    pub fn reference(&self) -> StoreRef {
+        let redacted = crate::util::secret::RedactedUrl::new(self.url.as_str()).redacted();
+        if let Some(root) = &self.local {
+            let url = url::Url::from_directory_path(root).map(|u| u.to_string()).unwrap_or(redacted);
+            return StoreRef {
+                url: url.trim_end_matches('/').to_string(),
+                kind: "file".into(),
+                bucket: None,
+                prefix: self.prefix.to_string(),
+                endpoint: None,
+            };
+        }
+        let parsed = url::Url::parse(&self.url).ok();
+        let kind = parsed.as_ref().map_or("unknown".to_string(), |u| u.scheme().to_string());
+        let bucket = parsed.as_ref().filter(|u| u.scheme() == "s3").and_then(|u| u.host_str().map(String::from));
+        let endpoint = self
+            .s3_endpoint
+            .as_ref()
+            .map(|e| crate::util::secret::RedactedUrl::new(e.as_str()).redacted().trim_end_matches('/').to_string());
+        StoreRef {
+            url: redacted.trim_end_matches('/').to_string(),
+            kind,
+            bucket,
+            prefix: self.prefix.to_string(),
+            endpoint,
+        }
+    }
+
+    /// The full locator of `key` (its version id added by the caller who stored it).
+    pub fn locate(&self, key: &str, version_id: Option<String>) -> ObjectLocation {
+        ObjectLocation { url: format!("{}/{}", self.reference().url, key.trim_start_matches('/')), version_id }
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool> {

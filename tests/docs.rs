@@ -33,3 +33,30 @@ fn the_schema_is_valid_json_with_every_section() {
         assert!(v["properties"][s].is_object(), "{s}");
     }
 }
+
+/// The committed schemas in tests/schemas are what `vigil schema` prints (regenerate with
+/// `for k in …; do vigil schema $k > tests/schemas/…; done`, see README "Schemas").
+#[test]
+fn the_committed_schemas_are_vigil_schema() {
+    let kinds = ["event", "manifest", "checkpoint", "checkpoint-event", "index", "review", "review-event", "signature"];
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("tests/schemas"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), kinds.len(), "{files:?}");
+    for k in kinds {
+        let o = vigil().args(["schema", k]).output().unwrap();
+        assert!(o.status.success(), "vigil schema {k}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let name = v["title"].as_str().unwrap().to_string();
+        let committed = std::fs::read_to_string(repo().join("tests/schemas").join(format!("{name}.schema.json")))
+            .unwrap_or_else(|e| panic!("tests/schemas/{name}.schema.json: {e}"));
+        assert_eq!(
+            committed,
+            String::from_utf8(o.stdout).unwrap(),
+            "tests/schemas/{name}.schema.json differs from `vigil schema {k}`; regenerate it"
+        );
+        assert!(jsonschema::draft202012::meta::is_valid(&v), "{name} is not a valid draft 2020-12 schema");
+    }
+}

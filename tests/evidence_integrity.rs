@@ -863,3 +863,63 @@ fn evidence_on_s3_is_write_once_and_locked_until_its_retention_date() {
     assert!(format!("{e:#}").contains("never overwritten"), "{e:#}");
     println!("| S3 (moto) Object Lock | COMPLIANCE until {until}; delete of the locked version: {} |", r["delete"]);
 }
+
+/// Issue 18: `vigil keys rotate` — the last checkpoint of the old key is countersigned by the new
+/// one, the chain goes on under the new key, `vigil verify` accepts each key for its period, and
+/// a key used outside its period (or missing from the key file) is a failure.
+#[test]
+fn a_rotated_key_verifies_for_its_period_and_the_chain_goes_on() {
+    let (t, pipeline) = copy();
+    let old_pub = std::fs::read_to_string(t.path().join("keys/signing.pub")).unwrap();
+    let out = vigil().args(["keys", "rotate", "--pipeline", pipeline.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    println!("{text}");
+    assert!(text.contains("camera cam1: last checkpoint of key") && text.contains("at seq 4"), "{text}");
+    let ring = std::fs::read_to_string(t.path().join("keys/signing.pub")).unwrap();
+    let lines: Vec<&str> = ring.lines().collect();
+    assert_eq!(lines.len(), 2, "{ring}");
+    assert!(lines[0].contains("valid_from=") && !lines[0].contains("valid_until"), "{ring}");
+    assert!(lines[1].starts_with(old_pub.trim()) && lines[1].contains("valid_until="), "{ring}");
+    let retired: Vec<_> = std::fs::read_dir(t.path().join("keys/retired")).unwrap().collect();
+    assert_eq!(retired.len(), 1, "the old secret key is kept aside, not deleted");
+    let cp_dir = t.path().join("store/chain/test-site/cam1/checkpoints");
+    let handover = std::fs::read_dir(&cp_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".next.sig"))
+        .expect("a countersigned hand-over checkpoint");
+    // the chain goes on under the new key
+    let (code, log) = run_to_end(&["run", pipeline.to_str().unwrap()], Duration::from_secs(120));
+    assert_eq!(code, 0, "{log}");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(t.path().join("data/outbox.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["subject"].as_str().unwrap().starts_with("vigil.evidence"))
+        .collect();
+    let last = &events.last().unwrap()["payload"];
+    assert_eq!(last["chain"]["seq"], 5, "the chain continues");
+    assert_ne!(last["signing"]["key_id"], events[0]["payload"]["signing"]["key_id"], "signed with the new key");
+    let (code, text) = verify(&pipeline, &[]);
+    assert_eq!(code, 0, "both keys verify, each for its period:\n{text}");
+    assert!(text.contains("5 item(s)"), "{text}");
+    println!("| key rotated after seq 4, seq 5 under the new key | passes | OK |");
+
+    // a countersignature that does not verify
+    let mut sig: serde_json::Value = serde_json::from_slice(&std::fs::read(&handover).unwrap()).unwrap();
+    let good = sig.clone();
+    sig["signature"] = good["signature"].as_str().unwrap().replace('A', "B").replace('a', "A").into();
+    std::fs::write(&handover, serde_json::to_vec(&sig).unwrap()).unwrap();
+    detected("hand-over countersignature altered", &pipeline, &["key hand-over checkpoint"]);
+    std::fs::write(&handover, serde_json::to_vec(&good).unwrap()).unwrap();
+
+    // the old key's period ends before its items were signed
+    let early = ring.lines().nth(1).unwrap().split(" valid_until=").next().unwrap().to_string()
+        + " valid_until=2020-01-01T00:00:00Z";
+    std::fs::write(t.path().join("keys/signing.pub"), format!("{}\n{early}\n", lines[0])).unwrap();
+    detected("old key's period cut short (items signed after it)", &pipeline, &["outside its period"]);
+    // the old key left out of the key file
+    std::fs::write(t.path().join("keys/signing.pub"), format!("{}\n", lines[0])).unwrap();
+    detected("old key missing from the public key file", &pipeline, &["not with the trusted key"]);
+}

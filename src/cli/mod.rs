@@ -10,6 +10,7 @@ pub mod keys;
 pub mod retention;
 pub mod review;
 pub mod run;
+pub mod schema;
 pub mod thresholds;
 pub mod verify;
 
@@ -49,6 +50,8 @@ pub enum Cmd {
     /// Signing keys.
     #[command(subcommand)]
     Keys(keys::Cmd),
+    /// The JSON Schema of an event or stored document (event, manifest, checkpoint, review, …).
+    Schema(schema::Args),
     /// Verify stored evidence: artifact hashes, signatures, chains, checkpoints. Exit 1 on any
     /// failure.
     Verify(verify::Args),
@@ -84,6 +87,7 @@ pub fn dispatch(cmd: Cmd) -> ExitCode {
         Cmd::Check(a) => check::run(a),
         Cmd::Config(c) => tool(|| config::run(c)),
         Cmd::Keys(c) => tool(|| keys::run(c)),
+        Cmd::Schema(a) => tool(|| schema::run(a)),
         Cmd::Verify(a) => tool(|| verify::run(a)),
         Cmd::Evidence(c) => tool(|| evidence::run(c)),
         Cmd::Retention(c) => tool(|| retention::run(c)),

@@ -48,6 +48,13 @@ pub struct CameraConfig {
     /// until 30 days after it (JS 13–15, 18).
     #[schemars(length(max = 10))]
     pub public_notice_date: Option<String>,
+    /// Registry: the device's serial number, as its maker prints it.
+    #[schemars(length(max = 64))]
+    pub device_serial: Option<String>,
+    /// Registry: the national device id under GB/T 28181 (20 digits), where the camera is
+    /// registered on a national video platform.
+    #[schemars(length(max = 20))]
+    pub national_device_id: Option<String>,
     /// `rtsp://...`, or a file path (relative to the pipeline file) / `file://` URL (required).
     #[schemars(length(max = 2048))]
     pub source: String,
@@ -126,6 +133,12 @@ pub struct Registry {
     pub technical_review_date: Option<chrono::NaiveDate>,
     pub installation_ref: Option<String>,
     pub public_notice_date: Option<chrono::NaiveDate>,
+    /// The device's serial number (manifest v4 on).
+    #[serde(default)]
+    pub device_serial: Option<String>,
+    /// GB/T 28181 national device id, 20 digits (manifest v4 on).
+    #[serde(default)]
+    pub national_device_id: Option<String>,
 }
 
 /// Whether a camera's events may become enforcement candidates.

@@ -9,6 +9,7 @@
 pub mod camera;
 pub mod docs;
 mod key;
+pub mod premises;
 pub mod sections;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use camera::{Camera, CameraConfig, Compliance, LocationCategory, Registry, RtspTransport, Source, StatusKind};
+pub use premises::PremisesConfig;
 pub use sections::*;
 
 use crate::privacy::PrivacyMask;
@@ -143,6 +145,9 @@ impl Pipeline {
         } else if !valid_id(&raw.site.id) {
             errors.push(err("site.id", format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", raw.site.id)));
         }
+        for (key, problem) in raw.site.premises.problems() {
+            errors.push(err(&format!("site.premises.{key}"), problem));
+        }
         let utc_offset_s = parse_utc_offset(&raw.site.utc_offset);
         if utc_offset_s.is_none() {
             errors.push(err("site.utc_offset", format!("{:?} is not an offset like \"+08:00\"", raw.site.utc_offset)));
@@ -258,7 +263,16 @@ impl Pipeline {
                 technical_review_date: date("technical_review_date", &cam.technical_review_date),
                 installation_ref: cam.installation_ref.clone().filter(|s| !s.trim().is_empty()),
                 public_notice_date: date("public_notice_date", &cam.public_notice_date),
+                device_serial: cam.device_serial.clone().filter(|s| !s.trim().is_empty()),
+                national_device_id: cam.national_device_id.clone(),
             };
+            if let Some(id) = &cam.national_device_id {
+                match premises::check_national_device_id(id) {
+                    Err(p) => errors.push(err(&k("national_device_id"), p)),
+                    Ok(Some(w)) => warnings.push(format!("{}: {}: {w}", path.display(), k("national_device_id"))),
+                    Ok(None) => {}
+                }
+            }
             let tcp = cam.rtsp_transport == RtspTransport::Tcp;
             let source = if cam.source.is_empty() {
                 errors.push(err(&k("source"), "required: rtsp://… or a video file".into()));
@@ -448,6 +462,8 @@ mod tests {
             technical_review_date: Some(day("2026-01-02")),
             installation_ref: Some("INST-1".into()),
             public_notice_date: Some(day("2026-03-01")),
+            device_serial: None,
+            national_device_id: None,
         };
         assert_eq!(r.compliance(day("2026-03-31")).kind, StatusKind::Enforcement);
         let c = r.compliance(day("2026-03-30"));

@@ -26,6 +26,9 @@ pub struct SiteConfig {
     #[default("+08:00".to_string())]
     #[schemars(length(max = 6))]
     pub utc_offset: String,
+    /// The operator of the premises (`[site.premises]`): name, credit code, licence, address,
+    /// area code, regulator — written into every manifest and event.
+    pub premises: super::premises::PremisesConfig,
 }
 
 /// `[worker]`: this process.
@@ -198,6 +201,10 @@ pub struct SigningConfig {
     #[default(300.0)]
     #[schemars(range(min = 1, max = 86400))]
     pub checkpoint_interval_s: f64,
+    /// Where consumers get the public key file (its current key and the periods of earlier
+    /// ones), e.g. "https://regulator.example/keys/site-a.pub": written into every manifest.
+    #[schemars(length(max = 1024))]
+    pub public_key_url: Option<String>,
 }
 
 /// `[retention]`: minimum keeping periods (JS 21, SD 17). Configurable upward only.

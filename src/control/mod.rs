@@ -243,8 +243,10 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     } else {
         Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
     });
-    let chains =
-        Arc::new(Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?);
+    let chains = Arc::new(
+        Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?
+            .with_trust(signer.trusted(&p.key_path)),
+    );
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
     let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream, dup).await?);
@@ -372,6 +374,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         worker: WorkerFacts { id: p.worker_id(), version: env!("CARGO_PKG_VERSION").into() },
         site: raw.site.id.clone(),
         site_name: raw.site.name.clone(),
+        premises: Some(raw.site.premises.clone()).filter(|p| !p.is_empty()),
+        public_key_url: raw.signing.public_key_url.clone(),
         history_dir: p.data_dir.join("history"),
         retention: raw.retention,
         seal: raw.evidence.seal_recipient.as_ref().and_then(|r| r.parse().ok()),

@@ -32,8 +32,16 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChainLink {
+    /// Position in the camera's chain: the order the worker committed items (processing order).
+    /// It is not time order: an item whose post-roll or encoding took longer can follow one whose
+    /// violation came later. Sort by `violation_time_utc` for time.
     pub seq: u64,
+    /// SHA-256 of the canonical bytes of the manifest at `seq − 1` (64 zeros for seq 1).
     pub prev_hash: String,
+    /// When this position was claimed (UTC; manifest v4 on): the processing time that orders the
+    /// chain, beside the violation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_utc: Option<String>,
 }
 
 /// `chain/<site>/<camera>/seq/<seq>.json`: who holds a chain position.
@@ -62,6 +70,11 @@ pub struct Checkpoint {
     pub last_hash: String,
     pub time_utc: String,
     pub key_id: String,
+    /// Set on the last checkpoint of a key (`vigil keys rotate`): the key that signs from now
+    /// on. Such a checkpoint is signed by both: `<key>.sig` by `key_id`, `<key>.next.sig` by
+    /// `next_key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<String>,
 }
 
 /// A checkpoint as stored: its object keys and signature.
@@ -72,6 +85,8 @@ pub struct StoredCheckpoint {
     pub sha256: String,
     pub signature_key: String,
     pub signature: SignatureFile,
+    pub store: crate::store::StoreRef,
+    pub objects: std::collections::BTreeMap<String, crate::store::ObjectLocation>,
 }
 
 /// `vigil.chain.<site>.<camera>`: a checkpoint with its signature and object keys, so that a
@@ -88,6 +103,9 @@ pub struct CheckpointEvent {
     /// Object keys of the checkpoint and its signature (relative to the store's root).
     pub key: String,
     pub signature_key: String,
+    /// The store and the full locators (URL, version id) of both objects.
+    pub store: crate::store::StoreRef,
+    pub objects: std::collections::BTreeMap<String, crate::store::ObjectLocation>,
 }
 
 pub const CHECKPOINT_EVENT_SCHEMA: &str = "vigil.checkpoint-event.v1";
@@ -101,6 +119,8 @@ impl StoredCheckpoint {
             signature: self.signature.clone(),
             key: self.key.clone(),
             signature_key: self.signature_key.clone(),
+            store: self.store.clone(),
+            objects: self.objects.clone(),
         }
     }
 }
@@ -123,6 +143,8 @@ pub fn checkpoint_prefix(site: &str, camera: &str) -> String {
 pub struct Chains {
     store: Store,
     signer: Arc<Signer>,
+    /// Keys whose index entries are accepted: the signer's and, after a rotation, earlier ones.
+    trust: PublicKey,
     site: String,
     state_dir: PathBuf,
     evidence_days: u32,
@@ -146,7 +168,14 @@ impl Chains {
     ) -> Result<Chains> {
         let state_dir = data_dir.join("chain");
         std::fs::create_dir_all(&state_dir).with_context(|| format!("chain state dir {}", state_dir.display()))?;
-        Ok(Chains { store, signer, site: site.into(), state_dir, evidence_days, heads: Default::default() })
+        let trust = signer.public_key();
+        Ok(Chains { store, signer, trust, site: site.into(), state_dir, evidence_days, heads: Default::default() })
+    }
+
+    /// Also accept index entries signed by the earlier keys of `trust` (after `vigil keys rotate`).
+    pub fn with_trust(mut self, trust: PublicKey) -> Chains {
+        self.trust = trust;
+        self
     }
 
     fn slot(&self, camera: &str) -> Arc<Mutex<Option<Head>>> {
@@ -176,8 +205,7 @@ impl Chains {
         let key = index_key(&self.site, camera, seq);
         let bytes = self.store.get(&key).await?;
         let sig = self.store.get(&format!("{key}.sig")).await?;
-        let pk = PublicKey { key: self.signer.public(), key_id: self.signer.key_id.clone() };
-        open(&bytes, &sig, &pk).with_context(|| format!("chain index {key}"))
+        open(&bytes, &sig, &self.trust).with_context(|| format!("chain index {key}"))
     }
 
     async fn load_head(&self, camera: &str) -> Result<Head> {
@@ -233,7 +261,10 @@ impl Chains {
             *guard = Some(self.load_head(camera).await?);
         }
         let head = guard.clone().expect("head");
-        Ok(Claim { link: ChainLink { seq: head.seq + 1, prev_hash: head.hash }, guard })
+        Ok(Claim {
+            link: ChainLink { seq: head.seq + 1, prev_hash: head.hash, committed_utc: Some(rfc3339(Utc::now())) },
+            guard,
+        })
     }
 
     /// The signed chain index entry for a claimed position, as objects to store.
@@ -279,6 +310,15 @@ impl Chains {
 
     /// Writes a signed checkpoint of `camera`'s head; returns it with its keys and signature.
     pub async fn checkpoint(&self, camera: &str) -> Result<StoredCheckpoint> {
+        self.checkpoint_signed(camera, None).await
+    }
+
+    /// The last checkpoint of this worker's key before `next` takes over, signed by both.
+    pub async fn handover_checkpoint(&self, camera: &str, next: &Signer) -> Result<StoredCheckpoint> {
+        self.checkpoint_signed(camera, Some(next)).await
+    }
+
+    async fn checkpoint_signed(&self, camera: &str, next: Option<&Signer>) -> Result<StoredCheckpoint> {
         let head = self.head(camera).await?;
         let now = Utc::now();
         let cp = Checkpoint {
@@ -289,16 +329,32 @@ impl Chains {
             last_hash: head.hash,
             time_utc: rfc3339(now),
             key_id: self.signer.key_id.clone(),
+            next_key_id: next.map(|n| n.key_id.clone()),
         };
         let (bytes, sig, hash) = seal(&cp, &self.signer)?;
+        let cosig = next.map(|n| n.sign(&bytes).to_bytes());
         let key =
             format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
         let until = crate::util::time::add_days(now, self.evidence_days).context("retention date out of range")?;
-        self.store.put_evidence(&key, Bytes::from(bytes), until).await?;
+        let version = self.store.put_evidence(&key, Bytes::from(bytes), until).await?;
         let sig_key = format!("{key}.sig");
         let signature = SignatureFile::parse(&sig)?;
-        self.store.put_evidence(&sig_key, Bytes::from(sig), until).await?;
-        Ok(StoredCheckpoint { checkpoint: cp, key, sha256: hash, signature_key: sig_key, signature })
+        let sig_version = self.store.put_evidence(&sig_key, Bytes::from(sig), until).await?;
+        let mut stored = vec![(key.clone(), version), (sig_key.clone(), sig_version)];
+        if let Some(c) = cosig {
+            let k = format!("{key}.next.sig");
+            stored.push((k.clone(), self.store.put_evidence(&k, Bytes::from(c), until).await?));
+        }
+        let objects = stored.into_iter().map(|(k, v)| (k.clone(), self.store.locate(&k, v))).collect();
+        Ok(StoredCheckpoint {
+            checkpoint: cp,
+            key,
+            sha256: hash,
+            signature_key: sig_key,
+            signature,
+            store: self.store.reference(),
+            objects,
+        })
     }
 }
 
@@ -340,7 +396,7 @@ mod tests {
         // a checkpoint is stored signed, and its event carries what a consumer needs to verify it
         let cp = again.checkpoint("cam").await.unwrap();
         assert_eq!((cp.checkpoint.last_seq, cp.checkpoint.last_hash.as_str()), (3, "cc"));
-        let pk = crate::signing::PublicKey { key: signer.public(), key_id: signer.key_id.clone() };
+        let pk = signer.public_key();
         let bytes = store.get(&cp.key).await.unwrap();
         let back: Checkpoint = open(&bytes, &store.get(&cp.signature_key).await.unwrap(), &pk).unwrap();
         assert_eq!(back, cp.checkpoint);

@@ -299,11 +299,22 @@ fn encoder(
     x264.set_property("quantizer", quantizer);
     x264.set_property("key-int-max", (fps * 2.0).round().max(1.0) as u32);
     x264.set_property("bframes", 0u32);
+    // 4:2:0 (H.264 High profile), what hardware and platform decoders play; 4:4:4 only for an
+    // odd-sized picture, which 4:2:0 cannot hold
+    let even = w % 2 == 0 && h % 2 == 0;
+    let format = if even { gst_video::VideoFormat::I420 } else { gst_video::VideoFormat::Y444 };
+    if !even {
+        tracing::warn!(width = w, height = h, "clip: odd picture size; encoding 4:4:4 (4:2:0 needs even sizes)");
+    }
+    let raw = element("capsfilter")?;
+    raw.set_property("caps", gst_video::VideoCapsBuilder::new().format(format).build());
     let parse = element("h264parse")?;
     let mux = element("mp4mux")?;
+    // moov before mdat: a player starts before the whole file has arrived
+    mux.set_property("faststart", true);
     let sink = element("filesink")?;
     sink.set_property("location", out.to_string_lossy().as_ref());
-    chain(&p, &[src.upcast_ref(), &convert, &x264, &parse, &mux, &sink])?;
+    chain(&p, &[src.upcast_ref(), &convert, &raw, &x264, &parse, &mux, &sink])?;
     p.set_state(gst::State::Playing)?;
     Ok((p, src))
 }

@@ -98,8 +98,14 @@ pub struct RetentionFacts {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningFacts {
+    /// Always "Ed25519": the signature in `manifest.sig` is Ed25519 over the manifest's canonical
+    /// bytes, base64 (standard alphabet, padded).
     pub alg: String,
+    /// First 16 hex digits of SHA-256 of the 32-byte Ed25519 public key.
     pub key_id: String,
+    /// Where the public key (and the periods of earlier keys) is published (v4 on, when set).
+    #[serde(default)]
+    pub public_key_url: Option<String>,
 }
 
 /// One evidence item, stored canonically as `manifest.json` and signed in `manifest.sig`.
@@ -111,6 +117,9 @@ pub struct Manifest {
     pub evidence_id: String,
     pub site: String,
     pub site_name: String,
+    /// The operator of the premises (v4 on; null when the pipeline names none).
+    #[serde(default)]
+    pub premises: Option<crate::config::PremisesConfig>,
     pub camera: String,
     pub camera_location: String,
     pub camera_registry: crate::config::Registry,
@@ -138,8 +147,9 @@ pub struct Manifest {
     pub signing: SigningFacts,
 }
 
-/// The manifest format. v3: canonical bytes by `RFC 8785 (JCS) v2` (ECMAScript numbers).
-pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v3";
+/// The manifest format. v3: canonical bytes by `RFC 8785 (JCS) v2` (ECMAScript numbers). v4:
+/// premises, device ids, structured legal basis, chain commit time, public key URL.
+pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v4";
 /// The evidence event format (the manifest plus where it is stored).
 pub const EVENT_SCHEMA: &str = "vigil.evidence.v1";
 
@@ -160,4 +170,11 @@ pub struct EvidenceEvent {
     pub manifest: Manifest,
     #[serde(rename = "manifest")]
     pub manifest_ref: ManifestRef,
+    /// The store every key of the event is in (filled when the item is uploaded).
+    #[serde(default)]
+    pub store: Option<crate::store::StoreRef>,
+    /// Full locator (URL, version id) of every object of the item, by key: artifacts, manifest,
+    /// signature, chain index entry (filled when the item is uploaded).
+    #[serde(default)]
+    pub objects: BTreeMap<String, crate::store::ObjectLocation>,
 }

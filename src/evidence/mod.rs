@@ -57,6 +57,10 @@ pub struct EvidenceContext {
     pub worker: WorkerFacts,
     pub site: String,
     pub site_name: String,
+    /// The operator of the premises (None when the pipeline names none).
+    pub premises: Option<crate::config::PremisesConfig>,
+    /// Where consumers get the public key (`[signing] public_key_url`).
+    pub public_key_url: Option<String>,
     pub utc_offset_s: i32,
     pub jpeg_quality: u8,
     pub quantizer: u32,
@@ -242,6 +246,7 @@ pub async fn produce(
         evidence_id: v.evidence_id.clone(),
         site: ctx.site.clone(),
         site_name: ctx.site_name.clone(),
+        premises: ctx.premises.clone(),
         camera: v.camera.clone(),
         camera_location: cam.location.clone(),
         camera_registry: cam.registry.clone(),
@@ -291,8 +296,12 @@ pub async fn produce(
             min_days: ctx.retention.evidence_days,
             retain_until_utc: rfc3339(retain_until),
         },
-        chain: chain::ChainLink { seq: 0, prev_hash: String::new() },
-        signing: SigningFacts { alg: "Ed25519".into(), key_id: ctx.signer.key_id.clone() },
+        chain: chain::ChainLink { seq: 0, prev_hash: String::new(), committed_utc: None },
+        signing: SigningFacts {
+            alg: "Ed25519".into(),
+            key_id: ctx.signer.key_id.clone(),
+            public_key_url: ctx.public_key_url.clone(),
+        },
     };
     let manifest_key = format!("{prefix}/manifest.json");
     let sig_key = format!("{prefix}/manifest.sig");
@@ -316,6 +325,8 @@ pub async fn produce(
         event: EvidenceEvent {
             manifest: Manifest { schema: EVENT_SCHEMA.into(), ..manifest },
             manifest_ref: ManifestRef { key: manifest_key, sha256: hash.clone(), signature_key: sig_key },
+            store: None,
+            objects: BTreeMap::new(),
         },
     };
     let entry = crate::publish::OutboxEntry::new(

@@ -140,6 +140,30 @@ impl RuleConfig {
     }
 }
 
+/// The regulation and article a rule enforces, as a case file cites it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegalBasis {
+    /// The regulation, e.g. "中华人民共和国食品安全法".
+    #[schemars(length(min = 1, max = 256))]
+    pub regulation: String,
+    /// The article, e.g. "第三十三条第一款第（八）项".
+    #[schemars(length(min = 1, max = 128))]
+    pub article: String,
+}
+
+impl LegalBasis {
+    pub fn food_safety_law(article: &str) -> LegalBasis {
+        LegalBasis { regulation: "中华人民共和国食品安全法".into(), article: article.into() }
+    }
+}
+
+impl std::fmt::Display for LegalBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "《{}》{}", self.regulation, self.article)
+    }
+}
+
 /// What a manifest records of the rule that fired.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,9 +176,27 @@ pub struct RuleFacts {
     pub revision: String,
     /// The rule's parameters in force (its `[[cameras.rules]]` table without `kind`).
     pub params: serde_json::Value,
-    /// The legal basis configured for the rule (regulation and article), when set.
+    /// The legal basis of the rule (regulation and article); absent in manifests before v4,
+    /// where it was free text when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legal_basis: Option<String>,
+    pub legal_basis: Option<LegalBasisFact>,
+}
+
+/// A manifest's legal basis: structured (v4 on) or the free text of earlier manifests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LegalBasisFact {
+    Structured(LegalBasis),
+    Text(String),
+}
+
+impl std::fmt::Display for LegalBasisFact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LegalBasisFact::Structured(b) => b.fmt(f),
+            LegalBasisFact::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 impl RuleFacts {
@@ -165,10 +207,10 @@ impl RuleFacts {
             kind: r.kind(),
             severity: r.severity().into(),
             revision: revision_of(&params),
-            legal_basis: match r {
+            legal_basis: Some(LegalBasisFact::Structured(match r {
                 RuleConfig::NoMask(x) => x.legal_basis.clone(),
                 RuleConfig::UtensilsLeft(x) => x.legal_basis.clone(),
-            },
+            })),
             params,
         }
     }

@@ -85,11 +85,11 @@ pub struct NoMaskRule {
     #[default("minor".to_string())]
     #[schemars(length(min = 1, max = 32))]
     pub severity: String,
-    /// The legal basis written into events and manifests (regulation and article), e.g.
-    /// "《餐饮服务食品安全操作规范》第4.3.2条".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub legal_basis: Option<String>,
+    /// The legal basis written into events and manifests: `{ regulation = "…", article = "…" }`.
+    /// Default: Food Safety Law art. 33(1)(8) (staff keep personal hygiene, wear clean work
+    /// clothes); a site's regulator may name a local rule instead.
+    #[default(super::LegalBasis::food_safety_law("第三十三条第一款第（八）项"))]
+    pub legal_basis: super::LegalBasis,
 }
 
 impl NoMaskRule {

@@ -63,10 +63,11 @@ pub struct UtensilsRule {
     #[default("minor".to_string())]
     #[schemars(length(min = 1, max = 32))]
     pub severity: String,
-    /// The legal basis written into events and manifests (regulation and article).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub legal_basis: Option<String>,
+    /// The legal basis written into events and manifests: `{ regulation = "…", article = "…" }`.
+    /// Default: Food Safety Law art. 33(1)(5) (tableware and containers washed and disinfected
+    /// before use).
+    #[default(super::LegalBasis::food_safety_law("第三十三条第一款第（五）项"))]
+    pub legal_basis: super::LegalBasis,
 }
 
 impl UtensilsRule {

@@ -75,6 +75,22 @@ pub(super) async fn walk_chain(
             Err(e) => problems.push(prob(None, None, format!("checkpoint {k}: {e:#}"))),
         }
     }
+    // key hand-overs: the last checkpoint of a key, countersigned by the next one
+    for k in cp_keys.iter().filter(|k| chain_keys.contains(&format!("{k}.next.sig"))) {
+        let handover = async {
+            let c: Checkpoint = read_signed(store, key, k).await?;
+            let next = c.next_key_id.clone().ok_or_else(|| anyhow::anyhow!("has a .next.sig but names no next key"))?;
+            let bytes = store.get(k).await?;
+            let sig = crate::signing::SignatureFile::parse(&store.get(&format!("{k}.next.sig")).await?)?;
+            if sig.key_id != next {
+                anyhow::bail!("countersigned by key {}, but it names {next} as the next key", sig.key_id);
+            }
+            key.verify(&bytes, &sig)
+        };
+        if let Err(e) = handover.await {
+            problems.push(prob(None, None, format!("key hand-over checkpoint {k}: {e:#}")));
+        }
+    }
     let max_item = by_seq.keys().next_back().copied().unwrap_or(0);
     let max_index = index.keys().next_back().copied().unwrap_or(0);
     let last = max_item.max(max_index).max(checkpoint.as_ref().map_or(0, |c| c.last_seq));

@@ -184,6 +184,14 @@ pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
         Some(sig) => {
             if let Err(e) = open::<Manifest>(&bytes, &sig, key) {
                 it.problems.push(format!("manifest.json / manifest.sig: {e:#}"));
+            } else if let Some(man) = &parsed {
+                // a key signs only in its period (after a rotation, earlier keys are trusted for theirs)
+                let at = man.chain.committed_utc.as_deref().unwrap_or(&man.violation_time_utc);
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at)
+                    && let Err(e) = key.check_period(&man.signing.key_id, t.with_timezone(&chrono::Utc))
+                {
+                    it.problems.push(format!("manifest.sig: {e:#}"));
+                }
             }
         }
     }

@@ -150,7 +150,9 @@ impl Nats {
             for seq in info.first_sequence..=info.last_sequence {
                 if let Ok(m) = st.get_raw_message(seq).await {
                     let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
-                    out.push((m.subject.to_string(), id, serde_json::from_slice(&m.payload).unwrap_or_default()));
+                    let payload: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                    assert_published_schema(m.subject.as_str(), &payload);
+                    out.push((m.subject.to_string(), id, payload));
                 }
             }
             out
@@ -517,12 +519,16 @@ impl Site {
             .collect()
     }
 
-    /// Everything in the outbox file.
+    /// Everything in the outbox file (each event checked against its published schema).
     pub fn outbox_all(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("data/outbox.jsonl"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_published_schema(e["subject"].as_str().unwrap_or_default(), &e["payload"]);
+                e
+            })
             .collect()
     }
 
@@ -835,9 +841,13 @@ pub fn check_evidence(
     let mbytes = get(mkey);
     assert_eq!(sha256(&mbytes), event["manifest"]["sha256"].as_str().unwrap());
     let mut stored: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
-    assert_eq!(stored["schema"], "vigil.manifest.v3");
+    assert_eq!(stored["schema"], "vigil.manifest.v4");
+    assert_schema("vigil.manifest.v4", &stored);
+    assert_schema("vigil.evidence.v1", event);
     let mut ev = event.clone();
-    ev.as_object_mut().unwrap().remove("manifest");
+    for k in ["manifest", "store", "objects"] {
+        ev.as_object_mut().unwrap().remove(k);
+    }
     ev["schema"] = "".into();
     stored["schema"] = "".into();
     let c = vigil::util::jcs::canonical;
@@ -889,4 +899,40 @@ pub fn http_get(port: u16, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// Asserts that `doc` is valid against the committed schema `tests/schemas/<name>.schema.json`
+/// (what `vigil schema` prints; tests/docs.rs keeps the two equal).
+pub fn assert_schema(name: &str, doc: &serde_json::Value) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let v = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let path = repo().join("tests/schemas").join(format!("{name}.schema.json"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+            std::sync::Arc::new(jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{name}: {e}")))
+        })
+        .clone();
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| e.to_string()).take(5).collect();
+    assert!(errors.is_empty(), "not valid against {name}: {errors:?}\n{doc}");
+}
+
+/// Checks a published event against the schema of its subject (evidence, checkpoint, review).
+pub fn assert_published_schema(subject: &str, payload: &serde_json::Value) {
+    let name = if subject.starts_with("vigil.evidence.") {
+        "vigil.evidence.v1"
+    } else if subject.starts_with("vigil.chain.") {
+        "vigil.checkpoint-event.v1"
+    } else if subject.starts_with("vigil.review.") {
+        "vigil.review-event.v1"
+    } else {
+        return;
+    };
+    assert_schema(name, payload);
 }
