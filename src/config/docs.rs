@@ -127,14 +127,10 @@ fn walk(obj: &Value, defs: &Map<String, Value>, prefix: &str, out: &mut Vec<KeyD
             // a table that must be given whole (its keys are required) but has a default: one row
             let whole = t.get("required").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
             if let (false, true, Some(d)) = (array, whole, p.get("default").filter(|d| d.is_object())) {
-                let keys: Vec<&String> = t.get("properties").and_then(Value::as_object).map(|o| o.keys().collect()).unwrap_or_default();
+                let keys: Vec<&String> =
+                    t.get("properties").and_then(Value::as_object).map(|o| o.keys().collect()).unwrap_or_default();
                 let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
-                out.push(KeyDoc {
-                    key,
-                    default: text(d),
-                    range: format!("a table: {}", keys.join(", ")),
-                    doc: doc(p),
-                });
+                out.push(KeyDoc { key, default: text(d), range: format!("a table: {}", keys.join(", ")), doc: doc(p) });
                 continue;
             }
             let sub = if array { format!("{key}[].") } else { format!("{key}.") };

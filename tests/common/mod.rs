@@ -962,7 +962,16 @@ pub struct Probe {
 
 pub fn ffprobe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,profile,pix_fmt", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,profile,pix_fmt",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe (apt package ffmpeg; .ci/install installs it)");
