@@ -301,7 +301,7 @@ fn encoder(
     x264.set_property("bframes", 0u32);
     // 4:2:0 (H.264 High profile), what hardware and platform decoders play; 4:4:4 only for an
     // odd-sized picture, which 4:2:0 cannot hold
-    let even = w % 2 == 0 && h % 2 == 0;
+    let even = w.is_multiple_of(2) && h.is_multiple_of(2);
     let format = if even { gst_video::VideoFormat::I420 } else { gst_video::VideoFormat::Y444 };
     if !even {
         tracing::warn!(width = w, height = h, "clip: odd picture size; encoding 4:4:4 (4:2:0 needs even sizes)");
