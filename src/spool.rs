@@ -143,6 +143,7 @@ impl Spool {
         let d = self.dir.join(id);
         let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
         let mut objects = serde_json::Map::new();
+        let here = store.reference();
         for o in &index.objects {
             let bytes = Bytes::from(std::fs::read(d.join(&o.file))?);
             let version = match store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
@@ -157,12 +158,12 @@ impl Spool {
                     store.version(&o.key).await?
                 }
             };
-            objects.insert(o.key.clone(), serde_json::to_value(store.locate(&o.key, version))?);
+            objects.insert(o.key.clone(), serde_json::to_value(here.locate(&o.key, version))?);
         }
         let mut event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;
         // the event names where every object now is (an event made before the store was known)
         if let Some(p) = event.payload.as_object_mut() {
-            p.insert("store".into(), serde_json::to_value(store.reference())?);
+            p.insert("store".into(), serde_json::to_value(&here)?);
             p.insert("objects".into(), serde_json::Value::Object(objects));
         }
         publisher.submit(event).await?;

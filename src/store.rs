@@ -140,6 +140,13 @@ pub struct StoreRef {
     pub endpoint: Option<String>,
 }
 
+impl StoreRef {
+    /// The full locator of `key` (its version id given by the caller who stored it).
+    pub fn locate(&self, key: &str, version_id: Option<String>) -> ObjectLocation {
+        ObjectLocation { url: format!("{}/{}", self.url, key.trim_start_matches('/')), version_id }
+    }
+}
+
 /// One stored object's full locator.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -362,11 +369,6 @@ impl Store {
             prefix: self.prefix.to_string(),
             endpoint,
         }
-    }
-
-    /// The full locator of `key` (its version id added by the caller who stored it).
-    pub fn locate(&self, key: &str, version_id: Option<String>) -> ObjectLocation {
-        ObjectLocation { url: format!("{}/{}", self.reference().url, key.trim_start_matches('/')), version_id }
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool> {

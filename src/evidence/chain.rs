@@ -345,14 +345,15 @@ impl Chains {
             let k = format!("{key}.next.sig");
             stored.push((k.clone(), self.store.put_evidence(&k, Bytes::from(c), until).await?));
         }
-        let objects = stored.into_iter().map(|(k, v)| (k.clone(), self.store.locate(&k, v))).collect();
+        let here = self.store.reference();
+        let objects = stored.into_iter().map(|(k, v)| (k.clone(), here.locate(&k, v))).collect();
         Ok(StoredCheckpoint {
             checkpoint: cp,
             key,
             sha256: hash,
             signature_key: sig_key,
             signature,
-            store: self.store.reference(),
+            store: here,
             objects,
         })
     }
