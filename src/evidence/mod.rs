@@ -191,10 +191,12 @@ pub async fn produce(
         anyhow::anyhow!("retention date of {} days after {t} is out of range", ctx.retention.evidence_days)
     })?;
     let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
-    let mut files: Vec<(&str, &str, Vec<u8>, &str)> = vec![
-        ("clip", "clip.mp4", clip.mp4, "video/mp4"),
-        ("snapshot", "snapshot.jpg", clip.snapshot.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
-        ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality), "image/jpeg"),
+    // (artifact name, file name, bytes); the media type follows the file name, as the store's
+    // Content-Type does
+    let mut files: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("clip", "clip.mp4", clip.mp4),
+        ("snapshot", "snapshot.jpg", clip.snapshot.to_jpeg(ctx.jpeg_quality)),
+        ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality)),
     ];
     let mut sealed = None;
     let sealed_name;
@@ -213,17 +215,17 @@ pub async fn produce(
             plaintext_bytes: plain.len() as u64,
         });
         sealed_name = format!("original.{ext}.age");
-        files.push(("sealed_original", &sealed_name, seal::seal_to(rcp, &plain)?, "application/age-encrypted"));
+        files.push(("sealed_original", &sealed_name, seal::seal_to(rcp, &plain)?));
     }
     let mut artifacts = BTreeMap::new();
     let mut objects: Vec<crate::spool::StoreObject> = Vec::new();
-    for (name, file, bytes, ct) in files {
+    for (name, file, bytes) in files {
         let key = format!("{prefix}/{file}");
         let a = Artifact {
             key: key.clone(),
             sha256: sha256_hex(&bytes),
             bytes: bytes.len() as u64,
-            content_type: ct.into(),
+            content_type: crate::store::content_type(file).into(),
         };
         objects.push((key, bytes, retain_until));
         artifacts.insert(name.to_string(), a);
