@@ -65,6 +65,7 @@ fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, 
     }
     q.raw.analysis.gate = gate;
     q.raw.publish.nats_url = None;
+    q.nats = None;
     q.raw.control.watch_file = false;
     q.raw.worker.http = None;
     q.data_dir = dir.to_path_buf();

@@ -104,7 +104,7 @@ pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
 impl Publisher {
     pub async fn start(
         data_dir: &Path,
-        nats_url: Option<&str>,
+        nats: Option<&crate::util::nats::Endpoint>,
         stream: &str,
         dup_window: Duration,
     ) -> Result<Publisher> {
@@ -119,9 +119,9 @@ impl Publisher {
         let files = Files { outbox: open("outbox.jsonl")? };
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let drained = Arc::new(Notify::new());
-        let (queue, task) = match nats_url {
+        let (queue, task) = match nats {
             None => (None, None),
-            Some(url) => {
+            Some(nats) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let backlog = unacked(data_dir)?;
                 if !backlog.is_empty() {
@@ -132,7 +132,7 @@ impl Publisher {
                     tx.send(e).ok();
                 }
                 let task = tokio::spawn(deliver(
-                    url.to_string(),
+                    nats.clone(),
                     stream.to_string(),
                     dup_window,
                     rx,
@@ -346,7 +346,7 @@ async fn on_subject_since(
 
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
-    url: String,
+    nats: crate::util::nats::Endpoint,
     stream: String,
     dup_window: Duration,
     mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
@@ -354,8 +354,14 @@ async fn deliver(
     pending: Arc<std::sync::atomic::AtomicUsize>,
     drained: Arc<Notify>,
 ) {
-    let shown = crate::util::secret::redact(&url);
-    let (opts, bare) = crate::util::nats::options(&url);
+    let shown = nats.shown();
+    let (opts, bare) = match nats.options() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(url = %shown, error = format!("{e:#}"), "NATS credentials or TLS files unusable; events stay in the outbox");
+            return;
+        }
+    };
     let last_refusal = Arc::new(std::sync::Mutex::new(None::<(String, std::time::Instant)>));
     let opts = opts.retry_on_initial_connect().event_callback(move |e| {
         let shown = shown.clone();
@@ -378,10 +384,10 @@ async fn deliver(
             }
         }
     });
-    let client = match opts.connect(bare.as_str()).await {
+    let client = match opts.connect(bare.as_slice()).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(url = %crate::util::secret::redact(&url), error = %e, "NATS: cannot connect; events stay in the outbox");
+            tracing::error!(url = %nats.shown(), error = %crate::util::nats::describe(&e), "NATS: cannot connect; events stay in the outbox");
             return;
         }
     };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::block_on;
 use crate::control::overrides;
+use crate::util::nats::Endpoint;
 use crate::util::printable;
 
 #[derive(clap::Args)]
@@ -18,6 +19,23 @@ pub struct KvArgs {
     pub bucket: String,
     #[arg(long)]
     pub site: String,
+    /// Authenticate as this pipeline file's `[publish.auth]` says (password or token files,
+    /// nkey, `.creds`, TLS files), so no secret goes on the command line.
+    #[arg(long, value_name = "PIPELINE")]
+    pub auth_from: Option<PathBuf>,
+}
+
+impl KvArgs {
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let auth = match &self.auth_from {
+            None => Default::default(),
+            Some(f) => match crate::config::Pipeline::load(f) {
+                Ok(p) => p.nats.map(|n| n.auth).unwrap_or_default(),
+                Err(e) => anyhow::bail!("{e}"),
+            },
+        };
+        Ok(Endpoint::new(&self.nats, auth))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -69,7 +87,7 @@ pub enum Cmd {
 pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
     match c {
         Cmd::Get { kv, camera } => {
-            let rows = block_on(overrides::get(&kv.nats, &kv.bucket, &kv.site, camera.as_deref()))?;
+            let rows = block_on(overrides::get(&kv.endpoint()?, &kv.bucket, &kv.site, camera.as_deref()))?;
             if rows.is_empty() {
                 println!("no overrides: the pipeline files' values are in force");
             }
@@ -83,7 +101,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("nothing to set: give key=value pairs, or --clear");
             }
             let change = overrides::Change { camera: &camera, rule: &rule, by: &by, reason: &reason, set, clear };
-            let rev = block_on(overrides::set(&kv.nats, &kv.bucket, &kv.site, change, pipeline.as_deref()))?;
+            let rev = block_on(overrides::set(&kv.endpoint()?, &kv.bucket, &kv.site, change, pipeline.as_deref()))?;
             println!(
                 "{}.{camera}.{rule}: revision {rev} written; workers validate and apply it between frames (see `vigil thresholds history`)",
                 kv.site
@@ -93,7 +111,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(r) = &rule {
                 let key = format!("{}.{camera}.{r}", kv.site);
                 println!("written to {}/{key}:", kv.bucket);
-                for (rev, o) in overrides::kv_history(&kv.nats, &kv.bucket, &key).await? {
+                for (rev, o) in overrides::kv_history(&kv.endpoint()?, &kv.bucket, &key).await? {
                     match o {
                         Some(Err(raw)) => {
                             println!("  rev {rev}  invalid value {}", printable(&format!("{raw:?}"), 1024))
@@ -114,7 +132,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("applied or rejected by the workers (vigil.audit.{}.{camera}):", kv.site);
-            for a in overrides::audit_history(&kv.nats, &stream, &kv.site, Some(&camera)).await? {
+            for a in overrides::audit_history(&kv.endpoint()?, &stream, &kv.site, Some(&camera)).await? {
                 if rule.as_ref().is_some_and(|r| r != &a.rule && a.rule != "*") {
                     continue;
                 }

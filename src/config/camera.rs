@@ -58,6 +58,22 @@ pub struct CameraConfig {
     /// `rtsp://...`, or a file path (relative to the pipeline file) / `file://` URL (required).
     #[schemars(length(max = 2048))]
     pub source: String,
+    /// The camera's sub stream (e.g. `rtsp://cam/Streaming/Channels/102`), analysed instead of
+    /// `source`: analysis decodes only this low-resolution stream, while the encoded ring and
+    /// the evidence clip come from `source` (the main stream) at its resolution. Both RTSP or
+    /// both files; aligned by their timestamps on one pipeline clock.
+    #[schemars(length(max = 2048))]
+    pub analysis_source: Option<String>,
+    /// RTSP user name, instead of putting it in the URL (with `password_file` or `password_env`);
+    /// used for `source` and `analysis_source`.
+    #[schemars(length(max = 256))]
+    pub username: Option<String>,
+    /// File whose first line is the RTSP password (keep it mode 0600; relative to the pipeline
+    /// file).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the RTSP password.
+    #[schemars(length(max = 128))]
+    pub password_env: Option<String>,
     /// File sources: start again at the end instead of ending.
     #[serde(rename = "loop")]
     pub loop_file: bool,
@@ -222,6 +238,8 @@ pub struct Camera {
     pub reconnect_max_s: f64,
     pub tamper: TamperConfig,
     pub source: Source,
+    /// The sub stream analysed instead of `source`, when the camera has one.
+    pub analysis_source: Option<Source>,
     pub decoder: String,
     pub mask: Option<PrivacyMask>,
     pub rules: CameraRules,

@@ -25,7 +25,7 @@ pub use sections::*;
 use crate::privacy::PrivacyMask;
 use crate::rules::{RuleEnv, valid_id, validate_rules};
 use crate::util::fsx;
-use crate::util::secret::RedactedUrl;
+use crate::util::secret::{RedactedUrl, read_secret};
 use crate::util::time::parse_utc_offset;
 
 /// A configuration problem: the file it is in, the key, and what is wrong.
@@ -104,6 +104,8 @@ pub struct Pipeline {
     pub models_dir: PathBuf,
     pub key_path: PathBuf,
     pub store_url: String,
+    /// NATS (`publish.nats_url` with `[publish.auth]`), when events go there.
+    pub nats: Option<crate::util::nats::Endpoint>,
     pub cameras: Vec<Camera>,
     /// The site's offset from UTC, seconds.
     pub utc_offset_s: i32,
@@ -190,6 +192,20 @@ impl Pipeline {
         {
             errors.push(err("publish.nats_url", problem));
         }
+        let nats_auth = raw.publish.auth.resolved(|p| resolve(p));
+        if raw.publish.auth != Default::default() {
+            let in_url = raw.publish.nats_url.as_deref().is_some_and(|u| {
+                u.split(',').any(|u| RedactedUrl::new(u.trim()).has_credentials())
+            });
+            for (key, problem) in nats_auth.check(in_url) {
+                let key = if key.is_empty() { "publish.auth".to_string() } else { format!("publish.auth.{key}") };
+                errors.push(err(&key, problem));
+            }
+            if raw.publish.nats_url.is_none() {
+                warnings.push(format!("{}: [publish.auth] is set but publish.nats_url is not", path.display()));
+            }
+        }
+        let nats = raw.publish.nats_url.as_deref().map(|u| crate::util::nats::Endpoint::new(u, nats_auth.clone()));
         let mut listen = |key: &str, v: &str, example: &str| match v.parse::<std::net::SocketAddr>() {
             Err(_) => errors.push(err(key, format!("{v:?} is not an address like {example}"))),
             Ok(a) if !a.ip().is_loopback() => warnings.push(format!(
@@ -274,28 +290,65 @@ impl Pipeline {
                 }
             }
             let tcp = cam.rtsp_transport == RtspTransport::Tcp;
-            let source = if cam.source.is_empty() {
-                errors.push(err(&k("source"), "required: rtsp://… or a video file".into()));
-                Source::File { path: PathBuf::new(), looping: false, realtime: true }
-            } else if cam.source.starts_with("rtsp://") || cam.source.starts_with("rtsps://") {
-                Source::Rtsp { url: RedactedUrl::new(cam.source.clone()), tcp }
-            } else {
-                let p = cam.source.strip_prefix("file://").unwrap_or(&cam.source);
+            // the RTSP password from `password_file` / `password_env`, read once here
+            let password = match read_secret(&cam.password_file.as_deref().map(&resolve), &cam.password_env) {
+                Ok(p) => p,
+                Err(e) => {
+                    let key = if cam.password_file.is_some() { "password_file" } else { "password_env" };
+                    errors.push(err(&k(key), format!("{e:#}")));
+                    None
+                }
+            };
+            if cam.password_file.is_some() && cam.password_env.is_some() {
+                errors.push(err(&k("password_env"), "give password_file or password_env, not both".into()));
+            }
+            if password.is_some() && cam.username.is_none() {
+                errors.push(err(&k("username"), "a password_file or password_env needs a username".into()));
+            }
+            let mut src_errors = Vec::new();
+            let mut parse_source = |key: &str, text: &str| -> Source {
+                if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+                    let mut url = RedactedUrl::new(text);
+                    if let Some(user) = &cam.username {
+                        if url.has_credentials() {
+                            src_errors.push(err(
+                                &k("username"),
+                                format!("{url}: credentials in the URL and in username/password_file; give them once"),
+                            ));
+                        }
+                        url = url.with_credentials(user, password.as_deref().unwrap_or(""));
+                    }
+                    return Source::Rtsp { url, tcp };
+                }
+                let p = text.strip_prefix("file://").unwrap_or(text);
                 if p.contains("://") {
-                    errors.push(err(
-                        &k("source"),
-                        format!(
-                            "{}: only rtsp:// URLs and files are supported",
-                            crate::util::secret::redact(&cam.source)
-                        ),
+                    src_errors.push(err(
+                        &k(key),
+                        format!("{}: only rtsp:// URLs and files are supported", crate::util::secret::redact(text)),
                     ));
                 }
                 let path = resolve(Path::new(p));
                 if !path.is_file() {
-                    errors.push(err(&k("source"), format!("file {} does not exist", path.display())));
+                    src_errors.push(err(&k(key), format!("file {} does not exist", path.display())));
                 }
                 Source::File { path, looping: cam.loop_file, realtime: cam.realtime }
             };
+            let source = if cam.source.is_empty() {
+                errors.push(err(&k("source"), "required: rtsp://… or a video file".into()));
+                Source::File { path: PathBuf::new(), looping: false, realtime: true }
+            } else {
+                parse_source("source", &cam.source)
+            };
+            let analysis_source = cam.analysis_source.as_deref().map(|a| parse_source("analysis_source", a));
+            errors.append(&mut src_errors);
+            if let Some(a) = &analysis_source
+                && matches!(a, Source::Rtsp { .. }) != matches!(source, Source::Rtsp { .. })
+            {
+                errors.push(err(&k("analysis_source"), "source and analysis_source must both be RTSP or both files".into()));
+            }
+            if cam.username.is_some() && !matches!(source, Source::Rtsp { .. }) {
+                errors.push(err(&k("username"), "username and password_file are for rtsp:// sources".into()));
+            }
             let mask = match &cam.privacy_mask {
                 None => {
                     warnings.push(format!(
@@ -329,6 +382,7 @@ impl Pipeline {
                 reconnect_max_s: cam.reconnect_max_s,
                 tamper: cam.tamper,
                 source,
+                analysis_source,
                 decoder: cam.decoder.clone(),
                 mask,
                 rules,
@@ -348,6 +402,7 @@ impl Pipeline {
             models_dir: resolve(&raw.models.dir),
             key_path: resolve(&raw.signing.key),
             store_url,
+            nats,
             cameras,
             utc_offset_s: utc_offset_s.unwrap_or(0),
             raw,

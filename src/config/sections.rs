@@ -185,6 +185,8 @@ pub struct PublishConfig {
     #[default(120.0)]
     #[schemars(range(min = 1, max = 604800))]
     pub duplicate_window_s: f64,
+    /// `[publish.auth]`: NATS credentials (user + password, token, nkey, `.creds`) and TLS.
+    pub auth: crate::util::nats::NatsAuth,
 }
 
 /// `[signing]`: the worker's Ed25519 key for manifests and chain checkpoints.

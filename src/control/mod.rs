@@ -249,7 +249,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     );
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
-    let publisher = Arc::new(Publisher::start(&p.data_dir, raw.publish.nats_url.as_deref(), &stream, dup).await?);
+    let publisher = Arc::new(Publisher::start(&p.data_dir, p.nats.as_ref(), &stream, dup).await?);
     let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
     telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
     if !spool.pending().is_empty() {
@@ -283,7 +283,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     }
     tracing::info!(
         pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
-        nats = raw.publish.nats_url.as_deref().map(crate::util::secret::redact).unwrap_or_else(|| "none (outbox file only)".into()),
+        nats = p.nats.as_ref().map(|n| n.shown()).unwrap_or_else(|| "none (outbox file only)".into()),
+        nats_auth = p.nats.as_ref().map_or("none", |n| n.auth.method()),
         outbox = %publisher.outbox_path.display(), "vigil run starting"
     );
 
@@ -312,7 +313,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
     let ctl = reload::RuleControl::new(&p, slots.clone(), publisher.clone())?;
     let (initial_rules, ctl_task) =
-        reload::start(ctl, raw.publish.nats_url.clone(), raw.control.watch_file, ctl_stop).await;
+        reload::start(ctl, p.nats.clone(), raw.control.watch_file, ctl_stop).await;
     for (index, cam) in p.cameras.iter().enumerate() {
         let mut cam = cam.clone();
         if let Some(r) = initial_rules.get(&cam.id) {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Pipeline;
 use crate::rules::{RuleConfig, revision_of, validate_rules};
+use crate::util::nats::Endpoint;
 
 /// One KV override: parameters laid over the file's rule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -131,15 +132,13 @@ pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_
     }
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client> {
-    crate::util::nats::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", crate::util::secret::redact(url)))
+async fn connect(nats: &Endpoint) -> Result<async_nats::Client> {
+    nats.connect().await
 }
 
 /// Current overrides of a site (one camera, or all): `(key, revision, value)`.
-pub async fn get(url: &str, bucket: &str, site: &str, camera: Option<&str>) -> Result<Vec<(String, u64, Value)>> {
-    let kv = kv_store(connect(url).await?, bucket).await?;
+pub async fn get(nats: &Endpoint, bucket: &str, site: &str, camera: Option<&str>) -> Result<Vec<(String, u64, Value)>> {
+    let kv = kv_store(connect(nats).await?, bucket).await?;
     let prefix = match camera {
         Some(c) => format!("{site}.{c}."),
         None => format!("{site}."),
@@ -189,11 +188,11 @@ pub struct Change<'a> {
 /// Writes (or with `set` empty and `clear`, deletes) the override of one rule, merged with the
 /// one in force. With `pipeline`, the result is first validated against that pipeline file's
 /// rule, so a bad value is refused here, before any worker sees it. Returns the KV revision.
-pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: Option<&Path>) -> Result<u64> {
+pub async fn set(nats: &Endpoint, bucket: &str, site: &str, c: Change<'_>, pipeline: Option<&Path>) -> Result<u64> {
     let Change { camera, rule, by, reason, set: assignments, clear } = c;
     crate::util::check_label("--by", by, 1, limits::BY)?;
     crate::util::check_label("--reason", reason, 0, limits::REASON)?;
-    let kv = kv_store(connect(url).await?, bucket).await?;
+    let kv = kv_store(connect(nats).await?, bucket).await?;
     let key = format!("{site}.{camera}.{rule}");
     if clear {
         kv.delete(&key).await.with_context(|| format!("KV delete {key}"))?;
@@ -233,7 +232,7 @@ pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: O
         reason: reason.into(),
         at: crate::util::rfc3339(chrono::Utc::now()),
         set: merged,
-        nats_user: crate::util::secret::url_user(url),
+        nats_user: nats.user(),
     };
     o.check()?;
     let bytes = serde_json::to_vec(&o)?;
@@ -246,8 +245,8 @@ pub async fn set(url: &str, bucket: &str, site: &str, c: Change<'_>, pipeline: O
 
 /// What was written to the KV for one rule (who, when, what), oldest first.
 /// `None`: deleted; `Some(Err(raw))`: a value that is not an override.
-pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
-    let kv = kv_store(connect(url).await?, bucket).await?;
+pub async fn kv_history(nats: &Endpoint, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
+    let kv = kv_store(connect(nats).await?, bucket).await?;
     let mut h = kv.history(key).await.with_context(|| format!("KV history {key}"))?;
     let mut out = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), h.next()).await {
@@ -260,8 +259,8 @@ pub async fn kv_history(url: &str, bucket: &str, key: &str) -> Result<Vec<(u64, 
 }
 
 /// What the workers did (applied or rejected, old and new), from `vigil.audit.<site>.<camera>`.
-pub async fn audit_history(url: &str, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
-    let js = async_nats::jetstream::new(connect(url).await?);
+pub async fn audit_history(nats: &Endpoint, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
+    let js = async_nats::jetstream::new(connect(nats).await?);
     let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
     let consumer = st
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {

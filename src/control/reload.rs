@@ -335,7 +335,7 @@ type KvItem = (String, u64, Option<Vec<u8>>);
 /// Follows the KV bucket (reconnecting as needed): the current values first, then every change.
 /// Sends `()` on `synced` once the current values have been sent (or the first attempt failed).
 async fn follow_kv(
-    url: String,
+    nats: crate::util::nats::Endpoint,
     bucket: String,
     site: String,
     tx: tokio::sync::mpsc::UnboundedSender<KvItem>,
@@ -344,12 +344,7 @@ async fn follow_kv(
     let mut synced = Some(synced);
     loop {
         let r: Result<()> = async {
-            let (opts, bare) = crate::util::nats::options(&url);
-            let client = opts
-                .connection_timeout(Duration::from_secs(3))
-                .connect(bare)
-                .await
-                .with_context(|| format!("NATS {}", crate::util::secret::redact(&url)))?;
+            let client = nats.connect().await?;
             let kv = kv_store(client, &bucket).await?;
             let filter = format!("{site}.>");
             let mut watch = kv.watch(&filter).await.context("KV watch")?;
@@ -394,14 +389,14 @@ async fn follow_kv(
 /// returning, so that cameras start with them.
 pub async fn start(
     mut ctl: RuleControl,
-    nats_url: Option<String>,
+    nats: Option<crate::util::nats::Endpoint>,
     watch_file: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (BTreeMap<String, CameraRules>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<KvItem>();
-    let kv_task = nats_url.map(|url| {
+    let kv_task = nats.map(|nats| {
         let (stx, srx) = tokio::sync::oneshot::channel();
-        let t = tokio::spawn(follow_kv(url, ctl.bucket.clone(), ctl.site.clone(), tx, stx));
+        let t = tokio::spawn(follow_kv(nats, ctl.bucket.clone(), ctl.site.clone(), tx, stx));
         (t, srx)
     });
     let kv_task = match kv_task {

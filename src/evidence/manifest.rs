@@ -46,6 +46,21 @@ pub struct ClipFacts {
     pub post_roll_truncated: bool,
 }
 
+/// A camera with a sub stream: the clip from the main stream, analysis from the sub stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFacts {
+    /// The main stream (clip, snapshots, sealed original), credentials replaced by `***`.
+    pub clip_source: String,
+    /// The sub stream that was analysed.
+    pub analysis_source: String,
+    /// How the two streams' timestamps were put on one timeline.
+    pub alignment: String,
+    /// Analysis frame size, pixels (detections are scaled from it onto the clip).
+    pub analysis_width: u32,
+    pub analysis_height: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskFacts {
@@ -129,6 +144,9 @@ pub struct Manifest {
     pub violation_time_local: String,
     pub detection_frames_utc: Vec<String>,
     pub clip: ClipFacts,
+    /// Main and sub stream, when the camera analyses a sub stream (null otherwise).
+    #[serde(default)]
+    pub streams: Option<StreamFacts>,
     /// Tracked detections at the violating frame (faces, or objects), boxes in clip pixels.
     pub detections: Vec<Detection>,
     /// The rule's zone (normalised polygon), when it has one.

@@ -274,6 +274,13 @@ pub async fn produce(
                 || clip.first_pts > src.start + frame_dur,
             post_roll_truncated: src.post_truncated,
         },
+        streams: cam.analysis_source.as_ref().map(|a| StreamFacts {
+            clip_source: cam.source.to_string(),
+            analysis_source: a.to_string(),
+            alignment: crate::ingest::STREAM_ALIGNMENT.into(),
+            analysis_width: v.analysis_size.0,
+            analysis_height: v.analysis_size.1,
+        }),
         detections: v
             .detections
             .iter()

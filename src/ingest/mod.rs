@@ -41,6 +41,10 @@ pub use ring::{ClipSource, EncodedRing, EncodedSample};
 use crate::telemetry::{CameraStats, Condition};
 use pipeline::{make, running_time};
 
+/// How a camera's main and sub stream are aligned (written into manifests).
+pub const STREAM_ALIGNMENT: &str = "one pipeline clock: both streams' buffers are timestamped in the running time of the \
+     same GStreamer pipeline (RTSP: rtspsrc's jitterbuffer maps RTP time to arrival time; files: both start at 0)";
+
 /// How a camera's ingest ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CameraEnd {
@@ -88,6 +92,15 @@ struct Shared {
     /// Set while the stream is down; the first sample after it ends the outage.
     down_since: Mutex<Option<Instant>>,
     stall: Duration,
+    /// The camera has a sub stream (`analysis_source`): analysis and the encoded ring come from
+    /// two sources.
+    dual: bool,
+    /// Milliseconds since `started` of the last analysis sample (the sub stream's watchdog).
+    last_analysis_ms: AtomicU64,
+    /// Timestamp of the last analysis sample, ns (file replay: the main stream waits for it).
+    analysis_pts_ns: AtomicU64,
+    /// The analysis branch reached its end (file replay: the main stream stops waiting).
+    analysis_eos: AtomicBool,
 }
 
 fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
@@ -126,38 +139,33 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
                 .build(),
         )
         .build();
-    pipeline.add_many([&tee, &q_enc, &q_dec, &rate, &convert, &scale])?;
+    pipeline.add_many([&q_enc, &q_dec, &rate, &convert, &scale])?;
     pipeline.add_many([enc_sink.upcast_ref::<gst::Element>(), ana_sink.upcast_ref()])?;
-    gst::Element::link_many([&tee, &q_enc, enc_sink.upcast_ref()])?;
-    tee.link(&q_dec)?;
+    q_enc.link(&enc_sink)?;
     gst::Element::link_many([&rate, &convert, &scale, ana_sink.upcast_ref()])?;
-    // The parser and decoder follow the codec, known once the source's video pad appears.
-    let front = Arc::new(Front {
-        camera: cam.id.clone(),
-        decoder_pref: cam.decoder.clone(),
-        pipeline: pipeline.downgrade(),
-        tee: tee.downgrade(),
-        q_dec: q_dec.downgrade(),
-        rate: rate.downgrade(),
-        linked: AtomicBool::new(false),
-    });
-
-    match &cam.source {
-        Source::File { path, .. } => {
-            let src = make("filesrc")?;
-            src.set_property("location", path.to_string_lossy().as_ref());
-            let demux = make("parsebin")?;
-            pipeline.add_many([&src, &demux])?;
-            src.link(&demux)?;
-            demux.connect_pad_added(move |el, pad| front.on_pad(el, pad));
+    // The parser and decoder follow the codec, known once a source's video pad appears. One
+    // source feeds both branches through a tee; with a sub stream the main stream feeds the
+    // encoded ring only and the sub stream analysis only.
+    let front = |role: Role| {
+        Arc::new(Front {
+            camera: cam.id.clone(),
+            decoder_pref: cam.decoder.clone(),
+            pipeline: pipeline.downgrade(),
+            role,
+            linked: AtomicBool::new(false),
+        })
+    };
+    let analysis_role = Role::Analysis { q_dec: q_dec.downgrade(), rate: rate.downgrade() };
+    match &cam.analysis_source {
+        None => {
+            pipeline.add(&tee)?;
+            tee.link(&q_enc)?;
+            tee.link(&q_dec)?;
+            add_source(&pipeline, &cam.source, "main", front(Role::Both { tee: tee.downgrade(), analysis: Box::new(analysis_role) }))?;
         }
-        Source::Rtsp { url, tcp } => {
-            let src = make("rtspsrc")?;
-            src.set_property("location", url.expose());
-            src.set_property("latency", 200u32);
-            src.set_property_from_str("protocols", if *tcp { "tcp" } else { "udp" });
-            pipeline.add(&src)?;
-            src.connect_pad_added(move |el, pad| front.on_pad(el, pad));
+        Some(sub) => {
+            add_source(&pipeline, &cam.source, "main", front(Role::Encoded { q_enc: q_enc.downgrade() }))?;
+            add_source(&pipeline, sub, "sub", front(analysis_role))?;
         }
     }
 
@@ -178,20 +186,56 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 on_analysis(&s, &sample)
             })
+            .eos({
+                let s = sh.clone();
+                move |_| s.analysis_eos.store(true, Ordering::SeqCst)
+            })
             .build(),
     );
     Ok(Built { pipeline })
 }
 
-/// The codec-dependent front of a camera pipeline, built when the source's video pad appears:
-/// `[depayloader !] parser ! capsfilter ! tee` and `queue ! decoder ! videorate`.
+/// Adds a camera source (`name`: "main" or "sub", which errors and health name) whose video pad
+/// goes to `front`.
+fn add_source(pipeline: &gst::Pipeline, source: &Source, name: &str, front: Arc<Front>) -> Result<()> {
+    match source {
+        Source::File { path, .. } => {
+            let src = gst::ElementFactory::make("filesrc").name(format!("{name}-file")).build()?;
+            src.set_property("location", path.to_string_lossy().as_ref());
+            let demux = gst::ElementFactory::make("parsebin").name(format!("{name}-demux")).build()?;
+            pipeline.add_many([&src, &demux])?;
+            src.link(&demux)?;
+            demux.connect_pad_added(move |el, pad| front.on_pad(el, pad));
+        }
+        Source::Rtsp { url, tcp } => {
+            let src = gst::ElementFactory::make("rtspsrc").name(format!("{name}-rtsp")).build()?;
+            src.set_property("location", url.expose());
+            src.set_property("latency", 200u32);
+            src.set_property_from_str("protocols", if *tcp { "tcp" } else { "udp" });
+            pipeline.add(&src)?;
+            src.connect_pad_added(move |el, pad| front.on_pad(el, pad));
+        }
+    }
+    Ok(())
+}
+
+/// Where a source's parsed video goes.
+enum Role {
+    /// The one source of the camera: a tee to the encoded ring and to analysis.
+    Both { tee: gst::glib::WeakRef<gst::Element>, analysis: Box<Role> },
+    /// The main stream of a camera with a sub stream: the encoded ring only.
+    Encoded { q_enc: gst::glib::WeakRef<gst::Element> },
+    /// Analysis only (`queue ! decoder ! videorate`).
+    Analysis { q_dec: gst::glib::WeakRef<gst::Element>, rate: gst::glib::WeakRef<gst::Element> },
+}
+
+/// The codec-dependent front of a camera source, built when its video pad appears:
+/// `[depayloader !] parser ! capsfilter` to the [`Role`]'s elements.
 struct Front {
     camera: String,
     decoder_pref: String,
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
-    tee: gst::glib::WeakRef<gst::Element>,
-    q_dec: gst::glib::WeakRef<gst::Element>,
-    rate: gst::glib::WeakRef<gst::Element>,
+    role: Role,
     linked: AtomicBool,
 }
 
@@ -212,10 +256,6 @@ impl Front {
     }
 
     fn attach(&self, pipeline: &gst::Pipeline, pad: &gst::Pad, rtp: bool, codec: Option<Codec>) -> Result<()> {
-        let (Some(tee), Some(q_dec), Some(rate)) = (self.tee.upgrade(), self.q_dec.upgrade(), self.rate.upgrade())
-        else {
-            anyhow::bail!("pipeline gone");
-        };
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let (depay, codec, dec_caps) = if rtp {
             let (d, c) = codec::depayloader(&caps)?;
@@ -226,16 +266,46 @@ impl Front {
         };
         let parse = codec.parser()?;
         let filter = gst::ElementFactory::make("capsfilter").property("caps", codec.parsed_caps()).build()?;
-        let decoder = codec.decoder(&self.decoder_pref, &dec_caps)?;
-        let dec = make(&decoder)?;
-        pipeline.add_many([&parse, &filter, &dec])?;
-        gst::Element::link_many([&q_dec, &dec, &rate])?;
-        gst::Element::link_many([&parse, &filter, &tee])?;
-        for e in [&dec, &filter, &parse] {
+        // elements named after their stream, so that an error says which stream failed
+        let prefix = if matches!(self.role, Role::Analysis { .. }) { "sub" } else { "main" };
+        parse.set_property("name", format!("{prefix}-parse"));
+        pipeline.add_many([&parse, &filter])?;
+        parse.link(&filter)?;
+        let gone = || anyhow!("pipeline gone");
+        // the decoder, between the analysis queue and videorate
+        let decode = |analysis: &Role| -> Result<(gst::Element, String)> {
+            let Role::Analysis { q_dec, rate } = analysis else { unreachable!("an analysis role") };
+            let (q_dec, rate) = (q_dec.upgrade().ok_or_else(gone)?, rate.upgrade().ok_or_else(gone)?);
+            let decoder = codec.decoder(&self.decoder_pref, &dec_caps)?;
+            let dec = make(&decoder)?;
+            dec.set_property("name", format!("{prefix}-decoder"));
+            pipeline.add(&dec)?;
+            gst::Element::link_many([&q_dec, &dec, &rate])?;
+            dec.sync_state_with_parent()?;
+            Ok((q_dec, decoder))
+        };
+        let decoder = match &self.role {
+            Role::Both { tee, analysis } => {
+                let (_, decoder) = decode(analysis)?;
+                filter.link(&tee.upgrade().ok_or_else(gone)?)?;
+                Some(decoder)
+            }
+            Role::Encoded { q_enc } => {
+                filter.link(&q_enc.upgrade().ok_or_else(gone)?)?;
+                None
+            }
+            analysis @ Role::Analysis { .. } => {
+                let (q_dec, decoder) = decode(analysis)?;
+                filter.link(&q_dec)?;
+                Some(decoder)
+            }
+        };
+        for e in [&filter, &parse] {
             e.sync_state_with_parent()?;
         }
         let head = match depay {
             Some(d) => {
+                d.set_property("name", format!("{prefix}-depay"));
                 pipeline.add(&d)?;
                 d.link(&parse)?;
                 d.sync_state_with_parent()?;
@@ -244,7 +314,13 @@ impl Front {
             None => parse,
         };
         pad.link(&head.static_pad("sink").expect("sink pad")).map_err(|e| anyhow!("cannot link the video: {e:?}"))?;
-        tracing::info!(camera = %self.camera, codec = codec.name(), decoder = %decoder, hardware = Codec::is_hardware(&decoder), "camera video");
+        let stream = match self.role {
+            Role::Both { .. } => "main",
+            Role::Encoded { .. } => "main (evidence)",
+            Role::Analysis { .. } => "sub (analysis)",
+        };
+        let decoder = decoder.unwrap_or_else(|| "none (kept encoded)".into());
+        tracing::info!(camera = %self.camera, stream, codec = codec.name(), decoder = %decoder, hardware = Codec::is_hardware(&decoder), "camera video");
         Ok(())
     }
 }
@@ -255,6 +331,17 @@ fn on_encoded(sh: &Shared, sample: &gst::Sample) {
     let Some(pts) = running_time(sample, buf.pts()).or_else(|| running_time(sample, buf.dts())) else {
         return;
     };
+    if sh.dual && !sh.realtime {
+        // file replay with a sub stream: the main stream runs at most a second ahead of analysis,
+        // as the tee keeps a single source (the ring then holds what the clip needs)
+        let ahead = Duration::from_secs(1);
+        while (pts + off).saturating_sub(Duration::from_nanos(sh.analysis_pts_ns.load(Ordering::Relaxed))) > ahead
+            && !sh.analysis_eos.load(Ordering::Relaxed)
+            && !sh.shutdown.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
     let Ok(map) = buf.map_readable() else { return };
     let s = EncodedSample {
         pts: pts + off,
@@ -290,6 +377,8 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
         return Ok(gst::FlowSuccess::Ok);
     };
     let pts = pts + Duration::from_nanos(sh.offset_ns.load(Ordering::Relaxed));
+    sh.last_analysis_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    sh.analysis_pts_ns.store(pts.as_nanos() as u64, Ordering::Relaxed);
     {
         // thin to the configured rate (videorate already capped it at ceil(fps))
         let mut due = sh.next_due.lock().expect("due lock");
@@ -352,6 +441,10 @@ pub fn run_camera(
         started: Instant::now(),
         down_since: Mutex::new(None),
         stall: Duration::from_secs_f64(cam.stall_s),
+        dual: cam.analysis_source.is_some(),
+        last_analysis_ms: AtomicU64::new(0),
+        analysis_pts_ns: AtomicU64::new(0),
+        analysis_eos: AtomicBool::new(false),
     });
     let mut backoff = Duration::from_millis(500);
     let end = loop {
@@ -453,7 +546,20 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
         // stall watchdog: no video for `stall` (since the last sample, or since this run started)
         let last = Duration::from_millis(sh.last_sample_ms.load(Ordering::Relaxed)).max(run_start);
         if sh.started.elapsed().saturating_sub(last) > sh.stall {
-            break Outcome::Error(format!("stalled: no video for {:.1} s", sh.stall.as_secs_f64()));
+            let which = if sh.dual { "main stream (source) " } else { "" };
+            break Outcome::Error(format!("{which}stalled: no video for {:.1} s", sh.stall.as_secs_f64()));
+        }
+        // the sub stream's own watchdog (live streams: file replay may hold analysis back)
+        let last_analysis = Duration::from_millis(sh.last_analysis_ms.load(Ordering::Relaxed)).max(run_start);
+        if sh.dual
+            && sh.realtime
+            && !sh.analysis_eos.load(Ordering::Relaxed)
+            && sh.started.elapsed().saturating_sub(last_analysis) > sh.stall
+        {
+            break Outcome::Error(format!(
+                "sub stream (analysis_source) stalled: no video for {:.1} s",
+                sh.stall.as_secs_f64()
+            ));
         }
         let Some(msg) = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(100),
@@ -468,7 +574,16 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
                 // GStreamer's texts may quote the source location, credentials included
                 let detail = err.debug().map(|d| crate::util::secret::redact(&d)).unwrap_or_default();
                 tracing::debug!(camera = %sh.camera, element = %src, debug = %detail, "gstreamer error");
-                break Outcome::Error(crate::util::secret::redact(&err.error().to_string()));
+                let text = crate::util::secret::redact(&err.error().to_string());
+                // with a sub stream, say which stream failed
+                let stream = if !sh.dual {
+                    ""
+                } else if src.starts_with("sub") || err.src().is_some_and(|s| has_ancestor_named(s, "sub")) {
+                    "sub stream (analysis_source): "
+                } else {
+                    "main stream (source): "
+                };
+                break Outcome::Error(format!("{stream}{text}"));
             }
             gst::MessageView::Warning(w) => {
                 tracing::warn!(camera = %sh.camera, warning = %crate::util::secret::redact(&w.error().to_string()), "gstreamer warning");
@@ -478,4 +593,16 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
     };
     let _ = pipeline.set_state(gst::State::Null);
     outcome
+}
+
+/// Whether `o` or one of its parents is named with `prefix` ("sub-rtsp", "sub-demux", …).
+fn has_ancestor_named(o: &gst::Object, prefix: &str) -> bool {
+    let mut cur = Some(o.clone());
+    while let Some(c) = cur {
+        if c.name().starts_with(prefix) {
+            return true;
+        }
+        cur = c.parent();
+    }
+    false
 }

@@ -78,7 +78,7 @@ impl Service {
         let data = p.data_dir.join(&instance);
         let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
         let dup = std::time::Duration::from_secs_f64(raw.publish.duplicate_window_s);
-        let publisher = Arc::new(Publisher::start(&data, raw.publish.nats_url.as_deref(), &stream, dup).await?);
+        let publisher = Arc::new(Publisher::start(&data, p.nats.as_ref(), &stream, dup).await?);
         let limiter = session::LoginLimiter::new(raw.review.max_login_failures);
         Ok(Service { pipeline: p, store, worker_key, signer, audit, sessions, publisher, limiter, instance, tls })
     }

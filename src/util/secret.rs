@@ -137,6 +137,27 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Largest secret file (password, token, seed, `.creds`) read.
+pub const SECRET_FILE_MAX: u64 = 64 << 10;
+
+/// A secret from the first line of a file (bounded, regular files only) or from an environment
+/// variable; `None` when neither is given. Errors name the file or variable, never the value.
+pub fn read_secret(file: &Option<std::path::PathBuf>, env: &Option<String>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    if let Some(p) = file {
+        let t = super::fsx::read_text(p, SECRET_FILE_MAX)?;
+        let line = t.lines().next().unwrap_or("").trim().to_string();
+        if line.is_empty() {
+            anyhow::bail!("{}: empty", p.display());
+        }
+        return Ok(Some(line));
+    }
+    if let Some(v) = env {
+        return std::env::var(v).map(Some).with_context(|| format!("environment variable {v} is not set"));
+    }
+    Ok(None)
+}
+
 /// Chooses rustls's crypto provider (ring) for the process, once. Both ring and aws-lc-rs are
 /// compiled in through dependencies, and rustls refuses to guess between them.
 pub fn install_crypto_provider() {
