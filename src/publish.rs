@@ -384,6 +384,16 @@ async fn deliver(
             }
         }
     });
+    // the first attempt, beside the retrying connection: its error names the cause (an
+    // untrusted certificate, a refused password), which the retry loop reports only as "IO error"
+    {
+        let (nats, shown) = (nats.clone(), nats.shown());
+        tokio::spawn(async move {
+            if let Err(e) = nats.connect().await {
+                tracing::error!(url = %shown, error = format!("{e:#}"), "NATS connection failed; events stay in the outbox, retrying");
+            }
+        });
+    }
     let client = match opts.connect(bare.as_slice()).await {
         Ok(c) => c,
         Err(e) => {

@@ -57,7 +57,14 @@ fn row01_an_oversized_override_is_refused_and_a_message_the_broker_refuses_is_mo
     let pending = rt.block_on(async {
         use vigil::publish::{OutboxEntry, Publisher};
         use vigil::util::Subject;
-        let p = Publisher::start(d.path(), Some(&nats.url), "VIGIL", Duration::from_secs(120)).await.unwrap();
+        let p = Publisher::start(
+            d.path(),
+            Some(&vigil::util::nats::Endpoint::plain(&nats.url)),
+            "VIGIL",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
         let huge = serde_json::json!({"blob": "z".repeat(2 << 20)});
         p.submit(OutboxEntry::new("audit-huge", Subject::audit("s", "c"), &huge)).await.unwrap();
         p.submit(OutboxEntry::new("ev-1", Subject::evidence("s", "c"), &serde_json::json!({"n": 1}))).await.unwrap();

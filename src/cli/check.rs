@@ -6,6 +6,9 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     pub pipeline: PathBuf,
+    /// Validate only; do not try the connections (NATS, the store, RTSP cameras).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -42,5 +45,53 @@ pub fn run(a: Args) -> ExitCode {
         eprintln!("warning: {w}");
     }
     println!("{}: ok ({} cameras)", a.pipeline.display(), p.cameras.len());
+    if a.offline {
+        return ExitCode::SUCCESS;
+    }
+    let failed = connections(&p).into_iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        eprintln!("error: {failed} connection(s) failed");
+        return ExitCode::from(3);
+    }
     ExitCode::SUCCESS
+}
+
+/// Tries each connection the pipeline makes (NATS, the store, every RTSP stream) and prints one
+/// line per connection: what, where (no secret), and ok or why not.
+fn connections(p: &crate::config::Pipeline) -> Vec<(String, Result<String, String>)> {
+    use std::time::Duration;
+    let mut out = Vec::new();
+    if let Some(n) = &p.nats {
+        let r = super::block_on(async {
+            let c = n.connect().await?;
+            let tls = c.server_info().tls_required;
+            c.flush().await?;
+            anyhow::Ok(format!("connected (auth: {}, TLS: {})", n.auth.method(), if tls { "yes" } else { "no" }))
+        });
+        out.push((format!("NATS {}", n.shown()), r.map_err(|e| format!("{e:#}"))));
+    }
+    let store = crate::store::Store::open_with(&p.store_url, &p.raw.store.options, p.raw.store.object_lock);
+    let r = match store {
+        Ok(s) => super::block_on(s.exists("vigil-check/probe")).map(|_| "reachable".to_string()),
+        Err(e) => Err(e),
+    };
+    out.push((format!("store {}", crate::util::secret::redact(&p.store_url)), r.map_err(|e| format!("{e:#}"))));
+    for c in &p.cameras {
+        let streams = [("source", Some(&c.source)), ("analysis_source", c.analysis_source.as_ref())];
+        for (key, s) in streams {
+            if let Some(crate::config::Source::Rtsp { url, tcp }) = s {
+                let r = crate::ingest::pipeline::probe_rtsp(url, *tcp, Duration::from_secs(10))
+                    .map(|enc| format!("video {enc}"))
+                    .map_err(|e| format!("{e:#}"));
+                out.push((format!("camera {} {key} {url}", c.id), r));
+            }
+        }
+    }
+    for (what, r) in &out {
+        match r {
+            Ok(m) => println!("connection {what}: ok, {m}"),
+            Err(e) => eprintln!("connection {what}: FAILED: {e}"),
+        }
+    }
+    out
 }

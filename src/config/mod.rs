@@ -194,9 +194,11 @@ impl Pipeline {
         }
         let nats_auth = raw.publish.auth.resolved(|p| resolve(p));
         if raw.publish.auth != Default::default() {
-            let in_url = raw.publish.nats_url.as_deref().is_some_and(|u| {
-                u.split(',').any(|u| RedactedUrl::new(u.trim()).has_credentials())
-            });
+            let in_url = raw
+                .publish
+                .nats_url
+                .as_deref()
+                .is_some_and(|u| u.split(',').any(|u| RedactedUrl::new(u.trim()).has_credentials()));
             for (key, problem) in nats_auth.check(in_url) {
                 let key = if key.is_empty() { "publish.auth".to_string() } else { format!("publish.auth.{key}") };
                 errors.push(err(&key, problem));
@@ -344,7 +346,10 @@ impl Pipeline {
             if let Some(a) = &analysis_source
                 && matches!(a, Source::Rtsp { .. }) != matches!(source, Source::Rtsp { .. })
             {
-                errors.push(err(&k("analysis_source"), "source and analysis_source must both be RTSP or both files".into()));
+                errors.push(err(
+                    &k("analysis_source"),
+                    "source and analysis_source must both be RTSP or both files".into(),
+                ));
             }
             if cam.username.is_some() && !matches!(source, Source::Rtsp { .. }) {
                 errors.push(err(&k("username"), "username and password_file are for rtsp:// sources".into()));

@@ -312,8 +312,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         p.cameras.iter().map(|c| (c.id.clone(), Arc::new(Mutex::new(None)))).collect();
     let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
     let ctl = reload::RuleControl::new(&p, slots.clone(), publisher.clone())?;
-    let (initial_rules, ctl_task) =
-        reload::start(ctl, p.nats.clone(), raw.control.watch_file, ctl_stop).await;
+    let (initial_rules, ctl_task) = reload::start(ctl, p.nats.clone(), raw.control.watch_file, ctl_stop).await;
     for (index, cam) in p.cameras.iter().enumerate() {
         let mut cam = cam.clone();
         if let Some(r) = initial_rules.get(&cam.id) {

@@ -245,7 +245,11 @@ pub async fn set(nats: &Endpoint, bucket: &str, site: &str, c: Change<'_>, pipel
 
 /// What was written to the KV for one rule (who, when, what), oldest first.
 /// `None`: deleted; `Some(Err(raw))`: a value that is not an override.
-pub async fn kv_history(nats: &Endpoint, bucket: &str, key: &str) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
+pub async fn kv_history(
+    nats: &Endpoint,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<(u64, Option<Result<Override, String>>)>> {
     let kv = kv_store(connect(nats).await?, bucket).await?;
     let mut h = kv.history(key).await.with_context(|| format!("KV history {key}"))?;
     let mut out = Vec::new();
@@ -259,7 +263,12 @@ pub async fn kv_history(nats: &Endpoint, bucket: &str, key: &str) -> Result<Vec<
 }
 
 /// What the workers did (applied or rejected, old and new), from `vigil.audit.<site>.<camera>`.
-pub async fn audit_history(nats: &Endpoint, stream: &str, site: &str, camera: Option<&str>) -> Result<Vec<AuditRecord>> {
+pub async fn audit_history(
+    nats: &Endpoint,
+    stream: &str,
+    site: &str,
+    camera: Option<&str>,
+) -> Result<Vec<AuditRecord>> {
     let js = async_nats::jetstream::new(connect(nats).await?);
     let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
     let consumer = st

@@ -161,7 +161,12 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
             pipeline.add(&tee)?;
             tee.link(&q_enc)?;
             tee.link(&q_dec)?;
-            add_source(&pipeline, &cam.source, "main", front(Role::Both { tee: tee.downgrade(), analysis: Box::new(analysis_role) }))?;
+            add_source(
+                &pipeline,
+                &cam.source,
+                "main",
+                front(Role::Both { tee: tee.downgrade(), analysis: Box::new(analysis_role) }),
+            )?;
         }
         Some(sub) => {
             add_source(&pipeline, &cam.source, "main", front(Role::Encoded { q_enc: q_enc.downgrade() }))?;

@@ -32,3 +32,46 @@ pub(crate) fn discard_pad(pipeline: &gst::Pipeline, pad: &gst::Pad) {
         let _ = pad.link(&fake.static_pad("sink").expect("fakesink pad"));
     }
 }
+
+/// Connects to an RTSP URL and waits (at most `timeout`) for its video: the RTP encoding name
+/// (`H264`, `H265`, …) on success; the server's refusal (authentication, not found, no route)
+/// with credentials redacted otherwise. What `vigil check` reports per camera.
+pub fn probe_rtsp(url: &crate::util::secret::RedactedUrl, tcp: bool, timeout: Duration) -> Result<String> {
+    gst::init()?;
+    let pipeline = gst::Pipeline::new();
+    let src = make("rtspsrc")?;
+    src.set_property("location", url.expose());
+    src.set_property_from_str("protocols", if tcp { "tcp" } else { "udp" });
+    pipeline.add(&src)?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let pw = pipeline.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        if let Some(s) = caps.structure(0)
+            && s.get::<&str>("media").ok() == Some("video")
+        {
+            let _ = tx.send(s.get::<&str>("encoding-name").unwrap_or("video").to_string());
+        }
+        if let Some(p) = pw.upgrade() {
+            discard_pad(&p, pad);
+        }
+    });
+    let bus = pipeline.bus().expect("pipeline bus");
+    let outcome = (|| {
+        pipeline.set_state(gst::State::Playing).map_err(|e| anyhow!("{e}"))?;
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if let Ok(enc) = rx.try_recv() {
+                return Ok(enc);
+            }
+            if let Some(m) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(50), &[gst::MessageType::Error])
+                && let gst::MessageView::Error(e) = m.view()
+            {
+                return Err(anyhow!("{}", crate::util::secret::redact(&e.error().to_string())));
+            }
+        }
+        Err(anyhow!("no video within {:.0} s", timeout.as_secs_f64()))
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    outcome
+}

@@ -201,8 +201,7 @@ impl Endpoint {
         }
         if let Some(f) = &a.nkey_seed_file {
             let seed = read_secret(&Some(f.clone()), &None)?.unwrap_or_default();
-            nkeys::KeyPair::from_seed(&seed)
-                .map_err(|e| anyhow::anyhow!("{}: not an nkey seed ({e})", f.display()))?;
+            nkeys::KeyPair::from_seed(&seed).map_err(|e| anyhow::anyhow!("{}: not an nkey seed ({e})", f.display()))?;
             opts = opts.nkey(seed);
         }
         if let Some(f) = &a.creds_file {
@@ -239,6 +238,7 @@ pub fn describe(e: &async_nats::ConnectError) -> String {
     match e.kind() {
         K::AuthorizationViolation => format!("authentication refused by the server ({text})"),
         K::Tls => format!("TLS failed ({text})"),
+        _ if text.contains("certificate") || text.contains("handshake") => format!("TLS failed ({text})"),
         K::TimedOut => format!("timed out ({text})"),
         _ => text,
     }
@@ -284,11 +284,8 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("VIGIL_TEST_UNSET_TOKEN is not set")), "{problems:?}");
         assert!(!a.check(true).is_empty());
         // a user without a password, a certificate without its key, a missing file
-        let half = NatsAuth {
-            user: Some("x".into()),
-            tls_cert_file: Some(d.path().join("nope.pem")),
-            ..Default::default()
-        };
+        let half =
+            NatsAuth { user: Some("x".into()), tls_cert_file: Some(d.path().join("nope.pem")), ..Default::default() };
         let keys: Vec<&str> = half.check(false).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["user", "tls_key_file", "tls_cert_file"]);
         // a seed file that is not a seed is named, its content is not shown
@@ -302,7 +299,8 @@ mod tests {
         let e = Endpoint::new("nats://h:4222", bad).options().unwrap_err().to_string();
         assert!(e.contains("x.creds: not a NATS credentials file"), "{e}");
         // relative paths follow the pipeline file
-        let r = NatsAuth { password_file: Some("secrets/pw".into()), ..Default::default() }.resolved(|p| d.path().join(p));
+        let r =
+            NatsAuth { password_file: Some("secrets/pw".into()), ..Default::default() }.resolved(|p| d.path().join(p));
         assert_eq!(r.password_file.unwrap(), d.path().join("secrets/pw"));
     }
 }

@@ -67,6 +67,8 @@ pub struct Nats {
     child: Child,
     pub port: u16,
     pub url: String,
+    /// How the tests' own connection authenticates (TLS files, nkey, …), beside `url`.
+    pub auth: vigil::util::nats::NatsAuth,
     _dir: tempfile::TempDir,
 }
 
@@ -112,7 +114,7 @@ impl Nats {
             std::thread::sleep(Duration::from_millis(20));
         };
         wait_port(port, Duration::from_secs(10));
-        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), auth: Default::default(), _dir: dir }
     }
 
     fn spawn(port: u16, dir: &Path) -> Child {
@@ -142,7 +144,7 @@ impl Nats {
     pub fn messages(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let c = vigil::util::nats::connect(&self.url).await.unwrap();
+            let c = vigil::util::nats::Endpoint::new(&self.url, self.auth.clone()).connect().await.unwrap();
             let js = async_nats::jetstream::new(c);
             let Ok(mut st) = js.get_stream(stream).await else { return Vec::new() };
             let info = st.info().await.unwrap().state.clone();
@@ -264,6 +266,8 @@ impl Drop for Moto {
 /// A real RTSP server (gst-rtsp-server) serving a file as `/cam`, on a free loopback port.
 pub struct RtspServer {
     pub url: String,
+    /// `rtsp://127.0.0.1:<port>` (mount paths go after it).
+    pub base: String,
     main_loop: gst::glib::MainLoop,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -275,12 +279,14 @@ impl RtspServer {
 
     /// Serves on `port` (0: any free port).
     pub fn serve_file_on(path: &Path, port: u16) -> RtspServer {
-        RtspServer::serve_launch(
-            format!(
-                "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
-                path.display()
-            ),
-            port,
+        RtspServer::serve_launch(RtspServer::h264_file(path), port)
+    }
+
+    /// The launch line serving an H.264 MP4 file.
+    pub fn h264_file(path: &Path) -> String {
+        format!(
+            "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+            path.display()
         )
     }
 
@@ -297,8 +303,16 @@ impl RtspServer {
 
     /// Serves a gst-rtsp-server launch line at `/cam` on `port` (0: any free port).
     pub fn serve_launch(launch: String, port: u16) -> RtspServer {
+        RtspServer::serve_with(vec![("/cam".into(), launch)], port, None)
+    }
+
+    /// Serves launch lines at their mount paths (`url` is the first one's), asking for basic
+    /// authentication with `auth` = (user, password) when given.
+    pub fn serve_with(mounts: Vec<(String, String)>, port: u16, auth: Option<(&str, &str)>) -> RtspServer {
         gst::init().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
+        let first = mounts[0].0.clone();
         let thread = std::thread::spawn(move || {
             let ctx = gst::glib::MainContext::new();
             ctx.with_thread_default(|| {
@@ -306,10 +320,27 @@ impl RtspServer {
                 let server = rtsp::RTSPServer::new();
                 server.set_address("127.0.0.1");
                 server.set_service(&port.to_string());
-                let factory = rtsp::RTSPMediaFactory::new();
-                factory.set_launch(&launch);
-                factory.set_shared(true);
-                server.mount_points().unwrap().add_factory("/cam", factory);
+                if let Some((user, pass)) = &auth {
+                    let a = rtsp::RTSPAuth::new();
+                    let token =
+                        rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "camera-user").build();
+                    a.add_basic(rtsp::RTSPAuth::make_basic(user, pass).as_str(), &token);
+                    server.set_auth(Some(&a));
+                }
+                for (path, launch) in &mounts {
+                    let factory = rtsp::RTSPMediaFactory::new();
+                    factory.set_launch(launch);
+                    factory.set_shared(true);
+                    if auth.is_some() {
+                        factory.add_role_from_structure(
+                            &gst::Structure::builder("camera-user")
+                                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                                .build(),
+                        );
+                    }
+                    server.mount_points().unwrap().add_factory(path, factory);
+                }
                 // a port freed a moment ago (a restart on the same port) may still be taken: retry
                 let t = Instant::now();
                 let _id = loop {
@@ -329,7 +360,12 @@ impl RtspServer {
             .unwrap();
         });
         let (port, main_loop) = rx.recv_timeout(Duration::from_secs(30)).expect("rtsp server up");
-        RtspServer { url: format!("rtsp://127.0.0.1:{port}/cam"), main_loop, thread: Some(thread) }
+        RtspServer {
+            url: format!("rtsp://127.0.0.1:{port}{first}"),
+            base: format!("rtsp://127.0.0.1:{port}"),
+            main_loop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -357,9 +393,15 @@ pub fn vigil() -> Command {
 
 impl Worker {
     pub fn start(pipeline: &Path) -> Worker {
+        Worker::start_with_env(pipeline, &[])
+    }
+
+    /// Starts it with these environment variables set.
+    pub fn start_with_env(pipeline: &Path, env: &[(&str, &str)]) -> Worker {
         let log = pipeline.with_extension("log");
         let f = std::fs::File::create(&log).unwrap();
         let child = vigil()
+            .envs(env.iter().copied())
             .arg("--log-format")
             .arg("json")
             .arg("run")
