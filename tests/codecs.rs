@@ -182,3 +182,104 @@ fn an_h265_rtsp_camera_fires_with_a_clip_that_decodes_and_lasts_pre_plus_post_ro
         ev["clip"]["duration_s"].as_f64().unwrap()
     );
 }
+
+#[test]
+fn a_sub_stream_is_analysed_while_the_clip_comes_from_the_main_stream_at_its_resolution() {
+    let media_dir = tempfile::tempdir().unwrap();
+    // the same scene as a 1280×720 main stream and a 640×360 sub stream, as an IP camera
+    // serves them (two RTSP servers, so that one can drop alone)
+    let main_file = media_dir.path().join("main-720p.mp4");
+    transcode(
+        &sample("astronaut-pan.mp4"),
+        &main_file,
+        "videoscale ! video/x-raw,width=1280,height=720",
+        "x264enc speed-preset=ultrafast key-int-max=25 bframes=0 ! h264parse",
+        "mp4mux",
+    );
+    let main = RtspServer::serve_file(&main_file);
+    let sub = RtspServer::serve_file(&sample("astronaut-pan.mp4"));
+    let site = Site::new(
+        "[clip]\npre_roll_s = 2\npost_roll_s = 2\n",
+        &astronaut_camera(&main.url, &format!("analysis_source = \"{}\"\nstall_s = 2", sub.url)),
+    );
+    let mut w = Worker::start(&site.pipeline);
+    w.wait_log("evidence event", Duration::from_secs(120));
+    // the sub stream drops alone: the camera is down and the log says which stream
+    drop(sub);
+    w.wait_log("sub stream (analysis_source)", Duration::from_secs(30));
+    w.sigterm();
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());
+    let log = w.log_text();
+    let video: Vec<&str> = log.lines().filter(|l| l.contains("\"camera video\"")).collect();
+    assert!(
+        video.iter().any(|l| l.contains("main (evidence)") && l.contains("none (kept encoded)")),
+        "the main stream is not decoded for analysis: {video:?}"
+    );
+    assert!(video.iter().any(|l| l.contains("sub (analysis)") && l.contains("avdec_h264")), "{video:?}");
+    let down = log
+        .lines()
+        .find(|l| l.contains("camera down; reconnecting") && l.contains("sub stream (analysis_source)"))
+        .unwrap_or_else(|| panic!("the log says which stream dropped: {log}"));
+    let health = site
+        .outbox_all()
+        .into_iter()
+        .find(|e| {
+            e["subject"].as_str().is_some_and(|s| s.starts_with("vigil.health"))
+                && e["payload"]["detail"].as_str().is_some_and(|d| d.contains("sub stream"))
+        })
+        .unwrap_or_else(|| panic!("a health event: {:?}", site.outbox_all()));
+    assert_eq!(health["payload"]["active"], true, "{health}");
+
+    let out = site.outbox();
+    let ev = &out[0]["payload"];
+    // the clip: the main stream's 1280×720, masked at that resolution, pre + post roll
+    assert_eq!((ev["clip"]["width"].as_u64(), ev["clip"]["height"].as_u64()), (Some(1280), Some(720)));
+    check_evidence_sized(ev, |k| site.stored(k), 4.0, Some((0.78, 1.0)), (1280, 720));
+    let streams = &ev["streams"];
+    assert!(streams["clip_source"].as_str().unwrap().contains(&main.url), "{streams}");
+    assert_eq!((streams["analysis_width"].as_u64(), streams["analysis_height"].as_u64()), (Some(640), Some(360)));
+    assert!(streams["alignment"].as_str().unwrap().contains("one pipeline clock"), "{streams}");
+    // the boxes, detected on the sub stream, sit on the faces of the main stream's snapshot:
+    // CenterFace on the 1280×720 snapshot finds a face where the trigger's box is
+    let trigger = ev["detections"].as_array().unwrap().iter().find(|d| d["trigger"] == true).unwrap().clone();
+    let b = &trigger["box"];
+    let bbox = vigil::frame::BBox {
+        x1: b["x1"].as_f64().unwrap() as f32,
+        y1: b["y1"].as_f64().unwrap() as f32,
+        x2: b["x2"].as_f64().unwrap() as f32,
+        y2: b["y2"].as_f64().unwrap() as f32,
+    };
+    let snap = decode_jpeg(&site.stored(ev["artifacts"]["snapshot"]["key"].as_str().unwrap()));
+    assert_eq!(snap.dimensions(), (1280, 720));
+    let mut faces = vigil::detect::FaceDetector::load(
+        &repo().join("models"),
+        "centerface",
+        &vigil::detect::RuntimeOptions::default(),
+    )
+    .unwrap();
+    let found = faces.detect(&vigil::frame::RgbFrame::from_image(&snap), 0.5).unwrap();
+    let best = found.iter().map(|f| f.bbox.iou(&bbox)).fold(0.0f32, f32::max);
+    assert!(
+        best >= 0.5,
+        "the trigger's box {bbox:?} is on a face of the snapshot (best IoU {best:.2}; faces {found:?})"
+    );
+    // and it is drawn there: the annotated snapshot differs from the plain one along the box
+    let ann = decode_jpeg(&site.stored(ev["artifacts"]["snapshot_annotated"]["key"].as_str().unwrap()));
+    let y = (bbox.y2.round() as u32).saturating_sub(2).min(719); // inside the 4 px line
+    let changed = (bbox.x1 as u32..bbox.x2 as u32)
+        .filter(|&x| {
+            let (p, q) = (snap.get_pixel(x, y).0, ann.get_pixel(x, y).0);
+            (0..3).map(|i| (p[i] as i32 - q[i] as i32).abs()).sum::<i32>() > 60
+        })
+        .count();
+    let width = (bbox.x2 - bbox.x1) as usize;
+    assert!(changed * 10 >= width * 8, "the box's bottom edge is drawn at 1280×720 ({changed} of {width} px)");
+    println!(
+        "| main + sub stream (RTSP, 1280×720 + 640×360) | clip {}×{}, {} frames, {:.1} s; trigger box IoU {best:.2} with CenterFace on the snapshot; sub stream dropped → `{}` |",
+        ev["clip"]["width"],
+        ev["clip"]["height"],
+        ev["clip"]["frames"],
+        ev["clip"]["duration_s"].as_f64().unwrap(),
+        serde_json::from_str::<serde_json::Value>(down).unwrap()["error"].as_str().unwrap()
+    );
+}

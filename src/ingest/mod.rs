@@ -101,6 +101,8 @@ struct Shared {
     analysis_pts_ns: AtomicU64,
     /// The analysis branch reached its end (file replay: the main stream stops waiting).
     analysis_eos: AtomicBool,
+    /// An RTSP camera (not a file).
+    live: bool,
 }
 
 fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
@@ -450,6 +452,7 @@ pub fn run_camera(
         last_analysis_ms: AtomicU64::new(0),
         analysis_pts_ns: AtomicU64::new(0),
         analysis_eos: AtomicBool::new(false),
+        live: matches!(cam.source, Source::Rtsp { .. }),
     });
     let mut backoff = Duration::from_millis(500);
     let end = loop {
@@ -553,6 +556,10 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
         if sh.started.elapsed().saturating_sub(last) > sh.stall {
             let which = if sh.dual { "main stream (source) " } else { "" };
             break Outcome::Error(format!("{which}stalled: no video for {:.1} s", sh.stall.as_secs_f64()));
+        }
+        // a live sub stream that ended is a sub stream down (a file's ends with the file)
+        if sh.dual && sh.realtime && sh.live && sh.analysis_eos.load(Ordering::Relaxed) {
+            break Outcome::Error("sub stream (analysis_source) ended".into());
         }
         // the sub stream's own watchdog (live streams: file replay may hold analysis back)
         let last_analysis = Duration::from_millis(sh.last_analysis_ms.load(Ordering::Relaxed)).max(run_start);

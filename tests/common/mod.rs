@@ -870,6 +870,17 @@ pub fn check_evidence(
     roll_s: f64,
     mask_x: Option<(f64, f64)>,
 ) {
+    check_evidence_sized(event, get, roll_s, mask_x, (640, 360))
+}
+
+/// [`check_evidence`] for a clip of `size` pixels (a main stream above the sample's 640×360).
+pub fn check_evidence_sized(
+    event: &serde_json::Value,
+    get: impl Fn(&str) -> Vec<u8>,
+    roll_s: f64,
+    mask_x: Option<(f64, f64)>,
+    size: (u32, u32),
+) {
     let arts = &event["artifacts"];
     for name in ["clip", "snapshot", "snapshot_annotated"] {
         let key = arts[name]["key"].as_str().unwrap();
@@ -918,7 +929,7 @@ pub fn check_evidence(
         frames.len()
     );
     assert_eq!(frames.len() as u64, event["clip"]["frames"].as_u64().unwrap());
-    assert_eq!((first.width, first.height), (640, 360), "source resolution kept");
+    assert_eq!((first.width, first.height), size, "source resolution kept");
     if let Some((x0, x1)) = mask_x {
         let snap = decode_jpeg(&get(arts["snapshot"]["key"].as_str().unwrap()));
         assert_masked("snapshot", snap.width(), snap.height(), |x, y| snap.get_pixel(x, y).0, x0 + 0.02, x1, x0 - 0.05);
