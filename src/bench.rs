@@ -43,7 +43,9 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 }
 
 /// The pipeline with N copies of its first camera playing `clip` as fast as analysis allows.
-fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, dir: &Path) -> Pipeline {
+/// `sub`: a sub stream of the same scene, analysed instead of `clip` (which then feeds the clip
+/// only).
+fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, dir: &Path, sub: Option<&Path>) -> Pipeline {
     let mut q = p.clone();
     let (tmpl_raw, tmpl) = (p.raw.cameras[0].clone(), p.cameras[0].clone());
     q.raw.cameras.clear();
@@ -55,6 +57,7 @@ fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, 
         let mut c = tmpl.clone();
         c.id = id;
         c.source = Source::File { path: clip.to_path_buf(), looping: false, realtime: false };
+        c.analysis_source = sub.map(|s| Source::File { path: s.to_path_buf(), looping: false, realtime: false });
         c.tamper.moved_ncc = -1.0;
         if !rules {
             rc.rules.clear();
@@ -75,10 +78,20 @@ fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, 
     q
 }
 
-fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Result<Value> {
+/// CPU seconds this process has used (user + system).
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: Option<&Path>) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir)?;
-    let q = bench_pipeline(p, n, clip, gate, rules, &dir);
+    let q = bench_pipeline(p, n, clip, gate, rules, &dir, sub);
+    let cpu0 = cpu_s();
     gstreamer::init()?;
     crate::telemetry::probe::enable();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -86,6 +99,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
     let t0 = Instant::now();
     let summary = rt.block_on(crate::control::run(q, Arc::new(AtomicBool::new(false))))?;
     let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_s() - cpu0;
     let _ = std::fs::remove_dir_all(&dir);
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
     let probe = crate::telemetry::probe::take().unwrap_or_default();
@@ -114,6 +128,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool) -> Re
         "fps": analysed as f64 / wall, "dropped": dropped, "inferred": inferred, "gated": gated,
         "latency": lat, "events": summary.events,
         "event_latency_p50_s": quantile(&mut ev, 0.5), "event_latency_max_s": ev.iter().cloned().fold(f64::NAN, f64::max),
+        "cpu_s": cpu, "cpu_ms_per_frame": cpu * 1e3 / analysed.max(1) as f64,
         "peak_rss_mb": peak_rss_mb(), "allocations_per_frame": allocs as f64 / analysed.max(1) as f64,
         "hot_path_allocations_per_frame": hot as f64 / hot_frames.max(1) as f64,
     }))
@@ -195,13 +210,16 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
     )
 }
 
-/// Child entry: `VIGIL_BENCH_CHILD=run:N:gate|decode:N|infer:N`.
+/// Child entry: `VIGIL_BENCH_CHILD=run:N:gate|decode:N|infer:N` (with `VIGIL_BENCH_SUB`, the
+/// sub stream analysed instead of the clip).
 fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
     let parts: Vec<&str> = spec.split(':').collect();
     let n: usize = parts.get(1).and_then(|v| v.parse().ok()).context("bench child: N")?;
+    let sub = std::env::var_os("VIGIL_BENCH_SUB").map(PathBuf::from);
+    let sub = sub.as_deref();
     let v = match parts[0] {
-        "run" => child_run(p, n, clip, parts.get(2) == Some(&"1"), true)?,
-        "decode" => child_run(p, n, clip, false, false)?,
+        "run" => child_run(p, n, clip, parts.get(2) == Some(&"1"), true, sub)?,
+        "decode" => child_run(p, n, clip, false, false, sub)?,
         "infer" => child_infer(p, n, clip)?,
         other => bail!("bench child: unknown {other}"),
     };
@@ -210,8 +228,16 @@ fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
 }
 
 fn spawn(spec: &str, pipeline: &Path, clip: &Path) -> Result<Value> {
+    spawn_with(spec, pipeline, clip, None)
+}
+
+fn spawn_with(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result<Value> {
     let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(exe)
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(s) = sub {
+        cmd.env("VIGIL_BENCH_SUB", s);
+    }
+    let out = cmd
         .args(["bench", "--pipeline"])
         .arg(pipeline)
         .arg("--clip")
@@ -292,6 +318,76 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
     }
     if let Some(path) = json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&json!({"machine": cpu, "cores": cores, "rows": rows}))?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Re-encodes `src` to H.264 MP4 at `width`×`height` (a camera's main or sub stream of the same
+/// scene).
+fn encode_h264(src: &Path, dst: &Path, width: u32, height: u32) -> Result<()> {
+    use gstreamer::prelude::*;
+    gstreamer::init()?;
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! videoscale ! video/x-raw,width={width},height={height},pixel-aspect-ratio=1/1 ! \
+         x264enc speed-preset=veryfast key-int-max=25 bframes=0 ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        src.display(),
+        dst.display()
+    );
+    let p = gstreamer::parse::launch(&desc)?;
+    p.set_state(gstreamer::State::Playing)?;
+    let bus = p.bus().context("bus")?;
+    let r = match bus.timed_pop_filtered(gstreamer::ClockTime::from_seconds(600), &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error]) {
+        Some(m) => match m.view() {
+            gstreamer::MessageView::Error(e) => Err(anyhow::anyhow!("encode {}: {}", dst.display(), e.error())),
+            _ => Ok(()),
+        },
+        None => Err(anyhow::anyhow!("encode {}: timed out", dst.display())),
+    };
+    p.set_state(gstreamer::State::Null)?;
+    r
+}
+
+/// `vigil bench --sub-stream`: one 1920×1080 main stream analysed directly, and through a
+/// 640×360 sub stream of the same scene (both made from `clip`): decode cost and analysed fps.
+pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Result<()> {
+    let clip: PathBuf = std::fs::canonicalize(clip).with_context(|| format!("clip {}", clip.display()))?;
+    if let Ok(spec) = std::env::var("VIGIL_BENCH_CHILD") {
+        return child(&p, &spec, &clip);
+    }
+    let dir = std::env::temp_dir().join(format!("vigil-bench-sub-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir)?;
+    let (main, sub) = (dir.join("main-1080p.mp4"), dir.join("sub-360p.mp4"));
+    encode_h264(&clip, &main, 1920, 1080)?;
+    encode_h264(&clip, &sub, 640, 360)?;
+    println!(
+        "clip {} as a 1920×1080 main stream and a 640×360 sub stream (H.264); analysis {} fps at {} px\n",
+        clip.display(),
+        p.raw.analysis.fps,
+        p.raw.analysis.width
+    );
+    println!("| analysed stream | decode-only fps | decode CPU ms / analysed frame | analysed fps (no_mask) | CPU ms / analysed frame | peak RSS MB | events |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let pf = p.file.clone();
+    let mut rows = Vec::new();
+    for (name, s) in [("main 1920×1080 (directly)", None), ("sub 640×360 (analysis_source)", Some(sub.as_path()))] {
+        let decode = spawn_with("decode:1", &pf, &main, s)?;
+        let run = spawn_with(&format!("run:1:{}", p.raw.analysis.gate as u8), &pf, &main, s)?;
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            f(&decode, "fps"),
+            f(&decode, "cpu_ms_per_frame"),
+            f(&run, "fps"),
+            f(&run, "cpu_ms_per_frame"),
+            f(&run, "peak_rss_mb"),
+            run["events"]
+        );
+        rows.push(json!({"analysed": name, "decode": decode, "run": run}));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_vec_pretty(&json!({"rows": rows}))?)
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())

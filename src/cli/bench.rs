@@ -17,6 +17,10 @@ pub struct Args {
     /// Also run with motion gating off, to show what it saves.
     #[arg(long)]
     pub compare_gating: bool,
+    /// Instead: one 1920×1080 main stream analysed directly versus through a 640×360 sub stream
+    /// of the same scene (`analysis_source`), both made from `--clip`.
+    #[arg(long)]
+    pub sub_stream: bool,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -27,6 +31,9 @@ pub fn run(a: Args) -> ExitCode {
         Ok(p) => p,
         Err(c) => return c,
     };
+    if a.sub_stream {
+        return super::tool(|| crate::bench::run_sub_stream(p, &a.clip, a.json.as_deref()).map(|_| ExitCode::SUCCESS));
+    }
     super::tool(|| {
         crate::bench::run(p, &a.streams, &a.clip, a.compare_gating, a.json.as_deref()).map(|_| ExitCode::SUCCESS)
     })
