@@ -45,7 +45,15 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 /// The pipeline with N copies of its first camera playing `clip` as fast as analysis allows.
 /// `sub`: a sub stream of the same scene, analysed instead of `clip` (which then feeds the clip
 /// only).
-fn bench_pipeline(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, dir: &Path, sub: Option<&Path>) -> Pipeline {
+fn bench_pipeline(
+    p: &Pipeline,
+    n: usize,
+    clip: &Path,
+    gate: bool,
+    rules: bool,
+    dir: &Path,
+    sub: Option<&Path>,
+) -> Pipeline {
     let mut q = p.clone();
     let (tmpl_raw, tmpl) = (p.raw.cameras[0].clone(), p.cameras[0].clone());
     q.raw.cameras.clear();
@@ -337,7 +345,10 @@ fn encode_h264(src: &Path, dst: &Path, width: u32, height: u32) -> Result<()> {
     let p = gstreamer::parse::launch(&desc)?;
     p.set_state(gstreamer::State::Playing)?;
     let bus = p.bus().context("bus")?;
-    let r = match bus.timed_pop_filtered(gstreamer::ClockTime::from_seconds(600), &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error]) {
+    let r = match bus.timed_pop_filtered(
+        gstreamer::ClockTime::from_seconds(600),
+        &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+    ) {
         Some(m) => match m.view() {
             gstreamer::MessageView::Error(e) => Err(anyhow::anyhow!("encode {}: {}", dst.display(), e.error())),
             _ => Ok(()),
@@ -366,7 +377,9 @@ pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Resu
         p.raw.analysis.fps,
         p.raw.analysis.width
     );
-    println!("| analysed stream | decode-only fps | decode CPU ms / analysed frame | analysed fps (no_mask) | CPU ms / analysed frame | peak RSS MB | events |");
+    println!(
+        "| analysed stream | decode-only fps | decode CPU ms / analysed frame | analysed fps (no_mask) | CPU ms / analysed frame | peak RSS MB | events |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let pf = p.file.clone();
     let mut rows = Vec::new();

@@ -174,8 +174,9 @@ fn an_h265_rtsp_camera_fires_with_a_clip_that_decodes_and_lasts_pre_plus_post_ro
     let ev = &out[0]["payload"];
     assert_eq!(ev["rule"]["id"], "no_mask");
     check_evidence(ev, |k| site.stored(k), 4.0, Some((0.78, 1.0)));
+    assert_eq!(ev["admissibility"]["admissible"], true, "a clean clip: {}", ev["health"]);
     println!(
-        "| cam1 | RTSP (rtph265depay) | H.265/HEVC | {} | {} event(s); clip H.264 MP4, {} frames, {:.1} s |",
+        "| cam1 | RTSP (rtph265depay), I/P frames | H.265/HEVC | {} | {} event(s); clip H.264 MP4, {} frames, {:.1} s |",
         serde_json::from_str::<serde_json::Value>(line).unwrap()["decoder"].as_str().unwrap(),
         out.len(),
         ev["clip"]["frames"],

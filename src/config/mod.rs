@@ -489,6 +489,66 @@ mod tests {
     }
 
     #[test]
+    fn camera_credentials_and_sub_streams_are_checked_and_the_password_goes_into_the_url_only() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.mp4", "x");
+        write(d.path(), "cam.pw", "S3cret-Pw\n");
+        let cam = |extra: &str| {
+            format!(
+                "[site]\nid = \"s\"\n[[cameras]]\nid = \"c\"\nsource = \"rtsp://10.0.0.5/Streaming/Channels/101\"\nprivacy_mask = \"none\"\n{extra}\n"
+            )
+        };
+        let ok = write(
+            d.path(),
+            "ok.toml",
+            &cam(
+                "analysis_source = \"rtsp://10.0.0.5/Streaming/Channels/102\"\nusername = \"ops\"\npassword_file = \"cam.pw\"",
+            ),
+        );
+        let p = Pipeline::load(&ok).unwrap();
+        let c = &p.cameras[0];
+        let (Source::Rtsp { url: main, .. }, Some(Source::Rtsp { url: sub, .. })) = (&c.source, &c.analysis_source)
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(main.expose(), "rtsp://ops:S3cret-Pw@10.0.0.5/Streaming/Channels/101");
+        assert_eq!(sub.to_string(), "rtsp://ops:***@10.0.0.5/Streaming/Channels/102");
+        assert!(!format!("{c:?}").contains("S3cret-Pw"), "the camera's Debug shows no password");
+        for (extra, key, problem) in [
+            ("password_file = \"cam.pw\"", "cameras[0].username", "needs a username"),
+            ("username = \"ops\"\npassword_file = \"nope.pw\"", "cameras[0].password_file", "nope.pw"),
+            (
+                "username = \"ops\"\npassword_env = \"VIGIL_TEST_UNSET_PW\"",
+                "cameras[0].password_env",
+                "VIGIL_TEST_UNSET_PW is not set",
+            ),
+            ("analysis_source = \"a.mp4\"", "cameras[0].analysis_source", "both be RTSP or both files"),
+        ] {
+            let f = write(d.path(), "bad.toml", &cam(extra));
+            let e = Pipeline::load(&f).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(problem), "{extra}: {e}");
+        }
+        let f = write(
+            d.path(),
+            "twice.toml",
+            &cam("username = \"ops\"\npassword_file = \"cam.pw\"")
+                .replace("rtsp://10.0.0.5/Streaming/Channels/101", "rtsp://a:b@10.0.0.5/x"),
+        );
+        let e = Pipeline::load(&f).unwrap_err().to_string();
+        assert!(e.contains("give them once") && !e.contains("S3cret-Pw"), "{e}");
+        // [publish.auth]: two ways at once is refused, naming the section
+        let f = write(
+            d.path(),
+            "nats.toml",
+            &(cam("")
+                + "[publish]\nnats_url = \"nats://t0k@127.0.0.1:4222\"\n[publish.auth]\nnkey_seed_file = \"cam.pw\"\n"),
+        );
+        let e = Pipeline::load(&f).unwrap_err().to_string();
+        assert!(e.contains("publish.auth") && e.contains("not nkey_seed_file and credentials in nats_url"), "{e}");
+        assert!(!e.contains("t0k"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a.mp4", "x");
