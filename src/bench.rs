@@ -34,6 +34,12 @@ use crate::frame::RgbFrame;
 
 use crate::telemetry::alloc::{ALLOCATIONS, peak_rss_mb};
 
+/// Prints a Markdown table's header row and separator.
+fn table_header(columns: &[&str]) {
+    println!("| {} |", columns.join(" | "));
+    println!("|{}", " --- |".repeat(columns.len()));
+}
+
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -287,10 +293,21 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
         p.raw.models.instances,
         p.raw.models.intra_threads
     );
-    println!(
-        "| N | gating | analysed fps | inferred / gated | dropped | face p50 / p95 ms | event latency p50 s | peak RSS MB | RSS target MB | allocs/frame: hot path / all | decode floor fps | inference floor fps (batch 2) | efficiency |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    table_header(&[
+        "N",
+        "gating",
+        "analysed fps",
+        "inferred / gated",
+        "dropped",
+        "face p50 / p95 ms",
+        "event latency p50 s",
+        "peak RSS MB",
+        "RSS target MB",
+        "allocs/frame: hot path / all",
+        "decode floor fps",
+        "inference floor fps (batch 2)",
+        "efficiency",
+    ]);
     let pf = p.file.clone();
     let mut rows = Vec::new();
     for &n in streams {
@@ -377,10 +394,15 @@ pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Resu
         p.raw.analysis.fps,
         p.raw.analysis.width
     );
-    println!(
-        "| analysed stream | decode-only fps | decode CPU ms / analysed frame | analysed fps (no_mask) | CPU ms / analysed frame | peak RSS MB | events |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    table_header(&[
+        "analysed stream",
+        "decode-only fps",
+        "decode CPU ms / analysed frame",
+        "analysed fps (no_mask)",
+        "CPU ms / analysed frame",
+        "peak RSS MB",
+        "events",
+    ]);
     let pf = p.file.clone();
     let mut rows = Vec::new();
     for (name, s) in [("main 1920×1080 (directly)", None), ("sub 640×360 (analysis_source)", Some(sub.as_path()))] {
