@@ -157,22 +157,17 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
             linked: AtomicBool::new(false),
         })
     };
-    let analysis_role = Role::Analysis { q_dec: q_dec.downgrade(), rate: rate.downgrade() };
+    let analysis = AnalysisBranch { q_dec: q_dec.downgrade(), rate: rate.downgrade() };
     match &cam.analysis_source {
         None => {
             pipeline.add(&tee)?;
             tee.link(&q_enc)?;
             tee.link(&q_dec)?;
-            add_source(
-                &pipeline,
-                &cam.source,
-                "main",
-                front(Role::Both { tee: tee.downgrade(), analysis: Box::new(analysis_role) }),
-            )?;
+            add_source(&pipeline, &cam.source, "main", front(Role::Both { tee: tee.downgrade(), analysis }))?;
         }
         Some(sub) => {
             add_source(&pipeline, &cam.source, "main", front(Role::Encoded { q_enc: q_enc.downgrade() }))?;
-            add_source(&pipeline, sub, "sub", front(analysis_role))?;
+            add_source(&pipeline, sub, "sub", front(Role::Analysis(analysis)))?;
         }
     }
 
@@ -229,11 +224,17 @@ fn add_source(pipeline: &gst::Pipeline, source: &Source, name: &str, front: Arc<
 /// Where a source's parsed video goes.
 enum Role {
     /// The one source of the camera: a tee to the encoded ring and to analysis.
-    Both { tee: gst::glib::WeakRef<gst::Element>, analysis: Box<Role> },
+    Both { tee: gst::glib::WeakRef<gst::Element>, analysis: AnalysisBranch },
     /// The main stream of a camera with a sub stream: the encoded ring only.
     Encoded { q_enc: gst::glib::WeakRef<gst::Element> },
-    /// Analysis only (`queue ! decoder ! videorate`).
-    Analysis { q_dec: gst::glib::WeakRef<gst::Element>, rate: gst::glib::WeakRef<gst::Element> },
+    /// Analysis only.
+    Analysis(AnalysisBranch),
+}
+
+/// The analysis branch's ends: the decoder goes between them (`queue ! decoder ! videorate`).
+struct AnalysisBranch {
+    q_dec: gst::glib::WeakRef<gst::Element>,
+    rate: gst::glib::WeakRef<gst::Element>,
 }
 
 /// The codec-dependent front of a camera source, built when its video pad appears:
@@ -274,15 +275,14 @@ impl Front {
         let parse = codec.parser()?;
         let filter = gst::ElementFactory::make("capsfilter").property("caps", codec.parsed_caps()).build()?;
         // elements named after their stream, so that an error says which stream failed
-        let prefix = if matches!(self.role, Role::Analysis { .. }) { "sub" } else { "main" };
+        let prefix = if matches!(self.role, Role::Analysis(_)) { "sub" } else { "main" };
         parse.set_property("name", format!("{prefix}-parse"));
         pipeline.add_many([&parse, &filter])?;
         parse.link(&filter)?;
         let gone = || anyhow!("pipeline gone");
         // the decoder, between the analysis queue and videorate
-        let decode = |analysis: &Role| -> Result<(gst::Element, String)> {
-            let Role::Analysis { q_dec, rate } = analysis else { unreachable!("an analysis role") };
-            let (q_dec, rate) = (q_dec.upgrade().ok_or_else(gone)?, rate.upgrade().ok_or_else(gone)?);
+        let decode = |a: &AnalysisBranch| -> Result<(gst::Element, String)> {
+            let (q_dec, rate) = (a.q_dec.upgrade().ok_or_else(gone)?, a.rate.upgrade().ok_or_else(gone)?);
             let decoder = codec.decoder(&self.decoder_pref, &dec_caps)?;
             let dec = make(&decoder)?;
             dec.set_property("name", format!("{prefix}-decoder"));
@@ -301,7 +301,7 @@ impl Front {
                 filter.link(&q_enc.upgrade().ok_or_else(gone)?)?;
                 None
             }
-            analysis @ Role::Analysis { .. } => {
+            Role::Analysis(analysis) => {
                 let (q_dec, decoder) = decode(analysis)?;
                 filter.link(&q_dec)?;
                 Some(decoder)
@@ -324,7 +324,7 @@ impl Front {
         let stream = match self.role {
             Role::Both { .. } => "main",
             Role::Encoded { .. } => "main (evidence)",
-            Role::Analysis { .. } => "sub (analysis)",
+            Role::Analysis(_) => "sub (analysis)",
         };
         let decoder = decoder.unwrap_or_else(|| "none (kept encoded)".into());
         tracing::info!(camera = %self.camera, stream, codec = codec.name(), decoder = %decoder, hardware = Codec::is_hardware(&decoder), "camera video");
@@ -590,7 +590,7 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
                 // with a sub stream, say which stream failed
                 let stream = if !sh.dual {
                     ""
-                } else if src.starts_with("sub") || err.src().is_some_and(|s| has_ancestor_named(s, "sub")) {
+                } else if err.src().is_some_and(|s| has_ancestor_named(s, "sub")) {
                     "sub stream (analysis_source): "
                 } else {
                     "main stream (source): "
