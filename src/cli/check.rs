@@ -79,7 +79,7 @@ fn connections(p: &crate::config::Pipeline) -> Vec<(String, Result<String, Strin
     for c in &p.cameras {
         let streams = [("source", Some(&c.source)), ("analysis_source", c.analysis_source.as_ref())];
         for (key, s) in streams {
-            if let Some(crate::config::Source::Rtsp { url, tcp }) = s {
+            if let Some(crate::config::Source::Rtsp { url, tcp, .. }) = s {
                 let r = crate::ingest::pipeline::probe_rtsp(url, *tcp, Duration::from_secs(10))
                     .map(|enc| format!("video {enc}"))
                     .map_err(|e| format!("{e:#}"));

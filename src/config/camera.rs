@@ -83,6 +83,14 @@ pub struct CameraConfig {
     pub realtime: bool,
     /// RTSP transport: "tcp" or "udp".
     pub rtsp_transport: RtspTransport,
+    /// RTSP jitterbuffer latency, milliseconds: how long packets may wait to be put in order.
+    /// Streams with B-frames need it: their frames come in decode order with earlier timestamps,
+    /// and at 200 ms a worker under inference load lost runs of about five B-frames of an H.265
+    /// stream (a clip with a hole, not admissible); at 500 ms none (tests/codecs.rs). It adds to
+    /// event latency only this much, far below the post-roll.
+    #[default(500)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub rtsp_latency_ms: u32,
     /// Decoder element, or "auto": a hardware decoder when present, else the software one.
     #[default("auto".to_string())]
     #[schemars(length(min = 1, max = 64))]
@@ -215,7 +223,7 @@ impl Registry {
 /// Where a camera's stream comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Rtsp { url: RedactedUrl, tcp: bool },
+    Rtsp { url: RedactedUrl, tcp: bool, latency_ms: u32 },
     File { path: PathBuf, looping: bool, realtime: bool },
 }
 

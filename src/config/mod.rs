@@ -320,7 +320,7 @@ impl Pipeline {
                         }
                         url = url.with_credentials(user, password.as_deref().unwrap_or(""));
                     }
-                    return Source::Rtsp { url, tcp };
+                    return Source::Rtsp { url, tcp, latency_ms: cam.rtsp_latency_ms };
                 }
                 let p = text.strip_prefix("file://").unwrap_or(text);
                 if p.contains("://") {

@@ -209,10 +209,10 @@ fn add_source(pipeline: &gst::Pipeline, source: &Source, name: &str, front: Arc<
             src.link(&demux)?;
             demux.connect_pad_added(move |el, pad| front.on_pad(el, pad));
         }
-        Source::Rtsp { url, tcp } => {
+        Source::Rtsp { url, tcp, latency_ms } => {
             let src = gst::ElementFactory::make("rtspsrc").name(format!("{name}-rtsp")).build()?;
             src.set_property("location", url.expose());
-            src.set_property("latency", 200u32);
+            src.set_property("latency", *latency_ms);
             src.set_property_from_str("protocols", if *tcp { "tcp" } else { "udp" });
             pipeline.add(&src)?;
             src.connect_pad_added(move |el, pad| front.on_pad(el, pad));
