@@ -241,11 +241,8 @@ fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
     Ok(())
 }
 
-fn spawn(spec: &str, pipeline: &Path, clip: &Path) -> Result<Value> {
-    spawn_with(spec, pipeline, clip, None)
-}
-
-fn spawn_with(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result<Value> {
+/// Runs one configuration in a child process; `sub`: the sub stream analysed instead of `clip`.
+fn spawn(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result<Value> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     if let Some(s) = sub {
@@ -311,11 +308,11 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
     let pf = p.file.clone();
     let mut rows = Vec::new();
     for &n in streams {
-        let decode = spawn(&format!("decode:{n}"), &pf, &clip)?;
-        let infer = spawn(&format!("infer:{n}"), &pf, &clip)?;
+        let decode = spawn(&format!("decode:{n}"), &pf, &clip, None)?;
+        let infer = spawn(&format!("infer:{n}"), &pf, &clip, None)?;
         let gates: &[bool] = if compare_gating { &[true, false] } else { &[p.raw.analysis.gate] };
         for &g in gates {
-            let r = spawn(&format!("run:{n}:{}", g as u8), &pf, &clip)?;
+            let r = spawn(&format!("run:{n}:{}", g as u8), &pf, &clip, None)?;
             let floor = decode["fps"].as_f64().unwrap_or(0.0).min(infer["fps"].as_f64().unwrap_or(0.0));
             let fps = r["fps"].as_f64().unwrap_or(0.0);
             let face = &r["latency"][&p.raw.models.face];
@@ -385,9 +382,21 @@ pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Resu
     }
     let dir = std::env::temp_dir().join(format!("vigil-bench-sub-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir)?;
+    let r = sub_stream_rows(&p, &clip, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = r?;
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_vec_pretty(&json!({"rows": rows}))?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The two rows of [`run_sub_stream`], with the streams encoded into `dir`.
+fn sub_stream_rows(p: &Pipeline, clip: &Path, dir: &Path) -> Result<Vec<Value>> {
     let (main, sub) = (dir.join("main-1080p.mp4"), dir.join("sub-360p.mp4"));
-    encode_h264(&clip, &main, 1920, 1080)?;
-    encode_h264(&clip, &sub, 640, 360)?;
+    encode_h264(clip, &main, 1920, 1080)?;
+    encode_h264(clip, &sub, 640, 360)?;
     println!(
         "clip {} as a 1920×1080 main stream and a 640×360 sub stream (H.264); analysis {} fps at {} px\n",
         clip.display(),
@@ -406,8 +415,8 @@ pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Resu
     let pf = p.file.clone();
     let mut rows = Vec::new();
     for (name, s) in [("main 1920×1080 (directly)", None), ("sub 640×360 (analysis_source)", Some(sub.as_path()))] {
-        let decode = spawn_with("decode:1", &pf, &main, s)?;
-        let run = spawn_with(&format!("run:1:{}", p.raw.analysis.gate as u8), &pf, &main, s)?;
+        let decode = spawn("decode:1", &pf, &main, s)?;
+        let run = spawn(&format!("run:1:{}", p.raw.analysis.gate as u8), &pf, &main, s)?;
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
@@ -420,10 +429,5 @@ pub fn run_sub_stream(p: Pipeline, clip: &Path, json_out: Option<&Path>) -> Resu
         );
         rows.push(json!({"analysed": name, "decode": decode, "run": run}));
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(path) = json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&json!({"rows": rows}))?)
-            .with_context(|| format!("write {}", path.display()))?;
-    }
-    Ok(())
+    Ok(rows)
 }

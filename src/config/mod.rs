@@ -192,14 +192,10 @@ impl Pipeline {
         {
             errors.push(err("publish.nats_url", problem));
         }
-        let nats_auth = raw.publish.auth.resolved(|p| resolve(p));
+        let auth = raw.publish.auth.resolved(|p| resolve(p));
+        let nats = raw.publish.nats_url.as_deref().map(|u| crate::util::nats::Endpoint::new(u, auth.clone()));
         if raw.publish.auth != Default::default() {
-            let in_url = raw
-                .publish
-                .nats_url
-                .as_deref()
-                .is_some_and(|u| u.split(',').any(|u| RedactedUrl::new(u.trim()).has_credentials()));
-            for (key, problem) in nats_auth.check(in_url) {
+            for (key, problem) in auth.check(nats.as_ref().is_some_and(|n| n.url_has_credentials())) {
                 let key = if key.is_empty() { "publish.auth".to_string() } else { format!("publish.auth.{key}") };
                 errors.push(err(&key, problem));
             }
@@ -207,7 +203,6 @@ impl Pipeline {
                 warnings.push(format!("{}: [publish.auth] is set but publish.nats_url is not", path.display()));
             }
         }
-        let nats = raw.publish.nats_url.as_deref().map(|u| crate::util::nats::Endpoint::new(u, nats_auth.clone()));
         let mut listen = |key: &str, v: &str, example: &str| match v.parse::<std::net::SocketAddr>() {
             Err(_) => errors.push(err(key, format!("{v:?} is not an address like {example}"))),
             Ok(a) if !a.ip().is_loopback() => warnings.push(format!(
@@ -293,14 +288,15 @@ impl Pipeline {
             }
             let tcp = cam.rtsp_transport == RtspTransport::Tcp;
             // the RTSP password from `password_file` / `password_env`, read once here
-            let password = match read_secret(&cam.password_file.as_deref().map(&resolve), &cam.password_env) {
-                Ok(p) => p,
-                Err(e) => {
-                    let key = if cam.password_file.is_some() { "password_file" } else { "password_env" };
-                    errors.push(err(&k(key), format!("{e:#}")));
-                    None
-                }
-            };
+            let password =
+                match read_secret(cam.password_file.as_deref().map(&resolve).as_deref(), cam.password_env.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let key = if cam.password_file.is_some() { "password_file" } else { "password_env" };
+                        errors.push(err(&k(key), format!("{e:#}")));
+                        None
+                    }
+                };
             if cam.password_file.is_some() && cam.password_env.is_some() {
                 errors.push(err(&k("password_env"), "give password_file or password_env, not both".into()));
             }

@@ -155,15 +155,25 @@ impl Endpoint {
         Endpoint::new(url, NatsAuth::default())
     }
 
+    /// The server URLs of the comma-separated list, credentials included.
+    fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.expose().split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
+
+    /// Whether a URL carries credentials (then `[publish.auth]` may not name a method too).
+    pub fn url_has_credentials(&self) -> bool {
+        self.urls().any(|u| RedactedUrl::new(u).has_credentials())
+    }
+
     /// The user name connected as, when there is one (not a token): from `[publish.auth]` or
     /// the URL.
     pub fn user(&self) -> Option<String> {
-        self.auth.user.clone().or_else(|| self.url.expose().split(',').find_map(|u| super::secret::url_user(u.trim())))
+        self.auth.user.clone().or_else(|| self.urls().find_map(super::secret::url_user))
     }
 
     /// The URL(s) as they may be shown.
     pub fn shown(&self) -> String {
-        self.url.expose().split(',').map(|u| super::secret::redact(u.trim())).collect::<Vec<_>>().join(",")
+        self.urls().map(super::secret::redact).collect::<Vec<_>>().join(",")
     }
 
     /// Connect options with every credential and TLS setting, and the server list without
@@ -173,7 +183,7 @@ impl Endpoint {
         let mut opts = async_nats::ConnectOptions::new();
         let mut bare = Vec::new();
         let mut tls = self.auth.tls_required;
-        for raw in self.url.expose().split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        for raw in self.urls() {
             let Ok(mut u) = url::Url::parse(raw) else {
                 bare.push(raw.to_string());
                 continue;
@@ -193,14 +203,15 @@ impl Endpoint {
         }
         let a = &self.auth;
         if let Some(user) = &a.user {
-            let pw = read_secret(&a.password_file, &a.password_env)?.context("a NATS user needs a password")?;
+            let pw = read_secret(a.password_file.as_deref(), a.password_env.as_deref())?
+                .context("a NATS user needs a password")?;
             opts = opts.user_and_password(user.clone(), pw);
         }
-        if let Some(t) = read_secret(&a.token_file, &a.token_env)? {
+        if let Some(t) = read_secret(a.token_file.as_deref(), a.token_env.as_deref())? {
             opts = opts.token(t);
         }
         if let Some(f) = &a.nkey_seed_file {
-            let seed = read_secret(&Some(f.clone()), &None)?.unwrap_or_default();
+            let seed = read_secret(Some(f), None)?.unwrap_or_default();
             nkeys::KeyPair::from_seed(&seed).map_err(|e| anyhow::anyhow!("{}: not an nkey seed ({e})", f.display()))?;
             opts = opts.nkey(seed);
         }

@@ -142,7 +142,7 @@ pub const SECRET_FILE_MAX: u64 = 64 << 10;
 
 /// A secret from the first line of a file (bounded, regular files only) or from an environment
 /// variable; `None` when neither is given. Errors name the file or variable, never the value.
-pub fn read_secret(file: &Option<std::path::PathBuf>, env: &Option<String>) -> anyhow::Result<Option<String>> {
+pub fn read_secret(file: Option<&std::path::Path>, env: Option<&str>) -> anyhow::Result<Option<String>> {
     use anyhow::Context;
     if let Some(p) = file {
         let t = super::fsx::read_text(p, SECRET_FILE_MAX)?;
