@@ -20,9 +20,10 @@ fn a_new_threshold_changes_what_fires_between_frames_and_keeps_the_tracks() {
     let set = ModelSet {
         no_mask: Some(Models::load(&dir, "centerface", "mask-classifier-mobilenetv2", None, &o).unwrap()),
         objects: None,
+        dirty: None,
     };
     let pool = ModelPool::new(vec![set]);
-    let env = RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0 };
+    let env = RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false };
     let rules = |t: &str| validate_rules(&[toml::from_str::<RuleConfig>(t).unwrap()], &env).unwrap();
     // 100 hits needed: on this 60-frame clip the face is tracked but never fires
     let strict = rules("kind = \"no_mask\"\nmin_hits = 100\nwindow = 100");
@@ -204,4 +205,58 @@ fn model_instances_and_batching_come_from_the_pipeline() {
     let cams: std::collections::BTreeSet<String> =
         site.outbox().iter().map(|e| e["payload"]["camera"].as_str().unwrap().to_string()).collect();
     assert_eq!(cams.len(), 2, "each camera got its own faces back through the batch: {cams:?}");
+}
+
+#[test]
+fn require_dirty_counts_only_what_the_clean_dirty_head_calls_dirty() {
+    use vigil::control::analysis::{Analyser, AnalyserConfig};
+    use vigil::detect::{ModelPool, ModelSet, ObjectDetector, RuntimeOptions, load_head};
+    use vigil::rules::{GateSettings, RuleConfig, RuleEnv, validate_rules};
+    let dir = repo().join("models");
+    let o = RuntimeOptions::default();
+    let objects = ObjectDetector::load(&dir, "coco-nanodet", &o).unwrap();
+    let labels = objects.labels().to_vec();
+    let set = ModelSet {
+        no_mask: None,
+        objects: Some(objects),
+        dirty: Some(load_head(&dir, "dirty-head-fitted", &o).unwrap()),
+    };
+    let pool = ModelPool::new(vec![set]);
+    let env = RuleEnv { object_labels: Some(&labels), gate: false, gate_recheck_s: 2.0, dirty_head: true };
+    let frames = frames_of(&sample("coffee-pan.mp4"), 5.0, 640);
+    let fires = |extra: &str| {
+        let rule: RuleConfig = toml::from_str(&format!("kind = \"utensils_left\"\ndwell_s = 3\n{extra}")).unwrap();
+        let mut a = Analyser::new(
+            AnalyserConfig {
+                camera: "c".into(),
+                mask: None,
+                tamper: Default::default(),
+                rules: validate_rules(&[rule], &env).unwrap(),
+                gate: GateSettings { enabled: false, min_change: 12.0, recheck: Duration::from_secs(2) },
+                labels: labels.clone(),
+                epoch: chrono::Utc::now(),
+                utc_offset_s: 0,
+                model_hint: 0,
+            },
+            Arc::new(vigil::telemetry::CameraStats::detached("c")),
+        );
+        let mut n = 0;
+        for f in &frames {
+            n += a.analyse(&mut f.clone(), Some(&pool)).1.unwrap().len();
+        }
+        n
+    };
+    let any_cup = fires("");
+    assert!(any_cup > 0, "the cup left on the counter fires without require_dirty");
+    assert_eq!(fires("require_dirty = true\ndirty_threshold = 0.0"), any_cup, "every object counts at threshold 0");
+    assert_eq!(
+        fires("require_dirty = true\ndirty_threshold = 1.0"),
+        0,
+        "no object is certainly dirty: the head was asked"
+    );
+    // the head is required for the option
+    let no_head = RuleEnv { dirty_head: false, ..env };
+    let rule: RuleConfig = toml::from_str("kind = \"utensils_left\"\nrequire_dirty = true").unwrap();
+    let e = validate_rules(&[rule], &no_head).unwrap_err();
+    assert!(e.iter().any(|(k, p)| k.ends_with("require_dirty") && p.contains("models.dirty_head")), "{e:?}");
 }

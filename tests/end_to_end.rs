@@ -262,27 +262,46 @@ fn evidence_goes_to_an_s3_store() {
 }
 
 #[test]
-fn a_fitted_head_is_loaded_like_a_model_and_recorded_in_the_manifest() {
+fn the_fitted_head_is_the_default_and_recorded_in_the_manifest() {
     let cams = format!(
         "[[cameras]]\nid = \"cam1\"\nsource = \"{}\"\nrealtime = false\n[[cameras.rules]]\nkind = \"no_mask\"\n",
         sample("astronaut-pan.mp4").display()
     );
     let site = Site::new("[clip]\npre_roll_s = 1\npost_roll_s = 1\n", &cams);
-    let text = std::fs::read_to_string(&site.pipeline).unwrap().replacen(
-        "[models]\n",
-        "[models]\nmask_head = \"mask-head-fitted\"\n",
-        1,
-    );
-    std::fs::write(&site.pipeline, text).unwrap();
     let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("fitted no-mask head loaded"), "{log}");
+    assert!(log.contains("fitted head loaded") && log.contains("mask-head-fitted"), "{log}");
     let out = site.outbox();
-    assert_eq!(out.len(), 1, "the bare astronaut face is a violation with the fitted head too: {log}");
+    assert_eq!(out.len(), 1, "the bare astronaut face is a violation with the fitted head: {log}");
     let models: Vec<String> =
         out[0]["payload"]["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(models, ["centerface", "mask-classifier-mobilenetv2-features", "mask-head-fitted"]);
     let toml = std::fs::read_to_string(repo().join("models/mask-head-fitted.toml")).unwrap();
     let sha = out[0]["payload"]["models"][2]["sha256"].as_str().unwrap();
     assert!(toml.contains(sha), "the manifest records the head file's SHA-256");
+    let rule = &out[0]["payload"]["rule"]["params"];
+    assert_eq!(rule["threshold"], serde_json::json!(SHIPPED_THRESHOLD), "the rule default is the measured threshold");
+}
+
+/// The no-mask threshold `vigil eval` measured for the shipped head (the rule's default).
+const SHIPPED_THRESHOLD: f64 = 0.8;
+
+#[test]
+fn without_a_head_the_plain_classifier_runs_and_says_so() {
+    let cams = format!(
+        "[[cameras]]\nid = \"cam1\"\nsource = \"{}\"\nrealtime = false\n[[cameras.rules]]\nkind = \"no_mask\"\nthreshold = 0.7\n",
+        sample("astronaut-pan.mp4").display()
+    );
+    let site = Site::new("[clip]\npre_roll_s = 1\npost_roll_s = 1\n", &cams);
+    let text =
+        std::fs::read_to_string(&site.pipeline).unwrap().replacen("[models]\n", "[models]\nmask_head = \"none\"\n", 1);
+    std::fs::write(&site.pipeline, text).unwrap();
+    let (code, log) = run_to_end(&["run", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("the plain classifier's own no-mask output is used"), "{log}");
+    let out = site.outbox();
+    assert_eq!(out.len(), 1, "the plain classifier finds the bare astronaut face too: {log}");
+    let models: Vec<&str> =
+        out[0]["payload"]["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(models, ["centerface", "mask-classifier-mobilenetv2"]);
 }

@@ -209,6 +209,7 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
             .unwrap(),
         ),
         objects: None,
+        dirty: None,
     };
     let pool = vigil::detect::ModelPool::new(vec![set()]).with_batching(2, std::time::Duration::from_millis(500));
     let (a, c) = (photo("astronaut.png"), photo("camera.png"));

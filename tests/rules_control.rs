@@ -272,7 +272,7 @@ fn run_analysis_loop(
     let mask = vigil::privacy::PrivacyMask::load(&repo().join("privacy-masks/cam-astronaut.toml")).unwrap();
     let no_mask: RuleConfig = toml::from_str("kind = \"no_mask\"\ntemporal = \"median\"\nthreshold = 0.9").unwrap();
     let utensils: RuleConfig = toml::from_str("kind = \"utensils_left\"\ndwell_s = 3").unwrap();
-    let env = RuleEnv { object_labels: Some(labels), gate: true, gate_recheck_s: 2.0 };
+    let env = RuleEnv { object_labels: Some(labels), gate: true, gate_recheck_s: 2.0, dirty_head: false };
     let rules = validate_rules(&[no_mask, utensils], &env).unwrap();
     let stats = std::sync::Arc::new(vigil::telemetry::CameraStats::detached("alloc-test"));
     let a = Analyser::new(
@@ -313,6 +313,7 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
             Models::load(&dir, "centerface", "mask-classifier-mobilenetv2", Some("mask-head-fitted"), &o).unwrap(),
         ),
         objects: Some(ObjectDetector::load(&dir, "coco-nanodet", &o).unwrap()),
+        dirty: None,
     };
     let labels = set.objects.as_ref().unwrap().labels().to_vec();
     let pool = std::sync::Arc::new(ModelPool::new(vec![set]));

@@ -21,7 +21,7 @@ pub fn run(a: Args) -> ExitCode {
     let mut wanted = Vec::new();
     if needs.faces {
         wanted.push((m.face.clone(), "centerface"));
-        match &m.mask_head {
+        match m.head() {
             Some(h) => match crate::detect::FittedHead::load(&p.models_dir, h) {
                 Ok(head) => wanted.push((head.features_model.clone(), "softmax2")),
                 Err(e) => {
@@ -34,6 +34,15 @@ pub fn run(a: Args) -> ExitCode {
     }
     if needs.objects {
         wanted.push((m.objects.clone(), "nanodet-gfl"));
+        if let Some(h) = m.dirty() {
+            match crate::detect::FittedHead::load(&p.models_dir, h) {
+                Ok(head) => wanted.push((head.features_model.clone(), "softmax2")),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
     }
     for (id, dec) in wanted {
         if let Err(e) = crate::detect::ModelInfo::load(&p.models_dir, &id, dec) {

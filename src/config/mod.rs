@@ -239,6 +239,7 @@ impl Pipeline {
             object_labels: labels.as_deref(),
             gate: raw.analysis.gate,
             gate_recheck_s: raw.analysis.gate_recheck_s,
+            dirty_head: raw.models.dirty().is_some(),
         };
         let mut cameras = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -430,6 +431,7 @@ impl Pipeline {
             object_labels: labels,
             gate: self.raw.analysis.gate,
             gate_recheck_s: self.raw.analysis.gate_recheck_s,
+            dirty_head: self.raw.models.dirty().is_some(),
         }
     }
 

@@ -63,7 +63,7 @@ pub struct ModelsConfig {
     /// Face detector model id (manifest `models/<id>.toml`).
     #[default("centerface".to_string())]
     pub face: String,
-    /// Mask classifier model id (used when no `mask_head` is set).
+    /// Mask classifier model id (used when `mask_head = "none"`).
     #[default("mask-classifier-mobilenetv2".to_string())]
     pub mask: String,
     /// Execution providers in order of preference. CPU is always the fallback; a GPU provider that
@@ -77,9 +77,19 @@ pub struct ModelsConfig {
     pub intra_threads: usize,
     /// Path of libonnxruntime.so; default: $ORT_DYLIB_PATH, then .deps/onnxruntime/.
     pub ort_library: Option<PathBuf>,
-    /// A head fitted by `vigil fit` (models/<id>.toml): the no-mask probability comes from it,
-    /// on the backbone features of the model it names, instead of the classifier's own output.
-    pub mask_head: Option<String>,
+    /// The no-mask head fitted by `vigil fit` (models/<id>.toml): the no-mask probability comes
+    /// from it, on the backbone features of the model it names, instead of the classifier's own
+    /// output. "none": the plain pretrained classifier (`mask`), logged at start.
+    #[default("mask-head-fitted".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub mask_head: String,
+    /// The clean/dirty head fitted by `vigil fit --kind dirty` (models/<id>.toml), on the
+    /// backbone features of the object's crop: `utensils_left` rules with `require_dirty` count
+    /// only objects it calls dirty. Loaded with the object detector; "none": not loaded
+    /// (`require_dirty` is then an error).
+    #[default("dirty-head-fitted".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub dirty_head: String,
     /// COCO object detector model id (for `utensils_left`).
     #[default("coco-nanodet".to_string())]
     pub objects: String,
@@ -94,6 +104,18 @@ pub struct ModelsConfig {
     #[default(1)]
     #[schemars(range(min = 1, max = 16))]
     pub batch: usize,
+}
+
+impl ModelsConfig {
+    /// The fitted no-mask head in use; `None` for `mask_head = "none"` (the plain classifier).
+    pub fn head(&self) -> Option<&str> {
+        Some(self.mask_head.as_str()).filter(|h| *h != "none")
+    }
+
+    /// The clean/dirty head in use; `None` for `dirty_head = "none"`.
+    pub fn dirty(&self) -> Option<&str> {
+        Some(self.dirty_head.as_str()).filter(|h| *h != "none")
+    }
 }
 
 /// `[analysis]`: the decoded frames the models see.

@@ -211,12 +211,12 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
         (0..m.instances)
             .map(|_| {
                 Ok(ModelSet {
-                    no_mask: if no_mask {
-                        Some(Models::load(&dir, &m.face, &m.mask, m.mask_head.as_deref(), &opts)?)
-                    } else {
-                        None
-                    },
+                    no_mask: if no_mask { Some(Models::load(&dir, &m.face, &m.mask, m.head(), &opts)?) } else { None },
                     objects: if objects { Some(ObjectDetector::load(&dir, &m.objects, &opts)?) } else { None },
+                    dirty: match m.dirty().filter(|_| objects) {
+                        Some(h) => Some(crate::detect::load_head(&dir, h, &opts)?),
+                        None => None,
+                    },
                 })
             })
             .collect()

@@ -45,6 +45,7 @@ pub struct RuleControl {
     restart_only: BTreeMap<String, serde_json::Value>,
     gate: bool,
     gate_recheck_s: f64,
+    dirty_head: bool,
     labels: Option<Vec<String>>,
     /// Which models are loaded.
     loaded: Needs,
@@ -71,6 +72,7 @@ impl RuleControl {
             restart_only: restart_only(&p.raw),
             gate: p.raw.analysis.gate,
             gate_recheck_s: p.raw.analysis.gate_recheck_s,
+            dirty_head: p.raw.models.dirty().is_some(),
             labels,
             loaded: p.needs(),
             base: p.raw.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
@@ -97,8 +99,12 @@ impl RuleControl {
     /// Returns whether the result is valid (applied or unchanged).
     async fn change(&mut self, cam: &str, source: &str, by: &str, reason: &str, only_rule: Option<&str>) -> bool {
         let old = self.current.get(cam).cloned().unwrap_or_default().configs().to_vec();
-        let env =
-            RuleEnv { object_labels: self.labels.as_deref(), gate: self.gate, gate_recheck_s: self.gate_recheck_s };
+        let env = RuleEnv {
+            object_labels: self.labels.as_deref(),
+            gate: self.gate,
+            gate_recheck_s: self.gate_recheck_s,
+            dirty_head: self.dirty_head,
+        };
         let checked = self.effective(cam).and_then(|rules| {
             let r = validate_rules(&rules, &env)
                 .map_err(|es| es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; "))?;
@@ -456,10 +462,10 @@ mod tests {
     async fn a_kv_change_is_validated_handed_to_the_camera_and_audited_either_way() {
         let d = tempfile::tempdir().unwrap();
         let (mut ctl, slots) = control(d.path()).await;
-        ctl.kv_entry("s.c.no_mask", 1, Some(br#"{"by":"alice","reason":"r","set":{"threshold":0.9}}"#)).await;
+        ctl.kv_entry("s.c.no_mask", 1, Some(br#"{"by":"alice","reason":"r","set":{"threshold":0.85}}"#)).await;
         let applied = slots["c"].lock().unwrap().take().expect("handed to the analysis thread");
         let RuleConfig::NoMask(r) = &applied.configs()[0] else { panic!() };
-        assert_eq!(r.threshold, 0.9);
+        assert_eq!(r.threshold, 0.85);
         ctl.kv_entry("s.c.no_mask", 2, Some(br#"{"by":"bob","set":{"threshold":1.5}}"#)).await;
         ctl.kv_entry("s.c.no_mask", 3, Some(b"threshold: 0.9")).await;
         ctl.kv_entry("s.c.nosuch", 4, Some(br#"{"by":"eve","set":{}}"#)).await;
@@ -467,7 +473,7 @@ mod tests {
         ctl.kv_entry("s.c.no_mask", 5, None).await;
         let back = slots["c"].lock().unwrap().take().expect("deleting the key returns to the file's values");
         let RuleConfig::NoMask(r) = &back.configs()[0] else { panic!() };
-        assert_eq!(r.threshold, 0.7);
+        assert_eq!(r.threshold, 0.8, "the rule default");
         let a = audit(d.path());
         let outcomes: Vec<(&str, &str)> = a.iter().map(|r| (r.by.as_str(), r.outcome.as_str())).collect();
         assert_eq!(

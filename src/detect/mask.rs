@@ -29,8 +29,15 @@ pub struct FittedHead {
     pub features_model: String,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Output weights: one per feature (logistic regression), or one per hidden unit.
     pub weights: Vec<f32>,
     pub bias: f32,
+    /// A hidden tanh layer (small MLP): `hidden_bias.len()` units × features weights, row-major.
+    /// Empty: logistic regression on the standardised features.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_weights: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_bias: Vec<f32>,
     /// Crop margins the features are taken at (fractions of the face box on each side); the
     /// feature vector is their features concatenated, in this order.
     #[serde(default = "single_view")]
@@ -46,20 +53,50 @@ fn single_view() -> Vec<f32> {
 }
 
 impl FittedHead {
+    /// A logistic-regression head: `(mean, std, weights, bias)` as `fit_logistic` returns them.
+    pub fn logistic(
+        id: &str,
+        features_model: &str,
+        (mean, std, weights, bias): (Vec<f32>, Vec<f32>, Vec<f32>, f32),
+        views: Vec<f32>,
+    ) -> FittedHead {
+        FittedHead {
+            id: id.into(),
+            kind: "logistic regression on standardised features".into(),
+            features_model: features_model.into(),
+            mean,
+            std,
+            weights,
+            bias,
+            hidden_weights: Vec::new(),
+            hidden_bias: Vec::new(),
+            views,
+            provenance: serde_json::Value::Null,
+            sha256: String::new(),
+        }
+    }
     pub fn predict(&self, f: &[f32]) -> f32 {
         self.predict_iter(f)
     }
 
     /// [`predict`](Self::predict) on features given piecewise (the views' features in order).
     pub fn predict_iter<'a>(&self, f: impl IntoIterator<Item = &'a f32>) -> f32 {
-        let z: f32 = f
-            .into_iter()
-            .zip(&self.mean)
-            .zip(&self.std)
-            .zip(&self.weights)
-            .map(|(((x, m), s), w)| (x - m) / s * w)
-            .sum::<f32>()
-            + self.bias;
+        let standardised = f.into_iter().zip(&self.mean).zip(&self.std).map(|((x, m), s)| (x - m) / s);
+        let z: f32 = if self.hidden_bias.is_empty() {
+            standardised.zip(&self.weights).map(|(x, w)| x * w).sum::<f32>() + self.bias
+        } else {
+            let x: Vec<f32> = standardised.collect();
+            let d = x.len();
+            self.hidden_bias
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    let zj: f32 = self.hidden_weights[j * d..(j + 1) * d].iter().zip(&x).map(|(w, x)| w * x).sum();
+                    (zj + b).tanh() * self.weights[j]
+                })
+                .sum::<f32>()
+                + self.bias
+        };
         1.0 / (1.0 + (-z).exp())
     }
 
@@ -86,8 +123,10 @@ impl FittedHead {
         }
         let mut h: FittedHead = serde_json::from_slice(&bytes).map_err(|e| anyhow!("head {}: {e}", path.display()))?;
         h.sha256 = actual;
+        let outputs = if h.hidden_bias.is_empty() { h.mean.len() } else { h.hidden_bias.len() };
         if h.id != m.id
-            || h.weights.len() != h.mean.len()
+            || h.weights.len() != outputs
+            || h.hidden_weights.len() != h.hidden_bias.len() * h.mean.len()
             || h.std.len() != h.mean.len()
             || h.views.is_empty()
             || !h.mean.len().is_multiple_of(h.views.len())

@@ -35,20 +35,29 @@ pub struct Models {
     pub mask: MaskClassifier,
 }
 
+/// A fitted head (`models/<id>.toml`) on the classifier whose features it reads.
+pub fn load_head(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
+    let head = FittedHead::load(dir, id)?;
+    let mut m = MaskClassifier::load(dir, &head.features_model, opts)?;
+    tracing::info!(head = %head.id, features = %head.features_model, "fitted head loaded");
+    m.head = Some(head);
+    Ok(m)
+}
+
 impl Models {
     /// With `head`, the classifier is the head's features model and the head gives the no-mask
     /// probability.
     pub fn load(dir: &Path, face: &str, mask: &str, head: Option<&str>, opts: &RuntimeOptions) -> Result<Models> {
         let face = FaceDetector::load(dir, face, opts)?;
         let mask = match head {
-            None => MaskClassifier::load(dir, mask, opts)?,
-            Some(h) => {
-                let head = FittedHead::load(dir, h)?;
-                let mut m = MaskClassifier::load(dir, &head.features_model, opts)?;
-                tracing::info!(head = %head.id, features = %head.features_model, "fitted no-mask head loaded");
-                m.head = Some(head);
-                m
+            None => {
+                tracing::info!(
+                    classifier = mask,
+                    "no fitted head (models.mask_head = \"none\"): the plain classifier's own no-mask output is used"
+                );
+                MaskClassifier::load(dir, mask, opts)?
             }
+            Some(h) => load_head(dir, h, opts)?,
         };
         Ok(Models { face, mask })
     }

@@ -9,6 +9,8 @@ use crate::frame::{BBox, RgbFrame};
 pub struct ModelSet {
     pub no_mask: Option<Models>,
     pub objects: Option<ObjectDetector>,
+    /// The clean/dirty head on its features model (with the object detector, when configured).
+    pub dirty: Option<super::MaskClassifier>,
 }
 
 impl ModelSet {
@@ -17,6 +19,9 @@ impl ModelSet {
         let mut v = self.no_mask.as_ref().map(Models::infos).unwrap_or_default();
         if let Some(o) = &self.objects {
             v.push((o.info.id.clone(), o.info.sha256.clone()));
+        }
+        if let Some(h) = self.dirty.as_ref().and_then(|d| d.head.as_ref()) {
+            v.push((h.id.clone(), h.sha256.clone()));
         }
         v
     }

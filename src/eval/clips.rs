@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::config::Pipeline;
 use crate::control::analysis::{Analyser, AnalyserConfig};
 use crate::health::TamperConfig;
 use crate::rules::{GateSettings, RuleConfig, RuleEnv, Temporal, validate_rules};
@@ -19,8 +20,9 @@ use crate::telemetry::CameraStats;
 pub struct ClipLabel {
     /// Relative to the repository root, or `shared:<path>` under the shared data folder.
     pub clip: String,
-    /// The rule evaluated on it (same keys as `[[cameras.rules]]`).
-    pub rule: RuleConfig,
+    /// The rule evaluated on it: `kind` and any keys of `[[cameras.rules]]`; keys not named come
+    /// from the pipeline's first rule of that kind (else the rule defaults).
+    pub rule: toml::Table,
     /// Intervals (stream seconds) during which the rule should fire; none: it should not fire.
     #[serde(default)]
     pub violations: Vec<Interval>,
@@ -59,10 +61,28 @@ impl EventScore {
 /// temporal rule needs a few frames).
 const FIRE_LATENESS_S: f64 = 3.0;
 
+/// The label's rule over the pipeline's first rule of the same kind: keys the label names win.
+fn label_rule(f: &Path, label: &toml::Table, p: &Pipeline) -> Result<RuleConfig> {
+    let kind =
+        label.get("kind").and_then(|k| k.as_str()).with_context(|| format!("{}: [rule] has no kind", f.display()))?;
+    let base = p.raw.cameras.iter().flat_map(|c| &c.rules).find(|r| {
+        toml::Table::try_from(r).ok().and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|s| s == kind)))
+            == Some(true)
+    });
+    let mut t = match base {
+        Some(r) => toml::Table::try_from(r)?,
+        None => toml::Table::new(),
+    };
+    t.extend(label.iter().map(|(k, v)| (k.clone(), v.clone())));
+    t.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [rule]: {}", f.display(), e.message()))
+}
+
 /// Runs the full rule (detection, tracking, temporal rule, cooldown/dwell) over each labelled
-/// clip's analysis frames (5 fps, 640 wide, as the demo analyses) for each variant, and scores
-/// fires against the labelled intervals.
-pub fn eval_clips(labels: &Path, data: &Path, models_dir: &Path, repo: &Path) -> Result<Vec<EventScore>> {
+/// clip's analysis frames for each variant, as the pipeline `p` configures it: its models (and
+/// fitted head), analysis rate and width, motion gating, and its rules' parameters under the
+/// label's; scores fires against the labelled intervals. The first variant is the pipeline as
+/// configured; the others switch gating and the temporal rule.
+pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Result<Vec<EventScore>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(labels)
         .with_context(|| format!("labels folder {}", labels.display()))?
         .flatten()
@@ -71,17 +91,23 @@ pub fn eval_clips(labels: &Path, data: &Path, models_dir: &Path, repo: &Path) ->
         .collect();
     files.sort();
     let o = crate::detect::RuntimeOptions::default();
+    let (m, dir) = (&p.raw.models, &p.models_dir);
     let set = crate::detect::ModelSet {
-        no_mask: Some(crate::detect::Models::load(models_dir, "centerface", "mask-classifier-mobilenetv2", None, &o)?),
-        objects: Some(crate::detect::ObjectDetector::load(models_dir, "coco-nanodet", &o)?),
+        no_mask: Some(crate::detect::Models::load(dir, &m.face, &m.mask, m.head(), &o)?),
+        objects: Some(crate::detect::ObjectDetector::load(dir, &m.objects, &o)?),
+        dirty: m.dirty().map(|h| crate::detect::load_head(dir, h, &o)).transpose()?,
     };
+    let (fps, width, gate_on) = (p.raw.analysis.fps, p.raw.analysis.width, p.raw.analysis.gate);
     let label_names = set.objects.as_ref().map(|d| d.labels().to_vec()).unwrap_or_default();
     let pool = crate::detect::ModelPool::new(vec![set]);
-    let variants: [(&str, bool, Temporal); 4] = [
-        ("n_of_m, gating on", true, Temporal::NOfM),
-        ("n_of_m, gating off", false, Temporal::NOfM),
-        ("median, gating on", true, Temporal::Median),
-        ("median, gating off", false, Temporal::Median),
+    // (name, gating, temporal rule; None: as the pipeline's rule says)
+    let configured = format!("as configured ({})", p.file.display());
+    let variants: [(&str, bool, Option<Temporal>); 5] = [
+        (&configured, gate_on, None),
+        ("n_of_m, gating on", true, Some(Temporal::NOfM)),
+        ("n_of_m, gating off", false, Some(Temporal::NOfM)),
+        ("median, gating on", true, Some(Temporal::Median)),
+        ("median, gating off", false, Some(Temporal::Median)),
     ];
     let mut scores: Vec<EventScore> =
         variants.iter().map(|v| EventScore { variant: v.0.into(), ..Default::default() }).collect();
@@ -103,15 +129,17 @@ pub fn eval_clips(labels: &Path, data: &Path, models_dir: &Path, repo: &Path) ->
                 data.display()
             );
         }
-        let frames = crate::ingest::analysis_frames(&path, 5.0, 640)?;
+        let frames = crate::ingest::analysis_frames(&path, fps, width)?;
+        let base = label_rule(f, &label.rule, p)?;
         let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         for (k, &(_, gate, temporal)) in variants.iter().enumerate() {
             // the temporal variants apply to no_mask; utensils_left runs the same rule in both
-            let mut rule = label.rule.clone();
-            if let RuleConfig::NoMask(r) = &mut rule {
-                r.temporal = temporal;
+            let mut rule = base.clone();
+            if let (RuleConfig::NoMask(r), Some(t)) = (&mut rule, temporal) {
+                r.temporal = t;
             }
-            let env = RuleEnv { object_labels: Some(&label_names), gate, gate_recheck_s: 2.0 };
+            let env = p.rule_env(Some(&label_names));
+            let env = RuleEnv { gate, ..env };
             let rules = validate_rules(&[rule], &env).map_err(|e| anyhow::anyhow!("{}: {e:?}", f.display()))?;
             let stats = Arc::new(CameraStats::detached(&name));
             let mut a = Analyser::new(
@@ -120,7 +148,11 @@ pub fn eval_clips(labels: &Path, data: &Path, models_dir: &Path, repo: &Path) ->
                     mask: None,
                     tamper: TamperConfig { enabled: false, ..Default::default() },
                     rules,
-                    gate: GateSettings { enabled: gate, min_change: 12.0, recheck: Duration::from_secs(2) },
+                    gate: GateSettings {
+                        enabled: gate,
+                        min_change: p.raw.analysis.gate_min_change,
+                        recheck: Duration::from_secs_f64(p.raw.analysis.gate_recheck_s),
+                    },
                     labels: label_names.clone(),
                     epoch: chrono::Utc::now(),
                     utc_offset_s: 0,

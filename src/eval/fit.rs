@@ -25,8 +25,19 @@ pub fn concat_features(per_margin: &[Vec<f32>], views: &[usize]) -> Vec<f32> {
     views.iter().flat_map(|&i| per_margin[i].iter().copied()).collect()
 }
 
-/// A labelled crop outside the scenes: its features per margin, and whether it shows no mask.
-pub type Crop = (Vec<Vec<f32>>, bool);
+/// A labelled crop outside the scenes: its features per margin, those of its mirror image
+/// (empty when not measured), and whether it shows no mask.
+pub type Crop = (Vec<Vec<f32>>, Vec<Vec<f32>>, bool);
+
+/// How the training set is made (levers of `vigil fit`, each measured in the README).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TrainingLevers {
+    /// `mask_weared_incorrect` faces (mask under the nose or chin) as negatives: a worn mask,
+    /// however badly, is not the bare face the rule is about.
+    pub hard_negatives: bool,
+    /// Every training face also as its mirror image.
+    pub mirror: bool,
+}
 
 /// Training features and labels at `views`: every crop, and the fit part's training faces of
 /// the scenes `scene` accepts (by index in `results`).
@@ -35,20 +46,29 @@ pub fn training_data(
     min_face_px: f32,
     crops: &[Crop],
     views: &[usize],
+    lv: TrainingLevers,
     scene: impl Fn(usize) -> bool,
 ) -> (Vec<Vec<f32>>, Vec<bool>) {
-    let faces = training_set(results, min_face_px).into_iter().filter(|(si, _, _)| scene(*si));
-    crops
+    let faces = training_set(results, min_face_px, lv).into_iter().filter(|(si, _, _)| scene(*si));
+    let rows = crops
         .iter()
-        .map(|(f, t)| (f.as_slice(), *t))
-        .chain(faces.map(|(_, d, t)| (d.features.as_slice(), t)))
-        .map(|(f, t)| (concat_features(f, views), t))
-        .unzip()
+        .map(|(f, m, t)| (f.as_slice(), m.as_slice(), *t))
+        .chain(faces.map(|(_, d, t)| (d.features.as_slice(), d.features_mirror.as_slice(), t)));
+    let mut out = (Vec::new(), Vec::new());
+    for (f, m, t) in rows {
+        out.0.push(concat_features(f, views));
+        out.1.push(t);
+        if lv.mirror && !m.is_empty() {
+            out.0.push(concat_features(m, views));
+            out.1.push(t);
+        }
+    }
+    out
 }
 
-/// Training pairs from the fit part: detections matched to a clearly labelled face, with the
-/// index of their scene (for splitting by image).
-pub fn training_set(results: &[SceneResult], min_face_px: f32) -> Vec<(usize, &Det, bool)> {
+/// Training pairs from the fit part: detections matched to a clearly labelled face (and, with
+/// `hard_negatives`, to a badly worn mask), with the index of their scene (for splitting by image).
+pub fn training_set(results: &[SceneResult], min_face_px: f32, lv: TrainingLevers) -> Vec<(usize, &Det, bool)> {
     let mut out = Vec::new();
     for (si, r) in results.iter().enumerate().filter(|(_, r)| r.fit_part) {
         for d in &r.dets {
@@ -58,6 +78,7 @@ pub fn training_set(results: &[SceneResult], min_face_px: f32) -> Vec<(usize, &D
             match d.matched {
                 Some(Label::NoMask) => out.push((si, d, true)),
                 Some(Label::Mask) => out.push((si, d, false)),
+                Some(Label::Incorrect) if lv.hard_negatives => out.push((si, d, false)),
                 _ => {}
             }
         }
@@ -77,6 +98,22 @@ pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> 
     Ok(())
 }
 
+/// Fits a head: logistic regression (`hidden` 0) or an MLP with `hidden` tanh units, on the
+/// features model both heads read.
+pub fn train_head(id: &str, x: &[Vec<f32>], y: &[bool], l2: f32, hidden: usize, views: Vec<f32>) -> FittedHead {
+    const FEATURES: &str = "mask-classifier-mobilenetv2-features";
+    if hidden == 0 {
+        return FittedHead::logistic(id, FEATURES, fit_logistic(x, y, l2, 500), views);
+    }
+    let m = super::logistic::fit_mlp(x, y, l2, hidden, 300);
+    FittedHead {
+        kind: format!("MLP on standardised features: {hidden} tanh units, logistic output"),
+        hidden_weights: m.hidden_weights,
+        hidden_bias: m.hidden_bias,
+        ..FittedHead::logistic(id, FEATURES, (m.mean, m.std, m.weights, m.bias), views)
+    }
+}
+
 /// Cross-validation on the fit part, split by image (scene `i` is in fold `i % folds`): for each
 /// fold, fits on the other folds' training faces (plus `crops`, always in training) and predicts
 /// every detection of the fold's scenes. Returns the fit-part scenes with those out-of-fold
@@ -87,25 +124,15 @@ pub fn cross_validate(
     views: &[usize],
     crops: &[Crop],
     l2: f32,
+    lv: TrainingLevers,
+    hidden: usize,
     folds: usize,
 ) -> Vec<SceneResult> {
     let mut out: Vec<SceneResult> = results.iter().filter(|r| r.fit_part).cloned().collect();
     let fit_index: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.fit_part).map(|(i, _)| i).collect();
     for k in 0..folds {
-        let (x, y) = training_data(results, min_face_px, crops, views, |si| si % folds != k);
-        let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 500);
-        let head = FittedHead {
-            id: String::new(),
-            kind: String::new(),
-            features_model: String::new(),
-            mean,
-            std,
-            weights,
-            bias,
-            views: Vec::new(),
-            provenance: serde_json::Value::Null,
-            sha256: String::new(),
-        };
+        let (x, y) = training_data(results, min_face_px, crops, views, lv, |si| si % folds != k);
+        let head = train_head("", &x, &y, l2, hidden, Vec::new());
         for (r, &si) in out.iter_mut().zip(&fit_index) {
             if si % folds == k {
                 for d in &mut r.dets {
@@ -121,29 +148,38 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::metrics::{Levers, best_f1, lowest_reaching, pr_curve};
+use super::metrics::{Levers, Prf, best_f1, lowest_reaching, pr_curve};
 use super::report::models;
-use super::scenes::{Scene, labelled_crops, load_scenes, measure_scenes};
+use super::scenes::{Features, Scene, labelled_crops, load_scenes, measure_scenes, mirror_box};
 
 /// Features (per crop margin of `MARGINS`) of the image-level labelled crops (`mask/with_mask`,
 /// `mask/without_mask`): the largest face CenterFace finds in each (the whole image when it finds
 /// none), labelled by folder.
-fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier) -> Result<Vec<Crop>> {
+fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier, mirror: bool) -> Result<Vec<Crop>> {
     let mut out = Vec::new();
     for (f, positive) in labelled_crops(dir)? {
         let Ok(img) = image::open(&f) else { continue };
-        let frame = crate::frame::RgbFrame::from_image(&img.to_rgb8());
+        let img = img.to_rgb8();
+        let frame = crate::frame::RgbFrame::from_image(&img);
+        let mframe = mirror.then(|| crate::frame::RgbFrame::from_image(&image::imageops::flip_horizontal(&img)));
         let faces = det.detect(&frame, 0.5)?;
         let b = faces.iter().map(|f| f.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
-        let mut per_margin = Vec::new();
+        let (mut per_margin, mut mirrored) = (Vec::new(), Vec::new());
+        let w = frame.width as f32;
         for m in MARGINS {
-            let (_, feats) = cls.features(&frame, &[b.expand(m, frame.width as f32, frame.height as f32)])?;
-            per_margin.push(feats[0].clone());
+            let bm = b.expand(m, w, frame.height as f32);
+            per_margin.push(cls.features(&frame, &[bm])?.1.remove(0));
+            if let Some(mf) = &mframe {
+                mirrored.push(cls.features(mf, &[mirror_box(bm, w)])?.1.remove(0));
+            }
         }
-        out.push((per_margin, positive));
+        out.push((per_margin, mirrored, positive));
     }
     Ok(out)
 }
+
+/// Face-detector thresholds the operating point is chosen among.
+const FACE_THRESHOLDS: [f32; 3] = [0.5, 0.6, 0.7];
 
 /// The crop-margin sets `vigil fit` chooses among (features of each margin concatenated).
 pub const VIEW_SETS: [&[f32]; 3] = [&[0.0], &[0.0, 0.15], &[0.0, 0.15, 0.3]];
@@ -153,11 +189,20 @@ pub struct FitArgs<'a> {
     pub data: &'a Path,
     pub models: &'a Path,
     pub id: &'a str,
+    /// A site's own labelled crops (`with_mask/`, `without_mask/` folders), always training data.
+    pub site_crops: &'a [PathBuf],
     pub min_face_px: f32,
     /// L2 strengths to choose among.
     pub l2: &'a [f32],
     pub with_crops: bool,
     pub target_precision: f64,
+    pub levers: TrainingLevers,
+    /// Face-detector input width when measuring the scenes (0: each image's own).
+    pub face_width: u32,
+    /// 0: logistic regression; else an MLP with this many hidden units.
+    pub hidden: usize,
+    /// Crop-margin sets to choose among (default `VIEW_SETS`).
+    pub view_sets: Vec<Vec<f32>>,
 }
 
 /// Fits a no-mask head on the fit part: chooses crop margins and L2 strength by 5-fold
@@ -166,37 +211,58 @@ pub struct FitArgs<'a> {
 pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let scenes: Vec<Scene> = load_scenes(&a.data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
     let (mut det, mut cls) = models(a.models)?;
-    let results = measure_scenes(&scenes, &mut det, &mut cls, true)?;
-    let crops = if a.with_crops { crop_features(&a.data.join("mask"), &mut det, &mut cls)? } else { Vec::new() };
-    let lv = Levers { face_threshold: 0.5, min_face_px: a.min_face_px, margin_index: 0 };
+    let want = if a.levers.mirror { Features::WithMirror } else { Features::Yes };
+    let results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
+    let mut crops = if a.with_crops {
+        crop_features(&a.data.join("mask"), &mut det, &mut cls, a.levers.mirror)?
+    } else {
+        Vec::new()
+    };
+    for d in a.site_crops {
+        crops.extend(crop_features(d, &mut det, &mut cls, a.levers.mirror)?);
+    }
     let mut selection = Vec::new();
-    let mut best: Option<((f64, f64), &[f32], f32)> = None;
-    eprintln!("choosing crop margins and l2 by 5-fold cross-validation on the fit part (split by image):");
-    eprintln!("| crop margins | l2 | CV best F1: P / R / F1 | CV recall at P ≥ {} |", a.target_precision);
-    eprintln!("| --- | --- | --- | --- |");
-    for views in VIEW_SETS {
+    // (key, views, l2, face threshold, the CV point at the target precision)
+    let mut best: Option<((f64, f64), &[f32], f32, f32, Option<Prf>)> = None;
+    eprintln!(
+        "choosing crop margins, l2 and the face threshold by 5-fold cross-validation on the fit part (split by image):"
+    );
+    eprintln!(
+        "| crop margins | l2 | face threshold | CV best F1: P / R / F1 | CV recall at P ≥ {} |",
+        a.target_precision
+    );
+    eprintln!("| --- | --- | --- | --- | --- |");
+    for views in &a.view_sets {
+        let views = views.as_slice();
         let vi = view_indices(views)?;
         for &l2 in a.l2 {
-            let oof = cross_validate(&results, a.min_face_px, &vi, &crops, l2, 5);
-            let c = pr_curve(&oof, lv, true);
-            let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
-            let key = (at.map_or(0.0, |p| p.recall), bf.f1);
-            eprintln!(
-                "| {views:?} | {l2} | {:.2} / {:.2} / {:.3} | {} |",
-                bf.precision,
-                bf.recall,
-                bf.f1,
-                at.map_or("-".into(), |p| format!("{:.3} (P {:.2})", p.recall, p.precision))
-            );
-            selection.push(serde_json::json!({"views": views, "l2": l2, "cv_best_f1": bf, "cv_at_target": at}));
-            if best.is_none_or(|(k, _, _)| key > k) {
-                best = Some((key, views, l2));
+            let oof = cross_validate(&results, a.min_face_px, &vi, &crops, l2, a.levers, a.hidden, 5);
+            for &ft in &FACE_THRESHOLDS {
+                let lv = Levers { face_threshold: ft, min_face_px: a.min_face_px, margin_index: 0 };
+                let c = pr_curve(&oof, lv, true);
+                let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
+                let key = (at.map_or(0.0, |p| p.recall), bf.f1);
+                eprintln!(
+                    "| {views:?} | {l2} | {ft} | {:.2} / {:.2} / {:.3} | {} |",
+                    bf.precision,
+                    bf.recall,
+                    bf.f1,
+                    at.map_or("-".into(), |p| format!("{:.3} (P {:.2} @ {:.2})", p.recall, p.precision, p.threshold))
+                );
+                selection.push(serde_json::json!({"views": views, "l2": l2, "face_threshold": ft, "cv_best_f1": bf, "cv_at_target": at}));
+                if best.is_none_or(|(k, ..)| key > k) {
+                    best = Some((key, views, l2, ft, at));
+                }
             }
         }
     }
-    let (_, views, l2) = best.context("no candidates (give --l2)")?;
+    let (_, views, l2, face_threshold, at) = best.context("no candidates (give --l2)")?;
+    eprintln!(
+        "operating point (CV): face threshold {face_threshold}, classifier threshold {}",
+        at.map_or("- (target precision not reached)".into(), |p| format!("{:.2}", p.threshold))
+    );
     let vi = view_indices(views)?;
-    let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, |_| true);
+    let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, a.levers, |_| true);
     let pos = y.iter().filter(|&&v| v).count();
     eprintln!(
         "chosen: crop margins {views:?}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
@@ -204,28 +270,32 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
         scenes.len(),
         x.len() - pos
     );
-    let (mean, std, weights, bias) = fit_logistic(&x, &y, l2, 500);
     let head = FittedHead {
-        id: a.id.into(),
-        kind: "logistic regression on standardised features".into(),
-        features_model: "mask-classifier-mobilenetv2-features".into(),
-        mean,
-        std,
-        weights,
-        bias,
-        views: views.to_vec(),
         provenance: serde_json::json!({
             "data": if a.with_crops {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only; plus the image-level crops ../shared/data/mask/with_mask, without_mask (chandrikadeb7/Face-Mask-Detection), largest detected face of each"
             } else {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
             },
-            "scene_faces": x.len() - crops.len(),
+            "levers": a.levers,
+            "face_input_width": a.face_width,
+            "operating_point": {
+                "how": format!("the chosen candidate's lowest classifier threshold whose out-of-fold precision reaches {}", a.target_precision),
+                "face_threshold": face_threshold,
+                "threshold": at.map(|p| p.threshold),
+                "cv": at,
+            },
+            "site_crop_folders": a.site_crops.len(),
+            "scene_faces": x.len() - crops.len() * if a.levers.mirror { 2 } else { 1 },
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),
             "without_mask": pos,
-            "detector": "centerface @ 0.2, matched to labelled faces at IoU >= 0.3; mask_weared_incorrect left out",
+            "detector": if a.levers.hard_negatives {
+                "centerface @ 0.2, matched to labelled faces at IoU >= 0.3; mask_weared_incorrect as negatives"
+            } else {
+                "centerface @ 0.2, matched to labelled faces at IoU >= 0.3; mask_weared_incorrect left out"
+            },
             "features": "features output (1280-d) of each crop margin in `views`, concatenated",
             "l2": l2,
             "optimiser": "L-BFGS, at most 500 iterations",
@@ -235,17 +305,22 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             },
             "fitted_by": format!("vigil {}", env!("CARGO_PKG_VERSION")),
         }),
-        sha256: String::new(),
+        ..train_head(a.id, &x, &y, l2, a.hidden, views.to_vec())
     };
-    let json = serde_json::to_vec_pretty(&head)?;
-    let file = a.models.join(format!("{}.json", a.id));
+    write_head(a.models, &head)
+}
+
+/// Writes a head as `<models>/<id>.json` with its manifest `<id>.toml` (its SHA-256).
+pub fn write_head(models: &Path, head: &FittedHead) -> Result<PathBuf> {
+    let json = serde_json::to_vec_pretty(head)?;
+    let file = models.join(format!("{}.json", head.id));
     std::fs::write(&file, &json).with_context(|| format!("{}", file.display()))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
     std::fs::write(
-        a.models.join(format!("{}.toml", a.id)),
+        models.join(format!("{}.toml", head.id)),
         format!(
             "# Fitted by `vigil fit`; see {id}.json for provenance.\nid = \"{id}\"\nfile = \"{id}.json\"\nsha256 = \"{sha}\"\n",
-            id = a.id
+            id = head.id
         ),
     )?;
     Ok(file)

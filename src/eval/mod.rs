@@ -16,6 +16,7 @@
 //! labelled `without_mask` face of at least the minimum size, detected or not.
 
 pub mod clips;
+pub mod dishes;
 pub mod fit;
 pub mod logistic;
 pub mod metrics;
@@ -38,27 +39,21 @@ mod tests {
             .map(|i| vec![(i % 2) as f32 * 2.0 - 1.0 + (i as f32 * 0.37).sin() * 0.3, (i as f32).cos()])
             .collect();
         let y: Vec<bool> = (0..200).map(|i| i % 2 == 1).collect();
-        let (mean, std, w, b) = fit_logistic(&x, &y, 1e-3, 300);
-        let h = FittedHead {
-            id: "t".into(),
-            kind: "t".into(),
-            features_model: "t".into(),
-            mean,
-            std,
-            weights: w,
-            bias: b,
-            views: vec![0.0],
-            provenance: serde_json::Value::Null,
-            sha256: String::new(),
-        };
+        let h = FittedHead::logistic("t", "t", fit_logistic(&x, &y, 1e-3, 300), vec![0.0]);
         let correct = x.iter().zip(&y).filter(|(f, t)| (h.predict(f) >= 0.5) == **t).count();
         assert_eq!(correct, 200);
     }
 
     #[test]
     fn pr_counts_follow_the_matching_rules() {
-        let det =
-            |score, size, matched, p| Det { score, size, matched, prob: vec![p; MARGINS.len()], features: vec![] };
+        let det = |score, size, matched, p| Det {
+            score,
+            size,
+            matched,
+            prob: vec![p; MARGINS.len()],
+            features: vec![],
+            features_mirror: vec![],
+        };
         let r = SceneResult {
             stem: "s".into(),
             fit_part: false,

@@ -82,6 +82,25 @@ pub struct Det {
     /// Backbone features per crop margin (same order as `MARGINS`), when asked for.
     #[serde(skip)]
     pub features: Vec<Vec<f32>>,
+    /// The same of the mirror-image crop, when asked for (training augmentation).
+    #[serde(skip)]
+    pub features_mirror: Vec<Vec<f32>>,
+}
+
+/// What `measure_scenes` keeps of the classifier's backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Features {
+    /// Only the no-mask probabilities.
+    No,
+    /// Features of each crop.
+    Yes,
+    /// Features of each crop and of its mirror image.
+    WithMirror,
+}
+
+/// `b` in the horizontally mirrored frame of width `w`.
+pub fn mirror_box(b: BBox, w: f32) -> BBox {
+    BBox { x1: w - b.x2, x2: w - b.x1, ..b }
 }
 
 /// Everything measured on one scene.
@@ -97,12 +116,68 @@ pub struct SceneResult {
 pub const MARGINS: [f32; 3] = [0.0, 0.15, 0.3];
 const LOW_FACE_THRESHOLD: f32 = 0.2;
 
-/// Runs the detector once (at a low threshold) and the classifier at every margin on every scene.
+/// Greedy matching of detections to the scene's labelled faces at IoU ≥ 0.3, best IoU first:
+/// (label index per detection, detection index per label).
+pub fn match_faces(dets: impl Iterator<Item = BBox>, s: &Scene) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let dets: Vec<BBox> = dets.collect();
+    let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+    for (di, d) in dets.iter().enumerate() {
+        for (li, (b, _)) in s.faces.iter().enumerate() {
+            let iou = d.iou(b);
+            if iou >= 0.3 {
+                pairs.push((iou, di, li));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut dm, mut lm) = (vec![None; dets.len()], vec![None; s.faces.len()]);
+    for (_, di, li) in pairs {
+        if dm[di].is_none() && lm[li].is_none() {
+            dm[di] = Some(li);
+            lm[li] = Some(di);
+        }
+    }
+    (dm, lm)
+}
+
+/// Face-detection recall by labelled face size with the detector's input `width` pixels wide
+/// (0: the image's own width; wider zooms in, as a wider analysis frame or `input_width` does),
+/// at `threshold`, over `scenes`; with the mean detector time per image (ms).
+pub fn recall_at_width(
+    scenes: &[&Scene],
+    det: &mut FaceDetector,
+    width: u32,
+    threshold: f32,
+) -> Result<(f64, Vec<(String, u32, u32)>)> {
+    let mut results = Vec::with_capacity(scenes.len());
+    let mut took = std::time::Duration::ZERO;
+    let mut faces = Vec::new();
+    for s in scenes {
+        let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
+        let frame = RgbFrame::from_image(&img);
+        let t0 = std::time::Instant::now();
+        det.detect_in(&frame, frame.full(), width, threshold, &mut faces)?;
+        took += t0.elapsed();
+        let (_, lm) = match_faces(faces.iter().map(|f| f.bbox), s);
+        results.push(SceneResult {
+            stem: s.stem.clone(),
+            fit_part: false,
+            dets: Vec::new(),
+            faces: s.faces.iter().zip(&lm).map(|((b, l), m)| (b.w().min(b.h()), *l, m.map(|_| threshold))).collect(),
+        });
+    }
+    let ms = took.as_secs_f64() * 1000.0 / scenes.len().max(1) as f64;
+    Ok((ms, super::metrics::detection_recall(&results, threshold, false)))
+}
+
+/// Runs the detector once (at a low threshold, input `input_width` wide; 0: the image's own) and
+/// the classifier at every margin on every scene.
 pub fn measure_scenes(
     scenes: &[Scene],
     det: &mut FaceDetector,
     cls: &mut MaskClassifier,
-    want_features: bool,
+    want: Features,
+    input_width: u32,
 ) -> Result<Vec<SceneResult>> {
     let mut out = Vec::with_capacity(scenes.len());
     let bar = crate::util::progress::bar(scenes.len() as u64, "scenes");
@@ -110,26 +185,12 @@ pub fn measure_scenes(
         bar.inc(1);
         let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
         let frame = RgbFrame::from_image(&img);
-        let mut faces = det.detect(&frame, LOW_FACE_THRESHOLD)?;
+        let mirrored =
+            (want == Features::WithMirror).then(|| RgbFrame::from_image(&image::imageops::flip_horizontal(&img)));
+        let mut faces = Vec::new();
+        det.detect_in(&frame, frame.full(), input_width, LOW_FACE_THRESHOLD, &mut faces)?;
         faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-        // greedy matching, best IoU first
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
-        for (di, d) in faces.iter().enumerate() {
-            for (li, (b, _)) in s.faces.iter().enumerate() {
-                let iou = d.bbox.iou(b);
-                if iou >= 0.3 {
-                    pairs.push((iou, di, li));
-                }
-            }
-        }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let (mut dm, mut lm) = (vec![None; faces.len()], vec![None; s.faces.len()]);
-        for (_, di, li) in pairs {
-            if dm[di].is_none() && lm[li].is_none() {
-                dm[di] = Some(li);
-                lm[li] = Some(di);
-            }
-        }
+        let (dm, lm) = match_faces(faces.iter().map(|f| f.bbox), s);
         let mut dets: Vec<Det> = faces
             .iter()
             .enumerate()
@@ -139,20 +200,28 @@ pub fn measure_scenes(
                 matched: dm[di].map(|li| s.faces[li].1),
                 prob: Vec::new(),
                 features: Vec::new(),
+                features_mirror: Vec::new(),
             })
             .collect();
+        let w = frame.width as f32;
         for m in MARGINS {
-            let boxes: Vec<BBox> =
-                faces.iter().map(|f| f.bbox.expand(m, frame.width as f32, frame.height as f32)).collect();
-            let (p, f) = if want_features {
-                cls.features(&frame, &boxes)?
-            } else {
+            let boxes: Vec<BBox> = faces.iter().map(|f| f.bbox.expand(m, w, frame.height as f32)).collect();
+            let (p, f) = if want == Features::No {
                 (cls.no_mask_prob(&frame, &boxes, 0.0)?, vec![])
+            } else {
+                cls.features(&frame, &boxes)?
             };
             for (k, d) in dets.iter_mut().enumerate() {
                 d.prob.push(p[k]);
                 if let Some(v) = f.get(k) {
                     d.features.push(v.clone());
+                }
+            }
+            if let Some(mf) = &mirrored {
+                let mb: Vec<BBox> = boxes.iter().map(|b| mirror_box(*b, w)).collect();
+                let (_, f) = cls.features(mf, &mb)?;
+                for (d, v) in dets.iter_mut().zip(f) {
+                    d.features_mirror.push(v);
                 }
             }
         }

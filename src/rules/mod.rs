@@ -81,6 +81,8 @@ pub struct RuleEnv<'a> {
     /// Motion gating on, and its recheck interval (the utensils rule's `max_gap_s` must cover it).
     pub gate: bool,
     pub gate_recheck_s: f64,
+    /// A clean/dirty head is configured (`models.dirty_head` not "none").
+    pub dirty_head: bool,
 }
 
 /// `(key, problem)`; the key relative to the rule list (`rules[0].threshold`).
