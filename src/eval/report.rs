@@ -131,7 +131,10 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     }
     lines.push(String::new());
     lines.append(&mut notes);
-    lines.push("face detection recall by labelled face size (evaluation part, face threshold 0.5):".into());
+    lines.push(format!(
+        "face detection recall by labelled face size (evaluation part, face threshold 0.5, detector input {}):",
+        if a.face_width == 0 { "each image's own width".to_string() } else { format!("{} px wide", a.face_width) }
+    ));
     for (b, found, n) in detection_recall(&results, 0.5, false) {
         lines.push(format!("  {b:>6} px: {found}/{n} = {:.2}", found as f64 / n.max(1) as f64));
     }

@@ -46,7 +46,7 @@ pub struct NoMaskRule {
     #[schemars(range(min = 0, max = 1))]
     pub threshold: f64,
     /// Face detector score threshold (CenterFace heatmap). Default: chosen with the head's
-    /// operating point (0.7 drops low-scored detections, most of them masked or not faces).
+    /// operating point by cross-validation.
     #[default(0.7)]
     #[schemars(range(min = 0, max = 1))]
     pub face_threshold: f64,
@@ -77,7 +77,7 @@ pub struct NoMaskRule {
     /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
     /// width (the zone's bounding box, or the analysis frame). Default 960: a 640-wide analysis
     /// frame zoomed 1.5×, which finds most small faces (README "Small faces": recall of 16–24 px
-    /// faces 0.78 → 0.85, under 16 px 0.44 → 0.72) for about 2.3× the detector's time. Lower it
+    /// faces 0.78 → 0.85, under 16 px 0.44 → 0.72) for 2.8× the detector's time there. Lower it
     /// on a camera that only sees large faces, raise it for a ceiling camera.
     #[default(960)]
     #[schemars(range(min = 0, max = 3840))]
