@@ -30,7 +30,9 @@ impl ModelSet {
 /// `instances` copies of the models; cameras take a free one (their own first), so up to
 /// `instances` frames are inferred at the same time.
 pub struct ModelPool {
-    sets: Vec<std::sync::Mutex<ModelSet>>,
+    /// parking_lot's mutex is eventually fair: a camera that just released a copy cannot keep
+    /// taking it back while another waits (std's may starve a waiter for seconds).
+    sets: Vec<parking_lot::Mutex<ModelSet>>,
     /// Cross-camera batching of face detection (`models.batch` > 1).
     batcher: Option<FaceBatcher>,
 }
@@ -63,7 +65,7 @@ struct FaceBatcher {
 
 impl ModelPool {
     pub fn new(sets: Vec<ModelSet>) -> ModelPool {
-        ModelPool { sets: sets.into_iter().map(std::sync::Mutex::new).collect(), batcher: None }
+        ModelPool { sets: sets.into_iter().map(parking_lot::Mutex::new).collect(), batcher: None }
     }
 
     /// Batch face detection across cameras, up to `max` frames per model run, waiting at most
@@ -158,13 +160,13 @@ impl ModelPool {
     }
 
     /// A copy for camera number `hint`: a free one if any, else waits for the camera's own.
-    pub fn get(&self, hint: usize) -> std::sync::MutexGuard<'_, ModelSet> {
+    pub fn get(&self, hint: usize) -> parking_lot::MutexGuard<'_, ModelSet> {
         let n = self.sets.len();
         for k in 0..n {
-            if let Ok(g) = self.sets[(hint + k) % n].try_lock() {
+            if let Some(g) = self.sets[(hint + k) % n].try_lock() {
                 return g;
             }
         }
-        self.sets[hint % n].lock().unwrap_or_else(|p| p.into_inner())
+        self.sets[hint % n].lock()
     }
 }

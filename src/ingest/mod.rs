@@ -88,6 +88,9 @@ struct Shared {
     shutdown: Arc<AtomicBool>,
     /// Milliseconds since `started` of the last encoded sample (stall watchdog).
     last_sample_ms: AtomicU64,
+    /// Milliseconds since `started` at which file replay (`realtime = false`) last waited for
+    /// analysis to take a frame: the source is held back, not stalled (the watchdog skips it).
+    held_ms: AtomicU64,
     started: Instant,
     /// Set while the stream is down; the first sample after it ends the outage.
     down_since: Mutex<Option<Instant>>,
@@ -103,6 +106,13 @@ struct Shared {
     analysis_eos: AtomicBool,
     /// An RTSP camera (not a file).
     live: bool,
+}
+
+impl Shared {
+    /// File replay waits for analysis: the source is held back on purpose, not stalled.
+    fn hold(&self) {
+        self.held_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Built> {
@@ -346,6 +356,7 @@ fn on_encoded(sh: &Shared, sample: &gst::Sample) {
             && !sh.analysis_eos.load(Ordering::Relaxed)
             && !sh.shutdown.load(Ordering::Relaxed)
         {
+            sh.hold();
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -412,6 +423,7 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
                     return Ok(gst::FlowSuccess::Ok);
                 }
                 frame = f;
+                sh.hold();
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -445,6 +457,7 @@ pub fn run_camera(
         next_due: Mutex::new(None),
         shutdown: shutdown.clone(),
         last_sample_ms: AtomicU64::new(0),
+        held_ms: AtomicU64::new(0),
         started: Instant::now(),
         down_since: Mutex::new(None),
         stall: Duration::from_secs_f64(cam.stall_s),
@@ -551,8 +564,11 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
         if sh.shutdown.load(Ordering::Relaxed) {
             break Outcome::Shutdown;
         }
-        // stall watchdog: no video for `stall` (since the last sample, or since this run started)
-        let last = Duration::from_millis(sh.last_sample_ms.load(Ordering::Relaxed)).max(run_start);
+        // stall watchdog: no video for `stall` (since the last sample, the last wait for analysis
+        // in file replay, or since this run started)
+        let last =
+            Duration::from_millis(sh.last_sample_ms.load(Ordering::Relaxed).max(sh.held_ms.load(Ordering::Relaxed)))
+                .max(run_start);
         if sh.started.elapsed().saturating_sub(last) > sh.stall {
             let which = if sh.dual { "main stream (source) " } else { "" };
             break Outcome::Error(format!("{which}stalled: no video for {:.1} s", sh.stall.as_secs_f64()));

@@ -59,6 +59,12 @@ pub fn synthesize_dts(samples: &mut [EncodedSample]) {
     }
 }
 
+/// How far past a clip's end the stream must run before the clip is complete: samples come in
+/// decode order, and with B-frames (RTP carries no decode times) a frame inside the clip can
+/// arrive after one past its end (x265 reorders up to 4 frames, open GOPs more); a second
+/// covers a reorder of 25 frames at 25 fps, 5 at 5 fps.
+pub const REORDER_MARGIN: Duration = Duration::from_secs(1);
+
 /// Per-camera ring buffer of encoded samples covering at least the pre-roll, starting on a
 /// keyframe, plus the clips being collected from it.
 pub struct EncodedRing {
@@ -120,7 +126,7 @@ impl EncodedRing {
         while i < self.collectors.len() {
             let c = &mut self.collectors[i];
             c.samples.push(s.clone());
-            if s.pts >= c.end {
+            if s.pts >= c.end + REORDER_MARGIN {
                 let c = self.collectors.swap_remove(i);
                 self.complete(c, false);
             } else {
@@ -175,7 +181,7 @@ impl EncodedRing {
         let first = samples.first().map_or(start, |s| s.pts);
         let marks = self.marks.iter().filter(|(p, _)| *p + Duration::from_secs(1) >= first).cloned().collect();
         let c = Collector { start, end, samples, marks, pre_truncated, done };
-        if self.last_pts.is_some_and(|p| p >= end) {
+        if self.last_pts.is_some_and(|p| p >= end + REORDER_MARGIN) {
             self.complete(c, false);
         } else if self.stopped {
             self.complete(c, true);
@@ -185,10 +191,12 @@ impl EncodedRing {
     }
 
     /// The stream stopped (end, failure, shutdown): hand over every clip in flight as it is.
+    /// A clip whose end the stream reached (within the reorder margin) is not truncated.
     pub fn finish_all(&mut self) {
         self.stopped = true;
         for c in std::mem::take(&mut self.collectors) {
-            self.complete(c, true);
+            let reached = self.last_pts.is_some_and(|p| p >= c.end);
+            self.complete(c, !reached);
         }
     }
 }
@@ -248,14 +256,57 @@ mod tests {
             Box::new(move |c| *g.lock().unwrap() = Some(c)),
         );
         assert!(got.lock().unwrap().is_none(), "waits for post-roll");
-        for i in 50..56 {
+        for i in 50..65 {
             r.push(s(i * 100, i % 5 == 0));
         }
-        let clip = got.lock().unwrap().take().expect("complete at end pts");
+        assert!(got.lock().unwrap().is_none(), "waits for the reorder margin past the end");
+        r.push(s(6500, true));
+        let clip = got.lock().unwrap().take().expect("complete at end pts + reorder margin");
         assert!(!clip.pre_truncated && !clip.post_truncated);
         assert_eq!(clip.samples.first().unwrap().pts, Duration::from_millis(4000));
         assert!(clip.samples.first().unwrap().keyframe);
-        assert_eq!(clip.samples.last().unwrap().pts, Duration::from_millis(5500));
+        assert_eq!(clip.samples.last().unwrap().pts, Duration::from_millis(6500));
+    }
+
+    #[test]
+    fn a_b_frame_inside_the_clip_that_arrives_after_one_past_its_end_is_kept() {
+        gst::init().unwrap();
+        let mut r = EncodedRing::new(Duration::from_millis(1000));
+        r.caps = Some(gst::Caps::new_empty_simple("video/x-h265"));
+        r.push(s(0, true));
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        r.start_clip(Duration::ZERO, Duration::from_millis(400), Box::new(move |c| *g.lock().unwrap() = Some(c)));
+        // decode order I P B B B P …: the P at 480 ms comes before the B-frames at 360 and 400 ms
+        for (ms, key) in [(480, false), (120, false), (240, false), (360, false), (400, false)] {
+            r.push(s(ms, key));
+        }
+        assert!(got.lock().unwrap().is_none(), "one sample past the end does not close the clip");
+        for i in 5..20 {
+            r.push(s(i * 120, false));
+        }
+        let clip = got.lock().unwrap().take().expect("complete once the stream is a reorder margin past the end");
+        let pts: Vec<u64> = clip.samples.iter().map(|x| x.pts.as_millis() as u64).collect();
+        for want in [0, 120, 240, 360, 400] {
+            assert!(pts.contains(&want), "frame at {want} ms in the clip: {pts:?}");
+        }
+        assert!(!clip.post_truncated);
+    }
+
+    #[test]
+    fn a_stream_that_stops_after_the_clip_end_but_within_the_margin_is_not_truncated() {
+        gst::init().unwrap();
+        let mut r = EncodedRing::new(Duration::from_millis(1000));
+        r.caps = Some(gst::Caps::new_empty_simple("video/x-h264"));
+        r.push(s(0, true));
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        r.start_clip(Duration::ZERO, Duration::from_millis(500), Box::new(move |c| *g.lock().unwrap() = Some(c)));
+        for i in 1..7 {
+            r.push(s(i * 100, false));
+        }
+        r.finish_all();
+        assert!(!got.lock().unwrap().take().unwrap().post_truncated);
     }
 
     #[test]
