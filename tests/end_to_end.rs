@@ -189,7 +189,15 @@ fn a_model_whose_hash_is_wrong_is_refused() {
     let site = Site::new("", "");
     let models = site.path("models");
     std::fs::create_dir_all(&models).unwrap();
-    for f in ["centerface.toml", "mask-classifier-mobilenetv2.toml", "mask-classifier-mobilenetv2.onnx"] {
+    for f in [
+        "centerface.toml",
+        "mask-classifier-mobilenetv2.toml",
+        "mask-classifier-mobilenetv2.onnx",
+        "mask-head-fitted.toml",
+        "mask-head-fitted.json",
+        "mask-classifier-mobilenetv2-features.toml",
+        "mask-classifier-mobilenetv2-features.onnx",
+    ] {
         std::fs::copy(repo().join("models").join(f), models.join(f)).unwrap();
     }
     let mut onnx = std::fs::read(repo().join("models/centerface.onnx")).unwrap();

@@ -114,20 +114,28 @@ pub fn train_head(id: &str, x: &[Vec<f32>], y: &[bool], l2: f32, hidden: usize, 
     }
 }
 
+/// How a head is trained: which faces, views and extra crops, the L2 weight, levers and hidden
+/// units (0: logistic).
+#[derive(Clone, Copy)]
+pub struct Training<'a> {
+    pub min_face_px: f32,
+    pub views: &'a [usize],
+    pub crops: &'a [Crop],
+    pub l2: f32,
+    pub levers: TrainingLevers,
+    pub hidden: usize,
+}
+
+/// One candidate of the selection: (CV recall at the target, CV best F1) as its key, crop margins,
+/// l2, face threshold, and the CV point at the target precision.
+type Candidate<'a> = ((f64, f64), &'a [f32], f32, f32, Option<Prf>);
+
 /// Cross-validation on the fit part, split by image (scene `i` is in fold `i % folds`): for each
 /// fold, fits on the other folds' training faces (plus `crops`, always in training) and predicts
 /// every detection of the fold's scenes. Returns the fit-part scenes with those out-of-fold
 /// probabilities (at every margin index).
-pub fn cross_validate(
-    results: &[SceneResult],
-    min_face_px: f32,
-    views: &[usize],
-    crops: &[Crop],
-    l2: f32,
-    lv: TrainingLevers,
-    hidden: usize,
-    folds: usize,
-) -> Vec<SceneResult> {
+pub fn cross_validate(results: &[SceneResult], t: &Training<'_>, folds: usize) -> Vec<SceneResult> {
+    let Training { min_face_px, views, crops, l2, levers: lv, hidden } = *t;
     let mut out: Vec<SceneResult> = results.iter().filter(|r| r.fit_part).cloned().collect();
     let fit_index: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.fit_part).map(|(i, _)| i).collect();
     for k in 0..folds {
@@ -223,7 +231,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     }
     let mut selection = Vec::new();
     // (key, views, l2, face threshold, the CV point at the target precision)
-    let mut best: Option<((f64, f64), &[f32], f32, f32, Option<Prf>)> = None;
+    let mut best: Option<Candidate<'_>> = None;
     eprintln!(
         "choosing crop margins, l2 and the face threshold by 5-fold cross-validation on the fit part (split by image):"
     );
@@ -236,7 +244,15 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
         let views = views.as_slice();
         let vi = view_indices(views)?;
         for &l2 in a.l2 {
-            let oof = cross_validate(&results, a.min_face_px, &vi, &crops, l2, a.levers, a.hidden, 5);
+            let t = Training {
+                min_face_px: a.min_face_px,
+                views: &vi,
+                crops: &crops,
+                l2,
+                levers: a.levers,
+                hidden: a.hidden,
+            };
+            let oof = cross_validate(&results, &t, 5);
             for &ft in &FACE_THRESHOLDS {
                 let lv = Levers { face_threshold: ft, min_face_px: a.min_face_px, margin_index: 0 };
                 let c = pr_curve(&oof, lv, true);

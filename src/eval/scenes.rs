@@ -140,6 +140,9 @@ pub fn match_faces(dets: impl Iterator<Item = BBox>, s: &Scene) -> (Vec<Option<u
     (dm, lm)
 }
 
+/// A face-size bucket: its name, faces found, faces labelled.
+pub type SizeRecall = (String, u32, u32);
+
 /// Face-detection recall by labelled face size with the detector's input `width` pixels wide
 /// (0: the image's own width; wider zooms in, as a wider analysis frame or `input_width` does),
 /// at `threshold`, over `scenes`; with the mean detector time per image (ms).
@@ -148,7 +151,7 @@ pub fn recall_at_width(
     det: &mut FaceDetector,
     width: u32,
     threshold: f32,
-) -> Result<(f64, Vec<(String, u32, u32)>)> {
+) -> Result<(f64, Vec<SizeRecall>)> {
     let mut results = Vec::with_capacity(scenes.len());
     let mut took = std::time::Duration::ZERO;
     let mut faces = Vec::new();
