@@ -4,132 +4,17 @@
 //! decisions and the access log; a tampered item shows the failed-verification badge and no
 //! approve button. Screenshots go to `target/screenshots/`.
 
+#[path = "support/browser.rs"]
+mod browser;
 mod common;
 #[path = "support/review.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use browser::*;
+use fantoccini::Locator;
 use support::*;
-
-/// chromedriver on a port it picks itself (read from its output), stopped on drop.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Driver {
-    fn start() -> Driver {
-        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-            assert!(
-                std::path::Path::new(bin).exists(),
-                "{bin} missing: the browser test needs Debian's chromium and chromium-driver (run .ci/install)"
-            );
-        }
-        let mut child = Command::new("/usr/bin/chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(p) = l.split("started successfully on port ").nth(1) {
-                    let _ = tx.send(p.trim_end_matches('.').parse::<u16>().unwrap_or(0));
-                }
-            }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(30)).expect("chromedriver reported its port");
-        Driver { child, port }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn browser(d: &Driver, profile: &std::path::Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required",
-                     format!("--user-data-dir={}", profile.display())],
-        }),
-    );
-    vigil::util::secret::install_crypto_provider();
-    ClientBuilder::rustls()
-        .expect("rustls")
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("connect to chromedriver")
-}
-
-async fn login(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("#login input[name=user]")).await.unwrap().send_keys(user).await.unwrap();
-    c.find(Locator::Css("#login input[name=password]")).await.unwrap().send_keys(password(user)).await.unwrap();
-    c.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
-    wait(c, "#queue, #empty").await;
-}
-
-async fn logout(c: &Client) {
-    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
-    wait(c, "#login").await;
-}
-
-/// Waits until an element matching `css` is on the page.
-async fn wait(c: &Client, css: &str) {
-    let t = Instant::now();
-    loop {
-        if c.find(Locator::Css(css)).await.is_ok() {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no {css} on {:?}: {}",
-            c.current_url().await.ok(),
-            c.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the page's address contains `needle` (a navigation happened).
-async fn wait_url(c: &Client, needle: &str) {
-    let t = Instant::now();
-    while !c.current_url().await.map(|u| u.to_string().contains(needle)).unwrap_or(false) {
-        assert!(t.elapsed() < Duration::from_secs(30), "no navigation to {needle}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn js(c: &Client, script: &str) -> serde_json::Value {
-    c.execute(script, vec![]).await.unwrap()
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
-}
-
-fn shot(name: &str, png: &[u8]) {
-    let dir = repo().join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(name), png).unwrap();
-}
 
 #[test]
 fn two_officers_approve_in_a_real_browser() {

@@ -30,10 +30,12 @@ pub enum Kind {
     ReviewEvent,
     /// `*.sig`: a signature file.
     Signature,
+    /// `vigil-live.status.<site>.<worker>`: a worker's live status report (core NATS).
+    Status,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Event,
         Kind::Manifest,
         Kind::Checkpoint,
@@ -42,6 +44,7 @@ impl Kind {
         Kind::Review,
         Kind::ReviewEvent,
         Kind::Signature,
+        Kind::Status,
     ];
 
     /// The document's schema name (its `schema` member where it has one).
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Review => REVIEW_SCHEMA,
             Kind::ReviewEvent => REVIEW_EVENT_SCHEMA,
             Kind::Signature => "vigil.signature.v1",
+            Kind::Status => crate::telemetry::status::STATUS_SCHEMA,
         }
     }
 
@@ -75,6 +79,7 @@ pub fn schema(kind: Kind) -> serde_json::Value {
         Kind::Review => schemars::schema_for!(ReviewRecord),
         Kind::ReviewEvent => schemars::schema_for!(ReviewEvent),
         Kind::Signature => schemars::schema_for!(crate::signing::SignatureFile),
+        Kind::Status => schemars::schema_for!(crate::telemetry::status::StatusReport),
     };
     let mut v = serde_json::to_value(s).expect("a schema serialises");
     if let Some(o) = v.as_object_mut() {

@@ -49,6 +49,11 @@ pub struct WorkerConfig {
     #[default(2 << 30)]
     #[schemars(range(min = 1000, max = 1099511627776u64))]
     pub spool_max_bytes: u64,
+    /// Seconds between two live status reports on `vigil-live.status.<site>.<worker>` (core NATS,
+    /// not kept): camera states, frame rates, conditions, for the ops console. With NATS only.
+    #[default(2.0)]
+    #[schemars(range(min = 0.5, max = 60.0))]
+    pub status_interval_s: f64,
 }
 
 pub use crate::detect::runtime::ExecutionProvider;

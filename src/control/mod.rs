@@ -117,6 +117,7 @@ impl AnalysisSink for WorkerSink {
         let fire = r.fire;
         let evidence_id = ulid::Ulid::new().to_string();
         self.stats.violations.inc();
+        self.stats.last_violation_ms.store(chrono::Utc::now().timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         Event::ViolationRaised {
             camera,
             rule: &r.rule.id,
@@ -273,6 +274,32 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     };
+    // live status reports → vigil-live.status.<site>.<worker> (core NATS, for the ops console)
+    let status_task = p.nats.clone().map(|nats| {
+        let subject = crate::util::subject::status(&raw.site.id, &p.worker_id());
+        let mut reporter = telemetry::status::Reporter::new(&raw.site.id, &p.worker_id(), raw.worker.status_interval_s);
+        let every = Duration::from_secs_f64(raw.worker.status_interval_s);
+        tokio::spawn(async move {
+            let client = match nats.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "status reports off: cannot connect to NATS");
+                    return;
+                }
+            };
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let report = reporter.report();
+                let body = serde_json::to_vec(&report).unwrap_or_default();
+                // best effort: a report lost while NATS is away is superseded by the next one
+                if let Err(e) = client.publish(subject.clone(), body.into()).await {
+                    tracing::debug!(error = %e, "status report not sent");
+                }
+            }
+        })
+    });
     if let Some(addr) = &raw.worker.http {
         let addr: std::net::SocketAddr = addr.parse().context("worker.http")?;
         if !crate::util::http::is_loopback(&addr) {
@@ -469,6 +496,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let _ = cp_task.await;
     telemetry::set_health_sink(None);
     let _ = health_task.await;
+    if let Some(t) = status_task {
+        t.abort();
+    }
     let unpublished = publisher.flush(Duration::from_secs(10)).await;
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");

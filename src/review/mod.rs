@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod decide;
 pub mod items;
+pub mod live;
 pub mod package;
 pub mod session;
 pub mod web;
@@ -44,6 +45,8 @@ pub struct Service {
     /// `review-<host>-<port>` unless given: names this instance in records and its outbox.
     pub instance: String,
     pub tls: bool,
+    /// The workers' live status (the ops console); fed from NATS by `serve`.
+    pub live: Arc<live::Live>,
 }
 
 /// How to start an instance.
@@ -80,7 +83,19 @@ impl Service {
         let dup = std::time::Duration::from_secs_f64(raw.publish.duplicate_window_s);
         let publisher = Arc::new(Publisher::start(&data, p.nats.as_ref(), &stream, dup).await?);
         let limiter = session::LoginLimiter::new(raw.review.max_login_failures);
-        Ok(Service { pipeline: p, store, worker_key, signer, audit, sessions, publisher, limiter, instance, tls })
+        Ok(Service {
+            pipeline: p,
+            store,
+            worker_key,
+            signer,
+            audit,
+            sessions,
+            publisher,
+            limiter,
+            instance,
+            tls,
+            live: Default::default(),
+        })
     }
 
     pub fn site(&self) -> &str {
@@ -147,7 +162,11 @@ pub async fn serve(p: Pipeline, o: ServeOptions) -> Result<()> {
     if !crate::rules::valid_id(&instance) {
         anyhow::bail!("instance id {instance:?}: 1-64 characters of A-Z a-z 0-9 - _");
     }
-    let svc = Arc::new(Service::open(p, instance.clone(), tls.is_some()).await?);
+    let mut svc = Service::open(p, instance.clone(), tls.is_some()).await?;
+    if let Some(n) = &svc.pipeline.nats {
+        svc.live = live::Live::follow(n.clone(), svc.site().to_string());
+    }
+    let svc = Arc::new(svc);
     let app = web::router(svc.clone());
     crate::util::http::serve(listener, app, tls.clone())?;
     tracing::info!(address = %bound, instance = %instance, tls = tls.is_some(), "review service listening");

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_full: Gauge,
+    /// Inference runs of every model and their total time, µs (the status report's mean).
+    pub inference_runs: std::sync::atomic::AtomicU64,
+    pub inference_us: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -89,6 +92,8 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_full: Gauge::default(),
+            inference_runs: Default::default(),
+            inference_us: Default::default(),
             registry: Registry::default(),
         };
         r.register("vigil_frames_decoded", "Encoded frames received per camera", m.frames_decoded.clone());
@@ -143,6 +148,8 @@ impl Metrics {
 
     /// Records one inference of `model`.
     pub fn observe_inference(&self, model: &str, seconds: f64) {
+        self.inference_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inference_us.fetch_add((seconds * 1e6) as u64, std::sync::atomic::Ordering::Relaxed);
         let mut by = self.inference_by_model.lock().unwrap_or_else(|p| p.into_inner());
         match by.get(model) {
             Some(h) => h.observe(seconds),

@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod stats;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -2,7 +2,7 @@
 //! camera's label, so the run summary, `vigil bench`, `/metrics` and `/health` read the same
 //! numbers.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -76,6 +76,8 @@ pub struct CameraStats {
     pub hot_frames: Counter,
     pub reconnects: Counter,
     pub violations: Counter,
+    /// Unix time (ms) of the last violation raised; 0: none yet.
+    pub last_violation_ms: AtomicI64,
     conditions: AtomicU32,
 }
 
@@ -99,6 +101,7 @@ impl CameraStats {
             hot_frames: Counter::default(),
             reconnects: c(&m.reconnects),
             violations: c(&m.violations),
+            last_violation_ms: AtomicI64::new(0),
             conditions: AtomicU32::new(0),
         }
     }
@@ -117,6 +120,7 @@ impl CameraStats {
             hot_frames: Counter::default(),
             reconnects: Counter::default(),
             violations: Counter::default(),
+            last_violation_ms: AtomicI64::new(0),
             conditions: AtomicU32::new(0),
         }
     }

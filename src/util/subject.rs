@@ -21,6 +21,22 @@ pub enum Subject {
 /// The subjects of the stream (`vigil.>`).
 pub const ALL: &str = "vigil.>";
 
+/// Live status reports go outside the stream (`vigil-live.`): core NATS, nothing kept.
+const STATUS_PREFIX: &str = "vigil-live.status";
+
+/// `vigil-live.status.<site>.<worker>`: a worker's periodic status report. The worker id (a host
+/// name, perhaps with dots) is reduced to subject-safe characters.
+pub fn status(site: &str, worker: &str) -> String {
+    let w: String =
+        worker.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("{STATUS_PREFIX}.{site}.{w}")
+}
+
+/// Every worker's status reports of `site`.
+pub fn status_filter(site: &str) -> String {
+    format!("{STATUS_PREFIX}.{site}.*")
+}
+
 impl Subject {
     pub fn evidence(site: &str, camera: &str) -> Subject {
         Subject::Evidence { site: site.into(), camera: camera.into() }

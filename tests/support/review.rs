@@ -35,6 +35,34 @@ fn unregistered(id: &str, src: &str) -> String {
     )
 }
 
+/// An account for every role (`vigil review user add`, passwords on stdin).
+pub fn add_users(site: &Site) {
+    for (u, role, officer, pw) in PASSWORDS {
+        let mut c = vigil()
+            .args([
+                "review",
+                "user",
+                "add",
+                u,
+                "--pipeline",
+                site.pipeline.to_str().unwrap(),
+                "--role",
+                role,
+                "--officer-id",
+                officer,
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "user add {u}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 /// A site with evidence: `runs` runs of an enforcement camera (one item each) and one advisory
 /// item; accounts for every role.
 pub struct ReviewSite {
@@ -65,30 +93,7 @@ impl ReviewSite {
                 site.replace(&unregistered("cam2", &sample("camera-pan.mp4").display().to_string()), "");
             }
         }
-        for (u, role, officer, pw) in PASSWORDS {
-            let mut c = vigil()
-                .args([
-                    "review",
-                    "user",
-                    "add",
-                    u,
-                    "--pipeline",
-                    site.pipeline.to_str().unwrap(),
-                    "--role",
-                    role,
-                    "--officer-id",
-                    officer,
-                    "--password-stdin",
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
-            let o = c.wait_with_output().unwrap();
-            assert!(o.status.success(), "user add {u}: {}", String::from_utf8_lossy(&o.stderr));
-        }
+        add_users(&site);
         ReviewSite { site }
     }
 

@@ -17,6 +17,7 @@ form.filters label { display: flex; flex-direction: column; font-size: 12px; }
 .badge { display: inline-block; padding: 2px 8px; border-radius: 10px; font-size: 12px; }
 .st-pending { background: #e1e4ea; } .st-one_approval { background: #ffe8a3; } .st-approved { background: #b7e4c7; }
 .st-rejected { background: #f4b6b6; } .st-reminder { background: #cfe2ff; }
+.st-enforcement { background: #b7e4c7; } .st-advisory { background: #e1e4ea; } .badge { white-space: nowrap; }
 .verified { background: #2d6a4f; color: #fff; padding: 10px; font-weight: bold; }
 .failed { background: #b00020; color: #fff; padding: 10px; font-weight: bold; }
 .cols { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; }
@@ -25,6 +26,9 @@ section { background: #fff; padding: 10px 14px; margin-bottom: 14px; }
 .decide button { margin-right: 8px; padding: 6px 14px; }
 .muted { color: #6b7280; font-size: 12px; }
 .err { color: #b00020; }
+.state { font-weight: bold; color: #fff; } .s-up { background: #2d6a4f; } .s-down { background: #b00020; }
+.s-starting { background: #b08900; } .s-unknown { background: #6b7280; }
+tr.cam[data-state=down] { background: #fde2e2; }
 "#;
 
 pub const JS: &str = r#"
@@ -50,6 +54,32 @@ pub const JS: &str = r#"
       if (e.key === 'Escape') { location.href = '/queue'; }
     }
   });
+  var ops = document.getElementById('ops');
+  if (ops) {
+    var texts = document.getElementById('ops-texts').dataset;
+    var num = function (v) { return v === null || v === undefined ? '\u2013' : v.toFixed(1); };
+    var refresh = function () {
+      fetch('/api/ops/cameras', {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; }).then(function (cams) {
+        if (!cams) return;
+        cams.forEach(function (c) {
+          var tr = ops.querySelector('tr.cam[data-camera="' + c.camera + '"]');
+          if (!tr) return;
+          tr.dataset.state = c.state;
+          var b = tr.querySelector('.state');
+          b.className = 'badge state s-' + c.state;
+          b.textContent = texts[c.state] || c.state;
+          tr.querySelector('.conditions').textContent = c.conditions.join(', ');
+          tr.querySelector('.analysed').textContent = num(c.analysed_fps);
+          tr.querySelector('.dropped').textContent = num(c.dropped_fps);
+          tr.querySelector('.inference').textContent = num(c.inference_ms);
+          tr.querySelector('.worker').textContent = c.worker || '\u2013';
+          if (c.last_violation_utc) tr.querySelector('.last').textContent = new Date(c.last_violation_utc).toLocaleString();
+          tr.querySelector('.detail').textContent = c.detail;
+        });
+      }).catch(function () {});
+    };
+    setInterval(refresh, 1000);
+  }
   var form = document.getElementById('decision');
   if (form) {
     form.addEventListener('submit', function (e) {

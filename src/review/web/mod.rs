@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod files;
 pub mod i18n;
+pub mod ops;
 pub mod pages;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::util::http::ClientAddr;
 
 pub fn router(svc: Arc<Service>) -> axum::Router {
     axum::Router::new()
-        .route("/", get(|| async { axum::response::Redirect::to("/queue") }))
+        .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login_form))
         .route("/logout", post(pages::logout_form))
         .route("/queue", get(pages::queue))
@@ -43,6 +44,8 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
         .route("/api/evidence/{id}/decision", post(api::decision))
         .route("/api/evidence/{id}/package", get(api::package))
         .route("/api/audit", get(api::audit))
+        .route("/ops", get(ops::overview))
+        .route("/api/ops/cameras", get(ops::cameras))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(svc)
 }

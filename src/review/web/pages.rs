@@ -24,7 +24,7 @@ fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
 }
 
 /// The page around `body`; sets the language cookie when the switch was used.
-fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) -> Response {
+pub(super) fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) -> Response {
     let m = html! {
         (DOCTYPE)
         html lang=(lang.code()) {
@@ -38,8 +38,9 @@ fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) 
                 header {
                     strong { "vigil · " (lang.t("title")) }
                     @if let Some(u) = user {
-                        a href="/queue" { (lang.t("queue")) }
+                        @if can_read(u.role) { a href="/queue" { (lang.t("queue")) } }
                         @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
+                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } }
                     }
                     span.spacer {}
                     a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
@@ -74,7 +75,7 @@ fn to_login() -> Response {
     Redirect::to("/login").into_response()
 }
 
-fn forbidden(lang: Lang, user: &User) -> Response {
+pub(super) fn forbidden(lang: Lang, user: &User) -> Response {
     let mut r = page(lang, lang.t("forbidden"), Some(user), "/queue", html! { h2.err { (lang.t("forbidden")) } });
     *r.status_mut() = StatusCode::FORBIDDEN;
     r
@@ -87,7 +88,7 @@ fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) -> R
 }
 
 /// A stored UTC time in the site's local time: `2026-11-24 06:10:44 (+08:00)`.
-fn local(svc: &Service, utc: &str) -> String {
+pub(super) fn local(svc: &Service, utc: &str) -> String {
     match crate::util::time::parse_rfc3339(utc) {
         Ok(t) => {
             let l = t.with_timezone(&crate::util::time::fixed_offset(svc.pipeline.utc_offset_s));
@@ -103,7 +104,15 @@ fn status_badge(lang: Lang, s: Status) -> Markup {
 
 #[derive(serde::Deserialize)]
 pub struct LangQuery {
-    lang: Option<String>,
+    pub lang: Option<String>,
+}
+
+/// `/`: the ops console for the ops role, the queue for everyone else.
+pub async fn home(State(svc): State<Arc<Service>>, h: HeaderMap) -> Response {
+    match authenticate(&svc, &h).await {
+        Ok(Some(a)) if a.user.role == Role::Ops => Redirect::to("/ops").into_response(),
+        _ => Redirect::to("/queue").into_response(),
+    }
 }
 
 pub async fn login_page(q: Query<LangQuery>, h: HeaderMap) -> Response {
@@ -144,7 +153,7 @@ pub async fn login_form(
     let lang = lang_of(&h, None);
     match super::api::try_login(&svc, &f.user, &f.password, &client(&addr)).await {
         Ok(super::api::LoginOutcome::Ok(token, _)) => {
-            let mut r = Redirect::to("/queue").into_response();
+            let mut r = Redirect::to("/").into_response();
             let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
             r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie"));
             r
@@ -180,7 +189,7 @@ pub async fn logout_form(
 }
 
 /// The page's language and the logged-in account (or the redirect to the login).
-async fn page_auth(svc: &Service, h: &HeaderMap, lang: Option<&str>) -> Result<(Lang, Authed), Response> {
+pub(super) async fn page_auth(svc: &Service, h: &HeaderMap, lang: Option<&str>) -> Result<(Lang, Authed), Response> {
     Ok((lang_of(h, lang), authed(svc, h).await?))
 }
 

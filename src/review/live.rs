@@ -1,0 +1,153 @@
+//! The ops console's view of the running workers: the latest status report of each worker of the
+//! site (`vigil-live.status.<site>.*`, core NATS), folded into one row per camera of the pipeline.
+//! A camera no worker reports is `unknown`; a report older than three of its worker's intervals is
+//! stale, so a dead worker's cameras turn to `unknown` within seconds, not `up` forever.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::config::Pipeline;
+use crate::telemetry::status::{CameraState, StatusReport};
+
+/// A status report larger than this is ignored (a worker with a thousand cameras stays far below).
+const MAX_REPORT: usize = 1 << 20;
+
+#[derive(Default)]
+pub struct Live {
+    reports: RwLock<BTreeMap<String, (Instant, StatusReport)>>,
+    /// Whether a NATS connection feeds this view (without one, every camera is `unknown`).
+    pub connected: std::sync::atomic::AtomicBool,
+}
+
+/// One camera on the overview.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpsCamera {
+    pub camera: String,
+    pub location: String,
+    /// `up`, `down`, `starting`, or `unknown` (no recent report from any worker).
+    pub state: String,
+    /// Tamper and picture conditions active now (frozen, covered, saturated, defocus, moved).
+    pub conditions: Vec<String>,
+    pub analysed_fps: Option<f64>,
+    pub dropped_fps: Option<f64>,
+    pub inference_ms: Option<f64>,
+    pub reconnects: Option<u64>,
+    pub last_violation_utc: Option<String>,
+    /// The worker running the camera (the newest report naming it).
+    pub worker: Option<String>,
+    /// Seconds since that report arrived.
+    pub report_age_s: Option<f64>,
+    /// `enforcement` or `advisory`, and why (camera registry, today, site time).
+    pub status: String,
+    pub status_reasons: Vec<String>,
+    /// Why the state is what it is, when it is not `up`.
+    pub detail: String,
+}
+
+impl Live {
+    /// Follows the site's status reports on `nats` (reconnecting as the client does).
+    pub fn follow(nats: crate::util::nats::Endpoint, site: String) -> Arc<Live> {
+        let live = Arc::new(Live::default());
+        let l = live.clone();
+        tokio::spawn(async move {
+            let client = match nats.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "ops console: no live camera status (cannot connect to NATS)"
+                    );
+                    return;
+                }
+            };
+            let mut sub = match client.subscribe(crate::util::subject::status_filter(&site)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ops console: cannot subscribe to status reports");
+                    return;
+                }
+            };
+            l.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+            while let Some(m) = sub.next().await {
+                if m.payload.len() > MAX_REPORT {
+                    tracing::warn!(subject = %m.subject, bytes = m.payload.len(), "status report too large; ignored");
+                    continue;
+                }
+                match serde_json::from_slice::<StatusReport>(&m.payload) {
+                    Ok(r) if r.site == site && crate::rules::valid_id(&r.worker.replace('.', "_")) => l.put(r),
+                    Ok(r) => {
+                        tracing::debug!(site = %r.site, worker = %r.worker, "status report of another site; ignored")
+                    }
+                    Err(e) => tracing::warn!(subject = %m.subject, error = %e, "status report unreadable; ignored"),
+                }
+            }
+        });
+        live
+    }
+
+    pub fn put(&self, r: StatusReport) {
+        self.reports.write().unwrap_or_else(|p| p.into_inner()).insert(r.worker.clone(), (Instant::now(), r));
+    }
+
+    /// One row per camera of `p`, in the pipeline's order.
+    pub fn cameras(&self, p: &Pipeline) -> Vec<OpsCamera> {
+        let reports = self.reports.read().unwrap_or_else(|p| p.into_inner());
+        let today = chrono::Utc::now().with_timezone(&crate::util::time::fixed_offset(p.utc_offset_s)).date_naive();
+        p.cameras
+            .iter()
+            .map(|cam| {
+                let c = cam.registry.compliance(today);
+                // the newest report that names this camera
+                let seen = reports
+                    .values()
+                    .filter_map(|(at, r)| r.cameras.iter().find(|x| x.camera == cam.id).map(|x| (at, r, x)))
+                    .max_by_key(|(at, ..)| **at);
+                let mut row = OpsCamera {
+                    camera: cam.id.clone(),
+                    location: cam.location.clone(),
+                    state: "unknown".into(),
+                    conditions: Vec::new(),
+                    analysed_fps: None,
+                    dropped_fps: None,
+                    inference_ms: None,
+                    reconnects: None,
+                    last_violation_utc: None,
+                    worker: None,
+                    report_age_s: None,
+                    status: c.kind.name().into(),
+                    status_reasons: c.reasons,
+                    detail: if self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                        "no worker reports this camera".into()
+                    } else {
+                        "no live status: the review service has no NATS connection".into()
+                    },
+                };
+                if let Some((at, r, x)) = seen {
+                    let age = at.elapsed();
+                    row.worker = Some(r.worker.clone());
+                    row.report_age_s = Some(age.as_secs_f64());
+                    row.last_violation_utc = x.last_violation_utc.clone();
+                    row.reconnects = Some(x.reconnects);
+                    if age > Duration::from_secs_f64(3.0 * r.interval_s) {
+                        row.detail = format!("no report from worker {} for {:.0} s", r.worker, age.as_secs_f64());
+                    } else {
+                        row.state = x.state.name().into();
+                        row.conditions = x.conditions.iter().map(|c| c.name().to_string()).collect();
+                        row.analysed_fps = Some(x.analysed_fps);
+                        row.dropped_fps = Some(x.dropped_fps);
+                        row.inference_ms = r.inference_ms;
+                        row.detail = match x.state {
+                            CameraState::Up => String::new(),
+                            CameraState::Starting => "waiting for the first video".into(),
+                            CameraState::Down => "stream down; reconnecting".into(),
+                        };
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+}
