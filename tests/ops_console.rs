@@ -74,6 +74,13 @@ fn the_ops_overview_shows_a_camera_go_down_and_come_back_and_other_roles_get_403
         &cams,
     );
     add_users(&site);
+    // an eval report as `vigil eval` writes it (its curve for the shipped head), beside the data
+    let curve = serde_json::json!({"curves": {"fitted head mask-head-fitted": [
+        {"threshold": 0.5, "tp": 45, "fp": 8, "fn_": 5, "precision": 0.85, "recall": 0.9, "f1": 0.87},
+        {"threshold": 0.8, "tp": 42, "fp": 3, "fn_": 8, "precision": 0.93, "recall": 0.84, "f1": 0.88},
+        {"threshold": 0.9, "tp": 38, "fp": 2, "fn_": 12, "precision": 0.95, "recall": 0.76, "f1": 0.84}]}});
+    std::fs::create_dir_all(site.path("data/eval")).unwrap();
+    std::fs::write(site.path("data/eval/report.json"), curve.to_string()).unwrap();
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("camera video", Duration::from_secs(60));
     let svc = Service::start(&site, "ops-console");
@@ -117,11 +124,16 @@ fn the_ops_overview_shows_a_camera_go_down_and_come_back_and_other_roles_get_403
         assert!(c.current_url().await.unwrap().as_str().ends_with("/ops"), "ops lands on /ops");
         wait_state(&c, "cam1", "up", Duration::from_secs(30)).await;
         wait_state(&c, "cam2", "down", Duration::from_secs(30)).await;
-        // the live figures are filled in
-        let analysed =
-            js(&c, "return document.querySelector('tr.cam[data-camera=\"cam1\"] .analysed').textContent").await;
-        let fps: f64 = analysed.as_str().unwrap_or("").parse().unwrap_or(-1.0);
-        assert!(fps > 0.0, "cam1 analysed fps on the page: {analysed}");
+        // the live figures are filled in (once the first analysed frames are reported)
+        let t = Instant::now();
+        loop {
+            let analysed = js(&c, "return document.querySelector('tr.cam[data-camera=\"cam1\"] .analysed').textContent").await;
+            if analysed.as_str().and_then(|a| a.parse::<f64>().ok()).is_some_and(|f| f > 0.0) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "cam1 analysed fps on the page: {analysed}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         shot("ops-overview.png", &c.screenshot().await.unwrap());
 
         // the camera's RTSP server stops: down on the page within 5 s
@@ -139,6 +151,60 @@ fn the_ops_overview_shows_a_camera_go_down_and_come_back_and_other_roles_get_403
             down_after.as_secs_f64(),
             restarted.elapsed().as_secs_f64()
         );
+
+        // rules: the API writes through the validated KV path with the user as `by`
+        let olga = Client::login(svc.port, "olga");
+        let mark = w.mark();
+        let r = olga.post("/api/ops/rules/cam1/no_mask", &serde_json::json!({"set": {"threshold": 0.85}, "reason": "fewer false fires"}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["by"], "olga");
+        let line = w.wait_log_from(mark, "rule configuration applied", Duration::from_secs(30));
+        assert!(line.contains("olga") && line.contains("0.85"), "the worker applied olga's change: {line}");
+        // refused with the config loader's own message; nothing written
+        let r = olga.post("/api/ops/rules/cam1/no_mask", &serde_json::json!({"set": {"threshold": 2}, "reason": "x"}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("threshold: 2 must be in [0, 1]"), "{}", r.text());
+        let r = olga.post("/api/ops/rules/cam9/no_mask", &serde_json::json!({"set": {"threshold": 0.9}}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        let r = Client::login(svc.port, "alice").post("/api/ops/rules/cam1/no_mask", &serde_json::json!({"set": {"threshold": 0.9}}));
+        assert_eq!(r.status, 403, "a reviewer cannot change rules: {}", r.text());
+        let mut no_csrf = olga.clone();
+        no_csrf.csrf = Some("wrong".into());
+        let r = no_csrf.post("/api/ops/rules/cam1/no_mask", &serde_json::json!({"set": {"threshold": 0.9}}));
+        assert_eq!(r.status, 403, "a wrong CSRF token: {}", r.text());
+        // and the page's form, in the browser
+        c.goto(&format!("{base}/ops/rules")).await.unwrap();
+        wait(&c, "#rules").await;
+        let params = text(&c, "tr.rule[data-camera='cam1'] .params").await;
+        assert!(params.contains("threshold = 0.85"), "{params}");
+        // the eval curve beside the threshold, the rule's own point marked
+        let at = js(&c, "const m = document.querySelector(\"tr.rule[data-camera='cam2'] circle.now\"); return m ? [m.dataset.threshold, m.dataset.precision, m.dataset.recall] : null;").await;
+        assert_eq!(at, serde_json::json!(["0.8", "0.93", "0.84"]), "cam2's threshold 0.8 marked on the curve");
+        let mark = w.mark();
+        c.find(fantoccini::Locator::Css("tr.rule[data-camera='cam1'] input[name=set]")).await.unwrap().send_keys("min_hits=4").await.unwrap();
+        c.find(fantoccini::Locator::Css("tr.rule[data-camera='cam1'] input[name=reason]")).await.unwrap().send_keys("steam from the fryer").await.unwrap();
+        c.find(fantoccini::Locator::Css("tr.rule[data-camera='cam1'] button")).await.unwrap().click().await.unwrap();
+        wait(&c, "#message").await;
+        assert!(text(&c, "#message").await.contains("written"), "{}", text(&c, "#message").await);
+        let line = w.wait_log_from(mark, "rule configuration applied", Duration::from_secs(30));
+        assert!(line.contains("olga") && line.contains("min_hits"), "{line}");
+        // the audit trail on the page: both changes, by olga, applied
+        let t = Instant::now();
+        loop {
+            c.goto(&format!("{base}/ops/rules")).await.unwrap();
+            wait(&c, "#rule-history").await;
+            let by: Vec<serde_json::Value> = js(&c, "return Array.from(document.querySelectorAll('#rule-history tbody tr')).map(r => r.querySelector('.by').textContent + ' ' + r.querySelector('.outcome').textContent)").await.as_array().unwrap().clone();
+            let changes = js(&c, "return Array.from(document.querySelectorAll('#rule-history tbody tr .change')).map(r => r.textContent)").await;
+            if by.iter().filter(|b| b.as_str() == Some("olga applied")).count() >= 2 {
+                let changes = changes.to_string();
+                assert!(changes.contains("threshold 0.8 → 0.85") && changes.contains("min_hits 3 → 4"), "{changes}");
+                println!("audit trail on /ops/rules: {by:?}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the audit trail lacks olga's two changes: {by:?}\n{}", c.source().await.unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        shot("ops-rules.png", &c.screenshot().await.unwrap());
         let _ = c.close().await;
         server
     });

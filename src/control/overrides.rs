@@ -273,10 +273,15 @@ pub async fn audit_history(
     let st = js.get_stream(stream).await.with_context(|| format!("JetStream stream {stream}"))?;
     let consumer = st
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subjects: vec![
-                crate::util::Subject::filter("audit", site, camera),
-                crate::util::Subject::audit(site, "_pipeline").to_string(),
-            ],
+            // one camera's and the pipeline file's records; all cameras: `*` covers `_pipeline`
+            // (filters of one consumer must not overlap)
+            filter_subjects: match camera {
+                Some(_) => vec![
+                    crate::util::Subject::filter("audit", site, camera),
+                    crate::util::Subject::audit(site, "_pipeline").to_string(),
+                ],
+                None => vec![crate::util::Subject::filter("audit", site, None)],
+            },
             ..Default::default()
         })
         .await

@@ -46,6 +46,8 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
         .route("/api/audit", get(api::audit))
         .route("/ops", get(ops::overview))
         .route("/api/ops/cameras", get(ops::cameras))
+        .route("/ops/rules", get(ops::rules_page).post(ops::rules_form))
+        .route("/api/ops/rules/{camera}/{rule}", post(ops::rules_api))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(svc)
 }

@@ -1,16 +1,21 @@
 //! The ops console (role `ops` only; every other role gets 403): the cameras overview at `/ops`,
 //! one row per camera of the site with its live state from the workers' status reports
-//! ([`crate::review::live`]), refreshed every second from `/api/ops/cameras`.
+//! ([`crate::review::live`]), refreshed every second from `/api/ops/cameras`; and the rules page at
+//! `/ops/rules`: each rule's parameters as running, changed through the same validated, audited
+//! KV path as `vigil thresholds set` with the logged-in user as `by`, the eval report's curve
+//! beside a no-mask threshold, and the workers' audit trail of changes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::pages::{LangQuery, forbidden, local, page, page_auth};
-use super::{ApiError, require};
+use super::{ApiError, check_csrf, require};
+use crate::control::overrides::{self, Override};
 use crate::review::Service;
 use crate::review::accounts::Role;
 use crate::review::live::OpsCamera;
@@ -84,4 +89,281 @@ pub async fn cameras(State(svc): State<Arc<Service>>, h: HeaderMap) -> Result<ax
         return Err(ApiError::forbidden("the ops console is for the ops role").into_response());
     }
     Ok(axum::Json(svc.live.cameras(&svc.pipeline)))
+}
+
+/// A parameter value for the page: strings bare, long values cut.
+fn short(v: &serde_json::Value) -> String {
+    let t = match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    if t.chars().count() > 60 { format!("{}…", t.chars().take(60).collect::<String>()) } else { t }
+}
+
+/// What a change changed: `threshold 0.8 → 0.85; min_hits 3 → 4`.
+fn diff(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> String {
+    let empty = serde_json::Map::new();
+    let o = old.and_then(|v| v.as_object()).unwrap_or(&empty);
+    let n = new.and_then(|v| v.as_object()).unwrap_or(&empty);
+    let parts: Vec<String> = n
+        .iter()
+        .filter(|(k, v)| o.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} {} → {}", o.get(k).map(short).unwrap_or_else(|| "–".into()), short(v)))
+        .collect();
+    if parts.is_empty() { "no change".into() } else { parts.join("; ") }
+}
+
+/// A rule as it runs now: the pipeline file's, with the KV override laid over it.
+struct RuleNow {
+    camera: String,
+    rule: crate::rules::RuleConfig,
+    /// The KV override in force: (revision, who, when, reason).
+    kv: Option<(u64, Override)>,
+}
+
+async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
+    let p = &svc.pipeline;
+    let mut kv: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
+    let mut problem = None;
+    match &p.nats {
+        Some(n) => match overrides::get(n, &p.raw.control.kv_bucket, svc.site(), None).await {
+            Ok(v) => kv = v.into_iter().map(|(k, rev, val)| (k, (rev, val))).collect(),
+            Err(e) => problem = Some(format!("NATS KV {}: {e:#}", p.raw.control.kv_bucket)),
+        },
+        None => problem = Some("no NATS in this pipeline: rules change through the pipeline file only".into()),
+    }
+    let mut out = Vec::new();
+    for cam in &p.raw.cameras {
+        for r in &cam.rules {
+            let key = format!("{}.{}.{}", svc.site(), cam.id, r.id());
+            let o = kv.get(&key).and_then(|(rev, v)| {
+                let o = Override::parse(v.to_string().as_bytes()).ok()?;
+                Some((*rev, o))
+            });
+            let rule = o.as_ref().and_then(|(_, o)| overrides::overlay(r, &o.set).ok()).unwrap_or_else(|| r.clone());
+            out.push(RuleNow { camera: cam.id.clone(), rule, kv: o });
+        }
+    }
+    (out, problem)
+}
+
+/// (threshold, precision, recall) of an eval report's curve.
+type CurvePoint = (f64, f64, f64);
+
+/// The eval report's precision/recall curve for a no-mask rule (the head it runs), if a report
+/// is there (`<data_dir>/eval/report.json`, written by `vigil eval`).
+fn eval_curve(svc: &Service) -> Option<(String, Vec<CurvePoint>)> {
+    let path = svc.pipeline.data_dir.join("eval/report.json");
+    let text = crate::util::fsx::read_text(&path, 16 << 20).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let name = match svc.pipeline.raw.models.head() {
+        Some(h) => format!("fitted head {h}"),
+        None => "plain pretrained".into(),
+    };
+    let pts = v["curves"][&name]
+        .as_array()?
+        .iter()
+        .filter_map(|p| Some((p["threshold"].as_f64()?, p["precision"].as_f64()?, p["recall"].as_f64()?)))
+        .collect::<Vec<_>>();
+    (!pts.is_empty()).then_some((name, pts))
+}
+
+/// The curve as an inline SVG (recall → x, precision → y), the current threshold marked.
+fn curve_svg(pts: &[CurvePoint], threshold: f64) -> maud::Markup {
+    let (w, h, m) = (260.0, 180.0, 24.0);
+    let xy = |r: f64, p: f64| (m + r * (w - 2.0 * m), h - m - p * (h - 2.0 * m));
+    let line: Vec<String> = pts
+        .iter()
+        .map(|&(_, p, r)| {
+            let (x, y) = xy(r, p);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let at = pts.iter().min_by(|a, b| (a.0 - threshold).abs().total_cmp(&(b.0 - threshold).abs())).copied();
+    html! {
+        svg.curve width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } xmlns="http://www.w3.org/2000/svg" {
+            rect x=(m) y=(m) width=(w - 2.0 * m) height=(h - 2.0 * m) fill="none" stroke="#c0c4cc" {}
+            text x=(w / 2.0) y=(h - 4.0) font-size="10" text-anchor="middle" { "recall" }
+            text x="4" y="14" font-size="10" { "precision" }
+            polyline points=(line.join(" ")) fill="none" stroke="#1d3557" stroke-width="1.5" {}
+            @if let Some((t, p, r)) = at {
+                @let (x, y) = xy(r, p);
+                circle.now cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="4" fill="#b00020" data-threshold=(t) data-precision=(p) data-recall=(r) {}
+            }
+        }
+    }
+}
+
+/// `/ops/rules`: each rule's parameters as running, the change form, the eval curve beside a
+/// no-mask threshold, and the audit trail of changes.
+pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<RulesQuery>) -> Response {
+    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if a.user.role != Role::Ops {
+        return forbidden(lang, &a.user);
+    }
+    let (rules, problem) = rules_now(&svc).await;
+    let curve = eval_curve(&svc);
+    let history = match &svc.pipeline.nats {
+        Some(n) => {
+            let stream = svc.pipeline.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+            overrides::audit_history(n, &stream, svc.site(), None).await.map_err(|e| format!("{e:#}"))
+        }
+        None => Ok(Vec::new()),
+    };
+    let (history, history_problem) = match history {
+        Ok(h) => (h, None),
+        Err(e) => (Vec::new(), Some(format!("the audit trail cannot be read: {e}"))),
+    };
+    let body = html! {
+        h2 { (lang.t("rules")) " · " (svc.site()) }
+        @if let Some(p) = &problem { p #problem.err { (p) } }
+        @if let Some(m) = &q.msg { p #message { (m) } }
+        table #rules {
+            thead { tr { th { (lang.t("camera")) } th { (lang.t("rule")) } th { (lang.t("params")) } th { (lang.t("override")) } th { (lang.t("eval_curve")) } th { (lang.t("change")) } } }
+            tbody {
+                @for r in &rules {
+                    @let params = r.rule.params();
+                    tr.rule data-camera=(r.camera) data-rule=(r.rule.id()) {
+                        td { (r.camera) }
+                        td { (r.rule.id()) div.muted { (format!("{:?}", r.rule.kind())) } }
+                        td.params {
+                            @for (k, v) in params.as_object().into_iter().flatten().filter(|(k, _)| *k != "id") {
+                                div { code { (k) " = " (short(v)) } }
+                            }
+                        }
+                        td {
+                            @if let Some((rev, o)) = &r.kv {
+                                (o.by) " · " (local(&svc, &o.at)) " · rev " (rev)
+                                @if !o.reason.is_empty() { div.muted { (o.reason) } }
+                            } @else { span.muted { (lang.t("file_values")) } }
+                        }
+                        td {
+                            @if let (Some((name, pts)), Some(t)) = (&curve, params.get("threshold").and_then(|v| v.as_f64()).filter(|_| matches!(r.rule, crate::rules::RuleConfig::NoMask(_)))) {
+                                (curve_svg(pts, t))
+                                div.muted { (name) ", threshold " (t) }
+                            } @else { span.muted { "–" } }
+                        }
+                        td {
+                            @if problem.is_none() {
+                                form.change method="post" action="/ops/rules" {
+                                    input type="hidden" name="csrf" value=(a.session.csrf);
+                                    input type="hidden" name="camera" value=(r.camera);
+                                    input type="hidden" name="rule" value=(r.rule.id());
+                                    input name="set" placeholder="threshold=0.85" required;
+                                    input name="reason" placeholder=(lang.t("reason_short")) required;
+                                    button type="submit" { (lang.t("submit")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h3 { (lang.t("rule_history")) }
+        @if let Some(p) = &history_problem { p #history-problem.err { (p) } }
+        table #rule-history {
+            thead { tr { th { (lang.t("time")) } th { (lang.t("camera")) } th { (lang.t("rule")) } th { (lang.t("by")) } th { (lang.t("outcome")) } th { (lang.t("detail")) } } }
+            tbody {
+                @for rec in history.iter().rev().take(100) {
+                    tr { td { (local(&svc, &rec.time_utc)) } td { (rec.camera) } td { (rec.rule) } td.by { (rec.by) } td.outcome { (rec.outcome) }
+                         td.change { (rec.problem.clone().unwrap_or_else(|| diff(rec.old.as_ref(), rec.new.as_ref()))) } }
+                }
+            }
+        }
+    };
+    page(lang, lang.t("rules"), Some(&a.user), "/ops/rules", body)
+}
+
+#[derive(serde::Deserialize)]
+pub struct RulesQuery {
+    pub lang: Option<String>,
+    pub msg: Option<String>,
+}
+
+/// A rule change asked for by a logged-in ops user: validated against the pipeline file (the same
+/// code and messages as config load and `vigil thresholds set`), written to the KV with the
+/// user as `by`. Returns the KV revision.
+async fn change_rule(
+    svc: &Service,
+    a: &super::Authed,
+    camera: &str,
+    rule: &str,
+    set: serde_json::Map<String, serde_json::Value>,
+    reason: &str,
+) -> Result<u64, ApiError> {
+    if a.user.role != Role::Ops {
+        return Err(ApiError::forbidden("the ops console is for the ops role"));
+    }
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let p = &svc.pipeline;
+    let Some(n) = &p.nats else { return Err(bad("no NATS in this pipeline: change the pipeline file".into())) };
+    if !p.raw.cameras.iter().any(|c| c.id == camera && c.rules.iter().any(|r| r.id() == rule)) {
+        return Err(bad(format!("no rule {rule:?} on camera {camera:?}")));
+    }
+    if set.is_empty() {
+        return Err(bad("nothing to set (e.g. threshold=0.85)".into()));
+    }
+    let change = overrides::Change { camera, rule, by: &a.user.name, reason, set, clear: false };
+    overrides::set(n, &p.raw.control.kv_bucket, svc.site(), change, Some(&p.file))
+        .await
+        .map_err(|e| bad(format!("{e:#}")))
+        .inspect(
+            |rev| tracing::info!(user = %a.user.name, camera, rule, revision = rev, "ops console: rule change written"),
+        )
+}
+
+#[derive(serde::Deserialize)]
+pub struct ChangeForm {
+    csrf: String,
+    camera: String,
+    rule: String,
+    set: String,
+    reason: String,
+}
+
+/// The change form: `key=value` items separated by spaces or commas at top level.
+pub async fn rules_form(State(svc): State<Arc<Service>>, h: HeaderMap, f: axum::Form<ChangeForm>) -> Response {
+    let a = match require(&svc, &h).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = check_csrf(&a, Some(&f.csrf)) {
+        return e.into_response();
+    }
+    let items: Vec<String> = f.set.split_whitespace().map(str::to_string).collect();
+    let msg = match overrides::parse_assignments(&items) {
+        Err(e) => format!("{e:#}"),
+        Ok(set) => match change_rule(&svc, &a, &f.camera, &f.rule, set, &f.reason).await {
+            Ok(rev) => {
+                format!("{}.{}: written (KV revision {rev}); the workers apply it between two frames", f.camera, f.rule)
+            }
+            Err(ApiError(StatusCode::FORBIDDEN, m)) => return ApiError::forbidden(&m).into_response(),
+            Err(ApiError(_, m)) => m,
+        },
+    };
+    let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("msg", &msg).finish();
+    axum::response::Redirect::to(&format!("/ops/rules?{q}")).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct ChangeBody {
+    set: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/ops/rules/{camera}/{rule}` `{"set": {...}, "reason": "..."}` (x-csrf-token).
+pub async fn rules_api(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path((camera, rule)): Path<(String, String)>,
+    body: axum::Json<ChangeBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let a = require(&svc, &h).await?;
+    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    let rev = change_rule(&svc, &a, &camera, &rule, body.0.set, &body.0.reason).await?;
+    Ok(axum::Json(serde_json::json!({ "camera": camera, "rule": rule, "revision": rev, "by": a.user.name })))
 }
