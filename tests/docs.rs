@@ -38,7 +38,17 @@ fn the_schema_is_valid_json_with_every_section() {
 /// `for k in …; do vigil schema $k > tests/schemas/…; done`, see README "Schemas").
 #[test]
 fn the_committed_schemas_are_vigil_schema() {
-    let kinds = ["event", "manifest", "checkpoint", "checkpoint-event", "index", "review", "review-event", "signature", "status"];
+    let kinds = [
+        "event",
+        "manifest",
+        "checkpoint",
+        "checkpoint-event",
+        "index",
+        "review",
+        "review-event",
+        "signature",
+        "status",
+    ];
     let mut files: Vec<String> = std::fs::read_dir(repo().join("tests/schemas"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
