@@ -276,8 +276,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     };
     // live status reports → vigil-live.status.<site>.<worker> (core NATS, for the ops console)
     let status_task = p.nats.clone().map(|nats| {
-        let subject = crate::util::subject::status(&raw.site.id, &p.worker_id());
-        let mut reporter = telemetry::status::Reporter::new(&raw.site.id, &p.worker_id(), raw.worker.status_interval_s);
+        let worker = p.worker_id();
+        let subject = crate::util::subject::status(&raw.site.id, &worker);
+        let mut reporter = telemetry::status::Reporter::new(&raw.site.id, &worker, raw.worker.status_interval_s);
         let every = Duration::from_secs_f64(raw.worker.status_interval_s);
         tokio::spawn(async move {
             let client = match nats.connect().await {

@@ -77,7 +77,8 @@ impl Live {
                     continue;
                 }
                 match serde_json::from_slice::<StatusReport>(&m.payload) {
-                    Ok(r) if r.site == site && crate::rules::valid_id(&r.worker.replace('.', "_")) => l.put(r),
+                    // the worker id is a label on the page: bounded, printable
+                    Ok(r) if r.site == site && crate::util::check_label("worker", &r.worker, 1, 64).is_ok() => l.put(r),
                     Ok(r) => {
                         tracing::debug!(site = %r.site, worker = %r.worker, "status report of another site; ignored")
                     }
