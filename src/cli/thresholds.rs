@@ -103,13 +103,13 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             let change = overrides::Change { camera: &camera, rule: &rule, by: &by, reason: &reason, set, clear };
             let rev = block_on(overrides::set(&kv.endpoint()?, &kv.bucket, &kv.site, change, pipeline.as_deref()))?;
             println!(
-                "{}.{camera}.{rule}: revision {rev} written; workers validate and apply it between frames (see `vigil thresholds history`)",
-                kv.site
+                "{}: revision {rev} written; workers validate and apply it between frames (see `vigil thresholds history`)",
+                overrides::key(&kv.site, &camera, &rule)
             );
         }
         Cmd::History { kv, camera, rule, stream } => block_on(async {
             if let Some(r) = &rule {
-                let key = format!("{}.{camera}.{r}", kv.site);
+                let key = overrides::key(&kv.site, &camera, r);
                 println!("written to {}/{key}:", kv.bucket);
                 for (rev, o) in overrides::kv_history(&kv.endpoint()?, &kv.bucket, &key).await? {
                     match o {

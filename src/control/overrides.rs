@@ -132,6 +132,11 @@ pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_
     }
 }
 
+/// The KV key of one rule's override: `<site>.<camera>.<rule id>`.
+pub fn key(site: &str, camera: &str, rule: &str) -> String {
+    format!("{site}.{camera}.{rule}")
+}
+
 async fn connect(nats: &Endpoint) -> Result<async_nats::Client> {
     nats.connect().await
 }
@@ -193,7 +198,7 @@ pub async fn set(nats: &Endpoint, bucket: &str, site: &str, c: Change<'_>, pipel
     crate::util::check_label("--by", by, 1, limits::BY)?;
     crate::util::check_label("--reason", reason, 0, limits::REASON)?;
     let kv = kv_store(connect(nats).await?, bucket).await?;
-    let key = format!("{site}.{camera}.{rule}");
+    let key = key(site, camera, rule);
     if clear {
         kv.delete(&key).await.with_context(|| format!("KV delete {key}"))?;
         return Ok(kv.entry(&key).await?.map(|e| e.revision).unwrap_or_default());

@@ -20,6 +20,16 @@ use crate::review::Service;
 use crate::review::accounts::Role;
 use crate::review::live::OpsCamera;
 
+/// The console is the ops role's only.
+fn is_ops(a: &super::Authed) -> bool {
+    a.user.role == Role::Ops
+}
+
+/// 403 unless the account has the ops role (the API's answer).
+fn ops_only(a: &super::Authed) -> Result<(), ApiError> {
+    if is_ops(a) { Ok(()) } else { Err(ApiError::forbidden("the ops console is for the ops role")) }
+}
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
@@ -30,7 +40,7 @@ pub async fn overview(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<La
         Ok(x) => x,
         Err(r) => return r,
     };
-    if a.user.role != Role::Ops {
+    if !is_ops(&a) {
         return forbidden(lang, &a.user);
     }
     let rows = svc.live.cameras(&svc.pipeline);
@@ -85,9 +95,7 @@ fn state_text(lang: super::i18n::Lang, s: &str) -> &'static str {
 /// `/api/ops/cameras`: the overview's rows as JSON.
 pub async fn cameras(State(svc): State<Arc<Service>>, h: HeaderMap) -> Result<axum::Json<Vec<OpsCamera>>, Response> {
     let a = require(&svc, &h).await.map_err(IntoResponse::into_response)?;
-    if a.user.role != Role::Ops {
-        return Err(ApiError::forbidden("the ops console is for the ops role").into_response());
-    }
+    ops_only(&a).map_err(IntoResponse::into_response)?;
     Ok(axum::Json(svc.live.cameras(&svc.pipeline)))
 }
 
@@ -135,7 +143,7 @@ async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
     let mut out = Vec::new();
     for cam in &p.raw.cameras {
         for r in &cam.rules {
-            let key = format!("{}.{}.{}", svc.site(), cam.id, r.id());
+            let key = overrides::key(svc.site(), &cam.id, r.id());
             let o = kv.get(&key).and_then(|(rev, v)| {
                 let o = Override::parse(v.to_string().as_bytes()).ok()?;
                 Some((*rev, o))
@@ -201,7 +209,7 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
         Ok(x) => x,
         Err(r) => return r,
     };
-    if a.user.role != Role::Ops {
+    if !is_ops(&a) {
         return forbidden(lang, &a.user);
     }
     let (rules, problem) = rules_now(&svc).await;
@@ -294,9 +302,7 @@ async fn change_rule(
     set: serde_json::Map<String, serde_json::Value>,
     reason: &str,
 ) -> Result<u64, ApiError> {
-    if a.user.role != Role::Ops {
-        return Err(ApiError::forbidden("the ops console is for the ops role"));
-    }
+    ops_only(a)?;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let p = &svc.pipeline;
     let Some(n) = &p.nats else { return Err(bad("no NATS in this pipeline: change the pipeline file".into())) };
