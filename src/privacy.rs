@@ -177,7 +177,26 @@ impl PrivacyMask {
     pub fn load(path: &Path) -> Result<PrivacyMask, MaskError> {
         let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::limits::MASK)
             .map_err(|e| MaskError::Read { path: path.into(), problem: format!("{e:#}") })?;
-        let text = std::str::from_utf8(&bytes)
+        let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        PrivacyMask::parse(&bytes, path, id)
+    }
+
+    /// Reads a mask from the bytes of a mask file, checked as [`PrivacyMask::load`] checks a file
+    /// (the same code and messages; `origin` names where the bytes came from, a file or a KV key).
+    /// The mask's `sha256` is that of `bytes`: saved to a file, the same bytes give the same hash.
+    pub fn parse(bytes: &[u8], origin: &Path, id: String) -> Result<PrivacyMask, MaskError> {
+        let path = origin;
+        if bytes.len() as u64 > crate::util::fsx::limits::MASK {
+            return Err(MaskError::Parse {
+                path: path.into(),
+                problem: format!(
+                    "{} bytes, more than the {} a mask may have",
+                    bytes.len(),
+                    crate::util::fsx::limits::MASK
+                ),
+            });
+        }
+        let text = std::str::from_utf8(bytes)
             .map_err(|_| MaskError::Parse { path: path.into(), problem: "not UTF-8 text".into() })?;
         let file: MaskFile = toml::from_str(text)
             .map_err(|e| MaskError::Parse { path: path.into(), problem: e.message().to_string() })?;
@@ -207,11 +226,45 @@ impl PrivacyMask {
             })?;
             polygons.push(Polygon { name, points });
         }
-        Ok(PrivacyMask {
-            id: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            path: path.into(),
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            polygons,
+        Ok(PrivacyMask { id, path: path.into(), sha256: hex::encode(Sha256::digest(bytes)), polygons })
+    }
+
+    /// The mask file text of `polygons` (what the ops console saves; [`PrivacyMask::parse`] reads it
+    /// back to the same polygons). Names are kept when they are labels, else dropped.
+    pub fn file_text(polygons: &[Polygon], comment: &str) -> String {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            polygons: Vec<OutPolygon<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        struct OutPolygon<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<&'a str>,
+            points: Vec<[f64; 2]>,
+        }
+        let out = Out {
+            polygons: polygons
+                .iter()
+                .map(|p| OutPolygon {
+                    name: Some(p.name.as_str()).filter(|n| crate::util::check_label("name", n, 1, 64).is_ok()),
+                    points: p.points.iter().map(|q| [q.x, q.y]).collect(),
+                })
+                .collect(),
+        };
+        let mut text: String = comment.lines().map(|l| format!("# {l}\n")).collect();
+        text.push_str(&toml::to_string(&out).unwrap_or_default());
+        text
+    }
+
+    /// What the ops console and audit records show of a mask: id, hash and polygons.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "sha256": self.sha256,
+            "polygons": self.polygons.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "points": p.points.iter().map(|q| [q.x, q.y]).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         })
     }
 

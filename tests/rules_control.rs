@@ -254,6 +254,7 @@ impl vigil::control::analysis::AnalysisSink for CountingSink {
         _: vigil::rules::Raised,
         _: &vigil::frame::RgbFrame,
         _: &[vigil::telemetry::Condition],
+        _: Option<&std::sync::Arc<vigil::privacy::PrivacyMask>>,
     ) {
         self.raised += 1;
     }

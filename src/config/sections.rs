@@ -261,7 +261,7 @@ pub struct EvidenceConfig {
     pub seal_recipient: Option<String>,
 }
 
-/// `[control]`: how ops change rule parameters while the worker runs.
+/// `[control]`: how ops change rule parameters and privacy masks while the worker runs.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
@@ -274,6 +274,13 @@ pub struct ControlConfig {
     #[default("vigil-thresholds".to_string())]
     #[schemars(length(min = 1, max = 64))]
     pub kv_bucket: String,
+    /// NATS KV bucket of privacy masks set from the ops console, a key per `<site>.<camera>`
+    /// holding the mask file's text: laid over the camera's `privacy_mask` file while the key
+    /// exists, applied by running workers between two frames (used when `publish.nats_url` is
+    /// set; created when missing).
+    #[default("vigil-masks".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub mask_bucket: String,
 }
 
 /// `[review]`: the evidence review service (`vigil review serve`).

@@ -21,6 +21,32 @@ use crate::telemetry::{CameraStats, Condition};
 /// Rule configuration waiting to be applied by a camera's analysis thread (between two frames).
 pub type RuleSlot = Arc<Mutex<Option<CameraRules>>>;
 
+/// A privacy mask waiting to be applied by a camera's analysis thread (between two frames):
+/// `Some(None)` runs the camera without a mask.
+pub type MaskSlot = Arc<Mutex<Option<Option<Arc<PrivacyMask>>>>>;
+
+/// A request for the camera's next analysis frame (the ops console's picture to draw masks on).
+pub struct SnapshotRequest {
+    /// The frame before the privacy mask (only the ops console's audited unmasked view asks).
+    pub unmasked: bool,
+    /// The frame and the SHA-256 of the mask in force (`none` without one).
+    pub reply: tokio::sync::oneshot::Sender<(RgbFrame, String)>,
+}
+
+/// What reaches a running camera's analysis thread from outside, taken between two frames: new
+/// rules, a new privacy mask, requests for a snapshot.
+#[derive(Clone, Default)]
+pub struct CameraControl {
+    pub rules: RuleSlot,
+    pub mask: MaskSlot,
+    pub snapshots: Arc<Mutex<Vec<SnapshotRequest>>>,
+}
+
+/// Locks a slot whatever a panicking holder left (a slot holds plain values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Analysed frames per camera before allocation counting starts (buffers grow to size first).
 pub const WARM_UP_FRAMES: u64 = 10;
 
@@ -43,7 +69,7 @@ pub struct AnalyserConfig {
 /// One camera's analysis state.
 pub struct Analyser {
     pub camera: String,
-    mask: Option<PrivacyMask>,
+    mask: Option<Arc<PrivacyMask>>,
     raster: Option<MaskRaster>,
     rules: RuleSet,
     tamper: TamperDetector,
@@ -66,7 +92,7 @@ impl Analyser {
         Analyser {
             rules: RuleSet::new(&c.rules, c.gate, &c.labels),
             camera: c.camera,
-            mask: c.mask,
+            mask: c.mask.map(Arc::new),
             raster: None,
             tamper: TamperDetector::new(c.tamper),
             measurer: health::Measurer::default(),
@@ -84,6 +110,18 @@ impl Analyser {
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// Replaces the privacy mask from the next frame on (`None`: no mask).
+    pub fn set_mask(&mut self, mask: Option<Arc<PrivacyMask>>) {
+        self.mask = mask;
+        self.raster = None;
+    }
+
+    /// The privacy mask in force: what the analysis blacks out and what evidence cut from a
+    /// violation raised now burns into its stored pixels and names in its manifest.
+    pub fn current_mask(&self) -> Option<&Arc<PrivacyMask>> {
+        self.mask.as_ref()
     }
 
     /// Conditions active now (for the evidence of a violation).
@@ -122,6 +160,30 @@ impl Analyser {
         (changes, raised)
     }
 
+    /// Answers snapshot requests with a copy of `frame` (not yet masked): unmasked as it is, or
+    /// masked as stored pixels are (the polygons and their guard band).
+    fn answer_snapshots(&self, wanted: Vec<SnapshotRequest>, frame: &RgbFrame) {
+        let mut masked: Option<RgbFrame> = None;
+        let sha = self.mask.as_ref().map_or_else(|| "none".to_string(), |m| m.sha256.clone());
+        for w in wanted {
+            let copy = if w.unmasked {
+                frame.clone()
+            } else {
+                masked
+                    .get_or_insert_with(|| {
+                        let mut f = frame.clone();
+                        if let Some(m) = &self.mask {
+                            let stride = f.stride();
+                            m.stored_raster(f.width, f.height).apply_rgb(&mut f.data, stride);
+                        }
+                        f
+                    })
+                    .clone()
+            };
+            let _ = w.reply.send((copy, sha.clone()));
+        }
+    }
+
     /// Wall-clock time of stream time zero.
     pub fn epoch(&self) -> DateTime<Utc> {
         self.epoch
@@ -132,19 +194,28 @@ impl Analyser {
 pub trait AnalysisSink {
     /// A tamper/health condition started or ended.
     fn health(&mut self, camera: &str, change: &Change);
-    /// A rule fired on `frame` (already masked), with the conditions active at that frame.
-    fn raise(&mut self, camera: &str, r: Raised, frame: &RgbFrame, active: &[Condition]);
+    /// A rule fired on `frame` (already masked with `mask`), with the conditions active at that
+    /// frame.
+    fn raise(
+        &mut self,
+        camera: &str,
+        r: Raised,
+        frame: &RgbFrame,
+        active: &[Condition],
+        mask: Option<&Arc<PrivacyMask>>,
+    );
 }
 
-/// Runs one camera's analysis until the frame queue closes. A new rule configuration in `reload`
-/// takes effect between two frames. Heap allocations on the analysis thread are counted per
+/// Runs one camera's analysis until the frame queue closes. A new rule configuration or privacy
+/// mask in `control` takes effect between two frames; snapshot requests are answered with the next
+/// frame (masked as stored evidence is, unless the request is for the unmasked view). Heap allocations on the analysis thread are counted per
 /// frame after warm-up into the camera's stats (`hot_allocations` over `hot_frames`); frames that
 /// raise a violation or change a health condition are left out: building their record allocates.
 pub fn run_loop(
     mut a: Analyser,
     frames: Receiver<RgbFrame>,
     spare: Option<SyncSender<Vec<u8>>>,
-    reload: RuleSlot,
+    control: CameraControl,
     models: Option<Arc<ModelPool>>,
     sink: &mut dyn AnalysisSink,
 ) {
@@ -154,9 +225,17 @@ pub fn run_loop(
     while let Ok(mut frame) = frames.recv() {
         let allocs_before = alloc::thread_allocations();
         alloc::trace_allocations(seen >= WARM_UP_FRAMES && seen < WARM_UP_FRAMES + trace);
-        let update = reload.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let update = lock(&control.rules).take();
         if let Some(r) = update {
             a.reconfigure(&r);
+        }
+        let mask = lock(&control.mask).take();
+        if let Some(m) = mask {
+            a.set_mask(m);
+        }
+        let wanted = std::mem::take(&mut *lock(&control.snapshots));
+        if !wanted.is_empty() {
+            a.answer_snapshots(wanted, &frame);
         }
         let (changes, raised) = a.analyse(&mut frame, models.as_deref());
         for c in &changes {
@@ -176,7 +255,7 @@ pub fn run_loop(
                 if !raised.is_empty() {
                     let active = a.active_conditions();
                     for r in raised {
-                        sink.raise(&a.camera, r, &frame, &active);
+                        sink.raise(&a.camera, r, &frame, &active, a.current_mask());
                     }
                 }
             }

@@ -11,6 +11,7 @@
 //! so), finish encoding and storing them, flush the outbox to NATS as far as it allows, exit 0.
 
 pub mod analysis;
+pub mod live;
 pub mod overrides;
 pub mod reload;
 
@@ -23,7 +24,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use analysis::{Analyser, AnalyserConfig, AnalysisSink, RuleSlot};
+use analysis::{Analyser, AnalyserConfig, AnalysisSink, CameraControl};
 
 use crate::config::{Camera, Pipeline};
 use crate::detect::{ModelPool, ModelSet, Models, ObjectDetector, RuntimeOptions};
@@ -113,7 +114,14 @@ impl AnalysisSink for WorkerSink {
         Event::Health { camera, condition: c.condition, active: c.active, detail: &c.detail, lasted: c.lasted }.emit();
     }
 
-    fn raise(&mut self, camera: &str, r: Raised, frame: &RgbFrame, active: &[Condition]) {
+    fn raise(
+        &mut self,
+        camera: &str,
+        r: Raised,
+        frame: &RgbFrame,
+        active: &[Condition],
+        mask: Option<&Arc<crate::privacy::PrivacyMask>>,
+    ) {
         let fire = r.fire;
         let evidence_id = ulid::Ulid::new().to_string();
         self.stats.violations.inc();
@@ -144,6 +152,7 @@ impl AnalysisSink for WorkerSink {
             analysis_size: (frame.width, frame.height),
             pre_roll: self.pre,
             post_roll: self.post,
+            mask: mask.cloned(),
         };
         let tx = self.evidence.clone();
         let (start, end) = (fire.pts.saturating_sub(self.pre), fire.pts + self.post);
@@ -274,33 +283,6 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     };
-    // live status reports → vigil-live.status.<site>.<worker> (core NATS, for the ops console)
-    let status_task = p.nats.clone().map(|nats| {
-        let worker = p.worker_id();
-        let subject = crate::util::subject::status(&raw.site.id, &worker);
-        let mut reporter = telemetry::status::Reporter::new(&raw.site.id, &worker, raw.worker.status_interval_s);
-        let every = Duration::from_secs_f64(raw.worker.status_interval_s);
-        tokio::spawn(async move {
-            let client = match nats.connect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "status reports off: cannot connect to NATS");
-                    return;
-                }
-            };
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let report = reporter.report();
-                let body = serde_json::to_vec(&report).unwrap_or_default();
-                // best effort: a report lost while NATS is away is superseded by the next one
-                if let Err(e) = client.publish(subject.clone(), body.into()).await {
-                    tracing::debug!(error = %e, "status report not sent");
-                }
-            }
-        })
-    });
     if let Some(addr) = &raw.worker.http {
         let addr: std::net::SocketAddr = addr.parse().context("worker.http")?;
         if !crate::util::http::is_loopback(&addr) {
@@ -336,11 +318,34 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let mut analysis_threads = Vec::new();
     let mut per_cam = Vec::new();
     // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
-    let slots: BTreeMap<String, RuleSlot> =
-        p.cameras.iter().map(|c| (c.id.clone(), Arc::new(Mutex::new(None)))).collect();
+    let slots: BTreeMap<String, CameraControl> =
+        p.cameras.iter().map(|c| (c.id.clone(), CameraControl::default())).collect();
     let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
     let ctl = reload::RuleControl::new(&p, slots.clone(), publisher.clone())?;
+    let audit = ctl.audit.clone();
     let (initial_rules, ctl_task) = reload::start(ctl, p.nats.clone(), raw.control.watch_file, ctl_stop).await;
+    // the live side on core NATS (for the ops console): status reports → vigil-live.status.<site>.
+    // <worker>, snapshots on request ← vigil-live.snapshot.<site>.<camera>
+    let live_task = p.nats.clone().map(|nats| {
+        let worker = p.worker_id();
+        let subject = crate::util::subject::status(&raw.site.id, &worker);
+        let reporter = telemetry::status::Reporter::new(&raw.site.id, &worker, raw.worker.status_interval_s);
+        let every = Duration::from_secs_f64(raw.worker.status_interval_s);
+        let (site, cams) = (raw.site.id.clone(), slots.clone());
+        tokio::spawn(async move {
+            match nats.connect().await {
+                Ok(client) => {
+                    tokio::join!(
+                        live::status_reports(client.clone(), subject, reporter, every),
+                        live::snapshots(client, site, cams, audit)
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "status reports and snapshots off: cannot connect to NATS")
+                }
+            }
+        })
+    });
     for (index, cam) in p.cameras.iter().enumerate() {
         let mut cam = cam.clone();
         if let Some(r) = initial_rules.get(&cam.id) {
@@ -497,7 +502,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let _ = cp_task.await;
     telemetry::set_health_sink(None);
     let _ = health_task.await;
-    if let Some(t) = status_task {
+    if let Some(t) = live_task {
         t.abort();
     }
     let unpublished = publisher.flush(Duration::from_secs(10)).await;

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::config::Pipeline;
+use crate::privacy::PrivacyMask;
 use crate::rules::{RuleConfig, revision_of, validate_rules};
 use crate::util::nats::Endpoint;
 
@@ -43,6 +44,8 @@ pub mod limits {
     pub const REASON: usize = 1024;
     /// Parameters in `set`.
     pub const PARAMS: usize = 64;
+    /// A privacy-mask KV value, in bytes (under NATS's default 1 MiB message size).
+    pub const MASK_VALUE: usize = 512 << 10;
 }
 
 impl Override {
@@ -69,6 +72,97 @@ impl Override {
             bail!("\"set\" has {} parameters, more than {}", self.set.len(), limits::PARAMS);
         }
         Ok(())
+    }
+}
+
+/// A privacy mask set from the ops console: the KV value of `<site>.<camera>` in
+/// `control.mask_bucket`. `mask` is the text of a privacy-mask file (checked as one); its SHA-256
+/// is what manifests name, and saved as a file it is the same mask with the same hash.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskOverride {
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub at: String,
+    pub mask: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_user: Option<String>,
+}
+
+/// The audit records' `rule` for a privacy-mask change.
+pub const MASK_RULE: &str = "privacy_mask";
+
+impl MaskOverride {
+    /// Reads a KV value strictly (bounded; `by` and `reason` labels) and the mask in it, checked
+    /// as a mask file is; `origin` names the KV entry in messages and becomes the mask's id.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<(MaskOverride, PrivacyMask), String> {
+        if bytes.len() > limits::MASK_VALUE {
+            return Err(format!(
+                "value is {} bytes, more than the {} a mask may have",
+                bytes.len(),
+                limits::MASK_VALUE
+            ));
+        }
+        let o: MaskOverride = serde_json::from_slice(bytes)
+            .map_err(|e| format!("value is not {{\"by\": ..., \"reason\": ..., \"mask\": \"...\"}} JSON: {e}"))?;
+        crate::util::check_label("\"by\" (who makes the change)", &o.by, 1, limits::BY).map_err(|e| e.to_string())?;
+        crate::util::check_label("\"reason\"", &o.reason, 0, limits::REASON).map_err(|e| e.to_string())?;
+        let m =
+            PrivacyMask::parse(o.mask.as_bytes(), Path::new(origin), origin.to_string()).map_err(|e| e.to_string())?;
+        Ok((o, m))
+    }
+}
+
+/// Writes the privacy mask of `camera` (`None`: deletes it, back to the pipeline file's mask)
+/// after checking it as a mask file is checked. Returns the KV revision and the mask's SHA-256.
+pub async fn set_mask(
+    nats: &Endpoint,
+    bucket: &str,
+    site: &str,
+    camera: &str,
+    by: &str,
+    reason: &str,
+    mask_text: Option<&str>,
+) -> Result<(u64, Option<String>)> {
+    crate::util::check_label("by", by, 1, limits::BY)?;
+    crate::util::check_label("reason", reason, 0, limits::REASON)?;
+    let kv = kv_store(connect(nats).await?, bucket).await?;
+    let key = format!("{site}.{camera}");
+    let Some(text) = mask_text else {
+        kv.delete(&key).await.with_context(|| format!("KV delete {key}"))?;
+        return Ok((kv.entry(&key).await?.map(|e| e.revision).unwrap_or_default(), None));
+    };
+    let o = MaskOverride {
+        by: by.into(),
+        reason: reason.into(),
+        at: crate::util::rfc3339(chrono::Utc::now()),
+        mask: text.into(),
+        nats_user: nats.user(),
+    };
+    let bytes = serde_json::to_vec(&o)?;
+    let (_, m) = MaskOverride::parse(&bytes, &format!("kv:{bucket}/{key}")).map_err(|e| anyhow::anyhow!(e))?;
+    let rev = kv.put(&key, bytes.into()).await.with_context(|| format!("KV put {key}"))?;
+    Ok((rev, Some(m.sha256)))
+}
+
+/// The privacy mask in KV for `camera`, if any: `(revision, value, mask)`.
+pub async fn get_mask(
+    nats: &Endpoint,
+    bucket: &str,
+    site: &str,
+    camera: &str,
+) -> Result<Option<(u64, MaskOverride, PrivacyMask)>> {
+    let kv = kv_store(connect(nats).await?, bucket).await?;
+    let key = format!("{site}.{camera}");
+    match kv.entry(&key).await.context("KV entry")? {
+        Some(e) if matches!(e.operation, async_nats::jetstream::kv::Operation::Put) => {
+            let origin = format!("kv:{bucket}/{key}@{}", e.revision);
+            let (o, m) = MaskOverride::parse(&e.value, &origin).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            Ok(Some((e.revision, o, m)))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -124,7 +218,9 @@ pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_
             .create_key_value(async_nats::jetstream::kv::Config {
                 bucket: bucket.into(),
                 history: 64,
-                description: "vigil rule overrides: <site>.<camera>.<rule> -> {by, reason, at, set}".into(),
+                description: "vigil control: rule overrides (<site>.<camera>.<rule> -> {by, reason, at, set}) or \
+                              privacy masks (<site>.<camera> -> {by, reason, at, mask})"
+                    .into(),
                 ..Default::default()
             })
             .await

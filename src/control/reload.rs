@@ -29,12 +29,47 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::analysis::RuleSlot;
-use super::overrides::{AuditRecord, Override, kv_store, overlay, revision};
+use super::analysis::CameraControl;
+use super::overrides::{AuditRecord, MASK_RULE, MaskOverride, Override, kv_store, overlay, revision};
 use crate::config::Pipeline;
+use crate::privacy::PrivacyMask;
 use crate::publish::{OutboxEntry, Publisher};
 use crate::rules::{CameraRules, Needs, RuleConfig, RuleEnv, validate_rules};
 use crate::telemetry::Event;
+
+/// Where audit records go: `<data_dir>/audit/rules.jsonl` (appended, synced) and
+/// `vigil.audit.<site>.<camera>` through the durable outbox.
+pub struct AuditWriter {
+    path: PathBuf,
+    publisher: Arc<Publisher>,
+}
+
+impl AuditWriter {
+    pub fn new(data_dir: &Path, publisher: Arc<Publisher>) -> Result<AuditWriter> {
+        let dir = data_dir.join("audit");
+        std::fs::create_dir_all(&dir).with_context(|| format!("audit dir {}", dir.display()))?;
+        Ok(AuditWriter { path: dir.join("rules.jsonl"), publisher })
+    }
+
+    /// Writes one record to both places; a failure is logged (the change itself stands).
+    pub async fn write(&self, rec: &AuditRecord) {
+        let line = serde_json::to_string(rec).unwrap_or_default();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()));
+        if let Err(e) = written {
+            tracing::error!(file = %self.path.display(), error = %e, "audit record not written");
+        }
+        let cam = if rec.camera == "*" { "_pipeline" } else { rec.camera.as_str() };
+        let entry =
+            OutboxEntry::new(format!("audit-{}", ulid::Ulid::new()), crate::util::Subject::audit(&rec.site, cam), rec);
+        if let Err(e) = self.publisher.submit(entry).await {
+            tracing::error!(error = format!("{e:#}"), "audit record not queued for publishing");
+        }
+    }
+}
 
 pub struct RuleControl {
     site: String,
@@ -52,16 +87,23 @@ pub struct RuleControl {
     base: BTreeMap<String, Vec<RuleConfig>>,
     overrides: BTreeMap<(String, String), (Override, String)>,
     pub current: BTreeMap<String, CameraRules>,
-    slots: BTreeMap<String, RuleSlot>,
-    audit_path: PathBuf,
-    publisher: Arc<Publisher>,
+    slots: BTreeMap<String, CameraControl>,
+    pub audit: Arc<AuditWriter>,
     pub bucket: String,
+    pub mask_bucket: String,
+    /// Each camera's mask file (`None`: `privacy_mask = "none"`), its signature and the mask read
+    /// from it.
+    mask_files: BTreeMap<String, Option<(PathBuf, Option<(std::time::SystemTime, u64)>)>>,
+    mask_base: BTreeMap<String, Option<Arc<PrivacyMask>>>,
+    /// Masks set in KV (they win over the file's while the key exists).
+    mask_kv: BTreeMap<String, Arc<PrivacyMask>>,
+    /// The mask in force per camera.
+    pub masks: BTreeMap<String, Option<Arc<PrivacyMask>>>,
 }
 
 impl RuleControl {
-    pub fn new(p: &Pipeline, slots: BTreeMap<String, RuleSlot>, publisher: Arc<Publisher>) -> Result<RuleControl> {
-        let audit_dir = p.data_dir.join("audit");
-        std::fs::create_dir_all(&audit_dir).with_context(|| format!("audit dir {}", audit_dir.display()))?;
+    pub fn new(p: &Pipeline, slots: BTreeMap<String, CameraControl>, publisher: Arc<Publisher>) -> Result<RuleControl> {
+        let audit = Arc::new(AuditWriter::new(&p.data_dir, publisher)?);
         let sig = file_sig(&p.file);
         let labels = p.object_labels();
         Ok(RuleControl {
@@ -79,10 +121,96 @@ impl RuleControl {
             overrides: BTreeMap::new(),
             current: p.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
             slots,
-            audit_path: audit_dir.join("rules.jsonl"),
-            publisher,
+            audit,
             bucket: p.raw.control.kv_bucket.clone(),
+            mask_bucket: p.raw.control.mask_bucket.clone(),
+            mask_files: p
+                .cameras
+                .iter()
+                .map(|c| (c.id.clone(), c.mask.as_ref().map(|m| (m.path.clone(), file_sig(&m.path)))))
+                .collect(),
+            mask_base: p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect(),
+            mask_kv: BTreeMap::new(),
+            masks: p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect(),
         })
+    }
+
+    /// Puts the mask the camera should run with (KV over file) in force when it differs from
+    /// the one in force; audits the change.
+    async fn apply_mask(&mut self, cam: &str, source: &str, by: &str, reason: &str) {
+        let new = self.mask_kv.get(cam).cloned().or_else(|| self.mask_base.get(cam).cloned().flatten());
+        let old = self.masks.get(cam).cloned().flatten();
+        if old.as_ref().map(|m| &m.sha256) == new.as_ref().map(|m| &m.sha256) {
+            return;
+        }
+        self.masks.insert(cam.to_string(), new.clone());
+        if let Some(slot) = self.slots.get(cam) {
+            *slot.mask.lock().unwrap_or_else(|p| p.into_inner()) = Some(new.clone());
+        }
+        let facts = |m: &Arc<PrivacyMask>| (m.summary(), format!("sha256:{}", m.sha256));
+        let (old, new) = (old.as_ref().map(facts), new.as_ref().map(facts));
+        self.record(cam, MASK_RULE, source, by, reason, Ok(()), old, new).await;
+    }
+
+    /// One entry (put or delete) of the mask bucket, key `<site>.<camera>`.
+    pub async fn mask_entry(&mut self, key: &str, revision: u64, value: Option<&[u8]>) {
+        let source = format!("kv:{}/{key}@{revision}", self.mask_bucket);
+        let cam = key.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
+        if !self.mask_base.contains_key(&cam) {
+            let why = format!("key is not <site>.<camera> of a camera in this pipeline: {key:?}");
+            self.record(&cam, MASK_RULE, &source, "?", "", Err(why), None, None).await;
+            return;
+        }
+        let (by, reason) = match value {
+            None => {
+                self.mask_kv.remove(&cam);
+                ("(key deleted)".to_string(), String::new())
+            }
+            Some(bytes) => match MaskOverride::parse(bytes, &source) {
+                Ok((o, m)) => {
+                    self.mask_kv.insert(cam.clone(), Arc::new(m));
+                    (o.by, o.reason)
+                }
+                Err(why) => {
+                    let by = serde_json::from_slice::<Value>(bytes)
+                        .ok()
+                        .and_then(|v| v["by"].as_str().map(|s| crate::util::text::printable(s, 64)))
+                        .unwrap_or_else(|| "?".into());
+                    self.record(&cam, MASK_RULE, &source, &by, "", Err(why), None, None).await;
+                    return;
+                }
+            },
+        };
+        self.apply_mask(&cam, &source, &by, &reason).await;
+    }
+
+    /// Re-reads mask files that changed on disk; a valid one is put in force (unless KV holds a
+    /// mask for the camera), an invalid one is rejected with its errors and the mask stays.
+    async fn poll_mask_files(&mut self) {
+        let cams: Vec<String> = self.mask_files.keys().cloned().collect();
+        for cam in cams {
+            let Some(Some((path, sig))) = self.mask_files.get(&cam).cloned() else { continue };
+            let now = file_sig(&path);
+            if now == sig {
+                continue;
+            }
+            if let Some(Some(entry)) = self.mask_files.get_mut(&cam) {
+                entry.1 = now;
+            }
+            match PrivacyMask::load(&path) {
+                Ok(m) => {
+                    let source = format!("file:{} sha256:{}", path.display(), &m.sha256[..16]);
+                    self.mask_base.insert(cam.clone(), Some(Arc::new(m)));
+                    self.apply_mask(&cam, &source, "privacy mask file", "").await;
+                }
+                Err(e) => {
+                    tracing::warn!(camera = %cam, file = %path.display(), "privacy mask file invalid; kept the mask in force (see the audit record)");
+                    let source = format!("file:{}", path.display());
+                    self.record(&cam, MASK_RULE, &source, "privacy mask file", "", Err(e.to_string()), None, None)
+                        .await;
+                }
+            }
+        }
     }
 
     fn effective(&self, cam: &str) -> Result<Vec<RuleConfig>, String> {
@@ -132,12 +260,12 @@ impl RuleControl {
                 continue;
             }
             changed = true;
-            self.record(cam, &id, source, by, reason, Ok(()), o, n).await;
+            self.record(cam, &id, source, by, reason, Ok(()), o.map(revision), n.map(revision)).await;
         }
         if changed {
             self.current.insert(cam.to_string(), resolved.clone());
             if let Some(slot) = self.slots.get(cam) {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(resolved);
+                *slot.rules.lock().unwrap_or_else(|p| p.into_inner()) = Some(resolved);
             }
         }
         true
@@ -152,11 +280,11 @@ impl RuleControl {
         by: &str,
         reason: &str,
         outcome: Result<(), String>,
-        old: Option<&RuleConfig>,
-        new: Option<&RuleConfig>,
+        old: Option<(Value, String)>,
+        new: Option<(Value, String)>,
     ) {
-        let (old, old_rev) = old.map(revision).unzip();
-        let (new, new_rev) = new.map(revision).unzip();
+        let (old, old_rev) = old.unzip();
+        let (new, new_rev) = new.unzip();
         let rec = AuditRecord {
             time_utc: crate::util::rfc3339(chrono::Utc::now()),
             site: self.site.clone(),
@@ -190,29 +318,14 @@ impl RuleControl {
             detail: &detail,
         }
         .emit();
-        let line = serde_json::to_string(&rec).unwrap_or_default();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.audit_path)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()));
-        if let Err(e) = written {
-            tracing::error!(file = %self.audit_path.display(), error = %e, "audit record not written");
-        }
-        let entry = OutboxEntry::new(
-            format!("audit-{}", ulid::Ulid::new()),
-            crate::util::Subject::audit(&self.site, if cam == "*" { "_pipeline" } else { cam }),
-            &rec,
-        );
-        if let Err(e) = self.publisher.submit(entry).await {
-            tracing::error!(error = format!("{e:#}"), "audit record not queued for publishing");
-        }
+        self.audit.write(&rec).await;
     }
 
     /// Checks the pipeline file; re-reads and applies it when its content changed. Whatever
     /// goes wrong (the file deleted, turned into a directory or a device, binary, invalid) is
     /// logged once with what vigil did: it keeps running with the config it has.
     pub async fn poll_file(&mut self) {
+        self.poll_mask_files().await;
         let sig = file_sig(&self.file);
         if sig == self.file_sig {
             return;
@@ -336,13 +449,20 @@ fn file_sig(p: &Path) -> Option<(std::time::SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-type KvItem = (String, u64, Option<Vec<u8>>);
+/// Which bucket an entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bucket {
+    Rules,
+    Masks,
+}
+
+type KvItem = (Bucket, String, u64, Option<Vec<u8>>);
 
 /// Follows the KV bucket (reconnecting as needed): the current values first, then every change.
 /// Sends `()` on `synced` once the current values have been sent (or the first attempt failed).
 async fn follow_kv(
     nats: crate::util::nats::Endpoint,
-    bucket: String,
+    (which, bucket): (Bucket, String),
     site: String,
     tx: tokio::sync::mpsc::UnboundedSender<KvItem>,
     synced: tokio::sync::oneshot::Sender<()>,
@@ -362,7 +482,7 @@ async fn follow_kv(
                 }
                 if let Some(e) = kv.entry(&k).await.context("KV entry")? {
                     let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-                    let _ = tx.send((e.key, e.revision, put.then(|| e.value.to_vec())));
+                    let _ = tx.send((which, e.key, e.revision, put.then(|| e.value.to_vec())));
                 }
             }
             if let Some(s) = synced.take() {
@@ -371,7 +491,7 @@ async fn follow_kv(
             while let Some(e) = watch.next().await {
                 let e = e.context("KV watch")?;
                 let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-                if tx.send((e.key, e.revision, put.then(|| e.value.to_vec()))).is_err() {
+                if tx.send((which, e.key, e.revision, put.then(|| e.value.to_vec()))).is_err() {
                     return Ok(());
                 }
             }
@@ -400,21 +520,20 @@ pub async fn start(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (BTreeMap<String, CameraRules>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<KvItem>();
-    let kv_task = nats.map(|nats| {
-        let (stx, srx) = tokio::sync::oneshot::channel();
-        let t = tokio::spawn(follow_kv(nats, ctl.bucket.clone(), ctl.site.clone(), tx, stx));
-        (t, srx)
-    });
-    let kv_task = match kv_task {
-        Some((t, srx)) => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), srx).await;
-            while let Ok((k, rev, v)) = rx.try_recv() {
-                ctl.kv_entry(&k, rev, v.as_deref()).await;
-            }
-            Some(t)
+    let mut kv_tasks = Vec::new();
+    if let Some(nats) = nats {
+        let mut synced = Vec::new();
+        for b in [(Bucket::Rules, ctl.bucket.clone()), (Bucket::Masks, ctl.mask_bucket.clone())] {
+            let (stx, srx) = tokio::sync::oneshot::channel();
+            kv_tasks.push(tokio::spawn(follow_kv(nats.clone(), b, ctl.site.clone(), tx.clone(), stx)));
+            synced.push(srx);
         }
-        None => None,
-    };
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(synced)).await;
+        while let Ok(item) = rx.try_recv() {
+            ctl.entry(item).await;
+        }
+    }
+    drop(tx);
     let initial = ctl.current.clone();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -422,21 +541,30 @@ pub async fn start(
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick(), if watch_file => ctl.poll_file().await,
-                Some((k, rev, v)) = rx.recv() => ctl.kv_entry(&k, rev, v.as_deref()).await,
+                Some(item) = rx.recv() => ctl.entry(item).await,
             }
         }
-        if let Some(t) = kv_task {
+        for t in kv_tasks {
             t.abort();
         }
     });
     (initial, task)
 }
 
+impl RuleControl {
+    async fn entry(&mut self, (which, key, rev, value): KvItem) {
+        match which {
+            Bucket::Rules => self.kv_entry(&key, rev, value.as_deref()).await,
+            Bucket::Masks => self.mask_entry(&key, rev, value.as_deref()).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn control(d: &Path) -> (RuleControl, BTreeMap<String, RuleSlot>) {
+    async fn control(d: &Path) -> (RuleControl, BTreeMap<String, CameraControl>) {
         std::fs::write(d.join("a.mp4"), "x").unwrap();
         let text = format!(
             "[site]\nid = \"s\"\n[worker]\ndata_dir = \"data\"\n[models]\ndir = \"{}\"\n\
@@ -445,7 +573,7 @@ mod tests {
         );
         std::fs::write(d.join("site.toml"), text).unwrap();
         let p = Pipeline::load(&d.join("site.toml")).unwrap();
-        let slots: BTreeMap<String, RuleSlot> = [("c".to_string(), RuleSlot::default())].into();
+        let slots: BTreeMap<String, CameraControl> = [("c".to_string(), CameraControl::default())].into();
         let publisher = Arc::new(Publisher::start(&p.data_dir, None, "VIGIL", Duration::from_secs(1)).await.unwrap());
         (RuleControl::new(&p, slots.clone(), publisher).unwrap(), slots)
     }
@@ -463,15 +591,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (mut ctl, slots) = control(d.path()).await;
         ctl.kv_entry("s.c.no_mask", 1, Some(br#"{"by":"alice","reason":"r","set":{"threshold":0.85}}"#)).await;
-        let applied = slots["c"].lock().unwrap().take().expect("handed to the analysis thread");
+        let applied = slots["c"].rules.lock().unwrap().take().expect("handed to the analysis thread");
         let RuleConfig::NoMask(r) = &applied.configs()[0] else { panic!() };
         assert_eq!(r.threshold, 0.85);
         ctl.kv_entry("s.c.no_mask", 2, Some(br#"{"by":"bob","set":{"threshold":1.5}}"#)).await;
         ctl.kv_entry("s.c.no_mask", 3, Some(b"threshold: 0.9")).await;
         ctl.kv_entry("s.c.nosuch", 4, Some(br#"{"by":"eve","set":{}}"#)).await;
-        assert!(slots["c"].lock().unwrap().is_none(), "nothing invalid reaches the camera");
+        assert!(slots["c"].rules.lock().unwrap().is_none(), "nothing invalid reaches the camera");
         ctl.kv_entry("s.c.no_mask", 5, None).await;
-        let back = slots["c"].lock().unwrap().take().expect("deleting the key returns to the file's values");
+        let back = slots["c"].rules.lock().unwrap().take().expect("deleting the key returns to the file's values");
         let RuleConfig::NoMask(r) = &back.configs()[0] else { panic!() };
         assert_eq!(r.threshold, 0.8, "the rule default");
         let a = audit(d.path());

@@ -40,6 +40,9 @@ pub struct Violation {
     pub analysis_size: (u32, u32),
     pub pre_roll: Duration,
     pub post_roll: Duration,
+    /// The privacy mask the analysis ran with when the rule fired: burnt into the clip's stored
+    /// pixels and named in the manifest (it changes at run time from the ops console).
+    pub mask: Option<std::sync::Arc<crate::privacy::PrivacyMask>>,
 }
 
 impl Violation {
@@ -176,10 +179,10 @@ pub async fn produce(
     cam: &crate::config::Camera,
 ) -> Result<EvidenceRecord> {
     let (quant, scratch, trigger) = (ctx.quantizer, ctx.scratch.clone(), v.trigger_pts);
-    let mask = cam.mask.clone();
+    let mask = v.mask.clone();
     let seal = ctx.seal.is_some();
     let (clip, original, src) = tokio::task::spawn_blocking(move || {
-        let clip = clip::cut_clip(&src, mask.as_ref(), trigger, quant, &scratch);
+        let clip = clip::cut_clip(&src, mask.as_deref(), trigger, quant, &scratch);
         let original = if seal { Some(clip::mux_original(&src, &scratch)) } else { None };
         (clip, original, src)
     })
@@ -289,7 +292,7 @@ pub async fn produce(
             .collect(),
         zone: v.zone.as_ref().map(|z| z.points.iter().map(|p| [p.x, p.y]).collect()),
         models: ctx.models.clone(),
-        privacy_mask: cam.mask.as_ref().map(|m| MaskFacts {
+        privacy_mask: v.mask.as_ref().map(|m| MaskFacts {
             id: m.id.clone(),
             sha256: m.sha256.clone(),
             polygons: m.polygons.len(),
@@ -391,6 +394,7 @@ mod tests {
             analysis_size: (640, 360),
             pre_roll: Duration::from_secs(5),
             post_roll: Duration::from_secs(5),
+            mask: None,
         }
     }
 

@@ -20,6 +20,16 @@ pub struct Live {
     reports: RwLock<BTreeMap<String, (Instant, StatusReport)>>,
     /// Whether a NATS connection feeds this view (without one, every camera is `unknown`).
     pub connected: std::sync::atomic::AtomicBool,
+    /// The connection, once made (snapshot requests go through it).
+    client: std::sync::OnceLock<async_nats::Client>,
+}
+
+/// A snapshot a worker sent: the JPEG and what it says of itself.
+pub struct Snapshot {
+    pub jpeg: Vec<u8>,
+    pub unmasked: bool,
+    /// SHA-256 of the mask the worker runs with (`none`).
+    pub mask_sha256: String,
 }
 
 /// One camera on the overview.
@@ -70,6 +80,7 @@ impl Live {
                     return;
                 }
             };
+            let _ = l.client.set(client.clone());
             l.connected.store(true, std::sync::atomic::Ordering::Relaxed);
             while let Some(m) = sub.next().await {
                 if m.payload.len() > MAX_REPORT {
@@ -87,6 +98,39 @@ impl Live {
             }
         });
         live
+    }
+
+    /// Asks the worker running `camera` for a recent frame (masked as stored evidence is unless
+    /// `ask.unmasked`). The error says why there is none.
+    pub async fn snapshot(
+        &self,
+        site: &str,
+        camera: &str,
+        ask: &crate::control::live::SnapshotAsk,
+    ) -> Result<Snapshot, String> {
+        let client = self.client.get().ok_or("no NATS connection: no live picture")?;
+        let body = serde_json::to_vec(ask).map_err(|e| e.to_string())?;
+        let req = client.request(crate::util::subject::snapshot(site, camera), body.into());
+        let m = match tokio::time::timeout(crate::control::live::SNAPSHOT_WAIT + Duration::from_secs(2), req).await {
+            Err(_) => return Err(format!("no answer from the worker of camera {camera} in time")),
+            Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                return Err(format!("no worker runs camera {camera} now"));
+            }
+            Ok(Err(e)) => return Err(format!("snapshot request: {e}")),
+            Ok(Ok(m)) => m,
+        };
+        let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
+        if let Some(e) = header("Vigil-Error") {
+            return Err(e);
+        }
+        if m.payload.len() > 16 << 20 || !m.payload.starts_with(&[0xff, 0xd8]) {
+            return Err("the worker's answer is not a JPEG".into());
+        }
+        Ok(Snapshot {
+            jpeg: m.payload.to_vec(),
+            unmasked: header("Vigil-Snapshot").as_deref() == Some("unmasked"),
+            mask_sha256: header("Vigil-Mask-Sha256").unwrap_or_default(),
+        })
     }
 
     pub fn put(&self, r: StatusReport) {

@@ -32,6 +32,13 @@ pub fn status(site: &str, worker: &str) -> String {
     format!("{STATUS_PREFIX}.{site}.{w}")
 }
 
+/// `vigil-live.snapshot.<site>.<camera>`: request/reply for a recent frame of a camera (the ops
+/// console's picture to draw masks on), answered by the worker that runs it. Restrict who may
+/// publish here with NATS permissions: an unmasked view is one request away.
+pub fn snapshot(site: &str, camera: &str) -> String {
+    format!("vigil-live.snapshot.{site}.{camera}")
+}
+
 /// Every worker's status reports of `site`.
 pub fn status_filter(site: &str) -> String {
     format!("{STATUS_PREFIX}.{site}.*")

@@ -29,6 +29,17 @@ section { background: #fff; padding: 10px 14px; margin-bottom: 14px; }
 .state { font-weight: bold; color: #fff; } .s-up { background: #2d6a4f; } .s-down { background: #b00020; }
 .s-starting { background: #b08900; } .s-unknown { background: #6b7280; }
 tr.cam[data-state=down] { background: #fde2e2; }
+.toolbar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; background: #fff; padding: 8px; margin-bottom: 8px; }
+#editor { position: relative; display: inline-block; line-height: 0; background: #000; }
+#editor img { display: block; max-width: 100%; min-width: 320px; min-height: 180px; }
+#draw { position: absolute; left: 0; top: 0; width: 100%; height: 100%; cursor: crosshair; }
+#draw .poly { fill: rgba(176, 0, 32, 0.25); stroke: #ff4d6d; stroke-width: 2; vector-effect: non-scaling-stroke; }
+#draw .poly.zone { fill: rgba(45, 106, 79, 0.2); stroke: #52b788; }
+#draw .poly.other { opacity: 0.35; }
+#draw .poly.sel { stroke: #ffd166; stroke-width: 3; }
+#draw .open { fill: none; stroke: #ffd166; stroke-width: 2; stroke-dasharray: 6 4; vector-effect: non-scaling-stroke; }
+#draw .vertex { fill: #fff; stroke: #1d3557; stroke-width: 2; vector-effect: non-scaling-stroke; cursor: move; }
+#polys li { cursor: pointer; } #polys li.sel { font-weight: bold; }
 "#;
 
 pub const JS: &str = r#"
@@ -79,6 +90,140 @@ pub const JS: &str = r#"
       }).catch(function () {});
     };
     setInterval(refresh, 1000);
+  }
+  var editor = document.getElementById('editor');
+  if (editor) {
+    var model = JSON.parse(editor.dataset.model);
+    var svg = document.getElementById('draw'), img = document.getElementById('frame');
+    var msg = document.getElementById('msg'), list = document.getElementById('polys');
+    var target = document.getElementById('target'), NS = 'http://www.w3.org/2000/svg';
+    var sets = { mask: (model.mask || []).map(function (p) { return { name: p.name, points: p.points }; }) };
+    model.zones.forEach(function (z) { sets['zone:' + z.rule] = z.points ? [{ name: z.rule + '.zone', points: z.points }] : []; });
+    var open = null, selected = -1, drag = null, moved = false, W = 1, H = 1;
+    var say = function (t, bad) { msg.textContent = t; msg.className = bad ? 'err' : ''; };
+    var norm = function (e) {
+      var r = svg.getBoundingClientRect();
+      var c = function (v) { return Math.round(Math.min(1, Math.max(0, v)) * 10000) / 10000; };
+      return [c((e.clientX - r.left) / r.width), c((e.clientY - r.top) / r.height)];
+    };
+    var pts = function (p) { return p.map(function (q) { return (q[0] * W) + ',' + (q[1] * H); }).join(' '); };
+    var el = function (name, attrs) { var n = document.createElementNS(NS, name); for (var k in attrs) n.setAttribute(k, attrs[k]); svg.appendChild(n); return n; };
+    var render = function () {
+      while (svg.firstChild) svg.removeChild(svg.firstChild);
+      Object.keys(sets).forEach(function (key) {
+        sets[key].forEach(function (p, i) {
+          var mine = key === target.value;
+          el('polygon', { points: pts(p.points), 'class': 'poly ' + (key === 'mask' ? 'mask' : 'zone') + (mine ? '' : ' other') + (mine && i === selected ? ' sel' : ''), 'data-index': i });
+        });
+      });
+      sets[target.value].forEach(function (p, i) {
+        p.points.forEach(function (q, j) { el('circle', { cx: q[0] * W, cy: q[1] * H, r: Math.max(W, H) / 160, 'class': 'vertex', 'data-poly': i, 'data-point': j }); });
+      });
+      if (open) {
+        el('polyline', { points: pts(open), 'class': 'open' });
+        open.forEach(function (q, j) { el('circle', { cx: q[0] * W, cy: q[1] * H, r: Math.max(W, H) / 160, 'class': 'vertex', 'data-open': j }); });
+      }
+      list.innerHTML = '';
+      sets[target.value].forEach(function (p, i) {
+        var li = document.createElement('li');
+        li.textContent = (p.name || '#' + i) + ' \u00b7 ' + p.points.length + ' \u00b7 ' + p.points.map(function (q) { return '[' + q[0] + ', ' + q[1] + ']'; }).join(' ');
+        if (i === selected) li.className = 'sel';
+        li.addEventListener('click', function () { selected = i; render(); });
+        list.appendChild(li);
+      });
+    };
+    var close = function () {
+      if (!open || open.length < 3) { if (open) say('a polygon needs at least 3 points', true); return; }
+      var p = { name: '', points: open };
+      if (target.value === 'mask') { sets.mask.push(p); selected = sets.mask.length - 1; }
+      else { p.name = target.value.slice(5) + '.zone'; sets[target.value] = [p]; selected = 0; }
+      open = null; render();
+    };
+    var frame = function () {
+      var u = '/api/ops/snapshot/' + encodeURIComponent(model.camera) + '?t=' + Date.now() + (document.getElementById('unmasked').checked ? '&unmasked=1' : '');
+      img.src = u;
+    };
+    img.addEventListener('load', function () {
+      W = img.naturalWidth; H = img.naturalHeight;
+      svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+      document.getElementById('frame-error').textContent = '';
+      editor.dataset.loaded = img.src.indexOf('unmasked=1') >= 0 ? 'unmasked' : 'masked';
+      render();
+    });
+    img.addEventListener('error', function () {
+      editor.dataset.loaded = 'error';
+      fetch(img.src, { credentials: 'same-origin' }).then(function (r) { return r.json(); }).then(function (j) {
+        document.getElementById('frame-error').textContent = j.error || 'no picture';
+      }).catch(function () { document.getElementById('frame-error').textContent = 'no picture'; });
+    });
+    svg.addEventListener('mousedown', function (e) {
+      var t = e.target;
+      moved = false;
+      if (t.classList.contains('vertex')) {
+        drag = t.dataset.open !== undefined ? { open: +t.dataset.open } : { poly: +t.dataset.poly, point: +t.dataset.point };
+        moved = false; e.preventDefault();
+      }
+    });
+    document.addEventListener('mousemove', function (e) {
+      if (!drag) return;
+      moved = true;
+      var q = norm(e);
+      if (drag.open !== undefined) open[drag.open] = q; else sets[target.value][drag.poly].points[drag.point] = q;
+      render();
+    });
+    document.addEventListener('mouseup', function () { drag = null; });
+    svg.addEventListener('click', function (e) {
+      if (moved) { moved = false; return; }
+      var t = e.target;
+      if (t.classList.contains('vertex')) { if (t.dataset.open === '0' && open && open.length >= 3) close(); return; }
+      if (t.classList.contains('poly') && !open && !t.classList.contains('other')) { selected = +t.dataset.index; render(); return; }
+      open = open || [];
+      open.push(norm(e));
+      render();
+    });
+    target.addEventListener('change', function () { open = null; selected = -1; render(); });
+    document.getElementById('close').addEventListener('click', close);
+    document.getElementById('undo').addEventListener('click', function () { if (open) { open.pop(); if (!open.length) open = null; render(); } });
+    var del = function () { if (selected >= 0) { sets[target.value].splice(selected, 1); selected = -1; render(); } };
+    document.getElementById('delete').addEventListener('click', del);
+    document.getElementById('reload').addEventListener('click', frame);
+    document.getElementById('unmasked').addEventListener('change', frame);
+    var post = function (url, body) {
+      return fetch(url, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json', 'x-csrf-token': model.csrf }, body: JSON.stringify(body) })
+        .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); });
+    };
+    var done = function (res) {
+      if (!res.ok) { say(res.j.error || 'refused', true); msg.dataset.state = 'error'; return; }
+      msg.dataset.state = 'saved';
+      if (res.j.sha256) { msg.dataset.sha = res.j.sha256; document.getElementById('mask-sha').textContent = res.j.sha256; }
+      document.getElementById('mask-text').textContent = res.j.text || '';
+      say('saved by ' + res.j.by + ' (KV revision ' + res.j.revision + ')' + (res.j.sha256 ? ', sha256 ' + res.j.sha256 : '') + '; the workers apply it between two frames');
+      setTimeout(frame, 1500);
+    };
+    document.getElementById('save').addEventListener('click', function () {
+      if (open && open.length >= 3) close();
+      var reason = document.getElementById('reason').value;
+      msg.dataset.state = 'saving';
+      if (target.value === 'mask') {
+        post('/api/ops/masks/' + encodeURIComponent(model.camera), { polygons: sets.mask, reason: reason }).then(done);
+      } else {
+        var z = sets[target.value][0];
+        if (!z) { say('draw the zone first (one polygon)', true); return; }
+        post('/api/ops/zones/' + encodeURIComponent(model.camera) + '/' + encodeURIComponent(target.value.slice(5)), { points: z.points, reason: reason }).then(done);
+      }
+    });
+    document.getElementById('reset').addEventListener('click', function () {
+      post('/api/ops/masks/' + encodeURIComponent(model.camera), { reset: true, reason: document.getElementById('reason').value }).then(done);
+    });
+    document.addEventListener('keydown', function (e) {
+      var t = e.target.tagName;
+      if (t === 'INPUT' || t === 'TEXTAREA' || t === 'SELECT') return;
+      if (e.key === 'Enter') { e.preventDefault(); close(); }
+      if (e.key === 'Backspace' && open) { e.preventDefault(); open.pop(); if (!open.length) open = null; render(); }
+      if (e.key === 'Delete') del();
+      if (e.key === 'Escape') { open = null; render(); }
+    });
+    render();
   }
   var form = document.getElementById('decision');
   if (form) {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod files;
 pub mod i18n;
+pub mod masks;
 pub mod ops;
 pub mod pages;
 
@@ -48,6 +49,11 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
         .route("/api/ops/cameras", get(ops::cameras))
         .route("/ops/rules", get(ops::rules_page).post(ops::rules_form))
         .route("/api/ops/rules/{camera}/{rule}", post(ops::rules_api))
+        .route("/ops/masks", get(masks::list))
+        .route("/ops/masks/{camera}", get(masks::editor))
+        .route("/api/ops/snapshot/{camera}", get(masks::snapshot))
+        .route("/api/ops/masks/{camera}", get(masks::get_masks).post(masks::save_mask))
+        .route("/api/ops/zones/{camera}/{rule}", post(masks::save_zone))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(svc)
 }

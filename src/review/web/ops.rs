@@ -21,12 +21,12 @@ use crate::review::accounts::Role;
 use crate::review::live::OpsCamera;
 
 /// The console is the ops role's only.
-fn is_ops(a: &super::Authed) -> bool {
+pub(super) fn is_ops(a: &super::Authed) -> bool {
     a.user.role == Role::Ops
 }
 
 /// 403 unless the account has the ops role (the API's answer).
-fn ops_only(a: &super::Authed) -> Result<(), ApiError> {
+pub(super) fn ops_only(a: &super::Authed) -> Result<(), ApiError> {
     if is_ops(a) { Ok(()) } else { Err(ApiError::forbidden("the ops console is for the ops role")) }
 }
 
@@ -122,14 +122,14 @@ fn diff(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> Str
 }
 
 /// A rule as it runs now: the pipeline file's, with the KV override laid over it.
-struct RuleNow {
-    camera: String,
-    rule: crate::rules::RuleConfig,
+pub(super) struct RuleNow {
+    pub camera: String,
+    pub rule: crate::rules::RuleConfig,
     /// The KV override in force: (revision, who, when, reason).
-    kv: Option<(u64, Override)>,
+    pub kv: Option<(u64, Override)>,
 }
 
-async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
+pub(super) async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
     let p = &svc.pipeline;
     let mut kv: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     let mut problem = None;
@@ -294,7 +294,7 @@ pub struct RulesQuery {
 /// A rule change asked for by a logged-in ops user: validated against the pipeline file (the same
 /// code and messages as config load and `vigil thresholds set`), written to the KV with the
 /// user as `by`. Returns the KV revision.
-async fn change_rule(
+pub(super) async fn change_rule(
     svc: &Service,
     a: &super::Authed,
     camera: &str,

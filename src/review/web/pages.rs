@@ -40,7 +40,7 @@ pub(super) fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, bod
                     @if let Some(u) = user {
                         @if can_read(u.role) { a href="/queue" { (lang.t("queue")) } }
                         @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
-                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } a href="/ops/rules" { (lang.t("rules")) } }
+                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } a href="/ops/rules" { (lang.t("rules")) } a href="/ops/masks" { (lang.t("masks")) } }
                     }
                     span.spacer {}
                     a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {

@@ -1,0 +1,383 @@
+//! The ops console's mask and zone editor (role `ops` only): a recent frame of the camera from the
+//! worker that runs it (masked as stored evidence is; the unmasked view needed to draw a new mask
+//! is asked for explicitly and audited, here in the access log and by the worker), the privacy
+//! mask and each rule's zone drawn over it, edited by clicking and dragging, and saved:
+//!
+//! - the **privacy mask** to the KV bucket `control.mask_bucket` as the text of a mask file,
+//!   checked by the code that loads mask files (same messages). Running workers apply it between
+//!   two frames; the next clip burns it into its pixels and its manifest names its SHA-256 (the
+//!   same bytes saved as a file give the same hash: the page shows them to commit to
+//!   `privacy-masks/`). "Back to the mask file" deletes the key.
+//! - a **rule's zone** through the rules path (`zone` laid over the rule, validated against the
+//!   pipeline file, audited by the workers), as on the rules page.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::html;
+
+use super::ops::{change_rule, is_ops, ops_only};
+use super::pages::{LangQuery, forbidden, local, page, page_auth};
+use super::{ApiError, check_csrf, client, require};
+use crate::audit_log::{Action, Outcome};
+use crate::control::live::SnapshotAsk;
+use crate::control::overrides;
+use crate::privacy::{NormPoint, Polygon, PrivacyMask};
+use crate::review::{Service, access};
+use crate::util::http::ClientAddr;
+
+/// The mask a camera runs with, as the console sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MaskNow {
+    /// `kv:<bucket>/<key>@<revision>`, the mask file's path, or `none`.
+    pub source: String,
+    pub sha256: Option<String>,
+    pub polygons: Vec<PolygonJson>,
+    /// Who set the KV mask, when, why.
+    pub by: Option<String>,
+    pub at: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolygonJson {
+    #[serde(default)]
+    pub name: String,
+    pub points: Vec<[f64; 2]>,
+}
+
+fn polygons_json(m: &PrivacyMask) -> Vec<PolygonJson> {
+    m.polygons
+        .iter()
+        .map(|p| PolygonJson { name: p.name.clone(), points: p.points.iter().map(|q| [q.x, q.y]).collect() })
+        .collect()
+}
+
+fn has_camera(svc: &Service, camera: &str) -> bool {
+    svc.pipeline.cameras.iter().any(|c| c.id == camera)
+}
+
+/// The mask in force for `camera`: the KV's when it holds one, else the pipeline file's.
+async fn mask_now(svc: &Service, camera: &str) -> Result<MaskNow, String> {
+    let p = &svc.pipeline;
+    if let Some(n) = &p.nats
+        && let Some((rev, o, m)) = overrides::get_mask(n, &p.raw.control.mask_bucket, svc.site(), camera)
+            .await
+            .map_err(|e| format!("NATS KV {}: {e:#}", p.raw.control.mask_bucket))?
+    {
+        return Ok(MaskNow {
+            source: format!("kv:{}/{}.{camera}@{rev}", p.raw.control.mask_bucket, svc.site()),
+            sha256: Some(m.sha256.clone()),
+            polygons: polygons_json(&m),
+            by: Some(o.by),
+            at: Some(o.at),
+            reason: Some(o.reason),
+        });
+    }
+    let file = p.cameras.iter().find(|c| c.id == camera).and_then(|c| c.mask.as_ref());
+    Ok(MaskNow {
+        source: file.map(|m| m.path.display().to_string()).unwrap_or_else(|| "none".into()),
+        sha256: file.map(|m| m.sha256.clone()),
+        polygons: file.map(polygons_json).unwrap_or_default(),
+        by: None,
+        at: None,
+        reason: None,
+    })
+}
+
+/// Each rule of `camera` with its zone as running (`None`: the whole frame).
+async fn zones_now(svc: &Service, camera: &str) -> Vec<(String, Option<Vec<[f64; 2]>>)> {
+    let (rules, _) = super::ops::rules_now(svc).await;
+    rules
+        .into_iter()
+        .filter(|r| r.camera == camera)
+        .map(|r| {
+            let zone = serde_json::from_value::<Option<Vec<[f64; 2]>>>(r.rule.params()["zone"].clone()).unwrap_or(None);
+            (r.rule.id().to_string(), zone)
+        })
+        .collect()
+}
+
+/// `/ops/masks`: the cameras, each with its mask in force and a link to the editor.
+pub async fn list(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<LangQuery>) -> Response {
+    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !is_ops(&a) {
+        return forbidden(lang, &a.user);
+    }
+    let mut rows = Vec::new();
+    for c in &svc.pipeline.cameras {
+        rows.push((c.id.clone(), c.location.clone(), mask_now(&svc, &c.id).await));
+    }
+    let body = html! {
+        h2 { (lang.t("masks")) " · " (svc.site()) }
+        table #masks {
+            thead { tr { th { (lang.t("camera")) } th { (lang.t("location")) } th { (lang.t("mask_in_force")) } th {} } }
+            tbody {
+                @for (id, location, m) in &rows {
+                    tr.cam data-camera=(id) {
+                        td { (id) } td { (location) }
+                        td { @match m {
+                            Ok(m) => { code { (m.source) } div.muted { (m.sha256.as_deref().map(|s| &s[..16]).unwrap_or("–")) " · " (m.polygons.len()) " " (lang.t("polygons")) } }
+                            Err(e) => { span.err { (e) } }
+                        } }
+                        td { a href={ "/ops/masks/" (id) } { (lang.t("edit")) } }
+                    }
+                }
+            }
+        }
+    };
+    page(lang, lang.t("masks"), Some(&a.user), "/ops/masks", body)
+}
+
+/// `/ops/masks/{camera}`: the editor.
+pub async fn editor(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path(camera): Path<String>,
+    q: Query<LangQuery>,
+) -> Response {
+    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !is_ops(&a) {
+        return forbidden(lang, &a.user);
+    }
+    if !has_camera(&svc, &camera) {
+        return (StatusCode::NOT_FOUND, "no such camera").into_response();
+    }
+    let (mask, problem) = match mask_now(&svc, &camera).await {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e)),
+    };
+    let zones = zones_now(&svc, &camera).await;
+    let model = serde_json::json!({
+        "camera": camera,
+        "csrf": a.session.csrf,
+        "mask": mask.as_ref().map(|m| &m.polygons),
+        "zones": zones.iter().map(|(rule, z)| serde_json::json!({"rule": rule, "points": z})).collect::<Vec<_>>(),
+    });
+    let here = format!("/ops/masks/{camera}");
+    let body = html! {
+        h2 { (lang.t("mask_editor")) " · " (camera) }
+        p.muted { (lang.t("editor_keys")) }
+        @if let Some(p) = &problem { p #problem.err { (p) } }
+        @if let Some(m) = &mask {
+            p #in-force { (lang.t("mask_in_force")) ": " code #mask-source { (m.source) } " · sha256 " code #mask-sha { (m.sha256.as_deref().unwrap_or("–")) }
+                @if let (Some(by), Some(at)) = (&m.by, &m.at) { " · " (by) " · " (local(&svc, at)) }
+                @if let Some(r) = m.reason.as_ref().filter(|r| !r.is_empty()) { " · " (r) } }
+        }
+        div.toolbar {
+            label { (lang.t("target")) " "
+                select #target {
+                    option value="mask" { (lang.t("privacy_mask")) }
+                    @for (rule, _) in &zones { option value={ "zone:" (rule) } { (lang.t("zone_of")) (rule) } }
+                }
+            }
+            label { input #unmasked type="checkbox"; " " (lang.t("unmasked_view")) }
+            button #reload type="button" { (lang.t("reload_frame")) }
+            button #close type="button" { (lang.t("close_polygon")) }
+            button #undo type="button" { (lang.t("undo_point")) }
+            button #delete type="button" { (lang.t("delete_polygon")) }
+            input #reason placeholder=(lang.t("reason_short"));
+            button #save type="button" { (lang.t("save")) }
+            button #reset type="button" { (lang.t("reset_mask")) }
+        }
+        div #editor data-model=(model.to_string()) {
+            img #frame alt=(camera) src={ "/api/ops/snapshot/" (camera) };
+            svg #draw xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none" {}
+        }
+        p #frame-error.err {}
+        p #msg {}
+        h3 { (lang.t("polygons")) }
+        ol #polys {}
+        pre #mask-text {}
+    };
+    page(lang, lang.t("masks"), Some(&a.user), &here, body)
+}
+
+#[derive(serde::Deserialize)]
+pub struct SnapshotQuery {
+    #[serde(default)]
+    unmasked: Option<String>,
+}
+
+/// `GET /api/ops/snapshot/{camera}[?unmasked=1]`: a recent frame as JPEG, from the worker
+/// running the camera; the unmasked view is written to the access log first.
+pub async fn snapshot(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path(camera): Path<String>,
+    q: Query<SnapshotQuery>,
+    addr: Option<axum::Extension<ClientAddr>>,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    let unmasked = q.unmasked.as_deref().is_some_and(|v| v == "1" || v == "true");
+    if let Err(e) = ops_only(&a) {
+        if unmasked {
+            let entry = access(
+                &a.user,
+                Action::UnmaskedViewRequested,
+                Outcome::Denied,
+                None,
+                &camera_detail(&camera),
+                &client(&addr),
+            );
+            svc.record(entry).await;
+        }
+        return Err(e);
+    }
+    if !has_camera(&svc, &camera) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no camera {camera:?} in this pipeline")));
+    }
+    if unmasked {
+        let entry =
+            access(&a.user, Action::UnmaskedViewRequested, Outcome::Ok, None, &camera_detail(&camera), &client(&addr));
+        svc.record(entry).await;
+    }
+    let ask = SnapshotAsk { unmasked, by: a.user.name.clone(), reason: "ops console: drawing a mask".into() };
+    let s =
+        svc.live.snapshot(svc.site(), &camera, &ask).await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (
+                header::HeaderName::from_static("x-vigil-snapshot"),
+                if s.unmasked { "unmasked" } else { "masked" }.into(),
+            ),
+            (header::HeaderName::from_static("x-vigil-mask-sha256"), s.mask_sha256),
+        ],
+        s.jpeg,
+    )
+        .into_response())
+}
+
+fn camera_detail(camera: &str) -> String {
+    format!("camera {}", crate::util::printable(camera, 64))
+}
+
+/// `GET /api/ops/masks/{camera}`: the mask in force and the rules' zones.
+pub async fn get_masks(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path(camera): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let a = require(&svc, &h).await?;
+    ops_only(&a)?;
+    if !has_camera(&svc, &camera) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no camera {camera:?} in this pipeline")));
+    }
+    let mask = mask_now(&svc, &camera).await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let zones: Vec<_> = zones_now(&svc, &camera)
+        .await
+        .into_iter()
+        .map(|(rule, z)| serde_json::json!({"rule": rule, "points": z}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "camera": camera, "mask": mask, "zones": zones })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskBody {
+    #[serde(default)]
+    polygons: Vec<PolygonJson>,
+    #[serde(default)]
+    reason: String,
+    /// Delete the KV mask: back to the pipeline file's.
+    #[serde(default)]
+    reset: bool,
+}
+
+/// `POST /api/ops/masks/{camera}` `{"polygons": [{"name", "points"}], "reason"}` or
+/// `{"reset": true}` (x-csrf-token): checked as a mask file is, written to the KV with the user
+/// as `by`. Answers the KV revision, the mask's SHA-256 and its file text.
+pub async fn save_mask(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path(camera): Path<String>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    body: axum::Json<MaskBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let a = require(&svc, &h).await?;
+    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    if let Err(e) = ops_only(&a) {
+        let entry =
+            access(&a.user, Action::MaskChanged, Outcome::Denied, None, &camera_detail(&camera), &client(&addr));
+        svc.record(entry).await;
+        return Err(e);
+    }
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let p = &svc.pipeline;
+    let Some(n) = &p.nats else { return Err(bad("no NATS in this pipeline: edit the mask file".into())) };
+    if !has_camera(&svc, &camera) {
+        return Err(bad(format!("no camera {camera:?} in this pipeline")));
+    }
+    let bucket = &p.raw.control.mask_bucket;
+    let by = &a.user.name;
+    let text = if body.reset {
+        None
+    } else {
+        let polygons: Vec<Polygon> = body
+            .polygons
+            .iter()
+            .enumerate()
+            .map(|(i, q)| Polygon {
+                name: if q.name.is_empty() { format!("#{i}") } else { q.name.clone() },
+                points: q.points.iter().map(|p| NormPoint { x: p[0], y: p[1] }).collect(),
+            })
+            .collect();
+        let comment = format!(
+            "Privacy mask of camera {camera} (site {}), saved from the ops console by {by} at {}.",
+            svc.site(),
+            crate::util::rfc3339(chrono::Utc::now())
+        );
+        Some(PrivacyMask::file_text(&polygons, &comment))
+    };
+    let (rev, sha) = overrides::set_mask(n, bucket, svc.site(), &camera, by, &body.reason, text.as_deref())
+        .await
+        .map_err(|e| bad(format!("{e:#}")))?;
+    let detail = match &sha {
+        Some(s) => {
+            format!("{}: sha256 {s}, {} polygons, KV revision {rev}", camera_detail(&camera), body.polygons.len())
+        }
+        None => format!("{}: back to the mask file, KV revision {rev}", camera_detail(&camera)),
+    };
+    svc.record(access(&a.user, Action::MaskChanged, Outcome::Ok, None, &detail, &client(&addr))).await;
+    tracing::info!(user = %by, camera, revision = rev, sha256 = sha.as_deref().unwrap_or("(file)"), "ops console: privacy mask written");
+    Ok(axum::Json(serde_json::json!({ "camera": camera, "revision": rev, "sha256": sha, "text": text, "by": by })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneBody {
+    points: Vec<[f64; 2]>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/ops/zones/{camera}/{rule}` `{"points": [[x, y], ...], "reason"}` (x-csrf-token): the
+/// rule's zone, through the rules path (validated against the pipeline file, audited by the
+/// workers).
+pub async fn save_zone(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    Path((camera, rule)): Path<(String, String)>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    body: axum::Json<ZoneBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let a = require(&svc, &h).await?;
+    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    let mut set = serde_json::Map::new();
+    set.insert("zone".into(), serde_json::json!(body.points));
+    let rev = change_rule(&svc, &a, &camera, &rule, set, &body.reason).await?;
+    let detail =
+        format!("{}: zone of rule {rule}, {} points, KV revision {rev}", camera_detail(&camera), body.points.len());
+    svc.record(access(&a.user, Action::ThresholdChanged, Outcome::Ok, None, &detail, &client(&addr))).await;
+    Ok(axum::Json(serde_json::json!({ "camera": camera, "rule": rule, "revision": rev, "by": a.user.name })))
+}
