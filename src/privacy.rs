@@ -431,4 +431,22 @@ mod tests {
         let e = PrivacyMask::load(Path::new("/dev/zero")).unwrap_err().to_string();
         assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
     }
+
+    #[test]
+    fn file_text_reads_back_to_the_same_polygons_and_its_bytes_are_what_the_hash_covers() {
+        let polys = vec![
+            square(0.1, 0.2, 0.3, 0.4),
+            Polygon { name: "bad \"name\"\n".into(), points: square(0.5, 0.5, 0.6, 0.6).points },
+        ];
+        let text = PrivacyMask::file_text(&polys, "saved by olga");
+        assert!(text.starts_with("# saved by olga\n"), "{text}");
+        let m = PrivacyMask::parse(text.as_bytes(), Path::new("kv"), "kv".into()).unwrap();
+        assert_eq!(m.polygons[0], polys[0]);
+        assert_eq!(m.polygons[1].points, polys[1].points);
+        assert_eq!(m.polygons[1].name, "#1", "a name that is not a label is dropped");
+        assert_eq!(m.sha256, crate::util::sha256_hex(text.as_bytes()));
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cam.toml"), &text).unwrap();
+        assert_eq!(PrivacyMask::load(&d.path().join("cam.toml")).unwrap().sha256, m.sha256, "saved as a file: the same hash");
+    }
 }

@@ -196,6 +196,7 @@ pub const JS: &str = r#"
       if (!res.ok) { say(res.j.error || 'refused', true); msg.dataset.state = 'error'; return; }
       msg.dataset.state = 'saved';
       if (res.j.sha256) { msg.dataset.sha = res.j.sha256; document.getElementById('mask-sha').textContent = res.j.sha256; }
+      if (res.j.source) document.getElementById('mask-source').textContent = res.j.source;
       document.getElementById('mask-text').textContent = res.j.text || '';
       say('saved by ' + res.j.by + ' (KV revision ' + res.j.revision + ')' + (res.j.sha256 ? ', sha256 ' + res.j.sha256 : '') + '; the workers apply it between two frames');
       setTimeout(frame, 1500);

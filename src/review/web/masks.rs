@@ -350,7 +350,13 @@ pub async fn save_mask(
     };
     svc.record(access(&a.user, Action::MaskChanged, Outcome::Ok, None, &detail, &client(&addr))).await;
     tracing::info!(user = %by, camera, revision = rev, sha256 = sha.as_deref().unwrap_or("(file)"), "ops console: privacy mask written");
-    Ok(axum::Json(serde_json::json!({ "camera": camera, "revision": rev, "sha256": sha, "text": text, "by": by })))
+    let source = match &sha {
+        Some(_) => format!("kv:{bucket}/{}.{camera}@{rev}", svc.site()),
+        None => mask_now(&svc, &camera).await.map(|m| m.source).unwrap_or_default(),
+    };
+    Ok(axum::Json(
+        serde_json::json!({ "camera": camera, "revision": rev, "sha256": sha, "text": text, "by": by, "source": source }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
