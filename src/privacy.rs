@@ -447,6 +447,10 @@ mod tests {
         assert_eq!(m.sha256, crate::util::sha256_hex(text.as_bytes()));
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("cam.toml"), &text).unwrap();
-        assert_eq!(PrivacyMask::load(&d.path().join("cam.toml")).unwrap().sha256, m.sha256, "saved as a file: the same hash");
+        assert_eq!(
+            PrivacyMask::load(&d.path().join("cam.toml")).unwrap().sha256,
+            m.sha256,
+            "saved as a file: the same hash"
+        );
     }
 }

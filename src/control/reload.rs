@@ -645,7 +645,10 @@ mod tests {
         assert_eq!(slots["c"].mask.lock().unwrap().take(), Some(None));
         let a: Vec<AuditRecord> = audit(d.path()).into_iter().filter(|r| r.rule == MASK_RULE).collect();
         let got: Vec<(&str, &str)> = a.iter().map(|r| (r.by.as_str(), r.outcome.as_str())).collect();
-        assert_eq!(got, vec![("olga", "applied"), ("olga", "rejected"), ("?", "rejected"), ("(key deleted)", "applied")]);
+        assert_eq!(
+            got,
+            vec![("olga", "applied"), ("olga", "rejected"), ("?", "rejected"), ("(key deleted)", "applied")]
+        );
         assert_eq!(a[0].new_revision.as_deref(), Some(format!("sha256:{}", m.sha256).as_str()));
         assert!(a[1].problem.as_deref().unwrap().contains("point 1 [1.5, 0] is outside [0, 1]"), "{:?}", a[1].problem);
         assert_eq!(a[3].old_revision, a[0].new_revision);
