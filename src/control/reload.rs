@@ -104,6 +104,8 @@ pub struct RuleControl {
 impl RuleControl {
     pub fn new(p: &Pipeline, slots: BTreeMap<String, CameraControl>, publisher: Arc<Publisher>) -> Result<RuleControl> {
         let audit = Arc::new(AuditWriter::new(&p.data_dir, publisher)?);
+        let file_masks: BTreeMap<String, Option<Arc<PrivacyMask>>> =
+            p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect();
         let sig = file_sig(&p.file);
         let labels = p.object_labels();
         Ok(RuleControl {
@@ -129,9 +131,9 @@ impl RuleControl {
                 .iter()
                 .map(|c| (c.id.clone(), c.mask.as_ref().map(|m| (m.path.clone(), file_sig(&m.path)))))
                 .collect(),
-            mask_base: p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect(),
+            masks: file_masks.clone(),
+            mask_base: file_masks,
             mask_kv: BTreeMap::new(),
-            masks: p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect(),
         })
     }
 
