@@ -91,14 +91,13 @@ pub struct RuleControl {
     pub audit: Arc<AuditWriter>,
     pub bucket: String,
     pub mask_bucket: String,
-    /// Each camera's mask file (`None`: `privacy_mask = "none"`), its signature and the mask read
-    /// from it.
-    mask_files: BTreeMap<String, Option<(PathBuf, Option<FileSig>)>>,
+    /// The mask file of each camera that has one, and its signature when last read.
+    mask_files: BTreeMap<String, (PathBuf, Option<FileSig>)>,
     mask_base: BTreeMap<String, Option<Arc<PrivacyMask>>>,
     /// Masks set in KV (they win over the file's while the key exists).
     mask_kv: BTreeMap<String, Arc<PrivacyMask>>,
     /// The mask in force per camera.
-    pub masks: BTreeMap<String, Option<Arc<PrivacyMask>>>,
+    masks: BTreeMap<String, Option<Arc<PrivacyMask>>>,
 }
 
 impl RuleControl {
@@ -129,7 +128,7 @@ impl RuleControl {
             mask_files: p
                 .cameras
                 .iter()
-                .map(|c| (c.id.clone(), c.mask.as_ref().map(|m| (m.path.clone(), file_sig(&m.path)))))
+                .filter_map(|c| c.mask.as_ref().map(|m| (c.id.clone(), (m.path.clone(), file_sig(&m.path)))))
                 .collect(),
             masks: file_masks.clone(),
             mask_base: file_masks,
@@ -159,8 +158,9 @@ impl RuleControl {
         let source = format!("kv:{}/{key}@{revision}", self.mask_bucket);
         let cam = key.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
         if !self.mask_base.contains_key(&cam) {
+            // recorded for the pipeline: the key names no camera of it (its text is in `problem`)
             let why = format!("key is not <site>.<camera> of a camera in this pipeline: {key:?}");
-            self.record(&cam, MASK_RULE, &source, "?", "", Err(why), None, None).await;
+            self.record("*", MASK_RULE, &source, "?", "", Err(why), None, None).await;
             return;
         }
         let (by, reason) = match value {
@@ -189,16 +189,15 @@ impl RuleControl {
     /// Re-reads mask files that changed on disk; a valid one is put in force (unless KV holds a
     /// mask for the camera), an invalid one is rejected with its errors and the mask stays.
     async fn poll_mask_files(&mut self) {
-        let cams: Vec<String> = self.mask_files.keys().cloned().collect();
-        for cam in cams {
-            let Some(Some((path, sig))) = self.mask_files.get(&cam).cloned() else { continue };
-            let now = file_sig(&path);
-            if now == sig {
-                continue;
+        let mut changed = Vec::new();
+        for (cam, (path, sig)) in self.mask_files.iter_mut() {
+            let now = file_sig(path);
+            if now != *sig {
+                *sig = now;
+                changed.push((cam.clone(), path.clone()));
             }
-            if let Some(Some(entry)) = self.mask_files.get_mut(&cam) {
-                entry.1 = now;
-            }
+        }
+        for (cam, path) in changed {
             match PrivacyMask::load(&path) {
                 Ok(m) => {
                     let source = format!("file:{} sha256:{}", path.display(), &m.sha256[..16]);
