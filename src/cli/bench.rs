@@ -24,6 +24,14 @@ pub struct Args {
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a plot of analysed fps and peak RSS against N to `<PLOT>.svg` and `<PLOT>.png`.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Run on an NVIDIA GPU: ONNX Runtime's TensorRT / CUDA providers and NVDEC decoding. Checks
+    /// first that the GPU, the providers (the `onnxruntime-gpu` library) and NVDEC are there, and
+    /// exits 2 naming what is missing.
+    #[arg(long)]
+    pub gpu: bool,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -35,6 +43,14 @@ pub fn run(a: Args) -> ExitCode {
         return super::tool(|| crate::bench::run_sub_stream(p, &a.clip, a.json.as_deref()).map(|_| ExitCode::SUCCESS));
     }
     super::tool(|| {
-        crate::bench::run(p, &a.streams, &a.clip, a.compare_gating, a.json.as_deref()).map(|_| ExitCode::SUCCESS)
+        let o = crate::bench::Options {
+            streams: &a.streams,
+            clip: &a.clip,
+            compare_gating: a.compare_gating,
+            json_out: a.json.as_deref(),
+            plot: a.plot.as_deref(),
+            gpu: a.gpu,
+        };
+        crate::bench::run(p, o).map(|_| ExitCode::SUCCESS)
     })
 }

@@ -153,6 +153,13 @@ pub struct AnalysisConfig {
     #[default(2.0)]
     #[schemars(range(min = 0.1, max = 600))]
     pub gate_recheck_s: f64,
+    /// Threads of a software decoder (libav's `avdec_*`) per camera; 0: libav's own choice (a
+    /// frame thread per core, plus one, each holding frames). One thread decodes a camera many
+    /// times faster than real time; with more cameras than cores it measured smaller and faster
+    /// (`vigil bench`, README "Memory"). Hardware decoders ignore it.
+    #[default(1)]
+    #[schemars(range(min = 0, max = 16))]
+    pub decoder_threads: u32,
 }
 
 /// `[clip]`: evidence clips.

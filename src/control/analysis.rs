@@ -157,6 +157,7 @@ impl Analyser {
             }
         };
         self.stats.analysed.inc();
+        crate::telemetry::probe::record_frame();
         (changes, raised)
     }
 

@@ -27,7 +27,7 @@ pub use mask::{FittedHead, MaskClassifier};
 pub use nms::{nms, nms_in_place};
 pub use objects::{Object, ObjectDetector, decode_nanodet_stride, nms_per_class, nms_per_class_in_place};
 pub use pool::{ModelPool, ModelSet};
-pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, read_labels};
+pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, gpu_providers, read_labels};
 
 /// Both models of the no-mask path, loaded once per process.
 pub struct Models {

@@ -162,6 +162,7 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
         Arc::new(Front {
             camera: cam.id.clone(),
             decoder_pref: cam.decoder.clone(),
+            decoder_threads: analysis.decoder_threads,
             pipeline: pipeline.downgrade(),
             role,
             linked: AtomicBool::new(false),
@@ -252,6 +253,8 @@ struct AnalysisBranch {
 struct Front {
     camera: String,
     decoder_pref: String,
+    /// `[analysis] decoder_threads`, for a software decoder.
+    decoder_threads: u32,
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
     role: Role,
     linked: AtomicBool,
@@ -296,6 +299,9 @@ impl Front {
             let decoder = codec.decoder(&self.decoder_pref, &dec_caps)?;
             let dec = make(&decoder)?;
             dec.set_property("name", format!("{prefix}-decoder"));
+            if dec.has_property("max-threads") {
+                dec.set_property("max-threads", self.decoder_threads as i32);
+            }
             pipeline.add(&dec)?;
             gst::Element::link_many([&q_dec, &dec, &rate])?;
             dec.sync_state_with_parent()?;

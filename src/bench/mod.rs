@@ -17,8 +17,16 @@
 //!   on `models.instances` threads, no gating. Also measured with the face detector batched two
 //!   frames at a time, to show whether batching across cameras helps on this machine.
 //!
-//! Efficiency = achieved / min(floors). With gating on, frames whose region did not change are not
-//! inferred, so achieved can exceed the inference floor.
+//! Efficiency = achieved / min(floors), on the steady part of each run (first to last analysed
+//! frame, without start-up and the clip finishing at the end). With gating on, frames whose region
+//! did not change are not inferred, so achieved can exceed the inference floor.
+//!
+//! While a child runs, [`sample::Sampler`] records its memory by mapping kind at the peak and its
+//! CPU by thread group. With nats-server found (PATH or `.deps/bin`), the children publish to a
+//! JetStream server the parent starts, and event latency runs to JetStream's acknowledgement.
+
+pub mod gpu;
+pub mod sample;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,7 +112,13 @@ fn cpu_s() -> f64 {
 fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: Option<&Path>) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir)?;
-    let q = bench_pipeline(p, n, clip, gate, rules, &dir, sub);
+    let mut q = bench_pipeline(p, n, clip, gate, rules, &dir, sub);
+    if let Ok(url) = std::env::var("VIGIL_BENCH_NATS") {
+        q.raw.publish.nats_url = Some(url.clone());
+        q.nats = Some(crate::util::nats::Endpoint::new(&url, Default::default()));
+    }
+    let acked = q.nats.is_some();
+    let sampler = sample::Sampler::start(std::time::Duration::from_millis(250));
     let cpu0 = cpu_s();
     gstreamer::init()?;
     crate::telemetry::probe::enable();
@@ -114,6 +128,8 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: 
     let summary = rt.block_on(crate::control::run(q, Arc::new(AtomicBool::new(false))))?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_s() - cpu0;
+    let span = crate::telemetry::probe::frames_span_s();
+    let samples = sampler.finish();
     let _ = std::fs::remove_dir_all(&dir);
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
     let probe = crate::telemetry::probe::take().unwrap_or_default();
@@ -128,11 +144,13 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: 
         let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         lat.insert(m, json!({"p50_ms": quantile(&mut v, 0.5), "p95_ms": quantile(&mut v, 0.95), "n": v.len()}));
     }
-    let mut ev: Vec<f64> = probe
-        .raised
-        .iter()
-        .filter_map(|(id, t)| probe.recorded.get(id).map(|r| r.duration_since(*t).as_secs_f64()))
-        .collect();
+    // to JetStream's acknowledgement when publishing, else to the outbox record
+    let ends = if acked { &probe.acked } else { &probe.recorded };
+    let mut ev: Vec<f64> =
+        probe.raised.iter().filter_map(|(id, t)| ends.get(id).map(|r| r.duration_since(*t).as_secs_f64())).collect();
+    let unmatched = probe.raised.len() - ev.len();
+    // steady: first to last analysed frame, over the frames between them
+    let steady = span.map_or(f64::NAN, |s| analysed.saturating_sub(1) as f64 / s);
     let failed = summary.failed_cameras().len();
     if failed > 0 {
         bail!("{failed} camera(s) failed in the benchmark run: {:?}", summary.cameras);
@@ -141,7 +159,10 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: 
         "streams": n, "gate": gate, "rules": rules, "wall_s": wall, "analysed": analysed,
         "fps": analysed as f64 / wall, "dropped": dropped, "inferred": inferred, "gated": gated,
         "latency": lat, "events": summary.events,
-        "event_latency_p50_s": quantile(&mut ev, 0.5), "event_latency_max_s": ev.iter().cloned().fold(f64::NAN, f64::max),
+        "steady_fps": steady, "event_latency_to": if acked { "jetstream_ack" } else { "outbox" },
+        "event_latency_p50_s": quantile(&mut ev, 0.5), "event_latency_p95_s": quantile(&mut ev, 0.95),
+        "event_latency_max_s": ev.iter().cloned().fold(f64::NAN, f64::max), "events_without_end": unmatched,
+        "memory_at_peak": samples.peak, "cpu_s_by_thread": samples.cpu_by_thread,
         "cpu_s": cpu, "cpu_ms_per_frame": cpu * 1e3 / analysed.max(1) as f64,
         "peak_rss_mb": peak_rss_mb(), "allocations_per_frame": allocs as f64 / analysed.max(1) as f64,
         "hot_path_allocations_per_frame": hot as f64 / hot_frames.max(1) as f64,
@@ -227,6 +248,12 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
 /// Child entry: `VIGIL_BENCH_CHILD=run:N:gate|decode:N|infer:N` (with `VIGIL_BENCH_SUB`, the
 /// sub stream analysed instead of the clip).
 fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
+    let mut p = p.clone();
+    if std::env::var_os("VIGIL_BENCH_GPU").is_some() {
+        use crate::detect::runtime::ExecutionProvider as E;
+        p.raw.models.execution_providers = vec![E::Tensorrt, E::Cuda, E::Cpu];
+    }
+    let p = &p;
     let parts: Vec<&str> = spec.split(':').collect();
     let n: usize = parts.get(1).and_then(|v| v.parse().ok()).context("bench child: N")?;
     let sub = std::env::var_os("VIGIL_BENCH_SUB").map(PathBuf::from);
@@ -241,6 +268,13 @@ fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Environment variables every later child gets.
+static CHILD_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn child_env(k: &str, v: &str) {
+    CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner()).push((k.to_string(), v.to_string()));
+}
+
 /// Runs one configuration in a child process; `sub`: the sub stream analysed instead of `clip`.
 fn spawn(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result<Value> {
     let exe = std::env::current_exe()?;
@@ -248,6 +282,7 @@ fn spawn(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result
     if let Some(s) = sub {
         cmd.env("VIGIL_BENCH_SUB", s);
     }
+    cmd.envs(CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
     let out = cmd
         .args(["bench", "--pipeline"])
         .arg(pipeline)
@@ -265,13 +300,91 @@ fn spawn(spec: &str, pipeline: &Path, clip: &Path, sub: Option<&Path>) -> Result
     Ok(serde_json::from_str(line)?)
 }
 
-pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, json_out: Option<&Path>) -> Result<()> {
-    let clip: PathBuf = std::fs::canonicalize(clip).with_context(|| format!("clip {}", clip.display()))?;
+/// What `vigil bench` (the scaling run) is asked for.
+pub struct Options<'a> {
+    pub streams: &'a [usize],
+    pub clip: &'a Path,
+    pub compare_gating: bool,
+    pub json_out: Option<&'a Path>,
+    /// Write `<stem>.svg` and `<stem>.png`: analysed fps and peak RSS against N.
+    pub plot: Option<&'a Path>,
+    /// Run on the GPU (TensorRT / CUDA providers, NVDEC), after checking they are there.
+    pub gpu: bool,
+}
+
+/// nats-server with JetStream on a free loopback port for the children, stopped on drop.
+struct BenchNats {
+    child: std::process::Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for BenchNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nats-server from PATH or a `.deps/bin` beside the executable's ancestors.
+fn find_nats_server() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(exe.ancestors().skip(1).take(4).map(|a| a.join(".deps/bin")));
+    }
+    dirs.into_iter().map(|d| d.join("nats-server")).find(|p| p.is_file())
+}
+
+fn start_nats() -> Result<Option<BenchNats>> {
+    let Some(bin) = find_nats_server() else { return Ok(None) };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = std::env::temp_dir().join(format!("vigil-bench-nats-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir)?;
+    let child = std::process::Command::new(&bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let n = BenchNats { child, url: format!("nats://127.0.0.1:{port}"), dir };
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t0.elapsed().as_secs() > 10 {
+            bail!("{}: not listening on 127.0.0.1:{port} after 10 s", bin.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(Some(n))
+}
+
+/// `v[key]` as f64, NaN when absent.
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+pub fn run(p: Pipeline, o: Options) -> Result<()> {
+    let clip: PathBuf = std::fs::canonicalize(o.clip).with_context(|| format!("clip {}", o.clip.display()))?;
     if let Ok(spec) = std::env::var("VIGIL_BENCH_CHILD") {
         return child(&p, &spec, &clip);
     }
     if !p.cameras[0].rules.configs().iter().any(|r| r.kind() == crate::rules::RuleKind::NoMask) {
         bail!("{}: the first camera needs a no_mask rule (its rule is what the benchmark runs)", p.file.display());
+    }
+    let device = if o.gpu {
+        let g = gpu::GpuCheck::probe(p.raw.models.ort_library.as_deref());
+        g.require()?;
+        // the children pick NVDEC first (codec.rs lists hardware decoders first) and the GPU providers
+        child_env("VIGIL_BENCH_GPU", "1");
+        g.describe()
+    } else {
+        "CPU only".to_string()
+    };
+    let nats = start_nats()?;
+    if let Some(n) = &nats {
+        child_env("VIGIL_BENCH_NATS", &n.url);
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -282,67 +395,181 @@ pub fn run(p: Pipeline, streams: &[usize], clip: &Path, compare_gating: bool, js
         })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let fps_cam = p.raw.analysis.fps;
     println!(
-        "machine: {cpu}, {cores} cores; clip {}; analysis {} fps at {} px; models.instances {}, intra_threads {}\n",
+        "machine: {cpu}, {cores} cores; {device}; clip {}; analysis {} fps at {} px; models.instances {}, intra_threads {}; event latency to {}\n",
         clip.display(),
-        p.raw.analysis.fps,
+        fps_cam,
         p.raw.analysis.width,
         p.raw.models.instances,
-        p.raw.models.intra_threads
+        p.raw.models.intra_threads,
+        if nats.is_some() {
+            "JetStream's ack (nats-server started for the run)"
+        } else {
+            "the outbox record (no nats-server found)"
+        }
     );
     table_header(&[
         "N",
         "gating",
-        "analysed fps",
-        "inferred / gated",
+        "analysed fps (wall / steady)",
         "dropped",
         "face p50 / p95 ms",
-        "event latency p50 s",
+        "event latency p50 / p95 s",
         "peak RSS MB",
-        "RSS target MB",
-        "allocs/frame: hot path / all",
+        "MB per added camera",
+        "CPU ms / frame",
         "decode floor fps",
         "inference floor fps (batch 2)",
         "efficiency",
     ]);
     let pf = p.file.clone();
     let mut rows = Vec::new();
-    for &n in streams {
+    let mut prev: Option<(usize, f64)> = None;
+    for &n in o.streams {
         let decode = spawn(&format!("decode:{n}"), &pf, &clip, None)?;
         let infer = spawn(&format!("infer:{n}"), &pf, &clip, None)?;
-        let gates: &[bool] = if compare_gating { &[true, false] } else { &[p.raw.analysis.gate] };
+        let gates: &[bool] = if o.compare_gating { &[true, false] } else { &[p.raw.analysis.gate] };
         for &g in gates {
             let r = spawn(&format!("run:{n}:{}", g as u8), &pf, &clip, None)?;
-            let floor = decode["fps"].as_f64().unwrap_or(0.0).min(infer["fps"].as_f64().unwrap_or(0.0));
-            let fps = r["fps"].as_f64().unwrap_or(0.0);
+            let decode_fps = match num(&decode, "steady_fps") {
+                f if f.is_finite() => f,
+                _ => num(&decode, "fps"),
+            };
+            let floor = decode_fps.min(num(&infer, "fps"));
+            let steady = num(&r, "steady_fps");
             let face = &r["latency"][&p.raw.models.face];
+            let rss = num(&r, "peak_rss_mb");
+            let per_cam = match prev {
+                Some((pn, prss)) if g == p.raw.analysis.gate && n > pn => {
+                    format!("{:.1}", (rss - prss) / (n - pn) as f64)
+                }
+                _ => "–".into(),
+            };
             println!(
-                "| {n} | {} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.2} | {:.0} | {:.0} | {:.2} / {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} |",
+                "| {n} | {} | {:.1} / {:.1} | {} | {:.0} / {:.0} | {:.2} / {:.2} | {:.0} | {per_cam} | {:.1} | {:.1} | {:.1} ({:.1}) | {:.2} |",
                 if g { "on" } else { "off" },
-                fps,
-                r["inferred"],
-                r["gated"],
+                num(&r, "fps"),
+                steady,
                 r["dropped"],
-                face["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                face["p95_ms"].as_f64().unwrap_or(f64::NAN),
-                r["event_latency_p50_s"].as_f64().unwrap_or(f64::NAN),
-                r["peak_rss_mb"].as_f64().unwrap_or(0.0),
-                60.0 + 15.0 * n as f64,
-                r["hot_path_allocations_per_frame"].as_f64().unwrap_or(0.0),
-                r["allocations_per_frame"].as_f64().unwrap_or(0.0),
-                decode["fps"].as_f64().unwrap_or(0.0),
-                infer["fps"].as_f64().unwrap_or(0.0),
-                infer["fps_batch2"].as_f64().unwrap_or(0.0),
-                fps / floor.max(1e-9),
+                num(face, "p50_ms"),
+                num(face, "p95_ms"),
+                num(&r, "event_latency_p50_s"),
+                num(&r, "event_latency_p95_s"),
+                rss,
+                num(&r, "cpu_ms_per_frame"),
+                decode_fps,
+                num(&infer, "fps"),
+                num(&infer, "fps_batch2"),
+                steady / floor.max(1e-9),
             );
-            rows.push(json!({"n": n, "run": r, "decode_floor": decode, "inference_floor": infer, "efficiency": fps / floor.max(1e-9)}));
+            if g == p.raw.analysis.gate {
+                prev = Some((n, rss));
+            }
+            rows.push(json!({"n": n, "gate": g, "run": r, "decode_floor": decode, "inference_floor": infer,
+                "efficiency": steady / floor.max(1e-9)}));
         }
     }
-    if let Some(path) = json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&json!({"machine": cpu, "cores": cores, "rows": rows}))?)
-            .with_context(|| format!("write {}", path.display()))?;
+    let main: Vec<&Value> = rows.iter().filter(|r| r["gate"].as_bool() == Some(p.raw.analysis.gate)).collect();
+    println!("\nresident memory at the peak sample, MB (`/proc/self/smaps` of the run):\n");
+    table_header(&[
+        "N",
+        "RSS",
+        "ONNX Runtime library",
+        "GStreamer + codec libraries",
+        "other libraries",
+        "vigil",
+        "heap",
+        "anonymous (arenas, tensors, frames, stacks)",
+        "other",
+    ]);
+    for r in &main {
+        let m = &r["run"]["memory_at_peak"];
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r["n"],
+            num(m, "rss_mb"),
+            num(m, "onnxruntime_mb"),
+            num(m, "gstreamer_codecs_mb"),
+            num(m, "other_libraries_mb"),
+            num(m, "vigil_mb"),
+            num(m, "heap_mb"),
+            num(m, "anonymous_mb"),
+            num(m, "other_mb")
+        );
+    }
+    println!("\nCPU seconds by thread (the run; decode-only run for comparison):\n");
+    table_header(&["N", "run: CPU s by thread group (share)", "decode-only run"]);
+    let top = |v: &Value| -> String {
+        let groups = v["cpu_s_by_thread"].as_array().cloned().unwrap_or_default();
+        let total: f64 = groups.iter().filter_map(|g| g[1].as_f64()).sum();
+        let mut shown: Vec<String> = groups
+            .iter()
+            .take(5)
+            .map(|g| {
+                format!(
+                    "{} {:.1} ({:.0} %)",
+                    g[0].as_str().unwrap_or("?"),
+                    g[1].as_f64().unwrap_or(0.0),
+                    100.0 * g[1].as_f64().unwrap_or(0.0) / total.max(1e-9)
+                )
+            })
+            .collect();
+        if groups.len() > 5 {
+            let rest: f64 = groups.iter().skip(5).filter_map(|g| g[1].as_f64()).sum();
+            shown.push(format!("other {rest:.1}"));
+        }
+        shown.join(", ")
+    };
+    for r in &main {
+        println!("| {} | {} | {} |", r["n"], top(&r["run"]), top(&r["decode_floor"]));
+    }
+    if let Some(last) = main.last() {
+        let cpu_ms = num(&last["run"], "cpu_ms_per_frame");
+        let inf = &last["inference_floor"];
+        let inf_ms = 1e3 * num(inf, "threads") / num(inf, "fps");
+        println!(
+            "\ncapacity: at N = {}, {cpu_ms:.1} CPU ms per analysed frame for the whole worker ({inf_ms:.1} ms of it the rule's inference) \
+             → {:.1} cameras per core at {fps_cam} fps, {:.0} on this machine's {cores} cores",
+            last["n"],
+            1e3 / (cpu_ms * fps_cam),
+            cores as f64 * 1e3 / (cpu_ms * fps_cam)
+        );
+    }
+    if let Some(stem) = o.plot {
+        scaling_plot(&main, &device).write(stem, (800, 480)).with_context(|| format!("plot {}", stem.display()))?;
+        println!("\nplot: {} and {}", stem.with_extension("svg").display(), stem.with_extension("png").display());
+    }
+    if let Some(path) = o.json_out {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&json!({"machine": cpu, "cores": cores, "device": device, "rows": rows}))?,
+        )
+        .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Analysed fps (steady) and peak RSS against N.
+fn scaling_plot(rows: &[&Value], device: &str) -> crate::util::plot::Plot {
+    let pts = |f: &dyn Fn(&Value) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r["n"].as_f64().unwrap_or(0.0), f(r))).filter(|p| p.1.is_finite()).collect()
+    };
+    let fps = pts(&|r| num(&r["run"], "steady_fps"));
+    let floor = pts(&|r| num(&r["inference_floor"], "fps"));
+    let rss = pts(&|r| num(&r["run"], "peak_rss_mb"));
+    let max = |v: &[(f64, f64)]| v.iter().map(|p| p.1).fold(1.0, f64::max);
+    let n_max = rows.iter().filter_map(|r| r["n"].as_f64()).fold(1.0, f64::max);
+    crate::util::plot::Plot {
+        title: format!("vigil bench: analysed fps and peak RSS against streams ({device})"),
+        x_label: "concurrent streams N".into(),
+        y_label: "analysed frames / s".into(),
+        x_range: (0.0, n_max + 1.0),
+        y_range: (0.0, max(&fps).max(max(&floor)) * 1.15),
+        series: vec![("analysed fps (steady)".into(), fps), ("inference floor fps".into(), floor)],
+        right: Some(("peak RSS MB".into(), (0.0, max(&rss) * 1.15), vec![("peak RSS MB".into(), rss)])),
+        ..Default::default()
+    }
 }
 
 /// Re-encodes `src` to H.264 MP4 at `width`×`height` (a camera's main or sub stream of the same
