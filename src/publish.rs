@@ -102,11 +102,23 @@ pub fn unacked(dir: &Path) -> Result<Vec<OutboxEntry>> {
 }
 
 impl Publisher {
+    /// An outbox in `data_dir`, delivering to `stream` (created with one replica when missing).
     pub async fn start(
         data_dir: &Path,
         nats: Option<&crate::util::nats::Endpoint>,
         stream: &str,
         dup_window: Duration,
+    ) -> Result<Publisher> {
+        Self::start_replicated(data_dir, nats, stream, dup_window, 1).await
+    }
+
+    /// The same, creating a missing stream with `replicas` replicas (3 on a 3-node cluster).
+    pub async fn start_replicated(
+        data_dir: &Path,
+        nats: Option<&crate::util::nats::Endpoint>,
+        stream: &str,
+        dup_window: Duration,
+        replicas: usize,
     ) -> Result<Publisher> {
         std::fs::create_dir_all(data_dir).with_context(|| format!("data dir {}", data_dir.display()))?;
         let open = |name: &str| {
@@ -134,7 +146,7 @@ impl Publisher {
                 let task = tokio::spawn(deliver(
                     nats.clone(),
                     stream.to_string(),
-                    dup_window,
+                    (dup_window, replicas),
                     rx,
                     data_dir.join("outbox.acked"),
                     pending.clone(),
@@ -348,7 +360,7 @@ async fn on_subject_since(
 async fn deliver(
     nats: crate::util::nats::Endpoint,
     stream: String,
-    dup_window: Duration,
+    (dup_window, replicas): (Duration, usize),
     mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
     acked_path: PathBuf,
     pending: Arc<std::sync::atomic::AtomicUsize>,
@@ -420,6 +432,7 @@ async fn deliver(
                     name: stream.clone(),
                     subjects: vec![crate::util::subject::ALL.into()],
                     duplicate_window: dup_window,
+                    num_replicas: replicas,
                     ..Default::default()
                 };
                 match js.get_or_create_stream(cfg).await {

@@ -4,39 +4,13 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
-/// Runs `vigil` with `args` to completion within `timeout`: (exit code, stdout, stderr).
-fn run(args: &[&str], timeout: Duration) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = vigil()
-        .env("VIGIL_LOG", "warn")
-        .args(args)
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code().unwrap_or(-1);
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("vigil {args:?} did not finish within {timeout:?}: {}", std::fs::read_to_string(&err).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (code, std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&err).unwrap())
-}
-
 #[test]
 fn bench_gpu_without_a_gpu_exits_2_and_names_each_missing_piece() {
-    let (code, out, err) = run(&["bench", "--gpu", "--streams", "1"], Duration::from_secs(60));
+    let (code, out, err) = run_capture(&["bench", "--gpu", "--streams", "1"], Duration::from_secs(60));
     assert_eq!(code, 2, "stdout {out}\nstderr {err}");
     assert!(err.contains("vigil bench --gpu cannot run on this machine"), "{err}");
     assert!(err.contains("no NVIDIA GPU present"), "{err}");
@@ -51,7 +25,7 @@ fn bench_scaling_run_measures_each_n_its_memory_cpu_and_event_acks_and_plots_the
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let plot = dir.path().join("scaling");
-    let (code, out, err) = run(
+    let (code, out, err) = run_capture(
         &["bench", "--streams", "1,2", "--json", json.to_str().unwrap(), "--plot", plot.to_str().unwrap()],
         Duration::from_secs(600),
     );
@@ -101,7 +75,8 @@ fn bench_scaling_run_measures_each_n_its_memory_cpu_and_event_acks_and_plots_the
         assert!(r["decode_floor"]["inferred"].as_u64() == Some(0), "{}", r["decode_floor"]);
         assert_eq!(r["inference_floor"]["frames"].as_u64(), Some(60 * n));
     }
-    for header in ["| N | gating | analysed fps (wall / steady)", "resident memory at the peak sample", "CPU seconds by thread"]
+    for header in
+        ["| N | gating | analysed fps (wall / steady)", "resident memory at the peak sample", "CPU seconds by thread"]
     {
         assert!(out.contains(header), "{header}: {out}");
     }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod eval;
 pub mod evidence;
@@ -76,6 +77,9 @@ pub enum Cmd {
     /// Rule thresholds and parameters in the NATS KV bucket that running workers follow.
     #[command(subcommand)]
     Thresholds(thresholds::Cmd),
+    /// Several workers, one site: which worker runs which camera (leases in NATS KV).
+    #[command(subcommand)]
+    Cluster(cluster::Cmd),
     /// End-to-end throughput benchmark over N concurrent sample streams, with the decode-only and
     /// inference-only floors measured on the same streams.
     Bench(bench::Args),
@@ -97,6 +101,7 @@ pub fn dispatch(cmd: Cmd) -> ExitCode {
         Cmd::EvalClips(a) => tool(|| eval::clips(a)),
         Cmd::Fit(a) => tool(|| eval::fit(a)),
         Cmd::Thresholds(c) => tool(|| thresholds::run(c)),
+        Cmd::Cluster(c) => tool(|| cluster::run(c)),
         Cmd::Bench(a) => bench::run(a),
     }
 }

@@ -9,13 +9,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Args {
     /// pipelines/<site>.toml
     pub pipeline: PathBuf,
+    /// This worker's id (over `worker.id`; default: the host name). With `[cluster]`, each worker
+    /// of a site needs its own.
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// Local state folder (over `worker.data_dir`): outbox, spool, chain state. Several workers
+    /// on one machine need one each.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> ExitCode {
-    let p = match super::load(&a.pipeline) {
+    let mut p = match super::load(&a.pipeline) {
         Ok(p) => p,
         Err(c) => return c,
     };
+    if let Some(id) = a.worker_id {
+        if !crate::rules::valid_id(&id) {
+            eprintln!("error: --worker-id {id:?}: use 1-64 characters of A-Z a-z 0-9 - _");
+            return ExitCode::from(2);
+        }
+        p.raw.worker.id = Some(id);
+    }
+    if let Some(d) = a.data_dir {
+        p.data_dir = d;
+    }
     if let Err(e) = gstreamer::init() {
         eprintln!("error: GStreamer: {e}");
         return ExitCode::from(2);

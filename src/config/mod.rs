@@ -92,6 +92,8 @@ pub struct PipelineFile {
     #[serde(default)]
     pub review: ReviewConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -202,6 +204,17 @@ impl Pipeline {
             if raw.publish.nats_url.is_none() {
                 warnings.push(format!("{}: [publish.auth] is set but publish.nats_url is not", path.display()));
             }
+        }
+        if raw.cluster.enabled && raw.publish.nats_url.is_none() {
+            errors.push(err(
+                "cluster.enabled",
+                "workers share cameras through NATS KV leases: set publish.nats_url".into(),
+            ));
+        }
+        if let Some(id) = &raw.worker.id
+            && !valid_id(id)
+        {
+            errors.push(err("worker.id", format!("{id:?}: use 1-64 characters of A-Z a-z 0-9 - _")));
         }
         let mut listen = |key: &str, v: &str, example: &str| match v.parse::<std::net::SocketAddr>() {
             Err(_) => errors.push(err(key, format!("{v:?} is not an address like {example}"))),
@@ -419,9 +432,21 @@ impl Pipeline {
         }
     }
 
+    /// `worker.id` (or `--worker-id`), else the host name up to its first dot, as a valid id
+    /// (other characters become `_`): it names the worker in events, leases and KV keys.
     pub fn worker_id(&self) -> String {
         self.raw.worker.id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let id: String = host
+                .trim()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect();
+            if id.is_empty() { "worker".into() } else { id }
         })
     }
 

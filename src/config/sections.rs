@@ -56,6 +56,33 @@ pub struct WorkerConfig {
     pub status_interval_s: f64,
 }
 
+/// `[cluster]`: several workers share a site's cameras through NATS KV leases (bucket
+/// `vigil-leases`): each camera is run by exactly one worker at a time, a dead worker's cameras
+/// move to the others after `lease_ttl_s`, a stopping one hands them over at once. Needs
+/// `publish.nats_url`; every worker of the site gets the same pipeline file and signing key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Claim cameras through leases instead of running every camera of the file.
+    pub enabled: bool,
+    /// Seconds a lease lives without renewal (the bucket's `max_age`, so it expires whether or
+    /// not its holder is alive). Holders renew every third of it and stop a camera they could not
+    /// renew a fifth of it (at least 1 s) before it expires. A killed worker's cameras resume
+    /// elsewhere after about this long.
+    #[default(10.0)]
+    #[schemars(range(min = 3, max = 600))]
+    pub lease_ttl_s: f64,
+    /// Cameras this worker runs at most (size it from `vigil bench`'s capacity line).
+    #[default(32)]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_cameras: usize,
+    /// The NATS KV bucket of leases: `<site>.camera.<camera>` (holder) and `<site>.worker.<id>`
+    /// (presence and load). Created when missing, with `publish.replicas` replicas.
+    #[default("vigil-leases".to_string())]
+    #[schemars(length(min = 1, max = 64))]
+    pub bucket: String,
+}
+
 pub use crate::detect::runtime::ExecutionProvider;
 
 /// `[models]`: which vendored models to run, and where.
@@ -219,6 +246,12 @@ pub struct PublishConfig {
     #[default(120.0)]
     #[schemars(range(min = 1, max = 604800))]
     pub duplicate_window_s: f64,
+    /// Replicas of what vigil creates in JetStream: the evidence stream and the KV buckets
+    /// (thresholds, masks, leases). 3 on a 3-node cluster (production); 1 on a single server.
+    /// Applies when vigil creates them; an existing stream or bucket keeps its own.
+    #[default(1)]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: usize,
     /// `[publish.auth]`: NATS credentials (user + password, token, nkey, `.creds`) and TLS.
     pub auth: crate::util::nats::NatsAuth,
 }

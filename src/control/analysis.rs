@@ -40,6 +40,34 @@ pub struct CameraControl {
     pub rules: RuleSlot,
     pub mask: MaskSlot,
     pub snapshots: Arc<Mutex<Vec<SnapshotRequest>>>,
+    /// The last rules and mask handed over (kept, not taken): a camera that starts later on this
+    /// worker (a cluster lease) starts from them, see [`CameraControl::replay`].
+    pub last_rules: RuleSlot,
+    pub last_mask: MaskSlot,
+}
+
+impl CameraControl {
+    /// Hands new rules to the camera (taken between two frames) and keeps them as the last ones.
+    pub fn set_rules(&self, r: CameraRules) {
+        *lock(&self.last_rules) = Some(r.clone());
+        *lock(&self.rules) = Some(r);
+    }
+
+    /// Hands a new mask to the camera and keeps it as the last one.
+    pub fn set_mask(&self, m: Option<Arc<PrivacyMask>>) {
+        *lock(&self.last_mask) = Some(m.clone());
+        *lock(&self.mask) = Some(m);
+    }
+
+    /// Hands the last rules and mask over again, for a camera (re)started after they were set.
+    pub fn replay(&self) {
+        if let Some(r) = lock(&self.last_rules).clone() {
+            *lock(&self.rules) = Some(r);
+        }
+        if let Some(m) = lock(&self.last_mask).clone() {
+            *lock(&self.mask) = Some(m);
+        }
+    }
 }
 
 /// Locks a slot whatever a panicking holder left (a slot holds plain values).

@@ -11,12 +11,13 @@
 //! so), finish encoding and storing them, flush the outbox to NATS as far as it allows, exit 0.
 
 pub mod analysis;
+pub mod cluster;
 pub mod live;
 pub mod overrides;
 pub mod reload;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,8 @@ struct WorkerSink {
     epoch: chrono::DateTime<Utc>,
     pre: Duration,
     post: Duration,
+    /// Cluster: the leases this worker holds (the violation records the one it fired under).
+    leases: Option<Arc<cluster::LeaseBook>>,
 }
 
 impl AnalysisSink for WorkerSink {
@@ -153,6 +156,7 @@ impl AnalysisSink for WorkerSink {
             pre_roll: self.pre,
             post_roll: self.post,
             mask: mask.cloned(),
+            lease: self.leases.as_ref().and_then(|l| l.get(camera)),
         };
         let tx = self.evidence.clone();
         let (start, end) = (fire.pts.saturating_sub(self.pre), fire.pts + self.post);
@@ -197,6 +201,111 @@ async fn checkpoint(
             }
         }
         Err(e) => tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint FAILED"),
+    }
+}
+
+/// What starting a camera on this worker needs: built once by [`run`], used for every camera of
+/// the file at start or, in a cluster, whenever a lease gives this worker a camera.
+pub struct CameraKit {
+    analysis: crate::config::AnalysisConfig,
+    gate: GateSettings,
+    labels: Vec<String>,
+    utc_offset_s: i32,
+    pre: Duration,
+    post: Duration,
+    evidence: mpsc::UnboundedSender<EvidenceJob>,
+    spool: Arc<Spool>,
+    models: Option<Arc<ModelPool>>,
+    slots: BTreeMap<String, CameraControl>,
+    initial_rules: BTreeMap<String, crate::rules::CameraRules>,
+    leases: Option<Arc<cluster::LeaseBook>>,
+}
+
+/// A camera running on this worker: its ingest and analysis threads, and the flag that stops it
+/// (stop intake; clips in flight are handed over with their post-roll cut short).
+pub struct RunningCamera {
+    pub id: String,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<CameraStats>,
+    ingest: std::thread::JoinHandle<CameraEnd>,
+    analysis: std::thread::JoinHandle<()>,
+}
+
+impl RunningCamera {
+    /// The camera's source ended or failed for good (its ingest thread is done).
+    pub fn finished(&self) -> bool {
+        self.ingest.is_finished()
+    }
+
+    /// Asks the camera to stop (returns at once).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for both threads (blocking): how the camera ended, and its counters.
+    pub fn join(self) -> (String, CameraEnd, Arc<CameraStats>) {
+        let end = self.ingest.join().unwrap_or_else(|_| CameraEnd::Failed("ingest thread panicked".into()));
+        let _ = self.analysis.join();
+        match &end {
+            CameraEnd::Failed(why) => tracing::error!(camera = %self.id, error = %why, "camera FAILED"),
+            e => tracing::info!(camera = %self.id, end = ?e, "camera finished"),
+        }
+        (self.id, end, self.stats)
+    }
+}
+
+impl CameraKit {
+    /// Starts `cam` (the `index`-th of the file) on two threads; `stop` ends it.
+    pub fn start(&self, cam: &Camera, index: usize, stop: Arc<AtomicBool>) -> Result<RunningCamera> {
+        let mut cam = cam.clone();
+        if let Some(r) = self.initial_rules.get(&cam.id) {
+            cam.rules = r.clone();
+        }
+        let control = self.slots.get(&cam.id).cloned().unwrap_or_default();
+        if self.leases.is_some() {
+            // started after the worker: take the rules and mask in force now, not those at start
+            control.replay();
+        }
+        // the encoded branch runs ahead of analysis by up to the decoder queue (32 frames), the
+        // decoder's delay and the analysis queue: 8 s beyond the pre-roll covers that down to 5 fps
+        let ring = Arc::new(Mutex::new(EncodedRing::new(self.pre + Duration::from_secs(8))));
+        let stats = telemetry::register_camera(&cam.id);
+        let (ftx, frx, spare) = ingest::frame_queue(self.analysis.queue);
+        let epoch_instant = Instant::now();
+        let epoch = Utc::now();
+        let analyser = Analyser::new(
+            AnalyserConfig {
+                camera: cam.id.clone(),
+                mask: cam.mask.clone(),
+                tamper: cam.tamper,
+                rules: cam.rules.clone(),
+                gate: self.gate,
+                labels: self.labels.clone(),
+                epoch,
+                utc_offset_s: self.utc_offset_s,
+                model_hint: index,
+            },
+            stats.clone(),
+        );
+        let mut sink = WorkerSink {
+            ring: ring.clone(),
+            evidence: self.evidence.clone(),
+            spool: self.spool.clone(),
+            stats: stats.clone(),
+            epoch,
+            pre: self.pre,
+            post: self.post,
+            leases: self.leases.clone(),
+        };
+        let models = self.models.clone();
+        let analysis = std::thread::Builder::new()
+            .name(format!("analyse-{}", cam.id))
+            .spawn(move || analysis::run_loop(analyser, frx, Some(spare), control, models, &mut sink))?;
+        let (c, a, r, s, sd) = (cam.clone(), self.analysis, ring, stats.clone(), stop.clone());
+        let ingest = std::thread::Builder::new()
+            .name(format!("ingest-{}", cam.id))
+            .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd, epoch_instant))?;
+        Ok(RunningCamera { id: cam.id, stop, stats, ingest, analysis })
     }
 }
 
@@ -259,7 +368,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     );
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
-    let publisher = Arc::new(Publisher::start(&p.data_dir, p.nats.as_ref(), &stream, dup).await?);
+    let publisher =
+        Arc::new(Publisher::start_replicated(&p.data_dir, p.nats.as_ref(), &stream, dup, raw.publish.replicas).await?);
     let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
     telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
     if !spool.pending().is_empty() {
@@ -314,9 +424,6 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         recheck: Duration::from_secs_f64(raw.analysis.gate_recheck_s),
     };
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<EvidenceJob>();
-    let mut camera_threads = Vec::new();
-    let mut analysis_threads = Vec::new();
-    let mut per_cam = Vec::new();
     // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
     let slots: BTreeMap<String, CameraControl> =
         p.cameras.iter().map(|c| (c.id.clone(), CameraControl::default())).collect();
@@ -346,57 +453,21 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     });
-    for (index, cam) in p.cameras.iter().enumerate() {
-        let mut cam = cam.clone();
-        if let Some(r) = initial_rules.get(&cam.id) {
-            cam.rules = r.clone();
-        }
-        // the encoded branch runs ahead of analysis by up to the decoder queue (32 frames), the
-        // decoder's delay and the analysis queue: 8 s beyond the pre-roll covers that down to 5 fps
-        let ring = Arc::new(Mutex::new(EncodedRing::new(pre + Duration::from_secs(8))));
-        let stats = telemetry::register_camera(&cam.id);
-        let (ftx, frx, spare) = ingest::frame_queue(raw.analysis.queue);
-        let epoch_instant = Instant::now();
-        let epoch = Utc::now();
-        let analyser = Analyser::new(
-            AnalyserConfig {
-                camera: cam.id.clone(),
-                mask: cam.mask.clone(),
-                tamper: cam.tamper,
-                rules: cam.rules.clone(),
-                gate,
-                labels: labels.clone(),
-                epoch,
-                utc_offset_s: p.utc_offset_s,
-                model_hint: index,
-            },
-            stats.clone(),
-        );
-        let mut sink = WorkerSink {
-            ring: ring.clone(),
-            evidence: ev_tx.clone(),
-            spool: spool.clone(),
-            stats: stats.clone(),
-            epoch,
-            pre,
-            post,
-        };
-        let (reload, models) = (slots[&cam.id].clone(), models.clone());
-        analysis_threads.push(
-            std::thread::Builder::new()
-                .name(format!("analyse-{}", cam.id))
-                .spawn(move || analysis::run_loop(analyser, frx, Some(spare), reload, models, &mut sink))?,
-        );
-        let (c, a, r, s, sd) = (cam.clone(), raw.analysis, ring.clone(), stats.clone(), shutdown.clone());
-        camera_threads.push((
-            cam.id.clone(),
-            std::thread::Builder::new()
-                .name(format!("ingest-{}", cam.id))
-                .spawn(move || ingest::run_camera(&c, a, r, s, ftx, sd, epoch_instant))?,
-        ));
-        per_cam.push((cam.id.clone(), stats));
-    }
-    drop(ev_tx);
+    let leases = raw.cluster.enabled.then(|| Arc::new(cluster::LeaseBook::default()));
+    let kit = CameraKit {
+        analysis: raw.analysis,
+        gate,
+        labels: labels.clone(),
+        utc_offset_s: p.utc_offset_s,
+        pre,
+        post,
+        evidence: ev_tx,
+        spool: spool.clone(),
+        models: models.clone(),
+        slots: slots.clone(),
+        initial_rules,
+        leases: leases.clone(),
+    };
 
     // evidence stage
     let ctx = Arc::new(EvidenceContext {
@@ -416,6 +487,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         jpeg_quality: raw.clip.jpeg_quality,
         quantizer: raw.clip.quantizer,
         scratch,
+        reserve_positions: raw.cluster.enabled.then(|| Duration::from_secs_f64(raw.cluster.lease_ttl_s)),
     });
     let cams: BTreeMap<String, Camera> = p.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
     let limit = Arc::new(tokio::sync::Semaphore::new(raw.clip.max_concurrent));
@@ -454,11 +526,12 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         (ok, failed)
     });
 
-    // signed chain checkpoints: periodically while running, and once more at the end
+    // signed chain checkpoints: periodically while running, and once more at the end (of the
+    // cameras this worker ran: all of them, or in a cluster those it held a lease on)
     let cam_ids: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
     let (cp_stop_tx, mut cp_stop) = tokio::sync::watch::channel(false);
     let cp_task = {
-        let (chains, publisher, ids) = (chains.clone(), publisher.clone(), cam_ids.clone());
+        let (chains, publisher, ids, leases) = (chains.clone(), publisher.clone(), cam_ids.clone(), leases.clone());
         let every = Duration::from_secs_f64(raw.signing.checkpoint_interval_s);
         let site = raw.site.id.clone();
         tokio::spawn(async move {
@@ -468,7 +541,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
                     _ = tokio::time::sleep(every) => false,
                     _ = cp_stop.changed() => true,
                 };
-                for cam in &ids {
+                let ran = leases.as_ref().map(|l| l.ran());
+                for cam in ids.iter().filter(|c| ran.as_ref().is_none_or(|r| r.contains(*c))) {
                     checkpoint(&chains, &publisher, &site, cam, &mut written, stop).await;
                 }
                 if stop {
@@ -478,20 +552,23 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         })
     };
 
-    // wait for ingest to end
-    let mut ends = BTreeMap::new();
-    for (id, t) in camera_threads {
-        let end = tokio::task::spawn_blocking(move || t.join()).await?;
-        let end = end.unwrap_or_else(|_| CameraEnd::Failed("ingest thread panicked".into()));
-        match &end {
-            CameraEnd::Failed(why) => tracing::error!(camera = %id, error = %why, "camera FAILED"),
-            e => tracing::info!(camera = %id, end = ?e, "camera finished"),
+    // run the cameras: all of the file's until their sources end, or in a cluster those whose
+    // leases this worker holds, until shutdown
+    let ran: Vec<(String, CameraEnd, Arc<CameraStats>)> = if let Some(book) = leases {
+        let nats = p.nats.clone().context("cluster.enabled needs publish.nats_url")?;
+        cluster::run(&p, nats, &kit, book, chains.clone(), shutdown.clone()).await?
+    } else {
+        let mut running = Vec::new();
+        for (index, cam) in p.cameras.iter().enumerate() {
+            running.push(kit.start(cam, index, shutdown.clone())?);
         }
-        ends.insert(id, end);
-    }
-    for t in analysis_threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await?;
-    }
+        let mut out = Vec::new();
+        for r in running {
+            out.push(tokio::task::spawn_blocking(move || r.join()).await?);
+        }
+        out
+    };
+    drop(kit);
     let _ = ctl_stop_tx.send(true);
     let _ = ctl_task.await;
     let (events, evidence_failures) = evidence_task.await?;
@@ -517,10 +594,10 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         unpublished,
         ..Default::default()
     };
-    for (id, stats) in per_cam {
-        let end = match ends.remove(&id) {
-            Some(CameraEnd::Failed(why)) => format!("failed: {why}"),
-            Some(CameraEnd::Ended) => "ended".into(),
+    for (id, end, stats) in ran {
+        let end = match end {
+            CameraEnd::Failed(why) => format!("failed: {why}"),
+            CameraEnd::Ended => "ended".into(),
             _ => "stopped".into(),
         };
         summary.cameras.insert(id, CameraSummary::of(end, &stats));

@@ -210,7 +210,17 @@ pub fn overlay(rule: &RuleConfig, set: &Map<String, Value>) -> Result<RuleConfig
     serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
+/// The control bucket, created (one replica) when missing.
 pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_nats::jetstream::kv::Store> {
+    kv_store_with(client, bucket, 1).await
+}
+
+/// The control bucket, created with `replicas` replicas when missing (an existing one keeps its own).
+pub async fn kv_store_with(
+    client: async_nats::Client,
+    bucket: &str,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store> {
     let js = async_nats::jetstream::new(client);
     match js.get_key_value(bucket).await {
         Ok(kv) => Ok(kv),
@@ -218,6 +228,7 @@ pub async fn kv_store(client: async_nats::Client, bucket: &str) -> Result<async_
             .create_key_value(async_nats::jetstream::kv::Config {
                 bucket: bucket.into(),
                 history: 64,
+                num_replicas: replicas,
                 description: "vigil control: rule overrides (<site>.<camera>.<rule> -> {by, reason, at, set}) or \
                               privacy masks (<site>.<camera> -> {by, reason, at, mask})"
                     .into(),

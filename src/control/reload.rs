@@ -30,7 +30,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::analysis::CameraControl;
-use super::overrides::{AuditRecord, MASK_RULE, MaskOverride, Override, kv_store, overlay, revision};
+use super::overrides::{AuditRecord, MASK_RULE, MaskOverride, Override, kv_store_with, overlay, revision};
 use crate::config::Pipeline;
 use crate::privacy::PrivacyMask;
 use crate::publish::{OutboxEntry, Publisher};
@@ -91,6 +91,8 @@ pub struct RuleControl {
     pub audit: Arc<AuditWriter>,
     pub bucket: String,
     pub mask_bucket: String,
+    /// Replicas of the buckets when this worker creates them (`publish.replicas`).
+    replicas: usize,
     /// The mask file of each camera that has one, and its signature when last read.
     mask_files: BTreeMap<String, (PathBuf, Option<FileSig>)>,
     mask_base: BTreeMap<String, Option<Arc<PrivacyMask>>>,
@@ -125,6 +127,7 @@ impl RuleControl {
             audit,
             bucket: p.raw.control.kv_bucket.clone(),
             mask_bucket: p.raw.control.mask_bucket.clone(),
+            replicas: p.raw.publish.replicas,
             mask_files: p
                 .cameras
                 .iter()
@@ -146,7 +149,7 @@ impl RuleControl {
         }
         self.masks.insert(cam.to_string(), new.clone());
         if let Some(slot) = self.slots.get(cam) {
-            *slot.mask.lock().unwrap_or_else(|p| p.into_inner()) = Some(new.clone());
+            slot.set_mask(new.clone());
         }
         let facts = |m: &Arc<PrivacyMask>| (m.summary(), format!("sha256:{}", m.sha256));
         let (old, new) = (old.as_ref().map(facts), new.as_ref().map(facts));
@@ -266,7 +269,7 @@ impl RuleControl {
         if changed {
             self.current.insert(cam.to_string(), resolved.clone());
             if let Some(slot) = self.slots.get(cam) {
-                *slot.rules.lock().unwrap_or_else(|p| p.into_inner()) = Some(resolved);
+                slot.set_rules(resolved);
             }
         }
         true
@@ -467,6 +470,7 @@ type KvItem = (Bucket, String, u64, Option<Vec<u8>>);
 async fn follow_kv(
     nats: crate::util::nats::Endpoint,
     (which, bucket): (Bucket, String),
+    replicas: usize,
     site: String,
     tx: tokio::sync::mpsc::UnboundedSender<KvItem>,
     synced: tokio::sync::oneshot::Sender<()>,
@@ -475,7 +479,7 @@ async fn follow_kv(
     loop {
         let r: Result<()> = async {
             let client = nats.connect().await?;
-            let kv = kv_store(client, &bucket).await?;
+            let kv = kv_store_with(client, &bucket, replicas).await?;
             let filter = format!("{site}.>");
             let mut watch = kv.watch(&filter).await.context("KV watch")?;
             let mut keys = kv.keys().await.context("KV keys")?;
@@ -529,7 +533,7 @@ pub async fn start(
         let mut synced = Vec::new();
         for b in [(Bucket::Rules, ctl.bucket.clone()), (Bucket::Masks, ctl.mask_bucket.clone())] {
             let (stx, srx) = tokio::sync::oneshot::channel();
-            kv_tasks.push(tokio::spawn(follow_kv(nats.clone(), b, ctl.site.clone(), tx.clone(), stx)));
+            kv_tasks.push(tokio::spawn(follow_kv(nats.clone(), b, ctl.replicas, ctl.site.clone(), tx.clone(), stx)));
             synced.push(srx);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(synced)).await;

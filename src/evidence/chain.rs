@@ -139,6 +139,20 @@ pub fn checkpoint_prefix(site: &str, camera: &str) -> String {
     format!("chain/{site}/{camera}/checkpoints/")
 }
 
+/// How reserving a chain position in the store went ([`Chains::reserve`]).
+#[derive(Debug)]
+pub enum Reserved {
+    /// The index entry is in the store: the position is this item's.
+    Yes,
+    /// Another item holds the position.
+    Taken,
+    /// The store did not answer within the patience given.
+    Unreachable(String),
+}
+
+/// Times a claim is retried after its position was taken by another worker.
+pub const RESERVE_ATTEMPTS: u32 = 16;
+
 /// Chains of all cameras of one site, backed by the store.
 pub struct Chains {
     store: Store,
@@ -156,6 +170,14 @@ pub struct Chains {
 pub struct Claim {
     pub link: ChainLink,
     guard: tokio::sync::OwnedMutexGuard<Option<Head>>,
+}
+
+impl Claim {
+    /// Gives the position back and forgets the cached head: the position was taken elsewhere,
+    /// so the next claim reads the head from the store.
+    pub fn forget(mut self) {
+        *self.guard = None;
+    }
 }
 
 impl Chains {
@@ -267,6 +289,44 @@ impl Chains {
         })
     }
 
+    /// Writes the index entry of a claimed position (from [`Chains::index_objects`]) create-only,
+    /// entry before signature: the store decides who holds a position when workers hand a camera
+    /// to each other. The same bytes already there count as this item's (a retry).
+    pub async fn reserve(&self, index: &[crate::spool::StoreObject], patience: std::time::Duration) -> Reserved {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(200);
+        // the entry first (the create-only claim), then its signature
+        let mut ordered: Vec<&crate::spool::StoreObject> = index.iter().filter(|o| !o.0.ends_with(".sig")).collect();
+        ordered.extend(index.iter().filter(|o| o.0.ends_with(".sig")));
+        for (key, bytes, until) in ordered {
+            loop {
+                let r = self.store.put_evidence_or_exists(key, Bytes::from(bytes.clone()), *until).await;
+                let e = match r {
+                    Ok(Some(_)) => break,
+                    Ok(None) => match self.store.get(key).await {
+                        Ok(there) if there.as_ref() == bytes.as_slice() => break,
+                        Ok(_) => return Reserved::Taken,
+                        Err(e) => e,
+                    },
+                    Err(e) => e,
+                };
+                if started.elapsed() + wait > patience {
+                    return Reserved::Unreachable(format!("{key}: {e:#}"));
+                }
+                tracing::warn!(key = %key, error = format!("{e:#}"), "chain: cannot reserve the position yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+        Reserved::Yes
+    }
+
+    /// Forgets the cached head of `camera`: the next claim reads it from the store (a worker that
+    /// takes a camera over from another does this first).
+    pub async fn forget(&self, camera: &str) {
+        *self.slot(camera).lock_owned().await = None;
+    }
+
     /// The signed chain index entry for a claimed position, as objects to store.
     pub fn index_objects(
         &self,
@@ -366,6 +426,36 @@ mod tests {
     fn setup(d: &std::path::Path) -> (Store, Arc<Signer>) {
         let store = Store::open(d.join("store").to_str().unwrap(), &Default::default()).unwrap();
         (store, Arc::new(Signer::init(&d.join("keys")).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn two_workers_on_one_camera_cannot_take_one_position_the_second_reads_the_head_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, signer) = setup(d.path());
+        let until = Utc::now() + chrono::Duration::days(365);
+        let a = Chains::new(store.clone(), signer.clone(), "s", &d.path().join("a"), 365).unwrap();
+        let b = Chains::new(store.clone(), signer.clone(), "s", &d.path().join("b"), 365).unwrap();
+        let patience = std::time::Duration::from_secs(1);
+        // both believe the chain is empty and claim seq 1
+        let (ca, cb) = (a.claim("cam").await.unwrap(), b.claim("cam").await.unwrap());
+        assert_eq!((ca.link.seq, cb.link.seq), (1, 1));
+        let ia = a.index_objects("cam", &ca, "A", "ma", "aa", until).unwrap();
+        let ib = b.index_objects("cam", &cb, "B", "mb", "bb", until).unwrap();
+        assert!(matches!(a.reserve(&ia, patience).await, Reserved::Yes));
+        assert!(
+            matches!(a.reserve(&ia, patience).await, Reserved::Yes),
+            "a retry of the same entry is the same reservation"
+        );
+        assert!(matches!(b.reserve(&ib, patience).await, Reserved::Taken), "a second item at seq 1 is refused");
+        a.commit("cam", ca, "aa").unwrap();
+        cb.forget();
+        // b reads the head from the store and takes the next position, linked to a's item
+        let cb = b.claim("cam").await.unwrap();
+        assert_eq!((cb.link.seq, cb.link.prev_hash.as_str()), (2, "aa"));
+        let ib = b.index_objects("cam", &cb, "B", "mb", "bb", until).unwrap();
+        assert!(matches!(b.reserve(&ib, patience).await, Reserved::Yes));
+        assert_eq!(a.read_index("cam", 1).await.unwrap().evidence_id, "A");
+        assert_eq!(b.read_index("cam", 2).await.unwrap().evidence_id, "B");
     }
 
     #[tokio::test]

@@ -123,6 +123,23 @@ pub struct SigningFacts {
     pub public_key_url: Option<String>,
 }
 
+/// Cluster: the lease under which the worker ran the camera when the rule fired (NATS KV bucket
+/// `cluster.bucket`), so a reader sees which tenure of which worker produced the item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseFacts {
+    pub bucket: String,
+    /// `<site>.camera.<camera>`.
+    pub key: String,
+    pub worker: String,
+    /// The KV revision that created the lease (the tenure: it changes only when the camera
+    /// changes hands).
+    pub acquired_revision: u64,
+    /// The revision of the lease's latest renewal when the rule fired.
+    pub revision: u64,
+    pub acquired_utc: String,
+}
+
 /// One evidence item, stored canonically as `manifest.json` and signed in `manifest.sig`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +180,10 @@ pub struct Manifest {
     pub retention: RetentionFacts,
     pub chain: super::chain::ChainLink,
     pub signing: SigningFacts,
+    /// Cluster mode: the camera's lease when the rule fired (absent for a worker that runs its
+    /// pipeline's cameras alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseFacts>,
 }
 
 /// The manifest format. v3: canonical bytes by `RFC 8785 (JCS) v2` (ECMAScript numbers). v4:

@@ -43,6 +43,8 @@ pub struct Violation {
     /// The privacy mask the analysis ran with when the rule fired: burnt into the clip's stored
     /// pixels and named in the manifest (it changes at run time from the ops console).
     pub mask: Option<std::sync::Arc<crate::privacy::PrivacyMask>>,
+    /// Cluster mode: the camera's lease when the rule fired.
+    pub lease: Option<manifest::LeaseFacts>,
 }
 
 impl Violation {
@@ -68,6 +70,10 @@ pub struct EvidenceContext {
     pub jpeg_quality: u8,
     pub quantizer: u32,
     pub scratch: std::path::PathBuf,
+    /// Cluster mode: reserve each chain position in the store (its index entry, create-only)
+    /// before the item is spooled, so workers that take over a camera never reuse a position;
+    /// a store outage is retried for up to this long before the item is spooled unreserved.
+    pub reserve_positions: Option<Duration>,
     pub history_dir: std::path::PathBuf,
     pub retention: crate::config::RetentionConfig,
     pub seal: Option<age::x25519::Recipient>,
@@ -314,15 +320,43 @@ pub async fn produce(
             key_id: ctx.signer.key_id.clone(),
             public_key_url: ctx.public_key_url.clone(),
         },
+        lease: v.lease.clone(),
     };
     let manifest_key = format!("{prefix}/manifest.json");
     let sig_key = format!("{prefix}/manifest.sig");
     // chain position, manifest, spool: under the camera's chain lock, so positions follow commits
-    let claim = ctx.chains.claim(&v.camera).await?;
-    manifest.chain = claim.link.clone();
     manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
-    let (bytes, sig, hash) = crate::signing::seal(&manifest, &ctx.signer)?;
-    let index = ctx.chains.index_objects(&v.camera, &claim, &v.evidence_id, &manifest_key, &hash, retain_until)?;
+    let mut taken = 0u32;
+    let (claim, bytes, sig, hash, index) = loop {
+        let claim = ctx.chains.claim(&v.camera).await?;
+        manifest.chain = claim.link.clone();
+        let (bytes, sig, hash) = crate::signing::seal(&manifest, &ctx.signer)?;
+        let index = ctx.chains.index_objects(&v.camera, &claim, &v.evidence_id, &manifest_key, &hash, retain_until)?;
+        if let Some(patience) = ctx.reserve_positions {
+            match ctx.chains.reserve(&index, patience).await {
+                chain::Reserved::Yes => {}
+                chain::Reserved::Taken if taken < chain::RESERVE_ATTEMPTS => {
+                    // another worker holds this position (it ran the camera since this worker's
+                    // head was read): read the head from the store again and take the next one
+                    taken += 1;
+                    tracing::info!(camera = %v.camera, seq = claim.link.seq, "chain position taken by another worker; reading the head again");
+                    claim.forget();
+                    continue;
+                }
+                chain::Reserved::Taken => {
+                    anyhow::bail!(
+                        "chain positions of camera {} kept being taken by another worker ({taken} tries); is a second worker running it outside the cluster?",
+                        v.camera
+                    )
+                }
+                chain::Reserved::Unreachable(e) => tracing::error!(
+                    camera = %v.camera, seq = claim.link.seq, error = %e,
+                    "chain position NOT reserved: the store did not answer; the item is spooled with it and uploads later (a worker that takes over this camera meanwhile may collide: the upload then keeps the item in the spool and says so)"
+                ),
+            }
+        }
+        break (claim, bytes, sig, hash, index);
+    };
     // upload order: artifacts, signature, manifest (an item is complete once its manifest shows),
     // then the chain index entry
     objects.push((sig_key.clone(), sig, retain_until));
@@ -395,6 +429,7 @@ mod tests {
             pre_roll: Duration::from_secs(5),
             post_roll: Duration::from_secs(5),
             mask: None,
+            lease: None,
         }
     }
 

@@ -81,7 +81,8 @@ impl Service {
         let data = p.data_dir.join(&instance);
         let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
         let dup = std::time::Duration::from_secs_f64(raw.publish.duplicate_window_s);
-        let publisher = Arc::new(Publisher::start(&data, p.nats.as_ref(), &stream, dup).await?);
+        let publisher =
+            Arc::new(Publisher::start_replicated(&data, p.nats.as_ref(), &stream, dup, p.raw.publish.replicas).await?);
         let limiter = session::LoginLimiter::new(raw.review.max_login_failures);
         Ok(Service {
             pipeline: p,

@@ -29,6 +29,12 @@ pub fn register_camera(camera: &str) -> Arc<CameraStats> {
     s
 }
 
+/// Drops a camera's counters from the registry (it stopped on this worker: a cluster lease went
+/// elsewhere), so `/health` and status reports no longer show it here.
+pub fn unregister_camera(camera: &str) {
+    cameras().lock().unwrap_or_else(|p| p.into_inner()).remove(camera);
+}
+
 /// A health fact for `vigil.health.<site>.<camera>`: a condition started or ended.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HealthEvent {
@@ -204,7 +210,9 @@ impl Event<'_> {
                 if condition == Condition::SpoolFull {
                     m.spool_full.set(active as i64);
                 }
-                if let Some(s) = cameras().lock().unwrap_or_else(|p| p.into_inner()).get(camera) {
+                if condition != Condition::Lease
+                    && let Some(s) = cameras().lock().unwrap_or_else(|p| p.into_inner()).get(camera)
+                {
                     s.set_condition(condition, active);
                 }
                 if active {

@@ -23,6 +23,10 @@ pub enum Condition {
     Moved,
     /// The evidence spool is full: new clips are not cut.
     SpoolFull,
+    /// Cluster: which worker runs the camera. `active`: a worker took its lease (detail names it
+    /// and the lease revision); ended: the worker let it go (handed over, lost, stopped). A fact
+    /// about the camera's placement, never an abnormal state of the camera (not in `ALL`).
+    Lease,
 }
 
 impl Condition {
@@ -45,6 +49,7 @@ impl Condition {
             Condition::Defocus => "defocus",
             Condition::Moved => "moved",
             Condition::SpoolFull => "spool_full",
+            Condition::Lease => "lease",
         }
     }
 

@@ -488,16 +488,25 @@ fn unsafe_kill(pid: u32, sig: &str) {
 
 /// Runs `vigil` to completion and returns (exit code, stderr).
 pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
-    let mut child = vigil().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            s.push_str(&l);
-            s.push('\n');
-        }
-        s
-    });
+    let (code, _, err) = run_capture(args, timeout);
+    (code, err)
+}
+
+/// Runs `vigil` to completion within `timeout` and returns (exit code, stdout, stderr).
+pub fn run_capture(args: &[&str], timeout: Duration) -> (i32, String, String) {
+    let mut child = vigil().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let read = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            for l in BufReader::new(r).lines().map_while(Result::ok) {
+                s.push_str(&l);
+                s.push('\n');
+            }
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
     let t = Instant::now();
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -505,11 +514,11 @@ pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
         }
         if t.elapsed() > timeout {
             let _ = child.kill();
-            panic!("vigil {args:?} did not finish within {timeout:?}: {}", reader.join().unwrap());
+            panic!("vigil {args:?} did not finish within {timeout:?}: {}", err.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (code, reader.join().unwrap())
+    (code, out.join().unwrap(), err.join().unwrap())
 }
 
 /// A pipeline file in a fresh temp dir; `cameras` is raw TOML for the `[[cameras]]` tables.

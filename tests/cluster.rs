@@ -1,0 +1,590 @@
+//! Many workers, one site (#13): cameras shared through leases in NATS KV, on a real 3-node
+//! JetStream cluster (three nats-server processes routed to each other on loopback), with real
+//! workers playing looping sample files in real time.
+//!
+//! - `failover_on_a_three_node_cluster`: three workers spread six cameras; kill -9 one (its
+//!   cameras resume elsewhere within TTL + 5 s), SIGTERM another (hand-over within 3 s), start a
+//!   fourth (it takes cameras), stop one NATS node (nothing stops), bring back the killed worker
+//!   (its spool uploads); then every chain verifies, continuous across workers, no evidence id
+//!   twice on the stream, nothing left in any spool. Prints the failover table and
+//!   `vigil cluster status`.
+//! - `split_brain_a_cut_worker_fences_itself_and_forced_double_holders_cannot_fork_a_chain`: a
+//!   worker whose NATS connection is cut stops its camera before another worker can take the
+//!   lease; two workers forced onto the same cameras (different lease buckets) write one chain
+//!   without a double position.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TTL: f64 = 6.0;
+
+/// One nats-server of the cluster.
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+}
+
+/// Three nats-servers with JetStream, routed to each other on loopback; stopped on drop.
+struct NatsCluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn wait_port(port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "nats-server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, c)| format!("nats-route://127.0.0.1:{c}")).collect();
+        let mut nodes = Vec::new();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            // no_advertise: clients keep to the URLs they were given (the split-brain test's proxy)
+            let conf = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{\n  name: vigil-test\n  listen: 127.0.0.1:{route}\n  no_advertise: true\n  routes: [{}]\n}}\n",
+                store.display(),
+                routes.join(", ")
+            );
+            let path = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(&path, conf).unwrap();
+            nodes.push(Node { child: None, port: *client, conf: path });
+        }
+        let mut c = NatsCluster { nodes, _dir: dir };
+        for i in 0..3 {
+            c.start_node(i);
+        }
+        // ready once a replicated bucket can be made (meta leader elected, peers known)
+        let url = c.url();
+        let t = Instant::now();
+        rt().block_on(async {
+            loop {
+                let r = async {
+                    let client = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice()).await?;
+                    let js = async_nats::jetstream::new(client);
+                    js.create_key_value(async_nats::jetstream::kv::Config {
+                        bucket: "ready".into(),
+                        num_replicas: 3,
+                        ..Default::default()
+                    })
+                    .await?;
+                    Ok::<_, async_nats::Error>(())
+                }
+                .await;
+                match r {
+                    Ok(()) => break,
+                    Err(e) => assert!(t.elapsed() < Duration::from_secs(60), "JetStream cluster not ready: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        println!("3-node JetStream cluster ready in {:.1} s", t.elapsed().as_secs_f64());
+        c
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let child = Command::new(repo().join(".deps/bin/nats-server"))
+            .arg("-c")
+            .arg(&n.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        n.child = Some(child);
+        wait_port(n.port);
+    }
+
+    fn stop_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i);
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A camera on the looping astronaut sample, analysed lightly (2 fps, 320 px face input) so that
+/// several workers share two cores, firing every few seconds.
+fn camera(id: &str) -> String {
+    format!(
+        "[[cameras]]\nid = \"{id}\"\nlocation = \"counter\"\nsource = \"{}\"\nloop = true\nrealtime = true\n\
+         privacy_mask = \"{}\"\n[[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 2\nwindow = 3\ncooldown_s = 4\ninput_width = 320\n",
+        sample("astronaut-pan.mp4").display(),
+        repo().join("privacy-masks/cam-astronaut.toml").display()
+    )
+}
+
+fn site(nats_url: &str, replicas: usize, cameras: &[&str], extra: &str) -> Site {
+    let cams: String = cameras.iter().map(|c| camera(c)).collect();
+    let site = Site::new(
+        &format!(
+            "[publish]\nnats_url = \"{nats_url}\"\nreplicas = {replicas}\n[cluster]\nenabled = true\nlease_ttl_s = {TTL}\n{extra}\n\
+             [analysis]\nfps = 2\n[clip]\npre_roll_s = 1\npost_roll_s = 1\n"
+        ),
+        &cams,
+    );
+    // one signing key for the site's workers, made before any of them starts
+    let (code, _, err) =
+        run_capture(&["keys", "init", "--dir", site.path("keys").to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    site
+}
+
+/// `vigil run --worker-id W --data-dir <site>/W`, logging JSON to `<site>/W.log`.
+fn worker(site: &Site, id: &str, pipeline: &Path) -> Worker {
+    let log = site.path(&format!("{id}.log"));
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let child = vigil()
+        .args(["--log-format", "json", "run"])
+        .arg(pipeline)
+        .args(["--worker-id", id, "--data-dir"])
+        .arg(site.path(id))
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("start vigil");
+    Worker { child, log }
+}
+
+fn kill9(w: &mut Worker) {
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+}
+
+/// `vigil cluster status --json`.
+fn status(pipeline: &Path) -> serde_json::Value {
+    let (code, out, err) = run_capture(
+        &["cluster", "status", "--pipeline", pipeline.to_str().unwrap(), "--json"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "cluster status: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("cluster status --json: {e}: {out}"))
+}
+
+/// camera → worker, from the lease bucket.
+fn holders(pipeline: &Path) -> BTreeMap<String, Option<String>> {
+    let s = status(pipeline);
+    s["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["camera"].as_str().unwrap().to_string(), c["worker"].as_str().map(String::from)))
+        .collect()
+}
+
+fn count(h: &BTreeMap<String, Option<String>>, w: &str) -> usize {
+    h.values().filter(|v| v.as_deref() == Some(w)).count()
+}
+
+/// Polls the holders until `ok`; returns them and how long it took.
+fn wait_holders(
+    pipeline: &Path,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&BTreeMap<String, Option<String>>) -> bool,
+) -> (BTreeMap<String, Option<String>>, Duration) {
+    let t = Instant::now();
+    loop {
+        let h = holders(pipeline);
+        if ok(&h) {
+            return (h, t.elapsed());
+        }
+        assert!(t.elapsed() < within, "{what}: not within {within:?}; holders {h:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Evidence events on the stream: (evidence id, camera, seq, worker, lease worker).
+fn evidence(messages: &[(String, String, serde_json::Value)]) -> Vec<(String, String, u64, String, Option<String>)> {
+    messages
+        .iter()
+        .filter(|(s, _, _)| s.starts_with("vigil.evidence."))
+        .map(|(_, id, p)| {
+            (
+                id.clone(),
+                p["camera"].as_str().unwrap().to_string(),
+                p["chain"]["seq"].as_u64().unwrap(),
+                p["worker"]["id"].as_str().unwrap().to_string(),
+                p["lease"]["worker"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+/// Every message on the stream (subject, msg id, payload), read from any live node.
+fn stream_messages(url: &str) -> Vec<(String, String, serde_json::Value)> {
+    rt().block_on(async {
+        let c = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice()).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        let Ok(mut st) = js.get_stream("VIGIL").await else { return Vec::new() };
+        let info = st.info().await.unwrap().state.clone();
+        assert_eq!(st.info().await.unwrap().config.num_replicas, 3, "the evidence stream is replicated");
+        let mut out = Vec::new();
+        for seq in info.first_sequence..=info.last_sequence {
+            if let Ok(m) = st.get_raw_message(seq).await {
+                let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+                out.push((m.subject.to_string(), id, serde_json::from_slice(&m.payload).unwrap_or_default()));
+            }
+        }
+        out
+    })
+}
+
+fn spool_items(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("spool")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0)
+}
+
+fn verify(pipeline: &Path) -> String {
+    let o = vigil().args(["verify", "--pipeline", pipeline.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "vigil verify failed:\n{text}");
+    text
+}
+
+/// The chain seen from the events: each camera's seqs are 1..=N, each once.
+fn assert_chains_continuous(
+    ev: &[(String, String, u64, String, Option<String>)],
+) -> BTreeMap<String, BTreeSet<String>> {
+    let ids: BTreeSet<&String> = ev.iter().map(|e| &e.0).collect();
+    assert_eq!(ids.len(), ev.len(), "an evidence id appears twice on the stream");
+    let mut by_cam: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, cam, seq, w, lease) in ev {
+        by_cam.entry(cam.clone()).or_default().push(*seq);
+        workers.entry(cam.clone()).or_default().insert(w.clone());
+        assert_eq!(lease.as_deref(), Some(w.as_str()), "the manifest's lease is its worker's");
+    }
+    for (cam, seqs) in &mut by_cam {
+        seqs.sort();
+        assert_eq!(
+            *seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "camera {cam}: chain positions fork or have a gap"
+        );
+    }
+    workers
+}
+
+#[test]
+fn failover_on_a_three_node_cluster() {
+    let _rt = realtime_lock();
+    let mut cluster = NatsCluster::start();
+    let cams = ["cam1", "cam2", "cam3", "cam4", "cam5", "cam6"];
+    let site = site(&cluster.url(), 3, &cams, "");
+    let p = site.pipeline.clone();
+    let mut w: BTreeMap<&str, Worker> = BTreeMap::new();
+    for id in ["w1", "w2", "w3"] {
+        w.insert(id, worker(&site, id, &p));
+    }
+    let mut table: Vec<String> = Vec::new();
+
+    // spread: every camera held by exactly one worker, two each
+    let (h, took) = wait_holders(&p, Duration::from_secs(90), "six cameras over three workers", |h| {
+        ["w1", "w2", "w3"].iter().all(|x| count(h, x) == 2)
+    });
+    println!("spread in {:.1} s: {h:?}", took.as_secs_f64());
+    assert!(h.values().all(Option::is_some));
+    let st = status(&p);
+    println!("vigil cluster status --json (three workers):\n{}", serde_json::to_string_pretty(&st).unwrap());
+    assert_eq!(st["workers"].as_array().unwrap().len(), 3);
+    let (_, out, _) = run_capture(&["cluster", "status", "--pipeline", p.to_str().unwrap()], Duration::from_secs(30));
+    println!("vigil cluster status:\n{out}");
+    for c in cams {
+        assert!(out.contains(c), "{out}");
+    }
+
+    // evidence flows before anything fails
+    let t = Instant::now();
+    while evidence(&stream_messages(&cluster.url())).len() < 4 {
+        assert!(t.elapsed() < Duration::from_secs(90), "no evidence on the stream");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // kill -9 w2: its cameras resume elsewhere within TTL + 5 s
+    let lost: Vec<String> = h.iter().filter(|(_, v)| v.as_deref() == Some("w2")).map(|(c, _)| c.clone()).collect();
+    kill9(w.get_mut("w2").unwrap());
+    let (h, took) = wait_holders(&p, Duration::from_secs_f64(TTL + 5.0), "the killed worker's cameras resumed", |h| {
+        lost.iter().all(|c| matches!(h[c].as_deref(), Some(x) if x != "w2"))
+    });
+    for c in &lost {
+        let by = h[c].clone().unwrap();
+        let log = w[by.as_str()].log_text();
+        assert!(
+            logged_at(&log, &["lease acquired", &format!("\"camera\":\"{c}\"")]).is_some(),
+            "{by} took {c}:\n{log}"
+        );
+    }
+    println!("kill -9 w2: {lost:?} resumed in {:.1} s", took.as_secs_f64());
+    table.push(format!(
+        "| kill -9 one worker (TTL {TTL:.0} s) | {} ({}) | {:.1} s (bound {:.0} s) |",
+        lost.len(),
+        lost.join(", "),
+        took.as_secs_f64(),
+        TTL + 5.0
+    ));
+
+    // SIGTERM w3: hand-over within 3 s
+    let handed: Vec<String> = h.iter().filter(|(_, v)| v.as_deref() == Some("w3")).map(|(c, _)| c.clone()).collect();
+    assert!(!handed.is_empty(), "{h:?}");
+    w["w3"].sigterm();
+    let (_, took) = wait_holders(&p, Duration::from_secs(3), "SIGTERM hand-over", |h| {
+        handed.iter().all(|c| h[c].as_deref() == Some("w1"))
+    });
+    println!("SIGTERM w3: {handed:?} handed over in {:.1} s", took.as_secs_f64());
+    table.push(format!(
+        "| SIGTERM one worker | {} ({}) | {:.1} s (bound 3 s) |",
+        handed.len(),
+        handed.join(", "),
+        took.as_secs_f64()
+    ));
+    assert_eq!(w.get_mut("w3").unwrap().wait(Duration::from_secs(60)), 0, "w3 exits cleanly after handing over");
+
+    // a fourth worker joins and takes a share
+    w.insert("w4", worker(&site, "w4", &p));
+    let (h, took) =
+        wait_holders(&p, Duration::from_secs(60), "the fourth worker takes cameras", |h| count(h, "w4") >= 3);
+    println!("w4 joined: holds {} of 6 after {:.1} s: {h:?}", count(&h, "w4"), took.as_secs_f64());
+    table.push(format!(
+        "| a worker joins | {} moved to it | {:.1} s from its start (model loading included) |",
+        count(&h, "w4"),
+        took.as_secs_f64()
+    ));
+
+    // stop one NATS node: nothing stops
+    let before: BTreeMap<&str, usize> = ["w1", "w4"].iter().map(|k| (*k, w[k].mark())).collect();
+    let held_before = h.clone();
+    cluster.stop_node(1);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs_f64(2.0 * TTL) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let h = holders(&p);
+    assert_eq!(h, held_before, "a NATS node down moved no camera");
+    for k in ["w1", "w4"] {
+        let log = w[k].log_from(before[k]);
+        assert!(
+            !log.contains("camera stopped on this worker"),
+            "{k} stopped a camera while one NATS node was down:\n{log}"
+        );
+    }
+    cluster.start_node(1);
+    table.push(format!("| one of three NATS nodes stopped for {:.0} s | 0 | nothing stopped |", 2.0 * TTL));
+
+    // the killed worker comes back (its disk too): whatever it had spooled uploads
+    let w2_spooled = spool_items(&site.path("w2"));
+    w.insert("w2", worker(&site, "w2", &p));
+    std::thread::sleep(Duration::from_secs(8));
+
+    // stop everything, then check the evidence
+    for k in ["w1", "w2", "w4"] {
+        w[k].sigterm();
+    }
+    for k in ["w1", "w2", "w4"] {
+        assert_eq!(w.get_mut(k).unwrap().wait(Duration::from_secs(90)), 0, "{k}: {}", w[k].log_text());
+    }
+    for k in ["w1", "w2", "w3", "w4"] {
+        assert_eq!(spool_items(&site.path(k)), 0, "{k}: items left in the spool");
+    }
+    let text = verify(&p);
+    println!(
+        "{}",
+        text.lines().filter(|l| l.contains("camera") || l.starts_with("OK")).take(12).collect::<Vec<_>>().join("\n")
+    );
+    let ev = evidence(&stream_messages(&cluster.url()));
+    let workers = assert_chains_continuous(&ev);
+    let moved: Vec<&String> = workers.iter().filter(|(_, ws)| ws.len() >= 2).map(|(c, _)| c).collect();
+    assert!(!moved.is_empty(), "some camera's chain continues across workers: {workers:?}");
+    println!(
+        "evidence on the stream: {} items, ids unique; per camera, workers that wrote its chain: {workers:?}",
+        ev.len()
+    );
+    println!("the killed worker had {w2_spooled} item(s) in its spool; after its restart: 0");
+    println!("\n| event | cameras affected | time to resume | evidence lost / duplicated |\n| --- | --- | --- | --- |");
+    for row in table {
+        println!("{row} 0 / 0 |");
+    }
+}
+
+/// A TCP forwarder whose connections can all be cut at once (and new ones refused).
+struct Cutter {
+    port: u16,
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cutter {
+    fn start(upstream: u16) -> Cutter {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let cut: Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let (cs, ct) = (conns.clone(), cut.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                if ct.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                cs.lock().unwrap().extend([c.try_clone().unwrap(), up.try_clone().unwrap()]);
+                let pump = |mut a: std::net::TcpStream, mut b: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = a.read(&mut buf) {
+                            if n == 0 || b.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pump(c.try_clone().unwrap(), up.try_clone().unwrap());
+                pump(up, c);
+            }
+        });
+        Cutter { port, conns, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The `timestamp` of the first JSON log line of `log` that contains every needle.
+fn logged_at(log: &str, needles: &[&str]) -> Option<chrono::DateTime<chrono::Utc>> {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
+    })
+}
+
+#[test]
+fn split_brain_a_cut_worker_fences_itself_and_forced_double_holders_cannot_fork_a_chain() {
+    let _rt = realtime_lock();
+    let nats = Nats::start();
+    let cutter = Cutter::start(nats.port);
+    let cams = ["cam1", "cam2"];
+    let direct = site(&nats.url, 1, &cams, "");
+    // a: the same site through the forwarder
+    let via = direct.path("via-proxy.toml");
+    std::fs::write(
+        &via,
+        std::fs::read_to_string(&direct.pipeline)
+            .unwrap()
+            .replace(&nats.url, &format!("nats://127.0.0.1:{}", cutter.port)),
+    )
+    .unwrap();
+    let mut a = worker(&direct, "wa", &via);
+    wait_holders(&direct.pipeline, Duration::from_secs(60), "wa takes both cameras", |h| count(h, "wa") == 2);
+    let mut b = worker(&direct, "wb", &direct.pipeline);
+    let (h, _) = wait_holders(&direct.pipeline, Duration::from_secs(60), "one camera each", |h| {
+        count(h, "wa") == 1 && count(h, "wb") == 1
+    });
+    let cam_a = h.iter().find(|(_, v)| v.as_deref() == Some("wa")).map(|(c, _)| c.clone()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // cut wa from NATS: it must stop its camera before wb can take the lease
+    let cut_at = chrono::Utc::now();
+    cutter.cut();
+    let t = Instant::now();
+    loop {
+        let log = b.log_text();
+        if logged_at(&log, &["lease acquired", &format!("\"camera\":\"{cam_a}\"")]).is_some() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs_f64(TTL + 5.0), "wb did not take {cam_a}:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fenced = logged_at(&a.log_text(), &["fenced", &format!("\"camera\":\"{cam_a}\"")])
+        .unwrap_or_else(|| panic!("wa did not fence {cam_a}:\n{}", a.log_text()));
+    let taken = logged_at(&b.log_text(), &["lease acquired", &format!("\"camera\":\"{cam_a}\"")]).unwrap();
+    println!(
+        "NATS cut at {cut_at}; wa stopped {cam_a} at {fenced} ({:.2} s later); wb took it at {taken} ({:.2} s after the fence)",
+        (fenced - cut_at).num_milliseconds() as f64 / 1000.0,
+        (taken - fenced).num_milliseconds() as f64 / 1000.0
+    );
+    assert!(fenced < taken, "wa kept {cam_a} until {fenced}, wb took it at {taken}");
+    assert!((fenced - cut_at).num_milliseconds() as f64 <= TTL * 1000.0, "wa kept the camera past its lease");
+
+    // forced double holders: wc follows another lease bucket, so it runs both cameras beside wb
+    let forced = direct.path("forced.toml");
+    std::fs::write(
+        &forced,
+        std::fs::read_to_string(&direct.pipeline)
+            .unwrap()
+            .replace("lease_ttl_s", "bucket = \"vigil-leases-rogue\"\nlease_ttl_s"),
+    )
+    .unwrap();
+    let mut c = worker(&direct, "wc", &forced);
+    c.wait_log("lease acquired", Duration::from_secs(60));
+    let t = Instant::now();
+    let both = |log: &str| log.matches("evidence spooled (complete, signed)").count();
+    while both(&c.log_text()) < 2 || both(&b.log_text()) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(90), "wb and wc both produce evidence on the same cameras");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for x in [&b, &c] {
+        x.sigterm();
+    }
+    assert_eq!(b.wait(Duration::from_secs(60)), 0);
+    assert_eq!(c.wait(Duration::from_secs(60)), 0);
+    kill9(&mut a);
+    // wa comes back with NATS reachable: its spooled items upload
+    let mut a2 = worker(&direct, "wa", &direct.pipeline);
+    std::thread::sleep(Duration::from_secs(5));
+    a2.sigterm();
+    assert_eq!(a2.wait(Duration::from_secs(60)), 0);
+    for k in ["wa", "wb", "wc"] {
+        assert_eq!(spool_items(&direct.path(k)), 0, "{k}");
+    }
+    verify(&direct.pipeline);
+    // one chain per camera: every position once, from several workers
+    let ev = evidence(&nats.messages("VIGIL"));
+    let workers = assert_chains_continuous(&ev);
+    println!("chains after the forced double holders: {workers:?} ({} items)", ev.len());
+    assert!(workers.values().any(|w| w.contains("wb") && w.contains("wc")), "{workers:?}");
+    let retried = ["wb", "wc"]
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(direct.path(&format!("{k}.log")))
+                .unwrap()
+                .matches("chain position taken by another worker")
+                .count()
+        })
+        .sum::<usize>();
+    println!("positions taken by the other worker and claimed again: {retried}");
+}
