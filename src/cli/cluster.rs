@@ -34,11 +34,17 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
     let st = block_on(async {
         let client = nats.connect().await?;
         let js = async_nats::jetstream::new(client);
-        let kv = js.get_key_value(&p.raw.cluster.bucket).await.with_context(|| {
-            format!("NATS KV bucket {} (no worker of this site has run in cluster mode?)", p.raw.cluster.bucket)
-        })?;
-        let ttl = kv.status().await.map(|s| s.info.config.max_age).unwrap_or(ttl);
-        lease::status(&kv, &p.raw.site.id, &cameras, ttl).await
+        match js.get_key_value(&p.raw.cluster.bucket).await {
+            Ok(kv) => {
+                let ttl = kv.status().await.map(|s| s.info.config.max_age).unwrap_or(ttl);
+                lease::status(&kv, &p.raw.site.id, &cameras, ttl).await
+            }
+            // no worker has run in cluster mode yet: nobody runs any camera
+            Err(e) if e.to_string().contains("stream not found") => {
+                Ok(lease::Status::nobody(&p.raw.site.id, &p.raw.cluster.bucket, ttl, &cameras))
+            }
+            Err(e) => Err(anyhow::Error::from(e).context(format!("NATS KV bucket {}", p.raw.cluster.bucket))),
+        }
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);

@@ -277,6 +277,30 @@ pub struct Status {
     pub workers: Vec<WorkerRow>,
 }
 
+impl Status {
+    /// Before any worker made the bucket: every camera run by nobody.
+    pub fn nobody(site: &str, bucket: &str, ttl: Duration, cameras: &[String]) -> Status {
+        let cameras = cameras
+            .iter()
+            .map(|c| CameraRow {
+                camera: c.clone(),
+                worker: None,
+                lease_age_s: None,
+                renewed_s_ago: None,
+                revision: None,
+                acquired_revision: None,
+            })
+            .collect();
+        Status {
+            site: site.into(),
+            bucket: bucket.into(),
+            lease_ttl_s: ttl.as_secs_f64(),
+            cameras,
+            workers: Vec::new(),
+        }
+    }
+}
+
 /// Reads the bucket once: each camera of `cameras` with its holder, and the live workers.
 pub async fn status(kv: &kv::Store, site: &str, cameras: &[String], ttl: Duration) -> Result<Status> {
     let mut view = View::default();

@@ -20,7 +20,7 @@ pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -83,6 +83,48 @@ impl Timing {
             margin: (ttl / 5).max(Duration::from_secs(1)),
             tick: (ttl / 4).min(Duration::from_secs(1)),
         }
+    }
+}
+
+/// The fence: a thread that stops a camera the moment its lease's local deadline passes,
+/// whatever the manager is waiting for (a renewal that hangs on a cut connection must not delay
+/// it).
+struct Fence {
+    deadlines: Arc<parking_lot::Mutex<BTreeMap<String, (Instant, Arc<AtomicBool>)>>>,
+    done: Arc<AtomicBool>,
+}
+
+impl Fence {
+    fn start(worker: String) -> Fence {
+        let deadlines: Arc<parking_lot::Mutex<BTreeMap<String, (Instant, Arc<AtomicBool>)>>> = Default::default();
+        let done: Arc<AtomicBool> = Default::default();
+        let (d, stop) = (deadlines.clone(), done.clone());
+        let _ = std::thread::Builder::new().name("lease-fence".into()).spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                for (cam, (deadline, flag)) in d.lock().iter() {
+                    if now >= *deadline && !flag.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(camera = %cam, worker = %worker, "cluster: fenced: lease not renewed in time; camera stopped before the lease can expire");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Fence { deadlines, done }
+    }
+
+    fn set(&self, camera: &str, deadline: Instant, stop: Arc<AtomicBool>) {
+        self.deadlines.lock().insert(camera.into(), (deadline, stop));
+    }
+
+    fn remove(&self, camera: &str) {
+        self.deadlines.lock().remove(camera);
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
     }
 }
 
@@ -171,6 +213,7 @@ pub async fn run(
     let mut dropping_until = Instant::now();
     let mut first_tick = true;
     let within = t.renew;
+    let fence = Fence::start(me.clone());
 
     while !sd() {
         let now = Instant::now();
@@ -222,6 +265,7 @@ pub async fn run(
                     Write::Ok(rev) => {
                         h.revision = rev;
                         h.renewed = sent;
+                        fence.set(cam, sent + t.ttl - t.margin, h.camera.stop.clone());
                         book.set(cam, facts(&raw.cluster.bucket, h, &me));
                     }
                     Write::Lost => gone.push((cam.clone(), "lost: another worker wrote the lease")),
@@ -230,7 +274,7 @@ pub async fn run(
                     }
                 }
             }
-            if Instant::now() > h.renewed + t.ttl - t.margin && !gone.iter().any(|(c, _)| c == cam) {
+            if h.camera.stop.load(Ordering::SeqCst) && !gone.iter().any(|(c, _)| c == cam) {
                 gone.push((cam.clone(), "fenced: not renewed in time, stopped before the lease can expire"));
             }
             if h.camera.finished() && !gone.iter().any(|(c, _)| c == cam) {
@@ -240,6 +284,7 @@ pub async fn run(
         for (cam, why) in gone {
             let Some(h) = held.remove(&cam) else { continue };
             book.remove(&cam);
+            fence.remove(&cam);
             tracing::warn!(camera = %cam, worker = %me, reason = why, "cluster: camera stopped on this worker");
             let ended = why.starts_with("ended");
             if let Some(r) = stop(h.camera).await {
@@ -320,6 +365,7 @@ pub async fn run(
                                 chains.forget(&cam).await;
                                 let c = &p.cameras[index[cam.as_str()]];
                                 let running = kit.start(c, index[cam.as_str()], Arc::new(AtomicBool::new(false)))?;
+                                fence.set(&cam, sent + t.ttl - t.margin, running.stop.clone());
                                 let h = Held {
                                     camera: running,
                                     key,
@@ -348,6 +394,7 @@ pub async fn run(
                     share::Move::Release(cam) => {
                         let Some(h) = held.remove(&cam) else { continue };
                         book.remove(&cam);
+                        fence.remove(&cam);
                         tracing::info!(camera = %cam, worker = %me, "cluster: handing a camera over to a worker below its share");
                         if let Some(r) = stop(h.camera).await {
                             out.push(r);
@@ -375,6 +422,7 @@ pub async fn run(
     }
     for (cam, h) in std::mem::take(&mut held) {
         book.remove(&cam);
+        fence.remove(&cam);
         if let Some(r) = stop(h.camera).await {
             out.push(r);
         }
