@@ -89,14 +89,17 @@ impl Timing {
 /// The fence: a thread that stops a camera the moment its lease's local deadline passes,
 /// whatever the manager is waiting for (a renewal that hangs on a cut connection must not delay
 /// it).
+/// Per camera: when its lease is given up, and the flag that stops it.
+type Deadlines = Arc<parking_lot::Mutex<BTreeMap<String, (Instant, Arc<AtomicBool>)>>>;
+
 struct Fence {
-    deadlines: Arc<parking_lot::Mutex<BTreeMap<String, (Instant, Arc<AtomicBool>)>>>,
+    deadlines: Deadlines,
     done: Arc<AtomicBool>,
 }
 
 impl Fence {
     fn start(worker: String) -> Fence {
-        let deadlines: Arc<parking_lot::Mutex<BTreeMap<String, (Instant, Arc<AtomicBool>)>>> = Default::default();
+        let deadlines: Deadlines = Default::default();
         let done: Arc<AtomicBool> = Default::default();
         let (d, stop) = (deadlines.clone(), done.clone());
         let _ = std::thread::Builder::new().name("lease-fence".into()).spawn(move || {
@@ -208,7 +211,8 @@ pub async fn run(
     let mut free_since: BTreeMap<String, Instant> = BTreeMap::new();
     let mut let_go: BTreeMap<String, Instant> = BTreeMap::new();
     let mut ended_here: BTreeSet<String> = BTreeSet::new();
-    let mut presence: Option<(Instant, u64)> = None;
+    let mut presence: Option<Instant> = None;
+    let mut presence_rev: Option<u64> = None;
     let mut load = (Instant::now(), 0u64, 0u64, false);
     let mut dropping_until = Instant::now();
     let mut first_tick = true;
@@ -218,7 +222,7 @@ pub async fn run(
     while !sd() {
         let now = Instant::now();
         // presence and load
-        if presence.is_none_or(|(at, _)| now.duration_since(at) >= t.renew) {
+        if presence.is_none_or(|at| now.duration_since(at) >= t.renew) {
             let (analysed, dropped) = held
                 .values()
                 .map(|h| (h.camera.stats.analysed.get(), h.camera.stats.analysis_dropped.get()))
@@ -242,7 +246,7 @@ pub async fn run(
             };
             let bytes = bytes::Bytes::from(serde_json::to_vec(&value)?);
             match tokio::time::timeout(within, kv.put(lease::worker_key(&site, &me), bytes)).await {
-                Ok(Ok(rev)) => presence = Some((now, rev)),
+                Ok(Ok(rev)) => (presence, presence_rev) = (Some(now), Some(rev)),
                 Ok(Err(e)) => tracing::warn!(error = %e, "cluster: presence not written"),
                 Err(_) => tracing::warn!("cluster: presence not written (timed out)"),
             }
@@ -386,6 +390,7 @@ pub async fn run(
                                     ),
                                 );
                                 held.insert(cam, h);
+                                presence = None; // report the new load at once
                             }
                             Write::Lost => tracing::debug!(camera = %cam, "cluster: another worker took it first"),
                             Write::Failed(e) => tracing::warn!(camera = %cam, error = %e, "cluster: claim failed"),
@@ -401,6 +406,7 @@ pub async fn run(
                         }
                         let _ = lease::release(&kv, &h.key, h.revision, within).await;
                         let_go.insert(cam.clone(), Instant::now());
+                        presence = None;
                         lease_event(&cam, false, &format!("worker {me} handed the camera over (share)"));
                     }
                 }
@@ -434,7 +440,7 @@ pub async fn run(
         }
         lease_event(&cam, false, &format!("worker {me} stopped and handed the camera over (shutdown)"));
     }
-    if let Some((_, rev)) = presence {
+    if let Some(rev) = presence_rev {
         let _ = tokio::time::timeout(within, kv.delete_expect_revision(lease::worker_key(&site, &me), Some(rev))).await;
     }
     follower.abort();
