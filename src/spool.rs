@@ -48,11 +48,23 @@ struct SpoolIndex {
 /// An object to store: key, bytes, and the date it must be kept until.
 pub type StoreObject = (String, Vec<u8>, DateTime<Utc>);
 
+/// Chains an item spooled without a reserved chain position (cluster mode, store unreachable):
+/// claims a position from the store's head, re-signs the manifest and rewrites the item
+/// ([`Spool::read_item`], [`Spool::rewrite_item`]). Called by the uploader before it uploads such
+/// an item; an error leaves the item for the next attempt.
+pub type Rechain = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> + Send + Sync,
+>;
+
+/// Marker file of an item whose chain position was not reserved in the store.
+const UNRESERVED: &str = "UNRESERVED";
+
 pub struct Spool {
     dir: PathBuf,
     pub max_bytes: u64,
     bytes: AtomicU64,
     wake: tokio::sync::Notify,
+    rechain: std::sync::OnceLock<Rechain>,
 }
 
 fn dir_bytes(d: &Path) -> u64 {
@@ -88,7 +100,7 @@ impl Spool {
             }
         }
         let bytes = AtomicU64::new(dir_bytes(&dir));
-        Ok(Spool { dir, max_bytes, bytes, wake: tokio::sync::Notify::new() })
+        Ok(Spool { dir, max_bytes, bytes, wake: tokio::sync::Notify::new(), rechain: Default::default() })
     }
 
     pub fn bytes(&self) -> u64 {
@@ -115,21 +127,28 @@ impl Spool {
         self.bytes() >= self.max_bytes
     }
 
+    /// Sets how items spooled without a reserved chain position are chained before upload.
+    pub fn set_rechain(&self, r: Rechain) {
+        let _ = self.rechain.set(r);
+    }
+
     /// Writes one complete item (objects in upload order, then its event) durably.
     pub fn put(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry) -> Result<()> {
+        self.put_with(id, objects, event, false)
+    }
+
+    /// [`Spool::put`]; `unreserved`: the item's chain position was not reserved in the store (the
+    /// uploader chains it afresh first, see [`Rechain`]).
+    pub fn put_with(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry, unreserved: bool) -> Result<()> {
         if self.is_full() {
             bail!("spool full ({} of {} bytes used)", self.bytes(), self.max_bytes);
         }
         let d = self.dir.join(id);
         std::fs::create_dir_all(&d)?;
-        let mut index = SpoolIndex { objects: Vec::new() };
-        for (i, (key, bytes, until)) in objects.into_iter().enumerate() {
-            let file = format!("{i:03}.bin");
-            write_synced(&d.join(&file), &bytes)?;
-            index.objects.push(SpoolObject { key, file, sha256: crate::util::sha256_hex(&bytes), retain_until: until });
+        Self::write_files(&d, objects, event, "")?;
+        if unreserved {
+            write_synced(&d.join(UNRESERVED), b"")?;
         }
-        write_synced(&d.join("objects.json"), &serde_json::to_vec(&index)?)?;
-        write_synced(&d.join("event.json"), &serde_json::to_vec(event)?)?;
         write_synced(&d.join("READY"), b"")?;
         std::fs::File::open(&d)?.sync_all()?;
         self.bytes.fetch_add(dir_bytes(&d), Ordering::Relaxed);
@@ -138,9 +157,57 @@ impl Spool {
         Ok(())
     }
 
+    /// The object files (named `<prefix><n>.bin`), `objects.json` and `event.json` of an item.
+    fn write_files(d: &Path, objects: Vec<StoreObject>, event: &OutboxEntry, prefix: &str) -> Result<()> {
+        let mut index = SpoolIndex { objects: Vec::new() };
+        for (i, (key, bytes, until)) in objects.into_iter().enumerate() {
+            let file = format!("{prefix}{i:03}.bin");
+            write_synced(&d.join(&file), &bytes)?;
+            index.objects.push(SpoolObject { key, file, sha256: crate::util::sha256_hex(&bytes), retain_until: until });
+        }
+        // the event first: an item is read through objects.json, which names only files written
+        write_synced(&d.join("event.json.tmp"), &serde_json::to_vec(event)?)?;
+        std::fs::rename(d.join("event.json.tmp"), d.join("event.json"))?;
+        write_synced(&d.join("objects.json.tmp"), &serde_json::to_vec(&index)?)?;
+        std::fs::rename(d.join("objects.json.tmp"), d.join("objects.json"))?;
+        Ok(())
+    }
+
+    /// An item's objects (in upload order) and its event.
+    pub fn read_item(&self, id: &str) -> Result<(Vec<StoreObject>, OutboxEntry)> {
+        let d = self.dir.join(id);
+        let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
+        let objects = index
+            .objects
+            .into_iter()
+            .map(|o| Ok((o.key, std::fs::read(d.join(&o.file))?, o.retain_until)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((objects, serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?))
+    }
+
+    /// Replaces an item's objects and event (after [`Rechain`]: its position is now reserved).
+    pub fn rewrite_item(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry) -> Result<()> {
+        let d = self.dir.join(id);
+        let old: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
+        let prefix = format!("r{}-", ulid::Ulid::new());
+        Self::write_files(&d, objects, event, &prefix)?;
+        for o in old.objects {
+            let _ = std::fs::remove_file(d.join(o.file));
+        }
+        std::fs::remove_file(d.join(UNRESERVED))?;
+        std::fs::File::open(&d)?.sync_all()?;
+        Ok(())
+    }
+
     /// Uploads one spooled item and hands its event to the outbox; removes it from the spool.
     async fn upload(&self, id: &str, store: &Store, publisher: &Publisher) -> Result<()> {
         let d = self.dir.join(id);
+        if d.join(UNRESERVED).exists() {
+            let Some(rechain) = self.rechain.get() else {
+                bail!("its chain position was not reserved, and nothing here can chain it (not a cluster worker)");
+            };
+            rechain(id.to_string()).await.context("chaining an item spooled without a reserved position")?;
+        }
         let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
         let mut objects = serde_json::Map::new();
         let here = store.reference();

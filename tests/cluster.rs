@@ -302,11 +302,25 @@ fn failover_on_a_three_node_cluster() {
     let _rt = realtime_lock();
     let mut cluster = NatsCluster::start();
     let cams = ["cam1", "cam2", "cam3", "cam4", "cam5", "cam6"];
-    let site = site(&cluster.url(), 3, &cams, "");
+    // the evidence store is S3 (moto); w2 reaches it through a proxy that breaks its first clip
+    // upload and then refuses it, so w2 dies with an item in its spool (its chain position
+    // already reserved in the store)
+    let moto = Moto::start();
+    moto.create_bucket("evidence", false);
+    let proxy = CutProxy::start(moto.port());
+    proxy.cut_on(1, "clip.mp4", Duration::from_secs(600));
+    let site = site(&cluster.url(), 3, &cams, &format!("[store.options]\n{}", moto.store_options()));
+    site.replace("url = \"store\"", "url = \"s3://evidence/vigil\"");
     let p = site.pipeline.clone();
+    let via = site.path("w2-via-proxy.toml");
+    std::fs::write(
+        &via,
+        std::fs::read_to_string(&p).unwrap().replace(&moto.endpoint, &format!("http://127.0.0.1:{}", proxy.port)),
+    )
+    .unwrap();
     let mut w: BTreeMap<&str, Worker> = BTreeMap::new();
     for id in ["w1", "w2", "w3"] {
-        w.insert(id, worker(&site, id, &p));
+        w.insert(id, worker(&site, id, if id == "w2" { &via } else { &p }));
     }
     let mut table: Vec<String> = Vec::new();
 
@@ -332,9 +346,16 @@ fn failover_on_a_three_node_cluster() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // kill -9 w2: its cameras resume elsewhere within TTL + 5 s
+    // kill -9 w2 once its first item is stuck in its spool: its cameras resume elsewhere
+    // within TTL + 5 s
+    // (one item reserved its chain position, then lost the store in the middle of its clip; the
+    // next could not reach the store to reserve one and was spooled without)
+    w.get_mut("w2").unwrap().wait_log("spool: upload failed", Duration::from_secs(60));
+    w.get_mut("w2").unwrap().wait_log("chain position NOT reserved", Duration::from_secs(60));
     let lost: Vec<String> = h.iter().filter(|(_, v)| v.as_deref() == Some("w2")).map(|(c, _)| c.clone()).collect();
     kill9(w.get_mut("w2").unwrap());
+    let w2_spooled = spool_items(&site.path("w2"));
+    assert!(w2_spooled >= 2, "w2 died with a reserved and an unreserved item in its spool: {w2_spooled}");
     let (h, took) = wait_holders(&p, Duration::from_secs_f64(TTL + 5.0), "the killed worker's cameras resumed", |h| {
         lost.iter().all(|c| matches!(h[c].as_deref(), Some(x) if x != "w2"))
     });
@@ -376,10 +397,26 @@ fn failover_on_a_three_node_cluster() {
     let (h, took) =
         wait_holders(&p, Duration::from_secs(60), "the fourth worker takes cameras", |h| count(h, "w4") >= 3);
     println!("w4 joined: holds {} of 6 after {:.1} s: {h:?}", count(&h, "w4"), took.as_secs_f64());
+    // each camera that moved was off for the time between its hand-over and its new start
+    let mut gaps = Vec::new();
+    for (c, _) in h.iter().filter(|(_, v)| v.as_deref() == Some("w4")) {
+        let cam = format!("\"camera\":\"{c}\"");
+        let released = logged(&w["w1"].log_text(), &["handing a camera over", &cam]).last().copied();
+        let taken = logged(&w["w4"].log_text(), &["lease acquired", &cam]).last().copied().unwrap();
+        if let Some(r) = released {
+            gaps.push((taken - r).num_milliseconds() as f64 / 1000.0);
+        }
+    }
+    let worst = gaps.iter().cloned().fold(0.0, f64::max);
+    println!("cameras handed to w4: off for {gaps:?} s between the hand-over and the new holder's start");
+    assert!(!gaps.is_empty(), "w1 handed cameras over to w4");
+    assert!(worst <= TTL / 3.0, "a camera was off {worst} s, longer than a lease renewal ({} s)", TTL / 3.0);
     table.push(format!(
-        "| a worker joins | {} moved to it | {:.1} s from its start (model loading included) |",
+        "| a worker joins | {} moved to it ({:.1} s after its start, model loading included) | each off {:.2} s at most between hand-over and its new start (bound: one renewal, {:.0} s) |",
         count(&h, "w4"),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        worst,
+        TTL / 3.0
     ));
 
     // stop one NATS node: nothing stops
@@ -402,10 +439,16 @@ fn failover_on_a_three_node_cluster() {
     cluster.start_node(1);
     table.push(format!("| one of three NATS nodes stopped for {:.0} s | 0 | nothing stopped |", 2.0 * TTL));
 
-    // the killed worker comes back (its disk too): whatever it had spooled uploads
-    let w2_spooled = spool_items(&site.path("w2"));
+    // the killed worker comes back (its disk too, the store reachable): its spool uploads
+    let mark = w["w2"].mark();
     w.insert("w2", worker(&site, "w2", &p));
-    std::thread::sleep(Duration::from_secs(8));
+    let w2 = w.get_mut("w2").unwrap();
+    w2.wait_log_from(mark, "now holds one", Duration::from_secs(60));
+    let t = Instant::now();
+    while spool_items(&site.path("w2")) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "w2's spool did not empty:\n{}", w2.log_from(mark));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // stop everything, then check the evidence
     for k in ["w1", "w2", "w4"] {
@@ -430,7 +473,9 @@ fn failover_on_a_three_node_cluster() {
         "evidence on the stream: {} items, ids unique; per camera, workers that wrote its chain: {workers:?}",
         ev.len()
     );
-    println!("the killed worker had {w2_spooled} item(s) in its spool; after its restart: 0");
+    println!(
+        "the killed worker had {w2_spooled} item(s) in its spool (one with its position reserved, one without); after its restart: 0, all on the stream"
+    );
     println!("\n| event | cameras affected | time to resume | evidence lost / duplicated |\n| --- | --- | --- | --- |");
     for row in table {
         println!("{row} 0 / 0 |");
@@ -484,12 +529,20 @@ impl Cutter {
     }
 }
 
-/// The `timestamp` of the first JSON log line of `log` that contains every needle.
+/// The `timestamp`s of the JSON log lines of `log` that contain every needle.
+fn logged(log: &str, needles: &[&str]) -> Vec<chrono::DateTime<chrono::Utc>> {
+    log.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
+        })
+        .collect()
+}
+
+/// The first of [`logged`].
 fn logged_at(log: &str, needles: &[&str]) -> Option<chrono::DateTime<chrono::Utc>> {
-    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).find_map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
-    })
+    logged(log, needles).first().copied()
 }
 
 #[test]

@@ -454,6 +454,19 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         })
     });
     let leases = raw.cluster.enabled.then(|| Arc::new(cluster::LeaseBook::default()));
+    if leases.is_some() {
+        // items spooled while the store could not reserve their chain position are chained when
+        // it answers, just before their upload
+        let (weak, chains, signer) = (Arc::downgrade(&spool), chains.clone(), signer.clone());
+        let patience = Duration::from_secs_f64(raw.cluster.lease_ttl_s);
+        spool.set_rechain(Arc::new(move |id: String| {
+            let (weak, chains, signer) = (weak.clone(), chains.clone(), signer.clone());
+            Box::pin(async move {
+                let spool = weak.upgrade().context("the spool is gone")?;
+                evidence::rechain(&spool, &chains, &signer, &id, patience).await
+            })
+        }));
+    }
     let kit = CameraKit {
         analysis: raw.analysis,
         gate,

@@ -321,10 +321,14 @@ impl Chains {
         Reserved::Yes
     }
 
-    /// Forgets the cached head of `camera`: the next claim reads it from the store (a worker that
-    /// takes a camera over from another does this first).
-    pub async fn forget(&self, camera: &str) {
-        *self.slot(camera).lock_owned().await = None;
+    /// Forgets the cached head of `camera`, so the next claim reads it from the store (a worker
+    /// that takes a camera over from another does this first). Never waits: while an item holds
+    /// the camera's chain lock the head stays, and a stale head only costs a reservation that
+    /// finds its position taken and reads the head again.
+    pub fn forget(&self, camera: &str) {
+        if let Ok(mut g) = self.slot(camera).try_lock_owned() {
+            *g = None;
+        }
     }
 
     /// The signed chain index entry for a claimed position, as objects to store.

@@ -326,37 +326,14 @@ pub async fn produce(
     let sig_key = format!("{prefix}/manifest.sig");
     // chain position, manifest, spool: under the camera's chain lock, so positions follow commits
     manifest.repeat_count_30d = repeat_count(&ctx.history_dir, &v.camera, &v.rule.id, t);
-    let mut taken = 0u32;
-    let (claim, bytes, sig, hash, index) = loop {
-        let claim = ctx.chains.claim(&v.camera).await?;
-        manifest.chain = claim.link.clone();
-        let (bytes, sig, hash) = crate::signing::seal(&manifest, &ctx.signer)?;
-        let index = ctx.chains.index_objects(&v.camera, &claim, &v.evidence_id, &manifest_key, &hash, retain_until)?;
-        if let Some(patience) = ctx.reserve_positions {
-            match ctx.chains.reserve(&index, patience).await {
-                chain::Reserved::Yes => {}
-                chain::Reserved::Taken if taken < chain::RESERVE_ATTEMPTS => {
-                    // another worker holds this position (it ran the camera since this worker's
-                    // head was read): read the head from the store again and take the next one
-                    taken += 1;
-                    tracing::info!(camera = %v.camera, seq = claim.link.seq, "chain position taken by another worker; reading the head again");
-                    claim.forget();
-                    continue;
-                }
-                chain::Reserved::Taken => {
-                    anyhow::bail!(
-                        "chain positions of camera {} kept being taken by another worker ({taken} tries); is a second worker running it outside the cluster?",
-                        v.camera
-                    )
-                }
-                chain::Reserved::Unreachable(e) => tracing::error!(
-                    camera = %v.camera, seq = claim.link.seq, error = %e,
-                    "chain position NOT reserved: the store did not answer; the item is spooled with it and uploads later (a worker that takes over this camera meanwhile may collide: the upload then keeps the item in the spool and says so)"
-                ),
-            }
-        }
-        break (claim, bytes, sig, hash, index);
-    };
+    let Chained { claim, bytes, sig, hash, index, reserved } = chain_manifest(
+        &ctx.chains,
+        &ctx.signer,
+        &mut manifest,
+        (&v.evidence_id, &manifest_key, retain_until),
+        ctx.reserve_positions,
+    )
+    .await?;
     // upload order: artifacts, signature, manifest (an item is complete once its manifest shows),
     // then the chain index entry
     objects.push((sig_key.clone(), sig, retain_until));
@@ -380,10 +357,110 @@ pub async fn produce(
         crate::util::Subject::evidence(&ctx.site, &v.camera),
         &record.event,
     );
-    ctx.spool.put(&v.evidence_id, objects, &entry)?;
-    ctx.chains.commit(&v.camera, claim, &hash)?;
+    if reserved {
+        ctx.spool.put(&v.evidence_id, objects, &entry)?;
+        ctx.chains.commit(&v.camera, claim, &hash)?;
+    } else {
+        // chained afresh by the uploader once the store answers (see `rechain`); the head stays
+        ctx.spool.put_with(&v.evidence_id, objects, &entry, true)?;
+        claim.forget();
+    }
     record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
     Ok(record)
+}
+
+/// A manifest sealed at a chain position: its bytes, signature, hash and index entry objects;
+/// `reserved` when its position is reserved in the store (always, outside cluster mode).
+struct Chained {
+    claim: chain::Claim,
+    bytes: Vec<u8>,
+    sig: Vec<u8>,
+    hash: String,
+    index: Vec<crate::spool::StoreObject>,
+    reserved: bool,
+}
+
+/// Claims the next position of the manifest's camera, seals the manifest there and, with
+/// `reserve` (cluster mode), reserves the position in the store: a position taken by another
+/// worker makes it read the head again and take the next one; a store that does not answer
+/// within `reserve` gives `reserved: false` (the caller spools the item for [`rechain`]).
+async fn chain_manifest(
+    chains: &chain::Chains,
+    signer: &crate::signing::Signer,
+    manifest: &mut Manifest,
+    (evidence_id, manifest_key, retain_until): (&str, &str, DateTime<Utc>),
+    reserve: Option<Duration>,
+) -> Result<Chained> {
+    let camera = manifest.camera.clone();
+    let mut taken = 0u32;
+    loop {
+        let claim = chains.claim(&camera).await?;
+        manifest.chain = claim.link.clone();
+        let (bytes, sig, hash) = crate::signing::seal(&*manifest, signer)?;
+        let index = chains.index_objects(&camera, &claim, evidence_id, manifest_key, &hash, retain_until)?;
+        let mut reserved = true;
+        if let Some(patience) = reserve {
+            match chains.reserve(&index, patience).await {
+                chain::Reserved::Yes => {}
+                chain::Reserved::Taken if taken < chain::RESERVE_ATTEMPTS => {
+                    // another worker holds this position (it ran the camera since this worker's
+                    // head was read): read the head from the store again and take the next one
+                    taken += 1;
+                    tracing::info!(camera = %camera, seq = claim.link.seq, "chain position taken by another worker; reading the head again");
+                    claim.forget();
+                    continue;
+                }
+                chain::Reserved::Taken => anyhow::bail!(
+                    "chain positions of camera {camera} kept being taken by another worker ({taken} tries); is a second worker running it outside the cluster?"
+                ),
+                chain::Reserved::Unreachable(e) => {
+                    tracing::error!(
+                        camera = %camera, evidence_id, error = %e,
+                        "chain position NOT reserved: the store did not answer; the item is spooled and takes its position when the store answers (chained afresh before upload)"
+                    );
+                    reserved = false;
+                }
+            }
+        }
+        return Ok(Chained { claim, bytes, sig, hash, index, reserved });
+    }
+}
+
+/// Chains a spooled item whose position was not reserved ([`crate::spool::Rechain`]): a position
+/// from the store's head now, the manifest re-signed there, the item and its event rewritten.
+/// Items are chained in upload order (oldest first), so the chain stays in processing order.
+pub async fn rechain(
+    spool: &crate::spool::Spool,
+    chains: &chain::Chains,
+    signer: &crate::signing::Signer,
+    id: &str,
+    patience: Duration,
+) -> Result<()> {
+    use anyhow::Context;
+    let (mut objects, mut event) = spool.read_item(id)?;
+    let mi = objects.iter().position(|o| o.0.ends_with("/manifest.json")).context("the item has no manifest")?;
+    let si = objects.iter().position(|o| o.0.ends_with("/manifest.sig")).context("the item has no signature")?;
+    let mut manifest: Manifest = serde_json::from_slice(&objects[mi].1).context("the item's manifest")?;
+    let (key, until) = (objects[mi].0.clone(), objects[mi].2);
+    let c = chain_manifest(chains, signer, &mut manifest, (id, &key, until), Some(patience)).await?;
+    if !c.reserved {
+        c.claim.forget();
+        anyhow::bail!("the store did not answer; the item waits");
+    }
+    objects[mi].1 = c.bytes;
+    objects[si].1 = c.sig;
+    objects.retain(|o| !o.0.starts_with("chain/"));
+    objects.extend(c.index);
+    if let Some(p) = event.payload.as_object_mut() {
+        p.insert("chain".into(), serde_json::to_value(&manifest.chain)?);
+        if let Some(m) = p.get_mut("manifest").and_then(|m| m.as_object_mut()) {
+            m.insert("sha256".into(), c.hash.clone().into());
+        }
+    }
+    spool.rewrite_item(id, objects, &event)?;
+    chains.commit(&manifest.camera, c.claim, &c.hash)?;
+    tracing::info!(evidence_id = id, camera = %manifest.camera, seq = manifest.chain.seq, "spool: an item spooled without a reserved chain position now holds one");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -366,9 +366,18 @@ pub async fn run(
                             Write::Ok(rev) => {
                                 // the chain continues from the store, not from what this worker
                                 // knew when it last ran the camera
-                                chains.forget(&cam).await;
+                                chains.forget(&cam);
                                 let c = &p.cameras[index[cam.as_str()]];
-                                let running = kit.start(c, index[cam.as_str()], Arc::new(AtomicBool::new(false)))?;
+                                let running = match kit.start(c, index[cam.as_str()], Arc::new(AtomicBool::new(false)))
+                                {
+                                    Ok(r) => r,
+                                    Err(e) => {
+                                        tracing::error!(camera = %cam, error = format!("{e:#}"), "cluster: camera could not start here; lease handed back");
+                                        let _ = lease::release(&kv, &key, rev, within).await;
+                                        ended_here.insert(cam);
+                                        continue;
+                                    }
+                                };
                                 fence.set(&cam, sent + t.ttl - t.margin, running.stop.clone());
                                 let h = Held {
                                     camera: running,
