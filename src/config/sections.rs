@@ -66,10 +66,13 @@ pub struct ClusterConfig {
     /// Claim cameras through leases instead of running every camera of the file.
     pub enabled: bool,
     /// Seconds a lease lives without renewal (the bucket's `max_age`, so it expires whether or
-    /// not its holder is alive). Holders renew every third of it and stop a camera they could not
+    /// not its holder is alive). Holders renew every third of it (at most every 2 s) and stop a camera they could not
     /// renew a fifth of it (at least 1 s) before it expires. A killed worker's cameras resume
-    /// elsewhere after about this long.
-    #[default(10.0)]
+    /// elsewhere after about this long. 15 s rides out the loss of the NATS node that leads the
+    /// lease bucket (its replicas elect a new leader within nats-server's 4-9 s election timeout;
+    /// 6 s measured in tests/cluster.rs): with 10 s or less such a node failure could stop every
+    /// camera of the site at once.
+    #[default(15.0)]
     #[schemars(range(min = 3, max = 600))]
     pub lease_ttl_s: f64,
     /// Cameras this worker runs at most (size it from `vigil bench`'s capacity line).

@@ -8,7 +8,7 @@
 //!   cameras it could not renew in time, carries out the policy's moves by starting and stopping
 //!   cameras ([`super::CameraKit`]), and on shutdown stops them and hands every lease over.
 //!
-//! **Fencing.** A holder renews every third of the TTL. A lease it could not renew is given up
+//! **Fencing.** A holder renews every third of the TTL (at most every 2 s). A lease it could not renew is given up
 //! locally at `last successful renewal sent + TTL − margin` (margin: a fifth of the TTL, at least
 //! 1 s): the camera is stopped then, before the server can expire the value and another worker
 //! can create it. A renewal refused because someone else wrote the key stops the camera at once.
@@ -67,7 +67,8 @@ impl LeaseBook {
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub ttl: Duration,
-    /// Between two renewals.
+    /// Between two renewals: a third of the TTL, at most 2 s (so a lease leader's election, 4-9
+    /// s in nats-server, starts with a fresh renewal behind it).
     pub renew: Duration,
     /// Before expiry, when an unrenewed lease is given up.
     pub margin: Duration,
@@ -79,7 +80,7 @@ impl Timing {
     pub fn of(ttl: Duration) -> Timing {
         Timing {
             ttl,
-            renew: ttl / 3,
+            renew: (ttl / 3).min(Duration::from_secs(2)),
             margin: (ttl / 5).max(Duration::from_secs(1)),
             tick: (ttl / 4).min(Duration::from_secs(1)),
         }
