@@ -255,21 +255,12 @@ pub async fn get(nats: &Endpoint, bucket: &str, site: &str, camera: Option<&str>
         Some(c) => format!("{site}.{c}."),
         None => format!("{site}."),
     };
-    let mut out = Vec::new();
-    let mut keys = kv.keys().await.context("KV keys")?;
-    while let Some(k) = keys.next().await {
-        let k = k.context("KV keys")?;
-        if !k.starts_with(&prefix) {
-            continue;
-        }
-        if let Some(e) = kv.entry(&k).await.context("KV entry")?
-            && matches!(e.operation, async_nats::jetstream::kv::Operation::Put)
-        {
-            out.push((k, e.revision, serde_json::from_slice(&e.value).unwrap_or(Value::Null)));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    Ok(crate::util::nats::kv_entries(&kv, &prefix)
+        .await?
+        .into_iter()
+        .filter(|e| matches!(e.operation, async_nats::jetstream::kv::Operation::Put))
+        .map(|e| (e.key, e.revision, serde_json::from_slice(&e.value).unwrap_or(Value::Null)))
+        .collect())
 }
 
 /// Parses `key=value` assignments; a value that is not JSON is taken as a string.

@@ -482,16 +482,9 @@ async fn follow_kv(
             let kv = kv_store_with(client, &bucket, replicas).await?;
             let filter = format!("{site}.>");
             let mut watch = kv.watch(&filter).await.context("KV watch")?;
-            let mut keys = kv.keys().await.context("KV keys")?;
-            while let Some(k) = keys.next().await {
-                let k = k.context("KV keys")?;
-                if !k.starts_with(&format!("{site}.")) {
-                    continue;
-                }
-                if let Some(e) = kv.entry(&k).await.context("KV entry")? {
-                    let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-                    let _ = tx.send((which, e.key, e.revision, put.then(|| e.value.to_vec())));
-                }
+            for e in crate::util::nats::kv_entries(&kv, &format!("{site}.")).await? {
+                let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                let _ = tx.send((which, e.key, e.revision, put.then(|| e.value.to_vec())));
             }
             if let Some(s) = synced.take() {
                 let _ = s.send(());

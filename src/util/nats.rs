@@ -242,6 +242,31 @@ impl Endpoint {
     }
 }
 
+/// The current entries of a KV bucket whose keys start with `prefix` (deletes included: their
+/// operation says so), in key order.
+pub async fn kv_entries(
+    kv: &async_nats::jetstream::kv::Store,
+    prefix: &str,
+) -> Result<Vec<async_nats::jetstream::kv::Entry>> {
+    use futures::StreamExt;
+    let mut keys: Vec<String> = Vec::new();
+    let mut list = kv.keys().await.context("KV keys")?;
+    while let Some(k) = list.next().await {
+        let k = k.context("KV keys")?;
+        if k.starts_with(prefix) {
+            keys.push(k);
+        }
+    }
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(e) = kv.entry(&k).await.context("KV entry")? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
 /// A connect error in plain words: authentication and TLS failures say so.
 pub fn describe(e: &async_nats::ConnectError) -> String {
     use async_nats::ConnectErrorKind as K;

@@ -304,15 +304,8 @@ impl Status {
 /// Reads the bucket once: each camera of `cameras` with its holder, and the live workers.
 pub async fn status(kv: &kv::Store, site: &str, cameras: &[String], ttl: Duration) -> Result<Status> {
     let mut view = View::default();
-    let mut keys = kv.keys().await.context("lease keys")?;
-    while let Some(k) = keys.next().await {
-        let k = k.context("lease keys")?;
-        if !k.starts_with(&format!("{site}.")) {
-            continue;
-        }
-        if let Some(e) = kv.entry(&k).await.context("lease entry")? {
-            view.apply(&e, ttl);
-        }
+    for e in crate::util::nats::kv_entries(kv, &format!("{site}.")).await? {
+        view.apply(&e, ttl);
     }
     let (now, utc) = (Instant::now(), chrono::Utc::now());
     let secs = |t: chrono::DateTime<chrono::Utc>| ((utc - t).num_milliseconds().max(0) as f64) / 1000.0;
