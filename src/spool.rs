@@ -185,6 +185,15 @@ impl Spool {
         Ok((objects, serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?))
     }
 
+    /// Drops an item's unreserved marker: its position turned out to be reserved already (a crash
+    /// came after [`Spool::rewrite_item`] wrote it and before the marker went).
+    pub fn mark_reserved(&self, id: &str) -> Result<()> {
+        let d = self.dir.join(id);
+        std::fs::remove_file(d.join(UNRESERVED))?;
+        std::fs::File::open(&d)?.sync_all()?;
+        Ok(())
+    }
+
     /// Replaces an item's objects and event (after [`Rechain`]: its position is now reserved).
     pub fn rewrite_item(&self, id: &str, objects: Vec<StoreObject>, event: &OutboxEntry) -> Result<()> {
         let d = self.dir.join(id);

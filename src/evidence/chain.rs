@@ -321,6 +321,11 @@ impl Chains {
         Reserved::Yes
     }
 
+    /// Whether the store holds exactly `bytes` at `key` (an index entry this item already reserved).
+    pub async fn holds(&self, key: &str, bytes: &[u8]) -> bool {
+        self.store.get(key).await.is_ok_and(|b| b.as_ref() == bytes)
+    }
+
     /// Forgets the cached head of `camera`, so the next claim reads it from the store (a worker
     /// that takes a camera over from another does this first). Never waits: while an item holds
     /// the camera's chain lock the head stays, and a stale head only costs a reservation that

@@ -438,6 +438,12 @@ pub async fn rechain(
 ) -> Result<()> {
     use anyhow::Context;
     let (mut objects, mut event) = spool.read_item(id)?;
+    // already chained and reserved (a crash before the marker went): nothing to change
+    if let Some(entry) = objects.iter().find(|o| o.0.starts_with("chain/") && !o.0.ends_with(".sig"))
+        && chains.holds(&entry.0, &entry.1).await
+    {
+        return spool.mark_reserved(id);
+    }
     let mi = objects.iter().position(|o| o.0.ends_with("/manifest.json")).context("the item has no manifest")?;
     let si = objects.iter().position(|o| o.0.ends_with("/manifest.sig")).context("the item has no signature")?;
     let mut manifest: Manifest = serde_json::from_slice(&objects[mi].1).context("the item's manifest")?;
