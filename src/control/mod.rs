@@ -539,8 +539,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         (ok, failed)
     });
 
-    // signed chain checkpoints: periodically while running, and once more at the end (of the
-    // cameras this worker ran: all of them, or in a cluster those it held a lease on)
+    // signed chain checkpoints: periodically while running, and once more at the end (of all the
+    // file's cameras; in a cluster, of those whose lease this worker holds at that moment, none
+    // at the end: the leases are handed over by then)
     let cam_ids: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
     let (cp_stop_tx, mut cp_stop) = tokio::sync::watch::channel(false);
     let cp_task = {
@@ -554,8 +555,8 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
                     _ = tokio::time::sleep(every) => false,
                     _ = cp_stop.changed() => true,
                 };
-                let ran = leases.as_ref().map(|l| l.ran());
-                for cam in ids.iter().filter(|c| ran.as_ref().is_none_or(|r| r.contains(*c))) {
+                let held = leases.as_ref().map(|l| l.held());
+                for cam in ids.iter().filter(|c| held.as_ref().is_none_or(|h| h.contains(*c))) {
                     checkpoint(&chains, &publisher, &site, cam, &mut written, stop).await;
                 }
                 if stop {

@@ -215,8 +215,10 @@ impl Event<'_> {
                 {
                     s.set_condition(condition, active);
                 }
-                if active {
+                if active && condition != Condition::Lease {
                     tracing::warn!(camera, condition = condition.name(), detail, "health: {condition} started");
+                } else if active {
+                    tracing::info!(camera, condition = condition.name(), detail, "health: {condition} started");
                 } else {
                     tracing::info!(
                         camera,

@@ -12,7 +12,7 @@
 //! locally at `last successful renewal sent + TTL − margin` (margin: a fifth of the TTL, at least
 //! 1 s): the camera is stopped then, before the server can expire the value and another worker
 //! can create it. A renewal refused because someone else wrote the key stops the camera at once.
-//! Evidence positions are reserved create-only in the store ([`crate::evidence::chain`]), so even
+//! Chain checkpoints come only from the current holder. Evidence positions are reserved create-only in the store ([`crate::evidence::chain`]), so even
 //! two workers forced onto one camera cannot write two items at one position.
 
 pub mod lease;
@@ -36,11 +36,12 @@ use crate::util::rfc3339;
 use lease::{CameraLease, View, WorkerPresence, Write};
 
 /// The leases this worker holds now, shared with the evidence stage (each violation records the
-/// one it fired under) and the checkpoint task (cameras this worker ran).
+/// one it fired under) and the checkpoint task (it checkpoints only cameras held now: while it
+/// holds a camera, this worker's chain head is the store's; after a hand-over it may be behind,
+/// and a checkpoint from it would be the newest one with an older head).
 #[derive(Default)]
 pub struct LeaseBook {
     held: parking_lot::Mutex<BTreeMap<String, LeaseFacts>>,
-    ran: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 impl LeaseBook {
@@ -49,7 +50,6 @@ impl LeaseBook {
     }
 
     fn set(&self, camera: &str, f: LeaseFacts) {
-        self.ran.lock().insert(camera.into());
         self.held.lock().insert(camera.into(), f);
     }
 
@@ -57,9 +57,9 @@ impl LeaseBook {
         self.held.lock().remove(camera);
     }
 
-    /// Cameras this worker has run during this process.
-    pub fn ran(&self) -> BTreeSet<String> {
-        self.ran.lock().clone()
+    /// Cameras whose lease this worker holds now.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.held.lock().keys().cloned().collect()
     }
 }
 
