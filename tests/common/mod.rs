@@ -270,6 +270,8 @@ pub struct RtspServer {
     pub base: String,
     main_loop: gst::glib::MainLoop,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Signalled by the server thread when it has dropped its clients and is about to end.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl RtspServer {
@@ -311,6 +313,7 @@ impl RtspServer {
     pub fn serve_with(mounts: Vec<(String, String)>, port: u16, auth: Option<(&str, &str)>) -> RtspServer {
         gst::init().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
         let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
         let first = mounts[0].0.clone();
         let thread = std::thread::spawn(move || {
@@ -356,6 +359,7 @@ impl RtspServer {
                 main_loop.run();
                 // a stopped server drops its clients too (as a crashed or rebooted one would)
                 server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+                let _ = done_tx.send(());
             })
             .unwrap();
         });
@@ -365,6 +369,7 @@ impl RtspServer {
             base: format!("rtsp://127.0.0.1:{port}"),
             main_loop,
             thread: Some(thread),
+            done,
         }
     }
 }
@@ -372,8 +377,15 @@ impl RtspServer {
 impl Drop for RtspServer {
     fn drop(&mut self) {
         self.main_loop.quit();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // gst-rtsp-server can deadlock dropping a client whose peer is gone (seen once in a full
+        // run: the thread parked in a futex for good, the suite hung); a test must not hang on it
+        match self.done.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Err(_) => eprintln!("warning: the test RTSP server did not stop within 10 s; its thread is left behind"),
         }
     }
 }
