@@ -256,6 +256,7 @@ pub async fn run(
         // renew, or fence
         let mut gone: Vec<(String, &'static str)> = Vec::new();
         for (cam, h) in held.iter_mut() {
+            let mut lost = false;
             if now.duration_since(h.renewed) >= t.renew {
                 let value = CameraLease {
                     worker: me.clone(),
@@ -273,18 +274,22 @@ pub async fn run(
                         fence.set(cam, sent + t.ttl - t.margin, h.camera.stop.clone());
                         book.set(cam, facts(&raw.cluster.bucket, h, &me));
                     }
-                    Write::Lost => gone.push((cam.clone(), "lost: another worker wrote the lease")),
+                    Write::Lost => lost = true,
                     Write::Failed(e) => {
                         tracing::warn!(camera = %cam, error = %e, "cluster: lease not renewed; retrying until its deadline")
                     }
                 }
             }
-            if h.camera.stop.load(Ordering::SeqCst) && !gone.iter().any(|(c, _)| c == cam) {
-                gone.push((cam.clone(), "fenced: not renewed in time, stopped before the lease can expire"));
-            }
-            if h.camera.finished() && !gone.iter().any(|(c, _)| c == cam) {
-                gone.push((cam.clone(), "ended: the camera's source ended or failed here"));
-            }
+            let why = if lost {
+                "lost: another worker wrote the lease"
+            } else if h.camera.stop.load(Ordering::SeqCst) {
+                "fenced: not renewed in time, stopped before the lease can expire"
+            } else if h.camera.finished() {
+                "ended: the camera's source ended or failed here"
+            } else {
+                continue;
+            };
+            gone.push((cam.clone(), why));
         }
         for (cam, why) in gone {
             let Some(h) = held.remove(&cam) else { continue };
