@@ -143,7 +143,7 @@ fn tracking(c: &mut Criterion) {
     });
     let f = frame(640, 360);
     let mut gate = MotionGate::new(12.0, Duration::from_secs(2));
-    c.bench_function("motion gate 640x360 region", |b| b.iter(|| black_box(gate.should_infer(&f, f.full(), false))));
+    c.bench_function("motion gate 640x360 region", |b| b.iter(|| black_box(gate.look(&f, f.full(), false))));
 }
 
 criterion_group! {

@@ -191,7 +191,12 @@ fn a_face_under_the_mask_never_reaches_the_detector() {
                 mask,
                 tamper: Default::default(),
                 rules: validate_rules(std::slice::from_ref(&rule), &env).unwrap(),
-                gate: GateSettings { enabled: false, min_change: 12.0, recheck: Duration::from_secs(2) },
+                gate: GateSettings {
+                    enabled: false,
+                    regions: false,
+                    min_change: 12.0,
+                    recheck: Duration::from_secs(2),
+                },
                 labels: vec![],
                 epoch: chrono::Utc::now(),
                 utc_offset_s: 0,

@@ -229,10 +229,25 @@ fn labelled_clips_event_recall_is_unchanged_by_motion_gating() {
             .unwrap_or_else(|| panic!("{variant}: {out}"));
         l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
     };
-    let (on, off) = (row("n_of_m, gating on"), row("n_of_m, gating off"));
+    let (on, off) = (row("n_of_m, gating on, whole region"), row("n_of_m, gating off"));
+    let parts = row("n_of_m, gating on, motion regions");
     assert_eq!(on[1], off[1], "violations detected with and without gating");
     assert_eq!(on[2], "1.00", "every labelled violation is found: {out}");
+    // the face detector on the moving cells and tracked faces only: the same events
+    assert_eq!(parts[1], off[1], "violations detected with motion regions and without gating");
+    assert_eq!(parts[4], off[4], "false fires with motion regions and without gating");
     let inferred = |r: &[String]| r[6].split('/').next().unwrap().trim().parse::<u64>().unwrap();
+    let (part, seen) = (|r: &[String]| r[7].parse::<u64>().unwrap(), |r: &[String]| r[8].parse::<u64>().unwrap());
+    assert_eq!(part(&on), 0, "without motion regions every inference looks at the whole region");
+    assert!(part(&parts) > 0, "motion regions look at parts: {out}");
+    assert_eq!(inferred(&parts), inferred(&on), "the same frames are inferred either way");
+    // the faces (and utensils) the rules track: what motion regions cost in detections
+    assert!(
+        seen(&parts) as f64 >= 0.95 * seen(&on) as f64,
+        "motion regions keep ≥ 95 % of the detections: {} vs {}",
+        seen(&parts),
+        seen(&on)
+    );
     assert!(inferred(&on) < inferred(&off), "gating skips inference: {} vs {}", inferred(&on), inferred(&off));
     assert!(out.contains("chelsea-pan: fires at [] s") && out.contains("coffee-pan: fires at [] s"), "{out}");
 }
@@ -282,7 +297,7 @@ fn run_analysis_loop(
             mask: Some(mask),
             tamper: Default::default(),
             rules,
-            gate: GateSettings { enabled: true, min_change: 12.0, recheck: Duration::from_secs(2) },
+            gate: GateSettings { enabled: true, regions: false, min_change: 12.0, recheck: Duration::from_secs(2) },
             labels: labels.to_vec(),
             epoch: chrono::Utc::now(),
             utc_offset_s: 8 * 3600,

@@ -408,7 +408,7 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
         fps_cam,
         p.raw.analysis.width,
         p.raw.models.instances,
-        p.raw.models.intra_threads,
+        p.raw.models.threads(),
         if nats.is_some() {
             "JetStream's ack (nats-server started for the run)"
         } else {

@@ -323,7 +323,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let m = p.raw.models.clone();
     let opts = RuntimeOptions {
         execution_providers: m.execution_providers.clone(),
-        intra_threads: m.intra_threads,
+        intra_threads: m.threads(),
         ort_library: m.ort_library.clone(),
     };
     let sets = tokio::task::spawn_blocking(move || -> Result<Vec<ModelSet>> {
@@ -418,11 +418,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
 
     let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);
     let post = Duration::from_secs_f64(raw.clip.post_roll_s);
-    let gate = GateSettings {
-        enabled: raw.analysis.gate,
-        min_change: raw.analysis.gate_min_change,
-        recheck: Duration::from_secs_f64(raw.analysis.gate_recheck_s),
-    };
+    let gate = raw.analysis.gate_settings();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<EvidenceJob>();
     // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
     let slots: BTreeMap<String, CameraControl> =

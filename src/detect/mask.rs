@@ -20,6 +20,8 @@ pub struct MaskClassifier {
     probs: Vec<f32>,
     /// `features` of every crop of the last `infer` (models with that output).
     feats: Vec<f32>,
+    /// The unmirrored crops' features while the mirrored ones run (test-time flip).
+    feats_flip: Vec<f32>,
 }
 
 /// Crops per ONNX Runtime run. On CPU a batch is no faster per crop than single runs (9.4–10.9 ms
@@ -52,6 +54,10 @@ pub struct FittedHead {
     /// feature vector is their features concatenated, in this order.
     #[serde(default = "single_view")]
     pub views: Vec<f32>,
+    /// Test-time flip: each view's features are the average of the crop's and its mirror
+    /// image's (twice the classifier runs per face).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
     pub provenance: serde_json::Value,
     /// SHA-256 of the head file, set when loaded.
     #[serde(skip)]
@@ -81,6 +87,7 @@ impl FittedHead {
             hidden_weights: Vec::new(),
             hidden_bias: Vec::new(),
             views,
+            flip: false,
             provenance: serde_json::Value::Null,
             sha256: String::new(),
         }
@@ -152,7 +159,7 @@ impl MaskClassifier {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<MaskClassifier> {
         let info = ModelInfo::load(dir, id, "softmax2")?;
         let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
-        Ok(MaskClassifier { info, run, head: None, probs: Vec::new(), feats: Vec::new() })
+        Ok(MaskClassifier { info, run, head: None, probs: Vec::new(), feats: Vec::new(), feats_flip: Vec::new() })
     }
 
     /// No-mask probability for each face box (one batched run). With a fitted head, the head's
@@ -180,17 +187,22 @@ impl MaskClassifier {
         let (fw, fh) = (frame.width as f32, frame.height as f32);
         let n = boxes.len();
         let Some(head) = &self.head else {
-            self.infer(frame, boxes.iter().map(|b| b.expand(margin, fw, fh)), n)?;
+            self.infer(frame, boxes.iter().map(|b| b.expand(margin, fw, fh)), n, false)?;
             out.extend(self.probs.chunks_exact(2).map(|p| p[1]));
             return Ok(());
         };
         let views = head.views.len();
         let head = self.head.take().expect("head");
-        let r = self.infer(
-            frame,
-            head.views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh))),
-            n * views,
-        );
+        let crops = || head.views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh)));
+        let mut r = self.infer(frame, crops(), n * views, false);
+        if head.flip && r.is_ok() {
+            // the mirror images' features, averaged into the crops' own
+            std::mem::swap(&mut self.feats, &mut self.feats_flip);
+            r = self.infer(frame, crops(), n * views, true);
+            for (a, b) in self.feats.iter_mut().zip(&self.feats_flip) {
+                *a = 0.5 * (*a + *b);
+            }
+        }
         let r = r.and_then(|_| {
             let f = self.features_output()?;
             let d = f.len() / (n * views);
@@ -209,16 +221,16 @@ impl MaskClassifier {
         if boxes.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        self.infer(frame, boxes.iter().copied(), boxes.len())?;
+        self.infer(frame, boxes.iter().copied(), boxes.len(), false)?;
         let probs = self.probs.chunks_exact(2).map(|p| p[1]).collect();
         let f = self.features_output()?;
         let d = f.len() / boxes.len();
         Ok((probs, f.chunks_exact(d).map(<[f32]>::to_vec).collect()))
     }
 
-    /// Runs the model on `n` crops of the frame, [`CROPS_PER_RUN`] at a time, collecting the
-    /// outputs in `probs` and `feats`.
-    fn infer(&mut self, frame: &RgbFrame, mut crops: impl Iterator<Item = BBox>, n: usize) -> Result<()> {
+    /// Runs the model on `n` crops of the frame (each mirrored left to right with `mirror`),
+    /// [`CROPS_PER_RUN`] at a time, collecting the outputs in `probs` and `feats`.
+    fn infer(&mut self, frame: &RgbFrame, mut crops: impl Iterator<Item = BBox>, n: usize, mirror: bool) -> Result<()> {
         let spec = &self.info.manifest.input;
         let (w, h, mean, std) = (spec.width, spec.height, spec.mean, spec.std);
         let per = w * h * 3;
@@ -232,6 +244,7 @@ impl MaskClassifier {
             for (b, bx) in crops.by_ref().take(m).enumerate() {
                 let buf = &mut self.run.input[b * per..(b + 1) * per];
                 frame.sample_bilinear(bx, w, h, |i, px| {
+                    let i = if mirror { (i / w) * w + (w - 1 - i % w) } else { i };
                     for c in 0..3 {
                         buf[i * 3 + c] = (px[c] - mean[c]) / std[c];
                     }

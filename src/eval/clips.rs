@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -45,6 +44,13 @@ pub struct EventScore {
     pub false_fires: u32,
     pub inferred: u64,
     pub gated: u64,
+    /// Inferences on a motion part of the region.
+    pub partial: u64,
+    /// Detections the rule tracked, over all inferred frames.
+    pub detections: u64,
+    /// Analysed frames and the analysis time they took (mask, gate, inference, rules), s.
+    pub frames: u64,
+    pub analysis_s: f64,
     pub per_clip: Vec<(String, Vec<f64>)>,
 }
 
@@ -97,17 +103,19 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         objects: Some(crate::detect::ObjectDetector::load(dir, &m.objects, &o)?),
         dirty: m.dirty().map(|h| crate::detect::load_head(dir, h, &o)).transpose()?,
     };
-    let (fps, width, gate_on) = (p.raw.analysis.fps, p.raw.analysis.width, p.raw.analysis.gate);
+    let (fps, width) = (p.raw.analysis.fps, p.raw.analysis.width);
+    let configured_gate = p.raw.analysis.gate_settings();
     let label_names = set.objects.as_ref().map(|d| d.labels().to_vec()).unwrap_or_default();
     let pool = crate::detect::ModelPool::new(vec![set]);
-    // (name, gating, temporal rule; None: as the pipeline's rule says)
+    // (name, gating, motion regions, temporal rule; None: as the pipeline's rule says)
     let configured = format!("as configured ({})", p.file.display());
-    let variants: [(&str, bool, Option<Temporal>); 5] = [
-        (&configured, gate_on, None),
-        ("n_of_m, gating on", true, Some(Temporal::NOfM)),
-        ("n_of_m, gating off", false, Some(Temporal::NOfM)),
-        ("median, gating on", true, Some(Temporal::Median)),
-        ("median, gating off", false, Some(Temporal::Median)),
+    let variants: [(&str, bool, bool, Option<Temporal>); 6] = [
+        (&configured, configured_gate.enabled, configured_gate.regions, None),
+        ("n_of_m, gating on, motion regions", true, true, Some(Temporal::NOfM)),
+        ("n_of_m, gating on, whole region", true, false, Some(Temporal::NOfM)),
+        ("n_of_m, gating off", false, false, Some(Temporal::NOfM)),
+        ("median, gating on, motion regions", true, true, Some(Temporal::Median)),
+        ("median, gating off", false, false, Some(Temporal::Median)),
     ];
     let mut scores: Vec<EventScore> =
         variants.iter().map(|v| EventScore { variant: v.0.into(), ..Default::default() }).collect();
@@ -132,7 +140,7 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         let frames = crate::ingest::analysis_frames(&path, fps, width)?;
         let base = label_rule(f, &label.rule, p)?;
         let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        for (k, &(_, gate, temporal)) in variants.iter().enumerate() {
+        for (k, &(_, gate, regions, temporal)) in variants.iter().enumerate() {
             // the temporal variants apply to no_mask; utensils_left runs the same rule in both
             let mut rule = base.clone();
             if let (RuleConfig::NoMask(r), Some(t)) = (&mut rule, temporal) {
@@ -148,11 +156,7 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
                     mask: None,
                     tamper: TamperConfig { enabled: false, ..Default::default() },
                     rules,
-                    gate: GateSettings {
-                        enabled: gate,
-                        min_change: p.raw.analysis.gate_min_change,
-                        recheck: Duration::from_secs_f64(p.raw.analysis.gate_recheck_s),
-                    },
+                    gate: GateSettings { enabled: gate, regions, ..configured_gate },
                     labels: label_names.clone(),
                     epoch: chrono::Utc::now(),
                     utc_offset_s: 0,
@@ -161,16 +165,22 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
                 stats.clone(),
             );
             let mut fires = Vec::new();
+            let mut took = 0.0;
             for fr in &frames {
                 let mut fr = fr.clone();
-                for r in a.analyse(&mut fr, Some(&pool)).1? {
-                    fires.push(r.fire.pts.as_secs_f64());
-                }
+                let t0 = std::time::Instant::now();
+                let raised = a.analyse(&mut fr, Some(&pool)).1?;
+                took += t0.elapsed().as_secs_f64();
+                fires.extend(raised.iter().map(|r| r.fire.pts.as_secs_f64()));
             }
             let s = &mut scores[k];
             score_clip(s, &label.violations, &fires);
             s.inferred += stats.inferred.get();
             s.gated += stats.gated.get();
+            s.partial += stats.inferred_part.get();
+            s.detections += stats.detections.get();
+            s.frames += frames.len() as u64;
+            s.analysis_s += took;
             s.per_clip.push((name.clone(), fires));
         }
     }

@@ -25,6 +25,15 @@ pub fn concat_features(per_margin: &[Vec<f32>], views: &[usize]) -> Vec<f32> {
     views.iter().flat_map(|&i| per_margin[i].iter().copied()).collect()
 }
 
+/// The feature vector of a face at `views`: its features per margin concatenated, or with
+/// `flip` (and mirror features measured) each margin's average with its mirror image's.
+pub fn view_features(per_margin: &[Vec<f32>], mirrored: &[Vec<f32>], views: &[usize], flip: bool) -> Vec<f32> {
+    if !flip || mirrored.is_empty() {
+        return concat_features(per_margin, views);
+    }
+    views.iter().flat_map(|&i| per_margin[i].iter().zip(&mirrored[i]).map(|(a, b)| 0.5 * (a + b))).collect()
+}
+
 /// A labelled crop outside the scenes: its features per margin, those of its mirror image
 /// (empty when not measured), and whether it shows no mask.
 pub type Crop = (Vec<Vec<f32>>, Vec<Vec<f32>>, bool);
@@ -37,6 +46,9 @@ pub struct TrainingLevers {
     pub hard_negatives: bool,
     /// Every training face also as its mirror image.
     pub mirror: bool,
+    /// Test-time flip: a face's features are averaged with its mirror image's, in training
+    /// and at inference (the head records it).
+    pub flip: bool,
 }
 
 /// Training features and labels at `views`: every crop, and the fit part's training faces of
@@ -56,9 +68,9 @@ pub fn training_data(
         .chain(faces.map(|(_, d, t)| (d.features.as_slice(), d.features_mirror.as_slice(), t)));
     let mut out = (Vec::new(), Vec::new());
     for (f, m, t) in rows {
-        out.0.push(concat_features(f, views));
+        out.0.push(view_features(f, m, views, lv.flip));
         out.1.push(t);
-        if lv.mirror && !m.is_empty() {
+        if lv.mirror && !lv.flip && !m.is_empty() {
             out.0.push(concat_features(m, views));
             out.1.push(t);
         }
@@ -91,7 +103,7 @@ pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> 
     let views = view_indices(&head.views)?;
     for d in results.iter_mut().flat_map(|r| r.dets.iter_mut()) {
         if !d.features.is_empty() {
-            let p = head.predict(&concat_features(&d.features, &views));
+            let p = head.predict(&view_features(&d.features, &d.features_mirror, &views, head.flip));
             d.prob = vec![p; MARGINS.len()];
         }
     }
@@ -144,7 +156,8 @@ pub fn cross_validate(results: &[SceneResult], t: &Training<'_>, folds: usize) -
         for (r, &si) in out.iter_mut().zip(&fit_index) {
             if si % folds == k {
                 for d in &mut r.dets {
-                    d.prob = vec![head.predict(&concat_features(&d.features, views)); MARGINS.len()];
+                    let f = view_features(&d.features, &d.features_mirror, views, lv.flip);
+                    d.prob = vec![head.predict(&f); MARGINS.len()];
                 }
             }
         }
@@ -219,15 +232,13 @@ pub struct FitArgs<'a> {
 pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let scenes: Vec<Scene> = load_scenes(&a.data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
     let (mut det, mut cls) = models(a.models)?;
-    let want = if a.levers.mirror { Features::WithMirror } else { Features::Yes };
+    let mirrored = a.levers.mirror || a.levers.flip;
+    let want = if mirrored { Features::WithMirror } else { Features::Yes };
     let results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
-    let mut crops = if a.with_crops {
-        crop_features(&a.data.join("mask"), &mut det, &mut cls, a.levers.mirror)?
-    } else {
-        Vec::new()
-    };
+    let mut crops =
+        if a.with_crops { crop_features(&a.data.join("mask"), &mut det, &mut cls, mirrored)? } else { Vec::new() };
     for d in a.site_crops {
-        crops.extend(crop_features(d, &mut det, &mut cls, a.levers.mirror)?);
+        crops.extend(crop_features(d, &mut det, &mut cls, mirrored)?);
     }
     let mut selection = Vec::new();
     // (key, views, l2, face threshold, the CV point at the target precision)
@@ -302,7 +313,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
                 "cv": at,
             },
             "site_crop_folders": a.site_crops.len(),
-            "scene_faces": x.len() - crops.len() * if a.levers.mirror { 2 } else { 1 },
+            "scene_faces": x.len() - crops.len() * if a.levers.mirror && !a.levers.flip { 2 } else { 1 },
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),
@@ -321,6 +332,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             },
             "fitted_by": format!("vigil {}", env!("CARGO_PKG_VERSION")),
         }),
+        flip: a.levers.flip,
         ..train_head(a.id, &x, &y, l2, a.hidden, views.to_vec())
     };
     write_head(a.models, &head)

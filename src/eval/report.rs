@@ -53,7 +53,11 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     let scenes = load_scenes(&a.data.join("mask/scenes"))?;
     let (mut det, mut cls) = models(&a.models)?;
     let heads = a.heads.iter().map(|h| FittedHead::load(&a.models, h)).collect::<Result<Vec<_>>>()?;
-    let want = if heads.is_empty() { Features::No } else { Features::Yes };
+    let want = match () {
+        _ if heads.is_empty() => Features::No,
+        _ if heads.iter().any(|h| h.flip) => Features::WithMirror,
+        _ => Features::Yes,
+    };
     let mut results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
     if a.all {
         results.iter_mut().for_each(|r| r.fit_part = false);

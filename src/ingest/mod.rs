@@ -3,7 +3,7 @@
 //! ```text
 //! rtspsrc ! <depayloader> ─┐
 //!   or filesrc ! parsebin ─┴► <parser> ! tee ─► queue ! appsink "encoded"  → EncodedRing (pre-roll)
-//!                                           └─► queue ! <decoder> ! videorate ! videoconvert ! videoscale
+//!                                           └─► queue ! <decoder> ! videorate ! videoscale ! videoconvert
 //!                                                     ! RGB, analysis width ! appsink "analysis" → frames
 //! ```
 //! Analysis frames are handed over with `try_send` into a bounded queue: when analysis is behind, the
@@ -154,7 +154,9 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
     pipeline.add_many([&q_enc, &q_dec, &rate, &convert, &scale])?;
     pipeline.add_many([enc_sink.upcast_ref::<gst::Element>(), ana_sink.upcast_ref()])?;
     q_enc.link(&enc_sink)?;
-    gst::Element::link_many([&rate, &convert, &scale, ana_sink.upcast_ref()])?;
+    // scale first: the converter then turns the smaller analysis picture into RGB (fewer pixels,
+    // smaller buffers)
+    gst::Element::link_many([&rate, &scale, &convert, ana_sink.upcast_ref()])?;
     // The parser and decoder follow the codec, known once a source's video pad appears. One
     // source feeds both branches through a tee; with a sub stream the main stream feeds the
     // encoded ring only and the sub stream analysis only.
@@ -301,6 +303,12 @@ impl Front {
             dec.set_property("name", format!("{prefix}-decoder"));
             if dec.has_property("max-threads") {
                 dec.set_property("max-threads", self.decoder_threads as i32);
+            }
+            // one thread: slice threading, so libav sets up no frame-thread contexts (measured
+            // with 16 streams of a 768×432 H.264 clip: 8.7 instead of 18.6 MB per stream, same
+            // decode time; README "Memory")
+            if self.decoder_threads == 1 && dec.has_property("thread-type") {
+                dec.set_property_from_str("thread-type", "slice");
             }
             pipeline.add(&dec)?;
             gst::Element::link_many([&q_dec, &dec, &rate])?;

@@ -21,7 +21,7 @@ use crate::privacy::{NormPoint, Polygon};
 use crate::telemetry::CameraStats;
 use crate::track::{Track, Tracker};
 
-pub use gate::MotionGate;
+pub use gate::{Look, MotionGate};
 pub use no_mask::{NoMaskRule, Temporal};
 pub use utensils::{Schedule, UtensilsRule};
 
@@ -384,11 +384,14 @@ pub trait Rule: Send {
     fn wants_every_frame(&self) -> bool {
         false
     }
-    /// Runs the rule's inference on its region of the frame and feeds its state.
-    fn infer(&mut self, f: &FrameCtx, models: &ModelPool, scratch: &mut Scratch) -> Result<Option<Fire>>;
+    /// Runs the rule's inference on its region of the frame (or the part `look` names, if the
+    /// rule can look at part of it) and feeds its state.
+    fn infer(&mut self, f: &FrameCtx, look: Look, models: &ModelPool, scratch: &mut Scratch) -> Result<Option<Fire>>;
     /// Hot reload: takes new parameters of the same kind, keeping its tracks. False when `cfg`
     /// is another kind.
     fn reconfigure(&mut self, cfg: &RuleConfig) -> bool;
+    /// Tracks matched by a detection in the last inferred frame.
+    fn matched_now(&self) -> usize;
 }
 
 /// Inference region for a rule: its zone's bounding box with a 10 % margin, or the whole frame.
@@ -433,6 +436,8 @@ pub(crate) fn matched(
 #[derive(Debug, Clone, Copy)]
 pub struct GateSettings {
     pub enabled: bool,
+    /// A rule that can look at part of its region does so on frames inferred for motion.
+    pub regions: bool,
     pub min_change: f32,
     pub recheck: Duration,
 }
@@ -455,6 +460,7 @@ impl RuleSet {
     fn new_gate(&self) -> MotionGate {
         let mut g = MotionGate::new(self.gate.min_change, self.gate.recheck);
         g.enabled = self.gate.enabled;
+        g.regions = self.gate.regions;
         g
     }
 
@@ -488,12 +494,18 @@ impl RuleSet {
         let mut raised = Vec::new();
         for (rule, gate) in &mut self.rules {
             let region = roi(rule.zone(), w, h);
-            if !gate.should_infer(f.frame, region, rule.wants_every_frame()) {
+            let look = gate.look(f.frame, region, rule.wants_every_frame());
+            if look == Look::Skip {
                 stats.gated.inc();
                 continue;
             }
             stats.inferred.inc();
-            if let Some(fire) = rule.infer(f, models, &mut self.scratch)? {
+            if matches!(look, Look::Part { .. }) {
+                stats.inferred_part.inc();
+            }
+            let fired = rule.infer(f, look, models, &mut self.scratch)?;
+            stats.detections.inc_by(rule.matched_now() as u64);
+            if let Some(fire) = fired {
                 let cfg = rule.config();
                 raised.push(Raised { fire, rule: RuleFacts::of(&cfg), zone: rule.zone().cloned() });
             }

@@ -12,11 +12,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
 
-use super::{Fire, FrameCtx, Rule, RuleConfig, Scratch, in_zone, matched, validate_zone, zone_polygon};
+use super::{Fire, FrameCtx, Look, Rule, RuleConfig, Scratch, gate, in_zone, matched, validate_zone, zone_polygon};
 use crate::detect::{Face, ModelPool};
+use crate::frame::BBox;
 use crate::privacy::Polygon;
 use crate::telemetry::Event;
 use crate::track::{Obs, Tracker};
+
+/// A motion part larger than this share of the region is looked at whole.
+const FOCUS_MAX_SHARE: f32 = 0.6;
 
 /// How a track's frames decide a fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -135,6 +139,20 @@ impl NoMask {
         self.rule = rule;
     }
 
+    /// Where the face detector looks and at what input width: the whole region, or, on a frame
+    /// inferred for motion ([`Look::Part`]), the moving cells and the faces tracked (see
+    /// [`gate::focus`]) at the zoom the whole region would get, so a face is seen at the same
+    /// size either way.
+    pub fn detector_region(&self, region: BBox, look: Look) -> (BBox, u32) {
+        let iw = self.rule.input_width;
+        let Look::Part { motion } = look else { return (region, iw) };
+        match gate::focus(region, motion, self.tracker.tracks.iter().map(|t| t.bbox), FOCUS_MAX_SHARE) {
+            None => (region, iw),
+            Some(part) if iw == 0 => (part, 0),
+            Some(part) => (part, ((iw as f32 * part.w() / region.w()).ceil() as u32).max(32)),
+        }
+    }
+
     /// Keeps the faces worth classifying: large enough and inside the zone.
     pub fn keep_eligible(&self, faces: &mut Vec<Face>, frame_w: u32, frame_h: u32) {
         faces.retain(|f| {
@@ -204,12 +222,13 @@ impl Rule for NoMask {
         self.tracker.tracks.iter().any(|t| !t.fired && t.hit_count() > 0)
     }
 
-    fn infer(&mut self, f: &FrameCtx, models: &ModelPool, s: &mut Scratch) -> Result<Option<Fire>> {
+    fn infer(&mut self, f: &FrameCtx, look: Look, models: &ModelPool, s: &mut Scratch) -> Result<Option<Fire>> {
         let frame = f.frame;
         let (w, h) = (frame.width, frame.height);
-        let region = super::roi(self.zone.as_ref(), w, h);
+        let zone_box = super::roi(self.zone.as_ref(), w, h);
+        let (region, iw) = self.detector_region(zone_box, look);
         let t0 = Instant::now();
-        let (iw, fth) = (self.rule.input_width, self.rule.face_threshold as f32);
+        let fth = self.rule.face_threshold as f32;
         models.detect_faces(f.model_hint, frame, region, iw, fth, &mut s.faces)?;
         let took = t0.elapsed();
         {
@@ -228,6 +247,10 @@ impl Rule for NoMask {
         Ok(self.update(frame.pts, &s.faces, &s.probs))
     }
 
+    fn matched_now(&self) -> usize {
+        self.tracker.tracks.iter().filter(|t| t.matched).count()
+    }
+
     fn reconfigure(&mut self, cfg: &RuleConfig) -> bool {
         let RuleConfig::NoMask(r) = cfg else { return false };
         self.set_rule(r.clone());
@@ -238,7 +261,6 @@ impl Rule for NoMask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::BBox;
     use crate::privacy::NormPoint;
 
     fn rule() -> NoMaskRule {
@@ -295,6 +317,29 @@ mod tests {
         for (k, p) in [0.99, 0.1, 0.2, 0.99, 0.3].into_iter().enumerate() {
             assert!(st.update(ms(k as f64 * 0.2), &f, &[p]).is_none(), "median stays below 0.7 at frame {k}");
         }
+    }
+
+    #[test]
+    fn motion_part_keeps_the_zoom_and_covers_tracked_faces() {
+        let mut st = NoMask::new(rule());
+        let region = BBox { x1: 0.0, y1: 0.0, x2: 640.0, y2: 360.0 };
+        // the whole region on a recheck, at the configured width
+        assert_eq!(st.detector_region(region, Look::Full), (region, 960));
+        // motion in one corner: that part, at 960 × its share of the width (same zoom)
+        let m = BBox { x1: 40.0, y1: 40.0, x2: 120.0, y2: 120.0 };
+        let (part, iw) = st.detector_region(region, Look::Part { motion: Some(m) });
+        assert!(part.x1 <= 40.0 && part.x2 >= 120.0 && part.w() < 200.0, "{part:?}");
+        assert_eq!(iw, (960.0 * part.w() / 640.0_f32).ceil() as u32);
+        // a tracked face elsewhere is looked at too
+        st.update(ms(0.0), &[face(500.0, 40.0)], &[0.1]);
+        let (part, _) = st.detector_region(region, Look::Part { motion: Some(m) });
+        assert!(part.x1 <= 40.0 && part.x2 >= 540.0, "{part:?}");
+        let (only_face, _) = st.detector_region(region, Look::Part { motion: None });
+        assert!(only_face.x1 <= 500.0 && only_face.x2 >= 540.0 && only_face.x1 > 400.0, "{only_face:?}");
+        // input width 0 (the region's own) stays 0
+        let mut r = rule();
+        r.input_width = 0;
+        assert_eq!(NoMask::new(r).detector_region(region, Look::Part { motion: Some(m) }).1, 0);
     }
 
     #[test]

@@ -245,7 +245,9 @@ impl Rule for Utensils {
         self.zone.as_ref()
     }
 
-    fn infer(&mut self, f: &FrameCtx, models: &ModelPool, s: &mut Scratch) -> Result<Option<Fire>> {
+    /// Always the whole region: the object detector's input has a fixed size, and a still
+    /// object is what this rule looks for.
+    fn infer(&mut self, f: &FrameCtx, _look: super::Look, models: &ModelPool, s: &mut Scratch) -> Result<Option<Fire>> {
         let frame = f.frame;
         let region = super::roi(self.zone.as_ref(), frame.width, frame.height);
         {
@@ -269,6 +271,10 @@ impl Rule for Utensils {
             }
         }
         Ok(self.update(frame.pts, f.local_minute(), &s.objects, frame.width, frame.height))
+    }
+
+    fn matched_now(&self) -> usize {
+        self.tracker.tracks.iter().filter(|t| t.matched).count()
     }
 
     fn reconfigure(&mut self, cfg: &RuleConfig) -> bool {

@@ -47,6 +47,7 @@ pub struct Metrics {
     pub frames_dropped: Family<CameraLabel, Counter>,
     pub inferences: Family<CameraLabel, Counter>,
     pub inferences_gated: Family<CameraLabel, Counter>,
+    pub inferences_partial: Family<CameraLabel, Counter>,
     pub reconnects: Family<CameraLabel, Counter>,
     pub violations: Family<CameraLabel, Counter>,
     pub camera_condition: Family<ConditionLabel, Gauge>,
@@ -77,6 +78,7 @@ impl Metrics {
             frames_dropped: Family::default(),
             inferences: Family::default(),
             inferences_gated: Family::default(),
+            inferences_partial: Family::default(),
             reconnects: Family::default(),
             violations: Family::default(),
             camera_condition: Family::default(),
@@ -105,6 +107,11 @@ impl Metrics {
         );
         r.register("vigil_inferences", "Rule-region inferences run per camera", m.inferences.clone());
         r.register("vigil_inferences_gated", "Inferences skipped by motion gating", m.inferences_gated.clone());
+        r.register(
+            "vigil_inferences_partial",
+            "Inferences the motion gate handed on as a part of the rule's region (motion regions)",
+            m.inferences_partial.clone(),
+        );
         r.register("vigil_reconnects", "Stream reconnects per camera", m.reconnects.clone());
         r.register("vigil_violations", "Violations raised per camera", m.violations.clone());
         r.register(

@@ -75,6 +75,11 @@ pub struct CameraStats {
     /// Rule-region inferences run, and skipped by motion gating.
     pub inferred: Counter,
     pub gated: Counter,
+    /// Inferences the gate handed on as a motion part (`analysis.motion_regions`).
+    pub inferred_part: Counter,
+    /// Detections the rules tracked in inferred frames (faces, objects): how much a setting
+    /// changes what the rules see (`vigil eval-clips`). Not exported.
+    pub detections: Counter,
     /// Heap allocations of the analysis thread per frame (mask → tamper → gate → inference →
     /// rules), summed over frames after warm-up, and those frames.
     pub hot_allocations: Counter,
@@ -102,6 +107,8 @@ impl CameraStats {
             analysed: c(&m.frames_analysed),
             inferred: c(&m.inferences),
             gated: c(&m.inferences_gated),
+            inferred_part: c(&m.inferences_partial),
+            detections: Counter::default(),
             hot_allocations: Counter::default(),
             hot_frames: Counter::default(),
             reconnects: c(&m.reconnects),
@@ -121,6 +128,8 @@ impl CameraStats {
             analysed: Counter::default(),
             inferred: Counter::default(),
             gated: Counter::default(),
+            inferred_part: Counter::default(),
+            detections: Counter::default(),
             hot_allocations: Counter::default(),
             hot_frames: Counter::default(),
             reconnects: Counter::default(),
