@@ -108,9 +108,9 @@ pub struct ModelsConfig {
     pub execution_providers: Vec<ExecutionProvider>,
     /// ONNX Runtime intra-op threads per model copy (spinning is always off); 0: one per core.
     /// Default 0 with one model copy: measured on 2 cores (README "Memory"), one copy on both
-    /// cores holds 4–5× the plain Python pipeline's throughput on a fixed camera at 0.4× its
-    /// memory; a second copy (`instances = 2`, `intra_threads = 1`) adds 15–25 % throughput for
-    /// about 100 MB.
+    /// cores gives 4× the plain Python pipeline's throughput on a fixed camera at 0.38× its
+    /// memory; a second copy (`instances = 2`, `intra_threads = 1`) adds 17–24 % throughput for
+    /// 40–110 MB.
     #[default(0)]
     #[schemars(range(min = 0, max = 64))]
     pub intra_threads: usize,

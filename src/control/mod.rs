@@ -326,7 +326,9 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
         intra_threads: m.threads(),
         ort_library: m.ort_library.clone(),
     };
-    let sets = tokio::task::spawn_blocking(move || -> Result<Vec<ModelSet>> {
+    // sessions are made on a thread named `onnxruntime`: ONNX Runtime's intra-op threads take
+    // their creator's name, so CPU by thread (`vigil bench`, `top -H`) names them
+    let load = move || -> Result<Vec<ModelSet>> {
         (0..m.instances)
             .map(|_| {
                 Ok(ModelSet {
@@ -339,6 +341,14 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
                 })
             })
             .collect()
+    };
+    let sets = tokio::task::spawn_blocking(move || {
+        std::thread::Builder::new()
+            .name("onnxruntime".into())
+            .spawn(load)
+            .map_err(anyhow::Error::from)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading the models panicked"))?
     })
     .await??;
     tracing::info!(copies = sets.len(), face_batch = p.raw.models.batch, "models loaded");
