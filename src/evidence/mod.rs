@@ -190,6 +190,7 @@ pub async fn produce(
     let (clip, original, src) = tokio::task::spawn_blocking(move || {
         let clip = clip::cut_clip(&src, mask.as_deref(), trigger, quant, &scratch);
         let original = if seal { Some(clip::mux_original(&src, &scratch)) } else { None };
+        crate::telemetry::alloc::release_free_memory();
         (clip, original, src)
     })
     .await?;

@@ -10,7 +10,7 @@ pub enum Look {
     /// Infer on the whole region (gating off, the first frame, or the recheck is due).
     Full,
     /// Infer where it matters: `motion` is the bounding box of the thumbnail cells that changed
-    /// (grown by one cell, in frame pixels; `None` when the rule forced the frame and nothing
+    /// (grown by two cells, in frame pixels; `None` when the rule forced the frame and nothing
     /// moved). A rule that can look at part of its region adds the boxes it tracks; one that
     /// cannot treats this as [`Look::Full`].
     Part { motion: Option<BBox> },
@@ -89,20 +89,25 @@ impl MotionGate {
         look
     }
 
-    /// Cells (x1, y1, x2, y2 inclusive) grown by one cell on each side, in frame pixels.
+    /// Cells (x1, y1, x2, y2 inclusive) grown by [`Self::GROW`] cells on each side, in frame
+    /// pixels.
     fn cells_to_px((x1, y1, x2, y2): (usize, usize, usize, usize), roi: BBox) -> BBox {
         let (cw, ch) = (roi.w() / Self::W as f32, roi.h() / Self::H as f32);
         BBox {
-            x1: roi.x1 + x1.saturating_sub(1) as f32 * cw,
-            y1: roi.y1 + y1.saturating_sub(1) as f32 * ch,
-            x2: roi.x1 + (x2 + 2).min(Self::W) as f32 * cw,
-            y2: roi.y1 + (y2 + 2).min(Self::H) as f32 * ch,
+            x1: roi.x1 + x1.saturating_sub(Self::GROW) as f32 * cw,
+            y1: roi.y1 + y1.saturating_sub(Self::GROW) as f32 * ch,
+            x2: roi.x1 + (x2 + 1 + Self::GROW).min(Self::W) as f32 * cw,
+            y2: roi.y1 + (y2 + 1 + Self::GROW).min(Self::H) as f32 * ch,
         }
     }
+
+    /// Cells the motion box is grown by on each side: a face moves less than the body under it
+    /// (its cells may not change), so the part reaches past what changed.
+    const GROW: usize = 2;
 }
 
 /// Where a rule that can look at part of its region runs its detector: the motion box and the
-/// boxes it tracks (each grown by half its size on every side, for the movement since), snapped
+/// boxes it tracks (each grown by its size on every side, for the movement since), snapped
 /// outwards to the region's thumbnail grid (so the same few shapes recur), within the region.
 /// `None` (look at the whole region) when that is most of the region anyway (`max_share` of its
 /// area or more: the whole region costs about the same and sees more), or when there is nothing
@@ -110,7 +115,7 @@ impl MotionGate {
 pub fn focus(region: BBox, motion: Option<BBox>, tracked: impl Iterator<Item = BBox>, max_share: f32) -> Option<BBox> {
     let mut u: Option<BBox> = motion;
     for b in tracked {
-        let g = BBox { x1: b.x1 - b.w() / 2.0, y1: b.y1 - b.h() / 2.0, x2: b.x2 + b.w() / 2.0, y2: b.y2 + b.h() / 2.0 };
+        let g = BBox { x1: b.x1 - b.w(), y1: b.y1 - b.h(), x2: b.x2 + b.w(), y2: b.y2 + b.h() };
         u = Some(match u {
             None => g,
             Some(a) => BBox { x1: a.x1.min(g.x1), y1: a.y1.min(g.y1), x2: a.x2.max(g.x2), y2: a.y2.max(g.y2) },
