@@ -96,28 +96,28 @@ const SH: usize = 90;
 #[derive(Debug, Default)]
 pub struct Measurer {
     measure: Measure,
-    big: Vec<f32>,
     sharp: Vec<f32>,
 }
 
-fn grey_into(frame: &RgbFrame, w: usize, h: usize, out: &mut Vec<f32>, big: &mut Vec<f32>) {
+/// Grey levels of `frame` at `w`×`h`, each the mean of a 4×4 grid of bilinear samples (an area
+/// average), summed as they are sampled: no supersampled picture is kept (at the sharpness
+/// size that was 640×360 floats, 0.9 MB per camera).
+fn grey_into(frame: &RgbFrame, w: usize, h: usize, out: &mut Vec<f32>) {
     out.clear();
     out.resize(w * h, 0.0);
     let full = BBox { x1: 0.0, y1: 0.0, x2: frame.width as f32, y2: frame.height as f32 };
-    // area-average by sampling a 4x supersampled grid, then box-filtering
-    let (sw, sh) = (w * 4, h * 4);
-    big.clear();
-    big.resize(sw * sh, 0.0);
-    frame.sample_bilinear(full, sw, sh, |i, p| big[i] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
-    for y in 0..h {
-        for x in 0..w {
-            let mut s = 0.0;
-            for dy in 0..4 {
-                let row = &big[(y * 4 + dy) * sw + x * 4..];
-                s += row[0] + row[1] + row[2] + row[3];
-            }
-            out[y * w + x] = s / 16.0;
+    let sw = w * 4;
+    // the samples come row by row, left to right
+    let (mut x, mut y) = (0usize, 0usize);
+    frame.sample_bilinear(full, sw, h * 4, |_, p| {
+        out[(y / 4) * w + x / 4] += 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        x += 1;
+        if x == sw {
+            (x, y) = (0, y + 1);
         }
+    });
+    for v in out.iter_mut() {
+        *v /= 16.0;
     }
 }
 
@@ -129,12 +129,12 @@ impl Measurer {
     /// What `frame` looks like to the detectors (valid until the next call).
     pub fn measure(&mut self, frame: &RgbFrame) -> &Measure {
         let m = &mut self.measure;
-        grey_into(frame, TW, TH, &mut m.thumb, &mut self.big);
+        grey_into(frame, TW, TH, &mut m.thumb);
         let thumb = &m.thumb;
         let n = thumb.len() as f32;
         let mean = thumb.iter().sum::<f32>() / n;
         let std = (thumb.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
-        grey_into(frame, SW, SH, &mut self.sharp, &mut self.big);
+        grey_into(frame, SW, SH, &mut self.sharp);
         let g = &self.sharp;
         // variance of the Laplacian, in one pass (sum and sum of squares)
         let (mut sum, mut sq, mut n_lap) = (0f64, 0f64, 0f64);

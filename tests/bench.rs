@@ -86,3 +86,23 @@ fn bench_scaling_run_measures_each_n_its_memory_cpu_and_event_acks_and_plots_the
     let svg = std::fs::read_to_string(plot.with_extension("svg")).unwrap();
     assert!(svg.contains("peak RSS MB") && svg.contains("analysed fps (steady)"), "{svg}");
 }
+
+#[test]
+fn bench_realtime_plays_the_clip_at_its_own_pace_and_counts_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let (code, out, err) = run_capture(
+        &["bench", "--streams", "1", "--realtime", "--json", json.to_str().unwrap()],
+        Duration::from_secs(600),
+    );
+    assert_eq!(code, 0, "stdout {out}\nstderr {err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let run = &v["rows"][0]["run"];
+    // the bundled clip lasts 12 s: played as a camera streams it, the run cannot be shorter (as
+    // fast as analysis allows, this machine analyses its 60 frames in about 4 s)
+    assert!(run["wall_s"].as_f64().unwrap() >= 11.0, "{run}");
+    // every analysis frame is either analysed or dropped and counted
+    let (analysed, dropped) = (run["analysed"].as_u64().unwrap(), run["dropped"].as_u64().unwrap());
+    assert_eq!(analysed + dropped, 60, "{run}");
+    assert_eq!(run["events"].as_u64(), Some(1), "{run}");
+}

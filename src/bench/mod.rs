@@ -73,14 +73,16 @@ fn bench_pipeline(
     let (tmpl_raw, tmpl) = (p.raw.cameras[0].clone(), p.cameras[0].clone());
     q.raw.cameras.clear();
     q.cameras.clear();
+    // `vigil bench --realtime`: as cameras stream
+    let realtime = std::env::var_os("VIGIL_BENCH_REALTIME").is_some();
     for i in 0..n {
         let id = format!("bench-{i}");
         let mut rc = tmpl_raw.clone();
         rc.id = id.clone();
         let mut c = tmpl.clone();
         c.id = id;
-        c.source = Source::File { path: clip.to_path_buf(), looping: false, realtime: false };
-        c.analysis_source = sub.map(|s| Source::File { path: s.to_path_buf(), looping: false, realtime: false });
+        c.source = Source::File { path: clip.to_path_buf(), looping: false, realtime };
+        c.analysis_source = sub.map(|s| Source::File { path: s.to_path_buf(), looping: false, realtime });
         c.tamper.moved_ncc = -1.0;
         if !rules {
             rc.rules.clear();
@@ -316,6 +318,8 @@ pub struct Options<'a> {
     pub plot: Option<&'a Path>,
     /// Run on the GPU (TensorRT / CUDA providers, NVDEC), after checking they are there.
     pub gpu: bool,
+    /// Play the clips at their own pace (cameras), not as fast as analysis allows.
+    pub realtime: bool,
 }
 
 /// nats-server with JetStream on a free loopback port for the children, stopped on drop.
@@ -388,6 +392,9 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
     } else {
         "CPU only".to_string()
     };
+    if o.realtime {
+        child_env("VIGIL_BENCH_REALTIME", "1");
+    }
     let nats = start_nats()?;
     if let Some(n) = &nats {
         child_env("VIGIL_BENCH_NATS", &n.url);
@@ -452,16 +459,18 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
                 }
                 _ => "–".into(),
             };
+            let latency = match (num(&r, "event_latency_p50_s"), num(&r, "event_latency_p95_s")) {
+                (a, b) if a.is_finite() && b.is_finite() => format!("{a:.2} / {b:.2}"),
+                _ => "– (no event)".into(),
+            };
             println!(
-                "| {n} | {} | {:.1} / {:.1} | {} | {:.0} / {:.0} | {:.2} / {:.2} | {:.0} | {per_cam} | {:.1} | {:.1} | {:.1} ({:.1}) | {:.2} |",
+                "| {n} | {} | {:.1} / {:.1} | {} | {:.0} / {:.0} | {latency} | {:.0} | {per_cam} | {:.1} | {:.1} | {:.1} ({:.1}) | {:.2} |",
                 if g { "on" } else { "off" },
                 num(&r, "fps"),
                 steady,
                 r["dropped"],
                 num(face, "p50_ms"),
                 num(face, "p95_ms"),
-                num(&r, "event_latency_p50_s"),
-                num(&r, "event_latency_p95_s"),
                 rss,
                 num(&r, "cpu_ms_per_frame"),
                 decode_fps,

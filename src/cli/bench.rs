@@ -32,6 +32,11 @@ pub struct Args {
     /// exits 2 naming what is missing.
     #[arg(long)]
     pub gpu: bool,
+    /// Play the clips at their own pace, as cameras stream, instead of as fast as analysis
+    /// allows: analysed fps is then capped by the cameras, and the dropped frames show where
+    /// analysis falls behind them.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -50,6 +55,7 @@ pub fn run(a: Args) -> ExitCode {
             json_out: a.json.as_deref(),
             plot: a.plot.as_deref(),
             gpu: a.gpu,
+            realtime: a.realtime,
         };
         crate::bench::run(p, o).map(|_| ExitCode::SUCCESS)
     })

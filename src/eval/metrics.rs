@@ -54,6 +54,49 @@ pub fn pr_curve(results: &[SceneResult], lv: Levers, use_fit_part: bool) -> Vec<
     .collect()
 }
 
+/// A detection the head got wrong at one operating point, to look at (`report.json`
+/// `errors_at_rule_defaults`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCase {
+    pub scene: String,
+    /// "false alarm" (called no-mask: a with-mask face or no labelled face) or "classifier miss"
+    /// (a bare face the detector found and the head called masked).
+    pub kind: &'static str,
+    /// The labelled face it matched (None: no labelled face there).
+    pub label: Option<Label>,
+    pub bbox: crate::frame::BBox,
+    pub face_score: f32,
+    pub no_mask_prob: f32,
+}
+
+/// The errors behind one point of [`pr_curve`] (classifier threshold `t`), by scene. Bare faces
+/// the detector missed are not listed (the curve's `fn_` counts them).
+pub fn errors_at(results: &[SceneResult], lv: Levers, t: f32, use_fit_part: bool) -> Vec<ErrorCase> {
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| r.fit_part == use_fit_part) {
+        for d in &r.dets {
+            if d.score < lv.face_threshold || d.size < lv.min_face_px {
+                continue;
+            }
+            let p = d.prob[lv.margin_index];
+            let kind = match (d.matched, p >= t) {
+                (Some(Label::NoMask), false) => "classifier miss",
+                (Some(Label::Mask) | None, true) => "false alarm",
+                _ => continue,
+            };
+            out.push(ErrorCase {
+                scene: r.stem.clone(),
+                kind,
+                label: d.matched,
+                bbox: d.bbox,
+                face_score: d.score,
+                no_mask_prob: p,
+            });
+        }
+    }
+    out
+}
+
 /// Face-detection recall by labelled face size (short side, px), at a detector threshold.
 pub fn detection_recall(results: &[SceneResult], face_threshold: f32, use_fit_part: bool) -> Vec<(String, u32, u32)> {
     let buckets = [(0.0, 16.0, "<16"), (16.0, 24.0, "16-24"), (24.0, 48.0, "24-48"), (48.0, f32::MAX, ">=48")];

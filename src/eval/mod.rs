@@ -47,6 +47,7 @@ mod tests {
     #[test]
     fn pr_counts_follow_the_matching_rules() {
         let det = |score, size, matched, p| Det {
+            bbox: crate::frame::BBox { x1: 0.0, y1: 0.0, x2: size, y2: size },
             score,
             size,
             matched,
@@ -72,9 +73,28 @@ mod tests {
                 (10.0, Label::NoMask, Some(0.9)),
             ],
         };
-        let c = pr_curve(&[r], Levers { face_threshold: 0.5, min_face_px: 24.0, margin_index: 0 }, false);
+        let c = pr_curve(
+            std::slice::from_ref(&r),
+            Levers { face_threshold: 0.5, min_face_px: 24.0, margin_index: 0 },
+            false,
+        );
         let at = c.iter().find(|p| (p.threshold - 0.5).abs() < 1e-6).unwrap();
         assert_eq!((at.tp, at.fp, at.fn_), (1, 2, 2));
+        let e = errors_at(
+            std::slice::from_ref(&r),
+            Levers { face_threshold: 0.5, min_face_px: 24.0, margin_index: 0 },
+            0.85,
+            false,
+        );
+        let kinds: Vec<(&str, Option<Label>)> = e.iter().map(|x| (x.kind, x.label)).collect();
+        assert_eq!(
+            kinds,
+            [("false alarm", None)],
+            "the with-mask face scored 0.8 is under 0.85, the bare one a false alarm"
+        );
+        let e = errors_at(&[r], Levers { face_threshold: 0.5, min_face_px: 24.0, margin_index: 0 }, 0.92, false);
+        let kinds: Vec<(&str, Option<Label>)> = e.iter().map(|x| (x.kind, x.label)).collect();
+        assert_eq!(kinds, [("classifier miss", Some(Label::NoMask)), ("false alarm", None)]);
         assert!((at.precision - 1.0 / 3.0).abs() < 1e-9 && (at.recall - 1.0 / 3.0).abs() < 1e-9);
     }
 

@@ -125,7 +125,24 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
                 "fitted head {} at the rule's defaults (face threshold {}, threshold {}), evaluation part: P {:.2} R {:.2} F1 {:.2} (tp {} fp {} fn {})",
                 h.id, rule.face_threshold, rule.threshold, p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_
             ));
-            shipped.push(serde_json::json!({"head": h.id, "face_threshold": rule.face_threshold, "at": p}));
+            let errors = super::metrics::errors_at(&results, dl, rule.threshold as f32, false);
+            for e in &errors {
+                notes.push(format!(
+                    "  {} {}: {} (face {:.2}, no-mask {:.2}, box {:.0},{:.0} {:.0}×{:.0} px)",
+                    h.id,
+                    e.scene,
+                    e.kind,
+                    e.face_score,
+                    e.no_mask_prob,
+                    e.bbox.x1,
+                    e.bbox.y1,
+                    e.bbox.w(),
+                    e.bbox.h()
+                ));
+            }
+            shipped.push(
+                serde_json::json!({"head": h.id, "face_threshold": rule.face_threshold, "at": p, "errors": errors}),
+            );
         }
         if !a.all {
             let cf = pr_curve(&results, lv, true);

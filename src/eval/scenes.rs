@@ -73,6 +73,8 @@ pub fn load_scenes(dir: &Path) -> Result<Vec<Scene>> {
 /// One detection in a scene, with what the models said and what it matched.
 #[derive(Debug, Clone, Serialize)]
 pub struct Det {
+    /// The detection's box, image pixels.
+    pub bbox: BBox,
     pub score: f32,
     pub size: f32,
     /// Label of the matched face, if any.
@@ -198,6 +200,7 @@ pub fn measure_scenes(
             .iter()
             .enumerate()
             .map(|(di, f)| Det {
+                bbox: f.bbox,
                 score: f.score,
                 size: f.bbox.w().min(f.bbox.h()),
                 matched: dm[di].map(|li| s.faces[li].1),
