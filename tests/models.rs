@@ -194,10 +194,10 @@ fn batched_face_detection_matches_one_at_a_time() {
     }
 }
 
-#[test]
-fn cross_camera_batching_gives_each_camera_its_own_faces() {
+/// A model copy with the face detector and the plain classifier.
+fn no_mask_set() -> vigil::detect::ModelSet {
     let dir = common::repo().join("models");
-    let set = || vigil::detect::ModelSet {
+    vigil::detect::ModelSet {
         no_mask: Some(
             vigil::detect::Models::load(
                 &dir,
@@ -210,8 +210,13 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
         ),
         objects: None,
         dirty: None,
-    };
-    let pool = vigil::detect::ModelPool::new(vec![set()]).with_batching(2, std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn cross_camera_batching_gives_each_camera_its_own_faces() {
+    let pool =
+        vigil::detect::ModelPool::new(vec![no_mask_set()]).with_batching(2, std::time::Duration::from_millis(500));
     let (a, c) = (photo("astronaut.png"), photo("camera.png"));
     let want = [detector().detect(&a, 0.5).unwrap(), detector().detect(&c, 0.5).unwrap()];
     // two cameras at once: one batch of two
@@ -242,4 +247,29 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
     pool.detect_faces(0, &a, a.full(), 0, 0.5, &mut alone).unwrap();
     assert_eq!(alone.len(), want[0].len());
     assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// `tile_pass` on the no-mask rule: the second pass on 2×2 tiles finds small faces of a crowd
+/// (a labelled scene with 57 faces under 16 px) that the whole-frame pass misses, on the rule's
+/// own inference path.
+#[test]
+fn the_rule_tile_pass_finds_small_faces_the_whole_frame_pass_misses() {
+    use vigil::rules::Rule;
+    let img = image::open(common::shared_data("mask/scenes/images/maksssksksss240.jpg")).unwrap().to_rgb8();
+    let frame = RgbFrame::from_image(&img);
+    let pool = vigil::detect::ModelPool::new(vec![no_mask_set()]);
+    let faces = |tile_pass: bool| {
+        let rule = vigil::rules::NoMaskRule { input_width: 0, min_face_px: 0.0, tile_pass, ..Default::default() };
+        let mut st = vigil::rules::no_mask::NoMask::new(rule);
+        let mut s = vigil::rules::Scratch::default();
+        let ctx = vigil::rules::FrameCtx { frame: &frame, wall: chrono::Utc::now(), utc_offset_s: 0, model_hint: 0 };
+        st.infer(&ctx, vigil::rules::Look::Full, &pool, &mut s).unwrap();
+        s.faces.iter().map(|f| f.bbox).collect::<Vec<BBox>>()
+    };
+    let (whole, tiled) = (faces(false), faces(true));
+    assert!(tiled.len() >= whole.len() + 5, "whole frame {} faces, with the tile pass {}", whole.len(), tiled.len());
+    // no face twice: the passes' faces are joined by NMS
+    for (i, a) in tiled.iter().enumerate() {
+        assert!(tiled[i + 1..].iter().all(|b| a.iou(b) < 0.3), "{a:?} twice");
+    }
 }

@@ -24,6 +24,8 @@ pub struct EvalArgs {
     pub face_width: u32,
     /// Face-detector input widths to measure recall by face size at (0: the image's own).
     pub face_widths: Vec<u32>,
+    /// Also measure each of `face_widths` with a second pass on 2×2 tiles.
+    pub tile_pass: bool,
 }
 
 pub(crate) fn models(dir: &Path) -> Result<(FaceDetector, MaskClassifier)> {
@@ -169,13 +171,21 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
         ));
         lines.push("| input width | ms per image | <16 px | 16-24 px | 24-48 px | >=48 px |".into());
         lines.push("| --- | --- | --- | --- | --- | --- |".into());
-        for &w in &a.face_widths {
-            let (ms, r) = recall_at_width(&eval_scenes, &mut det, w, 0.5)?;
+        let passes = [false].into_iter().chain(a.tile_pass.then_some(true));
+        for (tiles, &w) in passes.flat_map(|t| a.face_widths.iter().map(move |w| (t, w))) {
+            let (ms, r) = recall_at_width(&eval_scenes, &mut det, w, 0.5, tiles)?;
             let cells: Vec<String> =
                 r.iter().map(|(_, f, n)| format!("{:.2} ({f}/{n})", *f as f64 / (*n).max(1) as f64)).collect();
-            let name = if w == 0 { "image's own (400-600)".to_string() } else { w.to_string() };
+            let mut name = if w == 0 { "image's own (400-600)".to_string() } else { w.to_string() };
+            if tiles {
+                name.push_str(if w == 0 {
+                    " + 2×2 tiles at their own size"
+                } else {
+                    " + 2×2 tiles at the same width"
+                });
+            }
             lines.push(format!("| {name} | {ms:.1} | {} |", cells.join(" | ")));
-            widths.push(serde_json::json!({"input_width": w, "ms_per_image": ms, "recall_by_size": r}));
+            widths.push(serde_json::json!({"input_width": w, "tiles": tiles, "ms_per_image": ms, "recall_by_size": r}));
         }
     }
     // the image-level crops are training data of the fitted head: plain classifier only, and

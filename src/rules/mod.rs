@@ -358,6 +358,8 @@ impl FrameCtx<'_> {
 /// nothing once they have grown.
 pub struct Scratch {
     pub faces: Vec<Face>,
+    /// A second pass's faces before they join `faces` (`tile_pass`).
+    pub more_faces: Vec<Face>,
     pub boxes: Vec<BBox>,
     pub probs: Vec<f32>,
     pub objects: Vec<Object>,
@@ -368,6 +370,7 @@ impl Default for Scratch {
         // sized up front for the detectors' candidates before NMS
         Scratch {
             faces: Vec::with_capacity(256),
+            more_faces: Vec::with_capacity(256),
             boxes: Vec::with_capacity(64),
             probs: Vec::with_capacity(64),
             objects: Vec::with_capacity(1024),

@@ -89,6 +89,12 @@ pub struct NoMaskRule {
     #[default(960)]
     #[schemars(range(min = 0, max = 3840))]
     pub input_width: u32,
+    /// A second face-detector pass on a 2×2 grid of overlapping tiles of where the detector
+    /// looks, each at `input_width` (about 1.8× more zoom), its faces joined to the first pass's:
+    /// recall of faces under 16 px 0.72 → 0.78, 16–24 px 0.85 → 0.88, 24–48 px 0.92 → 0.94 (README
+    /// "Small faces"), for five detector runs per inferred frame instead of one. Off by default
+    /// (capacity: about a fifth of the cameras per core); for a ceiling camera with small faces.
+    pub tile_pass: bool,
     /// Polygon in normalised [0,1] coordinates; a face counts when its centre is inside.
     /// Default: the whole frame.
     #[schemars(length(max = 256))]
@@ -247,6 +253,13 @@ impl Rule for NoMask {
         let t0 = Instant::now();
         let fth = self.rule.face_threshold as f32;
         models.detect_faces(f.model_hint, frame, region, iw, fth, &mut s.faces)?;
+        if self.rule.tile_pass {
+            for tile in region.tiles_2x2() {
+                models.detect_faces(f.model_hint, frame, tile, iw, fth, &mut s.more_faces)?;
+                s.faces.append(&mut s.more_faces);
+            }
+            crate::detect::nms::nms_in_place(&mut s.faces, 0.3, |f| f.bbox, |f| f.score);
+        }
         let took = t0.elapsed();
         {
             let mut set = models.get(f.model_hint);
