@@ -302,6 +302,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tile_grid_covers_the_image_with_overlapping_tiles() {
+        let t = BBox { x1: 0.0, y1: 0.0, x2: 400.0, y2: 300.0 }.tiles_2x2();
+        // every tile is 55 % of the sides, inside the image, and together they reach each edge
+        for b in &t {
+            assert_eq!((b.w(), b.h()), (220.0, 165.0));
+            assert!(b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 <= 400.0 && b.y2 <= 300.0);
+        }
+        assert_eq!((t[0].x1, t[0].y1, t[3].x2, t[3].y2), (0.0, 0.0, 400.0, 300.0));
+        // neighbours overlap (by 10 % of the side), so a face on a seam is whole in one of them
+        assert_eq!((t[0].x2 - t[1].x1, t[0].y2 - t[2].y1), (40.0, 30.0));
+    }
+
+    #[test]
     fn iou_and_expand() {
         let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
         let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };

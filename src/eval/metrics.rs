@@ -55,7 +55,7 @@ pub fn pr_curve(results: &[SceneResult], lv: Levers, use_fit_part: bool) -> Vec<
 }
 
 /// A detection the head got wrong at one operating point, to look at (`report.json`
-/// `errors_at_rule_defaults`).
+/// `at_rule_defaults[].errors`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorCase {
     pub scene: String,
