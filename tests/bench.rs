@@ -96,6 +96,7 @@ fn bench_realtime_plays_the_clip_at_its_own_pace_and_counts_every_frame() {
         Duration::from_secs(600),
     );
     assert_eq!(code, 0, "stdout {out}\nstderr {err}");
+    assert!(out.contains("played at its own pace"), "the table says how the clip was played: {out}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let run = &v["rows"][0]["run"];
     // the bundled clip lasts 12 s: played as a camera streams it, the run cannot be shorter (as

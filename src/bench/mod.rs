@@ -410,8 +410,9 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let fps_cam = p.raw.analysis.fps;
     println!(
-        "machine: {cpu}, {cores} cores; {device}; clip {}; analysis {} fps at {} px; models.instances {}, intra_threads {}; event latency to {}\n",
+        "machine: {cpu}, {cores} cores; {device}; clip {} ({}); analysis {} fps at {} px; models.instances {}, intra_threads {}; event latency to {}\n",
         clip.display(),
+        if o.realtime { "played at its own pace, as a camera streams" } else { "played as fast as analysis allows" },
         fps_cam,
         p.raw.analysis.width,
         p.raw.models.instances,
