@@ -36,11 +36,14 @@ fn check(pipeline: &std::path::Path) -> (i32, String) {
 #[test]
 fn no_password_reaches_a_log_line_an_event_a_manifest_or_an_endpoint() {
     let nats = Nats::start_with_password("vigil", NATS_PW);
-    // the RTSP server asks for a user and password (basic authentication)
+    // the RTSP server asks for a user and password (basic authentication); `vigil check`'s probes
+    // and two cameras connect to its one mount within a second, so each gets a media of its own
+    // (a shared one aborted the test binary once in gst-rtsp-server, see `serve_with`)
     let server = RtspServer::serve_with(
         vec![("/cam".into(), RtspServer::h264_file(&sample("astronaut-pan.mp4")))],
         0,
         Some(("camera-admin", RTSP_PW)),
+        false,
     );
     let inline = server.url.replace("rtsp://", &format!("rtsp://camera-admin:{RTSP_PW}@"));
     let wrong = server.url.replace("rtsp://", "rtsp://camera-admin:Wrong-Pass-0000@");

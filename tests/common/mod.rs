@@ -305,12 +305,20 @@ impl RtspServer {
 
     /// Serves a gst-rtsp-server launch line at `/cam` on `port` (0: any free port).
     pub fn serve_launch(launch: String, port: u16) -> RtspServer {
-        RtspServer::serve_with(vec![("/cam".into(), launch)], port, None)
+        RtspServer::serve_with(vec![("/cam".into(), launch)], port, None, true)
     }
 
     /// Serves launch lines at their mount paths (`url` is the first one's), asking for basic
-    /// authentication with `auth` = (user, password) when given.
-    pub fn serve_with(mounts: Vec<(String, String)>, port: u16, auth: Option<(&str, &str)>) -> RtspServer {
+    /// authentication with `auth` = (user, password) when given. `shared`: clients of a mount
+    /// share one media pipeline; otherwise each client gets its own (gst-rtsp-server 1.22 can
+    /// abort the process, `g_assert` in `gst_rtsp_media_get_rates`, when clients connect to and
+    /// leave one shared media at the same moment).
+    pub fn serve_with(
+        mounts: Vec<(String, String)>,
+        port: u16,
+        auth: Option<(&str, &str)>,
+        shared: bool,
+    ) -> RtspServer {
         gst::init().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -333,7 +341,7 @@ impl RtspServer {
                 for (path, launch) in &mounts {
                     let factory = rtsp::RTSPMediaFactory::new();
                     factory.set_launch(launch);
-                    factory.set_shared(true);
+                    factory.set_shared(shared);
                     if auth.is_some() {
                         factory.add_role_from_structure(
                             &gst::Structure::builder("camera-user")
