@@ -76,7 +76,27 @@ pub fn decode_centerface_into(
             cands.push(Face { bbox: BBox { x1, y1, x2, y2 }, score: s, landmarks });
         }
     }
-    nms_in_place(cands, 0.3, |f| f.bbox, |f| f.score);
+    nms_in_place(cands, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
+}
+
+/// Faces overlapping a better-scored one at this IoU or more are the same face.
+const FACE_NMS_IOU: f32 = 0.3;
+
+/// The second pass of `tile_pass`: `detect` (the detector at the first pass's input width) runs
+/// on each of `region`'s 2×2 tiles ([`BBox::tiles_2x2`]), and their faces join `faces` (the first
+/// pass's) by the detector's own NMS. `more` is scratch space.
+pub fn add_tile_pass(
+    region: BBox,
+    faces: &mut Vec<Face>,
+    more: &mut Vec<Face>,
+    mut detect: impl FnMut(BBox, &mut Vec<Face>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for tile in region.tiles_2x2() {
+        detect(tile, more)?;
+        faces.append(more);
+    }
+    nms_in_place(faces, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
+    Ok(())
 }
 
 /// CenterFace face detector.

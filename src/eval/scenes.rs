@@ -151,7 +151,7 @@ pub type SizeRecall = (String, u32, u32);
 ///
 /// With `tiles`, a second pass looks at each of a 2×2 grid of tiles ([`BBox::tiles_2x2`]) at the
 /// same input width (0: each tile at its own size, no zoom), and its faces join the first pass's
-/// (greedy NMS at IoU 0.3, as the detector's own).
+/// (`add_tile_pass`, as the no-mask rule's `tile_pass`).
 pub fn recall_at_width(
     scenes: &[&Scene],
     det: &mut FaceDetector,
@@ -168,11 +168,9 @@ pub fn recall_at_width(
         let t0 = std::time::Instant::now();
         det.detect_in(&frame, frame.full(), width, threshold, &mut faces)?;
         if tiles {
-            for roi in frame.full().tiles_2x2() {
-                det.detect_in(&frame, roi, width, threshold, &mut more)?;
-                faces.append(&mut more);
-            }
-            crate::detect::nms::nms_in_place(&mut faces, 0.3, |f| f.bbox, |f| f.score);
+            crate::detect::face::add_tile_pass(frame.full(), &mut faces, &mut more, |tile, out| {
+                det.detect_in(&frame, tile, width, threshold, out)
+            })?;
         }
         took += t0.elapsed();
         let (_, lm) = match_faces(faces.iter().map(|f| f.bbox), s);

@@ -254,11 +254,9 @@ impl Rule for NoMask {
         let fth = self.rule.face_threshold as f32;
         models.detect_faces(f.model_hint, frame, region, iw, fth, &mut s.faces)?;
         if self.rule.tile_pass {
-            for tile in region.tiles_2x2() {
-                models.detect_faces(f.model_hint, frame, tile, iw, fth, &mut s.more_faces)?;
-                s.faces.append(&mut s.more_faces);
-            }
-            crate::detect::nms::nms_in_place(&mut s.faces, 0.3, |f| f.bbox, |f| f.score);
+            crate::detect::face::add_tile_pass(region, &mut s.faces, &mut s.more_faces, |tile, out| {
+                models.detect_faces(f.model_hint, frame, tile, iw, fth, out)
+            })?;
         }
         let took = t0.elapsed();
         {
