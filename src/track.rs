@@ -92,7 +92,10 @@ pub struct Tracker {
     pub max_gap: Duration,
     pub window: usize,
     pairs: Vec<(f32, usize, usize)>,
-    used: Vec<bool>,
+    /// Per observation of the last pairing: its track's index.
+    owner: Vec<Option<usize>>,
+    /// Per track of the last pairing: paired.
+    taken: Vec<bool>,
     /// Ended tracks, kept so that a new track reuses their history buffers.
     spare: Vec<Track>,
 }
@@ -107,7 +110,8 @@ impl Tracker {
             max_gap,
             window: window.max(1),
             pairs: Vec::new(),
-            used: Vec::new(),
+            owner: Vec::new(),
+            taken: Vec::new(),
             spare: Vec::new(),
         }
     }
@@ -125,35 +129,62 @@ impl Tracker {
         }
     }
 
-    pub fn update(&mut self, pts: Duration, obs: &[Obs]) {
+    /// Pairs `n` boxes (box and class of each from `at`) with the tracks alive at `pts`, the way
+    /// [`update`](Self::update) does: all pairs of one class with IoU ≥ `min_iou` against the
+    /// track's prediction or last box, best first, each box and track once. Fills `owner` (per
+    /// box: the index of its track) and `taken` (per track).
+    fn pair_up(&mut self, pts: Duration, n: usize, at: impl Fn(usize) -> (BBox, u16)) {
         let max_gap = self.max_gap;
-        self.end_tracks(|t| pts.saturating_sub(t.last_seen) <= max_gap);
-        for t in &mut self.tracks {
-            t.matched = false;
-        }
-        // all candidate pairs, best IoU with the prediction first
         self.pairs.clear();
-        for (oi, o) in obs.iter().enumerate() {
+        for oi in 0..n {
+            let (b, class) = at(oi);
             for (ti, t) in self.tracks.iter().enumerate() {
-                if t.class != o.class {
+                if t.class != class || pts.saturating_sub(t.last_seen) > max_gap {
                     continue;
                 }
-                let iou = o.bbox.iou(&t.predict(pts)).max(o.bbox.iou(&t.bbox));
+                let iou = b.iou(&t.predict(pts)).max(b.iou(&t.bbox));
                 if iou >= self.min_iou {
                     self.pairs.push((iou, oi, ti));
                 }
             }
         }
         self.pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        self.used.clear();
-        self.used.resize(obs.len(), false);
+        self.owner.clear();
+        self.owner.resize(n, None);
+        self.taken.clear();
+        self.taken.resize(self.tracks.len(), false);
         for &(_, oi, ti) in &self.pairs {
-            if self.used[oi] || self.tracks[ti].matched {
-                continue;
+            if self.owner[oi].is_none() && !self.taken[ti] {
+                self.owner[oi] = Some(ti);
+                self.taken[ti] = true;
             }
-            self.used[oi] = true;
+        }
+    }
+
+    /// The track each of `boxes` (of `class`) would join if they were the observations of the
+    /// frame at `pts` (`None`: a new track), without changing any track: a rule can skip work for
+    /// boxes of tracks it is done with before it measures them.
+    pub fn would_match(
+        &mut self,
+        pts: Duration,
+        boxes: &[BBox],
+        class: u16,
+    ) -> impl ExactSizeIterator<Item = Option<&Track>> + '_ {
+        self.pair_up(pts, boxes.len(), |i| (boxes[i], class));
+        let tracks = &self.tracks;
+        self.owner.iter().map(move |o| o.map(|ti| &tracks[ti]))
+    }
+
+    pub fn update(&mut self, pts: Duration, obs: &[Obs]) {
+        let max_gap = self.max_gap;
+        self.end_tracks(|t| pts.saturating_sub(t.last_seen) <= max_gap);
+        for t in &mut self.tracks {
+            t.matched = false;
+        }
+        self.pair_up(pts, obs.len(), |i| (obs[i].bbox, obs[i].class));
+        for (oi, o) in obs.iter().enumerate() {
+            let Some(ti) = self.owner[oi] else { continue };
             let t = &mut self.tracks[ti];
-            let o = &obs[oi];
             let dt = pts.saturating_sub(t.last_seen).as_secs_f32();
             if dt > 0.0 {
                 let d = [o.bbox.x1 - t.bbox.x1, o.bbox.y1 - t.bbox.y1, o.bbox.x2 - t.bbox.x2, o.bbox.y2 - t.bbox.y2];
@@ -188,7 +219,7 @@ impl Tracker {
         let max_missed = self.max_missed;
         self.end_tracks(|t| t.missed <= max_missed);
         for (oi, o) in obs.iter().enumerate() {
-            if !self.used[oi] {
+            if self.owner[oi].is_none() {
                 let (mut hits, mut seen_at, mut values) = match self.spare.pop() {
                     Some(t) => (t.hits, t.seen_at, t.values),
                     None => (VecDeque::new(), VecDeque::new(), VecDeque::new()),

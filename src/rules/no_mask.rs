@@ -130,6 +130,11 @@ pub struct NoMask {
     last_fire: Option<Duration>,
     /// This frame's observations (kept to reuse its allocation).
     obs: Vec<Obs>,
+    /// Per eligible face of this frame: the no-mask value kept from its track when that track
+    /// has fired already (so the face is not classified again), and the faces still to classify.
+    known: Vec<Option<f32>>,
+    to_classify: Vec<BBox>,
+    classified: Vec<f32>,
 }
 
 impl NoMask {
@@ -137,7 +142,16 @@ impl NoMask {
         // a face missing for up to `window` analysed frames keeps its track
         let tracker = Tracker::new(0.3, rule.window as u32, Duration::from_secs(10), rule.window);
         let zone = zone_polygon(&rule.id, &rule.zone);
-        NoMask { rule, zone, tracker, last_fire: None, obs: Vec::new() }
+        NoMask {
+            rule,
+            zone,
+            tracker,
+            last_fire: None,
+            obs: Vec::new(),
+            known: Vec::new(),
+            to_classify: Vec::new(),
+            classified: Vec::new(),
+        }
     }
 
     /// Hot reload: new parameters, same tracks (a track that fired stays fired).
@@ -182,6 +196,25 @@ impl NoMask {
             f.bbox.w().min(f.bbox.h()) >= self.rule.min_face_px as f32
                 && in_zone(self.zone.as_ref(), &f.bbox, frame_w, frame_h)
         });
+    }
+
+    /// Which of this frame's eligible `boxes` need the classifier: a face that joins a track
+    /// which has fired already keeps that track's last value (a track fires once, so a new
+    /// value could change nothing). Fills `known` (per box) and `to_classify`.
+    fn split_known(&mut self, pts: Duration, boxes: &[BBox]) {
+        self.known.clear();
+        let owners = self.tracker.would_match(pts, boxes, 0);
+        self.known.extend(owners.map(|t| t.filter(|t| t.fired).map(|t| t.value)));
+        self.to_classify.clear();
+        self.to_classify.extend(boxes.iter().zip(&self.known).filter(|(_, k)| k.is_none()).map(|(b, _)| *b));
+    }
+
+    /// Joins the classified values (in `classified`, one per face in `to_classify`) with the
+    /// known ones, in the order of the boxes, into `out`.
+    fn join_known(&self, out: &mut Vec<f32>) {
+        let mut new = self.classified.iter();
+        out.clear();
+        out.extend(self.known.iter().map(|k| k.or_else(|| new.next().copied()).unwrap_or(0.0)));
     }
 
     /// Feeds one analysed frame: eligible faces and their no-mask probabilities.
@@ -266,11 +299,13 @@ impl Rule for NoMask {
             self.keep_eligible(&mut s.faces, w, h);
             s.boxes.clear();
             s.boxes.extend(s.faces.iter().map(|f| f.bbox));
+            self.split_known(frame.pts, &s.boxes);
             let t1 = Instant::now();
-            m.mask.no_mask_prob_into(frame, &s.boxes, self.rule.crop_margin as f32, &mut s.probs)?;
-            if !s.boxes.is_empty() {
+            m.mask.no_mask_prob_into(frame, &self.to_classify, self.rule.crop_margin as f32, &mut self.classified)?;
+            if !self.to_classify.is_empty() {
                 Event::Inference { model: &m.mask.info.id, took: t1.elapsed() }.emit();
             }
+            self.join_known(&mut s.probs);
         }
         Ok(self.update(frame.pts, &s.faces, &s.probs))
     }
@@ -329,6 +364,36 @@ mod tests {
             assert!(st.update(ms(5.0 + i as f64 * 0.2), &g, &[0.99, 0.99]).is_none());
         }
         assert!(st.update(ms(10.7), &g, &[0.99, 0.99]).is_some());
+    }
+
+    #[test]
+    fn a_face_whose_track_fired_is_not_classified_again() {
+        let mut st = NoMask::new(rule());
+        let f = [face(100.0, 40.0)];
+        let boxes = [f[0].bbox, face(400.0, 40.0).bbox];
+        st.split_known(ms(0.0), &boxes);
+        assert_eq!(st.to_classify.len(), 2, "no tracks yet: both faces are classified");
+        for k in 0..3 {
+            st.split_known(ms(k as f64 * 0.2), &boxes[..1]);
+            assert_eq!(st.to_classify.len(), 1, "a track still collecting hits is classified");
+            st.update(ms(k as f64 * 0.2), &f, &[[0.8, 0.85, 0.9][k]]);
+        }
+        assert!(st.tracker.tracks[0].fired);
+        // the fired face (moved a little) keeps its track's last value; a new face is classified
+        let moved = [face(103.0, 40.0).bbox, boxes[1]];
+        st.split_known(ms(0.6), &moved);
+        assert_eq!(st.known, vec![Some(0.9), None]);
+        assert_eq!(st.to_classify, vec![boxes[1]]);
+        st.classified = vec![0.3];
+        let mut probs = Vec::new();
+        st.join_known(&mut probs);
+        assert_eq!(probs, vec![0.9, 0.3], "values in the order of the faces");
+        // the tracks are untouched by the look-ahead, and update pairs the faces the same way
+        let id = st.tracker.tracks[0].id;
+        assert_eq!(st.tracker.tracks.len(), 1);
+        let faces = [face(103.0, 40.0), face(400.0, 40.0)];
+        st.update(ms(0.6), &faces, &probs);
+        assert_eq!(st.tracker.tracks.iter().find(|t| t.bbox == moved[0]).map(|t| t.id), Some(id));
     }
 
     #[test]
