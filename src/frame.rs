@@ -8,7 +8,7 @@ use std::time::Duration;
 pub struct RgbFrame {
     pub width: u32,
     pub height: u32,
-    pub data: Pixels,
+    pub data: Vec<u8>,
     /// Running time of the frame in its camera's stream (monotonic across file loops/reconnects).
     pub pts: Duration,
 }
@@ -16,77 +16,6 @@ pub struct RgbFrame {
 impl std::fmt::Debug for RgbFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RgbFrame({}x{} @ {:?})", self.width, self.height, self.pts)
-    }
-}
-
-/// Memory another library lends a frame (a decoder pipeline's buffer, mapped for writing): the
-/// frame holds it instead of a copy, and gives it back when dropped.
-pub trait LentPixels: AsRef<[u8]> + AsMut<[u8]> + Send + Sync {}
-impl<T: AsRef<[u8]> + AsMut<[u8]> + Send + Sync> LentPixels for T {}
-
-/// A frame's bytes: its own, or lent (the first `len` bytes of the lender's memory). Either way
-/// a `[u8]` to every stage; cloning copies into an owned buffer.
-pub enum Pixels {
-    Owned(Vec<u8>),
-    Lent { mem: Box<dyn LentPixels>, len: usize },
-}
-
-impl Pixels {
-    /// The bytes as an owned buffer (no copy when they are owned already).
-    pub fn into_vec(self) -> Vec<u8> {
-        match self {
-            Pixels::Owned(v) => v,
-            Pixels::Lent { .. } => self.to_vec(),
-        }
-    }
-}
-
-impl From<Vec<u8>> for Pixels {
-    fn from(v: Vec<u8>) -> Pixels {
-        Pixels::Owned(v)
-    }
-}
-
-impl Default for Pixels {
-    fn default() -> Pixels {
-        Pixels::Owned(Vec::new())
-    }
-}
-
-impl Clone for Pixels {
-    fn clone(&self) -> Pixels {
-        Pixels::Owned(self.to_vec())
-    }
-}
-
-impl std::ops::Deref for Pixels {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Pixels::Owned(v) => v,
-            Pixels::Lent { mem, len } => &(**mem).as_ref()[..*len],
-        }
-    }
-}
-
-impl std::ops::DerefMut for Pixels {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match self {
-            Pixels::Owned(v) => v,
-            Pixels::Lent { mem, len } => &mut (**mem).as_mut()[..*len],
-        }
-    }
-}
-
-impl AsRef<[u8]> for Pixels {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl AsMut<[u8]> for Pixels {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self
     }
 }
 
@@ -153,11 +82,11 @@ impl BBox {
 
 impl RgbFrame {
     pub fn new(width: u32, height: u32) -> RgbFrame {
-        RgbFrame { width, height, data: vec![0; width as usize * height as usize * 3].into(), pts: Duration::ZERO }
+        RgbFrame { width, height, data: vec![0; width as usize * height as usize * 3], pts: Duration::ZERO }
     }
 
     pub fn from_image(img: &image::RgbImage) -> RgbFrame {
-        RgbFrame { width: img.width(), height: img.height(), data: img.as_raw().clone().into(), pts: Duration::ZERO }
+        RgbFrame { width: img.width(), height: img.height(), data: img.as_raw().clone(), pts: Duration::ZERO }
     }
 
     /// Copies an RGB image whose rows are `stride` bytes apart (GStreamer pads rows to 4 bytes).
@@ -180,23 +109,7 @@ impl RgbFrame {
         for y in 0..height as usize {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }
-        RgbFrame { width, height, data: data.into(), pts }
-    }
-
-    /// A frame on `mem` without copying, when its rows are packed (`stride` = `width * 3`) and it
-    /// holds the whole picture; otherwise `mem` back.
-    pub fn lent<M: LentPixels + 'static>(
-        mem: M,
-        width: u32,
-        height: u32,
-        stride: usize,
-        pts: Duration,
-    ) -> Result<RgbFrame, M> {
-        let len = width as usize * 3 * height as usize;
-        if stride != width as usize * 3 || mem.as_ref().len() < len {
-            return Err(mem);
-        }
-        Ok(RgbFrame { width, height, data: Pixels::Lent { mem: Box::new(mem), len }, pts })
+        RgbFrame { width, height, data, pts }
     }
 
     /// The whole frame as a box.
@@ -410,26 +323,9 @@ mod tests {
     }
 
     #[test]
-    fn a_lent_buffer_is_used_in_place_when_its_rows_are_packed() {
-        // 2×2 RGB, packed, in a larger buffer: the frame sees the first 12 bytes, writes land in it
-        let mem: Vec<u8> = (0..16).collect();
-        let mut f = RgbFrame::lent(mem, 2, 2, 6, Duration::ZERO).expect("packed rows are lent");
-        assert!(matches!(f.data, Pixels::Lent { .. }));
-        assert_eq!(f.data.len(), 12);
-        assert_eq!(f.pixel(1, 1), [9, 10, 11]);
-        f.data[0] = 99;
-        let copy = f.clone();
-        assert!(matches!(copy.data, Pixels::Owned(_)), "a clone owns its bytes");
-        assert_eq!(copy.data.into_vec()[..2], [99, 1]);
-        // padded rows (stride 8) or too short a buffer: handed back for copying
-        assert!(RgbFrame::lent(vec![0u8; 16], 2, 2, 8, Duration::ZERO).is_err());
-        assert!(RgbFrame::lent(vec![0u8; 11], 2, 2, 6, Duration::ZERO).is_err());
-    }
-
-    #[test]
     fn bilinear_identity_and_average() {
         let mut f = RgbFrame::new(2, 1);
-        f.data = vec![0, 0, 0, 200, 100, 50].into();
+        f.data = vec![0, 0, 0, 200, 100, 50];
         let mut out = vec![[0f32; 3]; 2];
         f.sample_bilinear(BBox { x1: 0.0, y1: 0.0, x2: 2.0, y2: 1.0 }, 2, 1, |i, p| out[i] = p);
         assert_eq!(out, vec![[0.0, 0.0, 0.0], [200.0, 100.0, 50.0]]);

@@ -17,7 +17,7 @@ fn frames(p: &std::path::Path, fps: f64) -> Vec<RgbFrame> {
     for d in all {
         if d.pts + Duration::from_millis(2) >= next {
             next = d.pts + Duration::from_secs_f64(1.0 / fps);
-            out.push(RgbFrame { width: d.width, height: d.height, data: d.data.into(), pts: d.pts });
+            out.push(RgbFrame { width: d.width, height: d.height, data: d.data, pts: d.pts });
         }
     }
     out

@@ -59,7 +59,7 @@ fn centerface_maps_boxes_back_through_a_stretch_resize() {
     let mut d = detector();
     let full = photo("astronaut.png");
     let img = image::imageops::resize(
-        &image::RgbImage::from_raw(512, 512, full.data.to_vec()).unwrap(),
+        &image::RgbImage::from_raw(512, 512, full.data.clone()).unwrap(),
         500,
         380,
         image::imageops::FilterType::Triangle,

@@ -20,7 +20,8 @@
 //!
 //! Efficiency = achieved / min(floors), on the steady part of each run (first to last analysed
 //! frame, without start-up and the clip finishing at the end). With gating on, frames whose region
-//! did not change are not inferred, so achieved can exceed the inference floor.
+//! did not change are not inferred, and in every run a face whose track has raised its event is
+//! not classified again, so achieved can exceed the inference floor.
 //!
 //! While a child runs, [`sample::Sampler`] records its memory by mapping kind at the peak and its
 //! CPU by thread group. With nats-server found (PATH or `.deps/bin`), the children publish to a

@@ -11,7 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::detect::ModelPool;
-use crate::frame::{Pixels, RgbFrame};
+use crate::frame::RgbFrame;
 use crate::health::{self, Change, TamperDetector};
 use crate::privacy::{MaskRaster, PrivacyMask};
 use crate::rules::{CameraRules, FrameCtx, GateSettings, Raised, RuleSet};
@@ -295,9 +295,9 @@ pub fn run_loop(
                 }
             }
         }
-        // an owned pixel buffer goes back to ingest for the next frame (a lent one to its pool)
-        if let (Some(s), Pixels::Owned(v)) = (&spare, frame.data) {
-            let _ = s.try_send(v);
+        // the pixel buffer goes back to ingest for the next frame
+        if let Some(s) = &spare {
+            let _ = s.try_send(frame.data);
         }
     }
 }

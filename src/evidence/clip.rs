@@ -215,7 +215,7 @@ pub fn cut_clip(
         let first = *first_pts.get_or_insert(pts);
         last_pts = pts;
         let (epipe, esrc) = enc.as_ref().expect("encoder");
-        let mut out = gst::Buffer::from_mut_slice(f.data.into_vec());
+        let mut out = gst::Buffer::from_mut_slice(f.data);
         {
             let b = out.get_mut().expect("new buffer");
             // On the frame grid: cameras' timestamps jitter (RTP arrival, reordered B-frames

@@ -138,8 +138,8 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     let sync = sh.realtime;
-    // no `last-sample`: a sink keeping the buffer it last handed over would hold one more
-    // analysis frame (0.7 MB at 640×360) per camera in the scaler's pool for nothing
+    // no `last-sample`: a sink keeping the buffer it last handed over holds one more analysis
+    // frame (0.7 MB at 640×360) per camera for nothing
     let enc_sink = gst_app::AppSink::builder().name("encoded").sync(sync).enable_last_sample(false).build();
     let ana_sink = gst_app::AppSink::builder()
         .name("analysis")
@@ -203,7 +203,7 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                on_analysis(&s, sample)
+                on_analysis(&s, &sample)
             })
             .eos({
                 let s = sh.clone();
@@ -407,9 +407,9 @@ fn on_encoded(sh: &Shared, sample: &gst::Sample) {
     ring.push(s);
 }
 
-fn on_analysis(sh: &Shared, sample: gst::Sample) -> Result<gst::FlowSuccess, gst::FlowError> {
+fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gst::FlowError> {
     let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
-    let Some(pts) = running_time(&sample, buf.pts()) else {
+    let Some(pts) = running_time(sample, buf.pts()) else {
         return Ok(gst::FlowSuccess::Ok);
     };
     let pts = pts + Duration::from_nanos(sh.offset_ns.load(Ordering::Relaxed));
@@ -427,19 +427,9 @@ fn on_analysis(sh: &Shared, sample: gst::Sample) -> Result<gst::FlowSuccess, gst
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
     let (w, h) = (info.width(), info.height());
     let stride = info.stride()[0] as usize;
-    // The frame holds the scaler's buffer itself (no copy, no second frame per camera) when the
-    // sample was its only holder; the buffer goes back to the scaler's pool when analysis drops
-    // the frame. Otherwise the rows are copied into a spare buffer.
-    let buf = buf.to_owned();
-    drop(sample);
-    let mut frame = if buf.is_writable() {
-        match buf.into_mapped_buffer_writable() {
-            Ok(mem) => RgbFrame::lent(mem, w, h, stride, pts).unwrap_or_else(|mem| copied(sh, &mem, w, h, stride, pts)),
-            Err(buf) => copied(sh, &buf.map_readable().map_err(|_| gst::FlowError::Error)?, w, h, stride, pts),
-        }
-    } else {
-        copied(sh, &buf.map_readable().map_err(|_| gst::FlowError::Error)?, w, h, stride, pts)
-    };
+    let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+    let spare = sh.frames.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
+    let mut frame = RgbFrame::from_rows_into(spare, &map, w, h, stride, pts);
     sh.stats.analysis_offered.inc();
     loop {
         match sh.frames.frames.try_send(frame) {
@@ -456,12 +446,6 @@ fn on_analysis(sh: &Shared, sample: gst::Sample) -> Result<gst::FlowSuccess, gst
             }
         }
     }
-}
-
-/// An analysis frame copied from `rows` into a spare buffer (one analysis gave back, or new).
-fn copied(sh: &Shared, rows: &[u8], w: u32, h: u32, stride: usize, pts: Duration) -> RgbFrame {
-    let spare = sh.frames.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
-    RgbFrame::from_rows_into(spare, rows, w, h, stride, pts)
 }
 
 /// Runs one camera until its source ends, fails for good, or shutdown is requested. RTSP sources

@@ -155,7 +155,7 @@ mod tests {
                 }
             }
         }
-        RgbFrame { width: w, height: h, pts: Duration::from_millis(pts_ms), data: data.into() }
+        RgbFrame { width: w, height: h, pts: Duration::from_millis(pts_ms), data }
     }
 
     fn whole() -> BBox {
