@@ -290,6 +290,7 @@ fn run_analysis_loop(
     labels: &[String],
 ) -> (std::sync::Arc<vigil::telemetry::CameraStats>, CountingSink) {
     use vigil::control::analysis::{Analyser, AnalyserConfig, run_loop};
+    use vigil::ingest::FrameSource;
     use vigil::rules::{GateSettings, RuleConfig, RuleEnv, validate_rules};
     let mask = vigil::privacy::PrivacyMask::load(&repo().join("privacy-masks/cam-astronaut.toml")).unwrap();
     let no_mask: RuleConfig = toml::from_str("kind = \"no_mask\"\ntemporal = \"median\"\nthreshold = 0.9").unwrap();
@@ -320,7 +321,7 @@ fn run_analysis_loop(
     let pool = Some(pool.clone());
     // on its own thread, as in the worker (the counter is per thread)
     std::thread::scope(|s| {
-        s.spawn(|| run_loop(a, rx, None, Default::default(), pool, &mut sink)).join().unwrap();
+        s.spawn(|| run_loop(a, FrameSource::plain(rx), Default::default(), pool, &mut sink)).join().unwrap();
     });
     (stats, sink)
 }

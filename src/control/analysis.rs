@@ -4,7 +4,6 @@
 //! hands health changes and violations to an [`AnalysisSink`]. The worker, `vigil bench`,
 //! `vigil eval-clips` and the tests all run this same code.
 
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -13,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::detect::ModelPool;
 use crate::frame::RgbFrame;
 use crate::health::{self, Change, TamperDetector};
+use crate::ingest::FrameSource;
 use crate::privacy::{MaskRaster, PrivacyMask};
 use crate::rules::{CameraRules, FrameCtx, GateSettings, Raised, RuleSet};
 use crate::telemetry::alloc;
@@ -242,8 +242,7 @@ pub trait AnalysisSink {
 /// raise a violation or change a health condition are left out: building their record allocates.
 pub fn run_loop(
     mut a: Analyser,
-    frames: Receiver<RgbFrame>,
-    spare: Option<SyncSender<Vec<u8>>>,
+    frames: FrameSource,
     control: CameraControl,
     models: Option<Arc<ModelPool>>,
     sink: &mut dyn AnalysisSink,
@@ -251,7 +250,7 @@ pub fn run_loop(
     let mut errors = 0u64;
     let mut seen = 0u64;
     let trace = alloc::trace_frames();
-    while let Ok(mut frame) = frames.recv() {
+    while let Some(mut frame) = frames.recv() {
         let allocs_before = alloc::thread_allocations();
         alloc::trace_allocations(seen >= WARM_UP_FRAMES && seen < WARM_UP_FRAMES + trace);
         let update = lock(&control.rules).take();
@@ -296,8 +295,6 @@ pub fn run_loop(
             }
         }
         // the pixel buffer goes back to ingest for the next frame
-        if let Some(s) = &spare {
-            let _ = s.try_send(frame.data);
-        }
+        frames.give_back(frame.data);
     }
 }

@@ -270,7 +270,7 @@ impl CameraKit {
         // decoder's delay and the analysis queue: 8 s beyond the pre-roll covers that down to 5 fps
         let ring = Arc::new(Mutex::new(EncodedRing::new(self.pre + Duration::from_secs(8))));
         let stats = telemetry::register_camera(&cam.id);
-        let (ftx, frx, spare) = ingest::frame_queue(self.analysis.queue);
+        let (ftx, frx) = ingest::frame_queue(self.analysis.queue);
         let epoch_instant = Instant::now();
         let epoch = Utc::now();
         let analyser = Analyser::new(
@@ -300,7 +300,7 @@ impl CameraKit {
         let models = self.models.clone();
         let analysis = std::thread::Builder::new()
             .name(format!("analyse-{}", cam.id))
-            .spawn(move || analysis::run_loop(analyser, frx, Some(spare), control, models, &mut sink))?;
+            .spawn(move || analysis::run_loop(analyser, frx, control, models, &mut sink))?;
         let (c, a, r, s, sd) = (cam.clone(), self.analysis, ring, stats.clone(), stop.clone());
         let ingest = std::thread::Builder::new()
             .name(format!("ingest-{}", cam.id))

@@ -13,7 +13,7 @@
 //! decoder follow the codec the camera sends ([`codec`]): H.264, H.265, MPEG-4 Part 2, Motion
 //! JPEG, or anything else a decoder installed here takes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,18 +61,72 @@ struct Built {
 }
 
 /// The analysis queue of one camera: frames to the analysis thread, and their pixel buffers
-/// back from it, so that a steady stream allocates no frame buffers.
+/// back from it, so that a steady stream allocates no frame buffers. `queued` counts the frames
+/// in the queue, so that a frame is copied out of GStreamer only once the queue has room for it:
+/// a camera then holds at most `depth` queued frames and the one being analysed, never a further
+/// copy waiting for room.
 pub struct FrameQueue {
     pub frames: SyncSender<RgbFrame>,
     pub spare: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+    depth: usize,
 }
 
-/// A queue of `depth` frames; returns it, the analysis side's receiver and the sender for spent
-/// buffers.
-pub fn frame_queue(depth: usize) -> (FrameQueue, std::sync::mpsc::Receiver<RgbFrame>, SyncSender<Vec<u8>>) {
+impl FrameQueue {
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Acquire) < self.depth
+    }
+}
+
+/// The analysis side of a camera's frame queue: frames in, their pixel buffers back.
+pub struct FrameSource {
+    frames: std::sync::mpsc::Receiver<RgbFrame>,
+    queued: Option<Arc<AtomicUsize>>,
+    spare: Option<SyncSender<Vec<u8>>>,
+}
+
+impl FrameSource {
+    /// Frames from a plain channel (no buffers given back).
+    pub fn plain(frames: std::sync::mpsc::Receiver<RgbFrame>) -> FrameSource {
+        FrameSource { frames, queued: None, spare: None }
+    }
+
+    /// The next frame; `None` once the camera's ingest has ended.
+    pub fn recv(&self) -> Option<RgbFrame> {
+        let f = self.frames.recv().ok()?;
+        if let Some(q) = &self.queued {
+            q.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(f)
+    }
+
+    /// Gives a spent frame's pixel buffer back to ingest for the next frame.
+    pub fn give_back(&self, data: Vec<u8>) {
+        if let Some(s) = &self.spare {
+            let _ = s.try_send(data);
+        }
+    }
+}
+
+impl Drop for FrameSource {
+    fn drop(&mut self) {
+        // analysis has ended: ingest waiting for room must find the queue closed, not full
+        if let Some(q) = &self.queued {
+            q.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// A queue of `depth` frames: ingest's end and analysis's end.
+pub fn frame_queue(depth: usize) -> (FrameQueue, FrameSource) {
+    let depth = depth.max(1);
     let (tx, rx) = std::sync::mpsc::sync_channel(depth);
-    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(depth + 2);
-    (FrameQueue { frames: tx, spare: Mutex::new(spare_rx) }, rx, spare_tx)
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(depth + 1);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        FrameQueue { frames: tx, spare: Mutex::new(spare_rx), queued: queued.clone(), depth },
+        FrameSource { frames: rx, queued: Some(queued), spare: Some(spare_tx) },
+    )
 }
 
 /// Everything the streaming threads share with the camera thread.
@@ -427,22 +481,33 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
     let (w, h) = (info.width(), info.height());
     let stride = info.stride()[0] as usize;
+    // room in the queue first: a frame that would wait is not copied yet (realtime: not at all)
+    while !sh.frames.has_room() {
+        if sh.realtime || sh.shutdown.load(Ordering::Relaxed) {
+            sh.stats.analysis_offered.inc();
+            sh.stats.analysis_dropped.inc();
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        sh.hold();
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
     let spare = sh.frames.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
-    let mut frame = RgbFrame::from_rows_into(spare, &map, w, h, stride, pts);
+    let frame = RgbFrame::from_rows_into(spare, &map, w, h, stride, pts);
     sh.stats.analysis_offered.inc();
-    loop {
-        match sh.frames.frames.try_send(frame) {
-            Ok(()) => return Ok(gst::FlowSuccess::Ok),
-            Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
-            Err(TrySendError::Full(f)) => {
-                if sh.realtime || sh.shutdown.load(Ordering::Relaxed) {
+    // counted before it is sent, so that analysis never sees the count below what it received
+    sh.frames.queued.fetch_add(1, Ordering::AcqRel);
+    match sh.frames.frames.try_send(frame) {
+        Ok(()) => Ok(gst::FlowSuccess::Ok),
+        Err(e) => {
+            sh.frames.queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                TrySendError::Disconnected(_) => Err(gst::FlowError::Eos),
+                // only this thread adds frames, so room seen above is still there
+                TrySendError::Full(_) => {
                     sh.stats.analysis_dropped.inc();
-                    return Ok(gst::FlowSuccess::Ok);
+                    Ok(gst::FlowSuccess::Ok)
                 }
-                frame = f;
-                sh.hold();
-                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -651,4 +716,31 @@ fn has_ancestor_named(o: &gst::Object, prefix: &str) -> bool {
         cur = c.parent();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_queue_counts_its_frames_and_opens_when_analysis_ends() {
+        let (q, src) = frame_queue(2);
+        let f = || RgbFrame::new(2, 2);
+        for _ in 0..2 {
+            assert!(q.has_room());
+            q.queued.fetch_add(1, Ordering::AcqRel);
+            q.frames.try_send(f()).unwrap();
+        }
+        assert!(!q.has_room(), "two queued: ingest waits before copying a third");
+        let got = src.recv().expect("a frame");
+        assert!(q.has_room(), "taken by analysis: room for one");
+        src.give_back(got.data);
+        assert_eq!(q.spare.lock().unwrap().try_recv().map(|v| v.len()), Ok(12), "its buffer comes back");
+        q.queued.fetch_add(1, Ordering::AcqRel);
+        q.frames.try_send(f()).unwrap();
+        assert!(!q.has_room());
+        drop(src);
+        assert!(q.has_room(), "analysis ended: the next send finds the queue closed");
+        assert!(matches!(q.frames.try_send(f()), Err(TrySendError::Disconnected(_))));
+    }
 }
