@@ -117,6 +117,11 @@ pub struct FitArgs {
     /// Crop-margin sets to choose among, `;`-separated lists (default "0;0,0.15;0,0.15,0.3").
     #[arg(long, default_value = "0;0,0.15;0,0.15,0.3")]
     pub views: String,
+    /// The classifier whose `features` output the head reads (models/<id>.toml); e.g.
+    /// mask-classifier-mobilenetv2-features-ml from `models/make_features_model.py
+    /// --multi-layer` (features from four layers; measured, not shipped).
+    #[arg(long, default_value = crate::eval::report::FEATURES_MODEL)]
+    pub features_model: String,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -209,6 +214,7 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         hidden: a.hidden,
         face_width: a.face_width,
         view_sets: parse_view_sets(&a.views)?,
+        features_model: &a.features_model,
     })?;
     println!("wrote {}", f.display());
     Ok(ExitCode::SUCCESS)

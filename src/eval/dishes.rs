@@ -17,8 +17,7 @@ use super::metrics::Prf;
 use crate::detect::{FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
 use crate::frame::RgbFrame;
 
-/// The features model both heads read.
-pub const FEATURES_MODEL: &str = "mask-classifier-mobilenetv2-features";
+use super::report::FEATURES_MODEL;
 
 /// One labelled photo: its features (and its mirror image's), whether it is dirty, and whether
 /// it is in the fit part.

@@ -111,18 +111,25 @@ pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> 
 }
 
 /// Fits a head: logistic regression (`hidden` 0) or an MLP with `hidden` tanh units, on the
-/// features model both heads read.
-pub fn train_head(id: &str, x: &[Vec<f32>], y: &[bool], l2: f32, hidden: usize, views: Vec<f32>) -> FittedHead {
-    const FEATURES: &str = "mask-classifier-mobilenetv2-features";
+/// features of the model `features` (recorded in the head, which inference loads).
+pub fn train_head(
+    id: &str,
+    features: &str,
+    x: &[Vec<f32>],
+    y: &[bool],
+    l2: f32,
+    hidden: usize,
+    views: Vec<f32>,
+) -> FittedHead {
     if hidden == 0 {
-        return FittedHead::logistic(id, FEATURES, fit_logistic(x, y, l2, 500), views);
+        return FittedHead::logistic(id, features, fit_logistic(x, y, l2, 500), views);
     }
     let m = super::logistic::fit_mlp(x, y, l2, hidden, 300);
     FittedHead {
         kind: format!("MLP on standardised features: {hidden} tanh units, logistic output"),
         hidden_weights: m.hidden_weights,
         hidden_bias: m.hidden_bias,
-        ..FittedHead::logistic(id, FEATURES, (m.mean, m.std, m.weights, m.bias), views)
+        ..FittedHead::logistic(id, features, (m.mean, m.std, m.weights, m.bias), views)
     }
 }
 
@@ -152,7 +159,8 @@ pub fn cross_validate(results: &[SceneResult], t: &Training<'_>, folds: usize) -
     let fit_index: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.fit_part).map(|(i, _)| i).collect();
     for k in 0..folds {
         let (x, y) = training_data(results, min_face_px, crops, views, lv, |si| si % folds != k);
-        let head = train_head("", &x, &y, l2, hidden, Vec::new());
+        // only predicted with here: the features model it would name does not matter
+        let head = train_head("", "", &x, &y, l2, hidden, Vec::new());
         for (r, &si) in out.iter_mut().zip(&fit_index) {
             if si % folds == k {
                 for d in &mut r.dets {
@@ -224,6 +232,8 @@ pub struct FitArgs<'a> {
     pub hidden: usize,
     /// Crop-margin sets to choose among (default `VIEW_SETS`).
     pub view_sets: Vec<Vec<f32>>,
+    /// The classifier whose `features` output the head reads (a features model in models/).
+    pub features_model: &'a str,
 }
 
 /// Fits a no-mask head on the fit part: chooses crop margins and L2 strength by 5-fold
@@ -231,7 +241,7 @@ pub struct FitArgs<'a> {
 /// fits the chosen head on the whole fit part.
 pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let scenes: Vec<Scene> = load_scenes(&a.data.join("mask/scenes"))?.into_iter().filter(Scene::is_fit_part).collect();
-    let (mut det, mut cls) = models(a.models)?;
+    let (mut det, mut cls) = models(a.models, a.features_model)?;
     let mirrored = a.levers.mirror || a.levers.flip;
     let want = if mirrored { Features::WithMirror } else { Features::Yes };
     let results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
@@ -323,7 +333,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             } else {
                 "centerface @ 0.2, matched to labelled faces at IoU >= 0.3; mask_weared_incorrect left out"
             },
-            "features": "features output (1280-d) of each crop margin in `views`, concatenated",
+            "features": format!("features output of {} for each crop margin in `views`, concatenated", a.features_model),
             "l2": l2,
             "optimiser": "L-BFGS, at most 500 iterations",
             "selection": {
@@ -333,7 +343,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             "fitted_by": format!("vigil {}", env!("CARGO_PKG_VERSION")),
         }),
         flip: a.levers.flip,
-        ..train_head(a.id, &x, &y, l2, a.hidden, views.to_vec())
+        ..train_head(a.id, a.features_model, &x, &y, l2, a.hidden, views.to_vec())
     };
     write_head(a.models, &head)
 }

@@ -28,12 +28,14 @@ pub struct EvalArgs {
     pub tile_pass: bool,
 }
 
-pub(crate) fn models(dir: &Path) -> Result<(FaceDetector, MaskClassifier)> {
+/// The classifier whose `features` output the heads read (the dirty head always, a no-mask head
+/// unless it names another).
+pub const FEATURES_MODEL: &str = "mask-classifier-mobilenetv2-features";
+
+/// CenterFace and the features model `features` (its `probs` are the plain classifier's).
+pub(crate) fn models(dir: &Path, features: &str) -> Result<(FaceDetector, MaskClassifier)> {
     let o = RuntimeOptions { intra_threads: 2, ..Default::default() };
-    Ok((
-        FaceDetector::load(dir, "centerface", &o)?,
-        MaskClassifier::load(dir, "mask-classifier-mobilenetv2-features", &o)?,
-    ))
+    Ok((FaceDetector::load(dir, "centerface", &o)?, MaskClassifier::load(dir, features, &o)?))
 }
 
 /// A table row; `margins` overrides the crop-margin column (a fitted head's own margins).
@@ -53,8 +55,18 @@ fn row(name: &str, lv: Levers, margins: Option<&str>, c: &[Prf], target: f64) ->
 
 pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
     let scenes = load_scenes(&a.data.join("mask/scenes"))?;
-    let (mut det, mut cls) = models(&a.models)?;
     let heads = a.heads.iter().map(|h| FittedHead::load(&a.models, h)).collect::<Result<Vec<_>>>()?;
+    // one features model per evaluation: the one the heads read
+    let features = heads.first().map_or(FEATURES_MODEL, |h| h.features_model.as_str());
+    if let Some(h) = heads.iter().find(|h| h.features_model != features) {
+        anyhow::bail!(
+            "heads {} and {} read different features models ({features}, {}): evaluate them in separate runs",
+            heads[0].id,
+            h.id,
+            h.features_model
+        );
+    }
+    let (mut det, mut cls) = models(&a.models, features)?;
     let want = match () {
         _ if heads.is_empty() => Features::No,
         _ if heads.iter().any(|h| h.flip) => Features::WithMirror,
