@@ -66,8 +66,8 @@ struct Built {
 /// a camera then holds at most `depth` queued frames and the one being analysed, never a further
 /// copy waiting for room.
 pub struct FrameQueue {
-    pub frames: SyncSender<RgbFrame>,
-    pub spare: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+    frames: SyncSender<RgbFrame>,
+    spare: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
     depth: usize,
 }
@@ -75,6 +75,20 @@ pub struct FrameQueue {
 impl FrameQueue {
     fn has_room(&self) -> bool {
         self.queued.load(Ordering::Acquire) < self.depth
+    }
+
+    /// A pixel buffer analysis gave back, or a new one.
+    fn spare(&self) -> Vec<u8> {
+        self.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default()
+    }
+
+    /// Queues `frame`, counted (before it is sent, so that analysis never sees the count below
+    /// what it received).
+    fn send(&self, frame: RgbFrame) -> Result<(), TrySendError<RgbFrame>> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.frames.try_send(frame).inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        })
     }
 }
 
@@ -492,23 +506,15 @@ fn on_analysis(sh: &Shared, sample: &gst::Sample) -> Result<gst::FlowSuccess, gs
         std::thread::sleep(Duration::from_millis(2));
     }
     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-    let spare = sh.frames.spare.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
-    let frame = RgbFrame::from_rows_into(spare, &map, w, h, stride, pts);
+    let frame = RgbFrame::from_rows_into(sh.frames.spare(), &map, w, h, stride, pts);
     sh.stats.analysis_offered.inc();
-    // counted before it is sent, so that analysis never sees the count below what it received
-    sh.frames.queued.fetch_add(1, Ordering::AcqRel);
-    match sh.frames.frames.try_send(frame) {
+    match sh.frames.send(frame) {
         Ok(()) => Ok(gst::FlowSuccess::Ok),
-        Err(e) => {
-            sh.frames.queued.fetch_sub(1, Ordering::AcqRel);
-            match e {
-                TrySendError::Disconnected(_) => Err(gst::FlowError::Eos),
-                // only this thread adds frames, so room seen above is still there
-                TrySendError::Full(_) => {
-                    sh.stats.analysis_dropped.inc();
-                    Ok(gst::FlowSuccess::Ok)
-                }
-            }
+        Err(TrySendError::Disconnected(_)) => Err(gst::FlowError::Eos),
+        // only this thread adds frames, so room seen above is still there
+        Err(TrySendError::Full(_)) => {
+            sh.stats.analysis_dropped.inc();
+            Ok(gst::FlowSuccess::Ok)
         }
     }
 }
@@ -728,19 +734,17 @@ mod tests {
         let f = || RgbFrame::new(2, 2);
         for _ in 0..2 {
             assert!(q.has_room());
-            q.queued.fetch_add(1, Ordering::AcqRel);
-            q.frames.try_send(f()).unwrap();
+            q.send(f()).unwrap();
         }
         assert!(!q.has_room(), "two queued: ingest waits before copying a third");
         let got = src.recv().expect("a frame");
         assert!(q.has_room(), "taken by analysis: room for one");
         src.give_back(got.data);
-        assert_eq!(q.spare.lock().unwrap().try_recv().map(|v| v.len()), Ok(12), "its buffer comes back");
-        q.queued.fetch_add(1, Ordering::AcqRel);
-        q.frames.try_send(f()).unwrap();
+        assert_eq!(q.spare().len(), 12, "its buffer comes back");
+        q.send(f()).unwrap();
         assert!(!q.has_room());
         drop(src);
         assert!(q.has_room(), "analysis ended: the next send finds the queue closed");
-        assert!(matches!(q.frames.try_send(f()), Err(TrySendError::Disconnected(_))));
+        assert!(matches!(q.send(f()), Err(TrySendError::Disconnected(_))));
     }
 }
