@@ -312,6 +312,9 @@ impl CameraKit {
 /// How long a frame waits for other cameras' frames to fill a face-detection batch.
 pub const BATCH_WAIT: Duration = Duration::from_millis(20);
 
+/// How often the worker gives the C heap's free memory back (`malloc_trim`).
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
 /// Loads `models.instances` copies of the models the cameras' rules need (none: `None`).
 pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let needs = p.needs();
@@ -419,6 +422,15 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     );
 
     let models = load_models(&p).await?;
+    // the C heap's free pages back to the system every few seconds: GStreamer's and the
+    // codecs' small blocks of many threads otherwise leave holes that stay resident
+    let trim_task = tokio::spawn(async {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(telemetry::alloc::release_free_memory).await;
+        }
+    });
     let model_facts: Vec<ModelFacts> = models
         .as_ref()
         .map(|m| m.get(0).infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
@@ -602,6 +614,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     if let Some(t) = live_task {
         t.abort();
     }
+    trim_task.abort();
     let unpublished = publisher.flush(Duration::from_secs(10)).await;
     if unpublished > 0 {
         tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");

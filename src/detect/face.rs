@@ -99,6 +99,47 @@ pub fn add_tile_pass(
     Ok(())
 }
 
+/// Persons the person pass looks at: at most this many per frame, the highest-scored first.
+pub const PERSON_PASS_MAX: usize = 8;
+/// The person pass skips persons wider than this share of the frame: their faces are large enough
+/// for the whole-frame pass.
+pub const PERSON_PASS_MAX_SHARE: f32 = 0.25;
+/// The person pass zooms a head region by this much (its input width, rounded up to the
+/// detector's multiple), at most to [`PERSON_PASS_MAX_WIDTH`].
+pub const PERSON_PASS_ZOOM: f32 = 3.0;
+pub const PERSON_PASS_MAX_WIDTH: u32 = 320;
+
+/// Where a person box's face is: the box's top, as tall as the box is wide (a head and shoulders;
+/// the whole box when it shows only those) but at least 30 % of its height, grown by 10 % on every
+/// side (a detector's person box may cut the top of the head), within `w`×`h`.
+pub fn head_region(person: BBox, w: f32, h: f32) -> BBox {
+    let tall = person.h().min(person.w().max(0.3 * person.h()));
+    BBox { x1: person.x1, y1: person.y1, x2: person.x2, y2: person.y1 + tall }.expand(0.1, w, h)
+}
+
+/// The second pass of the person pass: `detect` runs on the head region ([`head_region`]) of each
+/// of up to [`PERSON_PASS_MAX`] `persons` (best first) narrower than [`PERSON_PASS_MAX_SHARE`] of
+/// the frame, zoomed [`PERSON_PASS_ZOOM`]× (the input width it is given), and their faces join
+/// `faces` by the detector's own NMS. `more` is scratch space. Returns the regions looked at.
+pub fn add_person_pass(
+    persons: &[BBox],
+    (w, h): (f32, f32),
+    faces: &mut Vec<Face>,
+    more: &mut Vec<Face>,
+    mut detect: impl FnMut(BBox, u32, &mut Vec<Face>) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut looked = 0;
+    for p in persons.iter().filter(|p| p.w() <= PERSON_PASS_MAX_SHARE * w).take(PERSON_PASS_MAX) {
+        let r = head_region(*p, w, h);
+        let iw = ((r.w() * PERSON_PASS_ZOOM).round() as u32).clamp(32, PERSON_PASS_MAX_WIDTH);
+        detect(r, iw, more)?;
+        faces.append(more);
+        looked += 1;
+    }
+    nms_in_place(faces, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
+    Ok(looked)
+}
+
 /// CenterFace face detector.
 pub struct FaceDetector {
     pub info: ModelInfo,

@@ -107,6 +107,37 @@ mod tests {
     }
 
     #[test]
+    fn the_person_pass_looks_at_the_heads_of_small_persons_zoomed() {
+        use face::{add_person_pass, head_region};
+        let (w, h) = (400.0, 300.0);
+        // a standing person 40 px wide: the top 40 px, grown by 10 %
+        let standing = BBox { x1: 100.0, y1: 50.0, x2: 140.0, y2: 170.0 };
+        assert_eq!(head_region(standing, w, h), BBox { x1: 96.0, y1: 46.0, x2: 144.0, y2: 94.0 });
+        // head and shoulders only: the whole box
+        let bust = BBox { x1: 200.0, y1: 0.0, x2: 260.0, y2: 50.0 };
+        assert_eq!(head_region(bust, w, h), BBox { x1: 194.0, y1: 0.0, x2: 266.0, y2: 55.0 });
+        // a person wider than a quarter of the frame is left to the first pass; at most 8 others
+        let wide = BBox { x1: 0.0, y1: 0.0, x2: 120.0, y2: 300.0 };
+        let persons: Vec<BBox> = std::iter::once(wide).chain(std::iter::repeat_n(standing, 10)).collect();
+        let face = |x: f32, s: f32| Face {
+            bbox: BBox { x1: x, y1: 50.0, x2: x + 10.0, y2: 60.0 },
+            score: s,
+            landmarks: [[0.0; 2]; 5],
+        };
+        let (mut faces, mut more, mut seen) = (vec![face(300.0, 0.9)], Vec::new(), Vec::new());
+        let looked = add_person_pass(&persons, (w, h), &mut faces, &mut more, |r, iw, out| {
+            seen.push((r, iw));
+            out.push(face(115.0, 0.8));
+            out.push(face(116.0, 0.7)); // the same face again: joined by NMS
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(looked, 8);
+        assert!(seen.iter().all(|&(r, iw)| r == head_region(standing, w, h) && iw == 144), "{seen:?}");
+        assert_eq!(faces.iter().map(|f| f.score).collect::<Vec<_>>(), vec![0.9, 0.8]);
+    }
+
+    #[test]
     fn hash_mismatch_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("m.onnx"), b"not the model").unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::*;
-use crate::detect::{FaceDetector, FittedHead, MaskClassifier, RuntimeOptions};
+use crate::detect::{FaceDetector, FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
 
 pub struct EvalArgs {
     pub data: PathBuf,
@@ -26,6 +26,17 @@ pub struct EvalArgs {
     pub face_widths: Vec<u32>,
     /// Also measure each of `face_widths` with a second pass on 2×2 tiles.
     pub tile_pass: bool,
+    /// Also measure each of `face_widths` with a second pass on the heads of the persons NanoDet
+    /// finds.
+    pub person_pass: bool,
+}
+
+/// The first pass (the whole image) and the second passes `vigil eval --face-widths` can add.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    Whole,
+    Tiles,
+    Persons,
 }
 
 /// The classifier whose `features` output the heads read (the dirty head always, a no-mask head
@@ -183,21 +194,37 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
         ));
         lines.push("| input width | ms per image | <16 px | 16-24 px | 24-48 px | >=48 px |".into());
         lines.push("| --- | --- | --- | --- | --- | --- |".into());
-        let passes = [false].into_iter().chain(a.tile_pass.then_some(true));
-        for (tiles, &w) in passes.flat_map(|t| a.face_widths.iter().map(move |w| (t, w))) {
-            let (ms, r) = recall_at_width(&eval_scenes, &mut det, w, 0.5, tiles)?;
+        let mut objects = match a.person_pass {
+            true => Some(ObjectDetector::load(
+                &a.models,
+                "coco-nanodet",
+                &RuntimeOptions { intra_threads: 2, ..Default::default() },
+            )?),
+            false => None,
+        };
+        let passes = [Pass::Whole]
+            .into_iter()
+            .chain(a.tile_pass.then_some(Pass::Tiles))
+            .chain(a.person_pass.then_some(Pass::Persons));
+        for (pass, &w) in passes.flat_map(|p| a.face_widths.iter().map(move |w| (p, w))) {
+            let second = match (pass, objects.as_mut()) {
+                (Pass::Tiles, _) => SecondPass::Tiles,
+                (Pass::Persons, Some(o)) => SecondPass::Persons(o),
+                _ => SecondPass::None,
+            };
+            let (ms, r) = recall_at_width(&eval_scenes, &mut det, w, 0.5, second)?;
             let cells: Vec<String> =
                 r.iter().map(|(_, f, n)| format!("{:.2} ({f}/{n})", *f as f64 / (*n).max(1) as f64)).collect();
             let mut name = if w == 0 { "image's own (400-600)".to_string() } else { w.to_string() };
-            if tiles {
-                name.push_str(if w == 0 {
-                    " + 2×2 tiles at their own size"
-                } else {
-                    " + 2×2 tiles at the same width"
-                });
-            }
+            name.push_str(match (pass, w) {
+                (Pass::Whole, _) => "",
+                (Pass::Tiles, 0) => " + 2×2 tiles at their own size",
+                (Pass::Tiles, _) => " + 2×2 tiles at the same width",
+                (Pass::Persons, _) => " + person heads (NanoDet) zoomed 3×",
+            });
             lines.push(format!("| {name} | {ms:.1} | {} |", cells.join(" | ")));
-            widths.push(serde_json::json!({"input_width": w, "tiles": tiles, "ms_per_image": ms, "recall_by_size": r}));
+            let (tiles, persons) = (pass == Pass::Tiles, pass == Pass::Persons);
+            widths.push(serde_json::json!({"input_width": w, "tiles": tiles, "persons": persons, "ms_per_image": ms, "recall_by_size": r}));
         }
     }
     // the image-level crops are training data of the fitted head: plain classifier only, and

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use super::metrics::Prf;
-use crate::detect::{FaceDetector, MaskClassifier};
+use crate::detect::{FaceDetector, MaskClassifier, ObjectDetector};
 use crate::frame::{BBox, RgbFrame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -145,32 +145,55 @@ pub fn match_faces(dets: impl Iterator<Item = BBox>, s: &Scene) -> (Vec<Option<u
 /// A face-size bucket: its name, faces found, faces labelled.
 pub type SizeRecall = (String, u32, u32);
 
+/// A second face-detector pass after the whole image's, its faces joined to the first pass's.
+pub enum SecondPass<'a> {
+    None,
+    /// Each of a 2×2 grid of tiles ([`BBox::tiles_2x2`]) at the same input width (0: each tile at
+    /// its own size, no zoom): `add_tile_pass`, as the no-mask rule's `tile_pass`.
+    Tiles,
+    /// The head region of each person NanoDet finds (score ≥ 0.35), zoomed: `add_person_pass`.
+    Persons(&'a mut ObjectDetector),
+}
+
 /// Face-detection recall by labelled face size with the detector's input `width` pixels wide
 /// (0: the image's own width; wider zooms in, as a wider analysis frame or `input_width` does),
-/// at `threshold`, over `scenes`; with the mean detector time per image (ms).
-///
-/// With `tiles`, a second pass looks at each of a 2×2 grid of tiles ([`BBox::tiles_2x2`]) at the
-/// same input width (0: each tile at its own size, no zoom), and its faces join the first pass's
-/// (`add_tile_pass`, as the no-mask rule's `tile_pass`).
+/// at `threshold`, over `scenes`, with `second`'s pass after the first; with the mean time per
+/// image (ms) of both passes (the object detector's included).
 pub fn recall_at_width(
     scenes: &[&Scene],
     det: &mut FaceDetector,
     width: u32,
     threshold: f32,
-    tiles: bool,
+    mut second: SecondPass<'_>,
 ) -> Result<(f64, Vec<SizeRecall>)> {
     let mut results = Vec::with_capacity(scenes.len());
     let mut took = std::time::Duration::ZERO;
-    let (mut faces, mut more) = (Vec::new(), Vec::new());
+    let (mut faces, mut more, mut persons) = (Vec::new(), Vec::new(), Vec::new());
+    let person_class: Vec<bool> = match &second {
+        SecondPass::Persons(o) => o.labels().iter().map(|l| l == "person").collect(),
+        _ => Vec::new(),
+    };
     for s in scenes {
         let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
         let frame = RgbFrame::from_image(&img);
         let t0 = std::time::Instant::now();
         det.detect_in(&frame, frame.full(), width, threshold, &mut faces)?;
-        if tiles {
-            crate::detect::face::add_tile_pass(frame.full(), &mut faces, &mut more, |tile, out| {
-                det.detect_in(&frame, tile, width, threshold, out)
-            })?;
+        match &mut second {
+            SecondPass::None => {}
+            SecondPass::Tiles => {
+                crate::detect::face::add_tile_pass(frame.full(), &mut faces, &mut more, |tile, out| {
+                    det.detect_in(&frame, tile, width, threshold, out)
+                })?;
+            }
+            SecondPass::Persons(o) => {
+                o.detect_in(&frame, frame.full(), PERSON_THRESHOLD, &person_class, &mut persons)?;
+                persons.sort_by(|a, b| b.score.total_cmp(&a.score));
+                let boxes: Vec<BBox> = persons.iter().map(|p| p.bbox).collect();
+                let size = (frame.width as f32, frame.height as f32);
+                crate::detect::face::add_person_pass(&boxes, size, &mut faces, &mut more, |r, iw, out| {
+                    det.detect_in(&frame, r, iw, threshold, out)
+                })?;
+            }
         }
         took += t0.elapsed();
         let (_, lm) = match_faces(faces.iter().map(|f| f.bbox), s);
@@ -184,6 +207,9 @@ pub fn recall_at_width(
     let ms = took.as_secs_f64() * 1000.0 / scenes.len().max(1) as f64;
     Ok((ms, super::metrics::detection_recall(&results, threshold, false)))
 }
+
+/// NanoDet's person score for the person pass (upstream's threshold, as the utensils rule).
+const PERSON_THRESHOLD: f32 = 0.35;
 
 /// Runs the detector once (at a low threshold, input `input_width` wide; 0: the image's own) and
 /// the classifier at every margin on every scene.
