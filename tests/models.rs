@@ -249,27 +249,42 @@ fn cross_camera_batching_gives_each_camera_its_own_faces() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
-/// `tile_pass` on the no-mask rule: the second pass on 2×2 tiles finds small faces of a crowd
-/// (a labelled scene with 57 faces under 16 px) that the whole-frame pass misses, on the rule's
-/// own inference path.
+/// The second passes of the no-mask rule, on its own inference path, on a crowd (a labelled
+/// scene with 57 faces under 16 px): `tile_pass` (2×2 tiles) and `person_pass` (the heads of
+/// NanoDet's persons, zoomed) each find small faces the whole-frame pass misses, none twice.
 #[test]
-fn the_rule_tile_pass_finds_small_faces_the_whole_frame_pass_misses() {
+fn the_rules_second_passes_find_small_faces_the_whole_frame_pass_misses() {
     use vigil::rules::Rule;
     let img = image::open(common::shared_data("mask/scenes/images/maksssksksss240.jpg")).unwrap().to_rgb8();
     let frame = RgbFrame::from_image(&img);
-    let pool = vigil::detect::ModelPool::new(vec![no_mask_set()]);
-    let faces = |tile_pass: bool| {
-        let rule = vigil::rules::NoMaskRule { input_width: 0, min_face_px: 0.0, tile_pass, ..Default::default() };
+    let mut set = no_mask_set();
+    set.objects = Some(
+        vigil::detect::ObjectDetector::load(&common::repo().join("models"), "coco-nanodet", &RuntimeOptions::default())
+            .unwrap(),
+    );
+    let pool = vigil::detect::ModelPool::new(vec![set]);
+    let faces = |tile_pass: bool, person_pass: bool| {
+        let rule =
+            vigil::rules::NoMaskRule { input_width: 0, min_face_px: 0.0, tile_pass, person_pass, ..Default::default() };
         let mut st = vigil::rules::no_mask::NoMask::new(rule);
         let mut s = vigil::rules::Scratch::default();
         let ctx = vigil::rules::FrameCtx { frame: &frame, wall: chrono::Utc::now(), utc_offset_s: 0, model_hint: 0 };
         st.infer(&ctx, vigil::rules::Look::Full, &pool, &mut s).unwrap();
         s.faces.iter().map(|f| f.bbox).collect::<Vec<BBox>>()
     };
-    let (whole, tiled) = (faces(false), faces(true));
+    let (whole, tiled, persons) = (faces(false, false), faces(true, false), faces(false, true));
+    eprintln!("faces: whole frame {}, tile pass {}, person pass {}", whole.len(), tiled.len(), persons.len());
     assert!(tiled.len() >= whole.len() + 5, "whole frame {} faces, with the tile pass {}", whole.len(), tiled.len());
+    assert!(
+        persons.len() >= whole.len() + 5,
+        "whole frame {} faces, with the person pass {}",
+        whole.len(),
+        persons.len()
+    );
     // no face twice: the passes' faces are joined by NMS
-    for (i, a) in tiled.iter().enumerate() {
-        assert!(tiled[i + 1..].iter().all(|b| a.iou(b) < 0.3), "{a:?} twice");
+    for found in [&tiled, &persons] {
+        for (i, a) in found.iter().enumerate() {
+            assert!(found[i + 1..].iter().all(|b| a.iou(b) < 0.3), "{a:?} twice");
+        }
     }
 }

@@ -240,7 +240,13 @@ impl RuleControl {
         let checked = self.effective(cam).and_then(|rules| {
             let r = validate_rules(&rules, &env)
                 .map_err(|es| es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; "))?;
-            if !self.loaded.covers(r.needs()) {
+            let (need, have) = (r.needs(), self.loaded);
+            if need.objects && !have.objects {
+                return Err("needs the object detector (models.objects: a utensils_left rule, or person_pass on \
+                            no_mask), which this worker did not load: needs a restart"
+                    .into());
+            }
+            if !have.covers(need) {
                 return Err("adds a rule whose model is not loaded: needs a restart".into());
             }
             Ok((rules, r))
@@ -621,6 +627,20 @@ mod tests {
         let out = crate::publish::unacked(&d.path().join("data")).unwrap();
         assert_eq!(out.len(), 5);
         assert!(out.iter().all(|e| e.subject.to_string() == "vigil.audit.s.c"));
+    }
+
+    #[tokio::test]
+    async fn person_pass_by_hot_reload_is_refused_where_the_object_detector_is_not_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut ctl, slots) = control(d.path()).await;
+        ctl.kv_entry("s.c.no_mask", 1, Some(br#"{"by":"alice","set":{"person_pass":true}}"#)).await;
+        assert!(slots["c"].rules.lock().unwrap().is_none(), "not handed to the camera");
+        ctl.kv_entry("s.c.no_mask", 2, Some(br#"{"by":"alice","set":{"tile_pass":true}}"#)).await;
+        assert!(slots["c"].rules.lock().unwrap().take().is_some(), "tile_pass needs no other model");
+        let a = audit(d.path());
+        assert_eq!(a.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), vec!["rejected", "applied"]);
+        let p = a[0].problem.as_deref().unwrap();
+        assert!(p.contains("object detector") && p.contains("restart"), "{p}");
     }
 
     #[tokio::test]

@@ -99,6 +99,8 @@ pub fn add_tile_pass(
     Ok(())
 }
 
+/// NanoDet's person score for the person pass (upstream's threshold, as the utensils rule's).
+pub const PERSON_PASS_THRESHOLD: f32 = 0.35;
 /// Persons the person pass looks at: at most this many per frame, the highest-scored first.
 pub const PERSON_PASS_MAX: usize = 8;
 /// The person pass skips persons wider than this share of the frame: their faces are large enough

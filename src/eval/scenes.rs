@@ -186,7 +186,13 @@ pub fn recall_at_width(
                 })?;
             }
             SecondPass::Persons(o) => {
-                o.detect_in(&frame, frame.full(), PERSON_THRESHOLD, &person_class, &mut persons)?;
+                o.detect_in(
+                    &frame,
+                    frame.full(),
+                    crate::detect::face::PERSON_PASS_THRESHOLD,
+                    &person_class,
+                    &mut persons,
+                )?;
                 persons.sort_by(|a, b| b.score.total_cmp(&a.score));
                 let boxes: Vec<BBox> = persons.iter().map(|p| p.bbox).collect();
                 let size = (frame.width as f32, frame.height as f32);
@@ -207,9 +213,6 @@ pub fn recall_at_width(
     let ms = took.as_secs_f64() * 1000.0 / scenes.len().max(1) as f64;
     Ok((ms, super::metrics::detection_recall(&results, threshold, false)))
 }
-
-/// NanoDet's person score for the person pass (upstream's threshold, as the utensils rule).
-const PERSON_THRESHOLD: f32 = 0.35;
 
 /// Runs the detector once (at a low threshold, input `input_width` wide; 0: the image's own) and
 /// the classifier at every margin on every scene.

@@ -122,7 +122,7 @@ impl RuleConfig {
 
     pub fn needs(&self) -> Needs {
         match self {
-            RuleConfig::NoMask(_) => Needs { faces: true, objects: false },
+            RuleConfig::NoMask(r) => Needs { faces: true, objects: r.person_pass },
             RuleConfig::UtensilsLeft(_) => Needs { faces: false, objects: true },
         }
     }
@@ -358,7 +358,7 @@ impl FrameCtx<'_> {
 /// nothing once they have grown.
 pub struct Scratch {
     pub faces: Vec<Face>,
-    /// A second pass's faces before they join `faces` (`tile_pass`).
+    /// A second pass's faces before they join `faces` (`tile_pass`, `person_pass`).
     pub more_faces: Vec<Face>,
     pub boxes: Vec<BBox>,
     pub probs: Vec<f32>,
