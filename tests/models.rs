@@ -288,3 +288,46 @@ fn the_rules_second_passes_find_small_faces_the_whole_frame_pass_misses() {
         }
     }
 }
+
+/// `vigil eval` evaluates heads of one features model per run: two heads that read different
+/// features models are refused before any model loads, naming both heads and both models.
+#[test]
+fn eval_refuses_heads_on_different_features_models() {
+    let d = tempfile::tempdir().unwrap();
+    let models = common::repo().join("models");
+    for f in ["mask-head-fitted.json", "mask-head-fitted.toml"] {
+        std::fs::copy(models.join(f), d.path().join(f)).unwrap();
+    }
+    let json = std::fs::read_to_string(models.join("mask-head-fitted.json")).unwrap();
+    let other = json.replacen("\"id\": \"mask-head-fitted\"", "\"id\": \"other-head\"", 1).replacen(
+        "\"features_model\": \"mask-classifier-mobilenetv2-features\"",
+        "\"features_model\": \"mask-classifier-mobilenetv2-features-ml\"",
+        1,
+    );
+    assert_ne!(other, json);
+    std::fs::write(d.path().join("other-head.json"), &other).unwrap();
+    std::fs::write(
+        d.path().join("other-head.toml"),
+        format!("id = \"other-head\"\nfile = \"other-head.json\"\nsha256 = \"{}\"\n", common::sha256(other.as_bytes())),
+    )
+    .unwrap();
+    let o = common::vigil()
+        .args(["eval", "--models"])
+        .arg(d.path())
+        .arg("--data")
+        .arg(common::shared_data(""))
+        .args(["--head", "mask-head-fitted,other-head", "--out"])
+        .arg(d.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("mask-head-fitted")
+            && err.contains("other-head")
+            && err.contains("different features models")
+            && err.contains("mask-classifier-mobilenetv2-features-ml"),
+        "{err}"
+    );
+    assert!(!d.path().join("out/report.json").exists(), "no report from a refused run");
+}
