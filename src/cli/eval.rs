@@ -119,7 +119,8 @@ pub struct FitArgs {
     /// Hidden tanh units of an MLP head (0: logistic regression).
     #[arg(long, default_value_t = 0)]
     pub hidden: usize,
-    /// Crop-margin sets to choose among, `;`-separated lists (default "0;0,0.15;0,0.15,0.3").
+    /// Crop-view sets to choose among, `;`-separated lists of crop margins or `lower` (the lower
+    /// face: nose, mouth and chin; measured, not in the default sets: README "Detection quality").
     #[arg(long, default_value = "0;0,0.15;0,0.15,0.3")]
     pub views: String,
     /// The classifier whose `features` output the head reads (models/<id>.toml); e.g.
@@ -226,13 +227,33 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `"0;0,0.15"` → [[0.0], [0.0, 0.15]].
+/// `"0;0,0.15;0,lower"` → [[0.0], [0.0, 0.15], [0.0, LOWER_FACE]].
 fn parse_view_sets(s: &str) -> anyhow::Result<Vec<Vec<f32>>> {
     s.split(';')
         .map(|set| {
             set.split(',')
-                .map(|v| v.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--views: {v:?} is not a number")))
+                .map(|v| match v.trim() {
+                    "lower" => Ok(crate::detect::mask::LOWER_FACE),
+                    m => {
+                        m.parse::<f32>().ok().filter(|m| (0.0..=1.0).contains(m)).ok_or_else(|| {
+                            anyhow::anyhow!("--views: {v:?} is neither a crop margin (0 to 1) nor `lower`")
+                        })
+                    }
+                })
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn views_name_crop_margins_or_the_lower_face() {
+        use crate::detect::mask::LOWER_FACE;
+        assert_eq!(super::parse_view_sets("0;0, lower").unwrap(), vec![vec![0.0], vec![0.0, LOWER_FACE]]);
+        for bad in ["0,-1", "0,1.5", "0,chin"] {
+            let e = super::parse_view_sets(bad).unwrap_err().to_string();
+            assert!(e.contains("--views") && e.contains("neither a crop margin"), "{bad}: {e}");
+        }
+    }
 }

@@ -50,8 +50,8 @@ pub struct FittedHead {
     pub hidden_weights: Vec<f32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hidden_bias: Vec<f32>,
-    /// Crop margins the features are taken at (fractions of the face box on each side); the
-    /// feature vector is their features concatenated, in this order.
+    /// Crop views the features are taken at: margins (fractions of the face box on each side)
+    /// or [`LOWER_FACE`]; the feature vector is their features concatenated, in this order.
     #[serde(default = "single_view")]
     pub views: Vec<f32>,
     /// Test-time flip: each view's features are the average of the crop's and its mirror
@@ -62,6 +62,31 @@ pub struct FittedHead {
     /// SHA-256 of the head file, set when loaded.
     #[serde(skip)]
     pub sha256: String,
+}
+
+/// The crop view that is the lower face (nose, mouth and chin, where a mask is): the box's lower
+/// 60 %, widened by 10 % of its width on each side and 10 % of its height below. In a head's
+/// `views` it stands beside crop margins (which are ≥ 0).
+pub const LOWER_FACE: f32 = -1.0;
+
+/// The crop of face box `b` for a view: `b` widened by the margin `view` on each side, or
+/// [`LOWER_FACE`]; clipped to the `w` × `h` frame.
+pub fn view_box(b: BBox, view: f32, w: f32, h: f32) -> BBox {
+    if view == LOWER_FACE {
+        let (bw, bh) = (b.w(), b.h());
+        return BBox {
+            x1: (b.x1 - 0.1 * bw).max(0.0),
+            y1: (b.y1 + 0.4 * bh).max(0.0),
+            x2: (b.x2 + 0.1 * bw).min(w),
+            y2: (b.y2 + 0.1 * bh).min(h),
+        };
+    }
+    b.expand(view, w, h)
+}
+
+/// A view as reports and `--views` name it: the margin (`0.15`), or `lower`.
+pub fn view_name(view: f32) -> String {
+    if view == LOWER_FACE { "lower".into() } else { format!("{view:.2}") }
 }
 
 fn single_view() -> Vec<f32> {
@@ -147,7 +172,7 @@ impl FittedHead {
             || h.std.len() != h.mean.len()
             || h.views.is_empty()
             || !h.mean.len().is_multiple_of(h.views.len())
-            || h.views.iter().any(|v| !(0.0..=1.0).contains(v))
+            || h.views.iter().any(|&v| !(0.0..=1.0).contains(&v) && v != LOWER_FACE)
         {
             bail!("head {}: inconsistent (id or dimensions)", path.display());
         }
@@ -193,7 +218,7 @@ impl MaskClassifier {
         };
         let views = head.views.len();
         let head = self.head.take().expect("head");
-        let crops = || head.views.iter().flat_map(|&m| boxes.iter().map(move |b| b.expand(m, fw, fh)));
+        let crops = || head.views.iter().flat_map(|&m| boxes.iter().map(move |b| view_box(*b, m, fw, fh)));
         let mut r = self.infer(frame, crops(), n * views, false);
         if head.flip && r.is_ok() {
             // the mirror images' features, averaged into the crops' own

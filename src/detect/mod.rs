@@ -138,6 +138,29 @@ mod tests {
     }
 
     #[test]
+    fn the_lower_face_view_is_the_boxs_lower_part_and_heads_may_name_it() {
+        use mask::{FittedHead, LOWER_FACE, view_box, view_name};
+        let b = BBox { x1: 100.0, y1: 100.0, x2: 140.0, y2: 150.0 };
+        // the lower 60 %, 10 % wider each side, 10 % lower; clipped to the frame
+        assert_eq!(view_box(b, LOWER_FACE, 640.0, 480.0), BBox { x1: 96.0, y1: 120.0, x2: 144.0, y2: 155.0 });
+        assert_eq!(view_box(b, LOWER_FACE, 142.0, 152.0), BBox { x1: 96.0, y1: 120.0, x2: 142.0, y2: 152.0 });
+        assert_eq!(view_box(b, 0.15, 640.0, 480.0), b.expand(0.15, 640.0, 480.0));
+        assert_eq!((view_name(LOWER_FACE), view_name(0.15)), ("lower".to_string(), "0.15".to_string()));
+        // a head file naming the lower face loads; any other negative view is refused
+        let d = tempfile::tempdir().unwrap();
+        for (views, ok) in [(vec![0.0, LOWER_FACE], true), (vec![0.0, -0.5], false)] {
+            let head = FittedHead::logistic("h", "f", (vec![0.0; 4], vec![1.0; 4], vec![0.5; 4], 0.0), views);
+            let json = serde_json::to_vec(&head).unwrap();
+            std::fs::write(d.path().join("h.json"), &json).unwrap();
+            let sha = crate::util::sha256_hex(&json);
+            std::fs::write(d.path().join("h.toml"), format!("id = \"h\"\nfile = \"h.json\"\nsha256 = \"{sha}\"\n"))
+                .unwrap();
+            let r = FittedHead::load(d.path(), "h");
+            assert_eq!(r.is_ok(), ok, "{:?}", r.map(|h| h.views));
+        }
+    }
+
+    #[test]
     fn hash_mismatch_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("m.onnx"), b"not the model").unwrap();

@@ -196,7 +196,7 @@ fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier, m
         let (mut per_margin, mut mirrored) = (Vec::new(), Vec::new());
         let w = frame.width as f32;
         for m in MARGINS {
-            let bm = b.expand(m, w, frame.height as f32);
+            let bm = crate::detect::mask::view_box(b, m, w, frame.height as f32);
             per_margin.push(cls.features(&frame, &[bm])?.1.remove(0));
             if let Some(mf) = &mframe {
                 mirrored.push(cls.features(mf, &[mirror_box(bm, w)])?.1.remove(0));
@@ -209,9 +209,6 @@ fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier, m
 
 /// Face-detector thresholds the operating point is chosen among.
 const FACE_THRESHOLDS: [f32; 3] = [0.5, 0.6, 0.7];
-
-/// The crop-margin sets `vigil fit` chooses among (features of each margin concatenated).
-pub const VIEW_SETS: [&[f32]; 3] = [&[0.0], &[0.0, 0.15], &[0.0, 0.15, 0.3]];
 
 /// What `vigil fit` is asked to do.
 pub struct FitArgs<'a> {
@@ -230,7 +227,7 @@ pub struct FitArgs<'a> {
     pub face_width: u32,
     /// 0: logistic regression; else an MLP with this many hidden units.
     pub hidden: usize,
-    /// Crop-margin sets to choose among (default `VIEW_SETS`).
+    /// Crop-view sets to choose among (`vigil fit --views`): margins and the lower face.
     pub view_sets: Vec<Vec<f32>>,
     /// The classifier whose `features` output the head reads (a features model in models/).
     pub features_model: &'a str,
@@ -257,10 +254,13 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
         "choosing crop margins, l2 and the face threshold by 5-fold cross-validation on the fit part (split by image):"
     );
     eprintln!(
-        "| crop margins | l2 | face threshold | CV best F1: P / R / F1 | CV recall at P ≥ {} |",
+        "| crop views | l2 | face threshold | CV best F1: P / R / F1 | CV recall at P ≥ {} |",
         a.target_precision
     );
     eprintln!("| --- | --- | --- | --- | --- |");
+    let names = |views: &[f32]| {
+        format!("[{}]", views.iter().map(|&v| crate::detect::mask::view_name(v)).collect::<Vec<_>>().join(", "))
+    };
     for views in &a.view_sets {
         let views = views.as_slice();
         let vi = view_indices(views)?;
@@ -280,7 +280,8 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
                 let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
                 let key = (at.map_or(0.0, |p| p.recall), bf.f1);
                 eprintln!(
-                    "| {views:?} | {l2} | {ft} | {:.2} / {:.2} / {:.3} | {} |",
+                    "| {} | {l2} | {ft} | {:.2} / {:.2} / {:.3} | {} |",
+                    names(views),
                     bf.precision,
                     bf.recall,
                     bf.f1,
@@ -302,7 +303,8 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, a.levers, |_| true);
     let pos = y.iter().filter(|&&v| v).count();
     eprintln!(
-        "chosen: crop margins {views:?}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
+        "chosen: crop views {}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
+        names(views),
         x.len(),
         scenes.len(),
         x.len() - pos

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::*;
+use crate::detect::mask::view_name;
 use crate::detect::{FaceDetector, FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
 
 pub struct EvalArgs {
@@ -58,7 +59,7 @@ fn row(name: &str, lv: Levers, margins: Option<&str>, c: &[Prf], target: f64) ->
         "| {name} | {:.1} | {:.0} | {} | {} | {} |",
         lv.face_threshold,
         lv.min_face_px,
-        margins.map_or_else(|| format!("{:.2}", MARGINS[lv.margin_index]), str::to_string),
+        margins.map_or_else(|| view_name(MARGINS[lv.margin_index]), str::to_string),
         at(&b),
         t.map(|p| format!("{} (tp {} fp {})", at(&p), p.tp, p.fp)).unwrap_or_else(|| "not reached".into())
     )
@@ -139,7 +140,7 @@ pub fn eval(a: &EvalArgs) -> Result<serde_json::Value> {
         apply_head(&mut results, h)?;
         let lv = Levers { face_threshold: tuned.face_threshold, min_face_px: a.min_face_px, margin_index: 0 };
         let c = pr_curve(&results, lv, false);
-        let margins = h.views.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" + ");
+        let margins = h.views.iter().map(|&v| view_name(v)).collect::<Vec<_>>().join(" + ");
         let row = |name: &str, c: &[Prf]| row(name, lv, Some(&margins), c, a.target_precision);
         lines.push(row(&format!("fitted head {} (evaluation part)", h.id), &c));
         let rule = crate::rules::NoMaskRule::default();

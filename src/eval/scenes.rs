@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use super::metrics::Prf;
+use crate::detect::mask::{LOWER_FACE, view_box};
 use crate::detect::{FaceDetector, MaskClassifier, ObjectDetector};
 use crate::frame::{BBox, RgbFrame};
 
@@ -115,7 +116,8 @@ pub struct SceneResult {
     pub faces: Vec<(f32, Label, Option<f32>)>,
 }
 
-pub const MARGINS: [f32; 3] = [0.0, 0.15, 0.3];
+/// The crop views measured: margins, and the lower face ([`LOWER_FACE`]).
+pub const MARGINS: [f32; 4] = [0.0, 0.15, 0.3, LOWER_FACE];
 const LOW_FACE_THRESHOLD: f32 = 0.2;
 
 /// Greedy matching of detections to the scene's labelled faces at IoU ≥ 0.3, best IoU first:
@@ -250,7 +252,7 @@ pub fn measure_scenes(
             .collect();
         let w = frame.width as f32;
         for m in MARGINS {
-            let boxes: Vec<BBox> = faces.iter().map(|f| f.bbox.expand(m, w, frame.height as f32)).collect();
+            let boxes: Vec<BBox> = faces.iter().map(|f| view_box(f.bbox, m, w, frame.height as f32)).collect();
             let (p, f) = if want == Features::No {
                 (cls.no_mask_prob(&frame, &boxes, 0.0)?, vec![])
             } else {
