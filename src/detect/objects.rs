@@ -101,6 +101,11 @@ impl ObjectDetector {
         &self.info.manifest.labels
     }
 
+    /// Which classes are called `name`: the `wanted` argument of [`detect_in`](Self::detect_in).
+    pub fn classes_named(&self, name: &str) -> Vec<bool> {
+        self.labels().iter().map(|l| l == name).collect()
+    }
+
     /// Objects of the `wanted` classes scoring above `threshold` in `roi`, boxes in frame pixels,
     /// into `objects` (cleared first; no allocation once it has grown).
     pub fn detect_in(

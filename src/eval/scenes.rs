@@ -172,7 +172,7 @@ pub fn recall_at_width(
     let mut took = std::time::Duration::ZERO;
     let (mut faces, mut more, mut persons) = (Vec::new(), Vec::new(), Vec::new());
     let person_class: Vec<bool> = match &second {
-        SecondPass::Persons(o) => o.labels().iter().map(|l| l == "person").collect(),
+        SecondPass::Persons(o) => o.classes_named("person"),
         _ => Vec::new(),
     };
     for s in scenes {

@@ -308,7 +308,7 @@ impl Rule for NoMask {
                 let mut set = models.get(f.model_hint);
                 let o = set.objects.as_mut().context("object model not loaded (person_pass)")?;
                 if self.person_class.is_empty() {
-                    self.person_class = o.labels().iter().map(|l| l == "person").collect();
+                    self.person_class = o.classes_named("person");
                 }
                 o.detect_in(frame, region, PERSON_PASS_THRESHOLD, &self.person_class, &mut s.objects)?;
             }
