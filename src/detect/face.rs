@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::nms::nms_in_place;
+use super::objects::Object;
 use super::runner::Runner;
 use super::runtime::{ModelInfo, RuntimeOptions, session};
 use crate::frame::{BBox, RgbFrame};
@@ -120,19 +121,21 @@ pub fn head_region(person: BBox, w: f32, h: f32) -> BBox {
 }
 
 /// The second pass of the person pass: `detect` runs on the head region ([`head_region`]) of each
-/// of up to [`PERSON_PASS_MAX`] `persons` (best first) narrower than [`PERSON_PASS_MAX_SHARE`] of
-/// the frame, zoomed [`PERSON_PASS_ZOOM`]× (the input width it is given), and their faces join
-/// `faces` by the detector's own NMS. `more` is scratch space. Returns the regions looked at.
+/// of up to [`PERSON_PASS_MAX`] `persons` (the object detector's, sorted here best first) narrower
+/// than [`PERSON_PASS_MAX_SHARE`] of the frame, zoomed [`PERSON_PASS_ZOOM`]× (the input width it
+/// is given), and their faces join `faces` by the detector's own NMS. `more` is scratch space.
+/// Returns the regions looked at.
 pub fn add_person_pass(
-    persons: &[BBox],
+    persons: &mut [Object],
     (w, h): (f32, f32),
     faces: &mut Vec<Face>,
     more: &mut Vec<Face>,
     mut detect: impl FnMut(BBox, u32, &mut Vec<Face>) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
+    persons.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut looked = 0;
-    for p in persons.iter().filter(|p| p.w() <= PERSON_PASS_MAX_SHARE * w).take(PERSON_PASS_MAX) {
-        let r = head_region(*p, w, h);
+    for p in persons.iter().map(|p| p.bbox).filter(|p| p.w() <= PERSON_PASS_MAX_SHARE * w).take(PERSON_PASS_MAX) {
+        let r = head_region(p, w, h);
         let iw = ((r.w() * PERSON_PASS_ZOOM).round() as u32).clamp(32, PERSON_PASS_MAX_WIDTH);
         detect(r, iw, more)?;
         faces.append(more);

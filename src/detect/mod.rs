@@ -118,14 +118,17 @@ mod tests {
         assert_eq!(head_region(bust, w, h), BBox { x1: 194.0, y1: 0.0, x2: 266.0, y2: 55.0 });
         // a person wider than a quarter of the frame is left to the first pass; at most 8 others
         let wide = BBox { x1: 0.0, y1: 0.0, x2: 120.0, y2: 300.0 };
-        let persons: Vec<BBox> = std::iter::once(wide).chain(std::iter::repeat_n(standing, 10)).collect();
+        let person = |bbox: BBox, score: f32| objects::Object { bbox, score, class: 0 };
+        // given worst first: the pass takes the best first all the same
+        let mut persons: Vec<objects::Object> =
+            std::iter::repeat_n(person(standing, 0.5), 10).chain(std::iter::once(person(wide, 0.9))).collect();
         let face = |x: f32, s: f32| Face {
             bbox: BBox { x1: x, y1: 50.0, x2: x + 10.0, y2: 60.0 },
             score: s,
             landmarks: [[0.0; 2]; 5],
         };
         let (mut faces, mut more, mut seen) = (vec![face(300.0, 0.9)], Vec::new(), Vec::new());
-        let looked = add_person_pass(&persons, (w, h), &mut faces, &mut more, |r, iw, out| {
+        let looked = add_person_pass(&mut persons, (w, h), &mut faces, &mut more, |r, iw, out| {
             seen.push((r, iw));
             out.push(face(115.0, 0.8));
             out.push(face(116.0, 0.7)); // the same face again: joined by NMS

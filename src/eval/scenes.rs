@@ -195,10 +195,8 @@ pub fn recall_at_width(
                     &person_class,
                     &mut persons,
                 )?;
-                persons.sort_by(|a, b| b.score.total_cmp(&a.score));
-                let boxes: Vec<BBox> = persons.iter().map(|p| p.bbox).collect();
                 let size = (frame.width as f32, frame.height as f32);
-                crate::detect::face::add_person_pass(&boxes, size, &mut faces, &mut more, |r, iw, out| {
+                crate::detect::face::add_person_pass(&mut persons, size, &mut faces, &mut more, |r, iw, out| {
                     det.detect_in(&frame, r, iw, threshold, out)
                 })?;
             }

@@ -312,13 +312,14 @@ impl Rule for NoMask {
                 }
                 o.detect_in(frame, region, PERSON_PASS_THRESHOLD, &self.person_class, &mut s.objects)?;
             }
-            s.objects.sort_by(|a, b| b.score.total_cmp(&a.score));
-            s.boxes.clear();
-            s.boxes.extend(s.objects.iter().map(|o| o.bbox));
             let size = (w as f32, h as f32);
-            crate::detect::face::add_person_pass(&s.boxes, size, &mut s.faces, &mut s.more_faces, |r, iw, out| {
-                models.detect_faces(f.model_hint, frame, r, iw, fth, out)
-            })?;
+            crate::detect::face::add_person_pass(
+                &mut s.objects,
+                size,
+                &mut s.faces,
+                &mut s.more_faces,
+                |r, iw, out| models.detect_faces(f.model_hint, frame, r, iw, fth, out),
+            )?;
         }
         let took = t0.elapsed();
         {
