@@ -128,6 +128,11 @@ pub struct FitArgs {
     /// --multi-layer` (features from four layers; measured, not shipped).
     #[arg(long, default_value = crate::eval::report::FEATURES_MODEL)]
     pub features_model: String,
+    /// Recolouring sets to choose among, `;`-separated: `none`, or names from `grey` (luma only),
+    /// `hue` (hue turned 120° and 240°), `dark` (lower face darkened) joined by `,`; each training
+    /// face is added once more per recolouring (not with --flip).
+    #[arg(long, default_value = "none")]
+    pub recolour: String,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -217,11 +222,17 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         l2: &a.l2,
         with_crops: !a.scenes_only,
         target_precision: a.target_precision,
-        levers: crate::eval::TrainingLevers { hard_negatives: a.hard_negatives, mirror: a.mirror, flip: a.flip },
+        levers: crate::eval::TrainingLevers {
+            hard_negatives: a.hard_negatives,
+            mirror: a.mirror,
+            flip: a.flip,
+            recolour: Default::default(),
+        },
         hidden: a.hidden,
         face_width: a.face_width,
         view_sets: parse_view_sets(&a.views)?,
         features_model: &a.features_model,
+        recolour_sets: a.recolour.split(';').map(crate::eval::Recolours::parse).collect::<anyhow::Result<_>>()?,
     })?;
     println!("wrote {}", f.display());
     Ok(ExitCode::SUCCESS)

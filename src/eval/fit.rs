@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::logistic::fit_logistic;
-use super::scenes::{Det, Label, MARGINS, SceneResult};
+use super::scenes::{Det, Label, MARGINS, Recolour, Recolours, SceneResult};
 use crate::detect::{FaceDetector, FittedHead, MaskClassifier};
 
 /// The index in `MARGINS` of each of a head's crop margins.
@@ -34,9 +34,18 @@ pub fn view_features(per_margin: &[Vec<f32>], mirrored: &[Vec<f32>], views: &[us
     views.iter().flat_map(|&i| per_margin[i].iter().zip(&mirrored[i]).map(|(a, b)| 0.5 * (a + b))).collect()
 }
 
-/// A labelled crop outside the scenes: its features per margin, those of its mirror image
-/// (empty when not measured), and whether it shows no mask.
-pub type Crop = (Vec<Vec<f32>>, Vec<Vec<f32>>, bool);
+/// A labelled crop outside the scenes.
+#[derive(Debug, Clone, Default)]
+pub struct Crop {
+    /// Features per crop margin (`MARGINS`).
+    pub features: Vec<Vec<f32>>,
+    /// Those of its mirror image (empty when not measured).
+    pub mirrored: Vec<Vec<f32>>,
+    /// Those of the crop recoloured by each of `Recolour::ALL` (empty when not measured).
+    pub recoloured: Vec<Vec<Vec<f32>>>,
+    /// It shows no mask.
+    pub no_mask: bool,
+}
 
 /// How the training set is made (levers of `vigil fit`, each measured in the README).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -49,6 +58,8 @@ pub struct TrainingLevers {
     /// Test-time flip: a face's features are averaged with its mirror image's, in training
     /// and at inference (the head records it).
     pub flip: bool,
+    /// Every training face also recoloured (grey, hue turned, lower face darkened).
+    pub recolour: Recolours,
 }
 
 /// Training features and labels at `views`: every crop, and the fit part's training faces of
@@ -64,15 +75,23 @@ pub fn training_data(
     let faces = training_set(results, min_face_px, lv).into_iter().filter(|(si, _, _)| scene(*si));
     let rows = crops
         .iter()
-        .map(|(f, m, t)| (f.as_slice(), m.as_slice(), *t))
-        .chain(faces.map(|(_, d, t)| (d.features.as_slice(), d.features_mirror.as_slice(), t)));
+        .map(|c| (c.features.as_slice(), c.mirrored.as_slice(), c.recoloured.as_slice(), c.no_mask))
+        .chain(faces.map(|(_, d, t)| {
+            (d.features.as_slice(), d.features_mirror.as_slice(), d.features_recoloured.as_slice(), t)
+        }));
     let mut out = (Vec::new(), Vec::new());
-    for (f, m, t) in rows {
+    for (f, m, rc, t) in rows {
         out.0.push(view_features(f, m, views, lv.flip));
         out.1.push(t);
         if lv.mirror && !lv.flip && !m.is_empty() {
             out.0.push(concat_features(m, views));
             out.1.push(t);
+        }
+        for (r, f) in Recolour::ALL.into_iter().zip(rc) {
+            if lv.recolour.has(r) && !f.is_empty() {
+                out.0.push(concat_features(f, views));
+                out.1.push(t);
+            }
         }
     }
     out
@@ -145,9 +164,9 @@ pub struct Training<'a> {
     pub hidden: usize,
 }
 
-/// One candidate of the selection: (CV recall at the target, CV best F1) as its key, crop margins,
+/// One candidate of the selection: (CV recall at the target, CV best F1) as its key, levers, crop views,
 /// l2, face threshold, and the CV point at the target precision.
-type Candidate<'a> = ((f64, f64), &'a [f32], f32, f32, Option<Prf>);
+type Candidate<'a> = ((f64, f64), TrainingLevers, &'a [f32], f32, f32, Option<Prf>);
 
 /// Cross-validation on the fit part, split by image (scene `i` is in fold `i % folds`): for each
 /// fold, fits on the other folds' training faces (plus `crops`, always in training) and predicts
@@ -179,14 +198,22 @@ use anyhow::Context;
 
 use super::metrics::{Levers, Prf, best_f1, lowest_reaching, pr_curve};
 use super::report::models;
-use super::scenes::{Features, Scene, labelled_crops, load_scenes, measure_scenes, mirror_box};
+use super::scenes::{
+    Features, Scene, labelled_crops, load_scenes, measure_recoloured, measure_scenes, mirror_box, recoloured_features,
+};
 
 /// Features (per crop margin of `MARGINS`) of the image-level labelled crops (`mask/with_mask`,
 /// `mask/without_mask`): the largest face CenterFace finds in each (the whole image when it finds
 /// none), labelled by folder.
-fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier, mirror: bool) -> Result<Vec<Crop>> {
+fn crop_features(
+    dir: &Path,
+    det: &mut FaceDetector,
+    cls: &mut MaskClassifier,
+    mirror: bool,
+    recolour: (Recolours, &[usize]),
+) -> Result<Vec<Crop>> {
     let mut out = Vec::new();
-    for (f, positive) in labelled_crops(dir)? {
+    for (f, no_mask) in labelled_crops(dir)? {
         let Ok(img) = image::open(&f) else { continue };
         let img = img.to_rgb8();
         let frame = crate::frame::RgbFrame::from_image(&img);
@@ -202,13 +229,23 @@ fn crop_features(dir: &Path, det: &mut FaceDetector, cls: &mut MaskClassifier, m
                 mirrored.push(cls.features(mf, &[mirror_box(bm, w)])?.1.remove(0));
             }
         }
-        out.push((per_margin, mirrored, positive));
+        let mut recoloured = Vec::new();
+        if recolour.0.any() {
+            for rc in Recolour::ALL {
+                recoloured.push(if recolour.0.has(rc) {
+                    recoloured_features(&rc.apply(&frame, &[b]), &[b], cls, recolour.1)?.remove(0)
+                } else {
+                    Vec::new()
+                });
+            }
+        }
+        out.push(Crop { features: per_margin, mirrored, recoloured, no_mask });
     }
     Ok(out)
 }
 
 /// Face-detector thresholds the operating point is chosen among.
-const FACE_THRESHOLDS: [f32; 3] = [0.5, 0.6, 0.7];
+const FACE_THRESHOLDS: [f32; 4] = [0.5, 0.6, 0.7, 0.8];
 
 /// What `vigil fit` is asked to do.
 pub struct FitArgs<'a> {
@@ -231,6 +268,8 @@ pub struct FitArgs<'a> {
     pub view_sets: Vec<Vec<f32>>,
     /// The classifier whose `features` output the head reads (a features model in models/).
     pub features_model: &'a str,
+    /// Recolouring sets to choose among (`vigil fit --recolour`); `levers.recolour` is ignored.
+    pub recolour_sets: Vec<Recolours>,
 }
 
 /// Fits a no-mask head on the fit part: chooses crop margins and L2 strength by 5-fold
@@ -241,11 +280,31 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let (mut det, mut cls) = models(a.models, a.features_model)?;
     let mirrored = a.levers.mirror || a.levers.flip;
     let want = if mirrored { Features::WithMirror } else { Features::Yes };
-    let results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
+    let mut results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
+    let wanted = a.recolour_sets.iter().fold(Recolours::default(), |u, r| Recolours {
+        grey: u.grey || r.grey,
+        hue: u.hue || r.hue,
+        dark: u.dark || r.dark,
+    });
+    if wanted.any() && a.levers.flip {
+        anyhow::bail!(
+            "--recolour and --flip cannot be combined (a flipped head averages mirror features, which recoloured faces lack)"
+        );
+    }
+    let mut union_views: Vec<usize> = Vec::new();
+    for v in &a.view_sets {
+        union_views.extend(view_indices(v)?);
+    }
+    union_views.sort_unstable();
+    union_views.dedup();
+    if wanted.any() {
+        measure_recoloured(&scenes, &mut results, &mut cls, wanted, &union_views)?;
+    }
+    let rc = (wanted, union_views.as_slice());
     let mut crops =
-        if a.with_crops { crop_features(&a.data.join("mask"), &mut det, &mut cls, mirrored)? } else { Vec::new() };
+        if a.with_crops { crop_features(&a.data.join("mask"), &mut det, &mut cls, mirrored, rc)? } else { Vec::new() };
     for d in a.site_crops {
-        crops.extend(crop_features(d, &mut det, &mut cls, mirrored)?);
+        crops.extend(crop_features(d, &mut det, &mut cls, mirrored, rc)?);
     }
     let mut selection = Vec::new();
     // (key, views, l2, face threshold, the CV point at the target precision)
@@ -254,25 +313,19 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
         "choosing crop margins, l2 and the face threshold by 5-fold cross-validation on the fit part (split by image):"
     );
     eprintln!(
-        "| crop views | l2 | face threshold | CV best F1: P / R / F1 | CV recall at P ≥ {} |",
+        "| recolour | crop views | l2 | face threshold | CV best F1: P / R / F1 | CV recall at P ≥ {} |",
         a.target_precision
     );
-    eprintln!("| --- | --- | --- | --- | --- |");
+    eprintln!("| --- | --- | --- | --- | --- | --- |");
     let names = |views: &[f32]| {
         format!("[{}]", views.iter().map(|&v| crate::detect::mask::view_name(v)).collect::<Vec<_>>().join(", "))
     };
-    for views in &a.view_sets {
+    for (recolour, views) in a.recolour_sets.iter().flat_map(|r| a.view_sets.iter().map(move |v| (*r, v))) {
+        let levers = TrainingLevers { recolour, ..a.levers };
         let views = views.as_slice();
         let vi = view_indices(views)?;
         for &l2 in a.l2 {
-            let t = Training {
-                min_face_px: a.min_face_px,
-                views: &vi,
-                crops: &crops,
-                l2,
-                levers: a.levers,
-                hidden: a.hidden,
-            };
+            let t = Training { min_face_px: a.min_face_px, views: &vi, crops: &crops, l2, levers, hidden: a.hidden };
             let oof = cross_validate(&results, &t, 5);
             for &ft in &FACE_THRESHOLDS {
                 let lv = Levers { face_threshold: ft, min_face_px: a.min_face_px, margin_index: 0 };
@@ -280,33 +333,38 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
                 let (bf, at) = (best_f1(&c), lowest_reaching(&c, a.target_precision));
                 let key = (at.map_or(0.0, |p| p.recall), bf.f1);
                 eprintln!(
-                    "| {} | {l2} | {ft} | {:.2} / {:.2} / {:.3} | {} |",
+                    "| {} | {} | {l2} | {ft} | {:.2} / {:.2} / {:.3} | {} |",
+                    recolour.name(),
                     names(views),
                     bf.precision,
                     bf.recall,
                     bf.f1,
                     at.map_or("-".into(), |p| format!("{:.3} (P {:.2} @ {:.2})", p.recall, p.precision, p.threshold))
                 );
-                selection.push(serde_json::json!({"views": views, "l2": l2, "face_threshold": ft, "cv_best_f1": bf, "cv_at_target": at}));
+                selection.push(serde_json::json!({"recolour": recolour.name(), "views": views, "l2": l2, "face_threshold": ft, "cv_best_f1": bf, "cv_at_target": at}));
                 if best.is_none_or(|(k, ..)| key > k) {
-                    best = Some((key, views, l2, ft, at));
+                    best = Some((key, levers, views, l2, ft, at));
                 }
             }
         }
     }
-    let (_, views, l2, face_threshold, at) = best.context("no candidates (give --l2)")?;
+    let (_, levers, views, l2, face_threshold, at) = best.context("no candidates (give --l2)")?;
     eprintln!(
         "operating point (CV): face threshold {face_threshold}, classifier threshold {}",
         at.map_or("- (target precision not reached)".into(), |p| format!("{:.2}", p.threshold))
     );
     let vi = view_indices(views)?;
-    let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, a.levers, |_| true);
+    let (x, y) = training_data(&results, a.min_face_px, &crops, &vi, levers, |_| true);
     let pos = y.iter().filter(|&&v| v).count();
+    let scene_faces = training_set(&results, a.min_face_px, levers).len();
     eprintln!(
-        "chosen: crop views {}, l2 {l2}; fitting on {} faces from {} images ({pos} without mask, {} with mask)",
+        "chosen: recolour {}, crop views {}, l2 {l2}; fitting on {} faces from {} images and {} crops: {} rows ({pos} without mask, {} with mask)",
+        levers.recolour.name(),
         names(views),
-        x.len(),
+        scene_faces,
         scenes.len(),
+        crops.len(),
+        x.len(),
         x.len() - pos
     );
     let head = FittedHead {
@@ -316,7 +374,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
             } else {
                 "../shared/data/mask/scenes (andrewmvd face-mask-detection, CC0), fit part only"
             },
-            "levers": a.levers,
+            "levers": levers,
             "face_input_width": a.face_width,
             "operating_point": {
                 "how": format!("the chosen candidate's lowest classifier threshold whose out-of-fold precision reaches {}", a.target_precision),
@@ -325,7 +383,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
                 "cv": at,
             },
             "site_crop_folders": a.site_crops.len(),
-            "scene_faces": x.len() - crops.len() * if a.levers.mirror && !a.levers.flip { 2 } else { 1 },
+            "scene_faces": scene_faces,
             "split": "by image: SHA-256(stem)[0] < 154",
             "images": scenes.len(),
             "faces": x.len(),

@@ -54,6 +54,7 @@ mod tests {
             prob: vec![p; MARGINS.len()],
             features: vec![],
             features_mirror: vec![],
+            features_recoloured: vec![],
         };
         let r = SceneResult {
             stem: "s".into(),
@@ -110,5 +111,67 @@ mod tests {
         let fit = s.iter().filter(|x| x.is_fit_part()).count();
         assert!((280..=350).contains(&fit), "about 60 % of images in the fit part: {fit}");
         assert!(s.iter().all(|x| x.image.exists()));
+    }
+
+    #[test]
+    fn recolourings_change_colour_not_shape_and_darken_only_the_lower_face() {
+        use crate::frame::{BBox, RgbFrame};
+        // 4 × 4 pixels, all pure red but for one white pixel at (0, 0)
+        let mut data: Vec<u8> = [255u8, 0, 0].repeat(16);
+        data[..3].copy_from_slice(&[255, 255, 255]);
+        let f = RgbFrame { width: 4, height: 4, data, pts: std::time::Duration::ZERO };
+        let px = |f: &RgbFrame, x: usize, y: usize| <[u8; 3]>::try_from(&f.data[(y * 4 + x) * 3..][..3]).unwrap();
+        assert_eq!(px(&Recolour::Hue120.apply(&f, &[]), 1, 1), [0, 255, 0], "red turns green");
+        assert_eq!(px(&Recolour::Hue240.apply(&f, &[]), 1, 1), [0, 0, 255], "red turns blue");
+        assert_eq!(px(&Recolour::Hue120.apply(&f, &[]), 0, 0), [255, 255, 255], "white stays white");
+        assert_eq!(px(&Recolour::Grey.apply(&f, &[]), 1, 1), [76, 76, 76], "luma of red");
+        // a face box over the whole frame: rows from 0.45 × 4 = 1.8 (row 1) down are darkened
+        let face = BBox { x1: 0.0, y1: 0.0, x2: 4.0, y2: 4.0 };
+        let d = Recolour::DarkLower.apply(&f, &[face]);
+        assert_eq!(px(&d, 0, 0), [255, 255, 255], "the upper face is untouched");
+        assert_eq!(px(&d, 2, 3), [77, 0, 0], "the chin is at 30 %");
+        assert_eq!(Recolour::DarkLower.apply(&f, &[]).data, f.data, "no face, nothing darkened");
+        let r = Recolours::parse("grey, hue").unwrap();
+        assert!(r.has(Recolour::Hue240) && r.has(Recolour::Grey) && !r.has(Recolour::DarkLower));
+        assert_eq!(r.name(), "grey,hue");
+        assert_eq!(Recolours::parse("none").unwrap(), Recolours::default());
+        let e = Recolours::parse("grey,sepia").unwrap_err().to_string();
+        assert!(e.contains("--recolour") && e.contains("sepia"), "{e}");
+    }
+
+    #[test]
+    fn recoloured_faces_are_training_rows_only_for_the_chosen_recolourings_and_folds() {
+        // features per view: [view 0, view 1, view 2, lower]; a recolouring's features are its
+        // index + 10, so each row says where it came from
+        let per_view = |v: f32| vec![vec![v], vec![v + 0.5], vec![], vec![]];
+        let recoloured = |base: f32| (0..4).map(|k| per_view(base + 10.0 * (k + 1) as f32)).collect::<Vec<_>>();
+        let face = |matched, base| Det {
+            bbox: crate::frame::BBox { x1: 0.0, y1: 0.0, x2: 30.0, y2: 30.0 },
+            score: 0.9,
+            size: 30.0,
+            matched,
+            prob: vec![],
+            features: per_view(base),
+            features_mirror: vec![],
+            features_recoloured: recoloured(base),
+        };
+        let scene =
+            |i: usize, d: Det| SceneResult { stem: format!("s{i}"), fit_part: true, dets: vec![d], faces: vec![] };
+        let results = vec![scene(0, face(Some(Label::NoMask), 1.0)), scene(1, face(Some(Label::Mask), 2.0))];
+        let crops =
+            vec![Crop { features: per_view(3.0), recoloured: recoloured(3.0), no_mask: true, ..Default::default() }];
+        let dark = TrainingLevers { recolour: Recolours { dark: true, ..Default::default() }, ..Default::default() };
+        // views 0 and 1; scene 1 held out (its fold)
+        let (x, y) = training_data(&results, 24.0, &crops, &[0, 1], dark, |si| si != 1);
+        assert_eq!(x, vec![vec![3.0, 3.5], vec![43.0, 43.5], vec![1.0, 1.5], vec![41.0, 41.5]]);
+        assert_eq!(y, vec![true, true, true, true]);
+        // no recolouring: the plain rows only; grey and hue: three more rows per face
+        let (x, _) = training_data(&results, 24.0, &crops, &[0], TrainingLevers::default(), |_| true);
+        assert_eq!(x, vec![vec![3.0], vec![1.0], vec![2.0]]);
+        let gh = TrainingLevers { recolour: Recolours::parse("grey,hue").unwrap(), ..Default::default() };
+        let (x, y) = training_data(&results, 24.0, &crops, &[0], gh, |_| true);
+        assert_eq!(x.len(), 12);
+        assert_eq!(&x[8..], &[vec![2.0], vec![12.0], vec![22.0], vec![32.0]]);
+        assert_eq!(&y[8..], &[false; 4]);
     }
 }

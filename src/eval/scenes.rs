@@ -88,6 +88,10 @@ pub struct Det {
     /// The same of the mirror-image crop, when asked for (training augmentation).
     #[serde(skip)]
     pub features_mirror: Vec<Vec<f32>>,
+    /// The same of the image recoloured by each of [`Recolour::ALL`], when asked for (training
+    /// augmentation, `measure_recoloured`; empty otherwise).
+    #[serde(skip)]
+    pub features_recoloured: Vec<Vec<Vec<f32>>>,
 }
 
 /// What `measure_scenes` keeps of the classifier's backbone.
@@ -246,6 +250,7 @@ pub fn measure_scenes(
                 prob: Vec::new(),
                 features: Vec::new(),
                 features_mirror: Vec::new(),
+                features_recoloured: Vec::new(),
             })
             .collect();
         let w = frame.width as f32;
@@ -279,6 +284,155 @@ pub fn measure_scenes(
         out.push(SceneResult { stem: s.stem.clone(), fit_part: s.is_fit_part(), dets, faces: faces_out });
     }
     bar.finish_and_clear();
+    Ok(out)
+}
+
+/// A colour change of a training image (`vigil fit --recolour`): whether a face wears a mask
+/// should not depend on the mask's colour or shade (the shipped head's false alarms are a black
+/// mask and a green cloth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Recolour {
+    /// Luma only (BT.601).
+    Grey,
+    /// Hue turned by 120° (R, G, B ← B, R, G: red becomes green).
+    Hue120,
+    /// Hue turned by 240° (R, G, B ← G, B, R: red becomes blue).
+    Hue240,
+    /// The lower 55 % of each face box at 30 % brightness: a dark mask on a masked face, a
+    /// shadowed or bearded chin on a bare one.
+    DarkLower,
+}
+
+impl Recolour {
+    /// Every recolouring, in the order of `Det::features_recoloured`.
+    pub const ALL: [Recolour; 4] = [Recolour::Grey, Recolour::Hue120, Recolour::Hue240, Recolour::DarkLower];
+
+    /// `frame` recoloured; `faces` are the boxes `DarkLower` darkens.
+    pub fn apply(self, frame: &RgbFrame, faces: &[BBox]) -> RgbFrame {
+        let mut out = frame.clone();
+        match self {
+            Recolour::Grey => {
+                for p in out.data.chunks_exact_mut(3) {
+                    let y = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8;
+                    p.fill(y);
+                }
+            }
+            Recolour::Hue120 => out.data.chunks_exact_mut(3).for_each(|p| p.rotate_right(1)),
+            Recolour::Hue240 => out.data.chunks_exact_mut(3).for_each(|p| p.rotate_left(1)),
+            Recolour::DarkLower => {
+                let (w, h) = (frame.width as usize, frame.height as usize);
+                for b in faces {
+                    let clamp = |v: f32, hi: usize| (v.max(0.0) as usize).min(hi);
+                    let (x1, x2) = (clamp(b.x1, w), clamp(b.x2, w));
+                    let (y1, y2) = (clamp(b.y1 + 0.45 * b.h(), h), clamp(b.y2, h));
+                    for y in y1..y2 {
+                        for v in &mut out.data[(y * w + x1) * 3..(y * w + x2) * 3] {
+                            *v = (*v as f32 * 0.3).round() as u8;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Which recolourings a training set adds (`vigil fit --recolour`): each training face once more
+/// per recolouring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Recolours {
+    pub grey: bool,
+    /// Both hue turns.
+    pub hue: bool,
+    pub dark: bool,
+}
+
+impl Recolours {
+    pub fn has(self, r: Recolour) -> bool {
+        match r {
+            Recolour::Grey => self.grey,
+            Recolour::Hue120 | Recolour::Hue240 => self.hue,
+            Recolour::DarkLower => self.dark,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.grey || self.hue || self.dark
+    }
+
+    /// `"none"`, or names from `grey`, `hue`, `dark` joined by `,`.
+    pub fn parse(s: &str) -> Result<Recolours> {
+        let mut r = Recolours::default();
+        for name in s.split(',').map(str::trim) {
+            match name {
+                "none" => {}
+                "grey" => r.grey = true,
+                "hue" => r.hue = true,
+                "dark" => r.dark = true,
+                other => bail!("--recolour: {other:?} is none of none, grey, hue, dark"),
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn name(self) -> String {
+        let names: Vec<&str> =
+            [(self.grey, "grey"), (self.hue, "hue"), (self.dark, "dark")].iter().filter(|p| p.0).map(|p| p.1).collect();
+        if names.is_empty() { "none".into() } else { names.join(",") }
+    }
+}
+
+/// Adds to each training face of the fit part (a detection matched to a labelled face, at least
+/// 16 px) its features at the crop views `views` (indices into `MARGINS`; the others stay empty)
+/// of each image recoloured by `Recolour::ALL` that `wanted` names.
+pub fn measure_recoloured(
+    scenes: &[Scene],
+    results: &mut [SceneResult],
+    cls: &mut MaskClassifier,
+    wanted: Recolours,
+    views: &[usize],
+) -> Result<()> {
+    let bar = crate::util::progress::bar(scenes.len() as u64, "recoloured scenes");
+    for (s, r) in scenes.iter().zip(results.iter_mut()).filter(|(_, r)| r.fit_part) {
+        bar.inc(1);
+        let train: Vec<usize> =
+            (0..r.dets.len()).filter(|&i| r.dets[i].matched.is_some() && r.dets[i].size >= 16.0).collect();
+        if train.is_empty() {
+            continue;
+        }
+        let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
+        let frame = RgbFrame::from_image(&img);
+        let boxes: Vec<BBox> = train.iter().map(|&i| r.dets[i].bbox).collect();
+        for &i in &train {
+            r.dets[i].features_recoloured = vec![Vec::new(); Recolour::ALL.len()];
+        }
+        for (k, rc) in Recolour::ALL.into_iter().enumerate().filter(|(_, rc)| wanted.has(*rc)) {
+            let f = recoloured_features(&rc.apply(&frame, &boxes), &boxes, cls, views)?;
+            for (&i, v) in train.iter().zip(f) {
+                r.dets[i].features_recoloured[k] = v;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Features per crop view of each of `boxes` in `frame` (indexed like `MARGINS`; views not in
+/// `views` left empty).
+pub fn recoloured_features(
+    frame: &RgbFrame,
+    boxes: &[BBox],
+    cls: &mut MaskClassifier,
+    views: &[usize],
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let mut out = vec![vec![Vec::new(); MARGINS.len()]; boxes.len()];
+    let (w, h) = (frame.width as f32, frame.height as f32);
+    for &m in views {
+        let vb: Vec<BBox> = boxes.iter().map(|b| view_box(*b, MARGINS[m], w, h)).collect();
+        for (o, f) in out.iter_mut().zip(cls.features(frame, &vb)?.1) {
+            o[m] = f;
+        }
+    }
     Ok(out)
 }
 
