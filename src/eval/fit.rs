@@ -229,16 +229,11 @@ fn crop_features(
                 mirrored.push(cls.features(mf, &[mirror_box(bm, w)])?.1.remove(0));
             }
         }
-        let mut recoloured = Vec::new();
-        if recolour.0.any() {
-            for rc in Recolour::ALL {
-                recoloured.push(if recolour.0.has(rc) {
-                    recoloured_features(&rc.apply(&frame, &[b]), &[b], cls, recolour.1)?.remove(0)
-                } else {
-                    Vec::new()
-                });
-            }
-        }
+        let recoloured = if recolour.0.any() {
+            recoloured_features(&frame, &[b], cls, recolour.0, recolour.1)?.remove(0)
+        } else {
+            Vec::new()
+        };
         out.push(Crop { features: per_margin, mirrored, recoloured, no_mask });
     }
     Ok(out)
@@ -281,11 +276,7 @@ pub fn fit(a: &FitArgs) -> Result<PathBuf> {
     let mirrored = a.levers.mirror || a.levers.flip;
     let want = if mirrored { Features::WithMirror } else { Features::Yes };
     let mut results = measure_scenes(&scenes, &mut det, &mut cls, want, a.face_width)?;
-    let wanted = a.recolour_sets.iter().fold(Recolours::default(), |u, r| Recolours {
-        grey: u.grey || r.grey,
-        hue: u.hue || r.hue,
-        dark: u.dark || r.dark,
-    });
+    let wanted = a.recolour_sets.iter().fold(Recolours::default(), |u, &r| u.union(r));
     if wanted.any() && a.levers.flip {
         anyhow::bail!(
             "--recolour and --flip cannot be combined (a flipped head averages mirror features, which recoloured faces lack)"

@@ -360,6 +360,11 @@ impl Recolours {
         self.grey || self.hue || self.dark
     }
 
+    /// The recolourings either names.
+    pub fn union(self, o: Recolours) -> Recolours {
+        Recolours { grey: self.grey || o.grey, hue: self.hue || o.hue, dark: self.dark || o.dark }
+    }
+
     /// `"none"`, or names from `grey`, `hue`, `dark` joined by `,`.
     pub fn parse(s: &str) -> Result<Recolours> {
         let mut r = Recolours::default();
@@ -383,8 +388,7 @@ impl Recolours {
 }
 
 /// Adds to each training face of the fit part (a detection matched to a labelled face, at least
-/// 16 px) its features at the crop views `views` (indices into `MARGINS`; the others stay empty)
-/// of each image recoloured by `Recolour::ALL` that `wanted` names.
+/// 16 px) its [`recoloured_features`].
 pub fn measure_recoloured(
     scenes: &[Scene],
     results: &mut [SceneResult],
@@ -401,36 +405,38 @@ pub fn measure_recoloured(
             continue;
         }
         let img = image::open(&s.image).with_context(|| format!("{}", s.image.display()))?.to_rgb8();
-        let frame = RgbFrame::from_image(&img);
         let boxes: Vec<BBox> = train.iter().map(|&i| r.dets[i].bbox).collect();
-        for &i in &train {
-            r.dets[i].features_recoloured = vec![Vec::new(); Recolour::ALL.len()];
-        }
-        for (k, rc) in Recolour::ALL.into_iter().enumerate().filter(|(_, rc)| wanted.has(*rc)) {
-            let f = recoloured_features(&rc.apply(&frame, &boxes), &boxes, cls, views)?;
-            for (&i, v) in train.iter().zip(f) {
-                r.dets[i].features_recoloured[k] = v;
-            }
+        let f = recoloured_features(&RgbFrame::from_image(&img), &boxes, cls, wanted, views)?;
+        for (&i, v) in train.iter().zip(f) {
+            r.dets[i].features_recoloured = v;
         }
     }
     bar.finish_and_clear();
     Ok(())
 }
 
-/// Features per crop view of each of `boxes` in `frame` (indexed like `MARGINS`; views not in
-/// `views` left empty).
+/// Features of each of `boxes` in `frame` recoloured by each of [`Recolour::ALL`] that `wanted`
+/// names, at the crop views `views` (indices into `MARGINS`): per box, per recolouring (empty
+/// when not wanted), per view (empty when not in `views`).
 pub fn recoloured_features(
     frame: &RgbFrame,
     boxes: &[BBox],
     cls: &mut MaskClassifier,
+    wanted: Recolours,
     views: &[usize],
-) -> Result<Vec<Vec<Vec<f32>>>> {
-    let mut out = vec![vec![Vec::new(); MARGINS.len()]; boxes.len()];
+) -> Result<Vec<Vec<Vec<Vec<f32>>>>> {
+    let mut out = vec![vec![Vec::new(); Recolour::ALL.len()]; boxes.len()];
     let (w, h) = (frame.width as f32, frame.height as f32);
-    for &m in views {
-        let vb: Vec<BBox> = boxes.iter().map(|b| view_box(*b, MARGINS[m], w, h)).collect();
-        for (o, f) in out.iter_mut().zip(cls.features(frame, &vb)?.1) {
-            o[m] = f;
+    for (k, rc) in Recolour::ALL.into_iter().enumerate().filter(|(_, rc)| wanted.has(*rc)) {
+        let img = rc.apply(frame, boxes);
+        for o in out.iter_mut() {
+            o[k] = vec![Vec::new(); MARGINS.len()];
+        }
+        for &m in views {
+            let vb: Vec<BBox> = boxes.iter().map(|b| view_box(*b, MARGINS[m], w, h)).collect();
+            for (o, f) in out.iter_mut().zip(cls.features(&img, &vb)?.1) {
+                o[k][m] = f;
+            }
         }
     }
     Ok(out)
