@@ -248,6 +248,11 @@ impl RgbFrame {
     }
 }
 
+/// Luma (BT.601) of an RGB pixel.
+pub fn luma([r, g, b]: [f32; 3]) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
 /// A 3×5 bitmap font: five rows, three bits each (MSB = left column).
 fn glyph(c: char) -> [u8; 5] {
     match c {

@@ -110,7 +110,7 @@ fn grey_into(frame: &RgbFrame, w: usize, h: usize, out: &mut Vec<f32>) {
     // the samples come row by row, left to right
     let (mut x, mut y) = (0usize, 0usize);
     frame.sample_bilinear(full, sw, h * 4, |_, p| {
-        out[(y / 4) * w + x / 4] += 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        out[(y / 4) * w + x / 4] += crate::frame::luma(p);
         x += 1;
         if x == sw {
             (x, y) = (0, y + 1);

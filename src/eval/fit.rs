@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::logistic::fit_logistic;
-use super::scenes::{Det, Label, MARGINS, Recolour, Recolours, SceneResult};
+use super::scenes::{Det, FaceFeatures, Label, MARGINS, Recolour, Recolours, SceneResult};
 use crate::detect::{FaceDetector, FittedHead, MaskClassifier};
 
 /// The index in `MARGINS` of each of a head's crop margins.
@@ -25,24 +25,19 @@ pub fn concat_features(per_margin: &[Vec<f32>], views: &[usize]) -> Vec<f32> {
     views.iter().flat_map(|&i| per_margin[i].iter().copied()).collect()
 }
 
-/// The feature vector of a face at `views`: its features per margin concatenated, or with
-/// `flip` (and mirror features measured) each margin's average with its mirror image's.
-pub fn view_features(per_margin: &[Vec<f32>], mirrored: &[Vec<f32>], views: &[usize], flip: bool) -> Vec<f32> {
-    if !flip || mirrored.is_empty() {
-        return concat_features(per_margin, views);
+/// The feature vector of a face at `views`: its features per view concatenated, or with `flip`
+/// (and mirror features measured) each view's average with its mirror image's.
+pub fn view_features(f: &FaceFeatures, views: &[usize], flip: bool) -> Vec<f32> {
+    if !flip || f.mirrored.is_empty() {
+        return concat_features(&f.views, views);
     }
-    views.iter().flat_map(|&i| per_margin[i].iter().zip(&mirrored[i]).map(|(a, b)| 0.5 * (a + b))).collect()
+    views.iter().flat_map(|&i| f.views[i].iter().zip(&f.mirrored[i]).map(|(a, b)| 0.5 * (a + b))).collect()
 }
 
 /// A labelled crop outside the scenes.
 #[derive(Debug, Clone, Default)]
 pub struct Crop {
-    /// Features per crop margin (`MARGINS`).
-    pub features: Vec<Vec<f32>>,
-    /// Those of its mirror image (empty when not measured).
-    pub mirrored: Vec<Vec<f32>>,
-    /// Those of the crop recoloured by each of `Recolour::ALL` (empty when not measured).
-    pub recoloured: Vec<Vec<Vec<f32>>>,
+    pub features: FaceFeatures,
     /// It shows no mask.
     pub no_mask: bool,
 }
@@ -73,21 +68,16 @@ pub fn training_data(
     scene: impl Fn(usize) -> bool,
 ) -> (Vec<Vec<f32>>, Vec<bool>) {
     let faces = training_set(results, min_face_px, lv).into_iter().filter(|(si, _, _)| scene(*si));
-    let rows = crops
-        .iter()
-        .map(|c| (c.features.as_slice(), c.mirrored.as_slice(), c.recoloured.as_slice(), c.no_mask))
-        .chain(faces.map(|(_, d, t)| {
-            (d.features.as_slice(), d.features_mirror.as_slice(), d.features_recoloured.as_slice(), t)
-        }));
+    let rows = crops.iter().map(|c| (&c.features, c.no_mask)).chain(faces.map(|(_, d, t)| (&d.features, t)));
     let mut out = (Vec::new(), Vec::new());
-    for (f, m, rc, t) in rows {
-        out.0.push(view_features(f, m, views, lv.flip));
+    for (f, t) in rows {
+        out.0.push(view_features(f, views, lv.flip));
         out.1.push(t);
-        if lv.mirror && !lv.flip && !m.is_empty() {
-            out.0.push(concat_features(m, views));
+        if lv.mirror && !lv.flip && !f.mirrored.is_empty() {
+            out.0.push(concat_features(&f.mirrored, views));
             out.1.push(t);
         }
-        for (r, f) in Recolour::ALL.into_iter().zip(rc) {
+        for (r, f) in Recolour::ALL.into_iter().zip(&f.recoloured) {
             if lv.recolour.has(r) && !f.is_empty() {
                 out.0.push(concat_features(f, views));
                 out.1.push(t);
@@ -121,8 +111,8 @@ pub fn training_set(results: &[SceneResult], min_face_px: f32, lv: TrainingLever
 pub fn apply_head(results: &mut [SceneResult], head: &FittedHead) -> Result<()> {
     let views = view_indices(&head.views)?;
     for d in results.iter_mut().flat_map(|r| r.dets.iter_mut()) {
-        if !d.features.is_empty() {
-            let p = head.predict(&view_features(&d.features, &d.features_mirror, &views, head.flip));
+        if !d.features.views.is_empty() {
+            let p = head.predict(&view_features(&d.features, &views, head.flip));
             d.prob = vec![p; MARGINS.len()];
         }
     }
@@ -183,7 +173,7 @@ pub fn cross_validate(results: &[SceneResult], t: &Training<'_>, folds: usize) -
         for (r, &si) in out.iter_mut().zip(&fit_index) {
             if si % folds == k {
                 for d in &mut r.dets {
-                    let f = view_features(&d.features, &d.features_mirror, views, lv.flip);
+                    let f = view_features(&d.features, views, lv.flip);
                     d.prob = vec![head.predict(&f); MARGINS.len()];
                 }
             }
@@ -234,7 +224,7 @@ fn crop_features(
         } else {
             Vec::new()
         };
-        out.push(Crop { features: per_margin, mirrored, recoloured, no_mask });
+        out.push(Crop { features: FaceFeatures { views: per_margin, mirrored, recoloured }, no_mask });
     }
     Ok(out)
 }

@@ -52,9 +52,7 @@ mod tests {
             size,
             matched,
             prob: vec![p; MARGINS.len()],
-            features: vec![],
-            features_mirror: vec![],
-            features_recoloured: vec![],
+            features: FaceFeatures::default(),
         };
         let r = SceneResult {
             stem: "s".into(),
@@ -151,15 +149,15 @@ mod tests {
             size: 30.0,
             matched,
             prob: vec![],
-            features: per_view(base),
-            features_mirror: vec![],
-            features_recoloured: recoloured(base),
+            features: FaceFeatures { views: per_view(base), recoloured: recoloured(base), ..Default::default() },
         };
         let scene =
             |i: usize, d: Det| SceneResult { stem: format!("s{i}"), fit_part: true, dets: vec![d], faces: vec![] };
         let results = vec![scene(0, face(Some(Label::NoMask), 1.0)), scene(1, face(Some(Label::Mask), 2.0))];
-        let crops =
-            vec![Crop { features: per_view(3.0), recoloured: recoloured(3.0), no_mask: true, ..Default::default() }];
+        let crops = vec![Crop {
+            features: FaceFeatures { views: per_view(3.0), recoloured: recoloured(3.0), ..Default::default() },
+            no_mask: true,
+        }];
         let dark = TrainingLevers { recolour: Recolours { dark: true, ..Default::default() }, ..Default::default() };
         // views 0 and 1; scene 1 held out (its fold)
         let (x, y) = training_data(&results, 24.0, &crops, &[0, 1], dark, |si| si != 1);

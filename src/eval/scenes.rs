@@ -82,16 +82,22 @@ pub struct Det {
     pub matched: Option<Label>,
     /// No-mask probability per crop margin (same order as `MARGINS`).
     pub prob: Vec<f32>,
-    /// Backbone features per crop margin (same order as `MARGINS`), when asked for.
+    /// Backbone features, when asked for.
     #[serde(skip)]
-    pub features: Vec<Vec<f32>>,
-    /// The same of the mirror-image crop, when asked for (training augmentation).
-    #[serde(skip)]
-    pub features_mirror: Vec<Vec<f32>>,
-    /// The same of the image recoloured by each of [`Recolour::ALL`], when asked for (training
-    /// augmentation, `measure_recoloured`; empty otherwise).
-    #[serde(skip)]
-    pub features_recoloured: Vec<Vec<Vec<f32>>>,
+    pub features: FaceFeatures,
+}
+
+/// Backbone features of one face (a detection or a labelled crop) for fitting a head, per crop
+/// view in the order of `MARGINS`.
+#[derive(Debug, Clone, Default)]
+pub struct FaceFeatures {
+    /// Of each crop view (empty when not asked for).
+    pub views: Vec<Vec<f32>>,
+    /// Of each view's mirror image (empty when not measured: training augmentation).
+    pub mirrored: Vec<Vec<f32>>,
+    /// Of each view of the image recoloured by each of [`Recolour::ALL`] (empty when not
+    /// measured: training augmentation, [`recoloured_features`]).
+    pub recoloured: Vec<Vec<Vec<f32>>>,
 }
 
 /// What `measure_scenes` keeps of the classifier's backbone.
@@ -248,9 +254,7 @@ pub fn measure_scenes(
                 size: f.bbox.w().min(f.bbox.h()),
                 matched: dm[di].map(|li| s.faces[li].1),
                 prob: Vec::new(),
-                features: Vec::new(),
-                features_mirror: Vec::new(),
-                features_recoloured: Vec::new(),
+                features: FaceFeatures::default(),
             })
             .collect();
         let w = frame.width as f32;
@@ -264,14 +268,14 @@ pub fn measure_scenes(
             for (k, d) in dets.iter_mut().enumerate() {
                 d.prob.push(p[k]);
                 if let Some(v) = f.get(k) {
-                    d.features.push(v.clone());
+                    d.features.views.push(v.clone());
                 }
             }
             if let Some(mf) = &mirrored {
                 let mb: Vec<BBox> = boxes.iter().map(|b| mirror_box(*b, w)).collect();
                 let (_, f) = cls.features(mf, &mb)?;
                 for (d, v) in dets.iter_mut().zip(f) {
-                    d.features_mirror.push(v);
+                    d.features.mirrored.push(v);
                 }
             }
         }
@@ -304,7 +308,7 @@ pub enum Recolour {
 }
 
 impl Recolour {
-    /// Every recolouring, in the order of `Det::features_recoloured`.
+    /// Every recolouring, in the order of `FaceFeatures::recoloured`.
     pub const ALL: [Recolour; 4] = [Recolour::Grey, Recolour::Hue120, Recolour::Hue240, Recolour::DarkLower];
 
     /// `frame` recoloured; `faces` are the boxes `DarkLower` darkens.
@@ -313,7 +317,7 @@ impl Recolour {
         match self {
             Recolour::Grey => {
                 for p in out.data.chunks_exact_mut(3) {
-                    let y = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8;
+                    let y = crate::frame::luma([p[0] as f32, p[1] as f32, p[2] as f32]).round() as u8;
                     p.fill(y);
                 }
             }
@@ -408,7 +412,7 @@ pub fn measure_recoloured(
         let boxes: Vec<BBox> = train.iter().map(|&i| r.dets[i].bbox).collect();
         let f = recoloured_features(&RgbFrame::from_image(&img), &boxes, cls, wanted, views)?;
         for (&i, v) in train.iter().zip(f) {
-            r.dets[i].features_recoloured = v;
+            r.dets[i].features.recoloured = v;
         }
     }
     bar.finish_and_clear();
