@@ -14,6 +14,12 @@ fn main() -> std::process::ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
+    // what vigil writes — masked clips with faces, sessions, the access log, keys, the outbox — is
+    // for its own user only (files 0600, folders 0700), whatever umask it was started with;
+    // public keys are made 0644 on purpose
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = vigil::cli::Cli::parse();
     vigil::cli::init_logs(cli.log_format);
     vigil::cli::dispatch(cli.cmd)

@@ -415,7 +415,7 @@ async fn deliver(
     };
     let js = async_nats::jetstream::new(client);
     let mut stream_ready = false;
-    let mut acked = match crate::util::fsx::open_append(&acked_path, 0o644) {
+    let mut acked = match crate::util::fsx::open_append(&acked_path, 0o600) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %acked_path.display(), error = %e, "outbox: cannot open ack log");
@@ -466,7 +466,7 @@ async fn deliver(
                     }
                     Err(DeliveryError::Refused { kind, detail }) => {
                         let line = serde_json::json!({"entry": entry, "reason": kind, "detail": detail, "time_utc": crate::util::rfc3339(chrono::Utc::now())});
-                        let written = crate::util::fsx::open_append(&dead_path, 0o644)
+                        let written = crate::util::fsx::open_append(&dead_path, 0o600)
                             .and_then(|mut f| append_line(&mut f, &line.to_string()));
                         if let Err(e) = written {
                             tracing::error!(path = %dead_path.display(), error = %e, "outbox: cannot move a refused message aside; it stays in the outbox");

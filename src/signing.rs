@@ -294,6 +294,18 @@ impl PublicKey {
         Ok(())
     }
 
+    /// The ids of every key in this ring: the current one and the earlier ones.
+    pub fn ids(&self) -> Vec<String> {
+        std::iter::once(self.key_id.clone()).chain(self.earlier.iter().map(|e| e.key_id.clone())).collect()
+    }
+
+    /// The public key of the key file `key_path`: the `.pub` file beside it, else the public half
+    /// of the secret key itself.
+    pub fn beside(key_path: &Path) -> Result<PublicKey> {
+        let pubf = key_path.with_extension("pub");
+        if pubf.exists() { PublicKey::load(&pubf) } else { Ok(Signer::load(key_path)?.public_key()) }
+    }
+
     /// Reads a public key file. A secret key file is refused: a verifier is given the public key
     /// only.
     pub fn load(path: &Path) -> Result<PublicKey> {

@@ -50,6 +50,23 @@ pub enum UserCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Set a new password (read from standard input).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Change an account's role.
+    Role {
+        name: String,
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
     /// Disable an account (its sessions end at their next request).
     Disable {
         name: String,
@@ -61,6 +78,12 @@ pub enum UserCmd {
         #[arg(long)]
         pipeline: PathBuf,
     },
+}
+
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut pw = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut pw)?;
+    Ok(pw.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn pipeline(p: &std::path::Path) -> anyhow::Result<crate::config::Pipeline> {
@@ -76,14 +99,29 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::User(UserCmd::Add { name, pipeline: p, role, officer_id, password_stdin: _ }) => {
             let p = pipeline(&p)?;
-            let mut pw = String::new();
-            std::io::stdin().take(4096).read_to_string(&mut pw)?;
-            let pw = pw.trim_end_matches(['\n', '\r']).to_string();
+            let pw = password_from_stdin()?;
             let path = p.review_users();
             let mut a = Accounts::load(&path)?;
             a.add(&name, role, &officer_id, &pw)?;
             a.save(&path)?;
             println!("added {name} ({}) to {}", role.name(), path.display());
+        }
+        Cmd::User(UserCmd::Passwd { name, pipeline: p, password_stdin: _ }) => {
+            let p = pipeline(&p)?;
+            let pw = password_from_stdin()?;
+            let path = p.review_users();
+            let mut a = Accounts::load(&path)?;
+            a.set_password(&name, &pw)?;
+            a.save(&path)?;
+            println!("new password set for {name}; its open sessions are ended");
+        }
+        Cmd::User(UserCmd::Role { name, pipeline: p, role }) => {
+            let p = pipeline(&p)?;
+            let path = p.review_users();
+            let mut a = Accounts::load(&path)?;
+            a.set_role(&name, role)?;
+            a.save(&path)?;
+            println!("{name} is now {}; its open sessions are ended", role.name());
         }
         Cmd::User(UserCmd::Disable { name, pipeline: p }) => {
             let p = pipeline(&p)?;
@@ -112,7 +150,20 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             let p = pipeline(&p)?;
             let store = crate::store::Store::open(&p.store_url, &p.raw.store.options)?;
             let key = review_public_key(&p)?;
-            let log = block_on(crate::audit_log::read(&store, &key, &p.raw.site.id))?;
+            let site = p.raw.site.id.clone();
+            let log = block_on(async {
+                let mut log = crate::audit_log::read(&store, &key, &site).await?;
+                // the published head: a log that ends before it was truncated
+                if let Some(n) = &p.nats {
+                    let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+                    if let Err(e) =
+                        crate::audit_log::check_stream_head(&store, &mut log, (n, &stream), &site, &key).await
+                    {
+                        eprintln!("WARNING not compared with the stream: {e:#}");
+                    }
+                }
+                anyhow::Ok(log)
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&log)?);
             } else {
@@ -133,6 +184,9 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                 for pr in &log.problems {
                     println!("FAIL {pr}");
                 }
+                if let Some(h) = &log.head_checked {
+                    println!("compared with head {h}");
+                }
                 println!(
                     "{} entries; {}",
                     log.entries.len(),
@@ -147,11 +201,5 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
 
 /// The review service's public key of a pipeline (`review.pub` beside `review.key`).
 pub fn review_public_key(p: &crate::config::Pipeline) -> anyhow::Result<crate::signing::PublicKey> {
-    let k = p.review_key();
-    let pubf = k.with_extension("pub");
-    if pubf.exists() {
-        crate::signing::PublicKey::load(&pubf)
-    } else {
-        Ok(crate::signing::Signer::load(&k)?.public_key())
-    }
+    crate::signing::PublicKey::beside(&p.review_key())
 }

@@ -32,10 +32,14 @@ pub enum Kind {
     Signature,
     /// `vigil-live.status.<site>.<worker>`: a worker's live status report (core NATS).
     Status,
+    /// `review-audit/<site>/log/<seq>.json`: an entry of the review service's signed access log.
+    Access,
+    /// `vigil.access.<site>.log`: the access log's signed head.
+    AccessHeadEvent,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Event,
         Kind::Manifest,
         Kind::Checkpoint,
@@ -45,6 +49,8 @@ impl Kind {
         Kind::ReviewEvent,
         Kind::Signature,
         Kind::Status,
+        Kind::Access,
+        Kind::AccessHeadEvent,
     ];
 
     /// The document's schema name (its `schema` member where it has one).
@@ -59,6 +65,8 @@ impl Kind {
             Kind::ReviewEvent => REVIEW_EVENT_SCHEMA,
             Kind::Signature => "vigil.signature.v1",
             Kind::Status => crate::telemetry::status::STATUS_SCHEMA,
+            Kind::Access => crate::audit_log::ACCESS_SCHEMA,
+            Kind::AccessHeadEvent => crate::audit_log::HEAD_EVENT_SCHEMA,
         }
     }
 
@@ -80,6 +88,8 @@ pub fn schema(kind: Kind) -> serde_json::Value {
         Kind::ReviewEvent => schemars::schema_for!(ReviewEvent),
         Kind::Signature => schemars::schema_for!(crate::signing::SignatureFile),
         Kind::Status => schemars::schema_for!(crate::telemetry::status::StatusReport),
+        Kind::Access => schemars::schema_for!(crate::audit_log::AccessEntry),
+        Kind::AccessHeadEvent => schemars::schema_for!(crate::audit_log::AccessHeadEvent),
     };
     let mut v = serde_json::to_value(s).expect("a schema serialises");
     if let Some(o) = v.as_object_mut() {

@@ -47,9 +47,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             println!("package {} (SHA-256 {})", pkg.display(), r.package_sha256);
             println!(
-                "evidence {}: {} file(s) checked; review status {:?}",
-                r.evidence_id, r.files_checked, r.review_status
+                "evidence {}: {} file(s) checked; review status {}",
+                r.evidence_id,
+                r.files_checked,
+                r.review_status.map_or("unknown (no trusted review key)", |s| s.name())
             );
+            if let Some(k) = &r.trusted_review_key {
+                println!("review records checked against key {k}");
+            }
             if let Some(o) = &r.exported_by {
                 println!("exported by {} ({})", o.user, o.officer_id);
             }
@@ -70,14 +75,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (from, to) = a.range.parse()?;
     let scope = crate::verify::Scope { evidence_id: a.evidence, camera: a.camera, from, to };
     let now = time_arg(&a.now)?.unwrap_or_else(chrono::Utc::now);
-    let rk = match (&a.review_key, &a.store.pipeline) {
+    let pipeline = a.store.pipeline.as_ref().and_then(|p| crate::config::Pipeline::load(p).ok());
+    let rk = match (&a.review_key, &pipeline) {
         (Some(f), _) => Some(crate::signing::PublicKey::load(f)?),
-        (None, Some(p)) => {
-            crate::config::Pipeline::load(p).ok().and_then(|p| super::review::review_public_key(&p).ok())
-        }
+        (None, Some(p)) => super::review::review_public_key(p).ok(),
         (None, None) => None,
     };
-    let r = block_on(crate::verify::verify_with_reviews(&s, &k, rk.as_ref(), &scope, now))?;
+    // with NATS, also against the stream: the store's owner cannot rewrite what it holds
+    let nats = pipeline.as_ref().and_then(|p| {
+        let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+        p.nats.clone().map(|n| (n, stream))
+    });
+    let r = block_on(crate::verify::verify_against(&s, &k, rk.as_ref(), nats.as_ref(), &scope, now))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

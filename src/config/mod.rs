@@ -232,6 +232,11 @@ impl Pipeline {
         if raw.review.tls_cert.is_some() != raw.review.tls_key.is_some() {
             errors.push(err("review.tls_cert", "TLS needs both tls_cert and tls_key".into()));
         }
+        for (i, t) in raw.review.trusted_proxies.iter().enumerate() {
+            if let Err(e) = t.parse::<crate::util::http::IpNet>() {
+                errors.push(err(&format!("review.trusted_proxies[{i}]"), e));
+            }
+        }
         if raw.cameras.is_empty() {
             errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
         }

@@ -397,4 +397,11 @@ pub struct ReviewConfig {
     #[default(25)]
     #[schemars(range(min = 5, max = 200))]
     pub page_size: usize,
+    /// Reverse proxies in front of the service (addresses or CIDR ranges, e.g. "127.0.0.1",
+    /// "10.0.0.0/8"): for a connection from one of them the client is the address its
+    /// `X-Forwarded-For` names (the rightmost one that is not a trusted proxy), in the access log,
+    /// the login limits and the extraction record. From anyone else the header is ignored.
+    /// Trusted proxies are also exempt from the per-address connection limit.
+    #[schemars(length(max = 64))]
+    pub trusted_proxies: Vec<String>,
 }

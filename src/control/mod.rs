@@ -42,6 +42,26 @@ use crate::store::Store;
 use crate::telemetry::{self, CameraStats, Condition, Event, HealthEvent};
 use crate::util::Subject;
 
+/// The review keys this worker pins in its manifests: the site's review public key
+/// (`review.pub` beside `[review] key`), when it is there.
+fn pinned_review_keys(p: &Pipeline) -> Option<Vec<String>> {
+    let path = p.review_key().with_extension("pub");
+    match crate::signing::PublicKey::load(&path) {
+        Ok(k) => {
+            tracing::info!(key_id = %k.key_id, file = %path.display(), "review key pinned in every manifest");
+            Some(k.ids())
+        }
+        Err(_) if std::fs::symlink_metadata(&path).is_err() => {
+            tracing::warn!(file = %path.display(), "no review public key: manifests pin none, so verifying an approval of this worker's items needs the verifier's own --review-key (make it with `vigil keys init --name review` before the first run)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = format!("{e:#}"), "review public key unreadable: manifests pin none");
+            None
+        }
+    }
+}
+
 /// What a run did, per camera and in total.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RunSummary {
@@ -511,6 +531,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         site_name: raw.site.name.clone(),
         premises: Some(raw.site.premises.clone()).filter(|p| !p.is_empty()),
         public_key_url: raw.signing.public_key_url.clone(),
+        review_key_ids: pinned_review_keys(&p),
         history_dir: p.data_dir.join("history"),
         retention: raw.retention,
         seal: raw.evidence.seal_recipient.as_ref().and_then(|r| r.parse().ok()),

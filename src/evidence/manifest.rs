@@ -121,6 +121,13 @@ pub struct SigningFacts {
     /// Where the public key (and the periods of earlier keys) is published (v4 on, when set).
     #[serde(default)]
     pub public_key_url: Option<String>,
+    /// The review service keys (key ids) whose signed decisions count for this item: the site's
+    /// review key as the worker knew it (`review.pub` beside `[review] key`). A verifier trusts a
+    /// review record signed by one of them without being given the review key; a record signed by
+    /// any other key needs the verifier's own `--review-key`. Absent in items made before
+    /// vigil pinned it, or when the worker had no review key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_key_ids: Option<Vec<String>>,
 }
 
 /// Cluster: the lease under which the worker ran the camera when the rule fired (NATS KV bucket

@@ -66,6 +66,8 @@ pub struct EvidenceContext {
     pub premises: Option<crate::config::PremisesConfig>,
     /// Where consumers get the public key (`[signing] public_key_url`).
     pub public_key_url: Option<String>,
+    /// The review keys pinned in every manifest ([`SigningFacts::review_key_ids`]).
+    pub review_key_ids: Option<Vec<String>>,
     pub utc_offset_s: i32,
     pub jpeg_quality: u8,
     pub quantizer: u32,
@@ -320,6 +322,7 @@ pub async fn produce(
             alg: "Ed25519".into(),
             key_id: ctx.signer.key_id.clone(),
             public_key_url: ctx.public_key_url.clone(),
+            review_key_ids: ctx.review_key_ids.clone(),
         },
         lease: v.lease.clone(),
     };

@@ -159,14 +159,26 @@ pub fn record_key(prefix: &str, n: u32) -> String {
     format!("{prefix}/reviews/{n:04}.json")
 }
 
+impl Officer {
+    /// The officer id as compared: two ids that differ only in case, width or invisible
+    /// characters are one officer ([`crate::util::text::normalize_id`]).
+    pub fn key(&self) -> String {
+        crate::util::text::normalize_id(&self.officer_id)
+    }
+
+    pub fn same_as(&self, other: &Officer) -> bool {
+        self.key() == other.key()
+    }
+}
+
 /// The records that count: each officer's, without those a later record of theirs corrects.
 pub fn effective(records: &[ReviewRecord]) -> Vec<&ReviewRecord> {
     records
         .iter()
         .filter(|r| {
-            !records.iter().any(|later| {
-                later.n > r.n && later.corrects == Some(r.n) && later.officer.officer_id == r.officer.officer_id
-            })
+            !records
+                .iter()
+                .any(|later| later.n > r.n && later.corrects == Some(r.n) && later.officer.same_as(&r.officer))
         })
         .collect()
 }
@@ -180,10 +192,11 @@ pub fn status(records: &[ReviewRecord]) -> Status {
     if eff.iter().any(|r| r.decision == Decision::Reminder) {
         return Status::Reminder;
     }
-    let mut approvers: Vec<&str> = eff
+    let mut approvers: Vec<String> = eff
         .iter()
         .filter(|r| r.decision == Decision::Approve && r.officer.role == "reviewer")
-        .map(|r| r.officer.officer_id.as_str())
+        .map(|r| r.officer.key())
+        .filter(|k| !k.is_empty())
         .collect();
     approvers.sort_unstable();
     approvers.dedup();
@@ -240,7 +253,7 @@ pub fn check_decision(records: &[ReviewRecord], p: &Proposal) -> Result<Status, 
             let Some(old) = records.iter().find(|r| r.n == n) else {
                 return Err(Refusal::Invalid(format!("there is no decision {n} to correct")));
             };
-            if old.officer.officer_id != p.officer.officer_id {
+            if !old.officer.same_as(p.officer) {
                 return Err(Refusal::Forbidden("only the officer who made a decision can correct it".into()));
             }
             if records.iter().any(|r| r.corrects == Some(n)) {
@@ -254,10 +267,7 @@ pub fn check_decision(records: &[ReviewRecord], p: &Proposal) -> Result<Status, 
                     current.name()
                 )));
             }
-            if effective(records)
-                .iter()
-                .any(|r| r.officer.officer_id == p.officer.officer_id && r.decision == p.decision)
-            {
+            if effective(records).iter().any(|r| r.officer.same_as(p.officer) && r.decision == p.decision) {
                 return Err(Refusal::Conflict(format!(
                     "officer {} has already decided {:?} on this item; a second approval must come from another officer",
                     p.officer.officer_id, p.decision
@@ -380,6 +390,21 @@ mod tests {
         assert_eq!(status(&rs), Status::Approved);
         let c = officer("C-003");
         assert!(matches!(check_decision(&rs, &prop(Decision::Reject, &c)), Err(Refusal::Conflict(_))), "final");
+    }
+
+    #[test]
+    fn ids_that_differ_in_case_width_or_invisible_characters_are_one_officer() {
+        let a = officer("JS-2026-0001");
+        let mut rs = Vec::new();
+        add(&mut rs, &prop(Decision::Approve, &a));
+        for twin in ["js-2026-0001", "JS-2026-0001\u{200b}", "ＪＳ－２０２６－０００１"] {
+            let t = officer(twin);
+            assert!(matches!(check_decision(&rs, &prop(Decision::Approve, &t)), Err(Refusal::Conflict(_))), "{twin:?}");
+            // even written as a record (a store edited by hand), it counts once
+            let mut v = with(&rs, &prop(Decision::Approve, &t));
+            v.last_mut().unwrap().status_after = Status::Approved;
+            assert_eq!(status(&v), Status::OneApproval, "{twin:?}");
+        }
     }
 
     #[test]

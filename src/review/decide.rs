@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::Service;
 use super::accounts::User;
 use super::items::{ItemView, load};
-use crate::audit_log::{Action, Outcome};
+use crate::audit_log::{Action, Outcome, RecordRef};
 use crate::evidence::review::{
     Checks, Decision, ItemFacts, Officer, Proposal, REVIEW_EVENT_SCHEMA, REVIEW_SCHEMA, Refusal, ReviewEvent,
     ReviewRecord, Status, check_decision, record_key,
@@ -58,6 +58,13 @@ pub async fn decide(
         Officer { user: user.name.clone(), officer_id: user.officer_id.clone(), role: user.role.name().into() };
     for _ in 0..8 {
         let view = load(svc, id).await.map_err(DecideError::Failed)?.ok_or(DecideError::NotFound)?;
+        // the records must be what the signed access log says was decided: a deleted or
+        // replaced record blocks further decisions (and `vigil verify` fails) until it is resolved
+        if let Some(why) = records_against_log(svc, &view, user, client).await.map_err(DecideError::Failed)? {
+            let a = super::access(user, Action::Decision, Outcome::Denied, Some(id), &why, client);
+            svc.record(a).await;
+            return Err(DecideError::Refused(Refusal::Conflict(why)));
+        }
         let p = Proposal {
             decision: req.decision,
             checks: req.checks,
@@ -85,9 +92,11 @@ pub async fn decide(
             }
         };
         match write(svc, &view, &officer, req, after).await {
-            Ok(Some(record)) => {
+            Ok(Some((record, sha256))) => {
                 let detail = format!("{:?} as decision {}; status {}", record.decision, record.n, after.name());
-                svc.record(super::access(user, Action::Decision, Outcome::Ok, Some(id), &detail, client)).await;
+                let mut a = super::access(user, Action::Decision, Outcome::Ok, Some(id), &detail, client);
+                a.record = Some(RecordRef { n: record.n, sha256 });
+                svc.record(a).await;
                 tracing::info!(evidence_id = id, user = %user.name, officer_id = %user.officer_id, decision = ?record.decision, n = record.n, status = after.name(), "review decision recorded");
                 return Ok((record, after));
             }
@@ -101,14 +110,61 @@ pub async fn decide(
     )))
 }
 
-/// Writes the next record; `None` when its position was taken by another writer.
+/// Why the item's records disagree with the decisions the access log records for it, if they
+/// do. A record the log does not name, older than a minute (a crash between writing the record
+/// and its log entry), is logged now as recovered.
+async fn records_against_log(
+    svc: &Service,
+    view: &ItemView,
+    user: &User,
+    client: &str,
+) -> anyhow::Result<Option<String>> {
+    let key = svc.signer.public_key();
+    let mut logged = crate::audit_log::for_item(&svc.store, &key, svc.site(), &view.item.id, 10_000).await?;
+    if logged.is_empty() && !view.records.is_empty() {
+        // a log from before entries were indexed by item: read it whole
+        let all = crate::audit_log::read(&svc.store, &key, svc.site()).await?.entries;
+        logged = all.into_iter().filter(|e| e.evidence_id.as_deref() == Some(view.item.id.as_str())).collect();
+    }
+    let (_, hashes, _) = crate::verify::reviews::read_records_hashed(&svc.store, &key, &view.item).await;
+    let refs: Vec<&crate::audit_log::AccessEntry> = logged.iter().collect();
+    let (problems, _) = crate::verify::reviews::check_against_log(&view.records, &hashes, &refs);
+    if !problems.is_empty() {
+        return Ok(Some(format!(
+            "the item's review records disagree with the signed access log ({}); no decision can be added until an auditor has resolved it",
+            problems.join("; ")
+        )));
+    }
+    let named: Vec<u32> = logged.iter().filter_map(|e| e.decision_record().map(|(n, _)| n)).collect();
+    for r in &view.records {
+        let old =
+            crate::util::time::parse_rfc3339(&r.time_utc).is_ok_and(|t| Utc::now() - t > chrono::Duration::seconds(60));
+        if !named.contains(&r.n)
+            && old
+            && let Some(h) = hashes.get(&r.n)
+        {
+            let detail = format!(
+                "decision {} by {} ({}) found without its access-log entry; logged now by {}",
+                r.n, r.officer.user, r.officer.officer_id, user.name
+            );
+            let mut a =
+                super::access(user, Action::DecisionRecovered, Outcome::Ok, Some(&view.item.id), &detail, client);
+            a.record = Some(RecordRef { n: r.n, sha256: h.clone() });
+            svc.record(a).await;
+        }
+    }
+    Ok(None)
+}
+
+/// Writes the next record; `None` when its position was taken by another writer. Returns the
+/// record and the SHA-256 of its stored bytes.
 async fn write(
     svc: &Service,
     view: &ItemView,
     officer: &Officer,
     req: &DecisionRequest,
     after: Status,
-) -> anyhow::Result<Option<ReviewRecord>> {
+) -> anyhow::Result<Option<(ReviewRecord, String)>> {
     let n = view.records.iter().map(|r| r.n).max().unwrap_or(0) + 1;
     let prefix = &view.item.prefix;
     let prev = if n == 1 {
@@ -145,6 +201,7 @@ async fn write(
     };
     let (bytes, sig, hash) = seal(&record, &svc.signer)?;
     let key = record_key(prefix, n);
+    let record_hash = hash.clone();
     match svc.store.put_new(&key, Bytes::from(bytes)).await {
         Ok(()) => {}
         Err(_) if svc.store.exists(&key).await.unwrap_or(false) => return Ok(None),
@@ -160,12 +217,14 @@ async fn write(
         key,
         signature_key: sig_key,
     };
+    // the id names the record's hash: a position reused after a deletion is a new message,
+    // never a duplicate the stream drops
     let entry = OutboxEntry::shared(
-        format!("review-{}-{n}", view.item.id),
+        format!("review-{}-{n}-{}", view.item.id, &record_hash[..16]),
         Subject::review(&view.item.site, &view.item.camera),
         &event,
         now,
     );
     svc.publisher.submit(entry).await?;
-    Ok(Some(record))
+    Ok(Some((record, record_hash)))
 }

@@ -199,7 +199,9 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
         }
         let decided_by: Vec<String> =
             crate::evidence::review::effective(&records).iter().map(|r| r.officer.officer_id.clone()).collect();
-        if f.mine.as_deref() == Some("1") && (status.is_final() || decided_by.contains(&user.officer_id)) {
+        let me = crate::util::text::normalize_id(&user.officer_id);
+        let mine = crate::evidence::review::effective(&records).iter().any(|r| r.officer.key() == me);
+        if f.mine.as_deref() == Some("1") && (status.is_final() || mine) {
             continue;
         }
         rows.push(Row {

@@ -47,6 +47,14 @@ pub struct Service {
     pub tls: bool,
     /// The workers' live status (the ops console); fed from NATS by `serve`.
     pub live: Arc<live::Live>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`[review] trusted_proxies`).
+    pub trusted_proxies: Vec<crate::util::http::IpNet>,
+    /// One message per session for the next page it shows (the ops rules form's outcome): a
+    /// message comes from the server, never from the URL.
+    pub flash: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// When each (session, item, file) last had its byte ranges logged: a player's range
+    /// requests are one access-log entry per [`web::files::RANGE_SESSION`].
+    pub reads: std::sync::Mutex<std::collections::HashMap<(String, String, String), std::time::Instant>>,
 }
 
 /// How to start an instance.
@@ -76,14 +84,46 @@ impl Service {
             Signer::load(&key_path).context("review.key (make it with `vigil keys init --name review`)")?
         });
         let site = raw.site.id.clone();
-        let audit = AuditLog::new(store.clone(), signer.clone(), &site, &instance);
         let sessions = session::Sessions::new(store.clone(), raw.review.session_hours);
         let data = p.data_dir.join(&instance);
         let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
         let dup = std::time::Duration::from_secs_f64(raw.publish.duplicate_window_s);
         let publisher =
             Arc::new(Publisher::start_replicated(&data, p.nats.as_ref(), &stream, dup, p.raw.publish.replicas).await?);
+        let audit = AuditLog::new(store.clone(), signer.clone(), &site, &instance).with_publisher(publisher.clone());
+        // the log's head as published: a store log that ends before it was truncated; new entries
+        // go after the published head, never into the hole
+        if let Some(n) = &p.nats {
+            match crate::audit_log::stream_head(n, &stream, &site, &signer.public_key()).await {
+                Ok(Some(head)) => {
+                    let last = store.last_position(|s| crate::audit_log::entry_key(&site, s), 0).await?;
+                    if head.seq > last {
+                        tracing::error!(
+                            published_seq = head.seq,
+                            stored_seq = last,
+                            "access log truncated: the store's log ends before the head published on the stream; new entries continue after the published head"
+                        );
+                    }
+                    audit.resume_after(&head).await?;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "access log: the published head cannot be read now; not compared"
+                ),
+            }
+        }
         let limiter = session::LoginLimiter::new(raw.review.max_login_failures);
+        let trusted_proxies = raw
+            .review
+            .trusted_proxies
+            .iter()
+            .map(|t| t.parse().map_err(|e: String| anyhow::anyhow!("review.trusted_proxies: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        if let Err(e) = accounts::Accounts::load(&p.review_users()) {
+            anyhow::bail!("{e:#}");
+        }
+        accounts::warm();
         Ok(Service {
             pipeline: p,
             store,
@@ -96,6 +136,9 @@ impl Service {
             instance,
             tls,
             live: Default::default(),
+            trusted_proxies,
+            flash: Default::default(),
+            reads: Default::default(),
         })
     }
 
@@ -134,6 +177,8 @@ pub fn access(
         evidence_id: id.map(str::to_string),
         detail: detail.into(),
         client: client.into(),
+        record: None,
+        count: None,
     }
 }
 
@@ -169,7 +214,7 @@ pub async fn serve(p: Pipeline, o: ServeOptions) -> Result<()> {
     }
     let svc = Arc::new(svc);
     let app = web::router(svc.clone());
-    crate::util::http::serve(listener, app, tls.clone())?;
+    crate::util::http::serve_with(listener, app, tls.clone(), svc.trusted_proxies.clone())?;
     tracing::info!(address = %bound, instance = %instance, tls = tls.is_some(), "review service listening");
     std::future::pending::<()>().await;
     Ok(())

@@ -132,11 +132,48 @@ pub struct PackageReport {
     pub evidence_id: String,
     pub package_sha256: String,
     pub files_checked: usize,
+    /// Known only when the review records were checked against a trusted review key.
     pub review_status: Option<Status>,
+    /// The review key the records were checked against, and why it is trusted.
+    pub trusted_review_key: Option<String>,
     pub exported_by: Option<Officer>,
     pub warnings: Vec<String>,
     pub problems: Vec<String>,
     pub ok: bool,
+}
+
+/// The review key a verifier may trust, why, and a warning to show: the one the verifier gave
+/// (`--review-key`), else the package's own key if the worker-signed manifest pins it. A key that
+/// only the package vouches for is never trusted: anyone can make a key, approve a copy of an
+/// item with made-up officers and pack it with their key.
+pub fn trusted_review_key(
+    given: Option<&PublicKey>,
+    packaged: Option<&PublicKey>,
+    pinned: Option<&[String]>,
+) -> Result<(PublicKey, &'static str, Option<String>), String> {
+    if let Some(k) = given {
+        let warning = pinned.filter(|p| !k.ids().iter().any(|id| p.contains(id))).map(|p| {
+            format!(
+                "the review key you gave ({}) is not one the worker-signed manifest pins ({}): checked against yours because you gave it",
+                k.key_id,
+                p.join(", ")
+            )
+        });
+        return Ok((k.clone(), "given with --review-key", warning));
+    }
+    match (packaged, pinned) {
+        (Some(k), Some(p)) if p.contains(&k.key_id) => Ok((k.clone(), "pinned in the worker-signed manifest", None)),
+        (Some(k), Some(p)) => Err(format!(
+            "no trusted review key: the package's review key {} is not the one the worker-signed manifest pins ({}); its approvals are not trusted (give --review-key only for a review key you trust)",
+            k.key_id,
+            p.join(", ")
+        )),
+        (_, None) => Err(
+            "no trusted review key: the manifest pins none (an item made before vigil pinned the review key, or by a worker without `review.pub`) and no --review-key was given; the review records could be signed by anyone, so the item is not shown as approved"
+                .into(),
+        ),
+        (None, Some(_)) => Err("no trusted review key: the package holds no keys/review.pub and no --review-key was given".into()),
+    }
 }
 
 const MAX_PACKAGE: u64 = 8 << 30;
@@ -189,16 +226,25 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
     };
     let packaged_review_key =
         entries.get("keys/review.pub").and_then(|b| PublicKey::parse(&String::from_utf8_lossy(b)).ok());
-    let rk = match (review_key, &packaged_review_key) {
-        (Some(k), _) => k.clone(),
-        (None, Some(k)) => {
-            r.warnings.push(format!(
-                "review records and the extraction record are checked against the key in the package ({}); give --review-key to check them against a key you trust",
-                k.key_id
-            ));
-            k.clone()
+    // the review keys the worker pinned in the manifest it signed (read before anything is
+    // trusted: the manifest's signature is checked with the workers' key)
+    let pinned: Option<Vec<String>> = match (entries.get("manifest.json"), entries.get("manifest.sig")) {
+        (Some(mb), Some(ms)) => {
+            crate::signing::open::<Manifest>(mb, ms, worker_key).ok().and_then(|m| m.signing.review_key_ids)
         }
-        (None, None) => bail!("package: no review key (give --review-key)"),
+        _ => None,
+    };
+    let rk = match trusted_review_key(review_key, packaged_review_key.as_ref(), pinned.as_deref()) {
+        Ok((k, why, warning)) => {
+            r.trusted_review_key = Some(format!("{} ({why})", k.key_id));
+            r.warnings.extend(warning);
+            k
+        }
+        Err(why) => {
+            r.problems.push(why);
+            r.ok = false;
+            return Ok(r);
+        }
     };
     match crate::signing::open::<ExtractionRecord>(rec, sig, &rk) {
         Err(e) => r.problems.push(format!("extraction record: {e:#}")),

@@ -32,7 +32,8 @@ pub struct Sessions {
     hours: f64,
 }
 
-fn random_token() -> String {
+/// 256 random bits, base64url.
+pub fn random_token() -> String {
     let mut b = [0u8; 32];
     getrandom::getrandom(&mut b).expect("randomness");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -98,13 +99,15 @@ impl Sessions {
 pub struct LoginLimiter {
     max: u32,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Attempts refused while locked out, per (account, address), since the one that was logged.
+    refused: Mutex<HashMap<String, u64>>,
 }
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl LoginLimiter {
     pub fn new(max: u32) -> LoginLimiter {
-        LoginLimiter { max, failures: Mutex::new(HashMap::new()) }
+        LoginLimiter { max, failures: Mutex::new(HashMap::new()), refused: Mutex::new(HashMap::new()) }
     }
 
     fn count(&self, k: &str) -> u32 {
@@ -125,6 +128,31 @@ impl LoginLimiter {
         for k in [format!("user:{user}"), format!("addr:{client}")] {
             m.entry(k).or_default().push(Instant::now());
         }
+    }
+
+    /// Counts an attempt refused while locked out; true for the first of a lockout, which is
+    /// logged (the rest are counted, and logged as one entry when the lockout ends, so a flood of
+    /// attempts cannot flood the signed log).
+    pub fn refused(&self, user: &str, client: &str) -> bool {
+        let mut m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        match m.get_mut(&format!("{user}|{client}")) {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => {
+                m.insert(format!("{user}|{client}"), 0);
+                true
+            }
+        }
+    }
+
+    /// The attempts refused after the logged one, once the lockout has ended (then forgotten).
+    pub fn take_refused(&self, user: &str, client: &str) -> u64 {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{user}|{client}")).unwrap_or(0)
     }
 
     pub fn succeeded(&self, user: &str) {
@@ -173,5 +201,10 @@ mod tests {
         assert!(!l.allowed("zed", "10.0.0.1"), "the address is limited after 4x the allowance");
         l.succeeded("alice");
         assert!(l.allowed("alice", "10.0.0.3"));
+        // refusals while locked out: the first is logged, the rest counted
+        assert!(l.refused("zed", "10.0.0.1"));
+        assert!(!l.refused("zed", "10.0.0.1") && !l.refused("zed", "10.0.0.1"));
+        assert_eq!(l.take_refused("zed", "10.0.0.1"), 2);
+        assert_eq!(l.take_refused("zed", "10.0.0.1"), 0);
     }
 }

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_full: Gauge,
+    pub review_logins_refused: Counter,
     /// Inference runs of every model and their total time, µs (the status report's mean).
     pub inference_runs: std::sync::atomic::AtomicU64,
     pub inference_us: std::sync::atomic::AtomicU64,
@@ -94,6 +95,7 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_full: Gauge::default(),
+            review_logins_refused: Counter::default(),
             inference_runs: Default::default(),
             inference_us: Default::default(),
             registry: Registry::default(),
@@ -150,6 +152,11 @@ impl Metrics {
         );
         r.register("vigil_spool_bytes", "Bytes of evidence waiting in the spool for upload", m.spool_bytes.clone());
         r.register("vigil_spool_full", "1 while the spool is full and new clips are not cut", m.spool_full.clone());
+        r.register(
+            "vigil_review_logins_refused",
+            "Review logins refused because the account or address was locked out",
+            m.review_logins_refused.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 

@@ -16,6 +16,8 @@ pub enum Subject {
     Review { site: String, camera: String },
     /// `vigil.audit.<site>.<camera>`: a rule change applied or rejected (`_pipeline` for the file).
     Audit { site: String, camera: String },
+    /// `vigil.access.<site>.log`: the review service's signed access-log head (`camera` is `log`).
+    Access { site: String, camera: String },
 }
 
 /// The subjects of the stream (`vigil.>`).
@@ -60,6 +62,9 @@ impl Subject {
     pub fn audit(site: &str, camera: &str) -> Subject {
         Subject::Audit { site: site.into(), camera: camera.into() }
     }
+    pub fn access(site: &str) -> Subject {
+        Subject::Access { site: site.into(), camera: "log".into() }
+    }
 
     fn parts(&self) -> (&'static str, &str, &str) {
         match self {
@@ -68,6 +73,7 @@ impl Subject {
             Subject::Chain { site, camera } => ("chain", site, camera),
             Subject::Review { site, camera } => ("review", site, camera),
             Subject::Audit { site, camera } => ("audit", site, camera),
+            Subject::Access { site, camera } => ("access", site, camera),
         }
     }
 
@@ -94,6 +100,7 @@ impl Subject {
             "chain" => Subject::Chain { site, camera },
             "review" => Subject::Review { site, camera },
             "audit" => Subject::Audit { site, camera },
+            "access" => Subject::Access { site, camera },
             _ => return None,
         })
     }

@@ -38,9 +38,46 @@ pub fn check_label(what: &str, value: &str, min: usize, max: usize) -> Result<()
     Ok(())
 }
 
+/// Whether `c` is invisible: a Unicode default-ignorable code point (zero-width spaces and
+/// joiners, bidi controls, variation selectors, soft hyphen, ...) or a format character.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF
+        | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+}
+
+/// An identifier as people mean it, for comparing two of them: Unicode NFKC (full-width and
+/// compatibility forms folded), lower case, with invisible and control characters and blanks
+/// removed. `JS-2026-0001`, `js-2026-0001`, `ＪＳ－２０２６－０００１` and `JS-2026-0001` followed by a
+/// zero-width space are one id.
+pub fn normalize_id(s: &str) -> String {
+    let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(s);
+    nfkc.chars()
+        .filter(|c| !c.is_control() && !is_invisible(*c) && !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_that_look_alike_normalise_to_one() {
+        let a = normalize_id("JS-2026-0001");
+        for v in [
+            "js-2026-0001",
+            "JS-2026-0001\u{200b}",
+            "ＪＳ－２０２６－０００１",
+            " JS-2026-0001 ",
+            "JS\u{2060}-2026-0001",
+        ] {
+            assert_eq!(normalize_id(v), a, "{v:?}");
+        }
+        assert_ne!(normalize_id("JS-2026-0002"), a);
+        assert!(is_invisible('\u{200b}') && is_invisible('\u{feff}') && !is_invisible('J'));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {

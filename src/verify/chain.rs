@@ -95,6 +95,7 @@ pub(super) async fn walk_chain(
     let max_index = index.keys().next_back().copied().unwrap_or(0);
     let last = max_item.max(max_index).max(checkpoint.as_ref().map_or(0, |c| c.last_seq));
     let mut expired = Vec::new();
+    let mut expired_ids = Vec::new();
     for seq in 1..=last {
         let here = by_seq.get(&seq);
         let idx = index.get(&seq);
@@ -103,6 +104,7 @@ pub(super) async fn walk_chain(
                 let until = DateTime::parse_from_rfc3339(&e.retain_until_utc).map(|t| t.with_timezone(&Utc));
                 if until.is_ok_and(|u| u <= now) {
                     expired.push(seq);
+                    expired_ids.push(e.evidence_id.clone());
                 } else if seq > max_item {
                     problems.push(prob(Some(seq), Some(&e.evidence_id), format!(
                         "missing from the end of the chain: the chain index and {} say it exists, its manifest is gone (item deleted)",
@@ -198,6 +200,7 @@ pub(super) async fn walk_chain(
         checkpoint_seq: checkpoint.as_ref().map(|c| c.last_seq),
         checkpoint_time_utc: checkpoint.map(|c| c.time_utc),
         expired,
+        expired_ids,
     };
     (summary, problems, warnings)
 }

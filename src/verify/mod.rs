@@ -19,6 +19,7 @@ use crate::util::sha256_hex;
 mod chain;
 pub mod reviewer;
 pub mod reviews;
+mod stream;
 
 pub use reviewer::{Fetched, ListFilter, Listed, get, list, unseal};
 
@@ -53,6 +54,9 @@ pub struct ChainSummary {
     pub checkpoint_seq: Option<u64>,
     pub checkpoint_time_utc: Option<String>,
     pub expired: Vec<u64>,
+    /// The evidence ids of the expired positions.
+    #[serde(skip)]
+    pub expired_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -68,6 +72,9 @@ pub struct Report {
     pub reviews: Vec<reviews::ItemReview>,
     /// Entries of the review service's access log checked.
     pub access_log_entries: usize,
+    /// The independent copies the store was compared with (the stream's checkpoints and
+    /// events, the access log's published head).
+    pub checked_against: Vec<String>,
     pub ok: bool,
 }
 
@@ -98,6 +105,9 @@ impl Report {
         }
         if self.access_log_entries > 0 {
             s += &format!("access log: {} entries, chain and signatures checked\n", self.access_log_entries);
+        }
+        for c in &self.checked_against {
+            s += &format!("compared with {c}\n");
         }
         for w in &self.warnings {
             s += &format!("WARNING {w}\n");
@@ -302,20 +312,90 @@ pub async fn verify_with_reviews(
     scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<Report> {
+    verify_against(store, key, review_key, None, scope, now).await
+}
+
+/// [`verify_with_reviews`], and with NATS (endpoint, stream) also against what the stream holds:
+/// each camera's newest checkpoint and evidence event, and the access log's published head, so
+/// that removing the newest items (with their index entries and checkpoints) or the newest log
+/// entries from the store shows.
+pub async fn verify_against(
+    store: &Store,
+    key: &PublicKey,
+    review_key: Option<&PublicKey>,
+    nats: Option<&(crate::util::nats::Endpoint, String)>,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<Report> {
     let (mut report, items) = verify_items(store, key, scope, now).await?;
+    if let Some(n) = nats {
+        stream::compare_chains(&mut report, key, n).await;
+    }
+    let reviewed = items.iter().any(|i| !i.reviews.is_empty());
     let Some(rk) = review_key else {
-        if items.iter().any(|i| !i.reviews.is_empty()) {
-            report
-                .warnings
-                .push("review records present, but no review public key given to check them (--review-key)".into());
+        if reviewed {
+            report.problems.push(Problem {
+                camera: "-".into(),
+                evidence_id: None,
+                seq: None,
+                what: "review records present, but no trusted review key to check them (--review-key, or `review.pub` beside the pipeline's `[review] key`): no item is shown as approved".into(),
+            });
+            report.ok = false;
         }
         return Ok(report);
     };
+    // the access logs first: they commit to decisions and name the items officers saw
+    let sites: BTreeSet<String> = items.iter().map(|i| i.site.clone()).collect();
+    let mut logs = Vec::new();
+    for site in sites {
+        let mut log = crate::audit_log::read(store, rk, &site).await?;
+        if let Some((n, stream)) = nats
+            && let Err(e) = crate::audit_log::check_stream_head(store, &mut log, (n, stream), &site, rk).await
+        {
+            report.warnings.push(format!("access log of {site}: not compared with the stream: {e:#}"));
+        }
+        report.access_log_entries += log.entries.len();
+        if let Some(h) = &log.head_checked {
+            report.checked_against.push(format!("access log of {site}: head {h}"));
+        }
+        for p in &log.problems {
+            report.problems.push(Problem {
+                camera: "-".into(),
+                evidence_id: None,
+                seq: None,
+                what: format!("access log: {p}"),
+            });
+        }
+        logs.push(log);
+    }
+    let mut by_item: BTreeMap<&str, Vec<&crate::audit_log::AccessEntry>> = BTreeMap::new();
+    for e in logs.iter().flat_map(|l| &l.entries) {
+        if let Some(id) = &e.evidence_id {
+            by_item.entry(id.as_str()).or_default().push(e);
+        }
+    }
     for it in &items {
         if scope.evidence_id.as_ref().is_some_and(|id| id != &it.id) || it.manifest.is_none() {
             continue;
         }
-        let (records, problems) = reviews::read_records(store, rk, it).await;
+        let (records, hashes, mut problems) = reviews::read_records_hashed(store, rk, it).await;
+        let logged = by_item.get(it.id.as_str()).cloned().unwrap_or_default();
+        let (p, w) = reviews::check_against_log(&records, &hashes, &logged);
+        problems.extend(p);
+        report.warnings.extend(w.into_iter().map(|w| format!("evidence {}: {w}", it.id)));
+        // the worker pinned the review keys that may decide on this item
+        if let Some(pins) = it.manifest.as_ref().and_then(|m| m.signing.review_key_ids.as_ref()) {
+            for r in &records {
+                if !pins.contains(&r.key_id) {
+                    problems.push(format!(
+                        "review record {:04}: signed by review key {}, which the worker-signed manifest does not pin ({})",
+                        r.n,
+                        r.key_id,
+                        pins.join(", ")
+                    ));
+                }
+            }
+        }
         for p in problems {
             report.problems.push(Problem {
                 camera: it.camera.clone(),
@@ -330,17 +410,24 @@ pub async fn verify_with_reviews(
             decisions: records.len(),
         });
     }
-    let sites: BTreeSet<String> = items.iter().map(|i| i.site.clone()).collect();
-    for site in sites {
-        let log = crate::audit_log::read(store, rk, &site).await?;
-        report.access_log_entries += log.entries.len();
-        for p in log.problems {
-            report.problems.push(Problem {
-                camera: "-".into(),
-                evidence_id: None,
-                seq: None,
-                what: format!("access log: {p}"),
-            });
+    // an item the access log names must still be in the store, unless retention removed it
+    if scope.evidence_id.is_none() && scope.camera.is_none() {
+        let stored: BTreeSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let expired: BTreeSet<&str> =
+            report.chains.iter().flat_map(|c| c.expired_ids.iter().map(String::as_str)).collect();
+        for (id, entries) in &by_item {
+            if !stored.contains(id) && !expired.contains(id) {
+                let e = entries[0];
+                report.problems.push(Problem {
+                    camera: "-".into(),
+                    evidence_id: Some(id.to_string()),
+                    seq: None,
+                    what: format!(
+                        "named in the signed access log (entry {}, {:?} at {}) but not in the store, and no retention removed it (item deleted)",
+                        e.seq, e.action, e.time_utc
+                    ),
+                });
+            }
         }
     }
     report.ok = report.problems.is_empty();

@@ -21,6 +21,16 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The item's review records that verify, in order, and the problems found.
 pub async fn read_records(store: &Store, key: &PublicKey, it: &Item) -> (Vec<ReviewRecord>, Vec<String>) {
+    let (records, _, problems) = read_records_hashed(store, key, it).await;
+    (records, problems)
+}
+
+/// [`read_records`], with the SHA-256 of each record's stored bytes (by its `n`).
+pub async fn read_records_hashed(
+    store: &Store,
+    key: &PublicKey,
+    it: &Item,
+) -> (Vec<ReviewRecord>, std::collections::BTreeMap<u32, String>, Vec<String>) {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let mut jsons: Vec<&String> = it.reviews.iter().filter(|f| f.ends_with(".json")).collect();
@@ -38,9 +48,45 @@ pub async fn read_records(store: &Store, key: &PublicKey, it: &Item) -> (Vec<Rev
         let sig = store.get(&k.replace(".json", ".sig")).await.ok().map(|b| b.to_vec());
         files.push((f.to_string(), bytes.to_vec(), sig));
     }
+    let hashes = files.iter().enumerate().map(|(i, (_, b, _))| (i as u32 + 1, crate::util::sha256_hex(b))).collect();
     let (records, more) = check_records(&files, key, &it.id, it.manifest_hash.as_deref());
     problems.extend(more);
-    (records, problems)
+    (records, hashes, problems)
+}
+
+/// What the access log says of an item's decisions, against its records: a decision the log
+/// committed to (its number, and from vigil 0.2 its SHA-256) must be in the store as logged.
+/// Returns (problems, warnings): a record missing or replaced is a problem; a record the log
+/// does not mention is a warning (a crash between writing the record and its log entry, or a
+/// log from before decisions were logged with their record).
+pub fn check_against_log(
+    records: &[ReviewRecord],
+    hashes: &std::collections::BTreeMap<u32, String>,
+    logged: &[&crate::audit_log::AccessEntry],
+) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    let mut mentioned = std::collections::BTreeSet::new();
+    for e in logged {
+        let Some((n, sha)) = e.decision_record() else { continue };
+        mentioned.insert(n);
+        match (records.iter().find(|r| r.n == n), hashes.get(&n)) {
+            (None, _) => problems.push(format!(
+                "review record {n:04}: the signed access log (entry {}, {}) records decision {n} by {}, the store has no such record (deleted)",
+                e.seq, e.time_utc, e.officer_id
+            )),
+            (Some(_), Some(h)) if sha.is_some_and(|s| s != h) => problems.push(format!(
+                "review record {n:04}: differs from the one the signed access log (entry {}) committed to (record replaced)",
+                e.seq
+            )),
+            _ => {}
+        }
+    }
+    for r in records {
+        if !mentioned.contains(&r.n) {
+            warnings.push(format!("review record {:04}: no access-log entry names it", r.n));
+        }
+    }
+    (problems, warnings)
 }
 
 /// A review record file: (name, bytes, its signature's bytes).

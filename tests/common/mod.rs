@@ -1026,6 +1026,8 @@ pub fn assert_published_schema(subject: &str, payload: &serde_json::Value) {
         "vigil.checkpoint-event.v1"
     } else if subject.starts_with("vigil.review.") {
         "vigil.review-event.v1"
+    } else if subject.starts_with("vigil.access.") {
+        "vigil.access-head-event.v1"
     } else {
         return;
     };

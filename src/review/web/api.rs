@@ -10,13 +10,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::{ApiError, Authed, can_read, check_csrf, clear_cookie, client, require, session_cookie};
+use super::{ApiError, Authed, Caller, can_read, check_csrf, clear_cookie, require, session_cookie};
 use crate::audit_log::{Action, Outcome};
 use crate::review::accounts::Role;
 use crate::review::decide::{DecideError, DecisionRequest, decide};
 use crate::review::items::{Filter, ItemView, check_filter, load, queue, valid_id};
 use crate::review::{Service, access};
-use crate::util::http::ClientAddr;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,11 +41,23 @@ pub enum LoginOutcome {
 
 pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) -> Result<LoginOutcome, ApiError> {
     let name: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+    let accounts = svc.accounts().map_err(ApiError::internal)?;
+    // what was typed as the name is logged only if it is an account's: a password typed into
+    // the name field never reaches the signed log
+    let logged_name = if accounts.get(&name).is_some() { name.as_str() } else { "" };
     if !svc.limiter.allowed(&name, client) {
-        svc.record(denied_login(&name, "too many failed attempts", client)).await;
+        crate::telemetry::metrics::get().review_logins_refused.inc();
+        if svc.limiter.refused(logged_name, client) {
+            let why = "locked out after too many failed attempts; further attempts are counted and logged as one entry";
+            svc.record(denied_login(logged_name, why, client, None)).await;
+        }
         return Ok(LoginOutcome::Limited);
     }
-    let accounts = svc.accounts().map_err(ApiError::internal)?;
+    let held = svc.limiter.take_refused(logged_name, client);
+    if held > 0 {
+        let why = format!("{held} more attempts refused while locked out");
+        svc.record(denied_login(logged_name, &why, client, Some(held))).await;
+    }
     match accounts.authenticate(&name, password) {
         Some(u) => {
             svc.limiter.succeeded(&name);
@@ -56,19 +67,17 @@ pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) 
         }
         None => {
             svc.limiter.failed(&name, client);
-            svc.record(denied_login(&name, "wrong user name or password", client)).await;
+            let why =
+                if logged_name.is_empty() { "no such account" } else { "wrong password, or the account is disabled" };
+            svc.record(denied_login(logged_name, why, client, None)).await;
             Ok(LoginOutcome::Wrong)
         }
     }
 }
 
-pub async fn login(
-    State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn login(State(svc): State<Arc<Service>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let r: LoginRequest = json(&body)?;
-    match try_login(&svc, &r.user, &r.password, &client(&addr)).await? {
+    match try_login(&svc, &r.user, &r.password, &caller.0).await? {
         LoginOutcome::Ok(token, csrf) => {
             let mut resp = axum::Json(serde_json::json!({ "csrf": csrf, "user": r.user })).into_response();
             let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
@@ -82,15 +91,11 @@ pub async fn login(
     }
 }
 
-pub async fn logout(
-    State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
-    h: HeaderMap,
-) -> Result<Response, ApiError> {
+pub async fn logout(State(svc): State<Arc<Service>>, caller: Caller, h: HeaderMap) -> Result<Response, ApiError> {
     let a = require(&svc, &h).await?;
     check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     svc.sessions.end(&a.token).await.map_err(ApiError::internal)?;
-    svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &client(&addr))).await;
+    svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &caller.0)).await;
     let mut resp = axum::Json(serde_json::json!({ "ok": true })).into_response();
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie(svc.tls)).expect("cookie"));
     Ok(resp)
@@ -143,18 +148,18 @@ async fn readable_item(svc: &Service, h: &HeaderMap, id: &str) -> Result<(Authed
 pub async fn get_item(
     State(svc): State<Arc<Service>>,
     Path(id): Path<String>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (a, v) = readable_item(&svc, &h, &id).await?;
-    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "api", &client(&addr))).await;
+    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "api", &caller.0)).await;
     Ok(axum::Json(item_json(&v)).into_response())
 }
 
 pub async fn decision(
     State(svc): State<Arc<Service>>,
     Path(id): Path<String>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -162,14 +167,14 @@ pub async fn decision(
     check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     if a.user.role != Role::Reviewer {
         let detail = "only reviewers decide";
-        svc.record(access(&a.user, Action::Decision, Outcome::Denied, Some(&id), detail, &client(&addr))).await;
+        svc.record(access(&a.user, Action::Decision, Outcome::Denied, Some(&id), detail, &caller.0)).await;
         return Err(ApiError::forbidden("only the reviewer role decides"));
     }
     if !valid_id(&id) {
         return Err(ApiError::not_found());
     }
     let req: DecisionRequest = json(&body)?;
-    match decide(&svc, &a.user, &id, &req, &client(&addr)).await {
+    match decide(&svc, &a.user, &id, &req, &caller.0).await {
         Ok((record, status)) => {
             Ok(axum::Json(serde_json::json!({ "record": record, "status": status })).into_response())
         }
@@ -190,7 +195,7 @@ pub async fn decision(
 pub async fn package(
     State(svc): State<Arc<Service>>,
     Path(id): Path<String>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (a, v) = readable_item(&svc, &h, &id).await?;
@@ -200,12 +205,11 @@ pub async fn package(
             format!("the item fails verification: {}", v.verification.problems.join("; ")),
         ));
     }
-    let p = match crate::review::package::export(&svc, &a.user, &v, &client(&addr)).await {
+    let p = match crate::review::package::export(&svc, &a.user, &v, &caller.0).await {
         Ok(p) => p,
         Err(e) => {
             let why = format!("{e:#}");
-            svc.record(access(&a.user, Action::PackageExported, Outcome::Denied, Some(&id), &why, &client(&addr)))
-                .await;
+            svc.record(access(&a.user, Action::PackageExported, Outcome::Denied, Some(&id), &why, &caller.0)).await;
             return Err(ApiError(StatusCode::CONFLICT, why));
         }
     };
@@ -215,7 +219,7 @@ pub async fn package(
         Outcome::Ok,
         Some(&id),
         &format!("sha256 {}", p.sha256),
-        &client(&addr),
+        &caller.0,
     ))
     .await;
     let mut resp = (StatusCode::OK, p.bytes).into_response();
@@ -229,23 +233,39 @@ pub async fn package(
     Ok(resp)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPage {
+    page: Option<usize>,
+    size: Option<usize>,
+}
+
+/// `GET /api/audit?page=&size=`: one page of the access log, newest first (`size` at most 1000,
+/// default 200), each entry's signature and the links inside the page checked; `total` entries.
+/// `vigil review audit` checks the whole log.
 pub async fn audit(
     State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
+    q: Result<Query<AuditPage>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let a = require(&svc, &h).await?;
     if !matches!(a.user.role, Role::Auditor | Role::Admin) {
         return Err(ApiError::forbidden("the access log is for auditors and admins"));
     }
-    let log =
-        crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site()).await.map_err(ApiError::internal)?;
-    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "api", &client(&addr))).await;
-    Ok(axum::Json(serde_json::json!({ "entries": log.entries, "problems": log.problems })).into_response())
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (page, size) = (q.page.unwrap_or(1).max(1), q.size.unwrap_or(200).clamp(1, 1000));
+    let (entries, total, problems) =
+        crate::audit_log::read_page(&svc.store, &svc.signer.public_key(), svc.site(), page, size, |_| true)
+            .await
+            .map_err(ApiError::internal)?;
+    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "api", &caller.0)).await;
+    Ok(axum::Json(serde_json::json!({ "entries": entries, "problems": problems, "total": total, "page": page }))
+        .into_response())
 }
 
-/// The access-log entry of a refused login (`name` as typed).
-fn denied_login(name: &str, detail: &str, client: &str) -> crate::audit_log::Access {
+/// The access-log entry of a refused login (`name`: the account's, or empty when none has it).
+fn denied_login(name: &str, detail: &str, client: &str, count: Option<u64>) -> crate::audit_log::Access {
     crate::audit_log::Access {
         user: name.into(),
         officer_id: String::new(),
@@ -255,5 +275,7 @@ fn denied_login(name: &str, detail: &str, client: &str) -> crate::audit_log::Acc
         evidence_id: None,
         detail: detail.into(),
         client: client.into(),
+        record: None,
+        count,
     }
 }

@@ -1,5 +1,8 @@
 //! An item's files in the page: the clip plays with HTTP range requests, the snapshots show. Each
-//! fetch checks the file against the item's signed manifest first.
+//! fetch checks the file against the item's signed manifest first. Every byte served is in the
+//! access log: a session's reads of one file are one `file_read` entry (naming the first range)
+//! per [`RANGE_SESSION`], so a player's many range requests neither go unlogged nor flood the
+//! log; `clip_played` is logged when the page's player starts playing ([`played`]).
 
 use std::sync::Arc;
 
@@ -7,11 +10,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, can_read, client, require};
+use super::{ApiError, Caller, can_read, require};
 use crate::audit_log::{Action, Outcome};
 use crate::review::Service;
 use crate::review::items::valid_id;
-use crate::util::http::ClientAddr;
+
+/// How long one access-log entry covers a session's reads of one file.
+pub const RANGE_SESSION: std::time::Duration = std::time::Duration::from_secs(600);
 
 const FILES: [(&str, &str); 3] =
     [("clip.mp4", "video/mp4"), ("snapshot.jpg", "image/jpeg"), ("snapshot-annotated.jpg", "image/jpeg")];
@@ -31,7 +36,7 @@ fn range(h: &HeaderMap, len: u64) -> Option<std::ops::Range<u64>> {
 pub async fn file(
     State(svc): State<Arc<Service>>,
     Path((id, name)): Path<(String, String)>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let a = require(&svc, &h).await?;
@@ -63,10 +68,26 @@ pub async fn file(
     }
     let len = bytes.len() as u64;
     let r = range(&h, len);
-    let first = r.as_ref().is_none_or(|r| r.start == 0);
-    if first {
-        let action = if name == "clip.mp4" { Action::ClipPlayed } else { Action::FileDownloaded };
-        svc.record(crate::review::access(&a.user, action, Outcome::Ok, Some(&id), &name, &client(&addr))).await;
+    let read = (crate::util::sha256_hex(a.token.as_bytes()), id.clone(), name.clone());
+    let log_now = {
+        let mut m = svc.reads.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| t.elapsed() < RANGE_SESSION);
+        match m.get(&read) {
+            Some(_) => false,
+            None => {
+                m.insert(read, std::time::Instant::now());
+                true
+            }
+        }
+    };
+    if log_now {
+        let what = match &r {
+            Some(r) => {
+                format!("{name} bytes {}-{} of {len} (and this session's further reads for 10 min)", r.start, r.end - 1)
+            }
+            None => format!("{name}, {len} bytes"),
+        };
+        svc.record(crate::review::access(&a.user, Action::FileRead, Outcome::Ok, Some(&id), &what, &caller.0)).await;
     }
     let mut resp = match r {
         Some(r) => {
@@ -91,4 +112,25 @@ pub async fn file(
     hd.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hd.insert("x-sha256", HeaderValue::from_str(&art.sha256).expect("hex"));
     Ok(resp)
+}
+
+/// `POST /evidence/{id}/played` (x-csrf-token): the page's player started playing the clip.
+pub async fn played(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+    caller: Caller,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = require(&svc, &h).await?;
+    super::check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    if !can_read(a.user.role) {
+        return Err(ApiError::forbidden("this role does not read evidence"));
+    }
+    if !valid_id(&id)
+        || !crate::verify::list_items(&svc.store).await.map_err(ApiError::internal)?.iter().any(|i| i.id == id)
+    {
+        return Err(ApiError::not_found());
+    }
+    svc.record(crate::review::access(&a.user, Action::ClipPlayed, Outcome::Ok, Some(&id), "clip.mp4", &caller.0)).await;
+    Ok(axum::Json(serde_json::json!({ "ok": true })).into_response())
 }

@@ -45,6 +45,7 @@ impl Lang {
             "user" => ("用户名", "User"),
             "password" => ("密码", "Password"),
             "login_failed" => ("用户名或密码错误", "Wrong user name or password"),
+            "login_expired" => ("登录页面已过期，请重新登录", "The login form expired; please log in again"),
             "too_many" => ("失败次数过多，请稍后再试", "Too many failed attempts; try again later"),
             "queue" => ("待审队列", "Queue"),
             "audit" => ("访问日志", "Access log"),

@@ -20,13 +20,12 @@ use maud::html;
 
 use super::ops::{change_rule, is_ops, ops_only};
 use super::pages::{LangQuery, forbidden, local, page, page_auth};
-use super::{ApiError, check_csrf, client, require};
+use super::{ApiError, Caller, check_csrf, require};
 use crate::audit_log::{Action, Outcome};
 use crate::control::live::SnapshotAsk;
 use crate::control::overrides;
 use crate::privacy::{NormPoint, Polygon, PrivacyMask};
 use crate::review::{Service, access};
-use crate::util::http::ClientAddr;
 
 /// The mask a camera runs with, as the console sees it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -215,7 +214,7 @@ pub async fn snapshot(
     h: HeaderMap,
     Path(camera): Path<String>,
     q: Query<SnapshotQuery>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let a = require(&svc, &h).await?;
     let unmasked = q.unmasked.as_deref().is_some_and(|v| v == "1" || v == "true");
@@ -227,7 +226,7 @@ pub async fn snapshot(
                 Outcome::Denied,
                 None,
                 &camera_detail(&camera),
-                &client(&addr),
+                &caller.0,
             );
             svc.record(entry).await;
         }
@@ -238,7 +237,7 @@ pub async fn snapshot(
     }
     if unmasked {
         let entry =
-            access(&a.user, Action::UnmaskedViewRequested, Outcome::Ok, None, &camera_detail(&camera), &client(&addr));
+            access(&a.user, Action::UnmaskedViewRequested, Outcome::Ok, None, &camera_detail(&camera), &caller.0);
         svc.record(entry).await;
     }
     let ask = SnapshotAsk { unmasked, by: a.user.name.clone(), reason: "ops console: drawing a mask".into() };
@@ -301,14 +300,13 @@ pub async fn save_mask(
     State(svc): State<Arc<Service>>,
     h: HeaderMap,
     Path(camera): Path<String>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     body: axum::Json<MaskBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let a = require(&svc, &h).await?;
     check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     if let Err(e) = ops_only(&a) {
-        let entry =
-            access(&a.user, Action::MaskChanged, Outcome::Denied, None, &camera_detail(&camera), &client(&addr));
+        let entry = access(&a.user, Action::MaskChanged, Outcome::Denied, None, &camera_detail(&camera), &caller.0);
         svc.record(entry).await;
         return Err(e);
     }
@@ -348,7 +346,7 @@ pub async fn save_mask(
         }
         None => format!("{}: back to the mask file, KV revision {rev}", camera_detail(&camera)),
     };
-    svc.record(access(&a.user, Action::MaskChanged, Outcome::Ok, None, &detail, &client(&addr))).await;
+    svc.record(access(&a.user, Action::MaskChanged, Outcome::Ok, None, &detail, &caller.0)).await;
     tracing::info!(user = %by, camera, revision = rev, sha256 = sha.as_deref().unwrap_or("(file)"), "ops console: privacy mask written");
     let source = match &sha {
         Some(_) => format!("kv:{bucket}/{}.{camera}@{rev}", svc.site()),
@@ -374,16 +372,13 @@ pub async fn save_zone(
     State(svc): State<Arc<Service>>,
     h: HeaderMap,
     Path((camera, rule)): Path<(String, String)>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     body: axum::Json<ZoneBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let a = require(&svc, &h).await?;
     check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     let mut set = serde_json::Map::new();
     set.insert("zone".into(), serde_json::json!(body.points));
-    let rev = change_rule(&svc, &a, &camera, &rule, set, &body.reason).await?;
-    let detail =
-        format!("{}: zone of rule {rule}, {} points, KV revision {rev}", camera_detail(&camera), body.points.len());
-    svc.record(access(&a.user, Action::ThresholdChanged, Outcome::Ok, None, &detail, &client(&addr))).await;
+    let rev = change_rule(&svc, &a, &camera, &rule, set, &body.reason, &caller.0).await?;
     Ok(axum::Json(serde_json::json!({ "camera": camera, "rule": rule, "revision": rev, "by": a.user.name })))
 }

@@ -54,8 +54,84 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
         .route("/api/ops/snapshot/{camera}", get(masks::snapshot))
         .route("/api/ops/masks/{camera}", get(masks::get_masks).post(masks::save_mask))
         .route("/api/ops/zones/{camera}/{rule}", post(masks::save_zone))
+        .route("/evidence/{id}/played", post(files::played))
+        .layer(axum::middleware::from_fn_with_state(svc.clone(), same_origin))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(svc)
+}
+
+/// The client's address: the connection's peer, or behind a trusted proxy the address it
+/// forwards for ([`crate::util::http::client_ip`]).
+pub struct Caller(pub String);
+
+impl axum::extract::FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        svc: &Arc<Service>,
+    ) -> Result<Caller, std::convert::Infallible> {
+        Ok(Caller(match parts.extensions.get::<ClientAddr>() {
+            Some(a) => crate::util::http::client_ip(a.0.ip(), &parts.headers, &svc.trusted_proxies).to_string(),
+            None => "?".into(),
+        }))
+    }
+}
+
+/// The host a browser addressed: `Host`, or behind a trusted proxy `X-Forwarded-Host`.
+fn addressed_hosts(svc: &Service, req: &axum::extract::Request) -> Vec<String> {
+    let h = req.headers();
+    let mut hosts: Vec<String> =
+        h.get(header::HOST).and_then(|v| v.to_str().ok()).map(|v| vec![v.to_ascii_lowercase()]).unwrap_or_default();
+    let from_proxy =
+        req.extensions().get::<ClientAddr>().is_some_and(|a| svc.trusted_proxies.iter().any(|t| t.contains(a.0.ip())));
+    if from_proxy && let Some(f) = h.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
+        hosts.extend(f.split(',').map(|x| x.trim().to_ascii_lowercase()));
+    }
+    hosts
+}
+
+/// A state-changing request from another site is refused (login CSRF included): a browser names
+/// the page's origin in `Origin` (or `Referer`) on every POST, and it must be this service's.
+/// A request with neither is not from a browser page (the API's clients) and goes on; the login
+/// form also carries a pre-session token, and the API takes JSON only.
+async fn same_origin(
+    axum::extract::State(svc): axum::extract::State<Arc<Service>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let h = req.headers();
+        let claimed =
+            h.get(header::ORIGIN).or_else(|| h.get(header::REFERER)).map(|v| v.to_str().unwrap_or("null").to_string());
+        if let Some(o) = claimed {
+            let host = url::Url::parse(&o).ok().and_then(|u| {
+                let host = u.host_str()?.to_ascii_lowercase();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            });
+            if !host.is_some_and(|x| addressed_hosts(&svc, &req).contains(&x)) {
+                tracing::warn!(origin = %crate::util::printable(&o, 120), path = %req.uri().path(), "refused a request from another site (Origin/Referer)");
+                return ApiError::forbidden("cross-site request refused (its Origin is not this service)")
+                    .into_response();
+            }
+        }
+        if req.uri().path().starts_with("/api/")
+            && !h
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+        {
+            return ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the API takes JSON (content-type: application/json)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -106,11 +182,6 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The client's address (as the listener saw it).
-pub fn client(addr: &Option<axum::Extension<ClientAddr>>) -> String {
-    addr.as_ref().map(|a| a.0.0.ip().to_string()).unwrap_or_else(|| "?".into())
-}
-
 /// An authenticated request.
 pub struct Authed {
     pub user: User,
@@ -123,7 +194,11 @@ pub async fn authenticate(svc: &Service, h: &HeaderMap) -> Result<Option<Authed>
     let Some(token) = cookie(h, COOKIE) else { return Ok(None) };
     let Some(session) = svc.sessions.get(token).await.map_err(ApiError::internal)? else { return Ok(None) };
     let accounts = svc.accounts().map_err(ApiError::internal)?;
-    let Some(user) = accounts.get(&session.user).filter(|u| !u.disabled).cloned() else { return Ok(None) };
+    let Some(user) =
+        accounts.get(&session.user).filter(|u| !u.disabled && u.session_valid(&session.created_utc)).cloned()
+    else {
+        return Ok(None);
+    };
     Ok(Some(Authed { user, session, token: token.into() }))
 }
 
@@ -140,8 +215,9 @@ pub fn check_csrf(a: &Authed, given: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub(super) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// Roles that may read evidence.

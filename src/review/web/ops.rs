@@ -213,6 +213,8 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
         return forbidden(lang, &a.user);
     }
     let (rules, problem) = rules_now(&svc).await;
+    let flash =
+        svc.flash.lock().unwrap_or_else(|p| p.into_inner()).remove(&crate::util::sha256_hex(a.token.as_bytes()));
     let curve = eval_curve(&svc);
     let history = match &svc.pipeline.nats {
         Some(n) => {
@@ -228,7 +230,7 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
     let body = html! {
         h2 { (lang.t("rules")) " · " (svc.site()) }
         @if let Some(p) = &problem { p #problem.err { (p) } }
-        @if let Some(m) = &q.msg { p #message { (m) } }
+        @if let Some(m) = &flash { p #message { (m) } }
         table #rules {
             thead { tr { th { (lang.t("camera")) } th { (lang.t("rule")) } th { (lang.t("params")) } th { (lang.t("override")) } th { (lang.t("eval_curve")) } th { (lang.t("change")) } } }
             tbody {
@@ -288,12 +290,12 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
 #[derive(serde::Deserialize)]
 pub struct RulesQuery {
     pub lang: Option<String>,
-    pub msg: Option<String>,
 }
 
 /// A rule change asked for by a logged-in ops user: validated against the pipeline file (the same
 /// code and messages as config load and `vigil thresholds set`), written to the KV with the
-/// user as `by`. Returns the KV revision.
+/// user as `by`, and recorded in the signed access log (done or refused), whichever page or
+/// API asked. Returns the KV revision.
 pub(super) async fn change_rule(
     svc: &Service,
     a: &super::Authed,
@@ -301,8 +303,35 @@ pub(super) async fn change_rule(
     rule: &str,
     set: serde_json::Map<String, serde_json::Value>,
     reason: &str,
+    client: &str,
 ) -> Result<u64, ApiError> {
     ops_only(a)?;
+    let what = format!(
+        "{}.{}: {}{}",
+        crate::util::printable(camera, 64),
+        crate::util::printable(rule, 64),
+        crate::util::printable(&serde_json::Value::Object(set.clone()).to_string(), 300),
+        if reason.is_empty() { String::new() } else { format!("; reason: {}", crate::util::printable(reason, 200)) }
+    );
+    let r = write_rule(svc, a, camera, rule, set, reason).await;
+    let (outcome, detail) = match &r {
+        Ok(rev) => (crate::audit_log::Outcome::Ok, format!("{what}; KV revision {rev}")),
+        Err(ApiError(_, m)) => (crate::audit_log::Outcome::Denied, format!("{what}; refused: {m}")),
+    };
+    let entry =
+        crate::review::access(&a.user, crate::audit_log::Action::ThresholdChanged, outcome, None, &detail, client);
+    svc.record(entry).await;
+    r
+}
+
+async fn write_rule(
+    svc: &Service,
+    a: &super::Authed,
+    camera: &str,
+    rule: &str,
+    set: serde_json::Map<String, serde_json::Value>,
+    reason: &str,
+) -> Result<u64, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let p = &svc.pipeline;
     let Some(n) = &p.nats else { return Err(bad("no NATS in this pipeline: change the pipeline file".into())) };
@@ -330,8 +359,14 @@ pub struct ChangeForm {
     reason: String,
 }
 
-/// The change form: `key=value` items separated by spaces or commas at top level.
-pub async fn rules_form(State(svc): State<Arc<Service>>, h: HeaderMap, f: axum::Form<ChangeForm>) -> Response {
+/// The change form: `key=value` items separated by spaces or commas at top level. Its outcome is
+/// shown on the next page of the session (a flash message kept by the server).
+pub async fn rules_form(
+    State(svc): State<Arc<Service>>,
+    h: HeaderMap,
+    caller: super::Caller,
+    f: axum::Form<ChangeForm>,
+) -> Response {
     let a = match require(&svc, &h).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
@@ -342,7 +377,7 @@ pub async fn rules_form(State(svc): State<Arc<Service>>, h: HeaderMap, f: axum::
     let items: Vec<String> = f.set.split_whitespace().map(str::to_string).collect();
     let msg = match overrides::parse_assignments(&items) {
         Err(e) => format!("{e:#}"),
-        Ok(set) => match change_rule(&svc, &a, &f.camera, &f.rule, set, &f.reason).await {
+        Ok(set) => match change_rule(&svc, &a, &f.camera, &f.rule, set, &f.reason, &caller.0).await {
             Ok(rev) => {
                 format!("{}.{}: written (KV revision {rev}); the workers apply it between two frames", f.camera, f.rule)
             }
@@ -350,8 +385,8 @@ pub async fn rules_form(State(svc): State<Arc<Service>>, h: HeaderMap, f: axum::
             Err(ApiError(_, m)) => m,
         },
     };
-    let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("msg", &msg).finish();
-    axum::response::Redirect::to(&format!("/ops/rules?{q}")).into_response()
+    svc.flash.lock().unwrap_or_else(|p| p.into_inner()).insert(crate::util::sha256_hex(a.token.as_bytes()), msg);
+    axum::response::Redirect::to("/ops/rules").into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -365,11 +400,12 @@ pub struct ChangeBody {
 pub async fn rules_api(
     State(svc): State<Arc<Service>>,
     h: HeaderMap,
+    caller: super::Caller,
     Path((camera, rule)): Path<(String, String)>,
     body: axum::Json<ChangeBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let a = require(&svc, &h).await?;
     check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
-    let rev = change_rule(&svc, &a, &camera, &rule, body.0.set, &body.0.reason).await?;
+    let rev = change_rule(&svc, &a, &camera, &rule, body.0.set, &body.0.reason, &caller.0).await?;
     Ok(axum::Json(serde_json::json!({ "camera": camera, "rule": rule, "revision": rev, "by": a.user.name })))
 }

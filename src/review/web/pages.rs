@@ -10,14 +10,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
 use super::i18n::Lang;
-use super::{Authed, authenticate, can_read, check_csrf, clear_cookie, client, session_cookie};
+use super::{Authed, Caller, authenticate, can_read, check_csrf, clear_cookie, session_cookie};
 use crate::audit_log::{Action, Outcome};
 use crate::evidence::review::{Checks, Decision, Refusal, Status};
 use crate::review::accounts::{Role, User};
 use crate::review::decide::{DecideError, DecisionRequest, decide};
 use crate::review::items::{self, Filter, ItemView, check_filter, load, valid_id};
 use crate::review::{Service, access};
-use crate::util::http::ClientAddr;
 
 fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
     Lang::pick(q, super::cookie(h, "vigil_lang"))
@@ -120,7 +119,22 @@ pub async fn login_page(q: Query<LangQuery>, h: HeaderMap) -> Response {
     login_markup(lang, None)
 }
 
+/// The pre-session token's cookie: the login form carries the same value, which a page on
+/// another site can neither read nor set (login CSRF).
+const LOGIN_COOKIE: &str = "vigil_login";
+
 fn login_markup(lang: Lang, err: Option<&str>) -> Response {
+    let pre = crate::review::session::random_token();
+    let mut r = login_form_markup(lang, err, &pre);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!("{LOGIN_COOKIE}={pre}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"))
+            .expect("cookie"),
+    );
+    r
+}
+
+fn login_form_markup(lang: Lang, err: Option<&str>, pre: &str) -> Response {
     page(
         lang,
         lang.t("login"),
@@ -130,6 +144,7 @@ fn login_markup(lang: Lang, err: Option<&str>) -> Response {
             h2 { (lang.t("login")) }
             @if let Some(e) = err { p #login-error .err { (e) } }
             form #login method="post" action="/login" {
+                input type="hidden" name="pre" value=(pre);
                 p { label { (lang.t("user")) br; input name="user" autocomplete="username" required autofocus; } }
                 p { label { (lang.t("password")) br; input name="password" type="password" autocomplete="current-password" required; } }
                 button type="submit" { (lang.t("login")) }
@@ -142,16 +157,24 @@ fn login_markup(lang: Lang, err: Option<&str>) -> Response {
 pub struct LoginForm {
     user: String,
     password: String,
+    #[serde(default)]
+    pre: String,
 }
 
 pub async fn login_form(
     State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
     f: axum::Form<LoginForm>,
 ) -> Response {
     let lang = lang_of(&h, None);
-    match super::api::try_login(&svc, &f.user, &f.password, &client(&addr)).await {
+    let cookie = super::cookie(&h, LOGIN_COOKIE).unwrap_or_default();
+    if cookie.is_empty() || !super::constant_eq(cookie.as_bytes(), f.pre.as_bytes()) {
+        let mut r = login_markup(lang, Some(lang.t("login_expired")));
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return r;
+    }
+    match super::api::try_login(&svc, &f.user, &f.password, &caller.0).await {
         Ok(super::api::LoginOutcome::Ok(token, _)) => {
             let mut r = Redirect::to("/").into_response();
             let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
@@ -174,14 +197,10 @@ pub async fn login_form(
 
 /// Logout from the page: the form is same-origin only (SameSite=Strict cookie, form-action
 /// 'self'), and ends the session.
-pub async fn logout_form(
-    State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
-    h: HeaderMap,
-) -> Response {
+pub async fn logout_form(State(svc): State<Arc<Service>>, caller: Caller, h: HeaderMap) -> Response {
     if let Ok(Some(a)) = authenticate(&svc, &h).await {
         let _ = svc.sessions.end(&a.token).await;
-        svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &client(&addr))).await;
+        svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &caller.0)).await;
     }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie(svc.tls)).expect("cookie"));
@@ -314,12 +333,12 @@ pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr:
 
 pub async fn queue(
     State(svc): State<Arc<Service>>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     match q {
-        Ok(Query(f)) => queue_page(svc, h, f, client(&addr)).await,
+        Ok(Query(f)) => queue_page(svc, h, f, caller.0.clone()).await,
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }
@@ -356,7 +375,7 @@ pub async fn item(
     State(svc): State<Arc<Service>>,
     Path(id): Path<String>,
     q: Query<LangQuery>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
 ) -> Response {
     let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
@@ -374,14 +393,13 @@ pub async fn item(
         Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
         Err(e) => return super::ApiError::internal(e).into_response(),
     };
-    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &client(&addr))).await;
-    let log = crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site())
-        .await
-        .map(|l| l.entries)
-        .unwrap_or_default();
-    let item_log: Vec<_> = log.iter().filter(|e| e.evidence_id.as_deref() == Some(id.as_str())).collect();
+    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &caller.0)).await;
+    // the item's own entries (its index in the log), never the whole log
+    let item_log =
+        crate::audit_log::for_item(&svc.store, &svc.signer.public_key(), svc.site(), &id, 50).await.unwrap_or_default();
     let reviewer = a.user.role == Role::Reviewer;
-    let mine_decided = v.records.iter().any(|r| r.officer.officer_id == a.user.officer_id);
+    let me = crate::util::text::normalize_id(&a.user.officer_id);
+    let mine_decided = v.records.iter().any(|r| r.officer.key() == me);
     let can_approve = v.verification.ok && v.manifest.admissibility.admissible && !v.advisory();
     let can_remind = v.advisory() || v.first_minor();
     let body = html! {
@@ -396,7 +414,8 @@ pub async fn item(
             div {
                 section {
                     h3 { (lang.t("clip")) }
-                    video #clip controls preload="auto" src={ "/evidence/" (id) "/file/clip.mp4" } {}
+                    video #clip controls preload="metadata" src={ "/evidence/" (id) "/file/clip.mp4" }
+                        data-played={ "/evidence/" (id) "/played" } data-csrf=(a.session.csrf) {}
                 }
                 section {
                     h3 { (lang.t("snapshot")) " / " (lang.t("annotated")) }
@@ -473,7 +492,7 @@ pub async fn item(
                     table #item-log {
                         thead { tr { th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("action")) } th { (lang.t("detail")) } } }
                         tbody {
-                            @for e in item_log.iter().rev().take(50) {
+                            @for e in &item_log {
                                 tr { td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
                             }
                         }
@@ -508,7 +527,7 @@ pub struct DecisionForm {
 pub async fn decision_form(
     State(svc): State<Arc<Service>>,
     Path(id): Path<String>,
-    addr: Option<axum::Extension<ClientAddr>>,
+    caller: Caller,
     h: HeaderMap,
     f: axum::Form<DecisionForm>,
 ) -> Response {
@@ -547,7 +566,7 @@ pub async fn decision_form(
         reason: f.reason.clone().unwrap_or_default(),
         corrects,
     };
-    match decide(&svc, &a.user, &id, &req, &client(&addr)).await {
+    match decide(&svc, &a.user, &id, &req, &caller.0).await {
         Ok(_) => Redirect::to(&format!("/evidence/{id}")).into_response(),
         Err(DecideError::NotFound) => error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
         Err(DecideError::Refused(r)) => {
@@ -562,12 +581,22 @@ pub async fn decision_form(
     }
 }
 
-pub async fn audit(
-    State(svc): State<Arc<Service>>,
-    q: Query<LangQuery>,
-    addr: Option<axum::Extension<ClientAddr>>,
-    h: HeaderMap,
-) -> Response {
+#[derive(serde::Deserialize)]
+pub struct AuditQuery {
+    pub lang: Option<String>,
+    pub page: Option<usize>,
+    /// Only entries of this action (`login`, `decision`, ...).
+    pub action: Option<String>,
+    /// Only entries of this account.
+    pub user: Option<String>,
+    /// Only entries about this evidence item.
+    pub evidence: Option<String>,
+}
+
+/// Entries of the access log per page.
+const AUDIT_PAGE: usize = 100;
+
+pub async fn audit(State(svc): State<Arc<Service>>, q: Query<AuditQuery>, caller: Caller, h: HeaderMap) -> Response {
     let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -575,27 +604,62 @@ pub async fn audit(
     if !matches!(a.user.role, Role::Auditor | Role::Admin) {
         return forbidden(lang, &a.user);
     }
-    let log = match crate::audit_log::read(&svc.store, &svc.signer.public_key(), svc.site()).await {
-        Ok(l) => l,
-        Err(e) => return super::ApiError::internal(e).into_response(),
+    let page_no = q.page.unwrap_or(1).max(1);
+    let want = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let (action, user, evidence) = (want(&q.action), want(&q.user), want(&q.evidence));
+    let keep = |e: &crate::audit_log::AccessEntry| {
+        action.as_deref().is_none_or(|x| serde_json::to_value(e.action).is_ok_and(|v| v == x))
+            && user.as_deref().is_none_or(|u| e.user == u)
+            && evidence.as_deref().is_none_or(|id| e.evidence_id.as_deref() == Some(id))
     };
-    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "", &client(&addr))).await;
+    let (entries, total, problems) =
+        match crate::audit_log::read_page(&svc.store, &svc.signer.public_key(), svc.site(), page_no, AUDIT_PAGE, keep)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => return super::ApiError::internal(e).into_response(),
+        };
+    svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "", &caller.0)).await;
+    let filtered = action.is_some() || user.is_some() || evidence.is_some();
+    let qs = |p: usize| {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        s.append_pair("page", &p.to_string());
+        for (k, v) in [("action", &action), ("user", &user), ("evidence", &evidence)] {
+            if let Some(v) = v {
+                s.append_pair(k, v);
+            }
+        }
+        s.finish()
+    };
     let body = html! {
-        h2 { (lang.t("audit")) " (" (log.entries.len()) ")" }
-        @for p in &log.problems { p.err { (p) } }
-        table #audit {
-            thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("officer")) } th { (lang.t("action")) } th { (lang.t("outcome")) } th { "ID" } th { (lang.t("detail")) } th { (lang.t("client")) } } }
-            tbody {
-                @for e in log.entries.iter().rev() {
-                    tr.entry data-action=(serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) {
-                        td { (e.seq) } td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (e.officer_id) }
-                        td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) }
-                        td { (serde_json::to_string(&e.outcome).unwrap_or_default().trim_matches('"')) }
-                        td { @if let Some(id) = &e.evidence_id { a href={ "/evidence/" (id) } { (id) } } }
-                        td { (e.detail) } td { (e.client) }
+        h2 { (lang.t("audit")) " (" (total) ")" }
+        form.filters #audit-filters method="get" action="/audit" {
+            label { (lang.t("action")) input name="action" value=(action.as_deref().unwrap_or("")) size="14"; }
+            label { (lang.t("user")) input name="user" value=(user.as_deref().unwrap_or("")) size="12"; }
+            label { "ID" input name="evidence" value=(evidence.as_deref().unwrap_or("")) size="26"; }
+            button type="submit" { (lang.t("filter")) }
+        }
+        @for p in &problems { p.err { (p) } }
+        div.scroll {
+            table #audit {
+                thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("officer")) } th { (lang.t("action")) } th { (lang.t("outcome")) } th { "ID" } th { (lang.t("detail")) } th { (lang.t("client")) } } }
+                tbody {
+                    @for e in &entries {
+                        tr.entry data-action=(serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) {
+                            td { (e.seq) } td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (e.officer_id) }
+                            td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) @if let Some(n) = e.count { " ×" (n) } }
+                            td { (serde_json::to_string(&e.outcome).unwrap_or_default().trim_matches('"')) }
+                            td { @if let Some(id) = &e.evidence_id { a href={ "/evidence/" (id) } { (id) } } }
+                            td { (e.detail) } td { (e.client) }
+                        }
                     }
                 }
             }
+        }
+        p #audit-pages {
+            @if page_no > 1 { a #prev href={ "/audit?" (qs(page_no - 1)) } { (lang.t("prev")) } " " }
+            (lang.t("page")) " " (page_no) @if !filtered { " / " (total.div_ceil(AUDIT_PAGE).max(1)) }
+            @if entries.len() == AUDIT_PAGE { " " a #next href={ "/audit?" (qs(page_no + 1)) } { (lang.t("next")) } }
         }
     };
     page(lang, lang.t("audit"), Some(&a.user), "/audit", body)
