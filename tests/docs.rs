@@ -48,6 +48,8 @@ fn the_committed_schemas_are_vigil_schema() {
         "review-event",
         "signature",
         "status",
+        "access",
+        "access-head-event",
     ];
     let mut files: Vec<String> = std::fs::read_dir(repo().join("tests/schemas"))
         .unwrap()

@@ -42,7 +42,12 @@ fn the_workflow_rules_and_every_bad_request() {
     let mut t = Table(Vec::new());
     let anon = Client::new(svc.port);
     t.row("list without a session", "401", &anon.get("/api/evidence"), 401);
-    let r = anon.request("POST", "/api/login", &[], br#"{"user":"alice","password":"nope"}"#);
+    let r = anon.request(
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        br#"{"user":"alice","password":"nope"}"#,
+    );
     t.row("login with a wrong password", "401", &r, 401);
     let alice = Client::login(svc.port, "alice");
     let bob = Client::login(svc.port, "bob");
@@ -67,7 +72,7 @@ fn the_workflow_rules_and_every_bad_request() {
     let r = alice.request(
         "POST",
         &format!("/api/evidence/{}/decision", enf[0]),
-        &[("x-csrf-token", alice.csrf.as_deref().unwrap())],
+        &[("x-csrf-token", alice.csrf.as_deref().unwrap()), ("content-type", "application/json")],
         b"{\"decision\": approve",
     );
     t.row("malformed JSON", "400 with the parser's message", &r, 400);
@@ -164,19 +169,31 @@ fn the_workflow_rules_and_every_bad_request() {
             || exp["detail"].as_str().unwrap().starts_with("sha256 ")
     );
     // logout ends the session
-    let r = bob.request("POST", "/api/logout", &[("x-csrf-token", bob.csrf.as_deref().unwrap())], b"");
+    let r = bob.request(
+        "POST",
+        "/api/logout",
+        &[("x-csrf-token", bob.csrf.as_deref().unwrap()), ("content-type", "application/json")],
+        b"",
+    );
     t.row("logout", "200", &r, 200);
     t.row("the old session after logout", "401", &bob.get("/api/evidence"), 401);
     // login attempts are limited
     let mut last = 0;
     for _ in 0..6 {
-        last = anon.request("POST", "/api/login", &[], br#"{"user":"dave","password":"wrong-wrong"}"#).status;
+        last = anon
+            .request(
+                "POST",
+                "/api/login",
+                &[("content-type", "application/json")],
+                br#"{"user":"dave","password":"wrong-wrong"}"#,
+            )
+            .status;
     }
     assert_eq!(last, 429, "the sixth wrong password in 15 minutes");
     let r = anon.request(
         "POST",
         "/api/login",
-        &[],
+        &[("content-type", "application/json")],
         format!("{{\"user\":\"dave\",\"password\":\"{}\"}}", password("dave")).as_bytes(),
     );
     t.row("the right password after 5 failures", "429 until the window passes", &r, 429);
@@ -273,7 +290,14 @@ fn on_s3_with_nats_each_decision_is_published_exactly_once_across_a_broker_outag
         std::thread::sleep(Duration::from_millis(200));
     };
     let ids: Vec<&str> = reviews.iter().map(|m| m.1.as_str()).collect();
-    assert_eq!(ids, vec![format!("review-{id}-1"), format!("review-{id}-2")], "each decision once, in order");
+    // ids name the decision and its record's hash (`review-<id>-<n>-<hash16>`)
+    assert_eq!(ids.len(), 2, "each decision once: {ids:?}");
+    for (i, n) in ids.iter().zip(1..) {
+        assert!(
+            i.starts_with(&format!("review-{id}-{n}-")) && i.len() == format!("review-{id}-{n}-").len() + 16,
+            "in order: {ids:?}"
+        );
+    }
     assert!(reviews.iter().all(|m| m.0 == "vigil.review.test-site.cam1"));
     let ev = &reviews[1].2;
     assert_eq!(ev["record"]["status_after"], "approved");

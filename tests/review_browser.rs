@@ -60,7 +60,8 @@ fn two_officers_approve_in_a_real_browser() {
         loop {
             let v = js(&c, "const v = document.getElementById('clip'); return [v.readyState, v.duration];").await;
             let (state, dur) = (v[0].as_u64().unwrap_or(0), v[1].as_f64().unwrap_or(0.0));
-            if state >= 2 && (dur - want_dur).abs() < 0.25 {
+            // the page preloads metadata only: playing is what fetches the frames
+            if state >= 1 && (dur - want_dur).abs() < 0.25 {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(30), "the clip did not load: readyState {state}, duration {dur} (manifest: {want_dur})");
@@ -68,6 +69,12 @@ fn two_officers_approve_in_a_real_browser() {
         }
         let played = js(&c, "const v = document.getElementById('clip'); v.muted = true; return v.play().then(() => new Promise(r => setTimeout(() => r(v.currentTime), 800))).catch(e => -1);").await;
         assert!(played.as_f64().unwrap_or(0.0) > 0.0, "the clip plays: currentTime {played}");
+        // the play was logged by the page (clip_played when playback starts)
+        let t = Instant::now();
+        while js(&c, "return document.getElementById('clip').dataset.logged || ''").await != "yes" {
+            assert!(t.elapsed() < Duration::from_secs(10), "clip_played not logged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         shot("review-item.png", &c.screenshot().await.unwrap());
         for k in ["true", "clear", "complete", "accurate"] {
             c.find(Locator::Css(&format!("#decision input[name='{k}']"))).await.unwrap().click().await.unwrap();

@@ -138,7 +138,9 @@ async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // same-origin: our own forms then carry our origin (under no-referrer a browser sends
+    // `Origin: null`, which the same-origin check refuses); other sites get no referrer
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
