@@ -19,7 +19,6 @@
 //! order, which is what makes "the last message" the right place to look.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,12 +42,22 @@ pub struct OutboxEntry {
     /// already is looked up among the subject's messages since then, not only the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the entry was made: a resend after a restart looks for it among the stream's
+    /// messages since then, whatever the stream's duplicate window (absent in old outboxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl OutboxEntry {
     /// A message carrying `payload` (a typed event: evidence, health, checkpoint, audit, review).
     pub fn new(id: impl Into<String>, subject: Subject, payload: &impl Serialize) -> OutboxEntry {
-        OutboxEntry { id: id.into(), subject, payload: serde_json::to_value(payload).unwrap_or_default(), since: None }
+        OutboxEntry {
+            id: id.into(),
+            subject,
+            payload: serde_json::to_value(payload).unwrap_or_default(),
+            since: None,
+            at: Some(chrono::Utc::now()),
+        }
     }
 
     /// [`OutboxEntry::new`] for a subject several processes publish on (see `since`).
@@ -68,6 +77,9 @@ struct Files {
 
 pub struct Publisher {
     files: Mutex<Files>,
+    /// Fragments of a torn last outbox line found at start (the events they were are rebuilt from
+    /// the spool or the store: [`Publisher::torn`]).
+    torn: std::sync::Mutex<Vec<Vec<u8>>>,
     queue: Option<mpsc::UnboundedSender<OutboxEntry>>,
     pending: Arc<std::sync::atomic::AtomicUsize>,
     drained: Arc<Notify>,
@@ -76,9 +88,7 @@ pub struct Publisher {
 }
 
 fn append_line(f: &mut std::fs::File, line: &str) -> std::io::Result<()> {
-    f.write_all(line.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_data()
+    crate::util::fsx::append_line(f, line)
 }
 
 /// Reads the outbox and returns the entries not yet acknowledged, in order.
@@ -121,6 +131,13 @@ impl Publisher {
         replicas: usize,
     ) -> Result<Publisher> {
         std::fs::create_dir_all(data_dir).with_context(|| format!("data dir {}", data_dir.display()))?;
+        // a torn last line (a crash or a full disk mid-append) is cut off before anything is
+        // appended: never glued onto. A torn ack only means that event is sent again (and found
+        // on the stream); a torn event is rebuilt by the caller from the spool or the store.
+        let torn: Vec<Vec<u8>> =
+            crate::util::fsx::repair_line_log(&data_dir.join("outbox.jsonl"))?.into_iter().collect();
+        crate::util::fsx::repair_line_log(&data_dir.join("outbox.acked"))?;
+        crate::util::fsx::repair_line_log(&data_dir.join("outbox.dead.jsonl"))?;
         let open = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -139,6 +156,16 @@ impl Publisher {
                 if !backlog.is_empty() {
                     tracing::info!(events = backlog.len(), "outbox: resending events not acknowledged before");
                 }
+                // the resends are looked for on the stream from the oldest one's time (a day back
+                // for entries from before entries carried their time)
+                let resend = Resend {
+                    ids: backlog.iter().map(|e| e.id.clone()).collect(),
+                    since: backlog
+                        .iter()
+                        .map(|e| e.at.or(e.since).unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(1)))
+                        .min()
+                        .map(|t| t - chrono::Duration::seconds(60)),
+                };
                 for e in backlog {
                     pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tx.send(e).ok();
@@ -151,12 +178,14 @@ impl Publisher {
                     data_dir.join("outbox.acked"),
                     pending.clone(),
                     drained.clone(),
+                    resend,
                 ));
                 (Some(tx), Some(task))
             }
         };
         Ok(Publisher {
             files: Mutex::new(files),
+            torn: std::sync::Mutex::new(torn),
             queue,
             pending,
             drained,
@@ -182,6 +211,22 @@ impl Publisher {
             q.send(entry).ok();
         }
         Ok(())
+    }
+
+    /// The fragments of a torn outbox line found at start, taken once: the caller rebuilds the
+    /// events they were from the spool or the store.
+    pub fn torn(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.torn.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Every id in the outbox (acknowledged or not).
+    pub fn ids(&self) -> HashSet<String> {
+        let dir = self.outbox_path.parent().unwrap_or(Path::new("."));
+        std::fs::read_to_string(dir.join("outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<OutboxEntry>(l).ok().map(|e| e.id))
+            .collect()
     }
 
     /// Events recorded but not yet acknowledged by JetStream.
@@ -282,6 +327,9 @@ pub async fn publish_expecting(
     let classify = |err: async_nats::jetstream::context::PublishError| match err.kind() {
         K::WrongLastSequence => DeliveryError::Conflict,
         K::MaxPayloadExceeded => DeliveryError::Refused { kind: "max_payload", detail: format!("{err}") },
+        _ if jetstream_code(&err) == Some(async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => {
+            DeliveryError::Refused { kind: "max_msg_size", detail: format!("the stream's max_msg_size: {err}") }
+        }
         _ => DeliveryError::Retry(anyhow::Error::from(err)),
     };
     let ack = tokio::time::timeout(Duration::from_secs(5), async {
@@ -294,6 +342,118 @@ pub async fn publish_expecting(
     .await
     .map_err(|_| DeliveryError::Retry(anyhow::anyhow!("ack timed out")))??;
     Ok(ack.sequence)
+}
+
+/// The JetStream API error code behind a publish error, if the server refused it.
+fn jetstream_code(err: &async_nats::jetstream::context::PublishError) -> Option<async_nats::jetstream::ErrorCode> {
+    std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .map(|e| e.error_code())
+}
+
+/// The smallest `max_msg_size` a stream may have: NATS's default `max_payload` (1 MiB), which
+/// bounds every event vigil makes.
+pub const MIN_MSG_SIZE: i32 = 1 << 20;
+
+/// What in an existing stream's settings would lose or refuse vigil's events: limits with
+/// discard-old evict acknowledged events, an age limit below a year expires them before their
+/// retention, a smaller message size refuses them. Empty: the stream keeps what it acknowledges.
+pub fn stream_problems(name: &str, c: &async_nats::jetstream::stream::Config) -> Vec<String> {
+    use async_nats::jetstream::stream::DiscardPolicy;
+    let mut out = Vec::new();
+    if c.discard == DiscardPolicy::Old {
+        for (what, v) in [
+            ("max_msgs", c.max_messages),
+            ("max_bytes", c.max_bytes),
+            ("max_msgs_per_subject", c.max_messages_per_subject),
+        ] {
+            if v > 0 {
+                out.push(format!(
+                    "stream {name}: {what} = {v} with discard = old evicts acknowledged events once the limit is reached (use discard = new, or no limit)"
+                ));
+            }
+        }
+    }
+    if !c.max_age.is_zero() && c.max_age < Duration::from_secs(365 * 86_400) {
+        out.push(format!(
+            "stream {name}: max_age = {} s expires events before their one-year retention (JS 21)",
+            c.max_age.as_secs()
+        ));
+    }
+    if c.max_message_size > 0 && c.max_message_size < MIN_MSG_SIZE {
+        out.push(format!(
+            "stream {name}: max_msg_size = {} bytes refuses events vigil may publish (at least {MIN_MSG_SIZE})",
+            c.max_message_size
+        ));
+    }
+    if c.retention != async_nats::jetstream::stream::RetentionPolicy::Limits {
+        out.push(format!(
+            "stream {name}: retention = {:?} removes events once consumed or without interest (use limits)",
+            c.retention
+        ));
+    }
+    out
+}
+
+/// Checks the stream before a run or in `vigil check`: `Ok(None)` when NATS does not answer in
+/// time (events then wait in the outbox), `Ok(Some(problems))` otherwise (empty: fine, or the
+/// stream does not exist yet and vigil creates it).
+pub async fn preflight(nats: &crate::util::nats::Endpoint, stream: &str) -> Result<Option<Vec<String>>> {
+    let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), nats.connect()).await else { return Ok(None) };
+    let js = async_nats::jetstream::new(client);
+    let r = tokio::time::timeout(Duration::from_secs(3), js.get_stream(stream)).await;
+    match r {
+        Err(_) => Ok(None),
+        Ok(Err(e)) if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)) => {
+            Ok(Some(Vec::new()))
+        }
+        Ok(Err(_)) => Ok(None),
+        Ok(Ok(mut st)) => {
+            let cfg = st.info().await.map(|i| i.config.clone()).map_err(|e| anyhow::anyhow!("stream {stream}: {e}"))?;
+            Ok(Some(stream_problems(stream, &cfg)))
+        }
+    }
+}
+
+/// The ids of the stream's messages stored since `since` (to tell which resends are there).
+async fn ids_since(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<HashSet<String>> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+    let st = js.get_stream(stream).await?;
+    let start =
+        time::OffsetDateTime::from_unix_timestamp(since.timestamp()).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let consumer = st
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = consumer.messages().await?;
+    let mut out = HashSet::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+            Err(_) | Ok(None) => return Ok(out),
+            Ok(Some(Err(e))) => return Err(anyhow::Error::from(e)),
+            Ok(Some(Ok(m))) => {
+                if let Some(id) = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+                    out.insert(id.as_str().to_string());
+                }
+                if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+/// The entries resent from an earlier run, and since when to look for them on the stream.
+struct Resend {
+    ids: HashSet<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Publishes `e` unless the stream already has it (see the module docs).
@@ -365,6 +525,7 @@ async fn deliver(
     acked_path: PathBuf,
     pending: Arc<std::sync::atomic::AtomicUsize>,
     drained: Arc<Notify>,
+    resend: Resend,
 ) {
     let shown = nats.shown();
     let (opts, bare) = match nats.options() {
@@ -415,6 +576,9 @@ async fn deliver(
     };
     let js = async_nats::jetstream::new(client);
     let mut stream_ready = false;
+    // resends already on the stream (found once the stream is there)
+    let mut already: Option<HashSet<String>> = None;
+    let mut refused_said: Option<std::time::Instant> = None;
     let mut acked = match crate::util::fsx::open_append(&acked_path, 0o600) {
         Ok(f) => f,
         Err(e) => {
@@ -436,11 +600,47 @@ async fn deliver(
                     ..Default::default()
                 };
                 match js.get_or_create_stream(cfg).await {
-                    Ok(_) => stream_ready = true,
+                    Ok(mut st) => {
+                        // a stream whose settings would lose or refuse events gets none of them:
+                        // they wait in the outbox until ops fix it
+                        let problems = match st.info().await {
+                            Ok(i) => stream_problems(&stream, &i.config),
+                            Err(e) => vec![format!("stream {stream}: cannot read its settings: {e}")],
+                        };
+                        if problems.is_empty() {
+                            stream_ready = true;
+                        } else if refused_said.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            refused_said = Some(std::time::Instant::now());
+                            tracing::error!(stream = %stream, problems = %problems.join("; "), "JetStream: the stream's settings would lose or refuse events; events stay in the outbox until it is fixed");
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(stream = %stream, error = %e, "JetStream: stream not ready")
                     }
                 }
+            }
+            if stream_ready && already.is_none() {
+                already = Some(match resend.since {
+                    Some(since) if !resend.ids.is_empty() => match ids_since(&js, &stream, since).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "outbox: cannot list the stream's recent messages; checking each resend by its subject's last message"
+                            );
+                            HashSet::new()
+                        }
+                    },
+                    _ => HashSet::new(),
+                });
+            }
+            if stream_ready && resend.ids.contains(&entry.id) && already.as_ref().is_some_and(|a| a.contains(&entry.id))
+            {
+                tracing::info!(evidence_id = %entry.id, "already on the stream (an earlier acknowledgement was lost); not published again");
+                if let Err(e) = append_line(&mut acked, &entry.id) {
+                    tracing::error!(error = %e, "outbox: cannot record ack (event will be resent and deduplicated)");
+                }
+                break;
             }
             if stream_ready {
                 match deliver_one(&js, &stream, &entry).await {

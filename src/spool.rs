@@ -10,6 +10,13 @@
 //! - a crash at any point loses nothing that was READY, and uploads resume on start;
 //! - an event is never published before its evidence is stored.
 //!
+//! **A bad item never blocks the others.** Before upload every spooled file is checked against the
+//! SHA-256 recorded when it was spooled; an item that cannot be read as it was written (a garbage
+//! `objects.json`, a missing or altered file) or whose key holds other content in the store is
+//! moved to `<data_dir>/spool-quarantine/<id>/` with a `REASON` file, logged naming the file, counted
+//! (`vigil_spool_quarantined`) and raised as the `evidence_quarantined` health alarm. It is kept
+//! there, never deleted, for ops to look at; the items behind it upload on.
+//!
 //! **Disk bound** (`spool.max_bytes`): when the spool is full the worker stops cutting new clips:
 //! each violation that cannot be spooled is logged as an error, counted
 //! (`vigil_evidence_refused_total`), and raises the `spool_full` health alarm on
@@ -58,6 +65,21 @@ pub type Rechain = std::sync::Arc<
 
 /// Marker file of an item whose chain position was not reserved in the store.
 const UNRESERVED: &str = "UNRESERVED";
+
+/// Why an upload did not go through.
+#[derive(Debug)]
+enum UploadError {
+    /// The store (or the chain) did not take it now: retry, in order.
+    Retry(anyhow::Error),
+    /// The item cannot be uploaded as it is, ever: quarantine it.
+    Bad(String),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for UploadError {
+    fn from(e: E) -> UploadError {
+        UploadError::Retry(e.into())
+    }
+}
 
 pub struct Spool {
     dir: PathBuf,
@@ -208,27 +230,68 @@ impl Spool {
         Ok(())
     }
 
+    /// Reads an item's index and every object file, each checked against the SHA-256 recorded
+    /// when it was spooled.
+    fn checked(&self, id: &str) -> std::result::Result<(SpoolIndex, Vec<Bytes>, OutboxEntry), UploadError> {
+        let d = self.dir.join(id);
+        let bad = |what: String| UploadError::Bad(what);
+        let raw = std::fs::read(d.join("objects.json"))
+            .map_err(|e| bad(format!("{}: {e}", d.join("objects.json").display())))?;
+        let index: SpoolIndex = serde_json::from_slice(&raw)
+            .map_err(|e| bad(format!("{}: not a spool index ({e})", d.join("objects.json").display())))?;
+        let mut files = Vec::with_capacity(index.objects.len());
+        for o in &index.objects {
+            if o.file.contains(['/', '\\']) || o.file.starts_with('.') {
+                return Err(bad(format!(
+                    "{}: names a file outside the item ({:?})",
+                    d.join("objects.json").display(),
+                    o.file
+                )));
+            }
+            let p = d.join(&o.file);
+            let b = std::fs::read(&p).map_err(|e| bad(format!("{} ({}): {e}", p.display(), o.key)))?;
+            let h = crate::util::sha256_hex(&b);
+            if h != o.sha256 {
+                return Err(bad(format!(
+                    "{} ({}) changed since it was spooled: SHA-256 {}…, recorded {}…",
+                    p.display(),
+                    o.key,
+                    &h[..16],
+                    &o.sha256[..16.min(o.sha256.len())]
+                )));
+            }
+            files.push(Bytes::from(b));
+        }
+        let event: OutboxEntry = serde_json::from_slice(
+            &std::fs::read(d.join("event.json"))
+                .map_err(|e| bad(format!("{}: {e}", d.join("event.json").display())))?,
+        )
+        .map_err(|e| bad(format!("{}: not an event ({e})", d.join("event.json").display())))?;
+        Ok((index, files, event))
+    }
+
     /// Uploads one spooled item and hands its event to the outbox; removes it from the spool.
-    async fn upload(&self, id: &str, store: &Store, publisher: &Publisher) -> Result<()> {
+    async fn upload(&self, id: &str, store: &Store, publisher: &Publisher) -> std::result::Result<(), UploadError> {
         let d = self.dir.join(id);
         if d.join(UNRESERVED).exists() {
             let Some(rechain) = self.rechain.get() else {
-                bail!("its chain position was not reserved, and nothing here can chain it (not a cluster worker)");
+                return Err(UploadError::Bad(
+                    "its chain position was not reserved, and nothing here can chain it (not a cluster worker)".into(),
+                ));
             };
             rechain(id.to_string()).await.context("chaining an item spooled without a reserved position")?;
         }
-        let index: SpoolIndex = serde_json::from_slice(&std::fs::read(d.join("objects.json"))?)?;
+        let (index, files, mut event) = self.checked(id)?;
         let mut objects = serde_json::Map::new();
         let here = store.reference();
-        for o in &index.objects {
-            let bytes = Bytes::from(std::fs::read(d.join(&o.file))?);
+        for (o, bytes) in index.objects.iter().zip(files) {
             let version = match store.put_evidence_or_exists(&o.key, bytes, o.retain_until).await? {
                 Some(version) => version,
                 None => {
                     // already there: fine if it is the same object (a previous attempt got this far)
                     let there = store.get(&o.key).await?;
                     if crate::util::sha256_hex(&there) != o.sha256 {
-                        bail!("{} exists in the store with other content; keeping the item in the spool", o.key);
+                        return Err(UploadError::Bad(format!("{} exists in the store with other content", o.key)));
                     }
                     tracing::info!(key = %o.key, "spool: already in the store with the same bytes (an earlier attempt stored it)");
                     store.version(&o.key).await?
@@ -236,7 +299,6 @@ impl Spool {
             };
             objects.insert(o.key.clone(), serde_json::to_value(here.locate(&o.key, version))?);
         }
-        let mut event: OutboxEntry = serde_json::from_slice(&std::fs::read(d.join("event.json"))?)?;
         // the event names where every object now is (an event made before the store was known)
         if let Some(p) = event.payload.as_object_mut() {
             p.insert("store".into(), serde_json::to_value(&here)?);
@@ -248,6 +310,69 @@ impl Spool {
         self.bytes.fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
         crate::telemetry::metrics::get().spool_bytes.set(self.bytes() as i64);
         Ok(())
+    }
+
+    /// Moves an item that cannot be uploaded to `spool-quarantine/<id>/` with its reason; raises
+    /// the alarm. Kept, never deleted.
+    fn quarantine(&self, id: &str, why: &str) -> Result<PathBuf> {
+        let qdir = self.dir.with_file_name("spool-quarantine");
+        std::fs::create_dir_all(&qdir)?;
+        let to = qdir.join(id);
+        let from = self.dir.join(id);
+        let size = dir_bytes(&from);
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        write_synced(&to.join("REASON"), format!("{}\n{why}\n", crate::util::rfc3339(chrono::Utc::now())).as_bytes())?;
+        std::fs::File::open(&qdir)?.sync_all()?;
+        self.bytes.fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
+        crate::telemetry::metrics::get().spool_bytes.set(self.bytes() as i64);
+        crate::telemetry::metrics::get().spool_quarantined.inc();
+        let detail = format!("evidence {id} set aside in {}: {why}", to.display());
+        crate::telemetry::Event::Health {
+            camera: "worker",
+            condition: crate::telemetry::Condition::Quarantined,
+            active: true,
+            detail: &detail,
+            lasted: None,
+        }
+        .emit();
+        Ok(to)
+    }
+
+    /// The highest chain position each camera's spooled (and quarantined) items hold, with that
+    /// manifest's hash: positions they took, which a new item must never take again whatever the
+    /// chain state file says. Items spooled without a reserved position hold none.
+    pub fn heads(&self) -> std::collections::BTreeMap<String, (u64, String)> {
+        let mut out: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+        let dirs = [self.dir.clone(), self.dir.with_file_name("spool-quarantine")];
+        for d in dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flat_map(|rd| rd.flatten()) {
+            let p = d.path();
+            if p.join(UNRESERVED).exists() {
+                continue;
+            }
+            let Ok(b) = std::fs::read(p.join("event.json")) else { continue };
+            let Ok(e) = serde_json::from_slice::<OutboxEntry>(&b) else { continue };
+            let (Some(cam), Some(seq), Some(hash)) = (
+                e.payload["camera"].as_str(),
+                e.payload["chain"]["seq"].as_u64(),
+                e.payload["manifest"]["sha256"].as_str(),
+            ) else {
+                continue;
+            };
+            let slot = out.entry(cam.to_string()).or_insert((0, String::new()));
+            if seq > slot.0 {
+                *slot = (seq, hash.to_string());
+            }
+        }
+        out
+    }
+
+    /// Items set aside in quarantine (their ids).
+    pub fn quarantined(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.with_file_name("spool-quarantine"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     /// Uploads spooled items in order until `stop` is set and the spool is empty (or `stop` is set
@@ -280,6 +405,13 @@ impl Spool {
                 continue;
             };
             match self.upload(id, &store, &publisher).await {
+                Err(UploadError::Bad(why)) => {
+                    tracing::error!(evidence_id = %id, error = %why, "ALARM: spooled evidence cannot be uploaded as it is; set aside in spool-quarantine (kept, never deleted); the items behind it go on");
+                    if let Err(e) = self.quarantine(id, &why) {
+                        tracing::error!(evidence_id = %id, error = format!("{e:#}"), "spool: cannot quarantine the item; retrying later");
+                        tokio::time::sleep(backoff.next_wait()).await;
+                    }
+                }
                 Ok(()) => {
                     tracing::info!(evidence_id = %id, spool_bytes = self.bytes(), "spool: item stored, event queued");
                     if crate::telemetry::metrics::get().spool_full.get() == 1 && !self.is_full() {
@@ -294,7 +426,7 @@ impl Spool {
                     }
                     backoff.reset();
                 }
-                Err(e) => {
+                Err(UploadError::Retry(e)) => {
                     let wait = backoff.next_wait();
                     tracing::warn!(evidence_id = %id, error = format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "spool: upload failed; will retry");
                     tokio::time::sleep(wait).await;
@@ -365,9 +497,22 @@ mod tests {
         // a key that holds other bytes: the item stays, nothing is published
         store.put_new("k/three", Bytes::from_static(b"other")).await.unwrap();
         s.put("01B", vec![("k/three".into(), b"3".to_vec(), until())], &event("01B")).unwrap();
-        let e = s.upload("01B", &store, &p).await.unwrap_err().to_string();
-        assert!(e.contains("other content"), "{e}");
+        let e = s.upload("01B", &store, &p).await.unwrap_err();
+        assert!(matches!(&e, UploadError::Bad(w) if w.contains("other content")), "{e:?}");
         assert_eq!(s.pending(), vec!["01B"]);
         assert_eq!(crate::publish::unacked(&d.path().join("data")).unwrap().len(), 1);
+        // a file changed on disk after it was spooled, a garbage index: never uploaded
+        s.put("01C", vec![("k/c".into(), b"clip".to_vec(), until())], &event("01C")).unwrap();
+        std::fs::write(d.path().join("data/spool/01C/000.bin"), b"CLIP").unwrap();
+        let e = s.upload("01C", &store, &p).await.unwrap_err();
+        assert!(matches!(&e, UploadError::Bad(w) if w.contains("changed since it was spooled")), "{e:?}");
+        assert!(!store.exists("k/c").await.unwrap());
+        std::fs::write(d.path().join("data/spool/01C/objects.json"), b"garbage").unwrap();
+        let e = s.upload("01C", &store, &p).await.unwrap_err();
+        assert!(matches!(&e, UploadError::Bad(w) if w.contains("01C/objects.json: not a spool index")), "{e:?}");
+        s.quarantine("01C", "garbage").unwrap();
+        assert_eq!(s.quarantined(), vec!["01C"]);
+        assert!(d.path().join("data/spool-quarantine/01C/REASON").exists());
+        assert_eq!(s.pending(), vec!["01B"]);
     }
 }

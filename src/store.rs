@@ -282,15 +282,24 @@ impl Store {
         p
     }
 
-    /// Writes a new object; fails if it already exists.
+    /// Writes a new object; fails if it already exists with other content. The same bytes
+    /// already there count as written: a write whose response was lost, retried, succeeds.
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.guard(key)?;
         let opts = self.put_options(key);
-        self.inner
-            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
-            .await
-            .with_context(|| format!("store {}: put {key}", self.url))?;
-        Ok(())
+        match self.inner.put_opts(&self.path(key), PutPayload::from(bytes.clone()), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if self.holds(key, &bytes).await => {
+                tracing::info!(key, "store: already there with the same bytes (an earlier write's answer was lost)");
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::from(e).context(format!("store {}: put {key}", self.url))),
+        }
+    }
+
+    /// Whether `key` holds exactly `bytes`.
+    pub async fn holds(&self, key: &str, bytes: &[u8]) -> bool {
+        self.get(key).await.is_ok_and(|b| b.as_ref() == bytes)
     }
 
     /// Create-only, with `Content-Type` and `Content-Disposition` where the store keeps them (a
@@ -327,10 +336,42 @@ impl Store {
     /// Writes a new evidence object that must be kept until `retain_until`: create-only, and on an
     /// Object Lock store locked in COMPLIANCE mode until that date. Returns its version id where
     /// the store keeps versions.
+    /// The same bytes already there count as written (a write whose response was lost).
     pub async fn put_evidence(&self, key: &str, bytes: Bytes, retain_until: DateTime<Utc>) -> Result<Option<String>> {
-        match self.put_evidence_or_exists(key, bytes, retain_until).await? {
+        match self.put_evidence_or_exists(key, bytes.clone(), retain_until).await? {
             Some(version) => Ok(version),
-            None => anyhow::bail!("store {}: {key} already exists; evidence is never overwritten", self.url),
+            None if self.holds(key, &bytes).await => {
+                tracing::info!(key, "store: already there with the same bytes (an earlier write's answer was lost)");
+                self.version(key).await
+            }
+            None => anyhow::bail!(
+                "store {}: {key} already exists with other content; evidence is never overwritten",
+                self.url
+            ),
+        }
+    }
+
+    /// With `object_lock`: writes a small probe object locked for a day (`vigil-probe/…`), so a
+    /// bucket without Object Lock is found at start, not by uploads that fail for ever. A store
+    /// that does not answer is not an error here (uploads wait in the spool).
+    pub async fn probe_object_lock(&self) -> Result<()> {
+        let Some(l) = &self.lock else { return Ok(()) };
+        let until = Utc::now() + chrono::Duration::days(1);
+        let key = format!("vigil-probe/object-lock-{}", ulid::Ulid::new());
+        let client = l.client(until)?;
+        match client.put_opts(&self.path(&key), PutPayload::from_static(b"probe"), self.put_options(&key)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = format!("{e:#}").to_lowercase();
+                if text.contains("object lock") || text.contains("objectlock") || text.contains("invalidrequest") {
+                    anyhow::bail!(
+                        "store {}: store.object_lock = true, but the bucket refuses locked objects (it was not created with Object Lock enabled): {e}",
+                        self.url
+                    )
+                }
+                tracing::warn!(store = %self.url, error = %e, "store: the Object Lock probe got no answer now; checked again by every upload");
+                Ok(())
+            }
         }
     }
 

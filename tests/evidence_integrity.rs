@@ -275,10 +275,13 @@ fn a_manifest_re_signed_with_an_earlier_violation_time_reorders_the_chain() {
     forge_manifest(site, &item_dir(site, 3), |m| {
         m["violation_time_utc"] = "2020-01-01T00:00:00.000Z".into();
     });
-    detected(
-        "seq 3's violation time moved years back (re-signed)",
-        &p,
-        &["seq 3", "reordered: its violation time", "manifest replaced"],
+    detected("seq 3's violation time moved years back (re-signed)", &p, &["seq 3", "manifest replaced"]);
+    // the time order itself is reported, not failed on: the sequence orders the chain (a clock
+    // stepped back would otherwise fail honest items)
+    let (_, text) = verify(&p, &[]);
+    assert!(
+        text.lines().any(|l| l.starts_with("WARNING") && l.contains("seq 3") && l.contains("violation time")),
+        "{text}"
     );
 }
 

@@ -78,10 +78,26 @@ fn connections(p: &crate::config::Pipeline) -> Vec<(String, Result<String, Strin
             anyhow::Ok(format!("connected (auth: {}, TLS: {})", n.auth.method(), if tls { "yes" } else { "no" }))
         });
         out.push((format!("NATS {}", n.shown()), r.map_err(|e| format!("{e:#}"))));
+        // a stream whose settings would lose or refuse events is a failure here, as at `run`
+        let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+        let r = match super::block_on(crate::publish::preflight(n, &stream)) {
+            Ok(Some(problems)) if problems.is_empty() => Ok("keeps what it acknowledges (or is made by vigil)".into()),
+            Ok(Some(problems)) => Err(problems.join("; ")),
+            Ok(None) => Err("no answer from JetStream".into()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        out.push((format!("stream {stream}"), r));
     }
     let store = crate::store::Store::open_with(&p.store_url, &p.raw.store.options, p.raw.store.object_lock);
     let r = match store {
-        Ok(s) => super::block_on(s.exists("vigil-check/probe")).map(|_| "reachable".to_string()),
+        Ok(s) => super::block_on(async {
+            s.exists("vigil-check/probe").await?;
+            // Object Lock asked for: the bucket must take a locked object (a day-long probe)
+            s.probe_object_lock().await?;
+            anyhow::Ok(
+                if p.raw.store.object_lock { "reachable, takes locked objects" } else { "reachable" }.to_string(),
+            )
+        }),
         Err(e) => Err(e),
     };
     out.push((format!("store {}", crate::util::secret::redact(&p.store_url)), r.map_err(|e| format!("{e:#}"))));

@@ -62,6 +62,64 @@ fn pinned_review_keys(p: &Pipeline) -> Option<Vec<String>> {
     }
 }
 
+/// Before anything runs: a stream or a bucket whose settings would lose or refuse evidence is
+/// refused now, naming the setting (`vigil check` says the same), rather than found out when
+/// events are evicted or uploads fail for ever. A broker or store that does not answer is not a
+/// reason to stop: evidence waits in the spool and the outbox.
+async fn preflight(p: &Pipeline, store: &Store, stream: &str) -> Result<()> {
+    if let Some(n) = &p.nats
+        && let Some(problems) = crate::publish::preflight(n, stream).await?
+        && !problems.is_empty()
+    {
+        anyhow::bail!(
+            "refusing to run: the JetStream stream would lose or refuse evidence events:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    if p.raw.store.object_lock
+        && let Err(e) = store.probe_object_lock().await
+    {
+        anyhow::bail!("refusing to run: {e:#}");
+    }
+    Ok(())
+}
+
+/// The outbox's last line was torn: the event it was (and any other lost that way) is made
+/// again from the store, for every item of this site's cameras in the store that the outbox
+/// does not know and the spool does not hold (those upload and publish as usual).
+async fn rebuild_lost_events(p: &Pipeline, store: &Store, publisher: &Publisher, spool: &Spool) {
+    let known = publisher.ids();
+    let spooled: std::collections::HashSet<String> = spool.pending().into_iter().collect();
+    let cams: std::collections::HashSet<&str> = p.cameras.iter().map(|c| c.id.as_str()).collect();
+    let items = match crate::verify::list_items(store).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "outbox: a torn event could not be rebuilt now (store unreachable); it is rebuilt at a later start"
+            );
+            return;
+        }
+    };
+    let site = &p.raw.site.id;
+    for it in items.iter().filter(|i| &i.site == site && cams.contains(i.camera.as_str())) {
+        if known.contains(&it.id) || spooled.contains(&it.id) {
+            continue;
+        }
+        match evidence::event_from_store(store, &it.prefix).await {
+            Ok(entry) => {
+                tracing::warn!(evidence_id = %it.id, "outbox: the event of a stored item was lost to a torn line; rebuilt from the store and queued");
+                if let Err(e) = publisher.submit(entry).await {
+                    tracing::error!(evidence_id = %it.id, error = format!("{e:#}"), "outbox: rebuilt event not recorded");
+                }
+            }
+            Err(e) => {
+                tracing::error!(evidence_id = %it.id, error = format!("{e:#}"), "outbox: the event of a stored item cannot be rebuilt")
+            }
+        }
+    }
+}
+
 /// What a run did, per camera and in total.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RunSummary {
@@ -78,6 +136,8 @@ pub struct RunSummary {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CameraSummary {
     pub end: String,
+    /// Failed for good, or down (reconnecting) at shutdown: the run's exit code is 1.
+    pub failed: bool,
     pub encoded_frames: u64,
     pub analysis_frames: u64,
     pub analysed: u64,
@@ -91,9 +151,10 @@ pub struct CameraSummary {
 }
 
 impl CameraSummary {
-    fn of(end: String, s: &CameraStats) -> CameraSummary {
+    fn of(end: &CameraEnd, s: &CameraStats) -> CameraSummary {
         CameraSummary {
-            end,
+            end: end.describe(),
+            failed: end.failed(),
             encoded_frames: s.encoded_frames.get(),
             analysis_frames: s.analysis_offered.get(),
             analysed: s.analysed.get(),
@@ -110,7 +171,7 @@ impl CameraSummary {
 
 impl RunSummary {
     pub fn failed_cameras(&self) -> Vec<(&String, &CameraSummary)> {
-        self.cameras.iter().filter(|(_, c)| c.end.starts_with("failed")).collect()
+        self.cameras.iter().filter(|(_, c)| c.failed).collect()
     }
 }
 
@@ -267,8 +328,9 @@ impl RunningCamera {
         let end = self.ingest.join().unwrap_or_else(|_| CameraEnd::Failed("ingest thread panicked".into()));
         let _ = self.analysis.join();
         match &end {
-            CameraEnd::Failed(why) => tracing::error!(camera = %self.id, error = %why, "camera FAILED"),
-            e => tracing::info!(camera = %self.id, end = ?e, "camera finished"),
+            // a failure was reported when it happened
+            CameraEnd::Failed(_) => {}
+            e => tracing::info!(camera = %self.id, end = %e.describe(), "camera finished"),
         }
         (self.id, end, self.stats)
     }
@@ -395,16 +457,25 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     } else {
         Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
     });
+    let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+    preflight(&p, &store, &stream).await?;
+    // the spool first: the positions its items hold are part of every camera's chain head
+    let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
+    telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
     let chains = Arc::new(
         Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?
-            .with_trust(signer.trusted(&p.key_path)),
+            .with_trust(signer.trusted(&p.key_path))
+            .with_spooled(spool.heads()),
     );
-    let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
     let publisher =
         Arc::new(Publisher::start_replicated(&p.data_dir, p.nats.as_ref(), &stream, dup, raw.publish.replicas).await?);
-    let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
-    telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
+    if !publisher.torn().is_empty() {
+        rebuild_lost_events(&p, &store, &publisher, &spool).await;
+    }
+    if !spool.quarantined().is_empty() {
+        tracing::error!(items = ?spool.quarantined(), "ALARM: evidence items are set aside in spool-quarantine (see each REASON file); they are kept, never deleted");
+    }
     if !spool.pending().is_empty() {
         tracing::info!(items = spool.pending().len(), "spool: uploading evidence left from before");
     }
@@ -649,12 +720,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         ..Default::default()
     };
     for (id, end, stats) in ran {
-        let end = match end {
-            CameraEnd::Failed(why) => format!("failed: {why}"),
-            CameraEnd::Ended => "ended".into(),
-            _ => "stopped".into(),
-        };
-        summary.cameras.insert(id, CameraSummary::of(end, &stats));
+        summary.cameras.insert(id, CameraSummary::of(&end, &stats));
     }
     tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "vigil run finished");
     Ok(summary)

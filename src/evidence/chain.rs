@@ -42,6 +42,11 @@ pub struct ChainLink {
     /// chain, beside the violation time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_utc: Option<String>,
+    /// Seconds the worker's wall clock stood behind the camera's previous commit when this
+    /// position was claimed (a clock stepped back): its times are not in order with the items
+    /// before, the sequence is. Absent when the clock did not step back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_step_back_s: Option<f64>,
 }
 
 /// `chain/<site>/<camera>/seq/<seq>.json`: who holds a chain position.
@@ -129,6 +134,16 @@ impl StoredCheckpoint {
 pub struct Head {
     pub seq: u64,
     pub hash: String,
+    /// The latest wall-clock time a position of the camera was committed here (never goes back:
+    /// a claim earlier than it is a clock step back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl Head {
+    fn genesis() -> Head {
+        Head { seq: 0, hash: GENESIS.into(), at: None }
+    }
 }
 
 pub fn index_key(site: &str, camera: &str, seq: u64) -> String {
@@ -164,6 +179,9 @@ pub struct Chains {
     evidence_days: u32,
     /// One lock per camera, held from claiming a position to updating the head.
     heads: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Head>>>>>,
+    /// The highest position each camera's spooled items hold (set by the worker from its spool
+    /// at start): the head is never below it.
+    spooled: std::sync::Mutex<std::collections::BTreeMap<String, (u64, String)>>,
 }
 
 /// A position claimed for a new manifest; finish with [`Chains::commit`].
@@ -191,7 +209,23 @@ impl Chains {
         let state_dir = data_dir.join("chain");
         std::fs::create_dir_all(&state_dir).with_context(|| format!("chain state dir {}", state_dir.display()))?;
         let trust = signer.public_key();
-        Ok(Chains { store, signer, trust, site: site.into(), state_dir, evidence_days, heads: Default::default() })
+        Ok(Chains {
+            store,
+            signer,
+            trust,
+            site: site.into(),
+            state_dir,
+            evidence_days,
+            heads: Default::default(),
+            spooled: Default::default(),
+        })
+    }
+
+    /// The positions the spool's items hold ([`crate::spool::Spool::heads`]): a camera's head is
+    /// at least there, whatever the state file and the store say.
+    pub fn with_spooled(self, heads: std::collections::BTreeMap<String, (u64, String)>) -> Chains {
+        *self.spooled.lock().expect("spooled") = heads;
+        self
     }
 
     /// Also accept index entries signed by the earlier keys of `trust` (after `vigil keys rotate`).
@@ -217,10 +251,10 @@ impl Chains {
     async fn probe_head(&self, camera: &str, from: u64) -> Result<Head> {
         let lo = self.store.last_position(|s| index_key(&self.site, camera, s), from).await?;
         if lo == 0 {
-            return Ok(Head { seq: 0, hash: GENESIS.into() });
+            return Ok(Head::genesis());
         }
         let e = self.read_index(camera, lo).await?;
-        Ok(Head { seq: e.seq, hash: e.manifest_sha256 })
+        Ok(Head { seq: e.seq, hash: e.manifest_sha256, at: None })
     }
 
     pub async fn read_index(&self, camera: &str, seq: u64) -> Result<IndexEntry> {
@@ -230,36 +264,68 @@ impl Chains {
         open(&bytes, &sig, &self.trust).with_context(|| format!("chain index {key}"))
     }
 
+    /// The camera's head: what the store (its index entries) and the spool (positions its items
+    /// hold) prove, reconciled with this worker's state file. The state file is a cache: lost, the
+    /// store and spool give the head; ahead of both, positions this worker committed are gone
+    /// (removed from the store?) and the `chain_gap` alarm is raised — new items still continue
+    /// after it, never taking those positions again.
     async fn load_head(&self, camera: &str) -> Result<Head> {
         let cached: Option<Head> =
             std::fs::read(self.state_path(camera)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        // The state file is this worker's own record; the store may know more (a lost state file,
-        // another worker). Take whichever is further; if the store is unreachable, the state file.
+        let spooled = self.spooled.lock().expect("spooled").get(camera).cloned();
         let from = cached.as_ref().map_or(0, |h| h.seq);
         let probed = async {
             let from = if from > 0 && self.exists(camera, from).await? { from } else { 0 };
             self.probe_head(camera, from).await
         };
-        match (probed.await, cached) {
-            (Ok(p), Some(c)) if c.seq > p.seq => Ok(c),
-            (Ok(p), _) => Ok(p),
-            (Err(e), Some(c)) => {
+        let at = cached.as_ref().and_then(|c| c.at);
+        let mut proven = match probed.await {
+            Ok(p) => Some(p),
+            Err(e) => {
                 tracing::warn!(
                     camera,
                     error = format!("{e:#}"),
-                    "chain: store unreachable, continuing from the local chain state"
+                    "chain: store unreachable; the head comes from the spool and the local state"
                 );
-                Ok(c)
+                None
             }
-            (Err(e), None) => {
-                tracing::warn!(
-                    camera,
-                    error = format!("{e:#}"),
-                    "chain: store unreachable and no local chain state; starting at seq 1"
-                );
-                Ok(Head { seq: 0, hash: GENESIS.into() })
-            }
+        };
+        if let Some((seq, hash)) = spooled
+            && proven.as_ref().is_none_or(|p| seq > p.seq)
+            && (proven.is_some() || cached.as_ref().is_none_or(|c| seq > c.seq))
+        {
+            proven = Some(Head { seq, hash, at: None });
         }
+        let head = match (proven, cached) {
+            (Some(p), Some(c)) if c.seq > p.seq => {
+                let detail = format!(
+                    "positions {}..{} of camera {camera} were committed by this worker but are neither in the store nor in the spool (removed?); new items continue after {}",
+                    p.seq + 1,
+                    c.seq,
+                    c.seq
+                );
+                tracing::error!(camera, store_and_spool = p.seq, state = c.seq, "ALARM: chain tail missing: {detail}");
+                crate::telemetry::Event::Health {
+                    camera,
+                    condition: crate::telemetry::Condition::ChainGap,
+                    active: true,
+                    detail: &detail,
+                    lasted: None,
+                }
+                .emit();
+                c
+            }
+            (Some(p), _) => Head { at, ..p },
+            (None, Some(c)) => c,
+            (None, None) => {
+                tracing::warn!(
+                    camera,
+                    "chain: store unreachable and no local chain state or spooled item; starting at seq 1"
+                );
+                Head::genesis()
+            }
+        };
+        Ok(head)
     }
 
     fn save_head(&self, camera: &str, head: &Head) -> Result<()> {
@@ -283,8 +349,33 @@ impl Chains {
             *guard = Some(self.load_head(camera).await?);
         }
         let head = guard.clone().expect("head");
+        let now = Utc::now();
+        // a wall clock behind this camera's last commit stepped back: the item says by how much
+        let step = head
+            .at
+            .filter(|a| *a > now + chrono::Duration::seconds(1))
+            .map(|a| (a - now).num_milliseconds() as f64 / 1000.0);
+        if let Some(s) = step {
+            let detail = format!(
+                "the wall clock stands {s:.1} s behind the last commit of camera {camera}; items carry the step, the sequence keeps their order"
+            );
+            tracing::warn!(camera, step_back_s = s, "clock stepped back: {detail}");
+            crate::telemetry::Event::Health {
+                camera,
+                condition: crate::telemetry::Condition::ClockStep,
+                active: true,
+                detail: &detail,
+                lasted: None,
+            }
+            .emit();
+        }
         Ok(Claim {
-            link: ChainLink { seq: head.seq + 1, prev_hash: head.hash, committed_utc: Some(rfc3339(Utc::now())) },
+            link: ChainLink {
+                seq: head.seq + 1,
+                prev_hash: head.hash,
+                committed_utc: Some(rfc3339(now)),
+                clock_step_back_s: step,
+            },
             guard,
         })
     }
@@ -360,12 +451,29 @@ impl Chains {
         Ok(vec![(format!("{key}.sig"), sig, retain_until), (key, bytes, retain_until)])
     }
 
-    /// Records the manifest at the claimed position as the new head (durably, in the state file).
-    pub fn commit(&self, camera: &str, mut claim: Claim, manifest_sha256: &str) -> Result<()> {
-        let head = Head { seq: claim.link.seq, hash: manifest_sha256.into() };
-        self.save_head(camera, &head)?;
-        *claim.guard = Some(head);
-        Ok(())
+    /// The latest time a position of `camera` was committed here: retention counts from no
+    /// earlier (a clock stepped back never shortens it).
+    pub async fn clock_floor(&self, camera: &str) -> Option<DateTime<Utc>> {
+        self.head(camera).await.ok().and_then(|h| h.at)
+    }
+
+    /// Records the manifest at the claimed position as the new head: in memory first (the item
+    /// is spooled: its position is used whatever happens to the state file), then in the state
+    /// file. A state file that cannot be written (a full disk) is logged; the next start takes the
+    /// head from the store and the spool.
+    pub fn commit(&self, camera: &str, mut claim: Claim, manifest_sha256: &str) {
+        let now = Utc::now();
+        let at = claim.guard.as_ref().and_then(|h| h.at).map_or(now, |a| a.max(now));
+        let head = Head { seq: claim.link.seq, hash: manifest_sha256.into(), at: Some(at) };
+        *claim.guard = Some(head.clone());
+        if let Err(e) = self.save_head(camera, &head) {
+            tracing::error!(
+                camera,
+                seq = head.seq,
+                error = format!("{e:#}"),
+                "chain state file not saved (the item is spooled and its position used; the next start reads the head from the store and the spool)"
+            );
+        }
     }
 
     /// Current head of a camera (0 and the genesis hash when it has no items).
@@ -456,7 +564,7 @@ mod tests {
             "a retry of the same entry is the same reservation"
         );
         assert!(matches!(b.reserve(&ib, patience).await, Reserved::Taken), "a second item at seq 1 is refused");
-        a.commit("cam", ca, "aa").unwrap();
+        a.commit("cam", ca, "aa");
         cb.forget();
         // b reads the head from the store and takes the next position, linked to a's item
         let cb = b.claim("cam").await.unwrap();
@@ -480,7 +588,7 @@ mod tests {
             for (k, b, _) in chains.index_objects("cam", &c, &format!("id{i}"), "m", hash, until).unwrap() {
                 store.put_new(&k, Bytes::from(b)).await.unwrap();
             }
-            chains.commit("cam", c, hash).unwrap();
+            chains.commit("cam", c, hash);
         }
         // a dropped claim gives its position back
         let c = chains.claim("cam").await.unwrap();
@@ -490,7 +598,7 @@ mod tests {
         // the local state is lost: a new instance finds the head in the store
         std::fs::remove_dir_all(d.path().join("data/chain")).unwrap();
         let again = Chains::new(store.clone(), signer.clone(), "s", &d.path().join("data"), 365).unwrap();
-        assert_eq!(again.head("cam").await.unwrap(), Head { seq: 3, hash: "cc".into() });
+        assert_eq!(again.head("cam").await.unwrap(), Head { seq: 3, hash: "cc".into(), at: None });
         let e = again.read_index("cam", 2).await.unwrap();
         assert_eq!((e.evidence_id.as_str(), e.manifest_sha256.as_str()), ("id1", "bb"));
         // a checkpoint is stored signed, and its event carries what a consumer needs to verify it

@@ -199,7 +199,10 @@ pub async fn produce(
     let clip = clip?;
     let annotated = clip::annotate(&clip.snapshot, &v.detections, v.zone.as_ref(), v.analysis_size);
     let t = v.wall(v.trigger_pts);
-    let retain_until = crate::util::time::add_days(t, ctx.retention.evidence_days).ok_or_else(|| {
+    // retention counts from the violation, and never from earlier than this camera's last commit:
+    // a wall clock stepped back never shortens it
+    let basis = ctx.chains.clock_floor(&v.camera).await.map_or(t, |f| f.max(t));
+    let retain_until = crate::util::time::add_days(basis, ctx.retention.evidence_days).ok_or_else(|| {
         anyhow::anyhow!("retention date of {} days after {t} is out of range", ctx.retention.evidence_days)
     })?;
     let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
@@ -317,7 +320,7 @@ pub async fn produce(
             min_days: ctx.retention.evidence_days,
             retain_until_utc: rfc3339(retain_until),
         },
-        chain: chain::ChainLink { seq: 0, prev_hash: String::new(), committed_utc: None },
+        chain: chain::ChainLink { seq: 0, prev_hash: String::new(), committed_utc: None, clock_step_back_s: None },
         signing: SigningFacts {
             alg: "Ed25519".into(),
             key_id: ctx.signer.key_id.clone(),
@@ -363,7 +366,7 @@ pub async fn produce(
     );
     if reserved {
         ctx.spool.put(&v.evidence_id, objects, &entry)?;
-        ctx.chains.commit(&v.camera, claim, &hash)?;
+        ctx.chains.commit(&v.camera, claim, &hash);
     } else {
         // chained afresh by the uploader once the store answers (see `rechain`); the head stays
         ctx.spool.put_with(&v.evidence_id, objects, &entry, true)?;
@@ -371,6 +374,42 @@ pub async fn produce(
     }
     record_history(&ctx.history_dir, &v.camera, &v.rule.id, t)?;
     Ok(record)
+}
+
+/// The evidence event of an item already in the store, made again from its signed manifest
+/// (its event was lost: a torn outbox line). The same event as the uploader makes: the
+/// manifest's members, where the manifest is, and where every object is.
+pub async fn event_from_store(store: &crate::store::Store, prefix: &str) -> Result<crate::publish::OutboxEntry> {
+    let manifest_key = format!("{prefix}/manifest.json");
+    let bytes = store.get(&manifest_key).await?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)?;
+    let sig_key = format!("{prefix}/manifest.sig");
+    let index = chain::index_key(&manifest.site, &manifest.camera, manifest.chain.seq);
+    let here = store.reference();
+    let mut objects = BTreeMap::new();
+    let keys = manifest.artifacts.values().map(|a| a.key.clone()).chain([
+        sig_key.clone(),
+        manifest_key.clone(),
+        format!("{index}.sig"),
+        index,
+    ]);
+    for k in keys {
+        if store.exists(&k).await? {
+            objects.insert(k.clone(), here.locate(&k, store.version(&k).await?));
+        }
+    }
+    let (site, camera, id) = (manifest.site.clone(), manifest.camera.clone(), manifest.evidence_id.clone());
+    let event = EvidenceEvent {
+        manifest: Manifest { schema: EVENT_SCHEMA.into(), ..manifest },
+        manifest_ref: ManifestRef {
+            key: manifest_key,
+            sha256: crate::util::sha256_hex(&bytes),
+            signature_key: sig_key,
+        },
+        store: Some(here),
+        objects,
+    };
+    Ok(crate::publish::OutboxEntry::new(id, crate::util::Subject::evidence(&site, &camera), &event))
 }
 
 /// A manifest sealed at a chain position: its bytes, signature, hash and index entry objects;
@@ -468,7 +507,7 @@ pub async fn rechain(
         }
     }
     spool.rewrite_item(id, objects, &event)?;
-    chains.commit(&manifest.camera, c.claim, &c.hash)?;
+    chains.commit(&manifest.camera, c.claim, &c.hash);
     tracing::info!(evidence_id = id, camera = %manifest.camera, seq = manifest.chain.seq, "spool: an item spooled without a reserved chain position now holds one");
     Ok(())
 }

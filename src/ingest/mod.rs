@@ -54,6 +54,26 @@ pub enum CameraEnd {
     Stopped,
     /// Permanent failure (unreadable or unsupported file), with the reason.
     Failed(String),
+    /// Shutdown requested while the live stream was down (reconnecting): the last error, and
+    /// for how long it had been down.
+    Down(String, Duration),
+}
+
+impl CameraEnd {
+    /// The run's summary says this camera failed (its exit code is then 1).
+    pub fn failed(&self) -> bool {
+        matches!(self, CameraEnd::Failed(_) | CameraEnd::Down(..))
+    }
+
+    /// How the run's summary names it.
+    pub fn describe(&self) -> String {
+        match self {
+            CameraEnd::Failed(why) => format!("failed: {why}"),
+            CameraEnd::Down(why, d) => format!("down for {:.0} s at shutdown (reconnecting): {why}", d.as_secs_f64()),
+            CameraEnd::Ended => "ended".into(),
+            CameraEnd::Stopped => "stopped".into(),
+        }
+    }
 }
 
 struct Built {
@@ -557,9 +577,15 @@ pub fn run_camera(
         live: matches!(cam.source, Source::Rtsp { .. }),
     });
     let mut backoff = Duration::from_millis(500);
+    let mut last_why = String::new();
+    // stopped while a live stream is down (reconnecting): the summary names it as down
+    let stopped = |sh: &Shared, why: &str| match *sh.down_since.lock().expect("down") {
+        Some(since) => CameraEnd::Down(why.to_string(), since.elapsed()),
+        None => CameraEnd::Stopped,
+    };
     let end = loop {
         if shutdown.load(Ordering::Relaxed) {
-            break CameraEnd::Stopped;
+            break stopped(&sh, &last_why);
         }
         let outcome = match build(cam, &analysis, &sh) {
             Ok(b) => play(&b.pipeline, &sh),
@@ -576,7 +602,7 @@ pub fn run_camera(
             *sh.next_due.lock().expect("due") = None;
         }
         match (outcome, &cam.source) {
-            (Outcome::Shutdown, _) => break CameraEnd::Stopped,
+            (Outcome::Shutdown, _) => break stopped(&sh, &last_why),
             (Outcome::Eos, Source::File { looping: true, .. }) => {
                 tracing::debug!(camera = %sh.camera, "file ended, looping");
                 continue;
@@ -591,6 +617,7 @@ pub fn run_camera(
                     Outcome::Error(e) => e,
                     Outcome::Shutdown => unreachable!(),
                 };
+                last_why = why.clone();
                 {
                     let mut r = ring.lock().expect("ring");
                     let at = r.last_pts.unwrap_or_default();
@@ -625,6 +652,19 @@ pub fn run_camera(
         }
     };
     ring.lock().expect("ring").finish_all();
+    // a camera that failed for good says so at once — log and health event — not only when the
+    // run ends
+    if let CameraEnd::Failed(why) = &end {
+        tracing::error!(camera = %cam.id, error = %why, "camera FAILED");
+        crate::telemetry::Event::Health {
+            camera: &cam.id,
+            condition: Condition::Stream,
+            active: true,
+            detail: &format!("failed for good: {why}"),
+            lasted: None,
+        }
+        .emit();
+    }
     end
 }
 

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub spool_bytes: Gauge,
     pub spool_full: Gauge,
     pub review_logins_refused: Counter,
+    pub spool_quarantined: Counter,
     /// Inference runs of every model and their total time, µs (the status report's mean).
     pub inference_runs: std::sync::atomic::AtomicU64,
     pub inference_us: std::sync::atomic::AtomicU64,
@@ -96,6 +97,7 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             spool_full: Gauge::default(),
             review_logins_refused: Counter::default(),
+            spool_quarantined: Counter::default(),
             inference_runs: Default::default(),
             inference_us: Default::default(),
             registry: Registry::default(),
@@ -156,6 +158,11 @@ impl Metrics {
             "vigil_review_logins_refused",
             "Review logins refused because the account or address was locked out",
             m.review_logins_refused.clone(),
+        );
+        r.register(
+            "vigil_spool_quarantined",
+            "Spooled evidence items set aside because they cannot be uploaded as they are (kept in spool-quarantine/)",
+            m.spool_quarantined.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -305,6 +305,6 @@ mod tests {
         }
         .emit();
         assert!(s.active().is_empty());
-        assert_eq!(Condition::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().len(), 7);
+        assert_eq!(Condition::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().len(), 10);
     }
 }

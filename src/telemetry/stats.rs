@@ -23,6 +23,14 @@ pub enum Condition {
     Moved,
     /// The evidence spool is full: new clips are not cut.
     SpoolFull,
+    /// A spooled evidence item could not be uploaded as it is (unreadable, altered on disk, or
+    /// its key holds other content): set aside in `spool-quarantine/`, kept, never deleted.
+    Quarantined,
+    /// The camera's chain head in the store and spool is behind what this worker committed:
+    /// items it made are gone (removed from the store?). New items never take their positions.
+    ChainGap,
+    /// The wall clock stepped back since the last item: the affected items carry the step.
+    ClockStep,
     /// Cluster: which worker runs the camera. `active`: a worker took its lease (detail names it
     /// and the lease revision); ended: the worker let it go (handed over, lost, stopped). A fact
     /// about the camera's placement, never an abnormal state of the camera (not in `ALL`).
@@ -30,7 +38,7 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub const ALL: [Condition; 7] = [
+    pub const ALL: [Condition; 10] = [
         Condition::Stream,
         Condition::Frozen,
         Condition::Covered,
@@ -38,6 +46,9 @@ impl Condition {
         Condition::Defocus,
         Condition::Moved,
         Condition::SpoolFull,
+        Condition::Quarantined,
+        Condition::ChainGap,
+        Condition::ClockStep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +60,9 @@ impl Condition {
             Condition::Defocus => "defocus",
             Condition::Moved => "moved",
             Condition::SpoolFull => "spool_full",
+            Condition::Quarantined => "evidence_quarantined",
+            Condition::ChainGap => "chain_gap",
+            Condition::ClockStep => "clock_step",
             Condition::Lease => "lease",
         }
     }

@@ -160,9 +160,69 @@ pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
     std::fs::OpenOptions::new().create(true).append(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
+/// Appends `line` and a newline to an append-only line log, synced. A write that fails part
+/// way (a full disk, no inodes) is rolled back: the file is cut back to its length before, so a
+/// later line is never glued onto a fragment.
+pub fn append_line(f: &mut File, line: &str) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let written = f.write_all(&buf).and_then(|()| f.sync_data());
+    if let Err(e) = written {
+        if let Err(cut) = f.set_len(before).and_then(|()| f.sync_data()) {
+            tracing::error!(error = %cut, "line log: a failed append could not be rolled back; it is repaired at the next start");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Repairs a line log whose last line was torn (a crash or a full disk mid-append): the file is
+/// cut back to its last complete line and the fragment is set aside beside it
+/// (`<name>.torn-<ulid>`). Returns the fragment, if there was one.
+pub fn repair_line_log(path: &Path) -> Result<Option<Vec<u8>>> {
+    let Ok(bytes) = std::fs::read(path) else { return Ok(None) };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let fragment = bytes[keep..].to_vec();
+    let aside = path.with_file_name(format!(
+        "{}.torn-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("log"),
+        ulid::Ulid::new()
+    ));
+    create_new(&aside, &fragment, 0o600)?;
+    let f = std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("{}", path.display()))?;
+    f.set_len(keep as u64)?;
+    f.sync_all()?;
+    tracing::warn!(file = %path.display(), fragment_bytes = fragment.len(), set_aside = %aside.display(), "a torn last line (a crash or a full disk mid-append) was cut off and set aside");
+    Ok(Some(fragment))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_set_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":").unwrap();
+        assert_eq!(repair_line_log(&p).unwrap().as_deref(), Some(&b"{\"b\":"[..]));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        let aside: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("log.jsonl.torn-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(repair_line_log(&p).unwrap(), None, "a whole file is left alone");
+        let mut f = open_append(&p, 0o600).unwrap();
+        append_line(&mut f, "{\"c\":3}").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"c\":3}\n");
+    }
 
     #[test]
     fn non_regular_and_oversized_files_are_refused() {

@@ -64,7 +64,16 @@ pub(super) async fn walk_chain(
     let cp_prefix = checkpoint_prefix(site, camera);
     let mut cp_keys: Vec<&String> =
         chain_keys.iter().filter(|k| k.starts_with(&cp_prefix) && k.ends_with(".json")).collect();
-    cp_keys.sort();
+    // the newest checkpoint is the one of the highest position (`<ms>-<seq>.json`): the sequence
+    // decides, not the wall clock (a clock stepped back names a newer checkpoint with an earlier
+    // time)
+    let seq_of = |k: &str| {
+        k.rsplit('/')
+            .next()
+            .and_then(|f| f.trim_end_matches(".json").rsplit('-').next())
+            .and_then(|q| q.parse::<u64>().ok())
+    };
+    cp_keys.sort_by_key(|k| (seq_of(k), (*k).clone()));
     let mut checkpoint: Option<Checkpoint> = None;
     for k in cp_keys.iter().rev() {
         match read_signed::<Checkpoint>(store, key, k).await {
@@ -159,21 +168,26 @@ pub(super) async fn walk_chain(
             }
         }
     }
-    // ordering: violation times must not go backwards by more than a clip length along the chain
+    // ordering: the sequence orders the chain; violation times going back along it by more
+    // than a clip length are reported (a clock step back, or a re-signed time — which the index
+    // entries and links above catch), never failed on
     let mut prev: Option<(u64, DateTime<Utc>)> = None;
     for (seq, its) in &by_seq {
-        let Some(t) = its[0].manifest.as_ref().and_then(|m| DateTime::parse_from_rfc3339(&m.violation_time_utc).ok())
-        else {
-            continue;
-        };
+        let Some(m) = its[0].manifest.as_ref() else { continue };
+        let Some(t) = DateTime::parse_from_rfc3339(&m.violation_time_utc).ok() else { continue };
         let t = t.with_timezone(&Utc);
         if let Some((ps, pt)) = prev
             && t + chrono::Duration::seconds(120) < pt
         {
-            problems.push(prob(
-                Some(*seq),
-                Some(&its[0].id),
-                format!("reordered: its violation time {t} is before that of seq {ps} ({pt})"),
+            let why = match m.chain.clock_step_back_s {
+                Some(s) => {
+                    format!("the worker's clock stood {s:.0} s behind its previous commit (flagged in the item)")
+                }
+                None => "a clock step back, or a time re-signed".into(),
+            };
+            warnings.push(format!(
+                "camera {camera} seq {seq} evidence {}: violation time {t} is before that of seq {ps} ({pt}): {why}",
+                its[0].id
             ));
         }
         prev = Some((*seq, t));
