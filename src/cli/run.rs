@@ -73,7 +73,13 @@ pub fn run(a: Args) -> ExitCode {
                 if s.evidence_failures > 0 {
                     eprintln!("error: {} evidence item(s) could not be produced (see log)", s.evidence_failures);
                 }
-                if failed.is_empty() && s.evidence_failures == 0 && s.refused == 0 {
+                if s.quarantined > 0 {
+                    eprintln!(
+                        "error: {} evidence item(s) set aside in spool-quarantine (kept; see each REASON file)",
+                        s.quarantined
+                    );
+                }
+                if failed.is_empty() && s.evidence_failures == 0 && s.refused == 0 && s.quarantined == 0 {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)

@@ -130,6 +130,8 @@ pub struct RunSummary {
     pub refused: u64,
     /// Items still in the spool (store unreachable at shutdown); they upload on the next start.
     pub spooled: usize,
+    /// Items set aside in `spool-quarantine/` (kept; see each REASON): the exit code is 1.
+    pub quarantined: usize,
     pub unpublished: usize,
 }
 
@@ -479,10 +481,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     if !spool.pending().is_empty() {
         tracing::info!(items = spool.pending().len(), "spool: uploading evidence left from before");
     }
-    let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
-    let uploader =
-        tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
-    // health events → vigil.health.<site>.<camera>
+    // health events → vigil.health.<site>.<camera> (before the uploader: it raises alarms too)
     let (htx, mut hrx) = mpsc::unbounded_channel::<HealthEvent>();
     telemetry::set_health_sink(Some(htx));
     let health_task = {
@@ -497,6 +496,9 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     };
+    let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
+    let uploader =
+        tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
     if let Some(addr) = &raw.worker.http {
         let addr: std::net::SocketAddr = addr.parse().context("worker.http")?;
         if !crate::util::http::is_loopback(&addr) {
@@ -716,6 +718,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
         evidence_failures,
         refused: telemetry::metrics::get().evidence_refused.get(),
         spooled: spool.pending().len(),
+        quarantined: spool.quarantined().len(),
         unpublished,
         ..Default::default()
     };

@@ -495,6 +495,24 @@ impl Chains {
         self.checkpoint_signed(camera, Some(next)).await
     }
 
+    /// A create-only write, tried again a few times: a write whose answer was lost finds its own
+    /// bytes there and counts as done ([`Store::put_evidence`]), so a checkpoint never stays half
+    /// written (its `.json` without its `.sig`).
+    async fn put_retried(&self, key: &str, bytes: Bytes, until: DateTime<Utc>) -> Result<Option<String>> {
+        let mut wait = std::time::Duration::from_millis(500);
+        for _ in 0..3 {
+            match self.store.put_evidence(key, bytes.clone(), until).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(key, error = format!("{e:#}"), "chain checkpoint: write failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        self.store.put_evidence(key, bytes, until).await
+    }
+
     async fn checkpoint_signed(&self, camera: &str, next: Option<&Signer>) -> Result<StoredCheckpoint> {
         let head = self.head(camera).await?;
         let now = Utc::now();
@@ -513,14 +531,14 @@ impl Chains {
         let key =
             format!("{}{:013}-{:012}.json", checkpoint_prefix(&self.site, camera), now.timestamp_millis(), head.seq);
         let until = crate::util::time::add_days(now, self.evidence_days).context("retention date out of range")?;
-        let version = self.store.put_evidence(&key, Bytes::from(bytes), until).await?;
+        let version = self.put_retried(&key, Bytes::from(bytes), until).await?;
         let sig_key = format!("{key}.sig");
         let signature = SignatureFile::parse(&sig)?;
-        let sig_version = self.store.put_evidence(&sig_key, Bytes::from(sig), until).await?;
+        let sig_version = self.put_retried(&sig_key, Bytes::from(sig), until).await?;
         let mut stored = vec![(key.clone(), version), (sig_key.clone(), sig_version)];
         if let Some(c) = cosig {
             let k = format!("{key}.next.sig");
-            stored.push((k.clone(), self.store.put_evidence(&k, Bytes::from(c), until).await?));
+            stored.push((k.clone(), self.put_retried(&k, Bytes::from(c), until).await?));
         }
         let here = self.store.reference();
         let objects = stored.into_iter().map(|(k, v)| (k.clone(), here.locate(&k, v))).collect();

@@ -25,6 +25,7 @@ pub enum Condition {
     SpoolFull,
     /// A spooled evidence item could not be uploaded as it is (unreadable, altered on disk, or
     /// its key holds other content): set aside in `spool-quarantine/`, kept, never deleted.
+    #[serde(rename = "evidence_quarantined")]
     Quarantined,
     /// The camera's chain head in the store and spool is behind what this worker committed:
     /// items it made are gone (removed from the store?). New items never take their positions.

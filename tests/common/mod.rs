@@ -747,6 +747,12 @@ struct CutState {
     needle: Vec<u8>,
     cut_at: usize,
     seen: usize,
+    /// The `n`-th request whose head contains `lose_needle` reaches the server whole; its answer
+    /// never reaches the client, whose connection is then closed (a response lost on the way).
+    lose_needle: Vec<u8>,
+    lose_at: usize,
+    lose_seen: usize,
+    pub lost: usize,
     down: Duration,
     down_until: Option<Instant>,
     /// When the cut happened.
@@ -796,6 +802,20 @@ impl CutProxy {
         s.down = down;
     }
 
+    /// Lets the `n`-th request whose head contains `needle` (1-based) through whole, and loses
+    /// the server's answer: the client's connection is closed instead.
+    pub fn lose_response_on(&self, n: usize, needle: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.lose_needle = needle.as_bytes().to_vec();
+        s.lose_at = n;
+        s.lose_seen = 0;
+    }
+
+    /// How many answers were lost so far.
+    pub fn lost(&self) -> usize {
+        self.state.lock().unwrap().lost
+    }
+
     /// Takes the server away (refuses every connection) or brings it back.
     pub fn set_down(&self, down: bool) {
         let mut s = self.state.lock().unwrap();
@@ -817,10 +837,21 @@ fn pump_pair(client: std::net::TcpStream, server: std::net::TcpStream, st: std::
     use std::io::{Read, Write};
     let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (mut s_r, mut c_w) = (server, client);
+    // set when a request on this connection is to lose its answer
+    let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mute_back, st_back) = (mute.clone(), st.clone());
     let back = std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         while let Ok(n) = s_r.read(&mut buf) {
-            if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+            if n == 0 {
+                break;
+            }
+            if mute_back.load(std::sync::atomic::Ordering::SeqCst) {
+                // the server answered; the client never hears it
+                st_back.lock().unwrap().lost += 1;
+                break;
+            }
+            if c_w.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
@@ -830,6 +861,19 @@ fn pump_pair(client: std::net::TcpStream, server: std::net::TcpStream, st: std::
     while let Ok(n) = c_r.read(&mut buf) {
         if n == 0 {
             break;
+        }
+        {
+            let mut s = st.lock().unwrap();
+            let lose = !s.lose_needle.is_empty()
+                && s.lose_at > 0
+                && buf[..n].windows(s.lose_needle.len()).any(|w| w == s.lose_needle.as_slice());
+            if lose {
+                s.lose_seen += 1;
+                if s.lose_seen == s.lose_at {
+                    s.lose_at = 0;
+                    mute.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
         }
         let cut = {
             let mut s = st.lock().unwrap();
