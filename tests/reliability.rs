@@ -488,7 +488,7 @@ fn row12_every_failed_camera_is_reported_at_once_and_named_in_the_summary() {
     let log = w.log_text();
     assert_eq!(code, 1, "{log}");
     // at once: each file camera's failure is logged as it happens, before the good ones finish
-    let line_of = |needle: &dyn Fn(&str) -> bool| log.lines().position(|l| needle(l));
+    let line_of = |needle: &dyn Fn(&str) -> bool| log.lines().position(needle);
     let first_finished = line_of(&|l| l.contains("camera finished")).unwrap();
     for id in ["random", "text", "truncated"] {
         let failed = line_of(&|l: &str| l.contains("camera FAILED") && l.contains(&format!("\"camera\":\"{id}\"")))
