@@ -694,3 +694,78 @@ fn split_brain_a_cut_worker_fences_itself_and_forced_double_holders_cannot_fork_
         .sum::<usize>();
     println!("positions taken by the other worker and claimed again: {retried}");
 }
+
+/// A district without video (issue #35): `vigil cluster simulate` runs 50 members of the lease
+/// protocol over 5,000 cameras on the three-node cluster; 5 members are killed at once (no
+/// hand-over), later the node leading the lease bucket is killed. Prints the figures the README's
+/// capacity model uses.
+#[test]
+fn a_district_of_5000_cameras_and_50_workers_spreads_fails_over_and_rides_out_a_lost_leader() {
+    let _rt = realtime_lock();
+    let mut cluster = NatsCluster::start();
+    let (cameras, workers, ttl) = (5000usize, 50usize, 30.0f64);
+    let mut child = vigil()
+        .args(["cluster", "simulate", "--nats", &cluster.url(), "--bucket", "vigil-district"])
+        .args(["--cameras", &cameras.to_string(), "--workers", &workers.to_string(), "--ttl", &ttl.to_string()])
+        .args(["--seconds", "150", "--kill", "5", "--kill-at", "45"])
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(std::env::temp_dir().join("vigil-district.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    let mut summary = serde_json::Value::Null;
+    let mut leader_killed_at: Option<f64> = None;
+    use std::io::BufRead;
+    for line in out.lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("summary").is_some() {
+            summary = v["summary"].clone();
+            break;
+        }
+        let t = v["t_s"].as_f64().unwrap();
+        if t >= 100.0 && leader_killed_at.is_none() {
+            let leader = cluster.leader("KV_vigil-district");
+            cluster.stop_node(leader);
+            leader_killed_at = Some(t);
+            println!("district: killed n{leader}, the lease bucket's leader, at {t:.0} s");
+        }
+        samples.push(v);
+    }
+    assert!(child.wait().unwrap().success());
+    let killed_at = leader_killed_at.expect("the leader was killed");
+    let spread = summary["spread_s"].as_f64().expect("every camera got a holder");
+    let writes = summary["steady_writes_per_s"].as_f64().unwrap();
+    let failover = summary["failover_s"].as_f64().expect("the killed members' cameras run elsewhere");
+    let after: Vec<&serde_json::Value> = samples.iter().filter(|s| s["t_s"].as_f64().unwrap() > killed_at).collect();
+    let min_after = after.iter().map(|s| s["held"].as_u64().unwrap()).min().unwrap();
+    let failed_after: f64 = after.iter().map(|s| s["failed_per_s"].as_f64().unwrap()).sum();
+    let failing_s = after.iter().filter(|s| s["failed_per_s"].as_f64().unwrap() > 0.0).count();
+    // from the kill until every camera has a holder for the rest of the run
+    let last_dip = after.iter().rposition(|s| (s["held"].as_u64().unwrap() as usize) < cameras);
+    let all_held_again = match last_dip {
+        None => Some(0.0),
+        Some(i) => after.get(i + 1).map(|s| s["t_s"].as_f64().unwrap() - killed_at),
+    };
+    // cameras stopped because their lease was lost or fenced (a hand-over by the share policy,
+    // still rebalancing after the five deaths, is neither)
+    let log = std::fs::read_to_string(std::env::temp_dir().join("vigil-district.log")).unwrap_or_default();
+    let stopped = log
+        .lines()
+        .filter(|l| l.contains("camera stopped on this worker") && (l.contains("lost:") || l.contains("fenced:")))
+        .count();
+    // renewals every 10 s at TTL 30 s: (cameras + workers) / 10 writes a second
+    let expected = (cameras + workers) as f64 / 10.0;
+    println!(
+        "| {cameras} cameras, {workers} members, TTL {ttl} s | spread {spread:.1} s | KV writes {writes:.0}/s (protocol: {expected:.0}/s) | 5 killed: failover {failover:.1} s | leader killed: writes failed for {failing_s} s ({failed_after:.0} failed, retried), {stopped} cameras stopped by a lost or fenced lease, fewest holders {min_after} of {cameras}, all held again {:.1} s after |",
+        all_held_again.unwrap_or(f64::NAN)
+    );
+    assert!(spread < 60.0, "{summary}");
+    assert!((0.6 * expected..1.4 * expected).contains(&writes), "{summary}");
+    assert!(failover <= ttl + 15.0, "{summary}");
+    assert_eq!(stopped, 0, "a lost leader stops no camera: renewals wait out the election");
+    // what dips is a camera in hand-over (the share policy still rebalancing after the five
+    // deaths), never a run of cameras whose leases lapsed
+    assert!(min_after as usize + 5 >= cameras, "{summary}");
+}

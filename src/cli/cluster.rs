@@ -22,10 +22,62 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A district without video: `--workers` members of the lease protocol (the one `vigil run`
+    /// runs) share `--cameras` cameras that run nothing, over the NATS cluster at `--nats`; prints
+    /// a JSON line a second (holders, KV writes), then a summary (time to spread every camera,
+    /// KV write rate, failover time after `--kill` members die at `--kill-at` s).
+    Simulate {
+        /// NATS server URLs, comma-separated.
+        #[arg(long)]
+        nats: String,
+        #[arg(long, default_value_t = 5000)]
+        cameras: usize,
+        #[arg(long, default_value_t = 50)]
+        workers: usize,
+        /// Lease TTL, seconds (the bucket's max_age).
+        #[arg(long, default_value_t = 15.0)]
+        ttl: f64,
+        /// Most cameras one member takes.
+        #[arg(long, default_value_t = 1000)]
+        max_cameras: usize,
+        /// Replicas of the lease bucket.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        #[arg(long, default_value_t = 120.0)]
+        seconds: f64,
+        /// Members killed at once (no hand-over) at `--kill-at`.
+        #[arg(long, default_value_t = 0)]
+        kill: usize,
+        #[arg(long, default_value_t = 60.0)]
+        kill_at: f64,
+        /// The lease bucket (a simulation's own, so that it never touches a site's).
+        #[arg(long, default_value = "vigil-sim-leases")]
+        bucket: String,
+    },
 }
 
 pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
-    let Cmd::Status { pipeline, json } = c;
+    let (pipeline, json) = match c {
+        Cmd::Status { pipeline, json } => (pipeline, json),
+        Cmd::Simulate { nats, cameras, workers, ttl, max_cameras, replicas, seconds, kill, kill_at, bucket } => {
+            let o = crate::control::cluster::sim::Options {
+                nats: crate::util::nats::Endpoint::plain(&nats),
+                cameras,
+                workers,
+                ttl: Duration::from_secs_f64(ttl),
+                max_cameras,
+                replicas,
+                site: "sim".into(),
+                bucket,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let s = rt.block_on(crate::control::cluster::sim::run(&o, seconds, kill, kill_at, |x| {
+                println!("{}", serde_json::to_string(x).unwrap_or_default());
+            }))?;
+            println!("{}", serde_json::to_string(&serde_json::json!({ "summary": s }))?);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let p = crate::config::Pipeline::load(&pipeline)
         .map_err(|e| anyhow::anyhow!("invalid pipeline configuration:\n{e}"))?;
     let nats = p.nats.clone().with_context(|| format!("{}: publish.nats_url is not set", pipeline.display()))?;

@@ -109,6 +109,8 @@ pub struct Seen {
     pub written: chrono::DateTime<chrono::Utc>,
     /// When it expires, on this machine's monotonic clock.
     pub expires: Instant,
+    /// A camera key's holder (parsed once, when seen).
+    pub holder: Option<String>,
 }
 
 /// What a worker saw of the bucket: the current value of each key, until it expires.
@@ -132,8 +134,9 @@ impl View {
             kv::Operation::Put => {
                 let written = utc_of(e.created);
                 let age = (chrono::Utc::now() - written).to_std().unwrap_or_default();
-                if let Ok(l) = serde_json::from_slice::<CameraLease>(&e.value) {
-                    self.last_worker.insert(e.key.clone(), l.worker);
+                let holder = serde_json::from_slice::<CameraLease>(&e.value).ok().map(|l| l.worker);
+                if let Some(w) = &holder {
+                    self.last_worker.insert(e.key.clone(), w.clone());
                 }
                 self.entries.insert(
                     e.key.clone(),
@@ -142,6 +145,7 @@ impl View {
                         revision: e.revision,
                         written,
                         expires: Instant::now() + ttl.saturating_sub(age),
+                        holder,
                     },
                 );
             }
@@ -230,6 +234,14 @@ pub async fn renew(kv: &kv::Store, key: &str, value: bytes::Bytes, revision: u64
     outcome(tokio::time::timeout(within, kv.update(key, value, revision)).await, |e: &kv::UpdateError| {
         matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision)
     })
+}
+
+/// The revision of `key` if its current value is a lease held by `worker` (its own write whose
+/// answer was lost), else `None`.
+pub async fn ours(kv: &kv::Store, key: &str, worker: &str, within: Duration) -> Option<u64> {
+    let e = tokio::time::timeout(within, kv.entry(key)).await.ok()?.ok()??;
+    let l: CameraLease = serde_json::from_slice(&e.value).ok()?;
+    (l.worker == worker && e.operation == kv::Operation::Put).then_some(e.revision)
 }
 
 /// Hands `key` over: deletes it if it is still at `revision`.
