@@ -54,8 +54,8 @@ pub enum Action {
     UnmaskedViewRequested,
     MaskChanged,
     ThresholdChanged,
-    /// Bytes of a clip or snapshot served (one entry per file and session every
-    /// [`crate::review::web::files::RANGE_SESSION`]: the ranges a player fetches).
+    /// Bytes of a clip or snapshot served (one entry per file and session every ten minutes:
+    /// the ranges a player fetches).
     FileRead,
     /// A review record found without its access-log entry (a crash between the two), logged
     /// when the service next touches the item.
