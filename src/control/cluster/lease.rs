@@ -67,21 +67,18 @@ pub async fn bucket(
     replicas: usize,
 ) -> Result<(kv::Store, Duration)> {
     let js = async_nats::jetstream::new(client);
-    let store = match js.get_key_value(name).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: replicas,
-                description: "vigil cluster leases: <site>.camera.<camera> -> holder, <site>.worker.<id> -> presence; \
-                              max_age is the lease TTL"
-                    .into(),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("NATS KV bucket {name}"))?,
+    // a cluster busy electing a leader answers late: a few tries before giving up
+    let mut tries = 0;
+    let store = loop {
+        tries += 1;
+        match open_bucket(&js, name, ttl, replicas).await {
+            Ok(s) => break s,
+            Err(e) if tries < 4 && format!("{e:#}").contains("timed out") => {
+                tracing::warn!(bucket = name, error = %format!("{e:#}"), "NATS KV bucket did not answer; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
     };
     let age = store.status().await.map(|s| s.info.config.max_age).unwrap_or(ttl);
     if age.is_zero() {
@@ -98,6 +95,30 @@ pub async fn bucket(
         );
     }
     Ok((store, age))
+}
+
+async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store> {
+    Ok(match js.get_key_value(name).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                history: 1,
+                max_age: ttl,
+                num_replicas: replicas,
+                description: "vigil cluster leases: <site>.camera.<camera> -> holder, <site>.worker.<id> -> presence; \
+                              max_age is the lease TTL"
+                    .into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("NATS KV bucket {name}"))?,
+    })
 }
 
 /// A value seen in the bucket.
