@@ -58,6 +58,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             if let Some(o) = &r.exported_by {
                 println!("exported by {} ({})", o.user, o.officer_id);
             }
+            for l in &r.suites {
+                println!("{l}");
+            }
             for w in &r.warnings {
                 println!("WARNING {w}");
             }
@@ -91,6 +94,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", r.human());
+        println!("{}", k.checks.summary());
+        println!(
+            "digests: SHA-256 on every artifact; SM3 on {} artifact(s) whose manifest gives one",
+            crate::verify::SM3_CHECKED.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

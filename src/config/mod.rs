@@ -173,6 +173,12 @@ impl Pipeline {
                 ),
             ));
         }
+        if !raw.signing.suites.contains(&crate::signing::Suite::Ed25519) {
+            errors.push(err(
+                "signing.suites",
+                "must name ed25519: chains, checkpoints and earlier keys rest on it (add sm2 beside it)".into(),
+            ));
+        }
         if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
             errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
         }

@@ -313,6 +313,15 @@ pub struct SigningConfig {
     /// ones), e.g. "https://regulator.example/keys/site-a.pub": written into every manifest.
     #[schemars(length(max = 1024))]
     pub public_key_url: Option<String>,
+    /// Signature suites every signed document carries (manifests, chain entries, checkpoints,
+    /// review records, access-log entries, extraction records): `ed25519` (always; SHA-256
+    /// digests) and `sm2` (SM2 signatures with SM3 and the GM/T 0009 default user id, beside it;
+    /// artifacts and packed files then carry SM3 digests too). The SM2 key is `<stem>.sm2.key`
+    /// beside the key (PKCS#8 PEM; `vigil keys init` makes both). The review service's key
+    /// follows the same list.
+    #[default(vec![crate::signing::Suite::Ed25519, crate::signing::Suite::Sm2])]
+    #[schemars(length(min = 1, max = 2))]
+    pub suites: Vec<crate::signing::Suite>,
 }
 
 /// `[retention]`: minimum keeping periods (JS 21, SD 17). Configurable upward only.

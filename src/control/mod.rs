@@ -451,14 +451,17 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let scratch = p.data_dir.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let store = Store::open_with(&p.store_url, &raw.store.options, raw.store.object_lock)?;
-    let signer = Arc::new(if !p.key_path.exists() && raw.signing.generate_if_missing {
-        let dir = p.key_path.parent().context("signing key path has no folder")?;
-        let s = Signer::init(dir)?;
-        tracing::warn!(key = %p.key_path.display(), key_id = %s.key_id, "generated a new signing key (signing.generate_if_missing)");
-        s
-    } else {
-        Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
-    });
+    let signer = Arc::new(
+        if !p.key_path.exists() && raw.signing.generate_if_missing {
+            let dir = p.key_path.parent().context("signing key path has no folder")?;
+            let s = Signer::init(dir)?;
+            tracing::warn!(key = %p.key_path.display(), key_id = %s.key_id, "generated a new signing key (signing.generate_if_missing)");
+            s
+        } else {
+            Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
+        }
+        .with_suites(&p.key_path, &raw.signing.suites, raw.signing.generate_if_missing)?,
+    );
     let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
     preflight(&p, &store, &stream).await?;
     // the spool first: the positions its items hold are part of every camera's chain head
@@ -496,6 +499,21 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     };
+    let leases = raw.cluster.enabled.then(|| Arc::new(cluster::LeaseBook::default()));
+    if leases.is_some() {
+        // (set before the uploader starts: it meets such items first thing after a restart)
+        // items spooled while the store could not reserve their chain position are chained when
+        // it answers, just before their upload
+        let (weak, chains, signer) = (Arc::downgrade(&spool), chains.clone(), signer.clone());
+        let patience = Duration::from_secs_f64(raw.cluster.lease_ttl_s);
+        spool.set_rechain(Arc::new(move |id: String| {
+            let (weak, chains, signer) = (weak.clone(), chains.clone(), signer.clone());
+            Box::pin(async move {
+                let spool = weak.upgrade().context("the spool is gone")?;
+                evidence::rechain(&spool, &chains, &signer, &id, patience).await
+            })
+        }));
+    }
     let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
     let uploader =
         tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
@@ -564,20 +582,6 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
             }
         })
     });
-    let leases = raw.cluster.enabled.then(|| Arc::new(cluster::LeaseBook::default()));
-    if leases.is_some() {
-        // items spooled while the store could not reserve their chain position are chained when
-        // it answers, just before their upload
-        let (weak, chains, signer) = (Arc::downgrade(&spool), chains.clone(), signer.clone());
-        let patience = Duration::from_secs_f64(raw.cluster.lease_ttl_s);
-        spool.set_rechain(Arc::new(move |id: String| {
-            let (weak, chains, signer) = (weak.clone(), chains.clone(), signer.clone());
-            Box::pin(async move {
-                let spool = weak.upgrade().context("the spool is gone")?;
-                evidence::rechain(&spool, &chains, &signer, &id, patience).await
-            })
-        }));
-    }
     let kit = CameraKit {
         analysis: raw.analysis,
         gate,

@@ -14,6 +14,9 @@ use crate::rules::{Detection, RuleFacts};
 pub struct Artifact {
     pub key: String,
     pub sha256: String,
+    /// SM3 of the bytes, hex (GM/T 0004), when the worker signs with the `sm2` suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm3: Option<String>,
     pub bytes: u64,
     pub content_type: String,
 }
@@ -128,6 +131,11 @@ pub struct SigningFacts {
     /// vigil pinned it, or when the worker had no review key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_key_ids: Option<Vec<String>>,
+    /// The SM2 key (key id: first 16 hex digits of SHA-256 of its uncompressed point) whose
+    /// signature `manifest.sig` also carries (`"sm2"`), when the worker signs with the `sm2`
+    /// suite. Under the Ed25519 signature: the Ed25519 key vouches for the SM2 key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm2_key_id: Option<String>,
 }
 
 /// Cluster: the lease under which the worker ran the camera when the rule fired (NATS KV bucket

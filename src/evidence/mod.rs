@@ -239,6 +239,7 @@ pub async fn produce(
         let a = Artifact {
             key: key.clone(),
             sha256: sha256_hex(&bytes),
+            sm3: ctx.signer.sm2_key_id().map(|_| crate::signing::sm2::sm3_hex(&bytes)),
             bytes: bytes.len() as u64,
             content_type: crate::store::content_type(file).into(),
         };
@@ -326,6 +327,7 @@ pub async fn produce(
             key_id: ctx.signer.key_id.clone(),
             public_key_url: ctx.public_key_url.clone(),
             review_key_ids: ctx.review_key_ids.clone(),
+            sm2_key_id: ctx.signer.sm2_key_id(),
         },
         lease: v.lease.clone(),
     };

@@ -74,15 +74,18 @@ impl Service {
             Signer::load(&p.key_path).context("the workers' public key (signing.pub beside signing.key)")?.public_key()
         };
         let key_path = p.review_key();
-        let signer = Arc::new(if !key_path.exists() && raw.review.generate_key_if_missing {
-            let dir = key_path.parent().context("review key path has no folder")?;
-            let stem = key_path.file_stem().and_then(|s| s.to_str()).unwrap_or("review");
-            let s = Signer::init_named(dir, stem)?;
-            tracing::warn!(key = %key_path.display(), key_id = %s.key_id, "generated the review service's key (review.generate_key_if_missing)");
-            s
-        } else {
-            Signer::load(&key_path).context("review.key (make it with `vigil keys init --name review`)")?
-        });
+        let signer = Arc::new(
+            if !key_path.exists() && raw.review.generate_key_if_missing {
+                let dir = key_path.parent().context("review key path has no folder")?;
+                let stem = key_path.file_stem().and_then(|s| s.to_str()).unwrap_or("review");
+                let s = Signer::init_named(dir, stem)?;
+                tracing::warn!(key = %key_path.display(), key_id = %s.key_id, "generated the review service's key (review.generate_key_if_missing)");
+                s
+            } else {
+                Signer::load(&key_path).context("review.key (make it with `vigil keys init --name review`)")?
+            }
+            .with_suites(&key_path, &raw.signing.suites, raw.review.generate_key_if_missing)?,
+        );
         let site = raw.site.id.clone();
         let sessions = session::Sessions::new(store.clone(), raw.review.session_hours);
         let data = p.data_dir.join(&instance);

@@ -25,6 +25,9 @@ pub const EXTRACTION_SCHEMA: &str = "vigil.extraction.v1";
 pub struct PackedFile {
     pub name: String,
     pub sha256: String,
+    /// SM3 of the file, hex, when the review service signs with the `sm2` suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm3: Option<String>,
     pub bytes: u64,
 }
 
@@ -48,6 +51,12 @@ pub struct ExtractionRecord {
     /// Every file of the package but this record and its signature.
     pub files: Vec<PackedFile>,
     pub key_id: String,
+    /// The digest algorithms each file is given in (`SHA-256`, and `SM3` with the sm2 suite).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digest_algorithms: Vec<String>,
+    /// The review service's SM2 key whose signature `extraction-record.sig` also carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm2_key_id: Option<String>,
 }
 
 /// An archive ready to send.
@@ -78,6 +87,13 @@ pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -
         format!("{}\n", crate::signing::Signer::public_text_of(&svc.worker_key)).into_bytes(),
     ));
     files.push(("keys/review.pub".into(), format!("{}\n", svc.signer.public_text()).into_bytes()));
+    // the SM2 public keys, as PEM a 国密 tool reads (the documents signed with Ed25519 name them)
+    if let Some(k) = &svc.worker_key.sm2 {
+        files.push(("keys/worker-signing.sm2.pub".into(), k.to_pem().into_bytes()));
+    }
+    if let Some(k) = svc.signer.public_key().sm2 {
+        files.push(("keys/review.sm2.pub".into(), k.to_pem().into_bytes()));
+    }
     let report = serde_json::json!({
         "evidence_id": id,
         "verification": view.verification,
@@ -86,6 +102,20 @@ pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -
     });
     files.push(("verification-report.json".into(), serde_json::to_vec_pretty(&report)?));
     let now = chrono::Utc::now();
+    let sm3 = svc.signer.sm2_key_id().is_some();
+    let packed: Vec<PackedFile> = files
+        .iter()
+        .map(|(n, b)| PackedFile {
+            name: n.clone(),
+            sha256: crate::util::sha256_hex(b),
+            sm3: sm3.then(|| crate::signing::sm2::sm3_hex(b)),
+            bytes: b.len() as u64,
+        })
+        .collect();
+    let officer = format!("{} ({})", user.name, user.officer_id);
+    let text =
+        extraction_text(id, &view.item.site, &view.item.camera, &officer, now, svc.pipeline.utc_offset_s, &packed);
+    files.push(("extraction-record.txt".into(), text.into_bytes()));
     let record = ExtractionRecord {
         schema: EXTRACTION_SCHEMA.into(),
         canonicalization: crate::util::jcs::Version::CURRENT.label().into(),
@@ -103,11 +133,20 @@ pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -
         service: svc.instance.clone(),
         review_status: view.status,
         verification: view.verification.clone(),
-        files: files
-            .iter()
-            .map(|(n, b)| PackedFile { name: n.clone(), sha256: crate::util::sha256_hex(b), bytes: b.len() as u64 })
-            .collect(),
+        files: {
+            let mut v = packed;
+            let b = &files.last().expect("the text record").1;
+            v.push(PackedFile {
+                name: "extraction-record.txt".into(),
+                sha256: crate::util::sha256_hex(b),
+                sm3: sm3.then(|| crate::signing::sm2::sm3_hex(b)),
+                bytes: b.len() as u64,
+            });
+            v
+        },
         key_id: svc.signer.key_id.clone(),
+        digest_algorithms: if sm3 { vec!["SHA-256".into(), "SM3".into()] } else { vec!["SHA-256".into()] },
+        sm2_key_id: svc.signer.sm2_key_id(),
     };
     let (rb, rs, _) = seal(&record, &svc.signer)?;
     files.push(("extraction-record.json".into(), rb));
@@ -126,6 +165,42 @@ pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -
     Ok(Package { bytes, sha256, name: format!("vigil-evidence-{id}.tar") })
 }
 
+/// The extraction record as people read it, in Chinese and English: per file its name, size,
+/// digest algorithm and digest (the form of the 2024 market-supervision electronic-data rules).
+/// The signed `extraction-record.json` lists this text's own digests too.
+fn extraction_text(
+    id: &str,
+    site: &str,
+    camera: &str,
+    officer: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    utc_offset_s: i32,
+    files: &[PackedFile],
+) -> String {
+    let mut t = String::new();
+    t.push_str("电子数据提取记录 / Electronic data extraction record\n\n");
+    t.push_str(&format!("证据编号 / Evidence id: {id}\n"));
+    t.push_str(&format!("场所 / Site: {site}    摄像机 / Camera: {camera}\n"));
+    t.push_str(&format!("提取人 / Extracted by: {officer}\n"));
+    t.push_str(&format!(
+        "提取时间 / Time: {} (UTC {})\n\n",
+        crate::util::local(now, utc_offset_s),
+        crate::util::rfc3339(now)
+    ));
+    t.push_str("序号 No. | 文件名称 File name | 文件大小(字节) Size (bytes) | 完整性校验算法 Digest algorithm | 完整性校验值 Digest value\n");
+    for (i, f) in files.iter().enumerate() {
+        t.push_str(&format!("{} | {} | {} | SHA-256 | {}\n", i + 1, f.name, f.bytes, f.sha256));
+        if let Some(h) = &f.sm3 {
+            t.push_str(&format!("{} | {} | {} | SM3 | {h}\n", i + 1, f.name, f.bytes));
+        }
+    }
+    t.push_str(
+        "\n本记录由 extraction-record.json 签名（extraction-record.sig：Ed25519，及 SM2/SM3）。\n\
+         This record is signed as extraction-record.json (extraction-record.sig: Ed25519, and SM2 with SM3).\n",
+    );
+    t
+}
+
 /// What `vigil verify --package` found.
 #[derive(Debug, Default, Serialize)]
 pub struct PackageReport {
@@ -139,7 +214,18 @@ pub struct PackageReport {
     pub exported_by: Option<Officer>,
     pub warnings: Vec<String>,
     pub problems: Vec<String>,
+    /// Which signature suites and digests were checked.
+    pub suites: Vec<String>,
     pub ok: bool,
+}
+
+/// `key` with the SM2 public key packaged at `pem` when it has none of its own (trusted only
+/// because the documents signed with the Ed25519 key name its key id).
+fn with_packaged_sm2(mut key: PublicKey, pem: Option<&Vec<u8>>) -> PublicKey {
+    if key.sm2.is_none() {
+        key.sm2 = pem.and_then(|b| crate::signing::sm2::Sm2Public::parse(&String::from_utf8_lossy(b)).ok());
+    }
+    key
 }
 
 /// The review key a verifier may trust, why, and a warning to show: the one the verifier gave
@@ -246,9 +332,15 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
             return Ok(r);
         }
     };
+    let mut sm3_files = 0usize;
+    let rk = with_packaged_sm2(rk, entries.get("keys/review.sm2.pub"));
+    let worker_key = &with_packaged_sm2(worker_key.clone(), entries.get("keys/worker-signing.sm2.pub"));
     match crate::signing::open::<ExtractionRecord>(rec, sig, &rk) {
         Err(e) => r.problems.push(format!("extraction record: {e:#}")),
         Ok(x) => {
+            if let Some(p) = crate::signing::sm2_pin_problem(sig, x.sm2_key_id.as_deref()) {
+                r.problems.push(format!("extraction-record.sig: {p}"));
+            }
             if x.evidence_id != id {
                 r.problems.push(format!("extraction record is for {}, the package holds {id}", x.evidence_id));
             }
@@ -258,7 +350,13 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
                     Some(b) if crate::util::sha256_hex(b) != pf.sha256 => {
                         r.problems.push(format!("{}: SHA-256 differs from the extraction record (altered)", pf.name))
                     }
-                    Some(_) => r.files_checked += 1,
+                    Some(b) if pf.sm3.as_deref().is_some_and(|h| crate::signing::sm2::sm3_hex(b) != h) => {
+                        r.problems.push(format!("{}: SM3 differs from the extraction record (altered)", pf.name))
+                    }
+                    Some(_) => {
+                        r.files_checked += 1;
+                        sm3_files += usize::from(pf.sm3.is_some());
+                    }
                 }
             }
             for name in entries.keys() {
@@ -279,6 +377,9 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
     match crate::signing::open::<Manifest>(mb, ms, worker_key) {
         Err(e) => r.problems.push(format!("manifest: {e:#}")),
         Ok(m) => {
+            if let Some(p) = crate::signing::sm2_pin_problem(ms, m.signing.sm2_key_id.as_deref()) {
+                r.problems.push(format!("manifest.sig: {p}"));
+            }
             if m.evidence_id != id {
                 r.problems.push(format!("manifest is for {}, the package holds {id}", m.evidence_id));
             }
@@ -289,7 +390,11 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
                     Some(b) if crate::util::sha256_hex(b) != a.sha256 => {
                         r.problems.push(format!("{file}: SHA-256 differs from the manifest"))
                     }
-                    Some(_) => {}
+                    Some(b) => {
+                        if let Some(p) = crate::verify::sm3_problem(b, a) {
+                            r.problems.push(format!("{file}: {p}"));
+                        }
+                    }
                 }
             }
         }
@@ -308,6 +413,14 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
         r.problems.push(format!("the review records make the item {}, not approved", status.name()));
     }
     r.review_status = Some(status);
+    r.suites = vec![
+        format!("worker key: {}", worker_key.checks.summary()),
+        format!("review key: {}", rk.checks.summary()),
+        format!(
+            "digests: SHA-256 on every file; SM3 on {} file(s) of the extraction record and the manifest",
+            sm3_files + crate::verify::SM3_CHECKED.load(std::sync::atomic::Ordering::Relaxed) as usize
+        ),
+    ];
     r.ok = r.problems.is_empty();
     Ok(r)
 }

@@ -202,6 +202,9 @@ pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
                 {
                     it.problems.push(format!("manifest.sig: {e:#}"));
                 }
+                if let Some(p) = crate::signing::sm2_pin_problem(&sig, man.signing.sm2_key_id.as_deref()) {
+                    it.problems.push(format!("manifest.sig: {p}"));
+                }
             }
         }
     }
@@ -274,6 +277,8 @@ pub async fn check_artifacts(store: &Store, it: &mut Item, others: &ArtifactInde
                     ));
                 } else if b.len() as u64 != a.bytes {
                     it.problems.push(format!("{file}: {} bytes, the manifest says {}", b.len(), a.bytes));
+                } else if let Some(p) = sm3_problem(&b, a) {
+                    it.problems.push(format!("{file}: {p}"));
                 }
             }
         }
@@ -287,6 +292,19 @@ pub async fn check_artifacts(store: &Store, it: &mut Item, others: &ArtifactInde
     }
     n
 }
+
+/// The artifact's SM3 digest against `bytes`, when the manifest gives one (counted in
+/// [`SM3_CHECKED`]); the problem if they differ.
+pub fn sm3_problem(bytes: &[u8], a: &crate::evidence::manifest::Artifact) -> Option<String> {
+    let want = a.sm3.as_deref()?;
+    SM3_CHECKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let h = crate::signing::sm2::sm3_hex(bytes);
+    (h != want)
+        .then(|| format!("SM3 is {}…, the manifest says {}…: content altered", &h[..16], &want[..16.min(want.len())]))
+}
+
+/// SM3 digests checked by this process (for the report).
+pub static SM3_CHECKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub(crate) async fn read_signed<T: for<'de> serde::Deserialize<'de>>(
     store: &Store,

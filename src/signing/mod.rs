@@ -6,6 +6,12 @@
 //! `{"alg":"Ed25519","key_id":"<16 hex>","signature":"<base64>"}`. The key id is the first 16 hex
 //! digits of SHA-256 of the 32-byte public key, and is also inside the manifest. Verifying needs only
 //! the public key.
+//!
+//! **国密 suite** ([`sm2`]): with `[signing] suites` naming `sm2`, the same file also carries
+//! `"sm2": {"alg":"SM2-with-SM3","key_id":…,"distid":"1234567812345678","signature":"<base64 DER>"}`
+//! over the same bytes, and artifacts carry SM3 digests beside SHA-256. Ed25519 is always there:
+//! it is what chains, checkpoints and earlier keys rest on; SM2 is checked wherever the verifier
+//! has the SM2 public key (`<stem>.sm2.pub` beside the `.pub` file).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +26,47 @@ use serde_json::Value;
 use crate::util::jcs;
 use crate::util::sha256_hex;
 
+pub mod sm2;
+
+/// A signature suite (`[signing] suites`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// Ed25519 signatures, SHA-256 digests (always on).
+    Ed25519,
+    /// SM2 signatures with SM3 (GM/T 0003/0009), SM3 digests beside SHA-256.
+    Sm2,
+}
+
+/// What signature checks passed, counted over a verification (shared by clones of a
+/// [`PublicKey`]).
+#[derive(Debug, Default)]
+pub struct SuiteCounts {
+    pub ed25519: std::sync::atomic::AtomicU64,
+    pub sm2: std::sync::atomic::AtomicU64,
+    /// Documents with an SM2 signature by a key the verifier was not given.
+    pub sm2_unchecked: std::sync::atomic::AtomicU64,
+}
+
+impl SuiteCounts {
+    /// `Ed25519 ✓ N; SM2/SM3 ✓ M` for a report line.
+    pub fn summary(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = format!(
+            "signature suites checked: Ed25519 on {} document(s); SM2-with-SM3 on {}",
+            self.ed25519.load(Relaxed),
+            self.sm2.load(Relaxed)
+        );
+        let u = self.sm2_unchecked.load(Relaxed);
+        if u > 0 {
+            s.push_str(&format!(
+                " ({u} SM2 signature(s) by a key not given: not checked; pass its .sm2.pub beside the .pub file)"
+            ));
+        }
+        s
+    }
+}
+
 /// Key id: first 16 hex digits of SHA-256 of the public key bytes.
 pub fn key_id(pk: &VerifyingKey) -> String {
     sha256_hex(pk.as_bytes())[..16].to_string()
@@ -32,6 +79,8 @@ const PUBLIC_TAG: &str = "vigil-ed25519-public-key:";
 pub struct Signer {
     key: SigningKey,
     pub key_id: String,
+    /// The SM2 key beside, when the suites name it.
+    sm2: Option<sm2::Sm2Signer>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -70,7 +119,7 @@ impl Signer {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness: {e}"))?;
         let key = SigningKey::from_bytes(&seed);
-        let signer = Signer { key_id: key_id(&key.verifying_key()), key };
+        let signer = Signer { key_id: key_id(&key.verifying_key()), key, sm2: None };
         crate::util::fsx::create_new(&sk_path, format!("{SECRET_TAG}{}\n", B64.encode(seed)).as_bytes(), 0o600)
             .map_err(|e| anyhow!("{e:#}: refusing to overwrite a signing key"))?;
         std::fs::set_permissions(&sk_path, std::fs::Permissions::from_mode(0o600))?;
@@ -84,7 +133,7 @@ impl Signer {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness: {e}"))?;
         let key = SigningKey::from_bytes(&seed);
-        Ok(Signer { key_id: key_id(&key.verifying_key()), key })
+        Ok(Signer { key_id: key_id(&key.verifying_key()), key, sm2: None })
     }
 
     /// Replaces the key at `key_path` by this one: the old secret key moves to
@@ -143,12 +192,80 @@ impl Signer {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| anyhow!("signing key {}: damaged (expected 32 bytes of base64)", path.display()))?;
         let key = SigningKey::from_bytes(&seed);
-        Ok(Signer { key_id: key_id(&key.verifying_key()), key })
+        Ok(Signer { key_id: key_id(&key.verifying_key()), key, sm2: None })
     }
 
     /// The public half, as a trusted key (no earlier keys; see [`Signer::trusted`]).
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { key: self.public(), key_id: self.key_id.clone(), valid_from: None, earlier: Vec::new() }
+        PublicKey {
+            key: self.public(),
+            key_id: self.key_id.clone(),
+            valid_from: None,
+            earlier: Vec::new(),
+            sm2: self.sm2.as_ref().map(sm2::Sm2Signer::public),
+            checks: Default::default(),
+        }
+    }
+
+    /// Attaches the keys of the other `suites` kept beside `key_path` (`<stem>.sm2.key`); with
+    /// `generate`, makes a missing one. A suite configured without its key is an error that
+    /// names the file and the command that makes it.
+    pub fn with_suites(mut self, key_path: &Path, suites: &[Suite], generate: bool) -> Result<Signer> {
+        if suites.contains(&Suite::Sm2) {
+            self.sm2 = match sm2::Sm2Signer::load_beside(key_path)? {
+                Some(k) => Some(k),
+                None if generate => {
+                    let k = sm2::Sm2Signer::init(key_path)?;
+                    tracing::warn!(key = %sm2::secret_path(key_path).display(), key_id = %k.key_id, "generated a new SM2 key");
+                    Some(k)
+                }
+                None => bail!(
+                    "{}: no SM2 key, and [signing] suites names sm2. Make it with `vigil keys init --suite sm2 --dir {}`{}",
+                    sm2::secret_path(key_path).display(),
+                    key_path.parent().unwrap_or(Path::new(".")).display(),
+                    key_path
+                        .file_stem()
+                        .filter(|s| *s != "signing")
+                        .map(|s| format!(" --name {}", s.to_string_lossy()))
+                        .unwrap_or_default()
+                ),
+            };
+        } else {
+            self.sm2 = None;
+        }
+        Ok(self)
+    }
+
+    /// Signs with `key` as the SM2 half from now on.
+    pub fn set_sm2(&mut self, key: Option<sm2::Sm2Signer>) {
+        self.sm2 = key;
+    }
+
+    /// Writes the SM2 half beside `key_path` (`<stem>.sm2.key`, `.sm2.pub`).
+    pub fn write_sm2_beside(&self, key_path: &Path) -> Result<()> {
+        match &self.sm2 {
+            Some(k) => k.write_beside(key_path),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the SM2 half out (to hand it to the key that replaces this one).
+    pub fn take_sm2(&mut self) -> Option<sm2::Sm2Signer> {
+        self.sm2.take()
+    }
+
+    /// The SM2 key id, when this signer signs with SM2 too.
+    pub fn sm2_key_id(&self) -> Option<String> {
+        self.sm2.as_ref().map(|k| k.key_id.clone())
+    }
+
+    /// The suites this signer signs with.
+    pub fn suites(&self) -> Vec<Suite> {
+        let mut v = vec![Suite::Ed25519];
+        if self.sm2.is_some() {
+            v.push(Suite::Sm2);
+        }
+        v
     }
 
     /// What this worker trusts for its own documents: its key and, after `vigil keys rotate`,
@@ -156,7 +273,12 @@ impl Signer {
     pub fn trusted(&self, key_path: &Path) -> PublicKey {
         let pub_path = key_path.with_extension("pub");
         match PublicKey::load(&pub_path) {
-            Ok(k) if k.key_id == self.key_id => k,
+            Ok(mut k) if k.key_id == self.key_id => {
+                if k.sm2.is_none() {
+                    k.sm2 = self.sm2.as_ref().map(sm2::Sm2Signer::public);
+                }
+                k
+            }
             _ => self.public_key(),
         }
     }
@@ -175,7 +297,12 @@ impl Signer {
 
     pub fn sign(&self, canonical_bytes: &[u8]) -> SignatureFile {
         let sig = self.key.sign(canonical_bytes);
-        SignatureFile { alg: "Ed25519".into(), key_id: self.key_id.clone(), signature: B64.encode(sig.to_bytes()) }
+        SignatureFile {
+            alg: "Ed25519".into(),
+            key_id: self.key_id.clone(),
+            signature: B64.encode(sig.to_bytes()),
+            sm2: self.sm2.as_ref().map(|k| k.sign(canonical_bytes)),
+        }
     }
 }
 
@@ -201,6 +328,10 @@ pub struct PublicKey {
     pub key_id: String,
     pub valid_from: Option<chrono::DateTime<chrono::Utc>>,
     pub earlier: Vec<EarlierKey>,
+    /// The SM2 public key (`<stem>.sm2.pub` beside the file), when there is one.
+    pub sm2: Option<sm2::Sm2Public>,
+    /// The checks passed through this key and its clones.
+    pub checks: std::sync::Arc<SuiteCounts>,
 }
 
 fn parse_key_line(line: &str) -> Result<(VerifyingKey, BTreeMap<String, chrono::DateTime<chrono::Utc>>)> {
@@ -247,7 +378,14 @@ impl PublicKey {
                 valid_until: until,
             });
         }
-        Ok(PublicKey { key_id: key_id(&key), key, valid_from: period.get("valid_from").copied(), earlier })
+        Ok(PublicKey {
+            key_id: key_id(&key),
+            key,
+            valid_from: period.get("valid_from").copied(),
+            earlier,
+            sm2: None,
+            checks: Default::default(),
+        })
     }
 
     /// The file text (see the type's documentation).
@@ -317,7 +455,9 @@ impl PublicKey {
                 path.display()
             );
         }
-        PublicKey::parse(&text).with_context(|| format!("key file {}", path.display()))
+        let mut k = PublicKey::parse(&text).with_context(|| format!("key file {}", path.display()))?;
+        k.sm2 = sm2::Sm2Public::load_beside(path)?;
+        Ok(k)
     }
 
     /// Checks `sig` over `bytes`; the error says what is wrong.
@@ -338,7 +478,21 @@ impl PublicKey {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| anyhow!("signature is damaged (not 64 bytes of base64)"))?;
         key.verify(bytes, &Signature::from_bytes(&raw))
-            .map_err(|_| anyhow!("signature does not match the signed bytes (content or signature altered)"))
+            .map_err(|_| anyhow!("signature does not match the signed bytes (content or signature altered)"))?;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.checks.ed25519.fetch_add(1, Relaxed);
+        if let Some(s) = &sig.sm2 {
+            match &self.sm2 {
+                Some(k) if k.key_id == s.key_id => {
+                    k.verify(bytes, s)?;
+                    self.checks.sm2.fetch_add(1, Relaxed);
+                }
+                _ => {
+                    self.checks.sm2_unchecked.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -349,6 +503,9 @@ pub struct SignatureFile {
     pub alg: String,
     pub key_id: String,
     pub signature: String,
+    /// The SM2 signature over the same bytes (suite `sm2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm2: Option<sm2::Sm2Signature>,
 }
 
 impl SignatureFile {
@@ -358,6 +515,22 @@ impl SignatureFile {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         jcs::canonical(&serde_json::to_value(self).expect("serialisable"))
+    }
+}
+
+/// A document that names its SM2 key (`pinned`) must carry that key's SM2 signature: the
+/// problem when the signature file has none (stripped) or another key's.
+pub fn sm2_pin_problem(sig: &[u8], pinned: Option<&str>) -> Option<String> {
+    let pinned = pinned?;
+    match SignatureFile::parse(sig) {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(SignatureFile { sm2: None, .. }) => {
+            Some(format!("the document names SM2 key {pinned}, but its signature file has no SM2 signature (removed)"))
+        }
+        Ok(SignatureFile { sm2: Some(s), .. }) if s.key_id != pinned => {
+            Some(format!("SM2 signature by key {}, the document names SM2 key {pinned}", s.key_id))
+        }
+        Ok(_) => None,
     }
 }
 
