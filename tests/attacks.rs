@@ -160,7 +160,7 @@ fn row01_an_approval_by_a_review_key_the_site_does_not_trust_never_verifies() {
     assert!(!out.contains("Some("), "{out}");
     // the attacker: a second review service over a copy of the item, its own key, made-up officers
     let forged_site = site();
-    for f in ["review.key", "review.pub"] {
+    for f in ["review.key", "review.pub", "review.sm2.key", "review.sm2.pub"] {
         std::fs::remove_file(forged_site.path(&format!("keys/{f}"))).unwrap();
     }
     let (code, _, err) = run_capture(

@@ -151,7 +151,13 @@ fn vigil_check_passes_on_the_shipped_pipeline_and_keys_init_and_public_agree() {
     let public = std::fs::read_to_string(keys.join("signing.pub")).unwrap();
     assert!(out.contains(public.trim()), "init prints the public key it wrote");
     let o = vigil().args(["keys", "public"]).arg(keys.join("signing.key")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), public.trim(), "public of the secret = the .pub file");
+    // the Ed25519 key line, then the SM2 public key PEM (the shipped suites make both)
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(printed.lines().next().unwrap(), public.trim(), "public of the secret = the .pub file");
+    let sm2 = std::fs::read_to_string(keys.join("signing.sm2.pub")).unwrap();
+    assert!(printed.trim_end().ends_with(sm2.trim_end()), "then the SM2 .pub file: {printed}");
+    let o = vigil().args(["keys", "public"]).arg(keys.join("signing.pub")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), printed, "the same from the public file");
     let id = out.lines().next().unwrap().strip_prefix("key id ").unwrap().to_string();
     let pk = vigil::signing::PublicKey::load(&keys.join("signing.pub")).unwrap();
     assert_eq!(pk.key_id, id);

@@ -278,6 +278,13 @@ fn stream_messages(url: &str) -> Vec<(String, String, serde_json::Value)> {
     })
 }
 
+/// Spooled items complete on disk (their `READY` marker written).
+fn ready_spool_items(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("spool"))
+        .map(|d| d.flatten().filter(|e| e.path().join("READY").exists()).count())
+        .unwrap_or(0)
+}
+
 fn spool_items(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("spool")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0)
 }
@@ -378,6 +385,13 @@ fn failover_on_a_three_node_cluster() {
     // next could not reach the store to reserve one and was spooled without)
     w.get_mut("w2").unwrap().wait_log("spool: upload failed", Duration::from_secs(60));
     w.get_mut("w2").unwrap().wait_log("chain position NOT reserved", Duration::from_secs(60));
+    // (that item is spooled right after the line: killed before its READY marker it would be an
+    // incomplete item, discarded at restart by design)
+    let t = Instant::now();
+    while ready_spool_items(&site.path("w2")) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(30), "w2 spooled no second item:\n{}", w["w2"].log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let lost: Vec<String> = h.iter().filter(|(_, v)| v.as_deref() == Some("w2")).map(|(c, _)| c.clone()).collect();
     kill9(w.get_mut("w2").unwrap());
     let w2_spooled = spool_items(&site.path("w2"));

@@ -119,7 +119,11 @@ fn unreachable_rtsp_camera_does_not_stop_the_others() {
     assert!(log.contains("camera down; reconnecting") && log.contains("\"camera\":\"dead\""), "{log}");
     assert!(log.contains(&format!("rtsp://127.0.0.1:{port}/nothing")), "the log names the URL: {log}");
     w.sigterm();
-    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log_text());
+    // a camera that never delivered video in the whole run is a failure of the run, named
+    assert_eq!(w.wait(Duration::from_secs(60)), 1, "{}", w.log_text());
+    let log = w.log_text();
+    assert!(log.contains("error: camera dead down for") && log.contains("no video at all in this run"), "{log}");
+    assert!(!log.contains("error: camera alive"), "{log}");
     let out = site.outbox();
     assert!(out.iter().any(|e| e["payload"]["camera"] == "alive"));
 }
@@ -142,7 +146,7 @@ fn a_file_that_is_not_video_fails_its_camera_only_with_a_clear_message() {
     assert!(log.contains("error: camera bogus failed: file") && log.contains("not-a-video.mp4"), "{log}");
     assert!(log.contains("cannot read it as video"), "{log}");
     let good = log.lines().find(|l| l.contains("vigil run finished")).unwrap();
-    assert!(good.contains(r#""good":{"end":"ended","encoded_frames":300"#), "{good}");
+    assert!(good.contains(r#""good":{"end":"ended","failed":false,"encoded_frames":300"#), "{good}");
 }
 
 #[test]

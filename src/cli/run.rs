@@ -67,6 +67,9 @@ pub fn run(a: Args) -> ExitCode {
                 for (id, c) in &failed {
                     eprintln!("error: camera {id} {}", c.end);
                 }
+                for (id, c) in s.cameras.iter().filter(|(_, c)| !c.failed && c.end.starts_with("down for")) {
+                    eprintln!("warning: camera {id} {}", c.end);
+                }
                 if s.refused > 0 {
                     eprintln!("error: {} violation(s) not cut because the spool was full (see log)", s.refused);
                 }

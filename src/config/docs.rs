@@ -38,7 +38,12 @@ fn table<'a>(s: &'a Value, defs: &'a Map<String, Value>) -> Option<(&'a Value, b
         && let Some(items) = s.get("items")
     {
         let it = resolve(items, defs);
-        if it.get("properties").is_some() || it.get("oneOf").is_some() {
+        // (an array of tables, or of tagged tables; an array of plain enum values is one key)
+        let tagged = it
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| resolve(x, defs).get("properties").is_some()));
+        if it.get("properties").is_some() || tagged {
             return Some((it, true));
         }
     }

@@ -138,7 +138,8 @@ pub struct RunSummary {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CameraSummary {
     pub end: String,
-    /// Failed for good, or down (reconnecting) at shutdown: the run's exit code is 1.
+    /// Failed for good, or down at shutdown without having delivered any video in the run: the
+    /// run's exit code is 1 ([`crate::ingest::CameraEnd::failed`]).
     pub failed: bool,
     pub encoded_frames: u64,
     pub analysis_frames: u64,

@@ -54,22 +54,31 @@ pub enum CameraEnd {
     Stopped,
     /// Permanent failure (unreadable or unsupported file), with the reason.
     Failed(String),
-    /// Shutdown requested while the live stream was down (reconnecting): the last error, and
-    /// for how long it had been down.
-    Down(String, Duration),
+    /// Shutdown requested while the live stream was down (reconnecting): the last error, for
+    /// how long it had been down, and whether it delivered any video at all in this run.
+    Down(String, Duration, bool),
 }
 
 impl CameraEnd {
-    /// The run's summary says this camera failed (its exit code is then 1).
+    /// The run's summary says this camera failed (its exit code is then 1): a permanent failure,
+    /// or a live camera that never delivered video in the whole run (a dead address, wrong
+    /// credentials). One that worked and happened to be down when the run was stopped is named
+    /// in the summary but is no failure of the run.
     pub fn failed(&self) -> bool {
-        matches!(self, CameraEnd::Failed(_) | CameraEnd::Down(..))
+        matches!(self, CameraEnd::Failed(_) | CameraEnd::Down(_, _, false))
     }
 
     /// How the run's summary names it.
     pub fn describe(&self) -> String {
         match self {
             CameraEnd::Failed(why) => format!("failed: {why}"),
-            CameraEnd::Down(why, d) => format!("down for {:.0} s at shutdown (reconnecting): {why}", d.as_secs_f64()),
+            CameraEnd::Down(why, d, true) => {
+                format!("down for {:.0} s at shutdown (reconnecting): {why}", d.as_secs_f64())
+            }
+            CameraEnd::Down(why, d, false) => format!(
+                "down for {:.0} s at shutdown (reconnecting; no video at all in this run): {why}",
+                d.as_secs_f64()
+            ),
             CameraEnd::Ended => "ended".into(),
             CameraEnd::Stopped => "stopped".into(),
         }
@@ -580,7 +589,7 @@ pub fn run_camera(
     let mut last_why = String::new();
     // stopped while a live stream is down (reconnecting): the summary names it as down
     let stopped = |sh: &Shared, why: &str| match *sh.down_since.lock().expect("down") {
-        Some(since) => CameraEnd::Down(why.to_string(), since.elapsed()),
+        Some(since) => CameraEnd::Down(why.to_string(), since.elapsed(), sh.stats.encoded_frames.get() > 0),
         None => CameraEnd::Stopped,
     };
     let end = loop {
