@@ -65,10 +65,12 @@ pub fn run(a: Args) -> ExitCode {
             Ok(s) => {
                 let failed = s.failed_cameras();
                 for (id, c) in &failed {
-                    eprintln!("error: camera {id} {}", c.end);
+                    eprintln!("error: camera {id} {}", c.end.describe());
                 }
-                for (id, c) in s.cameras.iter().filter(|(_, c)| !c.failed && c.end.starts_with("down for")) {
-                    eprintln!("warning: camera {id} {}", c.end);
+                for (id, c) in
+                    s.cameras.iter().filter(|(_, c)| !c.failed && matches!(c.end, crate::ingest::CameraEnd::Down(..)))
+                {
+                    eprintln!("warning: camera {id} {}", c.end.describe());
                 }
                 if s.refused > 0 {
                     eprintln!("error: {} violation(s) not cut because the spool was full (see log)", s.refused);

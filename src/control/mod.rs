@@ -135,9 +135,11 @@ pub struct RunSummary {
     pub unpublished: usize,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub struct CameraSummary {
-    pub end: String,
+    /// How the camera ended; in JSON, its description ([`CameraEnd::describe`]).
+    #[serde(serialize_with = "describe_end")]
+    pub end: CameraEnd,
     /// Failed for good, or down at shutdown without having delivered any video in the run: the
     /// run's exit code is 1 ([`crate::ingest::CameraEnd::failed`]).
     pub failed: bool,
@@ -153,10 +155,14 @@ pub struct CameraSummary {
     pub hot_frames: u64,
 }
 
+fn describe_end<S: serde::Serializer>(end: &CameraEnd, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&end.describe())
+}
+
 impl CameraSummary {
     fn of(end: &CameraEnd, s: &CameraStats) -> CameraSummary {
         CameraSummary {
-            end: end.describe(),
+            end: end.clone(),
             failed: end.failed(),
             encoded_frames: s.encoded_frames.get(),
             analysis_frames: s.analysis_offered.get(),

@@ -8,6 +8,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::{Detection, RuleFacts};
 
+/// The files of a stored item: their names, manifest artifact names and media types, in one
+/// place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemFile {
+    /// The masked clip (`clip.mp4`).
+    Clip,
+    /// The trigger frame, masked (`snapshot.jpg`).
+    Snapshot,
+    /// The trigger frame with the detections drawn (`snapshot-annotated.jpg`).
+    SnapshotAnnotated,
+    /// The signed manifest (`manifest.json`).
+    Manifest,
+    /// Its signature file (`manifest.sig`).
+    Signature,
+}
+
+impl ItemFile {
+    /// The files a reviewer may be served (the media).
+    pub const MEDIA: [ItemFile; 3] = [ItemFile::Clip, ItemFile::Snapshot, ItemFile::SnapshotAnnotated];
+
+    /// The file name inside the item's folder.
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            ItemFile::Clip => "clip.mp4",
+            ItemFile::Snapshot => "snapshot.jpg",
+            ItemFile::SnapshotAnnotated => "snapshot-annotated.jpg",
+            ItemFile::Manifest => "manifest.json",
+            ItemFile::Signature => "manifest.sig",
+        }
+    }
+
+    /// The key of the file in the manifest's `artifacts` (the manifest and its signature are
+    /// not artifacts).
+    pub const fn artifact(self) -> Option<&'static str> {
+        match self {
+            ItemFile::Clip => Some("clip"),
+            ItemFile::Snapshot => Some("snapshot"),
+            ItemFile::SnapshotAnnotated => Some("snapshot_annotated"),
+            ItemFile::Manifest | ItemFile::Signature => None,
+        }
+    }
+
+    /// The media type it is stored and served with (the store's, by its name).
+    pub fn content_type(self) -> &'static str {
+        crate::store::content_type(self.file_name())
+    }
+
+    /// The media file called `name`, if it is one.
+    pub fn media(name: &str) -> Option<ItemFile> {
+        ItemFile::MEDIA.into_iter().find(|f| f.file_name() == name)
+    }
+}
+
 /// A stored artifact as referenced by the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -208,10 +208,12 @@ pub async fn produce(
     let prefix = crate::store::evidence_prefix(&ctx.site, &v.camera, t, &v.evidence_id);
     // (artifact name, file name, bytes); the media type follows the file name, as the store's
     // Content-Type does
+    use manifest::ItemFile;
+    let media = |f: ItemFile, b: Vec<u8>| (f.artifact().unwrap_or_default(), f.file_name(), b);
     let mut files: Vec<(&str, &str, Vec<u8>)> = vec![
-        ("clip", "clip.mp4", clip.mp4),
-        ("snapshot", "snapshot.jpg", clip.snapshot.to_jpeg(ctx.jpeg_quality)),
-        ("snapshot_annotated", "snapshot-annotated.jpg", annotated.to_jpeg(ctx.jpeg_quality)),
+        media(ItemFile::Clip, clip.mp4),
+        media(ItemFile::Snapshot, clip.snapshot.to_jpeg(ctx.jpeg_quality)),
+        media(ItemFile::SnapshotAnnotated, annotated.to_jpeg(ctx.jpeg_quality)),
     ];
     let mut sealed = None;
     let sealed_name;

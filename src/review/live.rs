@@ -32,13 +32,46 @@ pub struct Snapshot {
     pub mask_sha256: String,
 }
 
+/// A camera's state on the overview: its worker's [`CameraState`], or `unknown` when no worker
+/// reports it (or the report is stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpsState {
+    Starting,
+    Up,
+    Down,
+    Unknown,
+}
+
+impl From<CameraState> for OpsState {
+    fn from(s: CameraState) -> OpsState {
+        match s {
+            CameraState::Starting => OpsState::Starting,
+            CameraState::Up => OpsState::Up,
+            CameraState::Down => OpsState::Down,
+        }
+    }
+}
+
+impl OpsState {
+    /// The name in JSON, CSS classes and `data-state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpsState::Starting => "starting",
+            OpsState::Up => "up",
+            OpsState::Down => "down",
+            OpsState::Unknown => "unknown",
+        }
+    }
+}
+
 /// One camera on the overview.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OpsCamera {
     pub camera: String,
     pub location: String,
     /// `up`, `down`, `starting`, or `unknown` (no recent report from any worker).
-    pub state: String,
+    pub state: OpsState,
     /// Tamper and picture conditions active now (frozen, covered, saturated, defocus, moved).
     pub conditions: Vec<String>,
     pub analysed_fps: Option<f64>,
@@ -153,7 +186,7 @@ impl Live {
                 let mut row = OpsCamera {
                     camera: cam.id.clone(),
                     location: cam.location.clone(),
-                    state: "unknown".into(),
+                    state: OpsState::Unknown,
                     conditions: Vec::new(),
                     analysed_fps: None,
                     dropped_fps: None,
@@ -179,7 +212,7 @@ impl Live {
                     if age > Duration::from_secs_f64(3.0 * r.interval_s) {
                         row.detail = format!("no report from worker {} for {:.0} s", r.worker, age.as_secs_f64());
                     } else {
-                        row.state = x.state.name().into();
+                        row.state = x.state.into();
                         row.conditions = x.conditions.iter().map(|c| c.name().to_string()).collect();
                         row.analysed_fps = Some(x.analysed_fps);
                         row.dropped_fps = Some(x.dropped_fps);

@@ -15,6 +15,7 @@ use super::Service;
 use super::accounts::User;
 use super::items::{ItemView, Verification};
 use crate::evidence::Manifest;
+use crate::evidence::manifest::ItemFile;
 use crate::evidence::review::{Officer, Status};
 use crate::signing::{PublicKey, seal};
 
@@ -314,7 +315,8 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
         entries.get("keys/review.pub").and_then(|b| PublicKey::parse(&String::from_utf8_lossy(b)).ok());
     // the review keys the worker pinned in the manifest it signed (read before anything is
     // trusted: the manifest's signature is checked with the workers' key)
-    let pinned: Option<Vec<String>> = match (entries.get("manifest.json"), entries.get("manifest.sig")) {
+    let (mf, sf) = (ItemFile::Manifest.file_name(), ItemFile::Signature.file_name());
+    let pinned: Option<Vec<String>> = match (entries.get(mf), entries.get(sf)) {
         (Some(mb), Some(ms)) => {
             crate::signing::open::<Manifest>(mb, ms, worker_key).ok().and_then(|m| m.signing.review_key_ids)
         }
@@ -368,7 +370,7 @@ pub fn verify_package(path: &Path, worker_key: &PublicKey, review_key: Option<&P
         }
     }
     // the evidence itself, against the workers' key
-    let (Some(mb), Some(ms)) = (entries.get("manifest.json"), entries.get("manifest.sig")) else {
+    let (Some(mb), Some(ms)) = (entries.get(mf), entries.get(sf)) else {
         r.problems.push("manifest.json / manifest.sig missing".into());
         r.ok = false;
         return Ok(r);

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::evidence::Manifest;
+use crate::evidence::manifest::ItemFile;
 use crate::signing::{PublicKey, open};
 use crate::store::Store;
 use crate::util::sha256_hex;
@@ -177,8 +178,9 @@ pub async fn list_items(store: &Store) -> Result<Vec<Item>> {
 
 /// Reads and checks an item's manifest and signature (not the artifacts).
 pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
-    let (m, s) = (format!("{}/manifest.json", it.prefix), format!("{}/manifest.sig", it.prefix));
-    if !it.files.contains("manifest.json") {
+    let (mf, sf) = (ItemFile::Manifest.file_name(), ItemFile::Signature.file_name());
+    let (m, s) = (format!("{}/{mf}", it.prefix), format!("{}/{sf}", it.prefix));
+    if !it.files.contains(mf) {
         it.problems.push("manifest.json is missing".into());
         return;
     }
@@ -188,7 +190,7 @@ pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
     };
     it.manifest_hash = Some(sha256_hex(&bytes));
     let parsed: Option<Manifest> = serde_json::from_slice(&bytes).ok();
-    let sig = if it.files.contains("manifest.sig") { store.get(&s).await.ok() } else { None };
+    let sig = if it.files.contains(sf) { store.get(&s).await.ok() } else { None };
     match sig {
         None => it.problems.push("manifest.sig is missing".into()),
         Some(sig) => {
@@ -286,7 +288,7 @@ pub async fn check_artifacts(store: &Store, it: &mut Item, others: &ArtifactInde
     let listed: BTreeSet<String> =
         man.artifacts.values().filter_map(|a| a.key.rsplit('/').next().map(str::to_string)).collect();
     for f in &it.files {
-        if f != "manifest.json" && f != "manifest.sig" && !listed.contains(f) {
+        if f != ItemFile::Manifest.file_name() && f != ItemFile::Signature.file_name() && !listed.contains(f) {
             it.problems.push(format!("{f} is in the item but not in its manifest"));
         }
     }

@@ -161,7 +161,9 @@ pub async fn unseal(
         line.parse().map_err(|e| anyhow!("identity file {}: {e}", identity.display()))?;
     let dir = tempfile_dir(out)?;
     get(store, key, id, &dir, now).await?;
-    let man: Manifest = serde_json::from_slice(&std::fs::read(dir.join(id).join("manifest.json"))?)?;
+    let man: Manifest = serde_json::from_slice(&std::fs::read(
+        dir.join(id).join(crate::evidence::manifest::ItemFile::Manifest.file_name()),
+    )?)?;
     let sealed = man.sealed_original.as_ref().ok_or_else(|| anyhow!("evidence {id} has no sealed original"))?;
     // original.mp4.age, or original.mkv.age for a codec without an MP4 mapping
     let file = man

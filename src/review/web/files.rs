@@ -18,9 +18,6 @@ use crate::review::items::valid_id;
 /// How long one access-log entry covers a session's reads of one file.
 pub const RANGE_SESSION: std::time::Duration = std::time::Duration::from_secs(600);
 
-const FILES: [(&str, &str); 3] =
-    [("clip.mp4", "video/mp4"), ("snapshot.jpg", "image/jpeg"), ("snapshot-annotated.jpg", "image/jpeg")];
-
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` of a `len`-byte file.
 fn range(h: &HeaderMap, len: u64) -> Option<std::ops::Range<u64>> {
     let v = h.get(header::RANGE)?.to_str().ok()?.strip_prefix("bytes=")?;
@@ -43,7 +40,8 @@ pub async fn file(
     if !can_read(a.user.role) {
         return Err(ApiError::forbidden("this role does not read evidence"));
     }
-    let Some((_, ctype)) = FILES.iter().find(|(f, _)| *f == name) else { return Err(ApiError::not_found()) };
+    let Some(file) = crate::evidence::manifest::ItemFile::media(&name) else { return Err(ApiError::not_found()) };
+    let ctype = file.content_type();
     if !valid_id(&id) {
         return Err(ApiError::not_found());
     }
@@ -131,6 +129,14 @@ pub async fn played(
     {
         return Err(ApiError::not_found());
     }
-    svc.record(crate::review::access(&a.user, Action::ClipPlayed, Outcome::Ok, Some(&id), "clip.mp4", &caller.0)).await;
+    svc.record(crate::review::access(
+        &a.user,
+        Action::ClipPlayed,
+        Outcome::Ok,
+        Some(&id),
+        crate::evidence::manifest::ItemFile::Clip.file_name(),
+        &caller.0,
+    ))
+    .await;
     Ok(axum::Json(serde_json::json!({ "ok": true })).into_response())
 }

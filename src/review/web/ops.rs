@@ -56,10 +56,10 @@ pub async fn overview(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<La
             } }
             tbody {
                 @for c in &rows {
-                    tr.cam data-camera=(c.camera) data-state=(c.state) {
+                    tr.cam data-camera=(c.camera) data-state=(c.state.name()) {
                         td { (c.camera) }
                         td { (c.location) }
-                        td { span class={ "badge state s-" (c.state) } { (state_text(lang, &c.state)) } }
+                        td { span class={ "badge state s-" (c.state.name()) } { (state_text(lang, c.state)) } }
                         td.conditions { (c.conditions.join(", ")) }
                         td.analysed { (fmt(c.analysed_fps, 1)) }
                         td.dropped { (fmt(c.dropped_fps, 1)) }
@@ -83,12 +83,13 @@ fn status_key(s: &str) -> &'static str {
     if s == "enforcement" { "enforcement" } else { "advisory" }
 }
 
-fn state_text(lang: super::i18n::Lang, s: &str) -> &'static str {
+fn state_text(lang: super::i18n::Lang, s: crate::review::live::OpsState) -> &'static str {
+    use crate::review::live::OpsState;
     lang.t(match s {
-        "up" => "st_up",
-        "down" => "st_down",
-        "starting" => "st_starting",
-        _ => "st_unknown",
+        OpsState::Up => "st_up",
+        OpsState::Down => "st_down",
+        OpsState::Starting => "st_starting",
+        OpsState::Unknown => "st_unknown",
     })
 }
 
