@@ -78,9 +78,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Public { key } => {
             let k = match PublicKey::load(&key) {
                 Ok(k) => k,
-                Err(_) => Signer::load(&key)?
-                    .with_suites(&key, &[Suite::Ed25519, Suite::Sm2], false)
-                    .map_or_else(|_| Signer::load(&key).map(|s| s.public_key()), |s| Ok(s.public_key()))?,
+                Err(_) => Signer::load(&key)?.public_key(),
             };
             println!("{}", Signer::public_text_of(&k));
             if let Some(s) = k.sm2.as_ref().map(Sm2Public::to_pem) {
@@ -95,9 +93,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
 fn rotate(pipeline: &std::path::Path) -> anyhow::Result<()> {
     use std::sync::Arc;
     let p = crate::config::Pipeline::load(pipeline)?;
-    let mut old = Signer::load(&p.key_path)?
-        .with_suites(&p.key_path, &[Suite::Ed25519, Suite::Sm2], false)
-        .or_else(|_| Signer::load(&p.key_path))?;
+    let mut old = Signer::load(&p.key_path)?;
     let mut next = Signer::generate()?;
     // the SM2 half stays with the site (rotating it is a new SM2 pair by hand); with sm2 in the
     // suites and none yet, the new key brings one: its hand-over is signed with both

@@ -168,7 +168,9 @@ impl Signer {
         Ok(retired)
     }
 
-    /// Loads a secret key file. A key readable by group or others is refused (as ssh does).
+    /// Loads a secret key file, and the SM2 key beside it when there is one (see
+    /// [`Signer::with_suites`] for which are used). A key readable by group or others is refused
+    /// (as ssh does).
     pub fn load(path: &Path) -> Result<Signer> {
         let text = crate::util::fsx::read_text(path, crate::util::fsx::limits::KEY)
             .with_context(|| format!("signing key {}: cannot read", path.display()))?;
@@ -192,7 +194,7 @@ impl Signer {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| anyhow!("signing key {}: damaged (expected 32 bytes of base64)", path.display()))?;
         let key = SigningKey::from_bytes(&seed);
-        Ok(Signer { key_id: key_id(&key.verifying_key()), key, sm2: None })
+        Ok(Signer { key_id: key_id(&key.verifying_key()), key, sm2: sm2::Sm2Signer::load_beside(path)? })
     }
 
     /// The public half, as a trusted key (no earlier keys; see [`Signer::trusted`]).
