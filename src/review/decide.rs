@@ -120,12 +120,26 @@ async fn records_against_log(
     client: &str,
 ) -> anyhow::Result<Option<String>> {
     let key = svc.signer.public_key();
-    let mut logged = crate::audit_log::for_item(&svc.store, &key, svc.site(), &view.item.id, 10_000).await?;
-    if logged.is_empty() && !view.records.is_empty() {
-        // a log from before entries were indexed by item: read it whole
-        let all = crate::audit_log::read(&svc.store, &key, svc.site()).await?.entries;
-        logged = all.into_iter().filter(|e| e.evidence_id.as_deref() == Some(view.item.id.as_str())).collect();
-    }
+    let old = |r: &crate::evidence::review::ReviewRecord| {
+        crate::util::time::parse_rfc3339(&r.time_utc).is_ok_and(|t| Utc::now() - t > chrono::Duration::seconds(60))
+    };
+    // a young record the log does not name yet is another instance's decision in flight (its
+    // log entry follows the record): wait for it a little before judging
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let logged = loop {
+        let mut logged = crate::audit_log::for_item(&svc.store, &key, svc.site(), &view.item.id, 10_000).await?;
+        if logged.is_empty() && !view.records.is_empty() {
+            // a log from before entries were indexed by item: read it whole
+            let all = crate::audit_log::read(&svc.store, &key, svc.site()).await?.entries;
+            logged = all.into_iter().filter(|e| e.evidence_id.as_deref() == Some(view.item.id.as_str())).collect();
+        }
+        let named: Vec<u32> = logged.iter().filter_map(|e| e.decision_record().map(|(n, _)| n)).collect();
+        let in_flight = view.records.iter().any(|r| !named.contains(&r.n) && !old(r));
+        if !in_flight || std::time::Instant::now() >= deadline {
+            break logged;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     let (_, hashes, _) = crate::verify::reviews::read_records_hashed(&svc.store, &key, &view.item).await;
     let refs: Vec<&crate::audit_log::AccessEntry> = logged.iter().collect();
     let (problems, _) = crate::verify::reviews::check_against_log(&view.records, &hashes, &refs);
@@ -137,10 +151,8 @@ async fn records_against_log(
     }
     let named: Vec<u32> = logged.iter().filter_map(|e| e.decision_record().map(|(n, _)| n)).collect();
     for r in &view.records {
-        let old =
-            crate::util::time::parse_rfc3339(&r.time_utc).is_ok_and(|t| Utc::now() - t > chrono::Duration::seconds(60));
         if !named.contains(&r.n)
-            && old
+            && old(r)
             && let Some(h) = hashes.get(&r.n)
         {
             let detail = format!(
