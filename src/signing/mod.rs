@@ -178,16 +178,7 @@ impl Signer {
             .trim()
             .strip_prefix(SECRET_TAG)
             .ok_or_else(|| anyhow!("signing key {}: not a vigil Ed25519 secret key file", path.display()))?;
-        if let Ok(m) = std::fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                bail!(
-                    "signing key {p}: mode {mode:04o} lets others read it; refusing to use it. Run: chmod 600 {p}",
-                    p = path.display()
-                );
-            }
-        }
+        refuse_shared(path, "signing key")?;
         let seed: [u8; 32] = B64
             .decode(b64)
             .ok()
@@ -306,6 +297,21 @@ impl Signer {
             sm2: self.sm2.as_ref().map(|k| k.sign(canonical_bytes)),
         }
     }
+}
+
+/// A secret key file readable by group or others is refused (as ssh does); `what` names it.
+pub(crate) fn refuse_shared(path: &Path, what: &str) -> Result<()> {
+    if let Ok(m) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "{what} {p}: mode {mode:04o} lets others read it; refusing to use it. Run: chmod 600 {p}",
+                p = path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A key that signed before the current one, and the period it signed in.

@@ -104,21 +104,8 @@ impl Sm2Signer {
     /// group or others is refused.
     pub fn load_beside(key_path: &Path) -> Result<Option<Sm2Signer>> {
         let path = secret_path(key_path);
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Ok(None);
-        }
-        let text = crate::util::fsx::read_text(&path, crate::util::fsx::limits::KEY)
-            .with_context(|| format!("SM2 key {}: cannot read", path.display()))?;
-        if let Ok(m) = std::fs::metadata(&path) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                bail!(
-                    "SM2 key {p}: mode {mode:04o} lets others read it; refusing to use it. Run: chmod 600 {p}",
-                    p = path.display()
-                );
-            }
-        }
+        let Some(text) = read_if_there(&path, "SM2 key")? else { return Ok(None) };
+        super::refuse_shared(&path, "SM2 key")?;
         let secret = sm2::SecretKey::from_pkcs8_pem(&text)
             .map_err(|e| anyhow!("SM2 key {}: not a PKCS#8 PEM SM2 secret key ({e})", path.display()))?;
         Ok(Some(Sm2Signer::from_secret(&secret)?))
@@ -160,11 +147,7 @@ impl Sm2Public {
     /// Loads `<stem>.sm2.pub` beside a key file, None when there is none.
     pub fn load_beside(path: &Path) -> Result<Option<Sm2Public>> {
         let p = public_path(path);
-        if std::fs::symlink_metadata(&p).is_err() {
-            return Ok(None);
-        }
-        let text = crate::util::fsx::read_text(&p, crate::util::fsx::limits::KEY)
-            .with_context(|| format!("SM2 public key {}: cannot read", p.display()))?;
+        let Some(text) = read_if_there(&p, "SM2 public key")? else { return Ok(None) };
         Sm2Public::parse(&text).map(Some).with_context(|| format!("SM2 public key {}", p.display()))
     }
 
@@ -189,6 +172,16 @@ impl Sm2Public {
         vk.verify(bytes, &s)
             .map_err(|_| anyhow!("SM2 signature does not match the signed bytes (content or signature altered)"))
     }
+}
+
+/// The text of the key file at `path` (bounded), None when there is none; `what` names it.
+fn read_if_there(path: &Path, what: &str) -> Result<Option<String>> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    crate::util::fsx::read_text(path, crate::util::fsx::limits::KEY)
+        .map(Some)
+        .with_context(|| format!("{what} {}: cannot read", path.display()))
 }
 
 /// The SM2 half of a signature file.
