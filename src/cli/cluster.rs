@@ -25,7 +25,7 @@ pub enum Cmd {
     /// A district without video: `--workers` members of the lease protocol (the one `vigil run`
     /// runs) share `--cameras` cameras that run nothing, over the NATS cluster at `--nats`; prints
     /// a JSON line a second (holders, KV writes), then a summary (time to spread every camera,
-    /// KV write rate, failover time after `--kill` members die at `--kill-at` s).
+    /// KV write rate, failover time after `--kill` members die `--kill-at` s after the spread).
     Simulate {
         /// NATS server URLs, comma-separated.
         #[arg(long)]
@@ -48,7 +48,8 @@ pub enum Cmd {
         /// Members killed at once (no hand-over) at `--kill-at`.
         #[arg(long, default_value_t = 0)]
         kill: usize,
-        #[arg(long, default_value_t = 60.0)]
+        /// Seconds after every camera first had a holder when `--kill` members die.
+        #[arg(long, default_value_t = 30.0)]
         kill_at: f64,
         /// The lease bucket (a simulation's own, so that it never touches a site's).
         #[arg(long, default_value = "vigil-sim-leases")]

@@ -426,12 +426,19 @@ impl<'h, H: Host> Member<'h, H> {
                 dropping: now < self.dropping_until,
                 patience: self.t.ttl,
             });
+            // the moves never hold up a renewal: hand-overs stop when one is due (the rest wait
+            // for the next tick), and claims go out at once, so that a tick with many free
+            // cameras during an election waits one timeout, not one per camera
+            let due = self.held.values().map(|h| h.renewed + self.t.renew).min();
+            let mut claims = Vec::new();
             for m in moves {
                 match m {
-                    share::Move::Claim(cam) => self.claim(cam, &last_workers).await?,
-                    share::Move::Release(cam) => self.release(cam).await,
+                    share::Move::Claim(cam) => claims.push(cam),
+                    share::Move::Release(cam) if due.is_none_or(|d| Instant::now() < d) => self.release(cam).await,
+                    share::Move::Release(_) => {}
                 }
             }
+            self.claim_all(claims, &last_workers).await?;
         }
         self.first_tick = self.first_tick && !synced;
         Ok(())
@@ -464,19 +471,45 @@ impl<'h, H: Host> Member<'h, H> {
         (holders, workers, last)
     }
 
-    /// Takes a free camera's lease and starts it here.
-    async fn claim(&mut self, cam: String, last_workers: &BTreeMap<String, String>) -> Result<()> {
+    /// Takes free cameras' leases (all writes at once) and starts each won camera here.
+    async fn claim_all(&mut self, cams: Vec<String>, last_workers: &BTreeMap<String, String>) -> Result<()> {
         let me = self.s.me.clone();
-        let key = lease::camera_key(&self.s.site, &cam);
         let acquired_utc = rfc3339(chrono::Utc::now());
-        let value = CameraLease {
+        let value = bytes::Bytes::from(serde_json::to_vec(&CameraLease {
             worker: me.clone(),
             acquired_utc: acquired_utc.clone(),
             renewed_utc: acquired_utc.clone(),
             acquired_revision: 0,
-        };
+        })?);
         let sent = Instant::now();
-        let w = lease::create(&self.kv, &key, bytes::Bytes::from(serde_json::to_vec(&value)?), self.t.renew).await;
+        let (kv, within, site) = (&self.kv, self.t.renew, &self.s.site);
+        let answers = futures::future::join_all(cams.into_iter().map(|cam| {
+            let value = value.clone();
+            async move {
+                let key = lease::camera_key(site, &cam);
+                let w = lease::create(kv, &key, value, within).await;
+                (cam, key, w)
+            }
+        }))
+        .await;
+        for (cam, key, w) in answers {
+            self.took(cam, key, w, &acquired_utc, sent, last_workers).await;
+        }
+        Ok(())
+    }
+
+    /// What one claim's write came to: a won lease starts the camera here.
+    async fn took(
+        &mut self,
+        cam: String,
+        key: String,
+        w: Write,
+        acquired_utc: &str,
+        sent: Instant,
+        last_workers: &BTreeMap<String, String>,
+    ) {
+        let me = self.s.me.clone();
+        let acquired_utc = acquired_utc.to_string();
         self.count(&w);
         match w {
             Write::Ok(rev) => {
@@ -492,7 +525,7 @@ impl<'h, H: Host> Member<'h, H> {
                         let w = lease::release(&self.kv, &key, rev, self.t.renew).await;
                         self.count(&w);
                         self.ended_here.insert(cam);
-                        return Ok(());
+                        return;
                     }
                 };
                 self.fence.set(&cam, sent + self.t.ttl - self.t.margin, running.stop_flag());
@@ -515,7 +548,6 @@ impl<'h, H: Host> Member<'h, H> {
             Write::Lost => tracing::debug!(camera = %cam, "cluster: another worker took it first"),
             Write::Failed(e) => tracing::warn!(camera = %cam, error = %e, "cluster: claim failed"),
         }
-        Ok(())
     }
 
     /// Hands a camera over to a worker below its share.

@@ -169,8 +169,9 @@ pub struct Summary {
     pub failed_writes: u64,
 }
 
-/// Runs a simulation for `seconds`, killing `kill` members at `kill_at` s; calls `each` with
-/// every second's sample.
+/// Runs a simulation for `seconds`, killing `kill` members `kill_at` s after every camera first had
+/// a holder (the steady stretch before the kill is then as long on a loaded machine as on an idle
+/// one); calls `each` with every second's sample.
 pub async fn run(
     o: &Options,
     seconds: f64,
@@ -223,7 +224,7 @@ pub async fn run(
                 _ => {}
             }
         }
-        if kill > 0 && killed_at.is_none() && t >= kill_at {
+        if kill > 0 && killed_at.is_none() && s.spread_s.is_some_and(|spread| t >= spread + kill_at) {
             s.killed = sim.kill(kill);
             killed_at = Some(t);
         }
