@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     // Blocks of 256 KiB and more (video frames, tensors, pools) are mapped and unmapped on their
     // own: glibc otherwise raises its mmap threshold to the largest block freed, frames then come
     // from the arenas, and their holes kept the main heap at 37-325 MB at the peak of one
-    // 16-camera bench to the next (peak RSS 446-584 MB); with it 443 MB twice (README "Memory").
+    // 16-camera bench to the next (peak RSS 446-584 MB); with it 443 MB twice (docs "Memory").
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);

@@ -1,5 +1,5 @@
 //! `vigil config defaults | schema`: every key of a pipeline file with its default, range and
-//! meaning (the README's table is `--markdown`), or the file's JSON Schema.
+//! meaning (the book's configuration reference is `--markdown`), or the file's JSON Schema.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 pub enum Cmd {
     /// Every key with its default, range and meaning.
     Defaults {
-        /// As the Markdown table in README.md.
+        /// As the Markdown table in docs/src/reference/config.md.
         #[arg(long)]
         markdown: bool,
     },

@@ -120,7 +120,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0)]
     pub hidden: usize,
     /// Crop-view sets to choose among, `;`-separated lists of crop margins or `lower` (the lower
-    /// face: nose, mouth and chin; measured, not in the default sets: README "Detection quality").
+    /// face: nose, mouth and chin; measured, not in the default sets: docs "Detection quality").
     #[arg(long, default_value = "0;0,0.15;0,0.15,0.3")]
     pub views: String,
     /// The classifier whose `features` output the head reads (models/<id>.toml); e.g.

@@ -1,6 +1,6 @@
 //! `vigil config defaults`: every key of a pipeline file with its default, range and meaning,
-//! read from the schema of [`super::PipelineFile`] (so it is what loading enforces). The README's
-//! configuration table is this output (`--markdown`); a test keeps the two equal.
+//! read from the schema of [`super::PipelineFile`] (so it is what loading enforces). The book's
+//! configuration reference (docs/src/reference/config.md) is this output (`--markdown`); a test keeps the two equal.
 
 use serde_json::{Map, Value};
 
@@ -169,7 +169,7 @@ pub fn keys() -> Vec<KeyDoc> {
     out
 }
 
-/// The keys as a Markdown table (the README's configuration table).
+/// The keys as a Markdown table (the book's configuration reference).
 pub fn markdown() -> String {
     let mut s = String::from("| key | default | range | meaning |\n| --- | --- | --- | --- |\n");
     for k in keys() {

@@ -107,7 +107,7 @@ pub struct ModelsConfig {
     #[schemars(length(min = 1, max = 3))]
     pub execution_providers: Vec<ExecutionProvider>,
     /// ONNX Runtime intra-op threads per model copy (spinning is always off); 0: one per core.
-    /// Default 0 with one model copy: measured on 2 cores (README "Memory"), one copy on both
+    /// Default 0 with one model copy: measured on 2 cores (docs "Memory"), one copy on both
     /// cores gives 4× the plain Python pipeline's throughput on a fixed camera at 0.38× its
     /// memory; a second copy (`instances = 2`, `intra_threads = 1`) adds 17–24 % throughput for
     /// 40–110 MB.
@@ -116,13 +116,13 @@ pub struct ModelsConfig {
     pub intra_threads: usize,
     /// Path of libonnxruntime.so; default: $ORT_DYLIB_PATH, then .deps/onnxruntime/.
     pub ort_library: Option<PathBuf>,
-    /// The no-mask head fitted by `vigil fit` (models/<id>.toml): the no-mask probability comes
+    /// The no-mask head fitted by `vigil fit` (`models/<id>.toml`): the no-mask probability comes
     /// from it, on the backbone features of the model it names, instead of the classifier's own
     /// output. "none": the plain pretrained classifier (`mask`), logged at start.
     #[default("mask-head-fitted".to_string())]
     #[schemars(length(min = 1, max = 64))]
     pub mask_head: String,
-    /// The clean/dirty head fitted by `vigil fit --kind dirty` (models/<id>.toml), on the
+    /// The clean/dirty head fitted by `vigil fit --kind dirty` (`models/<id>.toml`), on the
     /// backbone features of the object's crop: `utensils_left` rules with `require_dirty` count
     /// only objects it calls dirty. Loaded with the object detector; "none": not loaded
     /// (`require_dirty` is then an error).
@@ -181,7 +181,7 @@ pub struct AnalysisConfig {
     pub width: u32,
     /// Frames waiting for analysis per camera; when full, new frames are dropped and counted.
     /// Each holds an analysis frame (0.7 MB at 640×360): 1 saves that per camera, but cameras
-    /// whose frames arrive together then drop more (README "Benchmarks": 721 against 441 of
+    /// whose frames arrive together then drop more (docs "Benchmarks": 721 against 441 of
     /// 6970 frames at 10 streams in `vigil bench --realtime`).
     #[default(2)]
     #[schemars(range(min = 1, max = 64))]
@@ -209,7 +209,7 @@ pub struct AnalysisConfig {
     /// Threads of a software decoder (libav's `avdec_*`) per camera; 0: libav's own choice (a
     /// frame thread per core, plus one, each holding frames). One thread (slice threading, no
     /// frame-thread contexts) decodes a camera many times faster than real time; with more
-    /// cameras than cores it measured smaller and faster (`vigil bench`, README "Memory").
+    /// cameras than cores it measured smaller and faster (`vigil bench`, docs "Memory").
     /// Hardware decoders ignore it.
     #[default(1)]
     #[schemars(range(min = 0, max = 16))]

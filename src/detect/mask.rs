@@ -27,7 +27,7 @@ pub struct MaskClassifier {
 /// Crops per ONNX Runtime run. On CPU a batch is no faster per crop than single runs (9.4–10.9 ms
 /// per crop for batches of 1, 2, 4, 8, MobileNetV2 224×224), but the session's arena grows to
 /// the largest batch it has seen and keeps it (+13 MB at 1 crop, +112 MB at 8), once per model
-/// copy: so crops run one at a time, with one input shape for the whole run (README "Memory").
+/// copy: so crops run one at a time, with one input shape for the whole run (docs "Memory").
 const CROPS_PER_RUN: usize = 1;
 
 /// A logistic-regression head on standardised backbone features (`vigil fit`), stored as

@@ -218,7 +218,7 @@ pub(crate) fn session(info: &ModelInfo, opts: &RuntimeOptions) -> Result<Session
         .map_err(e)?
         // Memory-pattern planning off: with it the CPU arena kept the first run's tensors and then
         // the planned block as well (CenterFace at 960×544: +164 MB after four runs, +92 MB
-        // without; as fast or faster), once per model copy (README "Memory").
+        // without; as fast or faster), once per model copy (docs "Memory").
         .with_memory_pattern(false)
         .map_err(e)?
         .with_execution_providers(eps)

@@ -42,7 +42,7 @@ pub struct Crop {
     pub no_mask: bool,
 }
 
-/// How the training set is made (levers of `vigil fit`, each measured in the README).
+/// How the training set is made (levers of `vigil fit`, each measured in the docs).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct TrainingLevers {
     /// `mask_weared_incorrect` faces (mask under the nose or chin) as negatives: a worn mask,

@@ -303,7 +303,7 @@ fn encoder(
     x264.set_property("key-int-max", (fps * 2.0).round().max(1.0) as u32);
     x264.set_property("bframes", 0u32);
     // One thread per clip: clips of several cameras encode side by side, and each x264 frame
-    // thread holds frames of its own (`vigil bench`, README "Memory": peak RSS with clips of
+    // thread holds frames of its own (`vigil bench`, docs "Memory": peak RSS with clips of
     // 16 cameras in flight). A 10 s 640×360 clip still encodes in well under a second.
     x264.set_property("threads", 1u32);
     // 4:2:0 (H.264 High profile), what hardware and platform decoders play; 4:4:4 only for an

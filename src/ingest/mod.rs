@@ -407,7 +407,7 @@ impl Front {
             }
             // one thread: slice threading, so libav sets up no frame-thread contexts (measured
             // with 16 streams of a 768×432 H.264 clip: 8.7 instead of 18.6 MB per stream, same
-            // decode time; README "Memory")
+            // decode time; docs "Memory")
             if self.decoder_threads == 1 && dec.has_property("thread-type") {
                 dec.set_property_from_str("thread-type", "slice");
             }

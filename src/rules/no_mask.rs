@@ -84,7 +84,7 @@ pub struct NoMaskRule {
     pub temporal: Temporal,
     /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
     /// width (the zone's bounding box, or the analysis frame). Default 960: a 640-wide analysis
-    /// frame zoomed 1.5×, which finds most small faces (README "Small faces": recall of 16–24 px
+    /// frame zoomed 1.5×, which finds most small faces (docs "Small faces": recall of 16–24 px
     /// faces 0.78 → 0.85, under 16 px 0.44 → 0.72) for 2.8× the detector's time there. Lower it
     /// on a camera that only sees large faces, raise it for a ceiling camera.
     #[default(960)]
@@ -92,14 +92,14 @@ pub struct NoMaskRule {
     pub input_width: u32,
     /// A second face-detector pass on a 2×2 grid of overlapping tiles of where the detector
     /// looks, each at `input_width` (about 1.8× more zoom), its faces joined to the first pass's:
-    /// recall of faces under 16 px 0.72 → 0.78, 16–24 px 0.85 → 0.88, 24–48 px 0.92 → 0.94 (README
+    /// recall of faces under 16 px 0.72 → 0.78, 16–24 px 0.85 → 0.88, 24–48 px 0.92 → 0.94 (docs
     /// "Small faces"), for five detector runs per inferred frame instead of one. Off by default
     /// (capacity: about a fifth of the cameras per core); for a ceiling camera with small faces.
     pub tile_pass: bool,
     /// A second face-detector pass on the heads of the persons the object detector (NanoDet,
     /// `models.objects`) finds where the detector looks: the top of each person box narrower than
     /// a quarter of the frame (up to 8), zoomed 3× (at most 320 px wide), its faces joined to the
-    /// first pass's. Recall of faces under 16 px 0.72 → 0.75, 16–24 px 0.85 → 0.87 (README "Small
+    /// first pass's. Recall of faces under 16 px 0.72 → 0.75, 16–24 px 0.85 → 0.87 (docs "Small
     /// faces"; the tile pass gets 0.78 / 0.88) for about a third of the tile pass's added time.
     /// Off by default; loads the object detector. Turning it on by hot reload on a worker that
     /// did not load that model is refused (restart).

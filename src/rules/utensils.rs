@@ -57,7 +57,7 @@ pub struct UtensilsRule {
     pub zone: Option<Vec<[f64; 2]>>,
     /// Count only objects the clean/dirty head (`models.dirty_head`) calls dirty: the
     /// regulation is about utensils not washed, not about any cup left out. Off by default: the
-    /// head is fitted on 26 photos of plates (see the README), not on counters.
+    /// head is fitted on 26 photos of plates (see the docs), not on counters.
     #[default(false)]
     pub require_dirty: bool,
     /// With `require_dirty`: the head's dirty probability at or above which an object counts.

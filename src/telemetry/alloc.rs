@@ -72,7 +72,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// Gives the C heap's free memory back to the system (glibc `malloc_trim`, every arena). After
 /// an evidence clip: its decoder and encoder threads free their frames into per-thread arenas,
 /// which otherwise keep them, so a worker that cut N clips held N clips' worth (`vigil bench` on
-/// the panning clip, README "Memory").
+/// the panning clip, docs "Memory").
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
