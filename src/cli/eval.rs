@@ -126,7 +126,7 @@ pub struct FitArgs {
     /// The classifier whose `features` output the head reads (models/<id>.toml); e.g.
     /// mask-classifier-mobilenetv2-features-ml from `models/make_features_model.py
     /// --multi-layer` (features from four layers; measured, not shipped).
-    #[arg(long, default_value = crate::eval::report::FEATURES_MODEL)]
+    #[arg(long, default_value = crate::eval::backbone::FEATURES_MODEL)]
     pub features_model: String,
     /// Recolouring sets to choose among, `;`-separated: `none`, or names from `grey` (luma only),
     /// `hue` (hue turned 120° and 240°), `dark` (lower face darkened) joined by `,`; each training

@@ -17,7 +17,7 @@ use super::metrics::Prf;
 use crate::detect::{FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
 use crate::frame::RgbFrame;
 
-use super::report::FEATURES_MODEL;
+use super::backbone::FEATURES_MODEL;
 
 /// One labelled photo: its features (and its mirror image's), whether it is dirty, and whether
 /// it is in the fit part.

@@ -186,8 +186,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::backbone::models;
 use super::metrics::{Levers, Prf, best_f1, lowest_reaching, pr_curve};
-use super::report::models;
 use super::scenes::{
     Features, Scene, labelled_crops, load_scenes, measure_recoloured, measure_scenes, mirror_box, recoloured_features,
 };

@@ -1,10 +1,14 @@
-//! Precision / recall per face, detection recall by face size.
+//! Precision / recall per face and on image-level crops.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use anyhow::Result;
 use serde::Serialize;
 
-use super::scenes::{Label, SceneResult};
+use super::scenes::{Label, SceneResult, labelled_crops};
+use crate::detect::MaskClassifier;
+use crate::frame::RgbFrame;
 
 /// A point of the operating space.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -97,24 +101,6 @@ pub fn errors_at(results: &[SceneResult], lv: Levers, t: f32, use_fit_part: bool
     out
 }
 
-/// Face-detection recall by labelled face size (short side, px), at a detector threshold.
-pub fn detection_recall(results: &[SceneResult], face_threshold: f32, use_fit_part: bool) -> Vec<(String, u32, u32)> {
-    let buckets = [(0.0, 16.0, "<16"), (16.0, 24.0, "16-24"), (24.0, 48.0, "24-48"), (48.0, f32::MAX, ">=48")];
-    buckets
-        .iter()
-        .map(|(lo, hi, name)| {
-            let faces: Vec<_> = results
-                .iter()
-                .filter(|r| r.fit_part == use_fit_part)
-                .flat_map(|r| &r.faces)
-                .filter(|(s, _, _)| s >= lo && s < hi)
-                .collect();
-            let found = faces.iter().filter(|(_, _, d)| d.is_some_and(|s| s >= face_threshold)).count() as u32;
-            (name.to_string(), found, faces.len() as u32)
-        })
-        .collect()
-}
-
 pub fn best_f1(c: &[Prf]) -> Prf {
     *c.iter().max_by(|a, b| a.f1.total_cmp(&b.f1)).expect("curve")
 }
@@ -126,3 +112,26 @@ pub fn lowest_reaching(c: &[Prf], target: f64) -> Option<Prf> {
 
 /// Summary rows for the report: label → (levers, best-F1 point, lowest threshold reaching target).
 pub type Rows = BTreeMap<String, (Levers, Prf, Option<Prf>)>;
+
+/// Image-level crops: no-mask precision/recall of the classifier on whole images.
+pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf> {
+    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+    let files = labelled_crops(dir)?;
+    let bar = crate::util::progress::bar(files.len() as u64, "crops");
+    for (f, positive) in &files {
+        bar.inc(1);
+        let Ok(img) = image::open(f) else { continue };
+        let frame = RgbFrame::from_image(&img.to_rgb8());
+        let p = cls.no_mask_prob(&frame, &[frame.full()], 0.0)?[0] >= threshold;
+        match (p, *positive) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            _ => {}
+        }
+    }
+    bar.finish_and_clear();
+    let precision = tp as f64 / (tp + fp).max(1) as f64;
+    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    Ok(Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) })
+}

@@ -15,6 +15,7 @@
 //! out of both sides (neither a clear violation nor clearly compliant). Recall counts every
 //! labelled `without_mask` face of at least the minimum size, detected or not.
 
+pub mod backbone;
 pub mod clips;
 pub mod dishes;
 pub mod fit;

@@ -1,13 +1,14 @@
 //! `vigil eval`: per-face quality of the plain classifier, tuned levers and a fitted head on the
 //! evaluation part; a JSON report and a PR plot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::backbone::{FEATURES_MODEL, models};
 use super::*;
 use crate::detect::mask::view_name;
-use crate::detect::{FaceDetector, FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
+use crate::detect::{FittedHead, ObjectDetector, RuntimeOptions};
 
 pub struct EvalArgs {
     pub data: PathBuf,
@@ -38,16 +39,6 @@ enum Pass {
     Whole,
     Tiles,
     Persons,
-}
-
-/// The classifier whose `features` output the heads read (the dirty head always, a no-mask head
-/// unless it names another).
-pub const FEATURES_MODEL: &str = "mask-classifier-mobilenetv2-features";
-
-/// CenterFace and the features model `features` (its `probs` are the plain classifier's).
-pub(crate) fn models(dir: &Path, features: &str) -> Result<(FaceDetector, MaskClassifier)> {
-    let o = RuntimeOptions { intra_threads: 2, ..Default::default() };
-    Ok((FaceDetector::load(dir, "centerface", &o)?, MaskClassifier::load(dir, features, &o)?))
 }
 
 /// A table row; `margins` overrides the crop-margin column (a fitted head's own margins).

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use super::metrics::Prf;
 use crate::detect::mask::{LOWER_FACE, view_box};
 use crate::detect::{FaceDetector, MaskClassifier, ObjectDetector};
 use crate::frame::{BBox, RgbFrame};
@@ -157,6 +156,24 @@ pub fn match_faces(dets: impl Iterator<Item = BBox>, s: &Scene) -> (Vec<Option<u
 /// A face-size bucket: its name, faces found, faces labelled.
 pub type SizeRecall = (String, u32, u32);
 
+/// Face-detection recall by labelled face size (short side, px), at a detector threshold.
+pub fn detection_recall(results: &[SceneResult], face_threshold: f32, use_fit_part: bool) -> Vec<(String, u32, u32)> {
+    let buckets = [(0.0, 16.0, "<16"), (16.0, 24.0, "16-24"), (24.0, 48.0, "24-48"), (48.0, f32::MAX, ">=48")];
+    buckets
+        .iter()
+        .map(|(lo, hi, name)| {
+            let faces: Vec<_> = results
+                .iter()
+                .filter(|r| r.fit_part == use_fit_part)
+                .flat_map(|r| &r.faces)
+                .filter(|(s, _, _)| s >= lo && s < hi)
+                .collect();
+            let found = faces.iter().filter(|(_, _, d)| d.is_some_and(|s| s >= face_threshold)).count() as u32;
+            (name.to_string(), found, faces.len() as u32)
+        })
+        .collect()
+}
+
 /// A second face-detector pass after the whole image's, its faces joined to the first pass's.
 pub enum SecondPass<'a> {
     None,
@@ -221,7 +238,7 @@ pub fn recall_at_width(
         });
     }
     let ms = took.as_secs_f64() * 1000.0 / scenes.len().max(1) as f64;
-    Ok((ms, super::metrics::detection_recall(&results, threshold, false)))
+    Ok((ms, detection_recall(&results, threshold, false)))
 }
 
 /// Runs the detector once (at a low threshold, input `input_width` wide; 0: the image's own) and
@@ -458,27 +475,4 @@ pub fn labelled_crops(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
         out.extend(files.into_iter().map(|f| (f, positive)));
     }
     Ok(out)
-}
-
-/// Image-level crops: no-mask precision/recall of the classifier on whole images.
-pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf> {
-    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
-    let files = labelled_crops(dir)?;
-    let bar = crate::util::progress::bar(files.len() as u64, "crops");
-    for (f, positive) in &files {
-        bar.inc(1);
-        let Ok(img) = image::open(f) else { continue };
-        let frame = RgbFrame::from_image(&img.to_rgb8());
-        let p = cls.no_mask_prob(&frame, &[frame.full()], 0.0)?[0] >= threshold;
-        match (p, *positive) {
-            (true, true) => tp += 1,
-            (true, false) => fp += 1,
-            (false, true) => fn_ += 1,
-            _ => {}
-        }
-    }
-    bar.finish_and_clear();
-    let precision = tp as f64 / (tp + fp).max(1) as f64;
-    let recall = tp as f64 / (tp + fn_).max(1) as f64;
-    Ok(Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) })
 }
