@@ -788,7 +788,12 @@ fn a_district_of_5000_cameras_and_50_workers_spreads_fails_over_and_rides_out_a_
     );
     assert!(spread < 60.0, "{summary}");
     assert!((0.6 * expected..1.4 * expected).contains(&writes), "{summary}");
-    assert!(failover <= ttl + 15.0, "{summary}");
+    // the killed members' leases lapse at most TTL after the kill; their presence keys may outlive
+    // their leases by up to one renewal (10 s at TTL 30), and while they do the fair share still
+    // counts them (the others are full); then a claim may meet the server's not yet purged entry
+    // and retries a tick later. Measured here 31.5-43.9 s.
+    let renewal = ttl / 3.0;
+    assert!(failover <= ttl + renewal + 10.0, "{summary}");
     // The protocol rides out an election of up to 10 s after a renewal (Timing: renewal every
     // 10 s, fence at TTL − 6 s). Failed writes are counted when their 10 s timeout ends, so an
     // election inside the budget shows as up to ~20 s of failing writes; a longer one (a machine
