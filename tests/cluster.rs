@@ -791,7 +791,7 @@ fn a_district_of_5000_cameras_and_50_workers_spreads_fails_over_and_rides_out_a_
     // the killed members' leases lapse at most TTL after the kill; their presence keys may outlive
     // their leases by up to one renewal (10 s at TTL 30), and while they do the fair share still
     // counts them (the others are full); then a claim may meet the server's not yet purged entry
-    // and retries a tick later. Measured here 31.5-43.9 s.
+    // and retries a tick later. Measured here 31.0-43.9 s.
     let renewal = ttl / 3.0;
     assert!(failover <= ttl + renewal + 10.0, "{summary}");
     // The protocol rides out an election of up to 10 s after a renewal (Timing: renewal every
