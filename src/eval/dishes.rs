@@ -123,9 +123,7 @@ fn prf(pairs: &[(f32, bool)], threshold: f32) -> Prf {
             _ => {}
         }
     }
-    let precision = tp as f64 / (tp + fp).max(1) as f64;
-    let recall = tp as f64 / (tp + fn_).max(1) as f64;
-    Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) }
+    Prf::of_counts(threshold, tp, fp, fn_)
 }
 
 /// Leave-one-image-out predictions over `dishes` (each fitted without that photo).

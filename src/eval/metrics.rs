@@ -29,6 +29,15 @@ pub struct Prf {
     pub f1: f64,
 }
 
+impl Prf {
+    /// Precision, recall and F1 of counts at `threshold` (0 where nothing was counted).
+    pub fn of_counts(threshold: f32, tp: u32, fp: u32, fn_: u32) -> Prf {
+        let precision = tp as f64 / (tp + fp).max(1) as f64;
+        let recall = tp as f64 / (tp + fn_).max(1) as f64;
+        Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) }
+    }
+}
+
 /// No-mask precision/recall per face at every classifier threshold.
 pub fn pr_curve(results: &[SceneResult], lv: Levers, use_fit_part: bool) -> Vec<Prf> {
     let scenes: Vec<&SceneResult> = results.iter().filter(|r| r.fit_part == use_fit_part).collect();
@@ -131,7 +140,5 @@ pub fn crops(dir: &Path, cls: &mut MaskClassifier, threshold: f32) -> Result<Prf
         }
     }
     bar.finish_and_clear();
-    let precision = tp as f64 / (tp + fp).max(1) as f64;
-    let recall = tp as f64 / (tp + fn_).max(1) as f64;
-    Ok(Prf { threshold, tp, fp, fn_, precision, recall, f1: 2.0 * precision * recall / (precision + recall).max(1e-9) })
+    Ok(Prf::of_counts(threshold, tp, fp, fn_))
 }

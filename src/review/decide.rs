@@ -126,7 +126,7 @@ async fn records_against_log(
     // a young record the log does not name yet is another instance's decision in flight (its
     // log entry follows the record): wait for it a little before judging
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let logged = loop {
+    let (logged, named) = loop {
         let mut logged = crate::audit_log::for_item(&svc.store, &key, svc.site(), &view.item.id, 10_000).await?;
         if logged.is_empty() && !view.records.is_empty() {
             // a log from before entries were indexed by item: read it whole
@@ -136,7 +136,7 @@ async fn records_against_log(
         let named: Vec<u32> = logged.iter().filter_map(|e| e.decision_record().map(|(n, _)| n)).collect();
         let in_flight = view.records.iter().any(|r| !named.contains(&r.n) && !old(r));
         if !in_flight || std::time::Instant::now() >= deadline {
-            break logged;
+            break (logged, named);
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
@@ -149,7 +149,6 @@ async fn records_against_log(
             problems.join("; ")
         )));
     }
-    let named: Vec<u32> = logged.iter().filter_map(|e| e.decision_record().map(|(n, _)| n)).collect();
     for r in &view.records {
         if !named.contains(&r.n)
             && old(r)
