@@ -71,8 +71,8 @@ fn bench_pipeline(
     sub: Option<&Path>,
 ) -> Pipeline {
     let mut q = p.clone();
-    let (tmpl_raw, tmpl) = (p.raw.cameras[0].clone(), p.cameras[0].clone());
-    q.raw.cameras.clear();
+    let (tmpl_raw, tmpl) = (p.camera_configs[0].clone(), p.cameras[0].clone());
+    q.camera_configs.clear();
     q.cameras.clear();
     // `vigil bench --realtime`: as cameras stream
     let realtime = std::env::var_os("VIGIL_BENCH_REALTIME").is_some();
@@ -89,18 +89,18 @@ fn bench_pipeline(
             rc.rules.clear();
             c.rules = Default::default();
         }
-        q.raw.cameras.push(rc);
+        q.camera_configs.push(rc);
         q.cameras.push(c);
     }
-    q.raw.analysis.gate = gate;
-    q.raw.publish.nats_url = None;
+    q.settings.analysis.gate = gate;
+    q.settings.publish.nats_url = None;
     q.nats = None;
-    q.raw.control.watch_file = false;
-    q.raw.worker.http = None;
+    q.settings.control.watch_file = false;
+    q.settings.worker.http = None;
     q.data_dir = dir.to_path_buf();
     q.store_url = dir.join("store").to_string_lossy().into_owned();
     q.key_path = dir.join("keys/signing.key");
-    q.raw.signing.generate_if_missing = true;
+    q.settings.signing.generate_if_missing = true;
     q
 }
 
@@ -118,7 +118,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: 
     std::fs::create_dir_all(&dir)?;
     let mut q = bench_pipeline(p, n, clip, gate, rules, &dir, sub);
     if let Ok(url) = std::env::var("VIGIL_BENCH_NATS") {
-        q.raw.publish.nats_url = Some(url.clone());
+        q.settings.publish.nats_url = Some(url.clone());
         q.nats = Some(crate::util::nats::Endpoint::new(&url, Default::default()));
     }
     let acked = q.nats.is_some();
@@ -178,7 +178,7 @@ fn child_run(p: &Pipeline, n: usize, clip: &Path, gate: bool, rules: bool, sub: 
 }
 
 fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
-    let frames = crate::ingest::analysis_frames(clip, p.raw.analysis.fps, p.raw.analysis.width)?;
+    let frames = crate::ingest::analysis_frames(clip, p.settings.analysis.fps, p.settings.analysis.width)?;
     if frames.is_empty() {
         bail!("{}: no frames decoded", clip.display());
     }
@@ -260,7 +260,7 @@ fn child(p: &Pipeline, spec: &str, clip: &Path) -> Result<()> {
     let mut p = p.clone();
     if std::env::var_os("VIGIL_BENCH_GPU").is_some() {
         use crate::detect::runtime::ExecutionProvider as E;
-        p.raw.models.execution_providers = vec![E::Tensorrt, E::Cuda, E::Cpu];
+        p.settings.models.execution_providers = vec![E::Tensorrt, E::Cuda, E::Cpu];
     }
     let p = &p;
     let parts: Vec<&str> = spec.split(':').collect();
@@ -385,7 +385,7 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
         bail!("{}: the first camera needs a no_mask rule (its rule is what the benchmark runs)", p.file.display());
     }
     let device = if o.gpu {
-        let g = gpu::GpuCheck::probe(p.raw.models.ort_library.as_deref());
+        let g = gpu::GpuCheck::probe(p.settings.models.ort_library.as_deref());
         g.require()?;
         // the children pick NVDEC first (codec.rs lists hardware decoders first) and the GPU providers
         child_env("VIGIL_BENCH_GPU", "1");
@@ -409,15 +409,15 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
         })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let fps_cam = p.raw.analysis.fps;
+    let fps_cam = p.settings.analysis.fps;
     println!(
         "machine: {cpu}, {cores} cores; {device}; clip {} ({}); analysis {} fps at {} px; models.instances {}, intra_threads {}; event latency to {}\n",
         clip.display(),
         if o.realtime { "played at its own pace, as a camera streams" } else { "played as fast as analysis allows" },
         fps_cam,
-        p.raw.analysis.width,
-        p.raw.models.instances,
-        p.raw.models.threads(),
+        p.settings.analysis.width,
+        p.settings.models.instances,
+        p.settings.models.threads(),
         if nats.is_some() {
             "JetStream's ack (nats-server started for the run)"
         } else {
@@ -444,7 +444,7 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
     for &n in o.streams {
         let decode = spawn(&format!("decode:{n}"), &pf, &clip, None)?;
         let infer = spawn(&format!("infer:{n}"), &pf, &clip, None)?;
-        let gates: &[bool] = if o.compare_gating { &[true, false] } else { &[p.raw.analysis.gate] };
+        let gates: &[bool] = if o.compare_gating { &[true, false] } else { &[p.settings.analysis.gate] };
         for &g in gates {
             let r = spawn(&format!("run:{n}:{}", g as u8), &pf, &clip, None)?;
             let decode_fps = match num(&decode, "steady_fps") {
@@ -453,10 +453,10 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
             };
             let floor = decode_fps.min(num(&infer, "fps"));
             let steady = num(&r, "steady_fps");
-            let face = &r["latency"][&p.raw.models.face];
+            let face = &r["latency"][&p.settings.models.face];
             let rss = num(&r, "peak_rss_mb");
             let per_cam = match prev {
-                Some((pn, prss)) if g == p.raw.analysis.gate && n > pn => {
+                Some((pn, prss)) if g == p.settings.analysis.gate && n > pn => {
                     format!("{:.1}", (rss - prss) / (n - pn) as f64)
                 }
                 _ => "–".into(),
@@ -480,14 +480,14 @@ pub fn run(p: Pipeline, o: Options) -> Result<()> {
                 num(&infer, "fps_batch2"),
                 steady / floor.max(1e-9),
             );
-            if g == p.raw.analysis.gate {
+            if g == p.settings.analysis.gate {
                 prev = Some((n, rss));
             }
             rows.push(json!({"n": n, "gate": g, "run": r, "decode_floor": decode, "inference_floor": infer,
                 "efficiency": steady / floor.max(1e-9)}));
         }
     }
-    let main: Vec<&Value> = rows.iter().filter(|r| r["gate"].as_bool() == Some(p.raw.analysis.gate)).collect();
+    let main: Vec<&Value> = rows.iter().filter(|r| r["gate"].as_bool() == Some(p.settings.analysis.gate)).collect();
     println!("\nresident memory at the peak sample, MB (`/proc/self/smaps` of the run):\n");
     table_header(&[
         "N",
@@ -644,8 +644,8 @@ fn sub_stream_rows(p: &Pipeline, clip: &Path, dir: &Path) -> Result<Vec<Value>> 
     println!(
         "clip {} as a 1920×1080 main stream and a 640×360 sub stream (H.264); analysis {} fps at {} px\n",
         clip.display(),
-        p.raw.analysis.fps,
-        p.raw.analysis.width
+        p.settings.analysis.fps,
+        p.settings.analysis.width
     );
     table_header(&[
         "analysed stream",
@@ -660,7 +660,7 @@ fn sub_stream_rows(p: &Pipeline, clip: &Path, dir: &Path) -> Result<Vec<Value>> 
     let mut rows = Vec::new();
     for (name, s) in [("main 1920×1080 (directly)", None), ("sub 640×360 (analysis_source)", Some(sub.as_path()))] {
         let decode = spawn("decode:1", &pf, &main, s)?;
-        let run = spawn(&format!("run:1:{}", p.raw.analysis.gate as u8), &pf, &main, s)?;
+        let run = spawn(&format!("run:1:{}", p.settings.analysis.gate as u8), &pf, &main, s)?;
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",

@@ -16,7 +16,7 @@ pub fn run(a: Args) -> ExitCode {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let m = &p.raw.models;
+    let m = &p.settings.models;
     let needs = p.needs();
     let mut wanted = Vec::new();
     if needs.faces {
@@ -79,7 +79,7 @@ fn connections(p: &crate::config::Pipeline) -> Vec<(String, Result<String, Strin
         });
         out.push((format!("NATS {}", n.shown()), r.map_err(|e| format!("{e:#}"))));
         // a stream whose settings would lose or refuse events is a failure here, as at `run`
-        let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+        let stream = p.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
         let r = match super::block_on(crate::publish::preflight(n, &stream)) {
             Ok(Some(problems)) if problems.is_empty() => Ok("keeps what it acknowledges (or is made by vigil)".into()),
             Ok(Some(problems)) => Err(problems.join("; ")),
@@ -88,14 +88,14 @@ fn connections(p: &crate::config::Pipeline) -> Vec<(String, Result<String, Strin
         };
         out.push((format!("stream {stream}"), r));
     }
-    let store = crate::store::Store::open_with(&p.store_url, &p.raw.store.options, p.raw.store.object_lock);
+    let store = crate::store::Store::open_with(&p.store_url, &p.settings.store.options, p.settings.store.object_lock);
     let r = match store {
         Ok(s) => super::block_on(async {
             s.exists("vigil-check/probe").await?;
             // Object Lock asked for: the bucket must take a locked object (a day-long probe)
             s.probe_object_lock().await?;
             anyhow::Ok(
-                if p.raw.store.object_lock { "reachable, takes locked objects" } else { "reachable" }.to_string(),
+                if p.settings.store.object_lock { "reachable, takes locked objects" } else { "reachable" }.to_string(),
             )
         }),
         Err(e) => Err(e),

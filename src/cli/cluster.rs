@@ -83,20 +83,20 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("invalid pipeline configuration:\n{e}"))?;
     let nats = p.nats.clone().with_context(|| format!("{}: publish.nats_url is not set", pipeline.display()))?;
     let cameras: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
-    let ttl = Duration::from_secs_f64(p.raw.cluster.lease_ttl_s);
+    let ttl = p.settings.cluster.lease_ttl();
     let st = block_on(async {
         let client = nats.connect().await?;
         let js = async_nats::jetstream::new(client);
-        match js.get_key_value(&p.raw.cluster.bucket).await {
+        match js.get_key_value(&p.settings.cluster.bucket).await {
             Ok(kv) => {
                 let ttl = kv.status().await.map(|s| s.info.config.max_age).unwrap_or(ttl);
-                lease::status(&kv, &p.raw.site.id, &cameras, ttl).await
+                lease::status(&kv, &p.settings.site.id, &cameras, ttl).await
             }
             // no worker has run in cluster mode yet: nobody runs any camera
             Err(e) if e.to_string().contains("stream not found") => {
-                Ok(lease::Status::nobody(&p.raw.site.id, &p.raw.cluster.bucket, ttl, &cameras))
+                Ok(lease::Status::nobody(&p.settings.site.id, &p.settings.cluster.bucket, ttl, &cameras))
             }
-            Err(e) => Err(anyhow::Error::from(e).context(format!("NATS KV bucket {}", p.raw.cluster.bucket))),
+            Err(e) => Err(anyhow::Error::from(e).context(format!("NATS KV bucket {}", p.settings.cluster.bucket))),
         }
     })?;
     if json {

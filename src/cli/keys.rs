@@ -102,7 +102,7 @@ fn rotate(pipeline: &std::path::Path) -> anyhow::Result<()> {
             next.set_sm2(Some(k));
             None
         }
-        None if p.raw.signing.suites.contains(&Suite::Sm2) => {
+        None if p.settings.signing.suites.contains(&Suite::Sm2) => {
             next.set_sm2(Some(Sm2Signer::generate()?));
             Some(())
         }
@@ -110,13 +110,13 @@ fn rotate(pipeline: &std::path::Path) -> anyhow::Result<()> {
     };
     let old = Arc::new(old);
     let ring = old.trusted(&p.key_path);
-    let store = crate::store::Store::open_with(&p.store_url, &p.raw.store.options, p.raw.store.object_lock)?;
+    let store = crate::store::Store::open_with(&p.store_url, &p.settings.store.options, p.settings.store.object_lock)?;
     let chains = crate::evidence::chain::Chains::new(
         store,
         old.clone(),
-        &p.raw.site.id,
+        &p.settings.site.id,
         &p.data_dir,
-        p.raw.retention.evidence_days,
+        p.settings.retention.evidence_days,
     )?
     .with_trust(ring.clone());
     let now = chrono::Utc::now();

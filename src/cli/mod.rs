@@ -153,7 +153,7 @@ impl StoreArgs {
             Some(f) => Some(Pipeline::load(f).map_err(|e| anyhow::anyhow!("invalid pipeline configuration:\n{e}"))?),
             None => None,
         };
-        let mut options = p.as_ref().map(|p| p.raw.store.options.clone()).unwrap_or_default();
+        let mut options = p.as_ref().map(|p| p.settings.store.options.clone()).unwrap_or_default();
         for o in &self.store_options {
             let (k, v) = o.split_once('=').context("--store-option takes KEY=VALUE")?;
             options.insert(k.into(), v.into());

@@ -43,7 +43,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             };
             let (s, k) = StoreArgs::of_pipeline(pipeline.clone()).open()?;
             let p = crate::config::Pipeline::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let r = block_on(crate::retention::sweep(&s, &k, p.raw.retention.image_days, now, dry_run))?;
+            let r = block_on(crate::retention::sweep(&s, &k, p.settings.retention.image_days, now, dry_run))?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
     }

@@ -148,14 +148,14 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Audit { pipeline: p, json } => {
             let p = pipeline(&p)?;
-            let store = crate::store::Store::open(&p.store_url, &p.raw.store.options)?;
+            let store = crate::store::Store::open(&p.store_url, &p.settings.store.options)?;
             let key = review_public_key(&p)?;
-            let site = p.raw.site.id.clone();
+            let site = p.settings.site.id.clone();
             let log = block_on(async {
                 let mut log = crate::audit_log::read(&store, &key, &site).await?;
                 // the published head: a log that ends before it was truncated
                 if let Some(n) = &p.nats {
-                    let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+                    let stream = p.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
                     if let Err(e) =
                         crate::audit_log::check_stream_head(&store, &mut log, (n, &stream), &site, &key).await
                     {

@@ -29,7 +29,7 @@ pub fn run(a: Args) -> ExitCode {
             eprintln!("error: --worker-id {id:?}: use 1-64 characters of A-Z a-z 0-9 - _");
             return ExitCode::from(2);
         }
-        p.raw.worker.id = Some(id);
+        p.settings.worker.id = Some(id);
     }
     if let Some(d) = a.data_dir {
         p.data_dir = d;

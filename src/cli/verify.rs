@@ -86,7 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     // with NATS, also against the stream: the store's owner cannot rewrite what it holds
     let nats = pipeline.as_ref().and_then(|p| {
-        let stream = p.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+        let stream = p.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
         p.nats.clone().map(|n| (n, stream))
     });
     let r = block_on(crate::verify::verify_against(&s, &k, rk.as_ref(), nats.as_ref(), &scope, now))?;

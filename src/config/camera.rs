@@ -1,16 +1,18 @@
 //! `[[cameras]]`: a camera's source, registry entry and rules, and the resolved [`Camera`] the
 //! worker runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
 
+use super::check::Checks;
 use crate::health::TamperConfig;
 use crate::privacy::PrivacyMask;
-use crate::rules::{CameraRules, RuleConfig};
-use crate::util::secret::RedactedUrl;
+use crate::rules::{CameraRules, RuleConfig, RuleEnv, validate_rules};
+use crate::util::secret::{RedactedUrl, read_secret};
 
 /// RTSP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Default)]
@@ -242,8 +244,10 @@ pub struct Camera {
     pub id: String,
     pub location: String,
     pub registry: Registry,
-    pub stall_s: f64,
-    pub reconnect_max_s: f64,
+    /// No video for this long: the camera is down (`stall_s`).
+    pub stall: Duration,
+    /// The longest wait between two reconnect attempts (`reconnect_max_s`).
+    pub reconnect_max: Duration,
     pub tamper: TamperConfig,
     pub source: Source,
     /// The sub stream analysed instead of `source`, when the camera has one.
@@ -251,4 +255,159 @@ pub struct Camera {
     pub decoder: String,
     pub mask: Option<PrivacyMask>,
     pub rules: CameraRules,
+}
+
+impl CameraConfig {
+    /// Checks the `i`-th camera and resolves it: source URLs with their credentials (read once
+    /// here), files against the pipeline file's folder, the privacy mask, the rules.
+    pub fn resolve(&self, i: usize, env: &RuleEnv, c: &mut Checks) -> Camera {
+        let cam = self;
+        let k = |f: &str| format!("cameras[{i}].{f}");
+        c.id(&k("id"), "the camera's id", &cam.id);
+        if cam.location_category.is_private() {
+            c.error(
+                &k("location_category"),
+                format!(
+                    "{:?} is a private place; monitoring it is not allowed (JS 17, SD 5, NJ 9): remove this camera",
+                    cam.location_category.name()
+                ),
+            );
+        }
+        let registry = self.registry(&k, c);
+        // the RTSP password from `password_file` / `password_env`, read once here
+        let password = match read_secret(
+            cam.password_file.as_deref().map(|p| c.resolve(p)).as_deref(),
+            cam.password_env.as_deref(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                let key = if cam.password_file.is_some() { "password_file" } else { "password_env" };
+                c.error(&k(key), format!("{e:#}"));
+                None
+            }
+        };
+        if cam.password_file.is_some() && cam.password_env.is_some() {
+            c.error(&k("password_env"), "give password_file or password_env, not both");
+        }
+        if password.is_some() && cam.username.is_none() {
+            c.error(&k("username"), "a password_file or password_env needs a username");
+        }
+        let source = if cam.source.is_empty() {
+            c.error(&k("source"), "required: rtsp://… or a video file");
+            Source::File { path: PathBuf::new(), looping: false, realtime: true }
+        } else {
+            self.source_of(&k("source"), &cam.source, password.as_deref(), c)
+        };
+        let analysis_source =
+            cam.analysis_source.as_deref().map(|a| self.source_of(&k("analysis_source"), a, password.as_deref(), c));
+        if let Some(a) = &analysis_source
+            && matches!(a, Source::Rtsp { .. }) != matches!(source, Source::Rtsp { .. })
+        {
+            c.error(&k("analysis_source"), "source and analysis_source must both be RTSP or both files");
+        }
+        if cam.username.is_some() && !matches!(source, Source::Rtsp { .. }) {
+            c.error(&k("username"), "username and password_file are for rtsp:// sources");
+        }
+        let mask = match &cam.privacy_mask {
+            None => {
+                c.warn(format_args!(
+                    "camera {:?} has no privacy mask; say privacy_mask = \"none\" if that is on purpose",
+                    cam.id
+                ));
+                None
+            }
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => match PrivacyMask::load(&c.resolve(p)) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    c.error(&k("privacy_mask"), e.to_string());
+                    None
+                }
+            },
+        };
+        let rules = match validate_rules(&cam.rules, env) {
+            Ok(r) => r,
+            Err(es) => {
+                for (key, problem) in es {
+                    c.error(&k(&key), problem);
+                }
+                Default::default()
+            }
+        };
+        Camera {
+            id: cam.id.clone(),
+            location: cam.location.clone(),
+            registry,
+            stall: Duration::from_secs_f64(cam.stall_s),
+            reconnect_max: Duration::from_secs_f64(cam.reconnect_max_s),
+            tamper: cam.tamper,
+            source,
+            analysis_source,
+            decoder: cam.decoder.clone(),
+            mask,
+            rules,
+        }
+    }
+
+    /// The camera's registry entry (JS 17-19, SD 5): its dates checked.
+    fn registry(&self, k: &dyn Fn(&str) -> String, c: &mut Checks) -> Registry {
+        let cam = self;
+        let mut date = |f: &str, v: &Option<String>| -> Option<chrono::NaiveDate> {
+            let v = v.as_ref()?;
+            let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok();
+            if d.is_none() {
+                c.error(&k(f), format!("{v:?} is not a date like 2026-01-31"));
+            }
+            d
+        };
+        let registry = Registry {
+            location_category: cam.location_category,
+            legal_review_date: date("legal_review_date", &cam.legal_review_date),
+            technical_review_date: date("technical_review_date", &cam.technical_review_date),
+            installation_ref: cam.installation_ref.clone().filter(|s| !s.trim().is_empty()),
+            public_notice_date: date("public_notice_date", &cam.public_notice_date),
+            device_serial: cam.device_serial.clone().filter(|s| !s.trim().is_empty()),
+            national_device_id: cam.national_device_id.clone(),
+        };
+        if let Some(id) = &cam.national_device_id {
+            match super::premises::check_national_device_id(id) {
+                Err(p) => c.error(&k("national_device_id"), p),
+                Ok(Some(w)) => c.warn(format_args!("{}: {w}", k("national_device_id"))),
+                Ok(None) => {}
+            }
+        }
+        registry
+    }
+
+    /// `text` (the value of `key`) as a source: an RTSP URL, given this camera's credentials, or
+    /// a file resolved against the pipeline file's folder.
+    fn source_of(&self, key: &str, text: &str, password: Option<&str>, c: &mut Checks) -> Source {
+        if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+            let mut url = RedactedUrl::new(text);
+            if let Some(user) = &self.username {
+                if url.has_credentials() {
+                    let ukey = key.rsplit_once('.').map_or(String::new(), |(head, _)| format!("{head}.username"));
+                    c.error(
+                        &ukey,
+                        format!("{url}: credentials in the URL and in username/password_file; give them once"),
+                    );
+                }
+                url = url.with_credentials(user, password.unwrap_or(""));
+            }
+            return Source::Rtsp {
+                url,
+                tcp: self.rtsp_transport == RtspTransport::Tcp,
+                latency_ms: self.rtsp_latency_ms,
+            };
+        }
+        let p = text.strip_prefix("file://").unwrap_or(text);
+        if p.contains("://") {
+            c.error(key, format!("{}: only rtsp:// URLs and files are supported", crate::util::secret::redact(text)));
+        }
+        let path = c.resolve(Path::new(p));
+        if !path.is_file() {
+            c.error(key, format!("file {} does not exist", path.display()));
+        }
+        Source::File { path, looping: self.loop_file, realtime: self.realtime }
+    }
 }

@@ -7,6 +7,7 @@
 //! against the directory that holds the pipeline file, as Cargo does for `Cargo.toml`.
 
 pub mod camera;
+pub mod check;
 pub mod docs;
 mod key;
 pub mod premises;
@@ -22,11 +23,9 @@ pub use camera::{Camera, CameraConfig, Compliance, LocationCategory, Registry, R
 pub use premises::PremisesConfig;
 pub use sections::*;
 
-use crate::privacy::PrivacyMask;
-use crate::rules::{RuleEnv, valid_id, validate_rules};
+use crate::rules::RuleEnv;
 use crate::util::fsx;
-use crate::util::secret::{RedactedUrl, read_secret};
-use crate::util::time::parse_utc_offset;
+use check::{Checks, Section};
 
 /// A configuration problem: the file it is in, the key, and what is wrong.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,11 +96,32 @@ pub struct PipelineFile {
     pub cameras: Vec<CameraConfig>,
 }
 
+/// The file's sections other than `[[cameras]]`, checked: what the stages read. Seconds read as
+/// [`std::time::Duration`]s through each section's methods ([`ClipConfig::pre_roll`], …).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub site: SiteConfig,
+    pub worker: WorkerConfig,
+    pub models: ModelsConfig,
+    pub analysis: AnalysisConfig,
+    pub clip: ClipConfig,
+    pub store: StoreConfig,
+    pub publish: PublishConfig,
+    pub signing: SigningConfig,
+    pub retention: RetentionConfig,
+    pub evidence: EvidenceConfig,
+    pub control: ControlConfig,
+    pub review: ReviewConfig,
+    pub cluster: ClusterConfig,
+}
+
 /// The validated pipeline: everything resolved, nothing left to check at run time.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub file: PathBuf,
-    pub raw: PipelineFile,
+    pub settings: Settings,
+    /// The cameras as the file states them (what a reload compares; the worker runs [`Pipeline::cameras`]).
+    pub camera_configs: Vec<CameraConfig>,
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
     pub key_path: PathBuf,
@@ -129,311 +149,129 @@ impl Pipeline {
         Self::validate(path, raw)
     }
 
-    /// Validates a parsed pipeline file (what [`Pipeline::load`] does after parsing).
+    /// Validates a parsed pipeline file (what [`Pipeline::load`] does after parsing): the ranges
+    /// every key's schema states, each section's own checks, the checks that span two sections,
+    /// then each camera.
     pub fn validate(path: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigErrors> {
-        let err = |key: &str, problem: String| ConfigError { file: path.to_path_buf(), key: key.into(), problem };
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &Path| {
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
-        };
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
+        let mut c = Checks::new(path);
         // ranges and lengths from the schema (rules are checked per camera below)
         for (key, problem) in crate::util::ranges::check(&raw) {
             if !key.contains(".rules[") {
-                errors.push(err(&key, problem));
+                c.error(&key, problem);
             }
         }
-        if raw.site.id.is_empty() {
-            errors.push(err("site.id", "required: the site's id (A-Z a-z 0-9 - _)".into()));
-        } else if !valid_id(&raw.site.id) {
-            errors.push(err("site.id", format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", raw.site.id)));
-        }
-        for (key, problem) in raw.site.premises.problems() {
-            errors.push(err(&format!("site.premises.{key}"), problem));
-        }
-        let utc_offset_s = parse_utc_offset(&raw.site.utc_offset);
-        if utc_offset_s.is_none() {
-            errors.push(err("site.utc_offset", format!("{:?} is not an offset like \"+08:00\"", raw.site.utc_offset)));
-        }
-        if !raw.analysis.width.is_multiple_of(2) {
-            errors.push(err("analysis.width", format!("{} must be an even number in [64, 3840]", raw.analysis.width)));
-        }
-        if let Some(rcp) = &raw.evidence.seal_recipient
-            && rcp.parse::<age::x25519::Recipient>().is_err()
-        {
-            errors.push(err("evidence.seal_recipient", format!("{rcp:?} is not an age X25519 recipient (age1...)")));
-        }
-        if raw.signing.generate_if_missing && raw.signing.key.file_name().is_none_or(|n| n != "signing.key") {
-            errors.push(err(
-                "signing.key",
-                format!(
-                    "{}: with generate_if_missing the file must be named signing.key (what `vigil keys init` writes)",
-                    raw.signing.key.display()
-                ),
-            ));
-        }
-        if !raw.signing.suites.contains(&crate::signing::Suite::Ed25519) {
-            errors.push(err(
-                "signing.suites",
-                "must name ed25519: chains, checkpoints and earlier keys rest on it (add sm2 beside it)".into(),
-            ));
-        }
-        if raw.store.object_lock && !raw.store.url.starts_with("s3://") {
-            errors.push(err("store.object_lock", "Object Lock needs an s3:// store".into()));
-        }
-        if raw.store.url.trim().is_empty() {
-            errors.push(err("store.url", "empty: give a directory or an s3:// URL".into()));
-        } else if let Some((scheme, _)) = raw.store.url.split_once("://")
-            && !["s3", "file", "memory"].contains(&scheme)
-        {
-            errors.push(err(
-                "store.url",
-                format!(
-                    "{:?}: scheme {scheme:?} is not one of s3, file, memory",
-                    crate::util::secret::redact(&raw.store.url)
-                ),
-            ));
-        }
-        if let Some(u) = &raw.publish.nats_url
-            && let Err(problem) = check_nats_urls(u)
-        {
-            errors.push(err("publish.nats_url", problem));
-        }
-        let auth = raw.publish.auth.resolved(|p| resolve(p));
-        let nats = raw.publish.nats_url.as_deref().map(|u| crate::util::nats::Endpoint::new(u, auth.clone()));
-        if raw.publish.auth != Default::default() {
-            for (key, problem) in auth.check(nats.as_ref().is_some_and(|n| n.url_has_credentials())) {
-                let key = if key.is_empty() { "publish.auth".to_string() } else { format!("publish.auth.{key}") };
-                errors.push(err(&key, problem));
-            }
-            if raw.publish.nats_url.is_none() {
-                warnings.push(format!("{}: [publish.auth] is set but publish.nats_url is not", path.display()));
-            }
+        let sections: [&dyn Section; 8] =
+            [&raw.site, &raw.worker, &raw.analysis, &raw.evidence, &raw.signing, &raw.store, &raw.publish, &raw.review];
+        for s in sections {
+            s.check(&mut c);
         }
         if raw.cluster.enabled && raw.publish.nats_url.is_none() {
-            errors.push(err(
-                "cluster.enabled",
-                "workers share cameras through NATS KV leases: set publish.nats_url".into(),
-            ));
-        }
-        if let Some(id) = &raw.worker.id
-            && !valid_id(id)
-        {
-            errors.push(err("worker.id", format!("{id:?}: use 1-64 characters of A-Z a-z 0-9 - _")));
-        }
-        let mut listen = |key: &str, v: &str, example: &str| match v.parse::<std::net::SocketAddr>() {
-            Err(_) => errors.push(err(key, format!("{v:?} is not an address like {example}"))),
-            Ok(a) if !a.ip().is_loopback() => warnings.push(format!(
-                "{}: {key} = {v:?} listens beyond this machine (not a loopback address): make sure a firewall or a \
-                 TLS reverse proxy is in front of it",
-                path.display()
-            )),
-            Ok(_) => {}
-        };
-        if let Some(h) = &raw.worker.http {
-            listen("worker.http", h, "127.0.0.1:9464");
-        }
-        listen("review.listen", &raw.review.listen, "127.0.0.1:8080");
-        if raw.review.tls_cert.is_some() != raw.review.tls_key.is_some() {
-            errors.push(err("review.tls_cert", "TLS needs both tls_cert and tls_key".into()));
-        }
-        for (i, t) in raw.review.trusted_proxies.iter().enumerate() {
-            if let Err(e) = t.parse::<crate::util::http::IpNet>() {
-                errors.push(err(&format!("review.trusted_proxies[{i}]"), e));
-            }
+            c.error("cluster.enabled", "workers share cameras through NATS KV leases: set publish.nats_url");
         }
         if raw.cameras.is_empty() {
-            errors.push(err("cameras", "no camera configured ([[cameras]])".into()));
+            c.error("cameras", "no camera configured ([[cameras]])");
         }
         // the object model's class names, for utensils_left.classes
         let wants_objects = raw.cameras.iter().any(|c| c.rules.iter().any(|r| r.needs().objects));
-        let labels = if wants_objects {
-            match crate::detect::read_labels(&resolve(&raw.models.dir), &raw.models.objects) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    errors.push(err("models.objects", format!("{e:#}")));
+        let labels =
+            match wants_objects.then(|| crate::detect::read_labels(&c.resolve(&raw.models.dir), &raw.models.objects)) {
+                Some(Err(e)) => {
+                    c.error("models.objects", format!("{e:#}"));
                     None
                 }
-            }
-        } else {
-            None
-        };
+                other => other.and_then(Result::ok),
+            };
         let env = RuleEnv {
             object_labels: labels.as_deref(),
             gate: raw.analysis.gate,
             gate_recheck_s: raw.analysis.gate_recheck_s,
             dirty_head: raw.models.dirty().is_some(),
         };
-        let mut cameras = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut cameras = Vec::new();
         for (i, cam) in raw.cameras.iter().enumerate() {
-            let k = |f: &str| format!("cameras[{i}].{f}");
-            if cam.id.is_empty() {
-                errors.push(err(&k("id"), "required: the camera's id (A-Z a-z 0-9 - _)".into()));
-            } else if !valid_id(&cam.id) {
-                errors.push(err(&k("id"), format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", cam.id)));
-            } else if !seen.insert(cam.id.clone()) {
-                errors.push(err(&k("id"), format!("camera id {:?} is used twice", cam.id)));
+            if !cam.id.is_empty() && !seen.insert(cam.id.clone()) {
+                c.error(&format!("cameras[{i}].id"), format!("camera id {:?} is used twice", cam.id));
             }
-            if cam.location_category.is_private() {
-                errors.push(err(
-                    &k("location_category"),
-                    format!(
-                        "{:?} is a private place; monitoring it is not allowed (JS 17, SD 5, NJ 9): remove this camera",
-                        cam.location_category.name()
-                    ),
-                ));
-            }
-            let mut date = |f: &str, v: &Option<String>| -> Option<chrono::NaiveDate> {
-                let v = v.as_ref()?;
-                match chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-                    Ok(d) => Some(d),
-                    Err(_) => {
-                        errors.push(err(&k(f), format!("{v:?} is not a date like 2026-01-31")));
-                        None
-                    }
-                }
-            };
-            let registry = Registry {
-                location_category: cam.location_category,
-                legal_review_date: date("legal_review_date", &cam.legal_review_date),
-                technical_review_date: date("technical_review_date", &cam.technical_review_date),
-                installation_ref: cam.installation_ref.clone().filter(|s| !s.trim().is_empty()),
-                public_notice_date: date("public_notice_date", &cam.public_notice_date),
-                device_serial: cam.device_serial.clone().filter(|s| !s.trim().is_empty()),
-                national_device_id: cam.national_device_id.clone(),
-            };
-            if let Some(id) = &cam.national_device_id {
-                match premises::check_national_device_id(id) {
-                    Err(p) => errors.push(err(&k("national_device_id"), p)),
-                    Ok(Some(w)) => warnings.push(format!("{}: {}: {w}", path.display(), k("national_device_id"))),
-                    Ok(None) => {}
-                }
-            }
-            let tcp = cam.rtsp_transport == RtspTransport::Tcp;
-            // the RTSP password from `password_file` / `password_env`, read once here
-            let password =
-                match read_secret(cam.password_file.as_deref().map(&resolve).as_deref(), cam.password_env.as_deref()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let key = if cam.password_file.is_some() { "password_file" } else { "password_env" };
-                        errors.push(err(&k(key), format!("{e:#}")));
-                        None
-                    }
-                };
-            if cam.password_file.is_some() && cam.password_env.is_some() {
-                errors.push(err(&k("password_env"), "give password_file or password_env, not both".into()));
-            }
-            if password.is_some() && cam.username.is_none() {
-                errors.push(err(&k("username"), "a password_file or password_env needs a username".into()));
-            }
-            let mut src_errors = Vec::new();
-            let mut parse_source = |key: &str, text: &str| -> Source {
-                if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
-                    let mut url = RedactedUrl::new(text);
-                    if let Some(user) = &cam.username {
-                        if url.has_credentials() {
-                            src_errors.push(err(
-                                &k("username"),
-                                format!("{url}: credentials in the URL and in username/password_file; give them once"),
-                            ));
-                        }
-                        url = url.with_credentials(user, password.as_deref().unwrap_or(""));
-                    }
-                    return Source::Rtsp { url, tcp, latency_ms: cam.rtsp_latency_ms };
-                }
-                let p = text.strip_prefix("file://").unwrap_or(text);
-                if p.contains("://") {
-                    src_errors.push(err(
-                        &k(key),
-                        format!("{}: only rtsp:// URLs and files are supported", crate::util::secret::redact(text)),
-                    ));
-                }
-                let path = resolve(Path::new(p));
-                if !path.is_file() {
-                    src_errors.push(err(&k(key), format!("file {} does not exist", path.display())));
-                }
-                Source::File { path, looping: cam.loop_file, realtime: cam.realtime }
-            };
-            let source = if cam.source.is_empty() {
-                errors.push(err(&k("source"), "required: rtsp://… or a video file".into()));
-                Source::File { path: PathBuf::new(), looping: false, realtime: true }
-            } else {
-                parse_source("source", &cam.source)
-            };
-            let analysis_source = cam.analysis_source.as_deref().map(|a| parse_source("analysis_source", a));
-            errors.append(&mut src_errors);
-            if let Some(a) = &analysis_source
-                && matches!(a, Source::Rtsp { .. }) != matches!(source, Source::Rtsp { .. })
-            {
-                errors.push(err(
-                    &k("analysis_source"),
-                    "source and analysis_source must both be RTSP or both files".into(),
-                ));
-            }
-            if cam.username.is_some() && !matches!(source, Source::Rtsp { .. }) {
-                errors.push(err(&k("username"), "username and password_file are for rtsp:// sources".into()));
-            }
-            let mask = match &cam.privacy_mask {
-                None => {
-                    warnings.push(format!(
-                        "{}: camera {:?} has no privacy mask; say privacy_mask = \"none\" if that is on purpose",
-                        path.display(),
-                        cam.id
-                    ));
-                    None
-                }
-                Some(p) if p.as_os_str() == "none" => None,
-                Some(p) => match PrivacyMask::load(&resolve(p)) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        errors.push(err(&k("privacy_mask"), e.to_string()));
-                        None
-                    }
-                },
-            };
-            let rules = match validate_rules(&cam.rules, &env) {
-                Ok(r) => r,
-                Err(es) => {
-                    errors.extend(es.into_iter().map(|(key, problem)| err(&k(&key), problem)));
-                    Default::default()
-                }
-            };
-            cameras.push(Camera {
-                id: cam.id.clone(),
-                location: cam.location.clone(),
-                registry,
-                stall_s: cam.stall_s,
-                reconnect_max_s: cam.reconnect_max_s,
-                tamper: cam.tamper,
-                source,
-                analysis_source,
-                decoder: cam.decoder.clone(),
-                mask,
-                rules,
-            });
+            cameras.push(cam.resolve(i, &env, &mut c));
         }
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+        if !c.errors.is_empty() {
+            return Err(ConfigErrors(c.errors));
         }
-        let store_url = if raw.store.url.contains("://") {
-            raw.store.url.clone()
-        } else {
-            resolve(Path::new(&raw.store.url)).to_string_lossy().into_owned()
-        };
+        let PipelineFile {
+            site,
+            worker,
+            models,
+            analysis,
+            clip,
+            store,
+            publish,
+            signing,
+            retention,
+            evidence,
+            control,
+            review,
+            cluster,
+            cameras: camera_configs,
+        } = raw;
         Ok(Pipeline {
             file: path.to_path_buf(),
-            data_dir: resolve(&raw.worker.data_dir),
-            models_dir: resolve(&raw.models.dir),
-            key_path: resolve(&raw.signing.key),
-            store_url,
-            nats,
+            data_dir: c.resolve(&worker.data_dir),
+            models_dir: c.resolve(&models.dir),
+            key_path: c.resolve(&signing.key),
+            store_url: store.resolved_url(&c),
+            nats: publish.endpoint(&c),
             cameras,
-            utc_offset_s: utc_offset_s.unwrap_or(0),
-            raw,
-            warnings,
+            utc_offset_s: site.utc_offset_s(),
+            warnings: c.warnings,
+            camera_configs,
+            settings: Settings {
+                site,
+                worker,
+                models,
+                analysis,
+                clip,
+                store,
+                publish,
+                signing,
+                retention,
+                evidence,
+                control,
+                review,
+                cluster,
+            },
         })
+    }
+
+    /// The file again, as parsed (for comparing two versions of it).
+    pub fn as_file(&self) -> PipelineFile {
+        let s = self.settings.clone();
+        PipelineFile {
+            site: s.site,
+            worker: s.worker,
+            models: s.models,
+            analysis: s.analysis,
+            clip: s.clip,
+            store: s.store,
+            publish: s.publish,
+            signing: s.signing,
+            retention: s.retention,
+            evidence: s.evidence,
+            control: s.control,
+            review: s.review,
+            cluster: s.cluster,
+            cameras: self.camera_configs.clone(),
+        }
+    }
+
+    /// The JetStream stream events go to.
+    pub fn stream(&self) -> &str {
+        self.settings.publish.stream.as_deref().unwrap_or("VIGIL")
+    }
+
+    /// Where clips are cut before they are spooled.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
     }
 
     /// Logs [`Pipeline::warnings`].
@@ -446,7 +284,7 @@ impl Pipeline {
     /// `worker.id` (or `--worker-id`), else the host name up to its first dot, as a valid id
     /// (other characters become `_`): it names the worker in events, leases and KV keys.
     pub fn worker_id(&self) -> String {
-        self.raw.worker.id.clone().unwrap_or_else(|| {
+        self.settings.worker.id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             let id: String = host
                 .trim()
@@ -465,20 +303,20 @@ impl Pipeline {
     pub fn rule_env<'a>(&self, labels: Option<&'a [String]>) -> RuleEnv<'a> {
         RuleEnv {
             object_labels: labels,
-            gate: self.raw.analysis.gate,
-            gate_recheck_s: self.raw.analysis.gate_recheck_s,
-            dirty_head: self.raw.models.dirty().is_some(),
+            gate: self.settings.analysis.gate,
+            gate_recheck_s: self.settings.analysis.gate_recheck_s,
+            dirty_head: self.settings.models.dirty().is_some(),
         }
     }
 
     /// The object model's class names (for validating rule changes), if it has a manifest.
     pub fn object_labels(&self) -> Option<Vec<String>> {
-        crate::detect::read_labels(&self.models_dir, &self.raw.models.objects).ok()
+        crate::detect::read_labels(&self.models_dir, &self.settings.models.objects).ok()
     }
 
     /// The review service's accounts file.
     pub fn review_users(&self) -> PathBuf {
-        match &self.raw.review.users {
+        match &self.settings.review.users {
             Some(p) if p.is_absolute() => p.clone(),
             Some(p) => self.file.parent().unwrap_or(Path::new(".")).join(p),
             None => self.data_dir.with_file_name("review-users.toml"),
@@ -487,7 +325,7 @@ impl Pipeline {
 
     /// The review service's signing key.
     pub fn review_key(&self) -> PathBuf {
-        let k = &self.raw.review.key;
+        let k = &self.settings.review.key;
         if k.is_absolute() { k.clone() } else { self.file.parent().unwrap_or(Path::new(".")).join(k) }
     }
 

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod live;
 pub mod overrides;
 pub mod reload;
+pub mod stages;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,96 +30,14 @@ use analysis::{Analyser, AnalyserConfig, AnalysisSink, CameraControl};
 
 use crate::config::{Camera, Pipeline};
 use crate::detect::{ModelPool, ModelSet, Models, ObjectDetector, RuntimeOptions};
-use crate::evidence::chain::Chains;
-use crate::evidence::{self, EvidenceContext, ModelFacts, Violation, WorkerFacts};
+use crate::evidence::Violation;
 use crate::frame::RgbFrame;
 use crate::health::Change;
 use crate::ingest::{self, CameraEnd, ClipSource, EncodedRing};
-use crate::publish::{OutboxEntry, Publisher};
 use crate::rules::{GateSettings, Raised};
-use crate::signing::Signer;
 use crate::spool::Spool;
-use crate::store::Store;
-use crate::telemetry::{self, CameraStats, Condition, Event, HealthEvent};
-use crate::util::Subject;
-
-/// The review keys this worker pins in its manifests: the site's review public key
-/// (`review.pub` beside `[review] key`), when it is there.
-fn pinned_review_keys(p: &Pipeline) -> Option<Vec<String>> {
-    let path = p.review_key().with_extension("pub");
-    match crate::signing::PublicKey::load(&path) {
-        Ok(k) => {
-            tracing::info!(key_id = %k.key_id, file = %path.display(), "review key pinned in every manifest");
-            Some(k.ids())
-        }
-        Err(_) if std::fs::symlink_metadata(&path).is_err() => {
-            tracing::warn!(file = %path.display(), "no review public key: manifests pin none, so verifying an approval of this worker's items needs the verifier's own --review-key (make it with `vigil keys init --name review` before the first run)");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = format!("{e:#}"), "review public key unreadable: manifests pin none");
-            None
-        }
-    }
-}
-
-/// Before anything runs: a stream or a bucket whose settings would lose or refuse evidence is
-/// refused now, naming the setting (`vigil check` says the same), rather than found out when
-/// events are evicted or uploads fail for ever. A broker or store that does not answer is not a
-/// reason to stop: evidence waits in the spool and the outbox.
-async fn preflight(p: &Pipeline, store: &Store, stream: &str) -> Result<()> {
-    if let Some(n) = &p.nats
-        && let Some(problems) = crate::publish::preflight(n, stream).await?
-        && !problems.is_empty()
-    {
-        anyhow::bail!(
-            "refusing to run: the JetStream stream would lose or refuse evidence events:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    if p.raw.store.object_lock
-        && let Err(e) = store.probe_object_lock().await
-    {
-        anyhow::bail!("refusing to run: {e:#}");
-    }
-    Ok(())
-}
-
-/// The outbox's last line was torn: the event it was (and any other lost that way) is made
-/// again from the store, for every item of this site's cameras in the store that the outbox
-/// does not know and the spool does not hold (those upload and publish as usual).
-async fn rebuild_lost_events(p: &Pipeline, store: &Store, publisher: &Publisher, spool: &Spool) {
-    let known = publisher.ids();
-    let spooled: std::collections::HashSet<String> = spool.pending().into_iter().collect();
-    let cams: std::collections::HashSet<&str> = p.cameras.iter().map(|c| c.id.as_str()).collect();
-    let items = match crate::verify::list_items(store).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "outbox: a torn event could not be rebuilt now (store unreachable); it is rebuilt at a later start"
-            );
-            return;
-        }
-    };
-    let site = &p.raw.site.id;
-    for it in items.iter().filter(|i| &i.site == site && cams.contains(i.camera.as_str())) {
-        if known.contains(&it.id) || spooled.contains(&it.id) {
-            continue;
-        }
-        match evidence::event_from_store(store, &it.prefix).await {
-            Ok(entry) => {
-                tracing::warn!(evidence_id = %it.id, "outbox: the event of a stored item was lost to a torn line; rebuilt from the store and queued");
-                if let Err(e) = publisher.submit(entry).await {
-                    tracing::error!(evidence_id = %it.id, error = format!("{e:#}"), "outbox: rebuilt event not recorded");
-                }
-            }
-            Err(e) => {
-                tracing::error!(evidence_id = %it.id, error = format!("{e:#}"), "outbox: the event of a stored item cannot be rebuilt")
-            }
-        }
-    }
-}
+use crate::telemetry::{self, CameraStats, Condition, Event};
+use stages::{Deps, StageReport, Stages};
 
 /// What a run did, per camera and in total.
 #[derive(Debug, Default, serde::Serialize)]
@@ -260,40 +179,6 @@ impl AnalysisSink for WorkerSink {
     }
 }
 
-/// Writes and publishes a checkpoint of `cam`'s chain when it has items and (unless `always`)
-/// moved since the last one.
-async fn checkpoint(
-    chains: &Chains,
-    publisher: &Publisher,
-    site: &str,
-    cam: &str,
-    written: &mut BTreeMap<String, u64>,
-    always: bool,
-) {
-    let head = match chains.head(cam).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(camera = cam, error = format!("{e:#}"), "chain: cannot read head");
-            return;
-        }
-    };
-    if head.seq == 0 || (!always && written.get(cam) == Some(&head.seq)) {
-        return;
-    }
-    match chains.checkpoint(cam).await {
-        Ok(stored) => {
-            written.insert(cam.into(), stored.checkpoint.last_seq);
-            tracing::info!(camera = cam, last_seq = stored.checkpoint.last_seq, "chain checkpoint written");
-            let id = format!("checkpoint-{site}-{cam}-{}-{}", stored.checkpoint.last_seq, stored.checkpoint.time_utc);
-            let entry = OutboxEntry::new(id, Subject::chain(site, cam), &stored.event());
-            if let Err(e) = publisher.submit(entry).await {
-                tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint not queued for publishing");
-            }
-        }
-        Err(e) => tracing::error!(camera = cam, error = format!("{e:#}"), "chain checkpoint FAILED"),
-    }
-}
-
 /// What starting a camera on this worker needs: built once by [`run`], used for every camera of
 /// the file at start or, in a cluster, whenever a lease gives this worker a camera.
 pub struct CameraKit {
@@ -346,6 +231,33 @@ impl RunningCamera {
 }
 
 impl CameraKit {
+    /// What every camera of `p` starts with: the analysis settings, the models, the rules in force
+    /// now, and where finished clips go.
+    pub fn new(
+        p: &Pipeline,
+        d: &Deps,
+        models: Option<Arc<ModelPool>>,
+        evidence: mpsc::UnboundedSender<EvidenceJob>,
+        initial_rules: BTreeMap<String, crate::rules::CameraRules>,
+    ) -> CameraKit {
+        let s = &p.settings;
+        let labels = models.as_ref().and_then(|m| m.get(0).objects.as_ref().map(|o| o.labels().to_vec()));
+        CameraKit {
+            analysis: s.analysis,
+            gate: s.analysis.gate_settings(),
+            labels: labels.unwrap_or_default(),
+            utc_offset_s: p.utc_offset_s,
+            pre: s.clip.pre_roll(),
+            post: s.clip.post_roll(),
+            evidence,
+            spool: d.spool.clone(),
+            models,
+            slots: d.slots.clone(),
+            initial_rules,
+            leases: d.leases.clone(),
+        }
+    }
+
     /// Starts `cam` (the `index`-th of the file) on two threads; `stop` ends it.
     pub fn start(&self, cam: &Camera, index: usize, stop: Arc<AtomicBool>) -> Result<RunningCamera> {
         let mut cam = cam.clone();
@@ -403,9 +315,6 @@ impl CameraKit {
 /// How long a frame waits for other cameras' frames to fill a face-detection batch.
 pub const BATCH_WAIT: Duration = Duration::from_millis(20);
 
-/// How often the worker gives the C heap's free memory back (`malloc_trim`).
-const TRIM_EVERY: Duration = Duration::from_secs(5);
-
 /// Loads `models.instances` copies of the models the cameras' rules need (none: `None`).
 pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let needs = p.needs();
@@ -414,7 +323,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     }
     let (no_mask, objects) = (needs.faces, needs.objects);
     let dir = p.models_dir.clone();
-    let m = p.raw.models.clone();
+    let m = p.settings.models.clone();
     let opts = RuntimeOptions {
         execution_providers: m.execution_providers.clone(),
         intra_threads: m.threads(),
@@ -445,291 +354,57 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
             .map_err(|_| anyhow::anyhow!("loading the models panicked"))?
     })
     .await??;
-    tracing::info!(copies = sets.len(), face_batch = p.raw.models.batch, "models loaded");
-    Ok(Some(Arc::new(ModelPool::new(sets).with_batching(p.raw.models.batch, BATCH_WAIT))))
+    tracing::info!(copies = sets.len(), face_batch = p.settings.models.batch, "models loaded");
+    Ok(Some(Arc::new(ModelPool::new(sets).with_batching(p.settings.models.batch, BATCH_WAIT))))
 }
 
-/// Runs the pipeline until every source has ended or `shutdown` is set.
+/// Runs the pipeline until every source has ended or `shutdown` is set: opens what the stages
+/// share, starts the stages in order, runs the cameras, stops the stages in reverse order.
 pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let started = Instant::now();
-    let raw = &p.raw;
     p.log_warnings();
-    std::fs::create_dir_all(&p.data_dir).with_context(|| format!("data dir {}", p.data_dir.display()))?;
-    let scratch = p.data_dir.join("scratch");
-    std::fs::create_dir_all(&scratch)?;
-    let store = Store::open_with(&p.store_url, &raw.store.options, raw.store.object_lock)?;
-    let signer = Arc::new(
-        if !p.key_path.exists() && raw.signing.generate_if_missing {
-            let dir = p.key_path.parent().context("signing key path has no folder")?;
-            let s = Signer::init(dir)?;
-            tracing::warn!(key = %p.key_path.display(), key_id = %s.key_id, "generated a new signing key (signing.generate_if_missing)");
-            s
-        } else {
-            Signer::load(&p.key_path).context("signing.key (make one with `vigil keys init`)")?
-        }
-        .with_suites(&p.key_path, &raw.signing.suites, raw.signing.generate_if_missing)?,
-    );
-    let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
-    preflight(&p, &store, &stream).await?;
-    // the spool first: the positions its items hold are part of every camera's chain head
-    let spool = Arc::new(Spool::open(&p.data_dir, raw.worker.spool_max_bytes)?);
-    telemetry::metrics::get().spool_bytes.set(spool.bytes() as i64);
-    let chains = Arc::new(
-        Chains::new(store.clone(), signer.clone(), &raw.site.id, &p.data_dir, raw.retention.evidence_days)?
-            .with_trust(signer.trusted(&p.key_path))
-            .with_spooled(spool.heads()),
-    );
-    let dup = Duration::from_secs_f64(raw.publish.duplicate_window_s);
-    let publisher =
-        Arc::new(Publisher::start_replicated(&p.data_dir, p.nats.as_ref(), &stream, dup, raw.publish.replicas).await?);
-    if !publisher.torn().is_empty() {
-        rebuild_lost_events(&p, &store, &publisher, &spool).await;
-    }
-    if !spool.quarantined().is_empty() {
-        tracing::error!(items = ?spool.quarantined(), "ALARM: evidence items are set aside in spool-quarantine (see each REASON file); they are kept, never deleted");
-    }
-    if !spool.pending().is_empty() {
-        tracing::info!(items = spool.pending().len(), "spool: uploading evidence left from before");
-    }
-    // health events → vigil.health.<site>.<camera> (before the uploader: it raises alarms too)
-    let (htx, mut hrx) = mpsc::unbounded_channel::<HealthEvent>();
-    telemetry::set_health_sink(Some(htx));
-    let health_task = {
-        let (publisher, site) = (publisher.clone(), raw.site.id.clone());
-        tokio::spawn(async move {
-            while let Some(h) = hrx.recv().await {
-                let entry =
-                    OutboxEntry::new(format!("health-{}", ulid::Ulid::new()), Subject::health(&site, &h.camera), &h);
-                if let Err(e) = publisher.submit(entry).await {
-                    tracing::error!(error = format!("{e:#}"), "health event not recorded");
-                }
-            }
-        })
-    };
-    let leases = raw.cluster.enabled.then(|| Arc::new(cluster::LeaseBook::default()));
-    if leases.is_some() {
-        // (set before the uploader starts: it meets such items first thing after a restart)
-        // items spooled while the store could not reserve their chain position are chained when
-        // it answers, just before their upload
-        let (weak, chains, signer) = (Arc::downgrade(&spool), chains.clone(), signer.clone());
-        let patience = Duration::from_secs_f64(raw.cluster.lease_ttl_s);
-        spool.set_rechain(Arc::new(move |id: String| {
-            let (weak, chains, signer) = (weak.clone(), chains.clone(), signer.clone());
-            Box::pin(async move {
-                let spool = weak.upgrade().context("the spool is gone")?;
-                evidence::rechain(&spool, &chains, &signer, &id, patience).await
-            })
-        }));
-    }
-    let (up_stop_tx, up_stop) = tokio::sync::watch::channel(false);
-    let uploader =
-        tokio::spawn(spool.clone().run_uploader(store.clone(), publisher.clone(), up_stop, Duration::from_secs(10)));
-    if let Some(addr) = &raw.worker.http {
-        let addr: std::net::SocketAddr = addr.parse().context("worker.http")?;
-        if !crate::util::http::is_loopback(&addr) {
-            tracing::warn!(address = %addr, "worker.http listens beyond this machine: /metrics and /health are readable by anyone who reaches the port");
-        }
-        let a = telemetry::http::serve(addr).await.with_context(|| format!("worker.http {addr}"))?;
-        tracing::info!(address = %a, "serving /metrics and /health");
-    }
+    let d = Deps::open(&p).await?;
     tracing::info!(
-        pipeline = %p.file.display(), site = %raw.site.id, cameras = p.cameras.len(), store = %store.url,
+        pipeline = %p.file.display(), site = %p.settings.site.id, cameras = p.cameras.len(), store = %d.store.url,
         nats = p.nats.as_ref().map(|n| n.shown()).unwrap_or_else(|| "none (outbox file only)".into()),
         nats_auth = p.nats.as_ref().map_or("none", |n| n.auth.method()),
-        outbox = %publisher.outbox_path.display(), "vigil run starting"
+        outbox = %d.publisher.outbox_path.display(), "vigil run starting"
     );
-
+    let mut running = Stages::default();
+    running.push(stages::health_relay(&p, &d));
+    running.push(stages::checkpointer(&p, &d));
+    running.push(stages::uploader(&d));
+    running.push(stages::memory_trim());
     let models = load_models(&p).await?;
-    // the C heap's free pages back to the system every few seconds: GStreamer's and the
-    // codecs' small blocks of many threads otherwise leave holes that stay resident
-    let trim_task = tokio::spawn(async {
-        let mut every = tokio::time::interval(TRIM_EVERY);
-        loop {
-            every.tick().await;
-            let _ = tokio::task::spawn_blocking(telemetry::alloc::release_free_memory).await;
-        }
-    });
-    let model_facts: Vec<ModelFacts> = models
-        .as_ref()
-        .map(|m| m.get(0).infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
-        .unwrap_or_default();
-    let labels: Vec<String> =
-        models.as_ref().and_then(|m| m.get(0).objects.as_ref().map(|o| o.labels().to_vec())).unwrap_or_default();
-
-    let pre = Duration::from_secs_f64(raw.clip.pre_roll_s);
-    let post = Duration::from_secs_f64(raw.clip.post_roll_s);
-    let gate = raw.analysis.gate_settings();
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<EvidenceJob>();
-    // hot reload of rule parameters (pipeline file, NATS KV): cameras start with the current ones
-    let slots: BTreeMap<String, CameraControl> =
-        p.cameras.iter().map(|c| (c.id.clone(), CameraControl::default())).collect();
-    let (ctl_stop_tx, ctl_stop) = tokio::sync::watch::channel(false);
-    let ctl = reload::RuleControl::new(&p, slots.clone(), publisher.clone())?;
-    let audit = ctl.audit.clone();
-    let (initial_rules, ctl_task) = reload::start(ctl, p.nats.clone(), raw.control.watch_file, ctl_stop).await;
-    // the live side on core NATS (for the ops console): status reports → vigil-live.status.<site>.
-    // <worker>, snapshots on request ← vigil-live.snapshot.<site>.<camera>
-    let live_task = p.nats.clone().map(|nats| {
-        let worker = p.worker_id();
-        let subject = crate::util::subject::status(&raw.site.id, &worker);
-        let reporter = telemetry::status::Reporter::new(&raw.site.id, &worker, raw.worker.status_interval_s);
-        let every = Duration::from_secs_f64(raw.worker.status_interval_s);
-        let (site, cams) = (raw.site.id.clone(), slots.clone());
-        tokio::spawn(async move {
-            match nats.connect().await {
-                Ok(client) => {
-                    tokio::join!(
-                        live::status_reports(client.clone(), subject, reporter, every),
-                        live::snapshots(client, site, cams, audit)
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "status reports and snapshots off: cannot connect to NATS")
-                }
-            }
-        })
-    });
-    let kit = CameraKit {
-        analysis: raw.analysis,
-        gate,
-        labels: labels.clone(),
-        utc_offset_s: p.utc_offset_s,
-        pre,
-        post,
-        evidence: ev_tx,
-        spool: spool.clone(),
-        models: models.clone(),
-        slots: slots.clone(),
-        initial_rules,
-        leases: leases.clone(),
-    };
-
-    // evidence stage
-    let ctx = Arc::new(EvidenceContext {
-        spool: spool.clone(),
-        chains: chains.clone(),
-        signer: signer.clone(),
-        models: model_facts,
-        worker: WorkerFacts { id: p.worker_id(), version: env!("CARGO_PKG_VERSION").into() },
-        site: raw.site.id.clone(),
-        site_name: raw.site.name.clone(),
-        premises: Some(raw.site.premises.clone()).filter(|p| !p.is_empty()),
-        public_key_url: raw.signing.public_key_url.clone(),
-        review_key_ids: pinned_review_keys(&p),
-        history_dir: p.data_dir.join("history"),
-        retention: raw.retention,
-        seal: raw.evidence.seal_recipient.as_ref().and_then(|r| r.parse().ok()),
-        utc_offset_s: p.utc_offset_s,
-        jpeg_quality: raw.clip.jpeg_quality,
-        quantizer: raw.clip.quantizer,
-        scratch,
-        reserve_positions: raw.cluster.enabled.then(|| Duration::from_secs_f64(raw.cluster.lease_ttl_s)),
-    });
-    let cams: BTreeMap<String, Camera> = p.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
-    let limit = Arc::new(tokio::sync::Semaphore::new(raw.clip.max_concurrent));
-    let evidence_task = tokio::spawn(async move {
-        let mut tasks = tokio::task::JoinSet::new();
-        while let Some((v, clip)) = ev_rx.recv().await {
-            let (ctx, limit) = (ctx.clone(), limit.clone());
-            let Some(cam) = cams.get(&v.camera).cloned() else { continue };
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await.ok();
-                let id = v.evidence_id.clone();
-                match evidence::produce(&ctx, v, clip, &cam).await {
-                    Ok(e) => {
-                        Event::EvidenceSpooled {
-                            camera: &cam.id,
-                            evidence_id: &id,
-                            seq: e.seq,
-                            status: e.status.name(),
-                            admissible: e.admissible,
-                        }
-                        .emit();
-                        true
-                    }
-                    Err(e) => {
-                        let error = format!("{e:#}");
-                        Event::EvidenceFailed { camera: &cam.id, evidence_id: &id, error: &error }.emit();
-                        false
-                    }
-                }
-            });
-        }
-        let (mut ok, mut failed) = (0u64, 0u64);
-        while let Some(r) = tasks.join_next().await {
-            if r.unwrap_or(false) { ok += 1 } else { failed += 1 }
-        }
-        (ok, failed)
-    });
-
-    // signed chain checkpoints: periodically while running, and once more at the end (of all the
-    // file's cameras; in a cluster, of those whose lease this worker holds at that moment, none
-    // at the end: the leases are handed over by then)
-    let cam_ids: Vec<String> = p.cameras.iter().map(|c| c.id.clone()).collect();
-    let (cp_stop_tx, mut cp_stop) = tokio::sync::watch::channel(false);
-    let cp_task = {
-        let (chains, publisher, ids, leases) = (chains.clone(), publisher.clone(), cam_ids.clone(), leases.clone());
-        let every = Duration::from_secs_f64(raw.signing.checkpoint_interval_s);
-        let site = raw.site.id.clone();
-        tokio::spawn(async move {
-            let mut written: BTreeMap<String, u64> = BTreeMap::new();
-            loop {
-                let stop = tokio::select! {
-                    _ = tokio::time::sleep(every) => false,
-                    _ = cp_stop.changed() => true,
-                };
-                let held = leases.as_ref().map(|l| l.held());
-                for cam in ids.iter().filter(|c| held.as_ref().is_none_or(|h| h.contains(*c))) {
-                    checkpoint(&chains, &publisher, &site, cam, &mut written, stop).await;
-                }
-                if stop {
-                    break;
-                }
-            }
-        })
-    };
-
-    // run the cameras: all of the file's until their sources end, or in a cluster those whose
-    // leases this worker holds, until shutdown
-    let ran: Vec<(String, CameraEnd, Arc<CameraStats>)> = if let Some(book) = leases {
-        let nats = p.nats.clone().context("cluster.enabled needs publish.nats_url")?;
-        cluster::run(&p, nats, &kit, book, chains.clone(), shutdown.clone()).await?
-    } else {
-        let mut running = Vec::new();
-        for (index, cam) in p.cameras.iter().enumerate() {
-            running.push(kit.start(cam, index, shutdown.clone())?);
-        }
-        let mut out = Vec::new();
-        for r in running {
-            out.push(tokio::task::spawn_blocking(move || r.join()).await?);
-        }
-        out
-    };
+    let (jobs, jobs_rx) = mpsc::unbounded_channel::<EvidenceJob>();
+    running.push(stages::evidence(&p, &d, &models, jobs_rx));
+    let (control, initial_rules, audit) = stages::rule_control(&p, &d).await?;
+    running.push(control);
+    if let Some(live) = stages::live_status(&p, &d, audit) {
+        running.push(live);
+    }
+    let kit = CameraKit::new(&p, &d, models, jobs, initial_rules);
+    let ran = run_cameras(&p, &d, &kit, shutdown).await;
     drop(kit);
-    let _ = ctl_stop_tx.send(true);
-    let _ = ctl_task.await;
-    let (events, evidence_failures) = evidence_task.await?;
-    // everything spooled goes to the store (bounded wait if it is down), then the checkpoints
-    let _ = up_stop_tx.send(true);
-    let _ = uploader.await;
-    let _ = cp_stop_tx.send(true);
-    let _ = cp_task.await;
-    telemetry::set_health_sink(None);
-    let _ = health_task.await;
-    if let Some(t) = live_task {
-        t.abort();
-    }
-    trim_task.abort();
-    let unpublished = publisher.flush(Duration::from_secs(10)).await;
+    let reports = running.stop().await;
+    let ran = ran?;
+    let unpublished = d.publisher.flush(Duration::from_secs(10)).await;
     if unpublished > 0 {
-        tracing::warn!(events = unpublished, outbox = %publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
+        tracing::warn!(events = unpublished, outbox = %d.publisher.outbox_path.display(), "events not yet acknowledged by JetStream stay in the outbox and are sent on the next start");
     }
+    let (events, evidence_failures) = reports
+        .iter()
+        .find_map(|(_, r)| match r {
+            StageReport::Evidence { produced, failed } => Some((*produced, *failed)),
+            _ => None,
+        })
+        .unwrap_or_default();
     let mut summary = RunSummary {
         events,
         evidence_failures,
         refused: telemetry::metrics::get().evidence_refused.get(),
-        spooled: spool.pending().len(),
-        quarantined: spool.quarantined().len(),
+        spooled: d.spool.pending().len(),
+        quarantined: d.spool.quarantined().len(),
         unpublished,
         ..Default::default()
     };
@@ -738,4 +413,27 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     }
     tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "vigil run finished");
     Ok(summary)
+}
+
+/// Runs the cameras: all of the file's until their sources end, or in a cluster those whose
+/// leases this worker holds, until shutdown.
+async fn run_cameras(
+    p: &Pipeline,
+    d: &Deps,
+    kit: &CameraKit,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Vec<(String, CameraEnd, Arc<CameraStats>)>> {
+    if let Some(book) = d.leases.clone() {
+        let nats = p.nats.clone().context("cluster.enabled needs publish.nats_url")?;
+        return cluster::run(p, nats, kit, book, d.chains.clone(), shutdown).await;
+    }
+    let mut running = Vec::new();
+    for (index, cam) in p.cameras.iter().enumerate() {
+        running.push(kit.start(cam, index, shutdown.clone())?);
+    }
+    let mut out = Vec::new();
+    for r in running {
+        out.push(tokio::task::spawn_blocking(move || r.join()).await?);
+    }
+    Ok(out)
 }

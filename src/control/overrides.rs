@@ -311,8 +311,7 @@ pub async fn set(nats: &Endpoint, bucket: &str, site: &str, c: Change<'_>, pipel
     if let Some(p) = pipeline {
         let pl = Pipeline::load(p).map_err(|e| anyhow::anyhow!("{e}"))?;
         let cam = pl
-            .raw
-            .cameras
+            .camera_configs
             .iter()
             .find(|c| c.id == camera)
             .with_context(|| format!("no camera {camera:?} in {}", p.display()))?;

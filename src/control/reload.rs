@@ -110,24 +110,24 @@ impl RuleControl {
         let sig = file_sig(&p.file);
         let labels = p.object_labels();
         Ok(RuleControl {
-            site: p.raw.site.id.clone(),
+            site: p.settings.site.id.clone(),
             file: p.file.clone(),
             file_sig: sig,
             file_text: crate::util::fsx::read_text(&p.file, crate::util::fsx::limits::PIPELINE).unwrap_or_default(),
-            restart_only: restart_only(&p.raw),
-            gate: p.raw.analysis.gate,
-            gate_recheck_s: p.raw.analysis.gate_recheck_s,
-            dirty_head: p.raw.models.dirty().is_some(),
+            restart_only: restart_only(&p.as_file()),
+            gate: p.settings.analysis.gate,
+            gate_recheck_s: p.settings.analysis.gate_recheck_s,
+            dirty_head: p.settings.models.dirty().is_some(),
             labels,
             loaded: p.needs(),
-            base: p.raw.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
+            base: p.camera_configs.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
             overrides: BTreeMap::new(),
             current: p.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
             slots,
             audit,
-            bucket: p.raw.control.kv_bucket.clone(),
-            mask_bucket: p.raw.control.mask_bucket.clone(),
-            replicas: p.raw.publish.replicas,
+            bucket: p.settings.control.kv_bucket.clone(),
+            mask_bucket: p.settings.control.mask_bucket.clone(),
+            replicas: p.settings.publish.replicas,
             mask_files: p
                 .cameras
                 .iter()
@@ -364,11 +364,11 @@ impl RuleControl {
             }
         };
         let cams: Vec<String> = self.base.keys().cloned().collect();
-        let new_ids: Vec<&String> = p.raw.cameras.iter().map(|c| &c.id).collect();
+        let new_ids: Vec<&String> = p.camera_configs.iter().map(|c| &c.id).collect();
         if new_ids.len() != cams.len() || new_ids.iter().any(|id| !cams.contains(id)) {
             tracing::warn!(file = %self.file.display(), "cameras were added or removed in the pipeline file: that needs a restart (rule changes of the others are applied)");
         }
-        let now = restart_only(&p.raw);
+        let now = restart_only(&p.as_file());
         for (k, v) in &now {
             if self.restart_only.get(k).is_some_and(|old| old != v) {
                 tracing::warn!(file = %self.file.display(), setting = %k, "changed in the pipeline file: that needs a restart; running with the old value until then (rule changes are applied)");
@@ -376,7 +376,7 @@ impl RuleControl {
         }
         self.restart_only = now;
         let old_base = self.base.clone();
-        for c in &p.raw.cameras {
+        for c in &p.camera_configs {
             if !self.base.contains_key(&c.id) || old_base.get(&c.id) == Some(&c.rules) {
                 continue;
             }

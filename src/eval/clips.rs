@@ -71,7 +71,7 @@ const FIRE_LATENESS_S: f64 = 3.0;
 fn label_rule(f: &Path, label: &toml::Table, p: &Pipeline) -> Result<RuleConfig> {
     let kind =
         label.get("kind").and_then(|k| k.as_str()).with_context(|| format!("{}: [rule] has no kind", f.display()))?;
-    let base = p.raw.cameras.iter().flat_map(|c| &c.rules).find(|r| {
+    let base = p.camera_configs.iter().flat_map(|c| &c.rules).find(|r| {
         toml::Table::try_from(r).ok().and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|s| s == kind)))
             == Some(true)
     });
@@ -97,14 +97,14 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         .collect();
     files.sort();
     let o = crate::detect::RuntimeOptions::default();
-    let (m, dir) = (&p.raw.models, &p.models_dir);
+    let (m, dir) = (&p.settings.models, &p.models_dir);
     let set = crate::detect::ModelSet {
         no_mask: Some(crate::detect::Models::load(dir, &m.face, &m.mask, m.head(), &o)?),
         objects: Some(crate::detect::ObjectDetector::load(dir, &m.objects, &o)?),
         dirty: m.dirty().map(|h| crate::detect::load_head(dir, h, &o)).transpose()?,
     };
-    let (fps, width) = (p.raw.analysis.fps, p.raw.analysis.width);
-    let configured_gate = p.raw.analysis.gate_settings();
+    let (fps, width) = (p.settings.analysis.fps, p.settings.analysis.width);
+    let configured_gate = p.settings.analysis.gate_settings();
     let label_names = set.objects.as_ref().map(|d| d.labels().to_vec()).unwrap_or_default();
     let pool = crate::detect::ModelPool::new(vec![set]);
     // (name, gating, motion regions, temporal rule; None: as the pipeline's rule says)

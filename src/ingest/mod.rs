@@ -578,7 +578,7 @@ pub fn run_camera(
         held_ms: AtomicU64::new(0),
         started: Instant::now(),
         down_since: Mutex::new(None),
-        stall: Duration::from_secs_f64(cam.stall_s),
+        stall: cam.stall,
         dual: cam.analysis_source.is_some(),
         last_analysis_ms: AtomicU64::new(0),
         analysis_pts_ns: AtomicU64::new(0),
@@ -656,7 +656,7 @@ pub fn run_camera(
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs_f64(cam.reconnect_max_s));
+                backoff = (backoff * 2).min(cam.reconnect_max);
             }
         }
     };

@@ -220,7 +220,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
     }
     rows.sort_by(|a, b| b.violation_time_utc.cmp(&a.violation_time_utc).then(b.id.cmp(&a.id)));
     let total = rows.len();
-    let size = svc.pipeline.raw.review.page_size;
+    let size = svc.pipeline.settings.review.page_size;
     let page = f.page.unwrap_or(1).max(1);
     let rows = rows.into_iter().skip((page - 1) * size).take(size).collect();
     Ok((rows, total))

@@ -65,7 +65,7 @@ pub struct ServeOptions {
 
 impl Service {
     pub async fn open(p: Pipeline, instance: String, tls: bool) -> Result<Service> {
-        let raw = &p.raw;
+        let raw = &p.settings;
         let store = Store::open_with(&p.store_url, &raw.store.options, false)?;
         let worker_pub = p.key_path.with_extension("pub");
         let worker_key = if worker_pub.exists() {
@@ -89,10 +89,11 @@ impl Service {
         let site = raw.site.id.clone();
         let sessions = session::Sessions::new(store.clone(), raw.review.session_hours);
         let data = p.data_dir.join(&instance);
-        let stream = raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
-        let dup = std::time::Duration::from_secs_f64(raw.publish.duplicate_window_s);
-        let publisher =
-            Arc::new(Publisher::start_replicated(&data, p.nats.as_ref(), &stream, dup, p.raw.publish.replicas).await?);
+        let stream = p.stream().to_string();
+        let dup = raw.publish.duplicate_window();
+        let publisher = Arc::new(
+            Publisher::start_replicated(&data, p.nats.as_ref(), &stream, dup, p.settings.publish.replicas).await?,
+        );
         let audit = AuditLog::new(store.clone(), signer.clone(), &site, &instance).with_publisher(publisher.clone());
         // the log's head as published: a store log that ends before it was truncated; new entries
         // go after the published head, never into the hole
@@ -146,7 +147,7 @@ impl Service {
     }
 
     pub fn site(&self) -> &str {
-        &self.pipeline.raw.site.id
+        &self.pipeline.settings.site.id
     }
 
     pub fn accounts(&self) -> Result<accounts::Accounts> {
@@ -188,7 +189,7 @@ pub fn access(
 /// Runs the service until the process ends.
 pub async fn serve(p: Pipeline, o: ServeOptions) -> Result<()> {
     crate::util::secret::install_crypto_provider();
-    let raw = &p.raw.review;
+    let raw = &p.settings.review;
     let listen: std::net::SocketAddr =
         o.listen.as_deref().unwrap_or(&raw.listen).parse().context("review listen address")?;
     if !listen.ip().is_loopback() {

@@ -145,8 +145,8 @@ pub async fn run(
     chains: Arc<Chains>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Vec<(String, CameraEnd, Arc<CameraStats>)>> {
-    let raw = &p.raw;
-    let ttl = Duration::from_secs_f64(raw.cluster.lease_ttl_s);
+    let raw = &p.settings;
+    let ttl = raw.cluster.lease_ttl();
     let host = member::Cameras { p, kit };
     let settings = member::Settings {
         site: raw.site.id.clone(),

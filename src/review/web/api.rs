@@ -80,7 +80,7 @@ pub async fn login(State(svc): State<Arc<Service>>, caller: Caller, body: Bytes)
     match try_login(&svc, &r.user, &r.password, &caller.0).await? {
         LoginOutcome::Ok(token, csrf) => {
             let mut resp = axum::Json(serde_json::json!({ "csrf": csrf, "user": r.user })).into_response();
-            let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
+            let c = session_cookie(&token, svc.pipeline.settings.review.session_hours, svc.tls);
             resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie"));
             Ok(resp)
         }

@@ -63,12 +63,12 @@ fn has_camera(svc: &Service, camera: &str) -> bool {
 async fn mask_now(svc: &Service, camera: &str) -> Result<MaskNow, String> {
     let p = &svc.pipeline;
     if let Some(n) = &p.nats
-        && let Some((rev, o, m)) = overrides::get_mask(n, &p.raw.control.mask_bucket, svc.site(), camera)
+        && let Some((rev, o, m)) = overrides::get_mask(n, &p.settings.control.mask_bucket, svc.site(), camera)
             .await
-            .map_err(|e| format!("NATS KV {}: {e:#}", p.raw.control.mask_bucket))?
+            .map_err(|e| format!("NATS KV {}: {e:#}", p.settings.control.mask_bucket))?
     {
         return Ok(MaskNow {
-            source: format!("kv:{}/{}.{camera}@{rev}", p.raw.control.mask_bucket, svc.site()),
+            source: format!("kv:{}/{}.{camera}@{rev}", p.settings.control.mask_bucket, svc.site()),
             sha256: Some(m.sha256.clone()),
             polygons: polygons_json(&m),
             by: Some(o.by),
@@ -316,7 +316,7 @@ pub async fn save_mask(
     if !has_camera(&svc, &camera) {
         return Err(bad(format!("no camera {camera:?} in this pipeline")));
     }
-    let bucket = &p.raw.control.mask_bucket;
+    let bucket = &p.settings.control.mask_bucket;
     let by = &a.user.name;
     let text = if body.reset {
         None

@@ -135,14 +135,14 @@ pub(super) async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
     let mut kv: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     let mut problem = None;
     match &p.nats {
-        Some(n) => match overrides::get(n, &p.raw.control.kv_bucket, svc.site(), None).await {
+        Some(n) => match overrides::get(n, &p.settings.control.kv_bucket, svc.site(), None).await {
             Ok(v) => kv = v.into_iter().map(|(k, rev, val)| (k, (rev, val))).collect(),
-            Err(e) => problem = Some(format!("NATS KV {}: {e:#}", p.raw.control.kv_bucket)),
+            Err(e) => problem = Some(format!("NATS KV {}: {e:#}", p.settings.control.kv_bucket)),
         },
         None => problem = Some("no NATS in this pipeline: rules change through the pipeline file only".into()),
     }
     let mut out = Vec::new();
-    for cam in &p.raw.cameras {
+    for cam in &p.camera_configs {
         for r in &cam.rules {
             let key = overrides::key(svc.site(), &cam.id, r.id());
             let o = kv.get(&key).and_then(|(rev, v)| {
@@ -165,7 +165,7 @@ fn eval_curve(svc: &Service) -> Option<(String, Vec<CurvePoint>)> {
     let path = svc.pipeline.data_dir.join("eval/report.json");
     let text = crate::util::fsx::read_text(&path, 16 << 20).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let name = match svc.pipeline.raw.models.head() {
+    let name = match svc.pipeline.settings.models.head() {
         Some(h) => format!("fitted head {h}"),
         None => "plain pretrained".into(),
     };
@@ -219,7 +219,7 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
     let curve = eval_curve(&svc);
     let history = match &svc.pipeline.nats {
         Some(n) => {
-            let stream = svc.pipeline.raw.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+            let stream = svc.pipeline.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
             overrides::audit_history(n, &stream, svc.site(), None).await.map_err(|e| format!("{e:#}"))
         }
         None => Ok(Vec::new()),
@@ -336,14 +336,14 @@ async fn write_rule(
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let p = &svc.pipeline;
     let Some(n) = &p.nats else { return Err(bad("no NATS in this pipeline: change the pipeline file".into())) };
-    if !p.raw.cameras.iter().any(|c| c.id == camera && c.rules.iter().any(|r| r.id() == rule)) {
+    if !p.camera_configs.iter().any(|c| c.id == camera && c.rules.iter().any(|r| r.id() == rule)) {
         return Err(bad(format!("no rule {rule:?} on camera {camera:?}")));
     }
     if set.is_empty() {
         return Err(bad("nothing to set (e.g. threshold=0.85)".into()));
     }
     let change = overrides::Change { camera, rule, by: &a.user.name, reason, set, clear: false };
-    overrides::set(n, &p.raw.control.kv_bucket, svc.site(), change, Some(&p.file))
+    overrides::set(n, &p.settings.control.kv_bucket, svc.site(), change, Some(&p.file))
         .await
         .map_err(|e| bad(format!("{e:#}")))
         .inspect(

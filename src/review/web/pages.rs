@@ -177,7 +177,7 @@ pub async fn login_form(
     match super::api::try_login(&svc, &f.user, &f.password, &caller.0).await {
         Ok(super::api::LoginOutcome::Ok(token, _)) => {
             let mut r = Redirect::to("/").into_response();
-            let c = session_cookie(&token, svc.pipeline.raw.review.session_hours, svc.tls);
+            let c = session_cookie(&token, svc.pipeline.settings.review.session_hours, svc.tls);
             r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie"));
             r
         }
@@ -251,7 +251,7 @@ pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr:
     };
     svc.record(access(&a.user, Action::QueueViewed, Outcome::Ok, None, "", &client_addr)).await;
     let page_no = f.page.unwrap_or(1).max(1);
-    let size = svc.pipeline.raw.review.page_size;
+    let size = svc.pipeline.settings.review.page_size;
     let pages = total.div_ceil(size).max(1);
     let qs = |p: usize| {
         let mut s = format!("?page={p}");
