@@ -28,6 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::evidence::review::Role;
 use crate::signing::{PublicKey, Signer, open, seal};
 use crate::store::Store;
 use crate::util::rfc3339;
@@ -91,7 +92,7 @@ pub struct AccessEntry {
     /// The account name given (for a failed login, what was typed as the name).
     pub user: String,
     pub officer_id: String,
-    pub role: String,
+    pub role: Role,
     pub action: Action,
     pub outcome: Outcome,
     pub evidence_id: Option<String>,
@@ -131,7 +132,7 @@ impl AccessEntry {
 pub struct Access {
     pub user: String,
     pub officer_id: String,
-    pub role: String,
+    pub role: Role,
     pub action: Action,
     pub outcome: Outcome,
     pub evidence_id: Option<String>,
@@ -289,7 +290,7 @@ impl AuditLog {
                 time_utc: rfc3339(chrono::Utc::now()),
                 user: a.user.clone(),
                 officer_id: a.officer_id.clone(),
-                role: a.role.clone(),
+                role: a.role,
                 action: a.action,
                 outcome: a.outcome,
                 evidence_id: a.evidence_id.clone(),
@@ -539,7 +540,7 @@ mod tests {
         Access {
             user: user.into(),
             officer_id: "A-1".into(),
-            role: "reviewer".into(),
+            role: Role::Reviewer,
             action: Action::Login,
             outcome: Outcome::Ok,
             evidence_id: None,

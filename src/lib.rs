@@ -10,6 +10,7 @@
 //! `bench` measure; `cli` is the command line. `util` holds the helpers below all of them (time,
 //! hashing, backoff, subjects, canonical JSON, safe files, secrets, HTTP serving, plots).
 
+pub mod app;
 pub mod audit_log;
 pub mod bench;
 pub mod cli;

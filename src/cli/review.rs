@@ -95,7 +95,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Serve { pipeline: p, listen, instance_id } => {
             let p = pipeline(&p)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(crate::review::serve(p, crate::review::ServeOptions { listen, instance: instance_id }))?;
+            rt.block_on(crate::app::serve(p, crate::app::ServeOptions { listen, instance: instance_id }))?;
         }
         Cmd::User(UserCmd::Add { name, pipeline: p, role, officer_id, password_stdin: _ }) => {
             let p = pipeline(&p)?;

@@ -84,6 +84,37 @@ impl Checks {
     }
 }
 
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reviews candidates and decides (two reviewers make an item approved evidence).
+    Reviewer,
+    /// Reads everything, the access log included; never decides.
+    Auditor,
+    /// Reads; sees accounts.
+    Admin,
+    /// The ops console: cameras, masks and zones, thresholds.
+    Ops,
+    /// No account: what the access log records for a login refused before one was known
+    /// (written as the empty text).
+    #[serde(rename = "")]
+    #[value(skip)]
+    Nobody,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reviewer => "reviewer",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+            Role::Ops => "ops",
+            Role::Nobody => "",
+        }
+    }
+}
+
 /// Who decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +122,7 @@ pub struct Officer {
     pub user: String,
     /// Law-enforcement certificate number.
     pub officer_id: String,
-    pub role: String,
+    pub role: Role,
 }
 
 /// What the officer saw of the item when deciding.
@@ -194,7 +225,7 @@ pub fn status(records: &[ReviewRecord]) -> Status {
     }
     let mut approvers: Vec<String> = eff
         .iter()
-        .filter(|r| r.decision == Decision::Approve && r.officer.role == "reviewer")
+        .filter(|r| r.decision == Decision::Approve && r.officer.role == Role::Reviewer)
         .map(|r| r.officer.key())
         .filter(|k| !k.is_empty())
         .collect();
@@ -238,8 +269,8 @@ pub struct Proposal<'a> {
 /// Checks a decision against the workflow and the item's records so far; the status it leads
 /// to when allowed.
 pub fn check_decision(records: &[ReviewRecord], p: &Proposal) -> Result<Status, Refusal> {
-    if p.officer.role != "reviewer" {
-        return Err(Refusal::Forbidden(format!("role {} cannot decide; only reviewers do", p.officer.role)));
+    if p.officer.role != Role::Reviewer {
+        return Err(Refusal::Forbidden(format!("role {} cannot decide; only reviewers do", p.officer.role.name())));
     }
     if p.officer.officer_id.trim().is_empty() {
         return Err(Refusal::Forbidden("no law-enforcement certificate number on record for this account".into()));
@@ -350,7 +381,7 @@ mod tests {
     use super::*;
 
     fn officer(id: &str) -> Officer {
-        Officer { user: id.to_lowercase(), officer_id: id.into(), role: "reviewer".into() }
+        Officer { user: id.to_lowercase(), officer_id: id.into(), role: Role::Reviewer }
     }
 
     fn all() -> Checks {
@@ -434,7 +465,7 @@ mod tests {
             f(&mut p);
             assert!(check_decision(&[], &p).is_err(), "case {want}");
         }
-        let auditor = Officer { role: "auditor".into(), ..officer("X-9") };
+        let auditor = Officer { role: Role::Auditor, ..officer("X-9") };
         assert!(matches!(check_decision(&[], &prop(Decision::Approve, &auditor)), Err(Refusal::Forbidden(_))));
         // reminder: advisory or first minor only
         assert!(check_decision(&[], &prop(Decision::Reminder, &a)).is_err());

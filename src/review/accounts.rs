@@ -9,30 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::util::fsx;
 
-/// What an account may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reviews candidates and decides (two reviewers make an item approved evidence).
-    Reviewer,
-    /// Reads everything, the access log included; never decides.
-    Auditor,
-    /// Reads; sees accounts.
-    Admin,
-    /// The ops console: cameras, masks and zones, thresholds.
-    Ops,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Reviewer => "reviewer",
-            Role::Auditor => "auditor",
-            Role::Admin => "admin",
-            Role::Ops => "ops",
-        }
-    }
-}
+pub use crate::evidence::review::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

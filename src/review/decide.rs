@@ -54,8 +54,7 @@ pub async fn decide(
     req: &DecisionRequest,
     client: &str,
 ) -> Result<(ReviewRecord, Status), DecideError> {
-    let officer =
-        Officer { user: user.name.clone(), officer_id: user.officer_id.clone(), role: user.role.name().into() };
+    let officer = Officer { user: user.name.clone(), officer_id: user.officer_id.clone(), role: user.role };
     for _ in 0..8 {
         let view = load(svc, id).await.map_err(DecideError::Failed)?.ok_or(DecideError::NotFound)?;
         // the records must be what the signed access log says was decided: a deleted or

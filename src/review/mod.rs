@@ -7,16 +7,14 @@
 //!
 //! [`accounts`] (users, argon2id) · [`session`] (store-backed sessions) · [`items`] (an item as a
 //! reviewer sees it, verified now; the queue) · [`decide`] (the workflow, signed records,
-//! exactly-once decision events) · [`package`] (case export and its offline check) · [`web`]
-//! (pages and API).
+//! exactly-once decision events) · [`package`] (case export and its offline check). Its pages and
+//! API are the review wing of [`crate::app`].
 
 pub mod accounts;
 pub mod decide;
 pub mod items;
-pub mod live;
 pub mod package;
 pub mod session;
-pub mod web;
 
 use std::sync::Arc;
 
@@ -30,7 +28,8 @@ use crate::store::Store;
 
 pub use accounts::Role;
 
-/// Everything a request handler needs; shared by every request of an instance.
+/// What the review workflow needs (items, decisions, exports, the access log); shared by every
+/// request of an instance.
 pub struct Service {
     pub pipeline: Pipeline,
     pub store: Store,
@@ -41,30 +40,12 @@ pub struct Service {
     pub audit: AuditLog,
     pub sessions: session::Sessions,
     pub publisher: Arc<Publisher>,
-    pub limiter: session::LoginLimiter,
     /// `review-<host>-<port>` unless given: names this instance in records and its outbox.
     pub instance: String,
-    pub tls: bool,
-    /// The workers' live status (the ops console); fed from NATS by `serve`.
-    pub live: Arc<live::Live>,
-    /// Reverse proxies whose `X-Forwarded-For` is believed (`[review] trusted_proxies`).
-    pub trusted_proxies: Vec<crate::util::http::IpNet>,
-    /// One message per session for the next page it shows (the ops rules form's outcome): a
-    /// message comes from the server, never from the URL.
-    pub flash: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// When each (session, item, file) last had its byte ranges logged: a player's range
-    /// requests are one access-log entry per [`web::files::RANGE_SESSION`].
-    pub reads: std::sync::Mutex<std::collections::HashMap<(String, String, String), std::time::Instant>>,
-}
-
-/// How to start an instance.
-pub struct ServeOptions {
-    pub listen: Option<String>,
-    pub instance: Option<String>,
 }
 
 impl Service {
-    pub async fn open(p: Pipeline, instance: String, tls: bool) -> Result<Service> {
+    pub async fn open(p: Pipeline, instance: String) -> Result<Service> {
         let raw = &p.settings;
         let store = Store::open_with(&p.store_url, &raw.store.options, false)?;
         let worker_pub = p.key_path.with_extension("pub");
@@ -117,33 +98,11 @@ impl Service {
                 ),
             }
         }
-        let limiter = session::LoginLimiter::new(raw.review.max_login_failures);
-        let trusted_proxies = raw
-            .review
-            .trusted_proxies
-            .iter()
-            .map(|t| t.parse().map_err(|e: String| anyhow::anyhow!("review.trusted_proxies: {e}")))
-            .collect::<Result<Vec<_>>>()?;
         if let Err(e) = accounts::Accounts::load(&p.review_users()) {
             anyhow::bail!("{e:#}");
         }
         accounts::warm();
-        Ok(Service {
-            pipeline: p,
-            store,
-            worker_key,
-            signer,
-            audit,
-            sessions,
-            publisher,
-            limiter,
-            instance,
-            tls,
-            live: Default::default(),
-            trusted_proxies,
-            flash: Default::default(),
-            reads: Default::default(),
-        })
+        Ok(Service { pipeline: p, store, worker_key, signer, audit, sessions, publisher, instance })
     }
 
     pub fn site(&self) -> &str {
@@ -175,7 +134,7 @@ pub fn access(
     Access {
         user: user.name.clone(),
         officer_id: user.officer_id.clone(),
-        role: user.role.name().into(),
+        role: user.role,
         action,
         outcome,
         evidence_id: id.map(str::to_string),
@@ -184,42 +143,4 @@ pub fn access(
         record: None,
         count: None,
     }
-}
-
-/// Runs the service until the process ends.
-pub async fn serve(p: Pipeline, o: ServeOptions) -> Result<()> {
-    crate::util::secret::install_crypto_provider();
-    let raw = &p.settings.review;
-    let listen: std::net::SocketAddr =
-        o.listen.as_deref().unwrap_or(&raw.listen).parse().context("review listen address")?;
-    if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, tls = raw.tls_cert.is_some(), "review service listens beyond this machine (not a loopback address): serve it over TLS or behind a TLS reverse proxy");
-    }
-    let tls = match (&raw.tls_cert, &raw.tls_key) {
-        (Some(c), Some(k)) => {
-            let base = p.file.parent().unwrap_or(std::path::Path::new("."));
-            Some(crate::util::http::tls_config(&base.join(c), &base.join(k))?)
-        }
-        _ => None,
-    };
-    if tls.is_none() && !listen.ip().is_loopback() {
-        tracing::warn!(address = %listen, "the review service listens beyond this machine without TLS: put it behind a TLS reverse proxy, or set review.tls_cert / tls_key");
-    }
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
-    let bound = listener.local_addr()?;
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into());
-    let instance = o.instance.unwrap_or_else(|| format!("review-{host}-{}", bound.port()));
-    if !crate::rules::valid_id(&instance) {
-        anyhow::bail!("instance id {instance:?}: 1-64 characters of A-Z a-z 0-9 - _");
-    }
-    let mut svc = Service::open(p, instance.clone(), tls.is_some()).await?;
-    if let Some(n) = &svc.pipeline.nats {
-        svc.live = live::Live::follow(n.clone(), svc.site().to_string());
-    }
-    let svc = Arc::new(svc);
-    let app = web::router(svc.clone());
-    crate::util::http::serve_with(listener, app, tls.clone(), svc.trusted_proxies.clone())?;
-    tracing::info!(address = %bound, instance = %instance, tls = tls.is_some(), "review service listening");
-    std::future::pending::<()>().await;
-    Ok(())
 }

@@ -123,11 +123,7 @@ pub async fn export(svc: &Service, user: &User, view: &ItemView, client: &str) -
         evidence_id: id.clone(),
         site: view.item.site.clone(),
         camera: view.item.camera.clone(),
-        exported_by: Officer {
-            user: user.name.clone(),
-            officer_id: user.officer_id.clone(),
-            role: user.role.name().into(),
-        },
+        exported_by: Officer { user: user.name.clone(), officer_id: user.officer_id.clone(), role: user.role },
         time_utc: crate::util::rfc3339(now),
         time_local: crate::util::local(now, svc.pipeline.utc_offset_s),
         client: client.into(),

@@ -10,9 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, Caller, can_read, require};
+use crate::app::App;
+use crate::app::auth::{Api, ApiError, Caller, Readers};
 use crate::audit_log::{Action, Outcome};
-use crate::review::Service;
 use crate::review::items::valid_id;
 
 /// How long one access-log entry covers a session's reads of one file.
@@ -31,15 +31,12 @@ fn range(h: &HeaderMap, len: u64) -> Option<std::ops::Range<u64>> {
 }
 
 pub async fn file(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path((id, name)): Path<(String, String)>,
+    a: Api<Readers>,
     caller: Caller,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    if !can_read(a.user.role) {
-        return Err(ApiError::forbidden("this role does not read evidence"));
-    }
     let Some(file) = crate::evidence::manifest::ItemFile::media(&name) else { return Err(ApiError::not_found()) };
     let ctype = file.content_type();
     if !valid_id(&id) {
@@ -114,16 +111,11 @@ pub async fn file(
 
 /// `POST /evidence/{id}/played` (x-csrf-token): the page's player started playing the clip.
 pub async fn played(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path(id): Path<String>,
+    a: Api<Readers>,
     caller: Caller,
-    h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    super::check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
-    if !can_read(a.user.role) {
-        return Err(ApiError::forbidden("this role does not read evidence"));
-    }
     if !valid_id(&id)
         || !crate::verify::list_items(&svc.store).await.map_err(ApiError::internal)?.iter().any(|i| i.id == id)
     {

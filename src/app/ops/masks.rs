@@ -14,18 +14,19 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::ops::{change_rule, is_ops, ops_only};
-use super::pages::{LangQuery, forbidden, local, page, page_auth};
-use super::{ApiError, Caller, check_csrf, require};
+use super::change_rule;
+use crate::app::App;
+use crate::app::auth::{Api, ApiError, Caller, OpsRole, Page};
+use crate::app::page::{local, page};
 use crate::audit_log::{Action, Outcome};
 use crate::control::live::SnapshotAsk;
 use crate::control::overrides;
 use crate::privacy::{NormPoint, Polygon, PrivacyMask};
-use crate::review::{Service, access};
+use crate::review::access;
 
 /// The mask a camera runs with, as the console sees it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -55,12 +56,12 @@ fn polygons_json(m: &PrivacyMask) -> Vec<PolygonJson> {
         .collect()
 }
 
-fn has_camera(svc: &Service, camera: &str) -> bool {
+fn has_camera(svc: &App, camera: &str) -> bool {
     svc.pipeline.cameras.iter().any(|c| c.id == camera)
 }
 
 /// The mask in force for `camera`: the KV's when it holds one, else the pipeline file's.
-async fn mask_now(svc: &Service, camera: &str) -> Result<MaskNow, String> {
+async fn mask_now(svc: &App, camera: &str) -> Result<MaskNow, String> {
     let p = &svc.pipeline;
     if let Some(n) = &p.nats
         && let Some((rev, o, m)) = overrides::get_mask(n, &p.settings.control.mask_bucket, svc.site(), camera)
@@ -88,8 +89,8 @@ async fn mask_now(svc: &Service, camera: &str) -> Result<MaskNow, String> {
 }
 
 /// Each rule of `camera` with its zone as running (`None`: the whole frame).
-async fn zones_now(svc: &Service, camera: &str) -> Vec<(String, Option<Vec<[f64; 2]>>)> {
-    let (rules, _) = super::ops::rules_now(svc).await;
+async fn zones_now(svc: &App, camera: &str) -> Vec<(String, Option<Vec<[f64; 2]>>)> {
+    let (rules, _) = super::rules_now(svc).await;
     rules
         .into_iter()
         .filter(|r| r.camera == camera)
@@ -101,14 +102,8 @@ async fn zones_now(svc: &Service, camera: &str) -> Vec<(String, Option<Vec<[f64;
 }
 
 /// `/ops/masks`: the cameras, each with its mask in force and a link to the editor.
-pub async fn list(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<LangQuery>) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !is_ops(&a) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn list(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
+    let lang = a.lang;
     let mut rows = Vec::new();
     for c in &svc.pipeline.cameras {
         rows.push((c.id.clone(), c.location.clone(), mask_now(&svc, &c.id).await));
@@ -135,19 +130,8 @@ pub async fn list(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<LangQu
 }
 
 /// `/ops/masks/{camera}`: the editor.
-pub async fn editor(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
-    Path(camera): Path<String>,
-    q: Query<LangQuery>,
-) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !is_ops(&a) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera): Path<String>) -> Response {
+    let lang = a.lang;
     if !has_camera(&svc, &camera) {
         return (StatusCode::NOT_FOUND, "no such camera").into_response();
     }
@@ -210,15 +194,15 @@ pub struct SnapshotQuery {
 /// `GET /api/ops/snapshot/{camera}[?unmasked=1]`: a recent frame as JPEG, from the worker
 /// running the camera; the unmasked view is written to the access log first.
 pub async fn snapshot(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
+    State(svc): State<Arc<App>>,
+    a: Api,
     Path(camera): Path<String>,
     q: Query<SnapshotQuery>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
     let unmasked = q.unmasked.as_deref().is_some_and(|v| v == "1" || v == "true");
-    if let Err(e) = ops_only(&a) {
+    // the role is checked here: an unmasked view refused is logged
+    if let Err(e) = a.must::<OpsRole>() {
         if unmasked {
             let entry = access(
                 &a.user,
@@ -263,12 +247,10 @@ fn camera_detail(camera: &str) -> String {
 
 /// `GET /api/ops/masks/{camera}`: the mask in force and the rules' zones.
 pub async fn get_masks(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
+    State(svc): State<Arc<App>>,
+    _: Api<OpsRole>,
     Path(camera): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let a = require(&svc, &h).await?;
-    ops_only(&a)?;
     if !has_camera(&svc, &camera) {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no camera {camera:?} in this pipeline")));
     }
@@ -297,15 +279,14 @@ pub struct MaskBody {
 /// `{"reset": true}` (x-csrf-token): checked as a mask file is, written to the KV with the user
 /// as `by`. Answers the KV revision, the mask's SHA-256 and its file text.
 pub async fn save_mask(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
+    State(svc): State<Arc<App>>,
+    a: Api,
     Path(camera): Path<String>,
     caller: Caller,
     body: axum::Json<MaskBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let a = require(&svc, &h).await?;
-    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
-    if let Err(e) = ops_only(&a) {
+    // the role is checked here: a refused mask change is logged
+    if let Err(e) = a.must::<OpsRole>() {
         let entry = access(&a.user, Action::MaskChanged, Outcome::Denied, None, &camera_detail(&camera), &caller.0);
         svc.record(entry).await;
         return Err(e);
@@ -369,14 +350,12 @@ pub struct ZoneBody {
 /// rule's zone, through the rules path (validated against the pipeline file, audited by the
 /// workers).
 pub async fn save_zone(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
+    State(svc): State<Arc<App>>,
+    a: Api<OpsRole>,
     Path((camera, rule)): Path<(String, String)>,
     caller: Caller,
     body: axum::Json<ZoneBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let a = require(&svc, &h).await?;
-    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     let mut set = serde_json::Map::new();
     set.insert("zone".into(), serde_json::json!(body.points));
     let rev = change_rule(&svc, &a, &camera, &rule, set, &body.reason, &caller.0).await?;

@@ -7,107 +7,27 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
-use super::i18n::Lang;
-use super::{Authed, Caller, authenticate, can_read, check_csrf, clear_cookie, session_cookie};
+use crate::app::App;
+use crate::app::auth::{
+    Auditors, Caller, Page, Readers, Reviewers, authenticate, check_csrf, clear_cookie, session_cookie,
+};
+use crate::app::i18n::Lang;
+use crate::app::page::{LangQuery, error_page, lang_of, local, opt, page, select};
 use crate::audit_log::{Action, Outcome};
 use crate::evidence::review::{Checks, Decision, Refusal, Status};
-use crate::review::accounts::{Role, User};
+use crate::review::access;
+use crate::review::accounts::Role;
 use crate::review::decide::{DecideError, DecisionRequest, decide};
 use crate::review::items::{self, Filter, ItemView, check_filter, load, valid_id};
-use crate::review::{Service, access};
-
-fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
-    Lang::pick(q, super::cookie(h, "vigil_lang"))
-}
-
-/// The page around `body`; sets the language cookie when the switch was used.
-pub(super) fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) -> Response {
-    let m = html! {
-        (DOCTYPE)
-        html lang=(lang.code()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " — vigil" }
-                link rel="stylesheet" href="/static/app.css";
-            }
-            body {
-                header {
-                    strong { "vigil · " (lang.t("title")) }
-                    @if let Some(u) = user {
-                        @if can_read(u.role) { a href="/queue" { (lang.t("queue")) } }
-                        @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
-                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } a href="/ops/rules" { (lang.t("rules")) } a href="/ops/masks" { (lang.t("masks")) } }
-                    }
-                    span.spacer {}
-                    a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
-                        (match lang { Lang::Zh => "English", Lang::En => "中文" })
-                    }
-                    @if let Some(u) = user {
-                        span {
-                            (u.name) " (" (u.role.name())
-                            @if !u.officer_id.is_empty() { ", " (lang.t("officer")) " " (u.officer_id) }
-                            ")"
-                        }
-                        form method="post" action="/logout" style="display:inline" {
-                            button #logout type="submit" { (lang.t("logout")) }
-                        }
-                    }
-                }
-                main { (body) }
-                script src="/static/app.js" {}
-            }
-        }
-    };
-    let mut r = m.into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&format!("vigil_lang={}; Path=/; SameSite=Strict; Max-Age=31536000", lang.param()))
-            .expect("cookie"),
-    );
-    r
-}
-
-fn to_login() -> Response {
-    Redirect::to("/login").into_response()
-}
-
-pub(super) fn forbidden(lang: Lang, user: &User) -> Response {
-    let mut r = page(lang, lang.t("forbidden"), Some(user), "/queue", html! { h2.err { (lang.t("forbidden")) } });
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    r
-}
-
-fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) -> Response {
-    let mut r = page(lang, lang.t("error"), user, "/queue", html! { h2.err { (lang.t("error")) } p #error { (msg) } });
-    *r.status_mut() = code;
-    r
-}
-
-/// A stored UTC time in the site's local time: `2026-11-24 06:10:44 (+08:00)`.
-pub(super) fn local(svc: &Service, utc: &str) -> String {
-    match crate::util::time::parse_rfc3339(utc) {
-        Ok(t) => {
-            let l = t.with_timezone(&crate::util::time::fixed_offset(svc.pipeline.utc_offset_s));
-            format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
-        }
-        Err(_) => utc.to_string(),
-    }
-}
 
 fn status_badge(lang: Lang, s: Status) -> Markup {
     html! { span class={ "badge st-" (s.name()) } data-status=(s.name()) { (lang.t(s.name())) } }
 }
 
-#[derive(serde::Deserialize)]
-pub struct LangQuery {
-    pub lang: Option<String>,
-}
-
 /// `/`: the ops console for the ops role, the queue for everyone else.
-pub async fn home(State(svc): State<Arc<Service>>, h: HeaderMap) -> Response {
+pub async fn home(State(svc): State<Arc<App>>, h: HeaderMap) -> Response {
     match authenticate(&svc, &h).await {
         Ok(Some(a)) if a.user.role == Role::Ops => Redirect::to("/ops").into_response(),
         _ => Redirect::to("/queue").into_response(),
@@ -162,14 +82,14 @@ pub struct LoginForm {
 }
 
 pub async fn login_form(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     caller: Caller,
     h: HeaderMap,
     f: axum::Form<LoginForm>,
 ) -> Response {
     let lang = lang_of(&h, None);
-    let cookie = super::cookie(&h, LOGIN_COOKIE).unwrap_or_default();
-    if cookie.is_empty() || !super::constant_eq(cookie.as_bytes(), f.pre.as_bytes()) {
+    let cookie = crate::app::auth::cookie(&h, LOGIN_COOKIE).unwrap_or_default();
+    if cookie.is_empty() || !crate::app::auth::constant_eq(cookie.as_bytes(), f.pre.as_bytes()) {
         let mut r = login_markup(lang, Some(lang.t("login_expired")));
         *r.status_mut() = StatusCode::FORBIDDEN;
         return r;
@@ -197,7 +117,7 @@ pub async fn login_form(
 
 /// Logout from the page: the form is same-origin only (SameSite=Strict cookie, form-action
 /// 'self'), and ends the session.
-pub async fn logout_form(State(svc): State<Arc<Service>>, caller: Caller, h: HeaderMap) -> Response {
+pub async fn logout_form(State(svc): State<Arc<App>>, caller: Caller, h: HeaderMap) -> Response {
     if let Ok(Some(a)) = authenticate(&svc, &h).await {
         let _ = svc.sessions.end(&a.token).await;
         svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &caller.0)).await;
@@ -207,47 +127,14 @@ pub async fn logout_form(State(svc): State<Arc<Service>>, caller: Caller, h: Hea
     r
 }
 
-/// The page's language and the logged-in account (or the redirect to the login).
-pub(super) async fn page_auth(svc: &Service, h: &HeaderMap, lang: Option<&str>) -> Result<(Lang, Authed), Response> {
-    Ok((lang_of(h, lang), authed(svc, h).await?))
-}
-
-async fn authed(svc: &Service, h: &HeaderMap) -> Result<Authed, Response> {
-    match authenticate(svc, h).await {
-        Ok(Some(a)) => Ok(a),
-        Ok(None) => Err(to_login()),
-        Err(e) => Err(e.into_response()),
-    }
-}
-
-fn opt(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("")
-}
-
-fn select(name: &str, current: &str, choices: &[(&str, &str)]) -> Markup {
-    html! {
-        select name=(name) {
-            @for (v, label) in choices {
-                option value=(v) selected[*v == current] { (label) }
-            }
-        }
-    }
-}
-
-pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr: String) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, f.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !can_read(a.user.role) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr: String) -> Response {
+    let lang = a.lang;
     if let Err(e) = check_filter(&f, svc.pipeline.utc_offset_s) {
         return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, &e);
     }
     let (rows, total) = match items::queue(&svc, &a.user, &f).await {
         Ok(x) => x,
-        Err(e) => return super::ApiError::internal(e).into_response(),
+        Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
     };
     svc.record(access(&a.user, Action::QueueViewed, Outcome::Ok, None, "", &client_addr)).await;
     let page_no = f.page.unwrap_or(1).max(1);
@@ -332,18 +219,18 @@ pub async fn queue_page(svc: Arc<Service>, h: HeaderMap, f: Filter, client_addr:
 }
 
 pub async fn queue(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
+    a: Page<Readers>,
     caller: Caller,
-    h: HeaderMap,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     match q {
-        Ok(Query(f)) => queue_page(svc, h, f, caller.0.clone()).await,
+        Ok(Query(f)) => queue_page(svc, a, f, caller.0.clone()).await,
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }
 
-fn facts(svc: &Service, lang: Lang, v: &ItemView) -> Markup {
+fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
     let m = &v.manifest;
     let reg = &m.camera_registry;
     let date = |d: &Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "—".into());
@@ -371,27 +258,15 @@ fn facts(svc: &Service, lang: Lang, v: &ItemView) -> Markup {
     }
 }
 
-pub async fn item(
-    State(svc): State<Arc<Service>>,
-    Path(id): Path<String>,
-    q: Query<LangQuery>,
-    caller: Caller,
-    h: HeaderMap,
-) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !can_read(a.user.role) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<Readers>, caller: Caller) -> Response {
+    let lang = a.lang;
     if !valid_id(&id) {
         return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item");
     }
     let v = match load(&svc, &id).await {
         Ok(Some(v)) => v,
         Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
-        Err(e) => return super::ApiError::internal(e).into_response(),
+        Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
     };
     svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &caller.0)).await;
     // the item's own entries (its index in the log), never the whole log
@@ -525,21 +400,15 @@ pub struct DecisionForm {
 }
 
 pub async fn decision_form(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path(id): Path<String>,
+    a: Page<Reviewers>,
     caller: Caller,
-    h: HeaderMap,
     f: axum::Form<DecisionForm>,
 ) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, None).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let lang = a.lang;
     if let Err(e) = check_csrf(&a, f.csrf.as_deref()) {
         return e.into_response();
-    }
-    if a.user.role != Role::Reviewer {
-        return forbidden(lang, &a.user);
     }
     let decision = match f.decision.as_deref() {
         Some("approve") => Decision::Approve,
@@ -577,7 +446,7 @@ pub async fn decision_form(
             };
             error_page(lang, Some(&a.user), code, &r.to_string())
         }
-        Err(DecideError::Failed(e)) => super::ApiError::internal(e).into_response(),
+        Err(DecideError::Failed(e)) => crate::app::auth::ApiError::internal(e).into_response(),
     }
 }
 
@@ -596,14 +465,8 @@ pub struct AuditQuery {
 /// Entries of the access log per page.
 const AUDIT_PAGE: usize = 100;
 
-pub async fn audit(State(svc): State<Arc<Service>>, q: Query<AuditQuery>, caller: Caller, h: HeaderMap) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !matches!(a.user.role, Role::Auditor | Role::Admin) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn audit(State(svc): State<Arc<App>>, a: Page<Auditors>, q: Query<AuditQuery>, caller: Caller) -> Response {
+    let lang = a.lang;
     let page_no = q.page.unwrap_or(1).max(1);
     let want = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let (action, user, evidence) = (want(&q.action), want(&q.user), want(&q.evidence));
@@ -617,7 +480,7 @@ pub async fn audit(State(svc): State<Arc<Service>>, q: Query<AuditQuery>, caller
             .await
         {
             Ok(x) => x,
-            Err(e) => return super::ApiError::internal(e).into_response(),
+            Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
         };
     svc.record(access(&a.user, Action::AuditViewed, Outcome::Ok, None, "", &caller.0)).await;
     let filtered = action.is_some() || user.is_some() || evidence.is_some();

@@ -6,16 +6,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::{ApiError, Authed, Caller, can_read, check_csrf, clear_cookie, require, session_cookie};
+use crate::app::App;
+use crate::app::auth::{Api, ApiError, Auditors, Caller, Readers, clear_cookie, session_cookie};
 use crate::audit_log::{Action, Outcome};
+use crate::review::access;
 use crate::review::accounts::Role;
 use crate::review::decide::{DecideError, DecisionRequest, decide};
 use crate::review::items::{Filter, ItemView, check_filter, load, queue, valid_id};
-use crate::review::{Service, access};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +40,7 @@ pub enum LoginOutcome {
     Limited,
 }
 
-pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) -> Result<LoginOutcome, ApiError> {
+pub async fn try_login(svc: &App, user: &str, password: &str, client: &str) -> Result<LoginOutcome, ApiError> {
     let name: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
     let accounts = svc.accounts().map_err(ApiError::internal)?;
     // what was typed as the name is logged only if it is an account's: a password typed into
@@ -75,7 +76,7 @@ pub async fn try_login(svc: &Service, user: &str, password: &str, client: &str) 
     }
 }
 
-pub async fn login(State(svc): State<Arc<Service>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+pub async fn login(State(svc): State<Arc<App>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let r: LoginRequest = json(&body)?;
     match try_login(&svc, &r.user, &r.password, &caller.0).await? {
         LoginOutcome::Ok(token, csrf) => {
@@ -91,9 +92,7 @@ pub async fn login(State(svc): State<Arc<Service>>, caller: Caller, body: Bytes)
     }
 }
 
-pub async fn logout(State(svc): State<Arc<Service>>, caller: Caller, h: HeaderMap) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+pub async fn logout(State(svc): State<Arc<App>>, a: Api, caller: Caller) -> Result<Response, ApiError> {
     svc.sessions.end(&a.token).await.map_err(ApiError::internal)?;
     svc.record(access(&a.user, Action::Logout, Outcome::Ok, None, "", &caller.0)).await;
     let mut resp = axum::Json(serde_json::json!({ "ok": true })).into_response();
@@ -101,17 +100,11 @@ pub async fn logout(State(svc): State<Arc<Service>>, caller: Caller, h: HeaderMa
     Ok(resp)
 }
 
-fn reader(a: &Authed) -> Result<(), ApiError> {
-    if can_read(a.user.role) { Ok(()) } else { Err(ApiError::forbidden("this role does not read evidence")) }
-}
-
 pub async fn list(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
+    a: Api<Readers>,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-    h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    reader(&a)?;
     let Query(f) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     check_filter(&f, svc.pipeline.utc_offset_s).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let (rows, total) = queue(&svc, &a.user, &f).await.map_err(ApiError::internal)?;
@@ -134,37 +127,33 @@ pub fn item_json(v: &ItemView) -> serde_json::Value {
     })
 }
 
-/// The logged-in reader (a role that reads evidence) and the item `id`.
-async fn readable_item(svc: &Service, h: &HeaderMap, id: &str) -> Result<(Authed, ItemView), ApiError> {
-    let a = require(svc, h).await?;
-    reader(&a)?;
+/// The item `id`, for a reader.
+async fn readable_item(svc: &App, id: &str) -> Result<ItemView, ApiError> {
     if !valid_id(id) {
         return Err(ApiError::not_found());
     }
-    let v = load(svc, id).await.map_err(ApiError::internal)?.ok_or_else(ApiError::not_found)?;
-    Ok((a, v))
+    load(svc, id).await.map_err(ApiError::internal)?.ok_or_else(ApiError::not_found)
 }
 
 pub async fn get_item(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path(id): Path<String>,
+    a: Api<Readers>,
     caller: Caller,
-    h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (a, v) = readable_item(&svc, &h, &id).await?;
+    let v = readable_item(&svc, &id).await?;
     svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "api", &caller.0)).await;
     Ok(axum::Json(item_json(&v)).into_response())
 }
 
 pub async fn decision(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path(id): Path<String>,
+    a: Api,
     caller: Caller,
-    h: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    // the role is checked here, not by the extractor: a refused decision is logged
     if a.user.role != Role::Reviewer {
         let detail = "only reviewers decide";
         svc.record(access(&a.user, Action::Decision, Outcome::Denied, Some(&id), detail, &caller.0)).await;
@@ -193,12 +182,12 @@ pub async fn decision(
 }
 
 pub async fn package(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
     Path(id): Path<String>,
+    a: Api<Readers>,
     caller: Caller,
-    h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (a, v) = readable_item(&svc, &h, &id).await?;
+    let v = readable_item(&svc, &id).await?;
     if !v.verification.ok {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -244,15 +233,11 @@ pub struct AuditPage {
 /// default 200), each entry's signature and the links inside the page checked; `total` entries.
 /// `vigil review audit` checks the whole log.
 pub async fn audit(
-    State(svc): State<Arc<Service>>,
+    State(svc): State<Arc<App>>,
+    a: Api<Auditors>,
     caller: Caller,
-    h: HeaderMap,
     q: Result<Query<AuditPage>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let a = require(&svc, &h).await?;
-    if !matches!(a.user.role, Role::Auditor | Role::Admin) {
-        return Err(ApiError::forbidden("the access log is for auditors and admins"));
-    }
     let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let (page, size) = (q.page.unwrap_or(1).max(1), q.size.unwrap_or(200).clamp(1, 1000));
     let (entries, total, problems) =
@@ -269,7 +254,7 @@ fn denied_login(name: &str, detail: &str, client: &str, count: Option<u64>) -> c
     crate::audit_log::Access {
         user: name.into(),
         officer_id: String::new(),
-        role: String::new(),
+        role: Role::Nobody,
         action: Action::Login,
         outcome: Outcome::Denied,
         evidence_id: None,

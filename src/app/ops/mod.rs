@@ -1,48 +1,34 @@
 //! The ops console (role `ops` only; every other role gets 403): the cameras overview at `/ops`,
 //! one row per camera of the site with its live state from the workers' status reports
-//! ([`crate::review::live`]), refreshed every second from `/api/ops/cameras`; and the rules page at
+//! ([`live`]), refreshed every second from `/api/ops/cameras`; and the rules page at
 //! `/ops/rules`: each rule's parameters as running, changed through the same validated, audited
 //! KV path as `vigil thresholds set` with the logged-in user as `by`, the eval report's curve
 //! beside a no-mask threshold, and the workers' audit trail of changes.
 
+pub mod live;
+pub mod masks;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::pages::{LangQuery, forbidden, local, page, page_auth};
-use super::{ApiError, check_csrf, require};
+use super::auth::{Api, ApiError, Authed, Caller, OpsRole, Page, check_csrf};
+use super::page::{local, page};
+use crate::app::App;
 use crate::control::overrides::{self, Override};
-use crate::review::Service;
-use crate::review::accounts::Role;
-use crate::review::live::OpsCamera;
-
-/// The console is the ops role's only.
-pub(super) fn is_ops(a: &super::Authed) -> bool {
-    a.user.role == Role::Ops
-}
-
-/// 403 unless the account has the ops role (the API's answer).
-pub(super) fn ops_only(a: &super::Authed) -> Result<(), ApiError> {
-    if is_ops(a) { Ok(()) } else { Err(ApiError::forbidden("the ops console is for the ops role")) }
-}
+use live::OpsCamera;
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
 /// `/ops`: the cameras overview.
-pub async fn overview(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<LangQuery>) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !is_ops(&a) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
+    let lang = a.lang;
     let rows = svc.live.cameras(&svc.pipeline);
     let body = html! {
         h2 { (lang.t("cameras")) " · " (svc.site()) }
@@ -83,8 +69,8 @@ fn status_key(s: &str) -> &'static str {
     if s == "enforcement" { "enforcement" } else { "advisory" }
 }
 
-fn state_text(lang: super::i18n::Lang, s: crate::review::live::OpsState) -> &'static str {
-    use crate::review::live::OpsState;
+fn state_text(lang: super::i18n::Lang, s: crate::app::ops::live::OpsState) -> &'static str {
+    use crate::app::ops::live::OpsState;
     lang.t(match s {
         OpsState::Up => "st_up",
         OpsState::Down => "st_down",
@@ -94,10 +80,8 @@ fn state_text(lang: super::i18n::Lang, s: crate::review::live::OpsState) -> &'st
 }
 
 /// `/api/ops/cameras`: the overview's rows as JSON.
-pub async fn cameras(State(svc): State<Arc<Service>>, h: HeaderMap) -> Result<axum::Json<Vec<OpsCamera>>, Response> {
-    let a = require(&svc, &h).await.map_err(IntoResponse::into_response)?;
-    ops_only(&a).map_err(IntoResponse::into_response)?;
-    Ok(axum::Json(svc.live.cameras(&svc.pipeline)))
+pub async fn cameras(State(svc): State<Arc<App>>, _: Api<OpsRole>) -> axum::Json<Vec<OpsCamera>> {
+    axum::Json(svc.live.cameras(&svc.pipeline))
 }
 
 /// A parameter value for the page: strings bare, long values cut.
@@ -130,7 +114,7 @@ pub(super) struct RuleNow {
     pub kv: Option<(u64, Override)>,
 }
 
-pub(super) async fn rules_now(svc: &Service) -> (Vec<RuleNow>, Option<String>) {
+pub(super) async fn rules_now(svc: &App) -> (Vec<RuleNow>, Option<String>) {
     let p = &svc.pipeline;
     let mut kv: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     let mut problem = None;
@@ -161,7 +145,7 @@ type CurvePoint = (f64, f64, f64);
 
 /// The eval report's precision/recall curve for a no-mask rule (the head it runs), if a report
 /// is there (`<data_dir>/eval/report.json`, written by `vigil eval`).
-fn eval_curve(svc: &Service) -> Option<(String, Vec<CurvePoint>)> {
+fn eval_curve(svc: &App) -> Option<(String, Vec<CurvePoint>)> {
     let path = svc.pipeline.data_dir.join("eval/report.json");
     let text = crate::util::fsx::read_text(&path, 16 << 20).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -205,14 +189,8 @@ fn curve_svg(pts: &[CurvePoint], threshold: f64) -> maud::Markup {
 
 /// `/ops/rules`: each rule's parameters as running, the change form, the eval curve beside a
 /// no-mask threshold, and the audit trail of changes.
-pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<RulesQuery>) -> Response {
-    let (lang, a) = match page_auth(&svc, &h, q.lang.as_deref()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !is_ops(&a) {
-        return forbidden(lang, &a.user);
-    }
+pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
+    let lang = a.lang;
     let (rules, problem) = rules_now(&svc).await;
     let flash =
         svc.flash.lock().unwrap_or_else(|p| p.into_inner()).remove(&crate::util::sha256_hex(a.token.as_bytes()));
@@ -288,25 +266,19 @@ pub async fn rules_page(State(svc): State<Arc<Service>>, h: HeaderMap, q: Query<
     page(lang, lang.t("rules"), Some(&a.user), "/ops/rules", body)
 }
 
-#[derive(serde::Deserialize)]
-pub struct RulesQuery {
-    pub lang: Option<String>,
-}
-
 /// A rule change asked for by a logged-in ops user: validated against the pipeline file (the same
 /// code and messages as config load and `vigil thresholds set`), written to the KV with the
 /// user as `by`, and recorded in the signed access log (done or refused), whichever page or
 /// API asked. Returns the KV revision.
 pub(super) async fn change_rule(
-    svc: &Service,
-    a: &super::Authed,
+    svc: &App,
+    a: &Authed,
     camera: &str,
     rule: &str,
     set: serde_json::Map<String, serde_json::Value>,
     reason: &str,
     client: &str,
 ) -> Result<u64, ApiError> {
-    ops_only(a)?;
     let what = format!(
         "{}.{}: {}{}",
         crate::util::printable(camera, 64),
@@ -326,8 +298,8 @@ pub(super) async fn change_rule(
 }
 
 async fn write_rule(
-    svc: &Service,
-    a: &super::Authed,
+    svc: &App,
+    a: &Authed,
     camera: &str,
     rule: &str,
     set: serde_json::Map<String, serde_json::Value>,
@@ -363,15 +335,11 @@ pub struct ChangeForm {
 /// The change form: `key=value` items separated by spaces or commas at top level. Its outcome is
 /// shown on the next page of the session (a flash message kept by the server).
 pub async fn rules_form(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
-    caller: super::Caller,
+    State(svc): State<Arc<App>>,
+    a: Page<OpsRole>,
+    caller: Caller,
     f: axum::Form<ChangeForm>,
 ) -> Response {
-    let a = match require(&svc, &h).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
     if let Err(e) = check_csrf(&a, Some(&f.csrf)) {
         return e.into_response();
     }
@@ -399,14 +367,26 @@ pub struct ChangeBody {
 
 /// `POST /api/ops/rules/{camera}/{rule}` `{"set": {...}, "reason": "..."}` (x-csrf-token).
 pub async fn rules_api(
-    State(svc): State<Arc<Service>>,
-    h: HeaderMap,
-    caller: super::Caller,
+    State(svc): State<Arc<App>>,
+    a: Api<OpsRole>,
+    caller: Caller,
     Path((camera, rule)): Path<(String, String)>,
     body: axum::Json<ChangeBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let a = require(&svc, &h).await?;
-    check_csrf(&a, h.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     let rev = change_rule(&svc, &a, &camera, &rule, body.0.set, &body.0.reason, &caller.0).await?;
     Ok(axum::Json(serde_json::json!({ "camera": camera, "rule": rule, "revision": rev, "by": a.user.name })))
+}
+
+pub fn routes() -> axum::Router<Arc<App>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/ops", get(overview))
+        .route("/api/ops/cameras", get(cameras))
+        .route("/ops/rules", get(rules_page).post(rules_form))
+        .route("/api/ops/rules/{camera}/{rule}", post(rules_api))
+        .route("/ops/masks", get(masks::list))
+        .route("/ops/masks/{camera}", get(masks::editor))
+        .route("/api/ops/snapshot/{camera}", get(masks::snapshot))
+        .route("/api/ops/masks/{camera}", get(masks::get_masks).post(masks::save_mask))
+        .route("/api/ops/zones/{camera}/{rule}", post(masks::save_zone))
 }

@@ -1,0 +1,109 @@
+//! The frame every page shares (header, navigation for the role, language switch, logout), the
+//! pages every wing may answer with (forbidden, error), and times shown in the site's zone.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::App;
+use super::auth::can_read;
+use super::i18n::Lang;
+use crate::review::accounts::{Role, User};
+
+pub fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
+    Lang::pick(q, super::auth::cookie(h, "vigil_lang"))
+}
+
+/// The page around `body`; sets the language cookie when the switch was used.
+pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Markup) -> Response {
+    let m = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — vigil" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body {
+                header {
+                    strong { "vigil · " (lang.t("title")) }
+                    @if let Some(u) = user {
+                        @if can_read(u.role) { a href="/queue" { (lang.t("queue")) } }
+                        @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
+                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } a href="/ops/rules" { (lang.t("rules")) } a href="/ops/masks" { (lang.t("masks")) } }
+                    }
+                    span.spacer {}
+                    a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
+                        (match lang { Lang::Zh => "English", Lang::En => "中文" })
+                    }
+                    @if let Some(u) = user {
+                        span {
+                            (u.name) " (" (u.role.name())
+                            @if !u.officer_id.is_empty() { ", " (lang.t("officer")) " " (u.officer_id) }
+                            ")"
+                        }
+                        form method="post" action="/logout" style="display:inline" {
+                            button #logout type="submit" { (lang.t("logout")) }
+                        }
+                    }
+                }
+                main { (body) }
+                script src="/static/app.js" {}
+            }
+        }
+    };
+    let mut r = m.into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!("vigil_lang={}; Path=/; SameSite=Strict; Max-Age=31536000", lang.param()))
+            .expect("cookie"),
+    );
+    r
+}
+
+pub fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+pub fn forbidden(lang: Lang, user: &User) -> Response {
+    let mut r = page(lang, lang.t("forbidden"), Some(user), "/queue", html! { h2.err { (lang.t("forbidden")) } });
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
+pub fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) -> Response {
+    let mut r = page(lang, lang.t("error"), user, "/queue", html! { h2.err { (lang.t("error")) } p #error { (msg) } });
+    *r.status_mut() = code;
+    r
+}
+
+/// A stored UTC time in the site's local time: `2026-11-24 06:10:44 (+08:00)`.
+pub fn local(svc: &App, utc: &str) -> String {
+    match crate::util::time::parse_rfc3339(utc) {
+        Ok(t) => {
+            let l = t.with_timezone(&crate::util::time::fixed_offset(svc.pipeline.utc_offset_s));
+            format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
+        }
+        Err(_) => utc.to_string(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct LangQuery {
+    pub lang: Option<String>,
+}
+
+pub fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+pub fn select(name: &str, current: &str, choices: &[(&str, &str)]) -> Markup {
+    html! {
+        select name=(name) {
+            @for (v, label) in choices {
+                option value=(v) selected[*v == current] { (label) }
+            }
+        }
+    }
+}
