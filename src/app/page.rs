@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::App;
 use super::auth::can_read;
-use super::i18n::Lang;
+use super::i18n::{Lang, Msg};
 use crate::review::accounts::{Role, User};
 
 pub fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
@@ -27,11 +27,11 @@ pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Mark
             }
             body {
                 header {
-                    strong { "vigil · " (lang.t("title")) }
+                    strong { "vigil · " (lang.t(Msg::title)) }
                     @if let Some(u) = user {
-                        @if can_read(u.role) { a href="/queue" { (lang.t("queue")) } }
-                        @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t("audit")) } }
-                        @if u.role == Role::Ops { a href="/ops" { (lang.t("ops")) } a href="/ops/rules" { (lang.t("rules")) } a href="/ops/masks" { (lang.t("masks")) } }
+                        @if can_read(u.role) { a href="/queue" { (lang.t(Msg::queue)) } }
+                        @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t(Msg::audit)) } }
+                        @if u.role == Role::Ops { a href="/ops" { (lang.t(Msg::ops)) } a href="/ops/rules" { (lang.t(Msg::rules)) } a href="/ops/masks" { (lang.t(Msg::masks)) } }
                     }
                     span.spacer {}
                     a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
@@ -40,11 +40,11 @@ pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Mark
                     @if let Some(u) = user {
                         span {
                             (u.name) " (" (u.role.name())
-                            @if !u.officer_id.is_empty() { ", " (lang.t("officer")) " " (u.officer_id) }
+                            @if !u.officer_id.is_empty() { ", " (lang.t(Msg::officer)) " " (u.officer_id) }
                             ")"
                         }
                         form method="post" action="/logout" style="display:inline" {
-                            button #logout type="submit" { (lang.t("logout")) }
+                            button #logout type="submit" { (lang.t(Msg::logout)) }
                         }
                     }
                 }
@@ -67,13 +67,14 @@ pub fn to_login() -> Response {
 }
 
 pub fn forbidden(lang: Lang, user: &User) -> Response {
-    let mut r = page(lang, lang.t("forbidden"), Some(user), "/queue", html! { h2.err { (lang.t("forbidden")) } });
+    let mut r = page(lang, lang.t(Msg::forbidden), Some(user), "/queue", html! { h2.err { (lang.t(Msg::forbidden)) } });
     *r.status_mut() = StatusCode::FORBIDDEN;
     r
 }
 
 pub fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) -> Response {
-    let mut r = page(lang, lang.t("error"), user, "/queue", html! { h2.err { (lang.t("error")) } p #error { (msg) } });
+    let mut r =
+        page(lang, lang.t(Msg::error), user, "/queue", html! { h2.err { (lang.t(Msg::error)) } p #error { (msg) } });
     *r.status_mut() = code;
     r
 }

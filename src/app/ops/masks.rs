@@ -21,6 +21,7 @@ use maud::html;
 use super::change_rule;
 use crate::app::App;
 use crate::app::auth::{Api, ApiError, Caller, OpsRole, Page};
+use crate::app::i18n::Msg;
 use crate::app::page::{local, page};
 use crate::audit_log::{Action, Outcome};
 use crate::control::live::SnapshotAsk;
@@ -109,24 +110,24 @@ pub async fn list(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
         rows.push((c.id.clone(), c.location.clone(), mask_now(&svc, &c.id).await));
     }
     let body = html! {
-        h2 { (lang.t("masks")) " · " (svc.site()) }
+        h2 { (lang.t(Msg::masks)) " · " (svc.site()) }
         table #masks {
-            thead { tr { th { (lang.t("camera")) } th { (lang.t("location")) } th { (lang.t("mask_in_force")) } th {} } }
+            thead { tr { th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::mask_in_force)) } th {} } }
             tbody {
                 @for (id, location, m) in &rows {
                     tr.cam data-camera=(id) {
                         td { (id) } td { (location) }
                         td { @match m {
-                            Ok(m) => { code { (m.source) } div.muted { (m.sha256.as_deref().map(|s| &s[..16]).unwrap_or("–")) " · " (m.polygons.len()) " " (lang.t("polygons")) } }
+                            Ok(m) => { code { (m.source) } div.muted { (m.sha256.as_deref().map(|s| &s[..16]).unwrap_or("–")) " · " (m.polygons.len()) " " (lang.t(Msg::polygons)) } }
                             Err(e) => { span.err { (e) } }
                         } }
-                        td { a href={ "/ops/masks/" (id) } { (lang.t("edit")) } }
+                        td { a href={ "/ops/masks/" (id) } { (lang.t(Msg::edit)) } }
                     }
                 }
             }
         }
     };
-    page(lang, lang.t("masks"), Some(&a.user), "/ops/masks", body)
+    page(lang, lang.t(Msg::masks), Some(&a.user), "/ops/masks", body)
 }
 
 /// `/ops/masks/{camera}`: the editor.
@@ -148,29 +149,29 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
     });
     let here = format!("/ops/masks/{camera}");
     let body = html! {
-        h2 { (lang.t("mask_editor")) " · " (camera) }
-        p.muted { (lang.t("editor_keys")) }
+        h2 { (lang.t(Msg::mask_editor)) " · " (camera) }
+        p.muted { (lang.t(Msg::editor_keys)) }
         @if let Some(p) = &problem { p #problem.err { (p) } }
         @if let Some(m) = &mask {
-            p #in-force { (lang.t("mask_in_force")) ": " code #mask-source { (m.source) } " · sha256 " code #mask-sha { (m.sha256.as_deref().unwrap_or("–")) }
+            p #in-force { (lang.t(Msg::mask_in_force)) ": " code #mask-source { (m.source) } " · sha256 " code #mask-sha { (m.sha256.as_deref().unwrap_or("–")) }
                 @if let (Some(by), Some(at)) = (&m.by, &m.at) { " · " (by) " · " (local(&svc, at)) }
                 @if let Some(r) = m.reason.as_ref().filter(|r| !r.is_empty()) { " · " (r) } }
         }
         div.toolbar {
-            label { (lang.t("target")) " "
+            label { (lang.t(Msg::target)) " "
                 select #target {
-                    option value="mask" { (lang.t("privacy_mask")) }
-                    @for (rule, _) in &zones { option value={ "zone:" (rule) } { (lang.t("zone_of")) (rule) } }
+                    option value="mask" { (lang.t(Msg::privacy_mask)) }
+                    @for (rule, _) in &zones { option value={ "zone:" (rule) } { (lang.t(Msg::zone_of)) (rule) } }
                 }
             }
-            label { input #unmasked type="checkbox"; " " (lang.t("unmasked_view")) }
-            button #reload type="button" { (lang.t("reload_frame")) }
-            button #close type="button" { (lang.t("close_polygon")) }
-            button #undo type="button" { (lang.t("undo_point")) }
-            button #delete type="button" { (lang.t("delete_polygon")) }
-            input #reason placeholder=(lang.t("reason_short"));
-            button #save type="button" { (lang.t("save")) }
-            button #reset type="button" { (lang.t("reset_mask")) }
+            label { input #unmasked type="checkbox"; " " (lang.t(Msg::unmasked_view)) }
+            button #reload type="button" { (lang.t(Msg::reload_frame)) }
+            button #close type="button" { (lang.t(Msg::close_polygon)) }
+            button #undo type="button" { (lang.t(Msg::undo_point)) }
+            button #delete type="button" { (lang.t(Msg::delete_polygon)) }
+            input #reason placeholder=(lang.t(Msg::reason_short));
+            button #save type="button" { (lang.t(Msg::save)) }
+            button #reset type="button" { (lang.t(Msg::reset_mask)) }
         }
         div #editor data-model=(model.to_string()) {
             img #frame alt=(camera) src={ "/api/ops/snapshot/" (camera) };
@@ -178,11 +179,11 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
         }
         p #frame-error.err {}
         p #msg {}
-        h3 { (lang.t("polygons")) }
+        h3 { (lang.t(Msg::polygons)) }
         ol #polys {}
         pre #mask-text {}
     };
-    page(lang, lang.t("masks"), Some(&a.user), &here, body)
+    page(lang, lang.t(Msg::masks), Some(&a.user), &here, body)
 }
 
 #[derive(serde::Deserialize)]

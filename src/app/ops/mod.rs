@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::auth::{Api, ApiError, Authed, Caller, OpsRole, Page, check_csrf};
+use super::i18n::Msg;
 use super::page::{local, page};
 use crate::app::App;
 use crate::control::overrides::{self, Override};
@@ -31,14 +32,14 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
     let lang = a.lang;
     let rows = svc.live.cameras(&svc.pipeline);
     let body = html! {
-        h2 { (lang.t("cameras")) " · " (svc.site()) }
-        p.muted { (lang.t("ops_keys")) }
+        h2 { (lang.t(Msg::cameras)) " · " (svc.site()) }
+        p.muted { (lang.t(Msg::ops_keys)) }
         table #ops data-lang=(lang.code()) {
             thead { tr {
-                th { (lang.t("camera")) } th { (lang.t("location")) } th { (lang.t("state")) }
-                th { (lang.t("conditions")) } th { (lang.t("analysed_fps")) } th { (lang.t("dropped_fps")) }
-                th { (lang.t("inference_ms")) } th { (lang.t("last_violation")) } th { (lang.t("worker")) }
-                th { (lang.t("enforcement_status")) } th { (lang.t("detail")) }
+                th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::state)) }
+                th { (lang.t(Msg::conditions)) } th { (lang.t(Msg::analysed_fps)) } th { (lang.t(Msg::dropped_fps)) }
+                th { (lang.t(Msg::inference_ms)) } th { (lang.t(Msg::last_violation)) } th { (lang.t(Msg::worker)) }
+                th { (lang.t(Msg::enforcement_status)) } th { (lang.t(Msg::detail)) }
             } }
             tbody {
                 @for c in &rows {
@@ -59,23 +60,23 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
                 }
             }
         }
-        div #ops-texts hidden data-up=(lang.t("st_up")) data-down=(lang.t("st_down"))
-            data-starting=(lang.t("st_starting")) data-unknown=(lang.t("st_unknown")) {}
+        div #ops-texts hidden data-up=(lang.t(Msg::st_up)) data-down=(lang.t(Msg::st_down))
+            data-starting=(lang.t(Msg::st_starting)) data-unknown=(lang.t(Msg::st_unknown)) {}
     };
-    page(lang, lang.t("cameras"), Some(&a.user), "/ops", body)
+    page(lang, lang.t(Msg::cameras), Some(&a.user), "/ops", body)
 }
 
-fn status_key(s: &str) -> &'static str {
-    if s == "enforcement" { "enforcement" } else { "advisory" }
+fn status_key(s: &str) -> Msg {
+    if s == "enforcement" { Msg::enforcement } else { Msg::advisory }
 }
 
 fn state_text(lang: super::i18n::Lang, s: crate::app::ops::live::OpsState) -> &'static str {
     use crate::app::ops::live::OpsState;
     lang.t(match s {
-        OpsState::Up => "st_up",
-        OpsState::Down => "st_down",
-        OpsState::Starting => "st_starting",
-        OpsState::Unknown => "st_unknown",
+        OpsState::Up => Msg::st_up,
+        OpsState::Down => Msg::st_down,
+        OpsState::Starting => Msg::st_starting,
+        OpsState::Unknown => Msg::st_unknown,
     })
 }
 
@@ -207,11 +208,11 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
         Err(e) => (Vec::new(), Some(format!("the audit trail cannot be read: {e}"))),
     };
     let body = html! {
-        h2 { (lang.t("rules")) " · " (svc.site()) }
+        h2 { (lang.t(Msg::rules)) " · " (svc.site()) }
         @if let Some(p) = &problem { p #problem.err { (p) } }
         @if let Some(m) = &flash { p #message { (m) } }
         table #rules {
-            thead { tr { th { (lang.t("camera")) } th { (lang.t("rule")) } th { (lang.t("params")) } th { (lang.t("override")) } th { (lang.t("eval_curve")) } th { (lang.t("change")) } } }
+            thead { tr { th { (lang.t(Msg::camera)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::params)) } th { (lang.t(Msg::r#override)) } th { (lang.t(Msg::eval_curve)) } th { (lang.t(Msg::change)) } } }
             tbody {
                 @for r in &rules {
                     @let params = r.rule.params();
@@ -227,7 +228,7 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
                             @if let Some((rev, o)) = &r.kv {
                                 (o.by) " · " (local(&svc, &o.at)) " · rev " (rev)
                                 @if !o.reason.is_empty() { div.muted { (o.reason) } }
-                            } @else { span.muted { (lang.t("file_values")) } }
+                            } @else { span.muted { (lang.t(Msg::file_values)) } }
                         }
                         td {
                             @if let (Some((name, pts)), Some(t)) = (&curve, params.get("threshold").and_then(|v| v.as_f64()).filter(|_| matches!(r.rule, crate::rules::RuleConfig::NoMask(_)))) {
@@ -242,8 +243,8 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
                                     input type="hidden" name="camera" value=(r.camera);
                                     input type="hidden" name="rule" value=(r.rule.id());
                                     input name="set" placeholder="threshold=0.85" required;
-                                    input name="reason" placeholder=(lang.t("reason_short")) required;
-                                    button type="submit" { (lang.t("submit")) }
+                                    input name="reason" placeholder=(lang.t(Msg::reason_short)) required;
+                                    button type="submit" { (lang.t(Msg::submit)) }
                                 }
                             }
                         }
@@ -251,10 +252,10 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
                 }
             }
         }
-        h3 { (lang.t("rule_history")) }
+        h3 { (lang.t(Msg::rule_history)) }
         @if let Some(p) = &history_problem { p #history-problem.err { (p) } }
         table #rule-history {
-            thead { tr { th { (lang.t("time")) } th { (lang.t("camera")) } th { (lang.t("rule")) } th { (lang.t("by")) } th { (lang.t("outcome")) } th { (lang.t("detail")) } } }
+            thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::by)) } th { (lang.t(Msg::outcome)) } th { (lang.t(Msg::detail)) } } }
             tbody {
                 @for rec in history.iter().rev().take(100) {
                     tr { td { (local(&svc, &rec.time_utc)) } td { (rec.camera) } td { (rec.rule) } td.by { (rec.by) } td.outcome { (rec.outcome) }
@@ -263,7 +264,7 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
             }
         }
     };
-    page(lang, lang.t("rules"), Some(&a.user), "/ops/rules", body)
+    page(lang, lang.t(Msg::rules), Some(&a.user), "/ops/rules", body)
 }
 
 /// A rule change asked for by a logged-in ops user: validated against the pipeline file (the same

@@ -13,17 +13,29 @@ use crate::app::App;
 use crate::app::auth::{
     Auditors, Caller, Page, Readers, Reviewers, authenticate, check_csrf, clear_cookie, session_cookie,
 };
-use crate::app::i18n::Lang;
+use crate::app::i18n::{Lang, Msg};
 use crate::app::page::{LangQuery, error_page, lang_of, local, opt, page, select};
 use crate::audit_log::{Action, Outcome};
+use crate::config::StatusKind;
 use crate::evidence::review::{Checks, Decision, Refusal, Status};
 use crate::review::access;
 use crate::review::accounts::Role;
 use crate::review::decide::{DecideError, DecisionRequest, decide};
 use crate::review::items::{self, Filter, ItemView, check_filter, load, valid_id};
 
+/// A review status in words.
+fn status_msg(s: Status) -> Msg {
+    match s {
+        Status::Pending => Msg::pending,
+        Status::OneApproval => Msg::one_approval,
+        Status::Approved => Msg::approved,
+        Status::Rejected => Msg::rejected,
+        Status::Reminder => Msg::reminder,
+    }
+}
+
 fn status_badge(lang: Lang, s: Status) -> Markup {
-    html! { span class={ "badge st-" (s.name()) } data-status=(s.name()) { (lang.t(s.name())) } }
+    html! { span class={ "badge st-" (s.name()) } data-status=(s.name()) { (lang.t(status_msg(s))) } }
 }
 
 /// `/`: the ops console for the ops role, the queue for everyone else.
@@ -57,17 +69,17 @@ fn login_markup(lang: Lang, err: Option<&str>) -> Response {
 fn login_form_markup(lang: Lang, err: Option<&str>, pre: &str) -> Response {
     page(
         lang,
-        lang.t("login"),
+        lang.t(Msg::login),
         None,
         "/login",
         html! {
-            h2 { (lang.t("login")) }
+            h2 { (lang.t(Msg::login)) }
             @if let Some(e) = err { p #login-error .err { (e) } }
             form #login method="post" action="/login" {
                 input type="hidden" name="pre" value=(pre);
-                p { label { (lang.t("user")) br; input name="user" autocomplete="username" required autofocus; } }
-                p { label { (lang.t("password")) br; input name="password" type="password" autocomplete="current-password" required; } }
-                button type="submit" { (lang.t("login")) }
+                p { label { (lang.t(Msg::user)) br; input name="user" autocomplete="username" required autofocus; } }
+                p { label { (lang.t(Msg::password)) br; input name="password" type="password" autocomplete="current-password" required; } }
+                button type="submit" { (lang.t(Msg::login)) }
             }
         },
     )
@@ -90,7 +102,7 @@ pub async fn login_form(
     let lang = lang_of(&h, None);
     let cookie = crate::app::auth::cookie(&h, LOGIN_COOKIE).unwrap_or_default();
     if cookie.is_empty() || !crate::app::auth::constant_eq(cookie.as_bytes(), f.pre.as_bytes()) {
-        let mut r = login_markup(lang, Some(lang.t("login_expired")));
+        let mut r = login_markup(lang, Some(lang.t(Msg::login_expired)));
         *r.status_mut() = StatusCode::FORBIDDEN;
         return r;
     }
@@ -102,12 +114,12 @@ pub async fn login_form(
             r
         }
         Ok(super::api::LoginOutcome::Wrong) => {
-            let mut r = login_markup(lang, Some(lang.t("login_failed")));
+            let mut r = login_markup(lang, Some(lang.t(Msg::login_failed)));
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r
         }
         Ok(super::api::LoginOutcome::Limited) => {
-            let mut r = login_markup(lang, Some(lang.t("too_many")));
+            let mut r = login_markup(lang, Some(lang.t(Msg::too_many)));
             *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             r
         }
@@ -160,7 +172,7 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
         s
     };
     let cams: Vec<(String, String)> = svc.pipeline.cameras.iter().map(|c| (c.id.clone(), c.id.clone())).collect();
-    let mut cam_choices: Vec<(&str, &str)> = vec![("", lang.t("any"))];
+    let mut cam_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
     cam_choices.extend(cams.iter().map(|(a, b)| (a.as_str(), b.as_str())));
     let rules: Vec<String> = {
         let mut v: Vec<String> =
@@ -169,28 +181,28 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
         v.dedup();
         v
     };
-    let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t("any"))];
+    let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
     rule_choices.extend(rules.iter().map(|r| (r.as_str(), r.as_str())));
     let here = format!("/queue{}", qs(page_no));
     let body = html! {
-        h2 { (lang.t("queue")) " (" (total) ")" }
+        h2 { (lang.t(Msg::queue)) " (" (total) ")" }
         form.filters #filters method="get" action="/queue" {
-            label { (lang.t("site")) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
-            label { (lang.t("camera")) (select("camera", opt(&f.camera), &cam_choices)) }
-            label { (lang.t("rule")) (select("rule", opt(&f.rule), &rule_choices)) }
-            label { (lang.t("kind")) (select("kind", opt(&f.kind), &[("", lang.t("any")), ("enforcement", lang.t("enforcement")), ("advisory", lang.t("advisory"))])) }
-            label { (lang.t("admissible")) (select("admissible", opt(&f.admissible), &[("", lang.t("any")), ("true", lang.t("yes")), ("false", lang.t("no"))])) }
-            label { (lang.t("review_status")) (select("status", opt(&f.status), &[("", lang.t("any")), ("pending", lang.t("pending")), ("one_approval", lang.t("one_approval")), ("approved", lang.t("approved")), ("rejected", lang.t("rejected")), ("reminder", lang.t("reminder"))])) }
-            label { (lang.t("from")) input type="datetime-local" name="from" value=(opt(&f.from)); }
-            label { (lang.t("to")) input type="datetime-local" name="to" value=(opt(&f.to)); }
-            label { (lang.t("mine")) input type="checkbox" name="mine" value="1" checked[f.mine.as_deref() == Some("1")]; }
-            button type="submit" { (lang.t("filter")) }
+            label { (lang.t(Msg::site)) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
+            label { (lang.t(Msg::camera)) (select("camera", opt(&f.camera), &cam_choices)) }
+            label { (lang.t(Msg::rule)) (select("rule", opt(&f.rule), &rule_choices)) }
+            label { (lang.t(Msg::kind)) (select("kind", opt(&f.kind), &[("", lang.t(Msg::any)), ("enforcement", lang.t(Msg::enforcement)), ("advisory", lang.t(Msg::advisory))])) }
+            label { (lang.t(Msg::admissible)) (select("admissible", opt(&f.admissible), &[("", lang.t(Msg::any)), ("true", lang.t(Msg::yes)), ("false", lang.t(Msg::no))])) }
+            label { (lang.t(Msg::review_status)) (select("status", opt(&f.status), &[("", lang.t(Msg::any)), ("pending", lang.t(Msg::pending)), ("one_approval", lang.t(Msg::one_approval)), ("approved", lang.t(Msg::approved)), ("rejected", lang.t(Msg::rejected)), ("reminder", lang.t(Msg::reminder))])) }
+            label { (lang.t(Msg::from)) input type="datetime-local" name="from" value=(opt(&f.from)); }
+            label { (lang.t(Msg::to)) input type="datetime-local" name="to" value=(opt(&f.to)); }
+            label { (lang.t(Msg::mine)) input type="checkbox" name="mine" value="1" checked[f.mine.as_deref() == Some("1")]; }
+            button type="submit" { (lang.t(Msg::filter)) }
         }
         @if rows.is_empty() {
-            p #empty { (lang.t("no_items")) }
+            p #empty { (lang.t(Msg::no_items)) }
         } @else {
             table #queue {
-                thead { tr { th { (lang.t("time")) } th { (lang.t("camera")) } th { (lang.t("location")) } th { (lang.t("rule")) } th { (lang.t("kind")) } th { (lang.t("admissible")) } th { (lang.t("severity")) } th { (lang.t("review_status")) } th { (lang.t("decided_by")) } } }
+                thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::kind)) } th { (lang.t(Msg::admissible)) } th { (lang.t(Msg::severity)) } th { (lang.t(Msg::review_status)) } th { (lang.t(Msg::decided_by)) } } }
                 tbody {
                     @for r in &rows {
                         tr.row data-href={ "/evidence/" (r.id) } data-id=(r.id) {
@@ -198,8 +210,8 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
                             td { (r.camera) }
                             td { (r.camera_location) }
                             td { (r.rule) }
-                            td { (lang.t(if r.kind == "advisory" { "advisory" } else { "enforcement" })) }
-                            td { (lang.t(if r.admissible { "yes" } else { "no" })) }
+                            td { (lang.t(if r.kind == "advisory" { Msg::advisory } else { Msg::enforcement })) }
+                            td { (lang.t(if r.admissible { Msg::yes } else { Msg::no })) }
                             td { (r.severity) }
                             td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } } }
                             td { (r.review.decided_by.join(", ")) }
@@ -208,14 +220,14 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
                 }
             }
             p {
-                @if page_no > 1 { a href={ "/queue" (qs(page_no - 1)) } { (lang.t("prev")) } " " }
-                (lang.t("page")) " " (page_no) " / " (pages)
-                @if page_no < pages { " " a href={ "/queue" (qs(page_no + 1)) } { (lang.t("next")) } }
+                @if page_no > 1 { a href={ "/queue" (qs(page_no - 1)) } { (lang.t(Msg::prev)) } " " }
+                (lang.t(Msg::page)) " " (page_no) " / " (pages)
+                @if page_no < pages { " " a href={ "/queue" (qs(page_no + 1)) } { (lang.t(Msg::next)) } }
             }
         }
-        p.muted { (lang.t("keys")) }
+        p.muted { (lang.t(Msg::keys)) }
     };
-    page(lang, lang.t("queue"), Some(&a.user), &here, body)
+    page(lang, lang.t(Msg::queue), Some(&a.user), &here, body)
 }
 
 pub async fn queue(
@@ -236,23 +248,23 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
     let date = |d: &Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "—".into());
     html! {
         table #facts {
-            tr { th { (lang.t("site")) } td { (m.site) " " (m.site_name) } }
-            tr { th { (lang.t("camera")) } td { (m.camera) } }
-            tr { th { (lang.t("location")) } td { (m.camera_location) " (" (reg.location_category.name()) ")" } }
-            tr { th { (lang.t("registry")) } td { "legal " (date(&reg.legal_review_date)) ", technical " (date(&reg.technical_review_date)) ", installation " (reg.installation_ref.as_deref().unwrap_or("—")) ", notice " (date(&reg.public_notice_date)) } }
-            tr { th { (lang.t("local_time")) } td #time-local { (local(svc, &m.violation_time_utc)) } }
-            tr { th { (lang.t("utc_time")) } td #time-utc { (m.violation_time_utc) } }
-            tr { th { (lang.t("rule")) } td { (m.rule.id) " (" (m.rule.kind.name()) ")" } }
-            tr { th { (lang.t("threshold")) } td { (m.rule.params.get("threshold").map(|t| t.to_string()).unwrap_or_default()) } }
-            tr { th { (lang.t("revision")) } td { (m.rule.revision) } }
-            @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t("legal_basis")) } td { (b) } } }
-            tr { th { (lang.t("severity")) } td { (m.rule.severity) } }
-            tr { th { (lang.t("repeat")) } td { (m.repeat_count_30d) } }
-            tr { th { (lang.t("kind")) } td #kind { (lang.t(m.status.kind.name())) @for r in &m.status.reasons { br; span.muted { (r) } } } }
-            tr { th { (lang.t("admissible")) } td #admissible { (lang.t(if m.admissibility.admissible { "yes" } else { "no" })) @for r in &m.admissibility.reasons { br; span.muted { (r) } } } }
-            tr { th { (lang.t("health")) } td { @if m.health.normal { "OK" } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " (e) br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": gap " (format!("{s:.2}")) " s" br; } } } }
-            tr { th { (lang.t("models")) } td { @for md in &m.models { (md.id) " " span.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
-            tr { th { (lang.t("detections")) } td { @for d in &m.detections { (d.label) " #" (d.track_id) " score " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " no-mask " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " dwell " (format!("{s:.0}")) " s" } @if d.trigger { " ◀" } br; } } }
+            tr { th { (lang.t(Msg::site)) } td { (m.site) " " (m.site_name) } }
+            tr { th { (lang.t(Msg::camera)) } td { (m.camera) } }
+            tr { th { (lang.t(Msg::location)) } td { (m.camera_location) " (" (reg.location_category.name()) ")" } }
+            tr { th { (lang.t(Msg::registry)) } td { "legal " (date(&reg.legal_review_date)) ", technical " (date(&reg.technical_review_date)) ", installation " (reg.installation_ref.as_deref().unwrap_or("—")) ", notice " (date(&reg.public_notice_date)) } }
+            tr { th { (lang.t(Msg::local_time)) } td #time-local { (local(svc, &m.violation_time_utc)) } }
+            tr { th { (lang.t(Msg::utc_time)) } td #time-utc { (m.violation_time_utc) } }
+            tr { th { (lang.t(Msg::rule)) } td { (m.rule.id) " (" (m.rule.kind.name()) ")" } }
+            tr { th { (lang.t(Msg::threshold)) } td { (m.rule.params.get("threshold").map(|t| t.to_string()).unwrap_or_default()) } }
+            tr { th { (lang.t(Msg::revision)) } td { (m.rule.revision) } }
+            @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t(Msg::legal_basis)) } td { (b) } } }
+            tr { th { (lang.t(Msg::severity)) } td { (m.rule.severity) } }
+            tr { th { (lang.t(Msg::repeat)) } td { (m.repeat_count_30d) } }
+            tr { th { (lang.t(Msg::kind)) } td #kind { (lang.t(match m.status.kind { StatusKind::Enforcement => Msg::enforcement, StatusKind::Advisory => Msg::advisory })) @for r in &m.status.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t(Msg::admissible)) } td #admissible { (lang.t(if m.admissibility.admissible { Msg::yes } else { Msg::no })) @for r in &m.admissibility.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t(Msg::health)) } td { @if m.health.normal { "OK" } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " (e) br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": gap " (format!("{s:.2}")) " s" br; } } } }
+            tr { th { (lang.t(Msg::models)) } td { @for md in &m.models { (md.id) " " span.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
+            tr { th { (lang.t(Msg::detections)) } td { @for d in &m.detections { (d.label) " #" (d.track_id) " score " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " no-mask " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " dwell " (format!("{s:.0}")) " s" } @if d.trigger { " ◀" } br; } } }
             tr { th { "ID" } td { (m.evidence_id) } }
         }
     }
@@ -278,82 +290,82 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
     let can_approve = v.verification.ok && v.manifest.admissibility.admissible && !v.advisory();
     let can_remind = v.advisory() || v.first_minor();
     let body = html! {
-        p { a href="/queue" { "← " (lang.t("back")) } }
+        p { a href="/queue" { "← " (lang.t(Msg::back)) } }
         h2 { (local(&svc, &v.manifest.violation_time_utc)) " · " (v.manifest.camera) " · " (v.manifest.rule.id) " " (status_badge(lang, v.status)) }
         @if v.verification.ok {
-            div #verification .verified data-ok="true" { "✔ " (lang.t("verified")) " · " (lang.t("chain_pos")) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t("checked_at")) " " (local(&svc, &v.verification.checked_utc)) }
+            div #verification .verified data-ok="true" { "✔ " (lang.t(Msg::verified)) " · " (lang.t(Msg::chain_pos)) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t(Msg::checked_at)) " " (local(&svc, &v.verification.checked_utc)) }
         } @else {
-            div #verification .failed data-ok="false" { "✘ " (lang.t("not_verified")) ul { @for p in &v.verification.problems { li { (p) } } } }
+            div #verification .failed data-ok="false" { "✘ " (lang.t(Msg::not_verified)) ul { @for p in &v.verification.problems { li { (p) } } } }
         }
         div.cols {
             div {
                 section {
-                    h3 { (lang.t("clip")) }
+                    h3 { (lang.t(Msg::clip)) }
                     video #clip controls preload="metadata" src={ "/evidence/" (id) "/file/clip.mp4" }
                         data-played={ "/evidence/" (id) "/played" } data-csrf=(a.session.csrf) {}
                 }
                 section {
-                    h3 { (lang.t("snapshot")) " / " (lang.t("annotated")) }
-                    img.shot #snapshot src={ "/evidence/" (id) "/file/snapshot.jpg" } alt=(lang.t("snapshot"));
-                    img.shot #annotated src={ "/evidence/" (id) "/file/snapshot-annotated.jpg" } alt=(lang.t("annotated"));
+                    h3 { (lang.t(Msg::snapshot)) " / " (lang.t(Msg::annotated)) }
+                    img.shot #snapshot src={ "/evidence/" (id) "/file/snapshot.jpg" } alt=(lang.t(Msg::snapshot));
+                    img.shot #annotated src={ "/evidence/" (id) "/file/snapshot-annotated.jpg" } alt=(lang.t(Msg::annotated));
                 }
             }
             div {
                 section {
-                    h3 { (lang.t("decision")) }
+                    h3 { (lang.t(Msg::decision)) }
                     @if v.status.is_final() {
-                        p #final { (lang.t("decision_final")) ": " (status_badge(lang, v.status)) }
-                        @if v.status == Status::Approved { p { a #package href={ "/evidence/" (id) "/package" } { (lang.t("package")) } } }
+                        p #final { (lang.t(Msg::decision_final)) ": " (status_badge(lang, v.status)) }
+                        @if v.status == Status::Approved { p { a #package href={ "/evidence/" (id) "/package" } { (lang.t(Msg::package)) } } }
                     } @else if reviewer && !mine_decided {
                         form #decision .decide method="post" action={ "/evidence/" (id) "/decision" } {
                             input type="hidden" name="csrf" value=(a.session.csrf);
                             p {
-                                label { input type="checkbox" name="true" value="1"; (lang.t("check_true")) } " "
-                                label { input type="checkbox" name="clear" value="1"; (lang.t("check_clear")) } " "
-                                label { input type="checkbox" name="complete" value="1"; (lang.t("check_complete")) } " "
-                                label { input type="checkbox" name="accurate" value="1"; (lang.t("check_accurate")) }
+                                label { input type="checkbox" name="true" value="1"; (lang.t(Msg::check_true)) } " "
+                                label { input type="checkbox" name="clear" value="1"; (lang.t(Msg::check_clear)) } " "
+                                label { input type="checkbox" name="complete" value="1"; (lang.t(Msg::check_complete)) } " "
+                                label { input type="checkbox" name="accurate" value="1"; (lang.t(Msg::check_accurate)) }
                             }
-                            p { label { (lang.t("reason")) br; textarea name="reason" rows="3" cols="40" maxlength="2000" {} } }
+                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" {} } }
                             p {
-                                @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t("approve")) } }
-                                button #reject type="submit" name="decision" value="reject" { (lang.t("reject")) }
-                                @if can_remind { button #remind type="submit" name="decision" value="reminder" { (lang.t("remind")) } }
+                                @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
+                                button #reject type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
+                                @if can_remind { button #remind type="submit" name="decision" value="reminder" { (lang.t(Msg::remind)) } }
                             }
-                            @if !can_approve { p #no-approve .err { (lang.t("cannot_approve")) } }
-                            p.muted { (lang.t("item_keys")) }
+                            @if !can_approve { p #no-approve .err { (lang.t(Msg::cannot_approve)) } }
+                            p.muted { (lang.t(Msg::item_keys)) }
                         }
                     } @else if reviewer {
                         form #correction .decide method="post" action={ "/evidence/" (id) "/decision" } {
                             input type="hidden" name="csrf" value=(a.session.csrf);
-                            p { label { (lang.t("corrects")) " " input name="corrects" size="3"; } }
-                            p { label { (lang.t("reason")) br; textarea name="reason" rows="2" cols="40" maxlength="2000" {} } }
+                            p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3"; } }
+                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" {} } }
                             p {
-                                label { input type="checkbox" name="true" value="1"; (lang.t("check_true")) } " "
-                                label { input type="checkbox" name="clear" value="1"; (lang.t("check_clear")) } " "
-                                label { input type="checkbox" name="complete" value="1"; (lang.t("check_complete")) } " "
-                                label { input type="checkbox" name="accurate" value="1"; (lang.t("check_accurate")) }
+                                label { input type="checkbox" name="true" value="1"; (lang.t(Msg::check_true)) } " "
+                                label { input type="checkbox" name="clear" value="1"; (lang.t(Msg::check_clear)) } " "
+                                label { input type="checkbox" name="complete" value="1"; (lang.t(Msg::check_complete)) } " "
+                                label { input type="checkbox" name="accurate" value="1"; (lang.t(Msg::check_accurate)) }
                             }
-                            button type="submit" name="decision" value="reject" { (lang.t("reject")) }
-                            @if can_approve { button type="submit" name="decision" value="approve" { (lang.t("approve")) } }
+                            button type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
+                            @if can_approve { button type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
                         }
                     } @else {
-                        p.muted { (lang.t("pending")) }
+                        p.muted { (lang.t(Msg::pending)) }
                     }
                 }
-                section { h3 { (lang.t("facts")) } (facts(&svc, lang, &v)) }
+                section { h3 { (lang.t(Msg::facts)) } (facts(&svc, lang, &v)) }
                 section {
-                    h3 { (lang.t("history")) }
-                    @if v.records.is_empty() { p #no-decisions { (lang.t("no_decisions")) } }
+                    h3 { (lang.t(Msg::history)) }
+                    @if v.records.is_empty() { p #no-decisions { (lang.t(Msg::no_decisions)) } }
                     @else {
                         table #history {
-                            thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("officer")) } th { (lang.t("decision")) } th { "4" } th { (lang.t("why")) } } }
+                            thead { tr { th { "#" } th { (lang.t(Msg::time)) } th { (lang.t(Msg::officer)) } th { (lang.t(Msg::decision)) } th { "4" } th { (lang.t(Msg::why)) } } }
                             tbody {
                                 @for r in &v.records {
                                     tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
                                         td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
                                         td { (local(&svc, &r.time_utc)) }
                                         td { (r.officer.user) " · " (r.officer.officer_id) }
-                                        td { (lang.t(match r.decision { Decision::Approve => "approve", Decision::Reject => "reject", Decision::Reminder => "remind" })) }
+                                        td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
                                         td { (checks_text(r.checks)) }
                                         td { (r.reason) }
                                     }
@@ -363,9 +375,9 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
                     }
                 }
                 section {
-                    h3 { (lang.t("access_log")) }
+                    h3 { (lang.t(Msg::access_log)) }
                     table #item-log {
-                        thead { tr { th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("action")) } th { (lang.t("detail")) } } }
+                        thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::detail)) } } }
                         tbody {
                             @for e in &item_log {
                                 tr { td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
@@ -495,17 +507,17 @@ pub async fn audit(State(svc): State<Arc<App>>, a: Page<Auditors>, q: Query<Audi
         s.finish()
     };
     let body = html! {
-        h2 { (lang.t("audit")) " (" (total) ")" }
+        h2 { (lang.t(Msg::audit)) " (" (total) ")" }
         form.filters #audit-filters method="get" action="/audit" {
-            label { (lang.t("action")) input name="action" value=(action.as_deref().unwrap_or("")) size="14"; }
-            label { (lang.t("user")) input name="user" value=(user.as_deref().unwrap_or("")) size="12"; }
+            label { (lang.t(Msg::action)) input name="action" value=(action.as_deref().unwrap_or("")) size="14"; }
+            label { (lang.t(Msg::user)) input name="user" value=(user.as_deref().unwrap_or("")) size="12"; }
             label { "ID" input name="evidence" value=(evidence.as_deref().unwrap_or("")) size="26"; }
-            button type="submit" { (lang.t("filter")) }
+            button type="submit" { (lang.t(Msg::filter)) }
         }
         @for p in &problems { p.err { (p) } }
         div.scroll {
             table #audit {
-                thead { tr { th { "#" } th { (lang.t("time")) } th { (lang.t("user")) } th { (lang.t("officer")) } th { (lang.t("action")) } th { (lang.t("outcome")) } th { "ID" } th { (lang.t("detail")) } th { (lang.t("client")) } } }
+                thead { tr { th { "#" } th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::officer)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::outcome)) } th { "ID" } th { (lang.t(Msg::detail)) } th { (lang.t(Msg::client)) } } }
                 tbody {
                     @for e in &entries {
                         tr.entry data-action=(serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) {
@@ -520,10 +532,10 @@ pub async fn audit(State(svc): State<Arc<App>>, a: Page<Auditors>, q: Query<Audi
             }
         }
         p #audit-pages {
-            @if page_no > 1 { a #prev href={ "/audit?" (qs(page_no - 1)) } { (lang.t("prev")) } " " }
-            (lang.t("page")) " " (page_no) @if !filtered { " / " (total.div_ceil(AUDIT_PAGE).max(1)) }
-            @if entries.len() == AUDIT_PAGE { " " a #next href={ "/audit?" (qs(page_no + 1)) } { (lang.t("next")) } }
+            @if page_no > 1 { a #prev href={ "/audit?" (qs(page_no - 1)) } { (lang.t(Msg::prev)) } " " }
+            (lang.t(Msg::page)) " " (page_no) @if !filtered { " / " (total.div_ceil(AUDIT_PAGE).max(1)) }
+            @if entries.len() == AUDIT_PAGE { " " a #next href={ "/audit?" (qs(page_no + 1)) } { (lang.t(Msg::next)) } }
         }
     };
-    page(lang, lang.t("audit"), Some(&a.user), "/audit", body)
+    page(lang, lang.t(Msg::audit), Some(&a.user), "/audit", body)
 }
