@@ -153,7 +153,7 @@ impl RuleControl {
         }
         let facts = |m: &Arc<PrivacyMask>| (m.summary(), format!("sha256:{}", m.sha256));
         let (old, new) = (old.as_ref().map(facts), new.as_ref().map(facts));
-        self.record(cam, MASK_RULE, source, by, reason, Ok(()), old, new).await;
+        self.record(About::Mask(cam), Origin::by(source, by, reason), Change::Applied { old, new }).await;
     }
 
     /// One entry (put or delete) of the mask bucket, key `<site>.<camera>`.
@@ -163,7 +163,7 @@ impl RuleControl {
         if !self.mask_base.contains_key(&cam) {
             // recorded for the pipeline: the key names no camera of it (its text is in `problem`)
             let why = format!("key is not <site>.<camera> of a camera in this pipeline: {key:?}");
-            self.record("*", MASK_RULE, &source, "?", "", Err(why), None, None).await;
+            self.record(About::Unnamed { mask: true }, Origin::unsigned(&source), Change::Rejected(why)).await;
             return;
         }
         let (by, reason) = match value {
@@ -181,7 +181,7 @@ impl RuleControl {
                         .ok()
                         .and_then(|v| v["by"].as_str().map(|s| crate::util::text::printable(s, 64)))
                         .unwrap_or_else(|| "?".into());
-                    self.record(&cam, MASK_RULE, &source, &by, "", Err(why), None, None).await;
+                    self.record(About::Mask(&cam), Origin::by(&source, &by, ""), Change::Rejected(why)).await;
                     return;
                 }
             },
@@ -210,8 +210,8 @@ impl RuleControl {
                 Err(e) => {
                     tracing::warn!(camera = %cam, file = %path.display(), "privacy mask file invalid; kept the mask in force (see the audit record)");
                     let source = format!("file:{}", path.display());
-                    self.record(&cam, MASK_RULE, &source, "privacy mask file", "", Err(e.to_string()), None, None)
-                        .await;
+                    let from = Origin::by(&source, "privacy mask file", "");
+                    self.record(About::Mask(&cam), from, Change::Rejected(e.to_string())).await;
                 }
             }
         }
@@ -254,8 +254,8 @@ impl RuleControl {
         let (rules, resolved) = match checked {
             Ok(x) => x,
             Err(problem) => {
-                let rule = only_rule.unwrap_or("*").to_string();
-                self.record(cam, &rule, source, by, reason, Err(problem), None, None).await;
+                let about = only_rule.map_or(About::Rules(cam), |r| About::Rule(cam, r));
+                self.record(about, Origin::by(source, by, reason), Change::Rejected(problem)).await;
                 return false;
             }
         };
@@ -270,7 +270,8 @@ impl RuleControl {
                 continue;
             }
             changed = true;
-            self.record(cam, &id, source, by, reason, Ok(()), o.map(revision), n.map(revision)).await;
+            let change = Change::Applied { old: o.map(revision), new: n.map(revision) };
+            self.record(About::Rule(cam, &id), Origin::by(source, by, reason), change).await;
         }
         if changed {
             self.current.insert(cam.to_string(), resolved.clone());
@@ -281,18 +282,14 @@ impl RuleControl {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        cam: &str,
-        rule: &str,
-        source: &str,
-        by: &str,
-        reason: &str,
-        outcome: Result<(), String>,
-        old: Option<(Value, String)>,
-        new: Option<(Value, String)>,
-    ) {
+    /// Writes the audit record of a change (applied or rejected) and emits its event.
+    async fn record(&self, about: About<'_>, from: Origin<'_>, change: Change) {
+        let (cam, rule) = about.names();
+        let (source, by, reason) = (from.source, from.by.unwrap_or("?"), from.reason);
+        let (outcome, old, new) = match change {
+            Change::Applied { old, new } => (Ok(()), old, new),
+            Change::Rejected(why) => (Err(why), None, None),
+        };
         let (old, old_rev) = old.unzip();
         let (new, new_rev) = new.unzip();
         let rec = AuditRecord {
@@ -359,7 +356,12 @@ impl RuleControl {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(file = %self.file.display(), "pipeline file invalid; {kept} (see the audit record)");
-                self.record("*", "*", &source, by, "", Err(e.to_string()), None, None).await;
+                self.record(
+                    About::Unnamed { mask: false },
+                    Origin::by(&source, by, ""),
+                    Change::Rejected(e.to_string()),
+                )
+                .await;
                 return;
             }
         };
@@ -394,7 +396,8 @@ impl RuleControl {
         let source = format!("kv:{}/{key}@{revision}", self.bucket);
         let mut parts = key.splitn(3, '.');
         let (Some(_site), Some(cam), Some(rule)) = (parts.next(), parts.next(), parts.next()) else {
-            self.record("*", "*", &source, "?", "", Err("key is not <site>.<camera>.<rule>".into()), None, None).await;
+            let why = "key is not <site>.<camera>.<rule>".to_string();
+            self.record(About::Unnamed { mask: false }, Origin::unsigned(&source), Change::Rejected(why)).await;
             return;
         };
         let (cam, rule) = (cam.to_string(), rule.to_string());
@@ -404,7 +407,7 @@ impl RuleControl {
             Some(bytes) => match Override::parse(bytes) {
                 Ok(o) => Some(o),
                 Err(why) => {
-                    self.record(&cam, &rule, &source, "?", "", Err(why), None, None).await;
+                    self.record(About::Rule(&cam, &rule), Origin::unsigned(&source), Change::Rejected(why)).await;
                     return;
                 }
             },
@@ -413,7 +416,7 @@ impl RuleControl {
         let reason = ov.as_ref().map(|o| o.reason.clone()).unwrap_or_default();
         if !exists {
             let why = format!("camera {cam:?} has no rule {rule:?} in this pipeline");
-            self.record(&cam, &rule, &source, &by, &reason, Err(why), None, None).await;
+            self.record(About::Rule(&cam, &rule), Origin::by(&source, &by, &reason), Change::Rejected(why)).await;
             return;
         }
         let k = (cam.clone(), rule.clone());
@@ -452,6 +455,57 @@ fn restart_only(raw: &crate::config::PipelineFile) -> BTreeMap<String, serde_jso
         }
     }
     out
+}
+
+/// What an audit record of a change is about.
+#[derive(Debug, Clone, Copy)]
+enum About<'a> {
+    /// One rule of a camera.
+    Rule(&'a str, &'a str),
+    /// A camera's rules as a whole (a change to several, refused before one is singled out).
+    Rules(&'a str),
+    /// A camera's privacy mask.
+    Mask(&'a str),
+    /// A file or key that names no camera of this pipeline (rules, or the mask bucket).
+    Unnamed { mask: bool },
+}
+
+impl<'a> About<'a> {
+    /// The record's `camera` and `rule` (`*` where it names none).
+    fn names(self) -> (&'a str, &'a str) {
+        match self {
+            About::Rule(c, r) => (c, r),
+            About::Rules(c) => (c, "*"),
+            About::Mask(c) => (c, MASK_RULE),
+            About::Unnamed { mask: true } => ("*", MASK_RULE),
+            About::Unnamed { mask: false } => ("*", "*"),
+        }
+    }
+}
+
+/// Where a change came from and who made it (`by` unknown when the entry could not be read).
+#[derive(Debug, Clone, Copy)]
+struct Origin<'a> {
+    source: &'a str,
+    by: Option<&'a str>,
+    reason: &'a str,
+}
+
+impl<'a> Origin<'a> {
+    fn by(source: &'a str, by: &'a str, reason: &'a str) -> Origin<'a> {
+        Origin { source, by: Some(by), reason }
+    }
+
+    /// An entry whose author is not known (recorded as `?`).
+    fn unsigned(source: &'a str) -> Origin<'a> {
+        Origin { source, by: None, reason: "" }
+    }
+}
+
+/// A change put in force (a rule's or mask's facts before and after) or refused, and why.
+enum Change {
+    Applied { old: Option<(Value, String)>, new: Option<(Value, String)> },
+    Rejected(String),
 }
 
 /// A file's modification time and length: what tells a changed file.
