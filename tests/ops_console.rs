@@ -178,8 +178,11 @@ fn the_ops_overview_shows_a_camera_go_down_and_come_back_and_other_roles_get_403
         let params = text(&c, "tr.rule[data-camera='cam1'] .params").await;
         assert!(params.contains("threshold = 0.85"), "{params}");
         // the eval curve beside the threshold, the rule's own point marked
-        let at = js(&c, "const m = document.querySelector(\"tr.rule[data-camera='cam2'] circle.now\"); return m ? [m.dataset.threshold, m.dataset.precision, m.dataset.recall] : null;").await;
+        let at = js(&c, "const m = document.querySelector(\"tr.rule[data-camera='cam2'] figcaption.now\"); return m ? [m.dataset.threshold, m.dataset.precision, m.dataset.recall] : null;").await;
         assert_eq!(at, serde_json::json!(["0.8", "0.93", "0.84"]), "cam2's threshold 0.8 marked on the curve");
+        // drawn by the plot module: an SVG with the curve and the operating point's mark
+        let drawn = js(&c, "const f = document.querySelector(\"tr.rule[data-camera='cam2'] figure.curve svg\"); return f ? [f.querySelectorAll('polyline, path').length > 0, f.querySelectorAll('circle').length] : null;").await;
+        assert_eq!(drawn, serde_json::json!([true, 1]), "the curve and one marked point");
         let mark = w.mark();
         c.find(fantoccini::Locator::Css("tr.rule[data-camera='cam1'] input[name=set]")).await.unwrap().send_keys("min_hits=4").await.unwrap();
         c.find(fantoccini::Locator::Css("tr.rule[data-camera='cam1'] input[name=reason]")).await.unwrap().send_keys("steam from the fryer").await.unwrap();

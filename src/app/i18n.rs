@@ -124,6 +124,8 @@ catalogue! {
     utc_time: "UTC 时间", "UTC time";
     registry: "登记", "Registry";
     threshold: "阈值", "Threshold";
+    precision: "精确率", "precision";
+    recall: "召回率", "recall";
     revision: "配置版本", "Config revision";
     models: "模型", "Models";
     detections: "检测结果", "Detections";
@@ -218,7 +220,7 @@ mod tests {
             assert!(keys.insert(m.key()), "{} twice", m.key());
             let (zh, en) = (Lang::Zh.t(m), Lang::En.t(m));
             assert!(!en.trim().is_empty(), "{}: no English", m.key());
-            assert!(!zh.chars().all(|c| c.is_ascii()), "{}: the Chinese is {zh:?}", m.key());
+            assert!(!zh.is_ascii(), "{}: the Chinese is {zh:?}", m.key());
         }
         assert!(Msg::ALL.len() > 100, "{}", Msg::ALL.len());
     }

@@ -1,74 +1,76 @@
-//! Where in a pipeline file a TOML error is: its dotted key path with array indices.
+//! Where in a pipeline file a parse error is: its line, and the dotted key path with array indices
+//! that `serde_path_to_error` tracked while deserialising (`cameras[0].rules[0].treshold`).
 
-use std::collections::BTreeMap;
+use serde::de::DeserializeOwned;
 
-/// Turns a toml parse error's span into the dotted key path at that place, so that an unknown key
-/// reads `cameras[0].rules[0].treshold` rather than a line number alone.
-pub fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else {
-        return String::new();
+/// Parses `text` as TOML into `T`; an error is (where, what): `line 7, cameras[0].rules[0].treshold`
+/// and the problem.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let de = toml::Deserializer::parse(text).map_err(|e| (line_of(text, &e), e.message().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().to_string();
+        // inside a table tagged by `kind` (a rule) serde reads the fields from a buffer, so the
+        // path stops at the table: the field an unknown-field error names completes it
+        if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next())
+            && !path.ends_with(name)
+        {
+            path = if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        }
+        let line = line_of(text, &inner);
+        let mut key = if path == "." { String::new() } else { path };
+        if let Some(rule) = rule_at(text, &key) {
+            key = rule;
+        }
+        let at = match (line.is_empty(), key.is_empty()) {
+            (false, false) => format!("{line}, {key}"),
+            (false, true) => line,
+            (true, _) => key,
+        };
+        (at, msg)
+    })
+}
+
+/// A rule table (`kind`-tagged, so read from a buffer) hides the path below it: for an error
+/// whose path stops at `cameras[i]` or `cameras[i].rules[j]`, the rule that fails on its own and the key without which
+/// it reads (`cameras[0].rules[1].threshold`).
+fn rule_at(text: &str, key: &str) -> Option<String> {
+    let (cam, rule) = key.split_once(".rules[").map_or((key, None), |(c, r)| (c, r.strip_suffix(']')));
+    let i: usize = cam.strip_prefix("cameras[")?.strip_suffix(']')?.parse().ok()?;
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let rules = doc.get("cameras")?.as_array()?.get(i)?.get("rules")?.as_array()?;
+    let fails = |r: &toml::Value| r.clone().try_into::<crate::rules::RuleConfig>().is_err();
+    let j = match rule {
+        Some(j) => j.parse().ok().filter(|&j: &usize| rules.get(j).is_some_and(fails))?,
+        None => rules.iter().position(fails)?,
     };
-    let msg = e.message();
-    // The key the error is about: for an unknown field, the line that spells it (serde's span may
-    // cover the whole table); otherwise the line the span starts on.
-    let start = span.start.min(text.len());
-    let line_start = |pos: usize| text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
-    let mut pos = line_start(start);
-    if let Some(name) = unknown {
-        let mut off = pos;
-        for line in text[pos..].split_inclusive('\n') {
-            let t = line.trim_start();
-            if t.strip_prefix(name).is_some_and(|r| r.trim_start().starts_with('=')) {
-                pos = off;
-                break;
-            }
-            off += line.len();
-        }
+    // the key without which the rule reads: the one the error is about
+    let rule = rules[j].as_table()?;
+    let field = rule.keys().find(|k| {
+        let mut t = rule.clone();
+        t.remove(*k);
+        toml::Value::Table(t).try_into::<crate::rules::RuleConfig>().is_ok()
+    });
+    Some(match field {
+        Some(f) => format!("{cam}.rules[{j}].{f}"),
+        None => format!("{cam}.rules[{j}]"),
+    })
+}
+
+/// `line N` of the error's span (empty without one).
+fn line_of(text: &str, e: &toml::de::Error) -> String {
+    e.span().map_or(String::new(), |s| format!("line {}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rule_value_of_the_wrong_type_is_named() {
+        let text = "[site]\nid=\"s\"\n[[cameras]]\nid=\"c\"\nsource=\"a.mp4\"\n[[cameras.rules]]\nkind=\"no_mask\"\n\
+                    [[cameras.rules]]\nkind=\"no_mask\"\nid=\"b\"\nthreshold=\"high\"\n";
+        assert_eq!(super::rule_at(text, "cameras[0]").as_deref(), Some("cameras[0].rules[1].threshold"));
+        let e = super::parse::<crate::config::PipelineFile>(text).unwrap_err();
+        assert_eq!(e.0, "line 6, cameras[0].rules[1].threshold", "{e:?}");
     }
-    let line = text[pos..].lines().next().unwrap_or("");
-    let field = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).unwrap_or("");
-    let field_ok = !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let before = &text[..pos];
-    let line_no = before.matches('\n').count() + 1;
-    // The table header the key is under, with array-of-tables indices.
-    let mut header = String::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut header_idx: BTreeMap<String, usize> = BTreeMap::new();
-    for line in before.lines() {
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]")) {
-            let h = h.trim().to_string();
-            let n = counts.entry(h.clone()).or_insert(0);
-            header_idx.insert(h.clone(), *n);
-            *n += 1;
-            // a new parent element restarts its children's numbering
-            let prefix = format!("{h}.");
-            counts.retain(|k, _| !k.starts_with(&prefix));
-            header = h;
-        } else if let Some(h) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            header = h.trim().to_string();
-        }
-    }
-    let mut path = String::new();
-    let mut acc = String::new();
-    for part in header.split('.').filter(|p| !p.is_empty()) {
-        if !acc.is_empty() {
-            acc.push('.');
-        }
-        acc.push_str(part);
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(part);
-        if let Some(i) = header_idx.get(&acc) {
-            path.push_str(&format!("[{i}]"));
-        }
-    }
-    let key = match (path.is_empty(), field_ok) {
-        (true, true) => field.to_string(),
-        (false, true) => format!("{path}.{field}"),
-        (_, false) => path,
-    };
-    format!("line {line_no}{}{key}", if key.is_empty() { "" } else { ", " })
 }

@@ -142,10 +142,7 @@ impl Pipeline {
         let err = |key: &str, problem: String| ConfigError { file: path.to_path_buf(), key: key.into(), problem };
         let text = fsx::read_text(path, fsx::limits::PIPELINE)
             .map_err(|e| ConfigErrors(vec![err("", format!("cannot read pipeline file: {e:#}"))]))?;
-        let raw: PipelineFile = toml::from_str(&text).map_err(|e| {
-            let key = key::toml_error_key(&text, &e);
-            ConfigErrors(vec![err(&key, e.message().to_string())])
-        })?;
+        let raw: PipelineFile = key::parse(&text).map_err(|(key, problem)| ConfigErrors(vec![err(&key, problem)]))?;
         Self::validate(path, raw)
     }
 

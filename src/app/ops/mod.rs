@@ -162,27 +162,28 @@ fn eval_curve(svc: &App) -> Option<(String, Vec<CurvePoint>)> {
     (!pts.is_empty()).then_some((name, pts))
 }
 
-/// The curve as an inline SVG (recall → x, precision → y), the current threshold marked.
-fn curve_svg(pts: &[CurvePoint], threshold: f64) -> maud::Markup {
-    let (w, h, m) = (260.0, 180.0, 24.0);
-    let xy = |r: f64, p: f64| (m + r * (w - 2.0 * m), h - m - p * (h - 2.0 * m));
-    let line: Vec<String> = pts
-        .iter()
-        .map(|&(_, p, r)| {
-            let (x, y) = xy(r, p);
-            format!("{x:.1},{y:.1}")
-        })
-        .collect();
+/// The curve drawn by the project's plot module (recall → x, precision → y), the operating point
+/// of the current threshold marked on it and stated under it.
+fn curve_figure(lang: super::i18n::Lang, name: &str, pts: &[CurvePoint], threshold: f64) -> maud::Markup {
     let at = pts.iter().min_by(|a, b| (a.0 - threshold).abs().total_cmp(&(b.0 - threshold).abs())).copied();
+    let plot = crate::util::plot::Plot {
+        x_label: lang.t(Msg::recall).into(),
+        y_label: lang.t(Msg::precision).into(),
+        x_range: (0.0, 1.0),
+        y_range: (0.0, 1.0),
+        series: vec![(name.to_string(), pts.iter().map(|&(_, p, r)| (r, p)).collect())],
+        marks: at.map(|(t, p, r)| vec![(r, p, format!("{t:.2}"))]).unwrap_or_default(),
+        ..Default::default()
+    };
+    let svg = plot.svg((300, 220)).unwrap_or_default();
     html! {
-        svg.curve width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } xmlns="http://www.w3.org/2000/svg" {
-            rect x=(m) y=(m) width=(w - 2.0 * m) height=(h - 2.0 * m) fill="none" stroke="#c0c4cc" {}
-            text x=(w / 2.0) y=(h - 4.0) font-size="10" text-anchor="middle" { "recall" }
-            text x="4" y="14" font-size="10" { "precision" }
-            polyline points=(line.join(" ")) fill="none" stroke="#1d3557" stroke-width="1.5" {}
+        figure.curve {
+            (maud::PreEscaped(svg))
             @if let Some((t, p, r)) = at {
-                @let (x, y) = xy(r, p);
-                circle.now cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="4" fill="#b00020" data-threshold=(t) data-precision=(p) data-recall=(r) {}
+                figcaption.now data-threshold=(t) data-precision=(p) data-recall=(r) {
+                    (lang.t(Msg::threshold)) " " (format!("{t:.2}")) " · " (lang.t(Msg::precision)) " " (format!("{p:.2}"))
+                    " · " (lang.t(Msg::recall)) " " (format!("{r:.2}"))
+                }
             }
         }
     }
@@ -232,8 +233,8 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
                         }
                         td {
                             @if let (Some((name, pts)), Some(t)) = (&curve, params.get("threshold").and_then(|v| v.as_f64()).filter(|_| matches!(r.rule, crate::rules::RuleConfig::NoMask(_)))) {
-                                (curve_svg(pts, t))
-                                div.muted { (name) ", threshold " (t) }
+                                (curve_figure(lang, name, pts, t))
+                                div.muted { (name) }
                             } @else { span.muted { "–" } }
                         }
                         td {
