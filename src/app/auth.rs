@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
@@ -60,13 +60,7 @@ impl ApiError {
     }
 }
 
-/// The value of a cookie in the request.
-pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
+pub use crate::util::http::cookie;
 
 /// An authenticated request.
 pub struct Authed {
@@ -104,11 +98,6 @@ pub fn check_csrf(a: &Authed, given: Option<&str>) -> Result<(), ApiError> {
 pub(super) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
-}
-
-/// Roles that may read evidence.
-pub fn can_read(r: Role) -> bool {
-    matches!(r, Role::Reviewer | Role::Auditor | Role::Admin)
 }
 
 /// The session cookie.
@@ -150,7 +139,7 @@ impl Roles for Anyone {
 
 impl Roles for Readers {
     fn admits(r: Role) -> bool {
-        can_read(r)
+        r.reads_evidence()
     }
     const REFUSED: &'static str = "this role does not read evidence";
 }

@@ -6,12 +6,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
 use super::App;
-use super::auth::can_read;
 use super::i18n::{Lang, Msg};
 use crate::review::accounts::{Role, User};
 
 pub fn lang_of(h: &HeaderMap, q: Option<&str>) -> Lang {
-    Lang::pick(q, super::auth::cookie(h, "vigil_lang"))
+    Lang::pick(q, crate::util::http::cookie(h, "vigil_lang"))
 }
 
 /// The page around `body`; sets the language cookie when the switch was used.
@@ -29,7 +28,7 @@ pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Mark
                 header {
                     strong { "vigil · " (lang.t(Msg::title)) }
                     @if let Some(u) = user {
-                        @if can_read(u.role) { a href="/queue" { (lang.t(Msg::queue)) } }
+                        @if u.role.reads_evidence() { a href="/queue" { (lang.t(Msg::queue)) } }
                         @if matches!(u.role, Role::Auditor | Role::Admin) { a href="/audit" { (lang.t(Msg::audit)) } }
                         @if u.role == Role::Ops { a href="/ops" { (lang.t(Msg::ops)) } a href="/ops/rules" { (lang.t(Msg::rules)) } a href="/ops/masks" { (lang.t(Msg::masks)) } }
                     }

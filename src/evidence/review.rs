@@ -113,6 +113,11 @@ impl Role {
             Role::Nobody => "",
         }
     }
+
+    /// Reviewers, auditors and admins read evidence; ops and nobody do not.
+    pub fn reads_evidence(self) -> bool {
+        matches!(self, Role::Reviewer | Role::Auditor | Role::Admin)
+    }
 }
 
 /// Who decided.
