@@ -73,13 +73,13 @@ fn approve(port: u16, user: &str, id: &str) {
     assert_eq!(r.status, 200, "{user} approves {id}: {}", r.text());
 }
 
-fn verify(args: &[&str]) -> (i32, String) {
+fn verify_args(args: &[&str]) -> (i32, String) {
     let (code, out, err) = run_capture(args, Duration::from_secs(120));
     (code, format!("{out}{err}"))
 }
 
 fn verify_site(site: &Site) -> (i32, String) {
-    verify(&["verify", "--pipeline", site.pipeline.to_str().unwrap()])
+    verify_args(&["verify", "--pipeline", site.pipeline.to_str().unwrap()])
 }
 
 /// The access log as `vigil review audit --json` reads it (every entry, verified).
@@ -154,7 +154,7 @@ fn row01_an_approval_by_a_review_key_the_site_does_not_trust_never_verifies() {
     export(svc.port, &id, &good);
     let signing_pub = real.path("keys/signing.pub");
     let (code, out) =
-        verify(&["verify", "--package", good.to_str().unwrap(), "--public-key", signing_pub.to_str().unwrap()]);
+        verify_args(&["verify", "--package", good.to_str().unwrap(), "--public-key", signing_pub.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("review status approved") && out.contains("pinned in the worker-signed manifest"), "{out}");
     assert!(!out.contains("Some("), "{out}");
@@ -174,7 +174,7 @@ fn row01_an_approval_by_a_review_key_the_site_does_not_trust_never_verifies() {
     let forged = forged_site.path("forged.tar");
     export(forger.port, &id, &forged);
     let (code, out) =
-        verify(&["verify", "--package", forged.to_str().unwrap(), "--public-key", signing_pub.to_str().unwrap()]);
+        verify_args(&["verify", "--package", forged.to_str().unwrap(), "--public-key", signing_pub.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("no trusted review key") && out.contains("not the one the worker-signed manifest pins"),

@@ -43,14 +43,6 @@ struct NatsCluster {
     _dir: tempfile::TempDir,
 }
 
-fn wait_port(port: u16) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "nats-server did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 impl NatsCluster {
     fn start() -> NatsCluster {
         let dir = tempfile::tempdir().unwrap();
@@ -112,7 +104,7 @@ impl NatsCluster {
             .spawn()
             .expect("start nats-server");
         n.child = Some(child);
-        wait_port(n.port);
+        wait_port(n.port, Duration::from_secs(10));
     }
 
     fn stop_node(&mut self, i: usize) {
@@ -289,10 +281,9 @@ fn spool_items(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("spool")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0)
 }
 
-fn verify(pipeline: &Path) -> String {
-    let o = vigil().args(["verify", "--pipeline", pipeline.to_str().unwrap()]).output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "vigil verify failed:\n{text}");
+fn verified(pipeline: &Path) -> String {
+    let (code, text) = verify(pipeline, &[]);
+    assert_eq!(code, 0, "vigil verify failed:\n{text}");
     text
 }
 
@@ -515,7 +506,7 @@ fn failover_on_a_three_node_cluster() {
     for k in ["w1", "w2", "w3", "w4"] {
         assert_eq!(spool_items(&site.path(k)), 0, "{k}: items left in the spool");
     }
-    let text = verify(&p);
+    let text = verified(&p);
     println!(
         "{}",
         text.lines().filter(|l| l.contains("camera") || l.starts_with("OK")).take(12).collect::<Vec<_>>().join("\n")
@@ -691,7 +682,7 @@ fn split_brain_a_cut_worker_fences_itself_and_forced_double_holders_cannot_fork_
     for k in ["wa", "wb", "wc"] {
         assert_eq!(spool_items(&direct.path(k)), 0, "{k}");
     }
-    verify(&direct.pipeline);
+    verified(&direct.pipeline);
     // one chain per camera: every position once, from several workers
     let ev = evidence(&nats.messages("VIGIL"));
     let workers = assert_chains_continuous(&ev);

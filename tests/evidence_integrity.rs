@@ -83,12 +83,6 @@ fn flip_byte(p: &Path, at_fraction: f64) {
     std::fs::write(p, b).unwrap();
 }
 
-fn verify(pipeline: &Path, extra: &[&str]) -> (i32, String) {
-    let out = vigil().args(["verify", "--pipeline", pipeline.to_str().unwrap()]).args(extra).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// Verifies a tampered copy: must fail and say `needles`. Prints the mutation-table row.
 fn detected(mutation: &str, pipeline: &Path, needles: &[&str]) {
     let (code, text) = verify(pipeline, &[]);

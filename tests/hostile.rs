@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use proptest::prelude::*;
 
-/// `vigil check` on a pipeline file: (exit code, stdout + stderr).
-fn check(p: &Path) -> (i32, String) {
-    let o = vigil().arg("check").arg(p).output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
-    )
-}
-
 fn camera(extra: &str) -> String {
     format!(
         "[[cameras]]\nid = \"cam1\"\nsource = \"{}\"\nrealtime = false\n{extra}\n[[cameras.rules]]\nkind = \"no_mask\"\nmin_hits = 3\nwindow = 5\n",

@@ -64,9 +64,8 @@ fn spool_items(site: &Site) -> Vec<String> {
     v
 }
 
-fn verify(site: &Site) -> (i32, String) {
-    let (c, o, e) = run_capture(&["verify", "--pipeline", site.pipeline.to_str().unwrap()], Duration::from_secs(120));
-    (c, format!("{o}{e}"))
+fn verify_site(site: &Site) -> (i32, String) {
+    verify(&site.pipeline, &[])
 }
 
 /// Evidence ids on the stream with how many times each came.
@@ -214,7 +213,7 @@ fn row04_lost_chain_state_with_items_in_the_spool_forks_nothing() {
     assert_eq!(code, 0, "{log}");
     assert!(spool_items(&site).is_empty(), "nothing stuck: {:?}", spool_items(&site));
     assert_eq!(stored_ids(&site).len(), 6);
-    let (code, out) = verify(&site);
+    let (code, out) = verify_site(&site);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("chain test-site/cam1: 3 item(s), last seq 3"), "{out}");
     println!(
@@ -247,7 +246,7 @@ fn row05_a_full_disk_for_the_chain_state_never_reuses_a_position() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), seqs.len(), "no position taken twice: {seqs:?}");
-    let (code, out) = verify(&site);
+    let (code, out) = verify_site(&site);
     assert_eq!(code, 0, "{out}");
     println!(
         "row 5: chain state on a full disk: {} items at seq {seqs:?}, each stored and announced, verify OK",
@@ -299,7 +298,7 @@ fn row07_a_store_write_whose_answer_is_lost_is_found_there_and_counts() {
     let checkpoints: Vec<serde_json::Value> =
         site.outbox_all().into_iter().filter(|e| e["subject"].as_str().unwrap().starts_with("vigil.chain.")).collect();
     assert!(!checkpoints.is_empty(), "the checkpoint event is published");
-    let (code, out) = verify(&site);
+    let (code, out) = verify_site(&site);
     assert_eq!(code, 0, "{out}");
     println!("row 7: checkpoint PUT answer lost: found there with the same bytes, event published, verify OK");
 }
@@ -331,7 +330,7 @@ fn row08_a_clock_stepped_back_flags_the_item_and_never_decides_order_or_checkpoi
         b["retention"]["retain_until_utc"].as_str() >= a["retention"]["retain_until_utc"].as_str(),
         "retention never shortened"
     );
-    let (code, out) = verify(&site);
+    let (code, out) = verify_site(&site);
     assert_eq!(code, 0, "a clock step is no failure: {out}");
     assert!(out.contains("WARNING") && out.contains("clock stood"), "{out}");
     assert!(out.contains("checkpoint seq 2"), "the checkpoint of the highest position is the newest: {out}");
@@ -342,7 +341,7 @@ fn row08_a_clock_stepped_back_flags_the_item_and_never_decides_order_or_checkpoi
     let idx = site.path("store/chain/test-site/cam1/seq/000000000002.json");
     std::fs::remove_file(&idx).unwrap();
     std::fs::remove_file(idx.with_extension("json.sig")).unwrap();
-    let (code, out) = verify(&site);
+    let (code, out) = verify_site(&site);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("missing from the end of the chain"), "{out}");
     println!(

@@ -24,15 +24,6 @@ fn all_files(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// `vigil check` on a pipeline: (exit code, stdout + stderr).
-fn check(pipeline: &std::path::Path) -> (i32, String) {
-    let o = vigil().arg("check").arg(pipeline).output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-    )
-}
-
 #[test]
 fn no_password_reaches_a_log_line_an_event_a_manifest_or_an_endpoint() {
     let nats = Nats::start_with_password("vigil", NATS_PW);

@@ -54,7 +54,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_port(port: u16, timeout: Duration) {
+pub fn wait_port(port: u16, timeout: Duration) {
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < timeout, "nothing listens on 127.0.0.1:{port} after {timeout:?}");
@@ -513,6 +513,20 @@ pub fn run_to_end(args: &[&str], timeout: Duration) -> (i32, String) {
 }
 
 /// Runs `vigil` to completion within `timeout` and returns (exit code, stdout, stderr).
+/// `vigil check PIPELINE`: (exit code, stdout + stderr).
+pub fn check(pipeline: &Path) -> (i32, String) {
+    let (code, out, err) = run_capture(&["check", pipeline.to_str().unwrap()], Duration::from_secs(60));
+    (code, out + &err)
+}
+
+/// `vigil verify --pipeline PIPELINE EXTRA…`: (exit code, stdout + stderr).
+pub fn verify(pipeline: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["verify", "--pipeline", pipeline.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_capture(&args, Duration::from_secs(120));
+    (code, out + &err)
+}
+
 pub fn run_capture(args: &[&str], timeout: Duration) -> (i32, String, String) {
     let mut child = vigil().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let read = |r: Box<dyn std::io::Read + Send>| {
