@@ -8,7 +8,7 @@
 //! [`accounts`] (users, argon2id) · [`session`] (store-backed sessions) · [`items`] (an item as a
 //! reviewer sees it, verified now; the queue) · [`decide`] (the workflow, signed records,
 //! exactly-once decision events) · [`package`] (case export and its offline check). Its pages and
-//! API are the review wing of [`crate::app`].
+//! API are the review wing of the web application (`src/app/review/`).
 
 pub mod accounts;
 pub mod decide;
