@@ -779,12 +779,16 @@ fn a_district_of_5000_cameras_and_50_workers_spreads_fails_over_and_rides_out_a_
     );
     assert!(spread < 60.0, "{summary}");
     assert!((0.6 * expected..1.4 * expected).contains(&writes), "{summary}");
-    // the killed members' leases lapse at most TTL after the kill; their presence keys may outlive
-    // their leases by up to one renewal (10 s at TTL 30), and while they do the fair share still
-    // counts them (the others are full); then a claim may meet the server's not yet purged entry
-    // and retries a tick later. Measured here 31.0-43.9 s.
-    let renewal = ttl / 3.0;
-    assert!(failover <= ttl + renewal + 10.0, "{summary}");
+    // the killed members' leases lapse at most TTL after the kill. Usually the survivors see the
+    // five gone (presence) soon after and take the cameras within their larger fair share: 31-44 s
+    // in most runs here. When the survivors still count the dead members (their presence not yet
+    // gone from the survivors' view), everyone is at its fair share and the cameras are taken as
+    // orphans, free for 2 x TTL (share.rs): at most TTL + 2 x TTL. One full run here took that
+    // path (78.7 s); the bound is the protocol's guarantee, the printed figure what this run did.
+    assert!(failover <= 3.0 * ttl + 5.0, "{summary}");
+    if failover > ttl + ttl / 3.0 + 10.0 {
+        println!("district: failover {failover:.1} s took the orphan path (the survivors still counted the killed members)");
+    }
     // The protocol rides out an election of up to 10 s after a renewal (Timing: renewal every
     // 10 s, fence at TTL − 6 s). Failed writes are counted when their 10 s timeout ends, so an
     // election inside the budget shows as up to ~20 s of failing writes; a longer one (a machine
