@@ -787,7 +787,9 @@ fn a_district_of_5000_cameras_and_50_workers_spreads_fails_over_and_rides_out_a_
     // path (78.7 s); the bound is the protocol's guarantee, the printed figure what this run did.
     assert!(failover <= 3.0 * ttl + 5.0, "{summary}");
     if failover > ttl + ttl / 3.0 + 10.0 {
-        println!("district: failover {failover:.1} s took the orphan path (the survivors still counted the killed members)");
+        println!(
+            "district: failover {failover:.1} s took the orphan path (the survivors still counted the killed members)"
+        );
     }
     // The protocol rides out an election of up to 10 s after a renewal (Timing: renewal every
     // 10 s, fence at TTL − 6 s). Failed writes are counted when their 10 s timeout ends, so an

@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::analysis::{CameraControl, SnapshotRequest};
+use super::audit::AuditWriter;
 use super::overrides::{AuditRecord, MASK_RULE};
-use super::reload::AuditWriter;
 use crate::telemetry::status::Reporter;
 
 /// A snapshot request's body.

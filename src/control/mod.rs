@@ -11,8 +11,10 @@
 //! so), finish encoding and storing them, flush the outbox to NATS as far as it allows, exit 0.
 
 pub mod analysis;
+pub mod audit;
 pub mod cluster;
 pub mod live;
+pub mod masks;
 pub mod overrides;
 pub mod reload;
 pub mod stages;

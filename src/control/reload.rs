@@ -20,56 +20,20 @@
 //! same content hash as the audit record's `new_revision`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use serde_json::Value;
 
 use super::analysis::CameraControl;
-use super::overrides::{AuditRecord, MASK_RULE, MaskOverride, Override, kv_store_with, overlay, revision};
+use super::audit::{About, AuditWriter, Change, FileSig, Origin, file_sig};
+use super::masks::MaskControl;
+use super::overrides::{Override, kv_store_with, overlay, revision};
 use crate::config::Pipeline;
-use crate::privacy::PrivacyMask;
-use crate::publish::{OutboxEntry, Publisher};
+use crate::publish::Publisher;
 use crate::rules::{CameraRules, Needs, RuleConfig, RuleEnv, validate_rules};
-use crate::telemetry::Event;
-
-/// Where audit records go: `<data_dir>/audit/rules.jsonl` (appended, synced) and
-/// `vigil.audit.<site>.<camera>` through the durable outbox.
-pub struct AuditWriter {
-    path: PathBuf,
-    publisher: Arc<Publisher>,
-}
-
-impl AuditWriter {
-    pub fn new(data_dir: &Path, publisher: Arc<Publisher>) -> Result<AuditWriter> {
-        let dir = data_dir.join("audit");
-        std::fs::create_dir_all(&dir).with_context(|| format!("audit dir {}", dir.display()))?;
-        Ok(AuditWriter { path: dir.join("rules.jsonl"), publisher })
-    }
-
-    /// Writes one record to both places; a failure is logged (the change itself stands).
-    pub async fn write(&self, rec: &AuditRecord) {
-        let line = serde_json::to_string(rec).unwrap_or_default();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()));
-        if let Err(e) = written {
-            tracing::error!(file = %self.path.display(), error = %e, "audit record not written");
-        }
-        let cam = if rec.camera == "*" { "_pipeline" } else { rec.camera.as_str() };
-        let entry =
-            OutboxEntry::new(format!("audit-{}", ulid::Ulid::new()), crate::util::Subject::audit(&rec.site, cam), rec);
-        if let Err(e) = self.publisher.submit(entry).await {
-            tracing::error!(error = format!("{e:#}"), "audit record not queued for publishing");
-        }
-    }
-}
 
 pub struct RuleControl {
     site: String,
@@ -90,25 +54,18 @@ pub struct RuleControl {
     slots: BTreeMap<String, CameraControl>,
     pub audit: Arc<AuditWriter>,
     pub bucket: String,
-    pub mask_bucket: String,
     /// Replicas of the buckets when this worker creates them (`publish.replicas`).
     replicas: usize,
-    /// The mask file of each camera that has one, and its signature when last read.
-    mask_files: BTreeMap<String, (PathBuf, Option<FileSig>)>,
-    mask_base: BTreeMap<String, Option<Arc<PrivacyMask>>>,
-    /// Masks set in KV (they win over the file's while the key exists).
-    mask_kv: BTreeMap<String, Arc<PrivacyMask>>,
-    /// The mask in force per camera.
-    masks: BTreeMap<String, Option<Arc<PrivacyMask>>>,
+    /// The cameras' privacy masks (file and KV).
+    pub masks: MaskControl,
 }
 
 impl RuleControl {
     pub fn new(p: &Pipeline, slots: BTreeMap<String, CameraControl>, publisher: Arc<Publisher>) -> Result<RuleControl> {
-        let audit = Arc::new(AuditWriter::new(&p.data_dir, publisher)?);
-        let file_masks: BTreeMap<String, Option<Arc<PrivacyMask>>> =
-            p.cameras.iter().map(|c| (c.id.clone(), c.mask.clone().map(Arc::new))).collect();
+        let audit = Arc::new(AuditWriter::new(&p.data_dir, &p.settings.site.id, publisher)?);
         let sig = file_sig(&p.file);
         let labels = p.object_labels();
+        let (slots_for_masks, audit_for_masks) = (slots.clone(), audit.clone());
         Ok(RuleControl {
             site: p.settings.site.id.clone(),
             file: p.file.clone(),
@@ -126,95 +83,9 @@ impl RuleControl {
             slots,
             audit,
             bucket: p.settings.control.kv_bucket.clone(),
-            mask_bucket: p.settings.control.mask_bucket.clone(),
             replicas: p.settings.publish.replicas,
-            mask_files: p
-                .cameras
-                .iter()
-                .filter_map(|c| c.mask.as_ref().map(|m| (c.id.clone(), (m.path.clone(), file_sig(&m.path)))))
-                .collect(),
-            masks: file_masks.clone(),
-            mask_base: file_masks,
-            mask_kv: BTreeMap::new(),
+            masks: MaskControl::new(p, slots_for_masks, audit_for_masks),
         })
-    }
-
-    /// Puts the mask the camera should run with (KV over file) in force when it differs from
-    /// the one in force; audits the change.
-    async fn apply_mask(&mut self, cam: &str, source: &str, by: &str, reason: &str) {
-        let new = self.mask_kv.get(cam).cloned().or_else(|| self.mask_base.get(cam).cloned().flatten());
-        let old = self.masks.get(cam).cloned().flatten();
-        if old.as_ref().map(|m| &m.sha256) == new.as_ref().map(|m| &m.sha256) {
-            return;
-        }
-        self.masks.insert(cam.to_string(), new.clone());
-        if let Some(slot) = self.slots.get(cam) {
-            slot.set_mask(new.clone());
-        }
-        let facts = |m: &Arc<PrivacyMask>| (m.summary(), format!("sha256:{}", m.sha256));
-        let (old, new) = (old.as_ref().map(facts), new.as_ref().map(facts));
-        self.record(About::Mask(cam), Origin::by(source, by, reason), Change::Applied { old, new }).await;
-    }
-
-    /// One entry (put or delete) of the mask bucket, key `<site>.<camera>`.
-    pub async fn mask_entry(&mut self, key: &str, revision: u64, value: Option<&[u8]>) {
-        let source = format!("kv:{}/{key}@{revision}", self.mask_bucket);
-        let cam = key.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
-        if !self.mask_base.contains_key(&cam) {
-            // recorded for the pipeline: the key names no camera of it (its text is in `problem`)
-            let why = format!("key is not <site>.<camera> of a camera in this pipeline: {key:?}");
-            self.record(About::Unnamed { mask: true }, Origin::unsigned(&source), Change::Rejected(why)).await;
-            return;
-        }
-        let (by, reason) = match value {
-            None => {
-                self.mask_kv.remove(&cam);
-                ("(key deleted)".to_string(), String::new())
-            }
-            Some(bytes) => match MaskOverride::parse(bytes, &source) {
-                Ok((o, m)) => {
-                    self.mask_kv.insert(cam.clone(), Arc::new(m));
-                    (o.by, o.reason)
-                }
-                Err(why) => {
-                    let by = serde_json::from_slice::<Value>(bytes)
-                        .ok()
-                        .and_then(|v| v["by"].as_str().map(|s| crate::util::text::printable(s, 64)))
-                        .unwrap_or_else(|| "?".into());
-                    self.record(About::Mask(&cam), Origin::by(&source, &by, ""), Change::Rejected(why)).await;
-                    return;
-                }
-            },
-        };
-        self.apply_mask(&cam, &source, &by, &reason).await;
-    }
-
-    /// Re-reads mask files that changed on disk; a valid one is put in force (unless KV holds a
-    /// mask for the camera), an invalid one is rejected with its errors and the mask stays.
-    async fn poll_mask_files(&mut self) {
-        let mut changed = Vec::new();
-        for (cam, (path, sig)) in self.mask_files.iter_mut() {
-            let now = file_sig(path);
-            if now != *sig {
-                *sig = now;
-                changed.push((cam.clone(), path.clone()));
-            }
-        }
-        for (cam, path) in changed {
-            match PrivacyMask::load(&path) {
-                Ok(m) => {
-                    let source = format!("file:{} sha256:{}", path.display(), &m.sha256[..16]);
-                    self.mask_base.insert(cam.clone(), Some(Arc::new(m)));
-                    self.apply_mask(&cam, &source, "privacy mask file", "").await;
-                }
-                Err(e) => {
-                    tracing::warn!(camera = %cam, file = %path.display(), "privacy mask file invalid; kept the mask in force (see the audit record)");
-                    let source = format!("file:{}", path.display());
-                    let from = Origin::by(&source, "privacy mask file", "");
-                    self.record(About::Mask(&cam), from, Change::Rejected(e.to_string())).await;
-                }
-            }
-        }
     }
 
     fn effective(&self, cam: &str) -> Result<Vec<RuleConfig>, String> {
@@ -255,7 +126,7 @@ impl RuleControl {
             Ok(x) => x,
             Err(problem) => {
                 let about = only_rule.map_or(About::Rules(cam), |r| About::Rule(cam, r));
-                self.record(about, Origin::by(source, by, reason), Change::Rejected(problem)).await;
+                self.audit.record(about, Origin::by(source, by, reason), Change::Rejected(problem)).await;
                 return false;
             }
         };
@@ -271,7 +142,7 @@ impl RuleControl {
             }
             changed = true;
             let change = Change::Applied { old: o.map(revision), new: n.map(revision) };
-            self.record(About::Rule(cam, &id), Origin::by(source, by, reason), change).await;
+            self.audit.record(About::Rule(cam, &id), Origin::by(source, by, reason), change).await;
         }
         if changed {
             self.current.insert(cam.to_string(), resolved.clone());
@@ -282,57 +153,11 @@ impl RuleControl {
         true
     }
 
-    /// Writes the audit record of a change (applied or rejected) and emits its event.
-    async fn record(&self, about: About<'_>, from: Origin<'_>, change: Change) {
-        let (cam, rule) = about.names();
-        let (source, by, reason) = (from.source, from.by.unwrap_or("?"), from.reason);
-        let (outcome, old, new) = match change {
-            Change::Applied { old, new } => (Ok(()), old, new),
-            Change::Rejected(why) => (Err(why), None, None),
-        };
-        let (old, old_rev) = old.unzip();
-        let (new, new_rev) = new.unzip();
-        let rec = AuditRecord {
-            time_utc: crate::util::rfc3339(chrono::Utc::now()),
-            site: self.site.clone(),
-            camera: cam.into(),
-            rule: rule.into(),
-            source: source.into(),
-            by: by.into(),
-            reason: reason.into(),
-            outcome: if outcome.is_ok() { "applied" } else { "rejected" }.into(),
-            problem: outcome.as_ref().err().cloned(),
-            old,
-            new,
-            old_revision: old_rev,
-            new_revision: new_rev.clone(),
-        };
-        let detail = match &outcome {
-            Err(p) => p.clone(),
-            Ok(()) => format!(
-                "{} -> {}",
-                rec.old.as_ref().map(Value::to_string).unwrap_or("(none)".into()),
-                rec.new.as_ref().map(Value::to_string).unwrap_or("(none)".into())
-            ),
-        };
-        Event::RuleChange {
-            camera: cam,
-            rule,
-            source,
-            by,
-            applied: outcome.is_ok(),
-            revision: new_rev.as_deref().unwrap_or(""),
-            detail: &detail,
-        }
-        .emit();
-        self.audit.write(&rec).await;
-    }
-
     /// Checks the pipeline file; re-reads and applies it when its content changed. Whatever
     /// goes wrong (the file deleted, turned into a directory or a device, binary, invalid) is
     /// logged once with what vigil did: it keeps running with the config it has.
     pub async fn poll_file(&mut self) {
-        self.poll_mask_files().await;
+        self.masks.poll_files().await;
         let sig = file_sig(&self.file);
         if sig == self.file_sig {
             return;
@@ -356,12 +181,13 @@ impl RuleControl {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(file = %self.file.display(), "pipeline file invalid; {kept} (see the audit record)");
-                self.record(
-                    About::Unnamed { mask: false },
-                    Origin::by(&source, by, ""),
-                    Change::Rejected(e.to_string()),
-                )
-                .await;
+                self.audit
+                    .record(
+                        About::Unnamed { mask: false },
+                        Origin::by(&source, by, ""),
+                        Change::Rejected(e.to_string()),
+                    )
+                    .await;
                 return;
             }
         };
@@ -397,7 +223,7 @@ impl RuleControl {
         let mut parts = key.splitn(3, '.');
         let (Some(_site), Some(cam), Some(rule)) = (parts.next(), parts.next(), parts.next()) else {
             let why = "key is not <site>.<camera>.<rule>".to_string();
-            self.record(About::Unnamed { mask: false }, Origin::unsigned(&source), Change::Rejected(why)).await;
+            self.audit.record(About::Unnamed { mask: false }, Origin::unsigned(&source), Change::Rejected(why)).await;
             return;
         };
         let (cam, rule) = (cam.to_string(), rule.to_string());
@@ -407,7 +233,7 @@ impl RuleControl {
             Some(bytes) => match Override::parse(bytes) {
                 Ok(o) => Some(o),
                 Err(why) => {
-                    self.record(About::Rule(&cam, &rule), Origin::unsigned(&source), Change::Rejected(why)).await;
+                    self.audit.record(About::Rule(&cam, &rule), Origin::unsigned(&source), Change::Rejected(why)).await;
                     return;
                 }
             },
@@ -416,7 +242,7 @@ impl RuleControl {
         let reason = ov.as_ref().map(|o| o.reason.clone()).unwrap_or_default();
         if !exists {
             let why = format!("camera {cam:?} has no rule {rule:?} in this pipeline");
-            self.record(About::Rule(&cam, &rule), Origin::by(&source, &by, &reason), Change::Rejected(why)).await;
+            self.audit.record(About::Rule(&cam, &rule), Origin::by(&source, &by, &reason), Change::Rejected(why)).await;
             return;
         }
         let k = (cam.clone(), rule.clone());
@@ -455,65 +281,6 @@ fn restart_only(raw: &crate::config::PipelineFile) -> BTreeMap<String, serde_jso
         }
     }
     out
-}
-
-/// What an audit record of a change is about.
-#[derive(Debug, Clone, Copy)]
-enum About<'a> {
-    /// One rule of a camera.
-    Rule(&'a str, &'a str),
-    /// A camera's rules as a whole (a change to several, refused before one is singled out).
-    Rules(&'a str),
-    /// A camera's privacy mask.
-    Mask(&'a str),
-    /// A file or key that names no camera of this pipeline (rules, or the mask bucket).
-    Unnamed { mask: bool },
-}
-
-impl<'a> About<'a> {
-    /// The record's `camera` and `rule` (`*` where it names none).
-    fn names(self) -> (&'a str, &'a str) {
-        match self {
-            About::Rule(c, r) => (c, r),
-            About::Rules(c) => (c, "*"),
-            About::Mask(c) => (c, MASK_RULE),
-            About::Unnamed { mask: true } => ("*", MASK_RULE),
-            About::Unnamed { mask: false } => ("*", "*"),
-        }
-    }
-}
-
-/// Where a change came from and who made it (`by` unknown when the entry could not be read).
-#[derive(Debug, Clone, Copy)]
-struct Origin<'a> {
-    source: &'a str,
-    by: Option<&'a str>,
-    reason: &'a str,
-}
-
-impl<'a> Origin<'a> {
-    fn by(source: &'a str, by: &'a str, reason: &'a str) -> Origin<'a> {
-        Origin { source, by: Some(by), reason }
-    }
-
-    /// An entry whose author is not known (recorded as `?`).
-    fn unsigned(source: &'a str) -> Origin<'a> {
-        Origin { source, by: None, reason: "" }
-    }
-}
-
-/// A change put in force (a rule's or mask's facts before and after) or refused, and why.
-enum Change {
-    Applied { old: Option<(Value, String)>, new: Option<(Value, String)> },
-    Rejected(String),
-}
-
-/// A file's modification time and length: what tells a changed file.
-type FileSig = (std::time::SystemTime, u64);
-
-fn file_sig(p: &Path) -> Option<FileSig> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 /// Which bucket an entry comes from.
@@ -584,7 +351,7 @@ pub async fn start(
     let mut kv_tasks = Vec::new();
     if let Some(nats) = nats {
         let mut synced = Vec::new();
-        for b in [(Bucket::Rules, ctl.bucket.clone()), (Bucket::Masks, ctl.mask_bucket.clone())] {
+        for b in [(Bucket::Rules, ctl.bucket.clone()), (Bucket::Masks, ctl.masks.bucket.clone())] {
             let (stx, srx) = tokio::sync::oneshot::channel();
             kv_tasks.push(tokio::spawn(follow_kv(nats.clone(), b, ctl.replicas, ctl.site.clone(), tx.clone(), stx)));
             synced.push(srx);
@@ -616,13 +383,16 @@ impl RuleControl {
     async fn entry(&mut self, (which, key, rev, value): KvItem) {
         match which {
             Bucket::Rules => self.kv_entry(&key, rev, value.as_deref()).await,
-            Bucket::Masks => self.mask_entry(&key, rev, value.as_deref()).await,
+            Bucket::Masks => self.masks.entry(&key, rev, value.as_deref()).await,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::super::overrides::{AuditRecord, MASK_RULE};
     use super::*;
 
     async fn control(d: &Path) -> (RuleControl, BTreeMap<String, CameraControl>) {
@@ -703,17 +473,17 @@ mod tests {
         let (mut ctl, slots) = control(d.path()).await;
         let text = "[[polygons]]\nname = \"window\"\npoints = [[0, 0], [0.3, 0], [0.3, 0.4]]\n";
         let value = serde_json::json!({"by": "olga", "reason": "street", "mask": text}).to_string();
-        ctl.mask_entry("s.c", 7, Some(value.as_bytes())).await;
+        ctl.masks.entry("s.c", 7, Some(value.as_bytes())).await;
         let m = slots["c"].mask.lock().unwrap().take().expect("handed to the analysis thread").expect("a mask");
         assert_eq!(m.sha256, crate::util::sha256_hex(text.as_bytes()), "the hash of the mask file text");
         assert_eq!(m.id, "kv:vigil-masks/s.c@7");
         // outside the frame: refused with the mask loader's words; a camera that is not there
         let bad = serde_json::json!({"by": "olga", "mask": "[[polygons]]\npoints = [[0, 0], [1.5, 0], [1, 1]]\n"});
-        ctl.mask_entry("s.c", 8, Some(bad.to_string().as_bytes())).await;
-        ctl.mask_entry("s.nosuch", 9, Some(value.as_bytes())).await;
+        ctl.masks.entry("s.c", 8, Some(bad.to_string().as_bytes())).await;
+        ctl.masks.entry("s.nosuch", 9, Some(value.as_bytes())).await;
         assert!(slots["c"].mask.lock().unwrap().is_none(), "nothing invalid reaches the camera");
         // deleted: back to the file's mask (none here)
-        ctl.mask_entry("s.c", 10, None).await;
+        ctl.masks.entry("s.c", 10, None).await;
         assert_eq!(slots["c"].mask.lock().unwrap().take(), Some(None));
         let a: Vec<AuditRecord> = audit(d.path()).into_iter().filter(|r| r.rule == MASK_RULE).collect();
         let got: Vec<(&str, &str)> = a.iter().map(|r| (r.by.as_str(), r.outcome.as_str())).collect();

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::analysis::CameraControl;
+use super::audit::AuditWriter;
 use super::{EvidenceJob, cluster, live, reload};
 use crate::config::{Camera, Pipeline};
 use crate::detect::ModelPool;
@@ -27,7 +28,6 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::telemetry::{self, Event, HealthEvent};
 use crate::util::Subject;
-use reload::AuditWriter;
 
 /// How a stage ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
