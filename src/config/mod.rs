@@ -115,6 +115,28 @@ pub struct Settings {
     pub cluster: ClusterConfig,
 }
 
+/// The sections a pipeline file and [`Settings`] share, named once: a file splits into settings
+/// and cameras, and joins back.
+macro_rules! sections {
+    ($($f:ident),*) => {
+        impl PipelineFile {
+            pub fn split(self) -> (Settings, Vec<CameraConfig>) {
+                let PipelineFile { $($f,)* cameras } = self;
+                (Settings { $($f),* }, cameras)
+            }
+        }
+
+        impl Settings {
+            pub fn join(self, cameras: Vec<CameraConfig>) -> PipelineFile {
+                let Settings { $($f),* } = self;
+                PipelineFile { $($f,)* cameras }
+            }
+        }
+    };
+}
+
+sections!(site, worker, models, analysis, clip, store, publish, signing, retention, evidence, control, review, cluster);
+
 /// The validated pipeline: everything resolved, nothing left to check at run time.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -195,70 +217,25 @@ impl Pipeline {
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
         }
-        let PipelineFile {
-            site,
-            worker,
-            models,
-            analysis,
-            clip,
-            store,
-            publish,
-            signing,
-            retention,
-            evidence,
-            control,
-            review,
-            cluster,
-            cameras: camera_configs,
-        } = raw;
+        let (settings, camera_configs) = raw.split();
         Ok(Pipeline {
             file: path.to_path_buf(),
-            data_dir: c.resolve(&worker.data_dir),
-            models_dir: c.resolve(&models.dir),
-            key_path: c.resolve(&signing.key),
-            store_url: store.resolved_url(&c),
-            nats: publish.endpoint(&c),
+            data_dir: c.resolve(&settings.worker.data_dir),
+            models_dir: c.resolve(&settings.models.dir),
+            key_path: c.resolve(&settings.signing.key),
+            store_url: settings.store.resolved_url(&c),
+            nats: settings.publish.endpoint(&c),
             cameras,
-            utc_offset_s: site.utc_offset_s(),
+            utc_offset_s: settings.site.utc_offset_s(),
             warnings: c.warnings,
             camera_configs,
-            settings: Settings {
-                site,
-                worker,
-                models,
-                analysis,
-                clip,
-                store,
-                publish,
-                signing,
-                retention,
-                evidence,
-                control,
-                review,
-                cluster,
-            },
+            settings,
         })
     }
 
     /// The file again, as parsed (for comparing two versions of it).
     pub fn as_file(&self) -> PipelineFile {
-        let s = self.settings.clone();
-        PipelineFile {
-            site: s.site,
-            worker: s.worker,
-            models: s.models,
-            analysis: s.analysis,
-            clip: s.clip,
-            store: s.store,
-            publish: s.publish,
-            signing: s.signing,
-            retention: s.retention,
-            evidence: s.evidence,
-            control: s.control,
-            review: s.review,
-            cluster: s.cluster,
-            cameras: self.camera_configs.clone(),
-        }
+        self.settings.clone().join(self.camera_configs.clone())
     }
 
     /// The JetStream stream events go to.
