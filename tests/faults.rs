@@ -33,6 +33,95 @@ fn set_source(site: &Site, from: &str, to: &str) {
     site.replace(from, to);
 }
 
+/// The port of the worker's `/metrics` and `/health` (`worker.http = "127.0.0.1:0"`), from its log.
+fn http_port(w: &Worker) -> u16 {
+    let log = w.log_text();
+    let line = log.lines().find(|l| l.contains("serving /metrics and /health")).expect("http address logged");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["address"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_file_source_that_stops_delivering_is_seen_within_seconds_and_the_other_camera_runs_on() {
+    let _serial = realtime_lock();
+    // a FIFO as the file source: its writer sends the first part of an MPEG-TS clip, then keeps
+    // the pipe open and sends nothing — a file source blocked in a read (a stuck mount, a
+    // receiver that hung), which its own pipeline cannot report
+    let t = tempfile::tempdir().unwrap();
+    let ts = t.path().join("astronaut.ts");
+    transcode(
+        &sample("astronaut-pan.mp4"),
+        &ts,
+        "videoscale ! video/x-raw,width=640,height=360",
+        "x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency ! h264parse",
+        "mpegtsmux",
+    );
+    let bytes = std::fs::read(&ts).unwrap();
+    let fifo = t.path().join("cam.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let (sent_tx, sent) = std::sync::mpsc::channel::<Instant>();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = f.write_all(&bytes[..bytes.len() / 2]);
+            let _ = sent_tx.send(Instant::now());
+            let _ = hold.recv_timeout(Duration::from_secs(120));
+        })
+    };
+    let cams = camera("piped", &fifo.display().to_string(), "stall_s = 2", "")
+        + &camera("other", &sample("camera-pan.mp4").display().to_string(), "loop = true", "min_hits = 20
+window = 20");
+    let site = Site::new("", &cams);
+    set_source(&site, "[worker]\n", "[worker]\nhttp = \"127.0.0.1:0\"\n");
+    let mut w = Worker::start(&site.pipeline);
+    w.wait_log("serving /metrics and /health", Duration::from_secs(60));
+    let http = http_port(&w);
+    let stopped = sent.recv_timeout(Duration::from_secs(90)).expect("the worker read the first half");
+    // within seconds: /health 503 naming the camera's `stream` condition, the metric, the log line
+    let seen = loop {
+        let health = http_get(http, "/health");
+        if health.starts_with("HTTP/1.1 503") {
+            assert!(health.contains(r#""piped":{"conditions":["stream"]}"#), "{health}");
+            assert!(health.contains(r#""other":{"conditions":[]}"#), "the other camera is fine: {health}");
+            break stopped.elapsed();
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(20), "never seen: {health}\n{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // the last frames sent are still in the pipe when the writer stops: the stall starts later
+    assert!(seen < Duration::from_secs(12), "no video seen {seen:?} after the writer stopped (stall_s 2)");
+    let metrics = http_get(http, "/metrics");
+    assert!(metrics.contains(r#"vigil_camera_condition{camera="piped",condition="stream"} 1"#), "{metrics}");
+    let line = w.log_text().lines().find(|l| l.contains("health: stream started")).unwrap().to_string();
+    assert!(line.contains("no video since") && line.contains("(+08:00)"), "{line}");
+    // one broken camera never stops the others: its frames keep coming
+    let frames = |m: &str| -> u64 {
+        let l = m.lines().find(|l| l.starts_with(r#"vigil_frames_decoded_total{camera="other"}"#)).unwrap();
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = frames(&metrics);
+    std::thread::sleep(Duration::from_secs(8));
+    let after = frames(&http_get(http, "/metrics"));
+    assert!(after > before + 100, "the other camera's frames: {before} → {after}");
+    // the stuck camera's pipeline is left behind, not waited for: shutdown does not hang
+    let _ = release.send(());
+    writer.join().unwrap();
+    w.sigterm();
+    let code = w.wait(Duration::from_secs(60));
+    let log = w.log_text();
+    assert_eq!(code, 1, "a camera failed: exit 1\n{log}");
+    assert!(log.contains("camera piped failed") && log.contains("stalled: no video for 2.0 s"), "{log}");
+    println!(
+        "| file source (FIFO) stops delivering, stall_s 2 | /health 503 + `stream` metric + log after {:.1} s; the other camera ran on ({} frames in 8 s); exit {code} |",
+        seen.as_secs_f64(),
+        after - before
+    );
+}
+
 #[test]
 fn broker_outage_longer_than_the_duplicate_window_delivers_every_event_exactly_once() {
     let _serial = realtime_lock();
@@ -363,10 +452,7 @@ fn a_full_spool_stops_cutting_clips_and_raises_the_alarm() {
     set_source(&site, "[worker]\n", "[worker]\nspool_max_bytes = 1000\nhttp = \"127.0.0.1:0\"\n");
     let mut w = Worker::start(&site.pipeline);
     w.wait_log("evidence NOT cut: spool full", Duration::from_secs(60));
-    let log = w.log_text();
-    let line = log.lines().find(|l| l.contains("serving /metrics and /health")).expect("http address logged");
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    let http: u16 = v["address"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let http = http_port(&w);
     assert!(w.child.try_wait().unwrap().is_none(), "worker exited early: {}", w.log_text());
     let metrics = http_get(http, "/metrics");
     let health = http_get(http, "/health");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[test]
-fn utensils_left_fires_per_object_per_dwell_inside_zone_and_hours_only() {
+fn utensils_left_fires_once_per_object_inside_zone_and_hours_only() {
     // the coffee clip pans over a cup on a saucer; a zone over the middle of the frame
     // site-local hours (the test site is UTC+08:00): a window that starts two hours from now
     let now_h = (chrono::Utc::now() + chrono::Duration::hours(8)).format("%H").to_string().parse::<u32>().unwrap();
@@ -25,30 +25,13 @@ fn utensils_left_fires_per_object_per_dwell_inside_zone_and_hours_only() {
     assert_eq!(code, 0, "{log}");
     let out: Vec<serde_json::Value> = site.outbox().into_iter().map(|e| e["payload"].clone()).collect();
     assert!(out.iter().all(|e| e["camera"] == "counter"), "outside its hours a camera raises nothing: {out:#?}");
-    // 12 s of a cup in the zone, dwell 3 s: it fires for the same object every 3 s
-    assert!((2..=4).contains(&out.len()), "{} events: {out:#?}", out.len());
-    let tracks: std::collections::BTreeSet<u64> = out
-        .iter()
-        .map(|e| {
-            let d = e["detections"].as_array().unwrap().iter().find(|d| d["trigger"] == true).unwrap().clone();
-            assert_eq!(e["rule"]["kind"], "utensils_left");
-            assert_eq!(d["label"], "cup", "{d}");
-            assert!(d["dwell_s"].as_f64().unwrap() >= 3.0, "{d}");
-            d["track_id"].as_u64().unwrap()
-        })
-        .collect();
-    assert_eq!(tracks.len(), 1, "one object, one track id across its dwell periods: {tracks:?}");
-    let times: Vec<f64> = out
-        .iter()
-        .map(|e| {
-            chrono::DateTime::parse_from_rfc3339(e["violation_time_utc"].as_str().unwrap()).unwrap().timestamp_millis()
-                as f64
-                / 1e3
-        })
-        .collect();
-    for w in times.windows(2) {
-        assert!(w[1] - w[0] >= 2.9, "fires once per dwell period: {times:?}");
-    }
+    // 12 s of a cup in the zone, dwell 3 s: one object, one episode, one item (it used to fire
+    // again every further 3 s: the demo queue filled with one cup)
+    assert_eq!(out.len(), 1, "{} events: {out:#?}", out.len());
+    let d = out[0]["detections"].as_array().unwrap().iter().find(|d| d["trigger"] == true).unwrap().clone();
+    assert_eq!(out[0]["rule"]["kind"], "utensils_left");
+    assert_eq!(d["label"], "cup", "{d}");
+    assert!(d["dwell_s"].as_f64().unwrap() >= 3.0, "{d}");
     // the zone is in the manifest and drawn (cyan) in the annotated snapshot, not in the plain one
     let e = &out[0];
     assert_eq!(e["zone"][0], serde_json::json!([0.1, 0.0]));

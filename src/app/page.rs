@@ -81,10 +81,7 @@ pub fn error_page(lang: Lang, user: Option<&User>, code: StatusCode, msg: &str) 
 /// A stored UTC time in the site's local time: `2026-11-24 06:10:44 (+08:00)`.
 pub fn local(svc: &App, utc: &str) -> String {
     match crate::util::time::parse_rfc3339(utc) {
-        Ok(t) => {
-            let l = t.with_timezone(&crate::util::time::fixed_offset(svc.pipeline.utc_offset_s));
-            format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
-        }
+        Ok(t) => crate::util::time::shown(t, svc.pipeline.utc_offset_s),
         Err(_) => utc.to_string(),
     }
 }

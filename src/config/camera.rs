@@ -405,8 +405,11 @@ impl CameraConfig {
             c.error(key, format!("{}: only rtsp:// URLs and files are supported", crate::util::secret::redact(text)));
         }
         let path = c.resolve(Path::new(p));
-        if !path.is_file() {
-            c.error(key, format!("file {} does not exist", path.display()));
+        // a regular file, or a FIFO another program feeds (a receiver writing MPEG-TS into it)
+        match std::fs::metadata(&path).map(|m| m.file_type()) {
+            Ok(t) if t.is_file() || std::os::unix::fs::FileTypeExt::is_fifo(&t) => {}
+            Ok(_) => c.error(key, format!("{} is not a regular file or a FIFO", path.display())),
+            Err(_) => c.error(key, format!("file {} does not exist", path.display())),
         }
         Source::File { path, looping: self.loop_file, realtime: self.realtime }
     }

@@ -18,6 +18,7 @@ pub mod masks;
 pub mod overrides;
 pub mod reload;
 pub mod stages;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -377,6 +378,7 @@ pub async fn run(p: Pipeline, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     running.push(stages::checkpointer(&p, &d));
     running.push(stages::uploader(&d));
     running.push(stages::memory_trim());
+    running.push(stages::camera_watch(&p));
     let models = load_models(&p).await?;
     let (jobs, jobs_rx) = mpsc::unbounded_channel::<EvidenceJob>();
     running.push(stages::evidence(&p, &d, &models, jobs_rx));

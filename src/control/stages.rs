@@ -365,6 +365,21 @@ pub fn uploader(d: &Deps) -> Handle {
     })
 }
 
+/// The camera watch ([`super::watch`]): no video and overload, judged once a second for the
+/// cameras with a live source (RTSP, files played in real time).
+pub fn camera_watch(p: &Pipeline) -> Handle {
+    let stall = p
+        .cameras
+        .iter()
+        .filter(|c| match &c.source {
+            crate::config::Source::File { realtime, .. } => *realtime,
+            crate::config::Source::Rtsp { .. } => true,
+        })
+        .map(|c| (c.id.clone(), c.stall))
+        .collect();
+    Handle::aborted("camera watch", super::watch::run(super::watch::Watch::new(stall, p.settings.site.utc_offset_s())))
+}
+
 /// How often the worker gives the C heap's free memory back (`malloc_trim`).
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 

@@ -485,13 +485,18 @@ fn on_encoded(sh: &Shared, sample: &gst::Sample) {
     };
     sh.stats.encoded_frames.inc();
     sh.last_sample_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    if let Some(since) = sh.down_since.lock().expect("down").take() {
+    let now_ms = crate::telemetry::stats::unix_ms();
+    sh.stats.last_video_ms.store(now_ms, Ordering::Relaxed);
+    // the outage ends with the first frame, whoever saw it start (this loop or the camera watch)
+    let was_down = sh.down_since.lock().expect("down").take().is_some();
+    if was_down || sh.stats.is_active(Condition::Stream) {
+        let since = sh.stats.down_since_ms.load(Ordering::Relaxed);
         crate::telemetry::Event::Health {
             camera: &sh.camera,
             condition: Condition::Stream,
             active: false,
             detail: "video flowing again",
-            lasted: Some(since.elapsed()),
+            lasted: Some(Duration::from_millis(now_ms.saturating_sub(since).max(0) as u64)),
         }
         .emit();
     }
@@ -617,10 +622,16 @@ pub fn run_camera(
                 continue;
             }
             (Outcome::Eos, Source::File { .. }) => break CameraEnd::Ended,
-            (Outcome::Error(e), Source::File { path, .. }) => {
+            // a file that never gave video is not video; one that did and loops is a camera:
+            // it stalled or broke mid-way, and starts again as a camera reconnects
+            (Outcome::Error(e), Source::File { path, looping, .. }) if !*looping || stats.encoded_frames.get() == 0 => {
                 break CameraEnd::Failed(format!("file {}: cannot read it as video: {e}", path.display()));
             }
-            (o, Source::Rtsp { url, .. }) => {
+            (o, source) => {
+                let url = match source {
+                    Source::Rtsp { url, .. } => url.to_string(),
+                    Source::File { path, .. } => format!("file {}", path.display()),
+                };
                 let why = match o {
                     Outcome::Eos => "stream ended".to_string(),
                     Outcome::Error(e) => e,
@@ -651,7 +662,7 @@ pub fn run_camera(
                 let nanos =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let jitter = Duration::from_millis(u64::from(nanos ^ std::process::id()) % 250);
-                tracing::warn!(camera = %sh.camera, url = %url, error = %why, retry_in_ms = (backoff + jitter).as_millis() as u64, "camera down; reconnecting");
+                tracing::warn!(camera = %sh.camera, source = %url, error = %why, retry_in_ms = (backoff + jitter).as_millis() as u64, "camera down; reconnecting");
                 let until = Instant::now() + backoff + jitter;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -661,10 +672,15 @@ pub fn run_camera(
         }
     };
     ring.lock().expect("ring").finish_all();
+    if matches!(end, CameraEnd::Ended | CameraEnd::Failed(_)) {
+        stats.finished.store(true, Ordering::Relaxed);
+    }
     // a camera that failed for good says so at once — log and health event — not only when the
     // run ends
     if let CameraEnd::Failed(why) = &end {
         tracing::error!(camera = %cam.id, error = %why, "camera FAILED");
+        // told even when `stream` is already active (no video): failing for good is news
+        stats.set_condition(Condition::Stream, false);
         crate::telemetry::Event::Health {
             camera: &cam.id,
             condition: Condition::Stream,
@@ -694,7 +710,7 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
                 _ => None,
             })
             .unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
+        stop_pipeline(pipeline, &sh.camera);
         return Outcome::Error(reason);
     }
     let run_start = sh.started.elapsed();
@@ -757,8 +773,30 @@ fn play(pipeline: &gst::Pipeline, sh: &Shared) -> Outcome {
             _ => {}
         }
     };
-    let _ = pipeline.set_state(gst::State::Null);
+    stop_pipeline(pipeline, &sh.camera);
     outcome
+}
+
+/// How long a camera's pipeline may take to stop before it is left behind.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Sets the pipeline to NULL, waiting at most [`STOP_WAIT`]: a source blocked in a read that
+/// never returns (a file on a stuck network mount, a FIFO nobody writes) must not stop the camera
+/// from starting again, nor keep its stall unseen. Such a pipeline is left to stop on its own.
+fn stop_pipeline(pipeline: &gst::Pipeline, camera: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pipeline.clone();
+    let spawned = std::thread::Builder::new().name(format!("stop-{camera}")).spawn(move || {
+        let _ = p.set_state(gst::State::Null);
+        let _ = tx.send(());
+    });
+    if spawned.is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        return;
+    }
+    if rx.recv_timeout(STOP_WAIT).is_err() {
+        tracing::error!(camera, wait_s = STOP_WAIT.as_secs(), "camera pipeline did not stop in time (a source blocked in a read?); left behind, starting a new one");
+    }
 }
 
 /// Whether `o` or one of its parents is named with `prefix` ("sub-rtsp", "sub-demux", …).

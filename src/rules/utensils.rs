@@ -1,7 +1,9 @@
 //! Rule `utensils_left`: objects of the configured classes scoring ≥ `threshold` whose centre
 //! lies in the zone are tracked per object; one that has stayed for `dwell_s` (seen again within
-//! `max_gap_s` each time) fires, and fires again after each further `dwell_s` it stays. With
-//! `hours`, dwell only counts inside those site-local hours.
+//! `max_gap_s` each time) fires once. One object left in one place is one episode and one item:
+//! if its track breaks (a person stood in front of it longer than `max_gap_s`) and an object of
+//! the same class is seen again at the same place within `episode_gap_s`, it is the same object
+//! and does not fire again. With `hours`, dwell only counts inside those site-local hours.
 
 use std::time::{Duration, Instant};
 
@@ -41,8 +43,7 @@ pub struct UtensilsRule {
     #[default(8.0)]
     #[schemars(range(min = 0, max = 4096))]
     pub min_box_px: f64,
-    /// How long an object must stay in the zone before it fires (and again after each further
-    /// `dwell_s`), seconds.
+    /// How long an object must stay in the zone before it fires (once per episode), seconds.
     #[default(600.0)]
     #[schemars(range(min = 1, max = 604800))]
     pub dwell_s: f64,
@@ -51,6 +52,12 @@ pub struct UtensilsRule {
     #[default(10.0)]
     #[schemars(range(min = 0.5, max = 3600))]
     pub max_gap_s: f64,
+    /// An object that fired, seen again at the same place (same class, boxes overlapping by IoU
+    /// ≥ 0.3) within this long after it was last seen, is the same object in the same episode:
+    /// it does not fire again. Longer away, it is a new episode. Seconds.
+    #[default(300.0)]
+    #[schemars(range(min = 0, max = 604800))]
+    pub episode_gap_s: f64,
     /// Polygon in normalised [0,1] coordinates (the must-be-clear surface); an object counts when
     /// its centre is inside. Default: the whole frame.
     #[schemars(length(max = 256))]
@@ -154,9 +161,23 @@ pub struct Utensils {
     labels: Vec<String>,
     tracker: Tracker,
     outside_hours: bool,
+    /// Places where an object fired, kept until nothing of its class was seen there for
+    /// `episode_gap_s`.
+    episodes: Vec<Episode>,
     /// This frame's observations (kept to reuse its allocation).
     obs: Vec<Obs>,
 }
+
+/// Where an object that fired was last seen.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    class: u16,
+    bbox: crate::frame::BBox,
+    last_seen: Duration,
+}
+
+/// Boxes this much alike (IoU) are the same place.
+const SAME_PLACE_IOU: f32 = 0.3;
 
 impl Utensils {
     pub fn new(rule: UtensilsRule, labels: &[String]) -> Self {
@@ -169,6 +190,7 @@ impl Utensils {
             zone: None,
             schedule: None,
             outside_hours: false,
+            episodes: Vec::new(),
             obs: Vec::new(),
         };
         s.set_rule(rule);
@@ -201,6 +223,7 @@ impl Utensils {
         );
         self.tracker.update(pts, &obs);
         self.obs = obs;
+        self.follow_episodes(pts);
         let outside = self.schedule.is_some_and(|s| !s.contains(minute_of_day));
         if outside || self.outside_hours {
             // outside the hours nothing dwells; inside, dwell counts from the first frame in them
@@ -217,7 +240,7 @@ impl Utensils {
             .tracker
             .tracks
             .iter_mut()
-            .filter(|t| t.matched && pts.saturating_sub(t.dwell_from) >= dwell)
+            .filter(|t| t.matched && !t.fired && pts.saturating_sub(t.dwell_from) >= dwell)
             .max_by_key(|t| pts.saturating_sub(t.dwell_from))?;
         let value = pts.saturating_sub(trigger.dwell_from).as_secs_f64();
         let trigger_id = trigger.id;
@@ -227,12 +250,40 @@ impl Utensils {
             dwell_s: Some((pts.saturating_sub(t.dwell_from).as_secs_f64() * 1000.0).round() / 1000.0),
             ..d
         });
-        // once per object per dwell period
+        // once per object and episode
         if let Some(t) = self.tracker.tracks.iter_mut().find(|t| t.id == trigger_id) {
-            t.dwell_from = pts;
             t.fired = true;
+            self.episodes.push(Episode { class: t.class, bbox: t.bbox, last_seen: pts });
         }
         Some(Fire { pts, detections, frames, value })
+    }
+
+    /// Episodes follow their objects: a fired track seen now keeps its episode's place fresh; a
+    /// new track at the place of an episode is the same object again (fired already); episodes
+    /// whose place stayed empty for `episode_gap_s` end.
+    fn follow_episodes(&mut self, pts: Duration) {
+        let gap = Duration::from_secs_f64(self.rule.episode_gap_s);
+        self.episodes.retain(|e| pts.saturating_sub(e.last_seen) <= gap);
+        for t in self.tracker.tracks.iter_mut().filter(|t| t.matched) {
+            let place = self
+                .episodes
+                .iter_mut()
+                .filter(|e| e.class == t.class)
+                .map(|e| (e.bbox.iou(&t.bbox), e))
+                .filter(|(iou, _)| *iou >= SAME_PLACE_IOU)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            match place {
+                Some((_, e)) => {
+                    t.fired = true;
+                    e.bbox = t.bbox;
+                    e.last_seen = pts;
+                }
+                None if t.fired => {
+                    self.episodes.push(Episode { class: t.class, bbox: t.bbox, last_seen: pts })
+                }
+                None => {}
+            }
+        }
     }
 }
 
@@ -304,25 +355,39 @@ mod tests {
     fn obj(x: f32, class: u16) -> Object {
         Object { bbox: BBox { x1: x, y1: 100.0, x2: x + 30.0, y2: 130.0 }, score: 0.6, class }
     }
+    /// Feeds `frames` frames at 1 frame/s from `from` s; `seen(k)` says which objects frame k shows.
+    fn feed(st: &mut Utensils, from: u32, frames: u32, seen: impl Fn(u32) -> Vec<Object>) -> Vec<Fire> {
+        (from..from + frames).filter_map(|k| st.update(ms(k as f64), 0, &seen(k), 640, 360)).collect()
+    }
+
     #[test]
-    fn utensil_fires_once_per_object_per_dwell_period_in_zone_only() {
+    fn utensil_fires_once_per_object_and_episode_in_zone_only() {
         let mut st = utensils(10.0, None);
-        let mut fires = Vec::new();
-        // a cup in the zone, a cup outside it, a person in it; 1 frame/s for 25 s, with a 3 s gap
-        for k in 0..25 {
-            if (12..15).contains(&k) {
-                continue; // detector missed it (or gating skipped): shorter than max_gap_s
-            }
-            let objs = [obj(50.0, 1), obj(500.0, 1), obj(100.0, 0)];
-            if let Some(f) = st.update(ms(k as f64), 0, &objs, 640, 360) {
-                fires.push(f);
-            }
-        }
-        assert_eq!(fires.len(), 2, "at 10 s and 20 s: {fires:?}");
+        // a cup in the zone, a cup outside it, a person in it; 1 frame/s for 60 s, with a 3 s gap
+        // (detector missed it, or gating skipped: shorter than max_gap_s)
+        let fires = feed(&mut st, 0, 60, |k| {
+            if (12..15).contains(&k) { vec![] } else { vec![obj(50.0, 1), obj(500.0, 1), obj(100.0, 0)] }
+        });
+        assert_eq!(fires.len(), 1, "once, at 10 s, however long it stays: {fires:?}");
         assert_eq!(fires[0].pts, ms(10.0));
-        assert_eq!(fires[1].pts, ms(20.0));
-        assert!(fires.iter().all(|f| f.detections.len() == 1 && f.detections[0].label == "cup"));
-        assert_eq!(fires[0].detections[0].track_id, fires[1].detections[0].track_id, "same object");
+        assert_eq!((fires[0].detections.len(), fires[0].detections[0].label.as_str()), (1, "cup"));
+    }
+
+    #[test]
+    fn a_broken_track_at_the_same_place_is_the_same_episode_and_a_later_return_a_new_one() {
+        let mut st = utensils(10.0, None);
+        let cup = |k: u32| if (20..40).contains(&k) { vec![] } else { vec![obj(50.0, 1)] };
+        // hidden for 20 s (past max_gap_s = 5: its track ends), then back where it was
+        let fires = feed(&mut st, 0, 80, cup);
+        assert_eq!(fires.len(), 1, "one object, one episode, one item: {fires:?}");
+        // a cup of another class at another place is another object
+        let fires = feed(&mut st, 80, 20, |_| vec![obj(50.0, 1), obj(200.0, 2)]);
+        assert_eq!(fires.len(), 1, "the bowl fires, the cup still does not: {fires:?}");
+        let trigger = fires[0].detections.iter().find(|d| d.trigger).expect("a trigger");
+        assert_eq!(trigger.label, "bowl");
+        // both gone for longer than episode_gap_s (300 s), then a cup at the same place: a new episode
+        let fires = feed(&mut st, 400, 20, |_| vec![obj(50.0, 1)]);
+        assert_eq!(fires.len(), 1, "a new episode fires again: {fires:?}");
     }
 
     #[test]

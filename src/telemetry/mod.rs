@@ -210,10 +210,15 @@ impl Event<'_> {
                 if condition == Condition::SpoolFull {
                     m.spool_full.set(active as i64);
                 }
+                // `stream` and `overload` have two observers (the camera's own loop and the camera
+                // watch): each start and end is told once. Other conditions are facts told each
+                // time (each item quarantined, each clock step).
                 if condition != Condition::Lease
                     && let Some(s) = cameras().lock().unwrap_or_else(|p| p.into_inner()).get(camera)
+                    && !s.set_condition(condition, active)
+                    && matches!(condition, Condition::Stream | Condition::Overload)
                 {
-                    s.set_condition(condition, active);
+                    return;
                 }
                 if active && condition != Condition::Lease {
                     tracing::warn!(camera, condition = condition.name(), detail, "health: {condition} started");
@@ -305,6 +310,6 @@ mod tests {
         }
         .emit();
         assert!(s.active().is_empty());
-        assert_eq!(Condition::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().len(), 10);
+        assert_eq!(Condition::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().len(), 11);
     }
 }

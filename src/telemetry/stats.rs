@@ -2,7 +2,8 @@
 //! camera's label, so the run summary, `vigil bench`, `/metrics` and `/health` read the same
 //! numbers.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -32,6 +33,9 @@ pub enum Condition {
     ChainGap,
     /// The wall clock stepped back since the last item: the affected items carry the step.
     ClockStep,
+    /// Analysis cannot keep up: over the last [`OVERLOAD_WINDOW`] more than half of the frames
+    /// due for analysis were dropped (ends below a fifth). Its violations may go unseen.
+    Overload,
     /// Cluster: which worker runs the camera. `active`: a worker took its lease (detail names it
     /// and the lease revision); ended: the worker let it go (handed over, lost, stopped). A fact
     /// about the camera's placement, never an abnormal state of the camera (not in `ALL`).
@@ -39,7 +43,7 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub const ALL: [Condition; 10] = [
+    pub const ALL: [Condition; 11] = [
         Condition::Stream,
         Condition::Frozen,
         Condition::Covered,
@@ -50,6 +54,7 @@ impl Condition {
         Condition::Quarantined,
         Condition::ChainGap,
         Condition::ClockStep,
+        Condition::Overload,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +69,7 @@ impl Condition {
             Condition::Quarantined => "evidence_quarantined",
             Condition::ChainGap => "chain_gap",
             Condition::ClockStep => "clock_step",
+            Condition::Overload => "overload",
             Condition::Lease => "lease",
         }
     }
@@ -103,7 +109,22 @@ pub struct CameraStats {
     pub violations: Counter,
     /// Unix time (ms) of the last violation raised; 0: none yet.
     pub last_violation_ms: AtomicI64,
+    /// Unix time (ms) of the last video frame received; 0: none yet.
+    pub last_video_ms: AtomicI64,
+    /// Unix time (ms) at which the `stream` condition last became active (when it is).
+    pub down_since_ms: AtomicI64,
+    /// The camera's source ended or failed for good: no more video is expected (the watch
+    /// stops judging it).
+    pub finished: AtomicBool,
     conditions: AtomicU32,
+}
+
+/// The span over which [`Condition::Overload`] is judged.
+pub const OVERLOAD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Now, as Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl CameraStats {
@@ -129,6 +150,9 @@ impl CameraStats {
             reconnects: c(&m.reconnects),
             violations: c(&m.violations),
             last_violation_ms: AtomicI64::new(0),
+            last_video_ms: AtomicI64::new(0),
+            down_since_ms: AtomicI64::new(0),
+            finished: AtomicBool::new(false),
             conditions: AtomicU32::new(0),
         }
     }
@@ -150,16 +174,34 @@ impl CameraStats {
             reconnects: Counter::default(),
             violations: Counter::default(),
             last_violation_ms: AtomicI64::new(0),
+            last_video_ms: AtomicI64::new(0),
+            down_since_ms: AtomicI64::new(0),
+            finished: AtomicBool::new(false),
             conditions: AtomicU32::new(0),
         }
     }
 
-    pub fn set_condition(&self, c: Condition, on: bool) {
-        if on {
-            self.conditions.fetch_or(c.bit(), Ordering::Relaxed);
+    /// Sets or clears `c`; true when that changed it.
+    pub fn set_condition(&self, c: Condition, on: bool) -> bool {
+        let before = if on {
+            self.conditions.fetch_or(c.bit(), Ordering::Relaxed)
         } else {
-            self.conditions.fetch_and(!c.bit(), Ordering::Relaxed);
+            self.conditions.fetch_and(!c.bit(), Ordering::Relaxed)
+        };
+        let changed = (before & c.bit() != 0) != on;
+        if on && changed && c == Condition::Stream {
+            self.down_since_ms.store(unix_ms(), Ordering::Relaxed);
         }
+        self.export(c, on);
+        changed
+    }
+
+    /// Whether `c` is active.
+    pub fn is_active(&self, c: Condition) -> bool {
+        self.conditions.load(Ordering::Relaxed) & c.bit() != 0
+    }
+
+    fn export(&self, c: Condition, on: bool) {
         metrics::get()
             .camera_condition
             .get_or_create(&metrics::ConditionLabel { camera: self.camera.clone(), condition: c.name().into() })

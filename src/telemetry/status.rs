@@ -51,6 +51,12 @@ pub struct CameraStatus {
     pub violations: u64,
     /// When the last violation was raised (none since the worker started: null).
     pub last_violation_utc: Option<String>,
+    /// When the last video frame arrived (none yet: null).
+    #[serde(default)]
+    pub last_video_utc: Option<String>,
+    /// While `down`: since when (the `stream` condition started).
+    #[serde(default)]
+    pub down_since_utc: Option<String>,
 }
 
 /// `vigil-live.status.<site>.<worker>`: a worker's cameras and its own state.
@@ -110,6 +116,9 @@ impl Reporter {
                 CameraState::Up
             };
             let last = s.last_violation_ms.load(Ordering::Relaxed);
+            let at = |ms: i64| {
+                (ms > 0).then(|| chrono::DateTime::from_timestamp_millis(ms).map(crate::util::rfc3339)).flatten()
+            };
             out.push(CameraStatus {
                 camera: id.clone(),
                 state,
@@ -123,9 +132,13 @@ impl Reporter {
                 frames_dropped: dropped,
                 reconnects: s.reconnects.get(),
                 violations: s.violations.get(),
-                last_violation_utc: (last > 0)
-                    .then(|| chrono::DateTime::from_timestamp_millis(last).map(crate::util::rfc3339))
-                    .flatten(),
+                last_violation_utc: at(last),
+                last_video_utc: at(s.last_video_ms.load(Ordering::Relaxed)),
+                down_since_utc: if state == CameraState::Down {
+                    at(s.down_since_ms.load(Ordering::Relaxed))
+                } else {
+                    None
+                },
             });
         }
         let m = metrics::get();

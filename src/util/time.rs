@@ -12,6 +12,13 @@ pub fn local(t: DateTime<Utc>, offset_s: i32) -> String {
     t.with_timezone(&fixed_offset(offset_s)).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// As pages and messages show a time to people: site-local, to the second, with the offset:
+/// `2026-11-23 16:00:00 (+08:00)` (one format everywhere; the `from=` filters accept it).
+pub fn shown(t: DateTime<Utc>, offset_s: i32) -> String {
+    let l = t.with_timezone(&fixed_offset(offset_s));
+    format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
+}
+
 /// A fixed offset (UTC when out of range; offsets are validated at config load).
 pub fn fixed_offset(offset_s: i32) -> FixedOffset {
     FixedOffset::east_opt(offset_s).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"))

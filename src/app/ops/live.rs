@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::app::i18n::{Lang, Msg};
 use crate::config::Pipeline;
+use crate::telemetry::Condition;
 use crate::telemetry::status::{CameraState, StatusReport};
 
 /// A status report larger than this is ignored (a worker with a thousand cameras stays far below).
@@ -39,18 +41,13 @@ pub struct Snapshot {
 pub enum OpsState {
     Starting,
     Up,
+    /// Video flows but analysis cannot keep up (`overload`).
+    Overloaded,
+    /// Video flows but the picture is wrong (covered, frozen, moved, …).
+    Tampered,
+    /// No video (`stream`): since when is in the row.
     Down,
     Unknown,
-}
-
-impl From<CameraState> for OpsState {
-    fn from(s: CameraState) -> OpsState {
-        match s {
-            CameraState::Starting => OpsState::Starting,
-            CameraState::Up => OpsState::Up,
-            CameraState::Down => OpsState::Down,
-        }
-    }
 }
 
 impl OpsState {
@@ -59,10 +56,52 @@ impl OpsState {
         match self {
             OpsState::Starting => "starting",
             OpsState::Up => "up",
+            OpsState::Overloaded => "overloaded",
+            OpsState::Tampered => "tampered",
             OpsState::Down => "down",
             OpsState::Unknown => "unknown",
         }
     }
+
+    pub fn text(self, lang: Lang) -> &'static str {
+        lang.t(match self {
+            OpsState::Starting => Msg::st_starting,
+            OpsState::Up => Msg::st_up,
+            OpsState::Overloaded => Msg::st_overloaded,
+            OpsState::Tampered => Msg::st_tampered,
+            OpsState::Down => Msg::st_down,
+            OpsState::Unknown => Msg::st_unknown,
+        })
+    }
+
+    /// A worker's camera state and its active conditions, as the overview shows them.
+    fn of(state: CameraState, conditions: &[Condition]) -> OpsState {
+        match state {
+            CameraState::Starting => OpsState::Starting,
+            CameraState::Down => OpsState::Down,
+            CameraState::Up if conditions.contains(&Condition::Overload) => OpsState::Overloaded,
+            CameraState::Up if !conditions.is_empty() => OpsState::Tampered,
+            CameraState::Up => OpsState::Up,
+        }
+    }
+}
+
+/// A condition's name in `lang`.
+pub fn condition_text(lang: Lang, c: Condition) -> &'static str {
+    lang.t(match c {
+        Condition::Stream => Msg::cond_stream,
+        Condition::Frozen => Msg::cond_frozen,
+        Condition::Covered => Msg::cond_covered,
+        Condition::Saturated => Msg::cond_saturated,
+        Condition::Defocus => Msg::cond_defocus,
+        Condition::Moved => Msg::cond_moved,
+        Condition::SpoolFull => Msg::cond_spool_full,
+        Condition::Quarantined => Msg::cond_evidence_quarantined,
+        Condition::ChainGap => Msg::cond_chain_gap,
+        Condition::ClockStep => Msg::cond_clock_step,
+        Condition::Overload => Msg::cond_overload,
+        Condition::Lease => Msg::worker,
+    })
 }
 
 /// One camera on the overview.
@@ -70,15 +109,25 @@ impl OpsState {
 pub struct OpsCamera {
     pub camera: String,
     pub location: String,
-    /// `up`, `down`, `starting`, or `unknown` (no recent report from any worker).
+    /// `up`, `overloaded`, `tampered`, `down`, `starting`, or `unknown` (no recent report from any
+    /// worker).
     pub state: OpsState,
-    /// Tamper and picture conditions active now (frozen, covered, saturated, defocus, moved).
+    /// The state in the page's language.
+    pub state_text: String,
+    /// Conditions active now other than `stream` (overload, frozen, covered, saturated, defocus,
+    /// moved).
     pub conditions: Vec<String>,
+    /// The same in the page's language.
+    pub conditions_text: String,
     pub analysed_fps: Option<f64>,
     pub dropped_fps: Option<f64>,
     pub inference_ms: Option<f64>,
     pub reconnects: Option<u64>,
     pub last_violation_utc: Option<String>,
+    /// The same in site time, as the pages show times.
+    pub last_violation: Option<String>,
+    /// While `down`: since when, in site time.
+    pub down_since: Option<String>,
     /// The worker running the camera (the newest report naming it).
     pub worker: Option<String>,
     /// Seconds since that report arrived.
@@ -86,7 +135,7 @@ pub struct OpsCamera {
     /// `enforcement` or `advisory`, and why (camera registry, today, site time).
     pub status: String,
     pub status_reasons: Vec<String>,
-    /// Why the state is what it is, when it is not `up`.
+    /// Why the state is what it is, when it is not `up`, in the page's language.
     pub detail: String,
 }
 
@@ -170,8 +219,13 @@ impl Live {
         self.reports.write().unwrap_or_else(|p| p.into_inner()).insert(r.worker.clone(), (Instant::now(), r));
     }
 
-    /// One row per camera of `p`, in the pipeline's order.
-    pub fn cameras(&self, p: &Pipeline) -> Vec<OpsCamera> {
+    /// One row per camera of `p`, in the pipeline's order, its words in `lang`.
+    pub fn cameras(&self, p: &Pipeline, lang: Lang) -> Vec<OpsCamera> {
+        let shown = |utc: &Option<String>| {
+            utc.as_deref()
+                .and_then(|t| crate::util::time::parse_rfc3339(t).ok())
+                .map(|t| crate::util::time::shown(t, p.utc_offset_s))
+        };
         let reports = self.reports.read().unwrap_or_else(|p| p.into_inner());
         let today = chrono::Utc::now().with_timezone(&crate::util::time::fixed_offset(p.utc_offset_s)).date_naive();
         p.cameras
@@ -187,40 +241,85 @@ impl Live {
                     camera: cam.id.clone(),
                     location: cam.location.clone(),
                     state: OpsState::Unknown,
+                    state_text: OpsState::Unknown.text(lang).into(),
                     conditions: Vec::new(),
+                    conditions_text: String::new(),
                     analysed_fps: None,
                     dropped_fps: None,
                     inference_ms: None,
                     reconnects: None,
                     last_violation_utc: None,
+                    last_violation: None,
+                    down_since: None,
                     worker: None,
                     report_age_s: None,
                     status: c.kind.name().into(),
                     status_reasons: c.reasons,
-                    detail: if self.connected.load(std::sync::atomic::Ordering::Relaxed) {
-                        "no worker reports this camera".into()
-                    } else {
-                        "no live status: the review service has no NATS connection".into()
-                    },
+                    detail: lang
+                        .t(if self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                            Msg::no_worker_reports
+                        } else {
+                            Msg::no_live_status
+                        })
+                        .into(),
                 };
                 if let Some((at, r, x)) = seen {
                     let age = at.elapsed();
                     row.worker = Some(r.worker.clone());
                     row.report_age_s = Some(age.as_secs_f64());
                     row.last_violation_utc = x.last_violation_utc.clone();
+                    row.last_violation = shown(&x.last_violation_utc);
                     row.reconnects = Some(x.reconnects);
                     if age > Duration::from_secs_f64(3.0 * r.interval_s) {
-                        row.detail = format!("no report from worker {} for {:.0} s", r.worker, age.as_secs_f64());
+                        row.detail = format!(
+                            "{} {} ({:.0} {})",
+                            lang.t(Msg::no_report_from),
+                            r.worker,
+                            age.as_secs_f64(),
+                            lang.t(Msg::seconds)
+                        );
                     } else {
-                        row.state = x.state.into();
+                        row.state = OpsState::of(x.state, &x.conditions);
+                        row.state_text = row.state.text(lang).into();
                         row.conditions = x.conditions.iter().map(|c| c.name().to_string()).collect();
+                        row.conditions_text = x
+                            .conditions
+                            .iter()
+                            .map(|c| condition_text(lang, *c))
+                            .collect::<Vec<_>>()
+                            .join(if lang == Lang::Zh { "、" } else { ", " });
                         row.analysed_fps = Some(x.analysed_fps);
                         row.dropped_fps = Some(x.dropped_fps);
                         row.inference_ms = r.inference_ms;
-                        row.detail = match x.state {
-                            CameraState::Up => String::new(),
-                            CameraState::Starting => "waiting for the first video".into(),
-                            CameraState::Down => "stream down; reconnecting".into(),
+                        row.down_since = shown(&x.down_since_utc);
+                        let sep = if lang == Lang::Zh { "；" } else { "; " };
+                        row.detail = match row.state {
+                            OpsState::Starting => lang.t(Msg::waiting_first_video).into(),
+                            OpsState::Down => {
+                                let since = row.down_since.clone().or_else(|| shown(&x.last_video_utc));
+                                let mut d = match since {
+                                    Some(t) => format!("{} {t}", lang.t(Msg::no_video_since)),
+                                    None => lang.t(Msg::cond_stream).into(),
+                                };
+                                if x.reconnects > 0 {
+                                    d += &format!(
+                                        "{sep}{} ({} {})",
+                                        lang.t(Msg::reconnecting),
+                                        lang.t(Msg::reconnects_so_far),
+                                        x.reconnects
+                                    );
+                                }
+                                d
+                            }
+                            OpsState::Overloaded => {
+                                let (a, d) = (x.analysed_fps, x.dropped_fps);
+                                format!(
+                                    "{} {:.0} %",
+                                    lang.t(Msg::overload_detail),
+                                    if a + d > 0.0 { 100.0 * d / (a + d) } else { 0.0 }
+                                )
+                            }
+                            _ => String::new(),
                         };
                     }
                 }

@@ -30,7 +30,7 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 /// `/ops`: the cameras overview.
 pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
     let lang = a.lang;
-    let rows = svc.live.cameras(&svc.pipeline);
+    let rows = svc.live.cameras(&svc.pipeline, lang);
     let body = html! {
         h2 { (lang.t(Msg::cameras)) " · " (svc.site()) }
         p.muted { (lang.t(Msg::ops_keys)) }
@@ -46,12 +46,12 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
                     tr.cam data-camera=(c.camera) data-state=(c.state.name()) {
                         td { (c.camera) }
                         td { (c.location) }
-                        td { span class={ "badge state s-" (c.state.name()) } { (state_text(lang, c.state)) } }
-                        td.conditions { (c.conditions.join(", ")) }
+                        td { span class={ "badge state s-" (c.state.name()) } { (c.state_text) } }
+                        td.conditions { (c.conditions_text) }
                         td.analysed { (fmt(c.analysed_fps, 1)) }
                         td.dropped { (fmt(c.dropped_fps, 1)) }
                         td.inference { (fmt(c.inference_ms, 1)) }
-                        td.last { (c.last_violation_utc.as_deref().map(|t| local(&svc, t)).unwrap_or_else(|| "–".into())) }
+                        td.last { (c.last_violation.as_deref().unwrap_or("–")) }
                         td.worker { (c.worker.as_deref().unwrap_or("–")) }
                         td { span class={ "badge st-" (c.status) } { (lang.t(status_key(&c.status))) }
                             @if !c.status_reasons.is_empty() { div.muted { (c.status_reasons.join("; ")) } } }
@@ -60,8 +60,6 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
                 }
             }
         }
-        div #ops-texts hidden data-up=(lang.t(Msg::st_up)) data-down=(lang.t(Msg::st_down))
-            data-starting=(lang.t(Msg::st_starting)) data-unknown=(lang.t(Msg::st_unknown)) {}
     };
     page(lang, lang.t(Msg::cameras), Some(&a.user), "/ops", body)
 }
@@ -70,19 +68,13 @@ fn status_key(s: &str) -> Msg {
     if s == "enforcement" { Msg::enforcement } else { Msg::advisory }
 }
 
-fn state_text(lang: super::i18n::Lang, s: crate::app::ops::live::OpsState) -> &'static str {
-    use crate::app::ops::live::OpsState;
-    lang.t(match s {
-        OpsState::Up => Msg::st_up,
-        OpsState::Down => Msg::st_down,
-        OpsState::Starting => Msg::st_starting,
-        OpsState::Unknown => Msg::st_unknown,
-    })
-}
-
 /// `/api/ops/cameras`: the overview's rows as JSON.
-pub async fn cameras(State(svc): State<Arc<App>>, _: Api<OpsRole>) -> axum::Json<Vec<OpsCamera>> {
-    axum::Json(svc.live.cameras(&svc.pipeline))
+pub async fn cameras(
+    State(svc): State<Arc<App>>,
+    _: Api<OpsRole>,
+    headers: axum::http::HeaderMap,
+) -> axum::Json<Vec<OpsCamera>> {
+    axum::Json(svc.live.cameras(&svc.pipeline, crate::app::page::lang_of(&headers, None)))
 }
 
 /// A parameter value for the page: strings bare, long values cut.

@@ -22,7 +22,6 @@
   });
   var ops = document.getElementById('ops');
   if (ops) {
-    var texts = document.getElementById('ops-texts').dataset;
     var num = function (v) { return v === null || v === undefined ? '\u2013' : v.toFixed(1); };
     var refresh = function () {
       fetch('/api/ops/cameras', {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; }).then(function (cams) {
@@ -33,13 +32,13 @@
           tr.dataset.state = c.state;
           var b = tr.querySelector('.state');
           b.className = 'badge state s-' + c.state;
-          b.textContent = texts[c.state] || c.state;
-          tr.querySelector('.conditions').textContent = c.conditions.join(', ');
+          b.textContent = c.state_text;
+          tr.querySelector('.conditions').textContent = c.conditions_text;
           tr.querySelector('.analysed').textContent = num(c.analysed_fps);
           tr.querySelector('.dropped').textContent = num(c.dropped_fps);
           tr.querySelector('.inference').textContent = num(c.inference_ms);
           tr.querySelector('.worker').textContent = c.worker || '\u2013';
-          if (c.last_violation_utc) tr.querySelector('.last').textContent = new Date(c.last_violation_utc).toLocaleString();
+          tr.querySelector('.last').textContent = c.last_violation || '\u2013';
           tr.querySelector('.detail').textContent = c.detail;
         });
       }).catch(function () {});
