@@ -590,7 +590,8 @@ pub fn run_camera(
         analysis_eos: AtomicBool::new(false),
         live: matches!(cam.source, Source::Rtsp { .. }),
     });
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff =
+        crate::util::backoff::Backoff::new(Duration::from_millis(500), cam.reconnect_max, Duration::from_millis(250));
     let mut last_why = String::new();
     // stopped while a live stream is down (reconnecting): the summary names it as down
     let stopped = |sh: &Shared, why: &str| match *sh.down_since.lock().expect("down") {
@@ -601,6 +602,7 @@ pub fn run_camera(
         if shutdown.load(Ordering::Relaxed) {
             break stopped(&sh, &last_why);
         }
+        let frames_before = stats.encoded_frames.get();
         let outcome = match build(cam, &analysis, &sh) {
             Ok(b) => play(&b.pipeline, &sh),
             Err(e) => Outcome::Error(format!("cannot build pipeline: {e}")),
@@ -659,15 +661,16 @@ pub fn run_camera(
                         .emit();
                     }
                 }
-                let nanos =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-                let jitter = Duration::from_millis(u64::from(nanos ^ std::process::id()) % 250);
-                tracing::warn!(camera = %sh.camera, source = %url, error = %why, retry_in_ms = (backoff + jitter).as_millis() as u64, "camera down; reconnecting");
-                let until = Instant::now() + backoff + jitter;
+                // a run that gave video starts the backoff again from its first step
+                if stats.encoded_frames.get() > frames_before {
+                    backoff.reset();
+                }
+                let wait = backoff.next_wait();
+                tracing::warn!(camera = %sh.camera, source = %url, error = %why, retry_in_ms = wait.as_millis() as u64, "camera down; reconnecting");
+                let until = Instant::now() + wait;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                backoff = (backoff * 2).min(cam.reconnect_max);
             }
         }
     };

@@ -2,7 +2,7 @@
 //! signature, chain position), its review records and status — and the queue of items.
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::Service;
@@ -127,19 +127,6 @@ pub struct RowReview {
     pub decided_by: Vec<String>,
 }
 
-/// A time filter: RFC 3339, or a `datetime-local` value read in the site's offset.
-pub fn parse_time(s: &str, offset_s: i32) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(t) = crate::util::time::parse_rfc3339(s) {
-        return Some(t);
-    }
-    let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").ok()?;
-    naive.and_local_timezone(crate::util::time::fixed_offset(offset_s)).single().map(|t| t.with_timezone(&Utc))
-}
-
 /// Why a filter value is refused (the API answers 400 with it).
 pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
     if let Some(k) = f.kind.as_deref().filter(|k| !k.is_empty())
@@ -158,8 +145,8 @@ pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
         return Err(format!("admissible {a:?}: true or false"));
     }
     for t in [&f.from, &f.to].into_iter().flatten() {
-        if !t.is_empty() && parse_time(t, offset_s).is_none() {
-            return Err(format!("{t:?} is not a time (RFC 3339, or YYYY-MM-DDTHH:MM)"));
+        if !t.is_empty() && crate::util::time::parse_shown(t, offset_s).is_none() {
+            return Err(format!("{t:?} is not a time (as the pages show it, 2026-11-23 16:00:05 (+08:00); RFC 3339; or YYYY-MM-DD[ HH:MM[:SS]] in site time)"));
         }
     }
     Ok(())
@@ -169,7 +156,7 @@ pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
 pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, usize)> {
     let offset = svc.pipeline.utc_offset_s;
     let (from, to) =
-        (f.from.as_deref().and_then(|t| parse_time(t, offset)), f.to.as_deref().and_then(|t| parse_time(t, offset)));
+        (f.from.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)), f.to.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)));
     let want = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
     let review_key = svc.signer.public_key();
     let mut rows = Vec::new();

@@ -19,6 +19,28 @@ pub fn shown(t: DateTime<Utc>, offset_s: i32) -> String {
     format!("{} ({})", l.format("%Y-%m-%d %H:%M:%S"), l.format("%:z"))
 }
 
+/// Reads a time as people type or copy it: RFC 3339; what [`shown`] writes
+/// (`2026-11-23 16:00:00 (+08:00)`, its offset honoured); or a site-local date and time with or
+/// without seconds, `T` or a space between (`2026-11-23T16:00`, `2026-11-23 16:00:05`); or a date
+/// alone (its first second). `None` when it is none of these.
+pub fn parse_shown(s: &str, offset_s: i32) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = parse_rfc3339(s) {
+        return Some(t);
+    }
+    // "… (+08:00)": the offset written beside the time
+    let (text, offset_s) = match s.strip_suffix(')').and_then(|r| r.rsplit_once('(')) {
+        Some((t, off)) => (t.trim(), parse_utc_offset(off.trim())?),
+        None => (s, offset_s),
+    };
+    let text = text.replacen(' ', "T", 1);
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(&text, f).ok())
+        .or_else(|| chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))?;
+    naive.and_local_timezone(fixed_offset(offset_s)).single().map(|t| t.with_timezone(&Utc))
+}
+
 /// A fixed offset (UTC when out of range; offsets are validated at config load).
 pub fn fixed_offset(offset_s: i32) -> FixedOffset {
     FixedOffset::east_opt(offset_s).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"))
@@ -56,6 +78,22 @@ pub fn add_std(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_as_the_pages_show_it_reads_back() {
+        let t = parse_rfc3339("2026-11-23T08:00:05Z").unwrap();
+        let shown_text = shown(t, 8 * 3600);
+        assert_eq!(shown_text, "2026-11-23 16:00:05 (+08:00)");
+        assert_eq!(parse_shown(&shown_text, 0), Some(t), "its own offset, whatever the site's");
+        assert_eq!(parse_shown("2026-11-23 16:00:05", 8 * 3600), Some(t));
+        assert_eq!(parse_shown("2026-11-23T16:00:05", 8 * 3600), Some(t));
+        assert_eq!(parse_shown("2026-11-23T16:00", 8 * 3600), parse_rfc3339("2026-11-23T08:00:00Z").ok());
+        assert_eq!(parse_shown("2026-11-23", 8 * 3600), parse_rfc3339("2026-11-22T16:00:00Z").ok());
+        assert_eq!(parse_shown("2026-11-23T08:00:05Z", 8 * 3600), Some(t));
+        for bad in ["", "yesterday", "2026-13-01", "2026-11-23 16:00:05 (+99:00)"] {
+            assert_eq!(parse_shown(bad, 0), None, "{bad}");
+        }
+    }
 
     #[test]
     fn offsets_and_formats() {
