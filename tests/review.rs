@@ -61,6 +61,29 @@ fn the_workflow_rules_and_every_bad_request() {
     let times: Vec<&str> =
         j["items"].as_array().unwrap().iter().map(|i| i["violation_time_utc"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    // completeness: the queue flags an item whose clip lacks pre- or post-roll or has gaps, and the
+    // item page says how, with the clip's length and the privacy mask that was applied
+    let outbox = rs.site.outbox();
+    let mut incomplete = 0;
+    for i in j["items"].as_array().unwrap() {
+        let e = outbox.iter().find(|e| e["payload"]["evidence_id"] == i["id"]).unwrap();
+        let p = &e["payload"];
+        let short = p["clip"]["pre_roll_truncated"] == true
+            || p["clip"]["post_roll_truncated"] == true
+            || !p["health"]["gaps"].as_array().unwrap().is_empty();
+        assert_eq!(i["complete"], !short, "{i} / {}", p["clip"]);
+        incomplete += short as usize;
+        let page = alice.get(&format!("/evidence/{}", i["id"].as_str().unwrap())).text();
+        assert!(page.contains(&format!("id=\"completeness\" data-complete=\"{}\"", !short)), "{page}");
+        assert!(page.contains("id=\"mask-applied\"") && page.contains("id=\"clip-length\""), "{page}");
+        if p["clip"]["pre_roll_truncated"] == true {
+            assert!(page.contains("事前录像不足"), "the shortfall named: {page}");
+        }
+        if let Some(mask) = p["privacy_mask"]["sha256"].as_str() {
+            assert!(page.contains(&mask[..16]), "the mask applied, by hash: {page}");
+        }
+    }
+    println!("| queue of {} items | {incomplete} flagged incomplete, each matching its manifest |", j["total"]);
     let mut nocsrf = alice.clone();
     nocsrf.csrf = None;
     t.row("decision without the CSRF token", "403", &nocsrf.decide(enf[0], "approve", true, ""), 403);

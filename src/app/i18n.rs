@@ -229,6 +229,18 @@ catalogue! {
     mask_in_force: "当前遮挡", "Mask in force";
     editor_keys: "点击画面加点，拖动顶点修改；Enter 闭合，Backspace 撤销一点，Delete 删除所选，Esc 放弃当前", "Click the picture to add a point, drag a vertex to move it; Enter closes, Backspace undoes a point, Delete removes the selected polygon, Esc drops the one being drawn";
     polygons: "多边形", "Polygons";
+    completeness: "完整性", "Complete";
+    complete: "完整", "complete";
+    incomplete: "不完整", "incomplete";
+    clip_length: "片段时长", "Clip length";
+    pre_roll: "事前录像", "pre-roll";
+    post_roll: "事后录像", "post-roll";
+    pre_roll_short: "事前录像不足", "pre-roll cut short";
+    post_roll_short: "事后录像不足", "post-roll cut short";
+    video_gaps: "画面中断", "gaps in the video";
+    of_configured: "配置为", "configured";
+    mask_applied: "已应用的隐私遮挡", "Privacy mask applied";
+    no_mask_configured: "未配置（摄像头无隐私区域）", "none (the camera has no private area)";
 }
 
 #[cfg(test)]

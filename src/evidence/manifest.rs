@@ -256,6 +256,48 @@ pub struct Manifest {
 
 /// The manifest format. v3: canonical bytes by `RFC 8785 (JCS) v2` (ECMAScript numbers). v4:
 /// premises, device ids, structured legal basis, chain commit time, public key URL.
+/// One way a clip does not cover what its rule asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shortfall {
+    /// The camera's ring held less than `pre_roll_s` before the first detection frame.
+    PreRoll { had_s: f64, want_s: f64 },
+    /// The clip ended (stream down, shutdown) before `post_roll_s` after the violation.
+    PostRoll { had_s: f64, want_s: f64 },
+    /// Breaks in the video inside the clip.
+    Gaps { count: usize, total_s: f64 },
+}
+
+impl Manifest {
+    /// How the clip falls short of complete (empty: it is complete): what a reviewer must know
+    /// before judging what the clip shows and does not show.
+    pub fn shortfalls(&self) -> Vec<Shortfall> {
+        let at = |t: &str| crate::util::time::parse_rfc3339(t).ok();
+        let secs = |a: Option<chrono::DateTime<chrono::Utc>>, b: Option<chrono::DateTime<chrono::Utc>>| match (a, b) {
+            (Some(a), Some(b)) => ((b - a).num_milliseconds() as f64 / 1000.0).max(0.0),
+            _ => 0.0,
+        };
+        let c = &self.clip;
+        let first = self.detection_frames_utc.first().map(String::as_str).unwrap_or(&self.violation_time_utc);
+        let mut out = Vec::new();
+        if c.pre_roll_truncated {
+            out.push(Shortfall::PreRoll { had_s: secs(at(&c.start_utc), at(first)), want_s: c.pre_roll_s });
+        }
+        if c.post_roll_truncated {
+            out.push(Shortfall::PostRoll {
+                had_s: secs(at(&self.violation_time_utc), at(&c.end_utc)),
+                want_s: c.post_roll_s,
+            });
+        }
+        if !self.health.gaps.is_empty() {
+            out.push(Shortfall::Gaps {
+                count: self.health.gaps.len(),
+                total_s: self.health.gaps.iter().map(|g| g.1).sum(),
+            });
+        }
+        out
+    }
+}
+
 pub const MANIFEST_SCHEMA: &str = "vigil.manifest.v4";
 /// The evidence event format (the manifest plus where it is stored).
 pub const EVENT_SCHEMA: &str = "vigil.evidence.v1";

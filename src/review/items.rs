@@ -119,6 +119,8 @@ pub struct Row {
     pub severity: String,
     pub review: RowReview,
     pub signature_ok: bool,
+    /// The clip covers its pre- and post-roll without gaps (else the item page says how not).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,6 +205,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
             severity: m.rule.severity.clone(),
             review: RowReview { status, decided_by },
             signature_ok: it.problems.is_empty() && problems.is_empty(),
+            complete: m.shortfalls().is_empty(),
         });
     }
     rows.sort_by(|a, b| b.violation_time_utc.cmp(&a.violation_time_utc).then(b.id.cmp(&a.id)));

@@ -213,7 +213,8 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
                             td { (lang.t(if r.kind == "advisory" { Msg::advisory } else { Msg::enforcement })) }
                             td { (lang.t(if r.admissible { Msg::yes } else { Msg::no })) }
                             td { (r.severity) }
-                            td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } } }
+                            td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } }
+                                @if !r.complete { " " span.badge.incomplete title=(lang.t(Msg::incomplete)) { (lang.t(Msg::incomplete)) } } }
                             td { (r.review.decided_by.join(", ")) }
                         }
                     }
@@ -242,10 +243,25 @@ pub async fn queue(
     }
 }
 
+/// One way the clip falls short, in `lang`.
+fn shortfall_text(lang: Lang, f: &crate::evidence::manifest::Shortfall) -> String {
+    use crate::evidence::manifest::Shortfall;
+    match *f {
+        Shortfall::PreRoll { had_s, want_s } => {
+            format!("{}: {had_s:.1} s ({} {want_s:.1} s)", lang.t(Msg::pre_roll_short), lang.t(Msg::of_configured))
+        }
+        Shortfall::PostRoll { had_s, want_s } => {
+            format!("{}: {had_s:.1} s ({} {want_s:.1} s)", lang.t(Msg::post_roll_short), lang.t(Msg::of_configured))
+        }
+        Shortfall::Gaps { count, total_s } => format!("{}: {count} × {total_s:.2} s", lang.t(Msg::video_gaps)),
+    }
+}
+
 fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
     let m = &v.manifest;
     let reg = &m.camera_registry;
     let date = |d: &Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "—".into());
+    let shortfalls = m.shortfalls();
     html! {
         table #facts {
             tr { th { (lang.t(Msg::site)) } td { (m.site) " " (m.site_name) } }
@@ -262,6 +278,17 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
             tr { th { (lang.t(Msg::repeat)) } td { (m.repeat_count_30d) } }
             tr { th { (lang.t(Msg::kind)) } td #kind { (lang.t(match m.status.kind { StatusKind::Enforcement => Msg::enforcement, StatusKind::Advisory => Msg::advisory })) @for r in &m.status.reasons { br; span.muted { (r) } } } }
             tr { th { (lang.t(Msg::admissible)) } td #admissible { (lang.t(if m.admissibility.admissible { Msg::yes } else { Msg::no })) @for r in &m.admissibility.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t(Msg::clip_length)) } td #clip-length {
+                (format!("{:.1} s", m.clip.duration_s)) " · " (lang.t(Msg::pre_roll)) " " (format!("{:.1}", m.clip.pre_roll_s)) " s · "
+                (lang.t(Msg::post_roll)) " " (format!("{:.1}", m.clip.post_roll_s)) " s" } }
+            tr { th { (lang.t(Msg::completeness)) } td #completeness data-complete=(shortfalls.is_empty()) {
+                @if shortfalls.is_empty() { (lang.t(Msg::complete)) }
+                @else { span.err { (lang.t(Msg::incomplete)) } @for f in &shortfalls { br; span { (shortfall_text(lang, f)) } } } } }
+            tr { th { (lang.t(Msg::mask_applied)) } td #mask-applied {
+                @match &m.privacy_mask {
+                    Some(mk) => { (mk.id) " · " (mk.polygons) " " (lang.t(Msg::polygons)) " · sha256 " span.muted { (&mk.sha256[..16.min(mk.sha256.len())]) } }
+                    None => { (lang.t(Msg::no_mask_configured)) }
+                } } }
             tr { th { (lang.t(Msg::health)) } td { @if m.health.normal { "OK" } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " (e) br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": gap " (format!("{s:.2}")) " s" br; } } } }
             tr { th { (lang.t(Msg::models)) } td { @for md in &m.models { (md.id) " " span.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
             tr { th { (lang.t(Msg::detections)) } td { @for d in &m.detections { (d.label) " #" (d.track_id) " score " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " no-mask " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " dwell " (format!("{s:.0}")) " s" } @if d.trigger { " ◀" } br; } } }
