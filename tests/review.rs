@@ -84,6 +84,26 @@ fn the_workflow_rules_and_every_bad_request() {
         }
     }
     println!("| queue of {} items | {incomplete} flagged incomplete, each matching its manifest |", j["total"]);
+    // a refused decision from the page's form comes back as the item page, the form as the
+    // officer left it (three checks ticked, the reason) and why beside it, in Chinese
+    let form = |body: &str| {
+        alice.request(
+            "POST",
+            &format!("/evidence/{}/decision", enf[0]),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("csrf={}&{body}", alice.csrf.as_deref().unwrap()).as_bytes(),
+        )
+    };
+    let r = form("decision=approve&true=1&clear=1&complete=1&reason=%E7%94%BB%E9%9D%A2%E6%B8%85%E6%A5%9A");
+    assert_eq!(r.status, 422, "{}", r.text());
+    let page = r.text();
+    assert!(page.contains("id=\"decision-error\"") && page.contains("批准需要勾选全部四项核查"), "{page}");
+    assert_eq!(page.matches("checked").count(), 3, "the three ticks kept: {page}");
+    assert!(page.contains(">画面清楚</textarea>"), "the reason kept: {page}");
+    let r = form("decision=reject&true=1");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("驳回需要填写理由") && r.text().matches("checked").count() == 1, "{}", r.text());
+    assert_eq!(alice.get(&format!("/api/evidence/{}", enf[0])).json()["review"]["status"], "pending", "nothing decided");
     let mut nocsrf = alice.clone();
     nocsrf.csrf = None;
     t.row("decision without the CSRF token", "403", &nocsrf.decide(enf[0], "approve", true, ""), 403);

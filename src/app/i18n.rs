@@ -229,6 +229,8 @@ catalogue! {
     mask_in_force: "当前遮挡", "Mask in force";
     editor_keys: "点击画面加点，拖动顶点修改；Enter 闭合，Backspace 撤销一点，Delete 删除所选，Esc 放弃当前", "Click the picture to add a point, drag a vertex to move it; Enter closes, Backspace undoes a point, Delete removes the selected polygon, Esc drops the one being drawn";
     polygons: "多边形", "Polygons";
+    need_checks: "批准需要勾选全部四项核查（真实、清晰、完整、准确）", "Approving needs all four checks (true, clear, complete, accurate)";
+    need_reason: "驳回需要填写理由", "Rejecting needs a reason";
     completeness: "完整性", "Complete";
     complete: "完整", "complete";
     incomplete: "不完整", "incomplete";

@@ -298,16 +298,44 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
 }
 
 pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<Readers>, caller: Caller) -> Response {
-    let lang = a.lang;
+    item_page(&svc, &a.auth, a.lang, &caller, &id, None).await
+}
+
+/// What an officer entered in a decision the service refused: the page comes back with it, and
+/// why, beside the form.
+pub struct Entered {
+    pub decision: Decision,
+    pub checks: Checks,
+    pub reason: String,
+    pub corrects: Option<String>,
+    pub error: String,
+}
+
+/// The item page; with `entered`, the refused decision's form as the officer left it and the
+/// reason beside it (answered with `code`).
+async fn item_page(
+    svc: &Arc<App>,
+    a: &crate::app::auth::Authed,
+    lang: Lang,
+    caller: &Caller,
+    id: &str,
+    entered: Option<(&Entered, StatusCode)>,
+) -> Response {
+    let id = id.to_string();
     if !valid_id(&id) {
         return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item");
     }
-    let v = match load(&svc, &id).await {
+    let v = match load(svc, &id).await {
         Ok(Some(v)) => v,
         Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
         Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
     };
-    svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &caller.0)).await;
+    if entered.is_none() {
+        svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &caller.0)).await;
+    }
+    let kept = entered.map(|e| e.0);
+    let was = |f: fn(&Checks) -> bool| kept.is_some_and(|e| f(&e.checks));
+    let reason = kept.map(|e| e.reason.as_str()).unwrap_or("");
     // the item's own entries (its index in the log), never the whole log
     let item_log =
         crate::audit_log::for_item(&svc.store, &svc.signer.public_key(), svc.site(), &id, 50).await.unwrap_or_default();
@@ -344,15 +372,18 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
                         p #final { (lang.t(Msg::decision_final)) ": " (status_badge(lang, v.status)) }
                         @if v.status == Status::Approved { p { a #package href={ "/evidence/" (id) "/package" } { (lang.t(Msg::package)) } } }
                     } @else if reviewer && !mine_decided {
-                        form #decision .decide method="post" action={ "/evidence/" (id) "/decision" } {
+                        form #decision .decide method="post" action={ "/evidence/" (id) "/decision" }
+                            data-need-checks=(lang.t(Msg::need_checks)) data-need-reason=(lang.t(Msg::need_reason)) {
                             input type="hidden" name="csrf" value=(a.session.csrf);
+                            @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             p {
-                                label { input type="checkbox" name="true" value="1"; (lang.t(Msg::check_true)) } " "
-                                label { input type="checkbox" name="clear" value="1"; (lang.t(Msg::check_clear)) } " "
-                                label { input type="checkbox" name="complete" value="1"; (lang.t(Msg::check_complete)) } " "
-                                label { input type="checkbox" name="accurate" value="1"; (lang.t(Msg::check_accurate)) }
+                                label { input type="checkbox" name="true" value="1" checked[was(|c| c.true_)]; (lang.t(Msg::check_true)) } " "
+                                label { input type="checkbox" name="clear" value="1" checked[was(|c| c.clear)]; (lang.t(Msg::check_clear)) } " "
+                                label { input type="checkbox" name="complete" value="1" checked[was(|c| c.complete)]; (lang.t(Msg::check_complete)) } " "
+                                label { input type="checkbox" name="accurate" value="1" checked[was(|c| c.accurate)]; (lang.t(Msg::check_accurate)) }
                             }
-                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" {} } }
+                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" { (reason) } } }
+                            p #decision-hint .err role="status" {}
                             p {
                                 @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
                                 button #reject type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
@@ -364,13 +395,14 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
                     } @else if reviewer {
                         form #correction .decide method="post" action={ "/evidence/" (id) "/decision" } {
                             input type="hidden" name="csrf" value=(a.session.csrf);
-                            p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3"; } }
-                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" {} } }
+                            @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
+                            p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3" value=(kept.and_then(|e| e.corrects.as_deref()).unwrap_or("")); } }
+                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" { (reason) } } }
                             p {
-                                label { input type="checkbox" name="true" value="1"; (lang.t(Msg::check_true)) } " "
-                                label { input type="checkbox" name="clear" value="1"; (lang.t(Msg::check_clear)) } " "
-                                label { input type="checkbox" name="complete" value="1"; (lang.t(Msg::check_complete)) } " "
-                                label { input type="checkbox" name="accurate" value="1"; (lang.t(Msg::check_accurate)) }
+                                label { input type="checkbox" name="true" value="1" checked[was(|c| c.true_)]; (lang.t(Msg::check_true)) } " "
+                                label { input type="checkbox" name="clear" value="1" checked[was(|c| c.clear)]; (lang.t(Msg::check_clear)) } " "
+                                label { input type="checkbox" name="complete" value="1" checked[was(|c| c.complete)]; (lang.t(Msg::check_complete)) } " "
+                                label { input type="checkbox" name="accurate" value="1" checked[was(|c| c.accurate)]; (lang.t(Msg::check_accurate)) }
                             }
                             button type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
                             @if can_approve { button type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
@@ -379,7 +411,7 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
                         p.muted { (lang.t(Msg::pending)) }
                     }
                 }
-                section { h3 { (lang.t(Msg::facts)) } (facts(&svc, lang, &v)) }
+                section { h3 { (lang.t(Msg::facts)) } (facts(svc, lang, &v)) }
                 section {
                     h3 { (lang.t(Msg::history)) }
                     @if v.records.is_empty() { p #no-decisions { (lang.t(Msg::no_decisions)) } }
@@ -415,7 +447,11 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
             }
         }
     };
-    page(lang, &v.manifest.evidence_id, Some(&a.user), &format!("/evidence/{id}"), body)
+    let mut r = page(lang, &v.manifest.evidence_id, Some(&a.user), &format!("/evidence/{id}"), body);
+    if let Some((_, code)) = entered {
+        *r.status_mut() = code;
+    }
+    r
 }
 
 fn checks_text(c: Checks) -> String {
@@ -483,7 +519,22 @@ pub async fn decision_form(
                 Refusal::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
             };
-            error_page(lang, Some(&a.user), code, &r.to_string())
+            // the page again, the form as the officer left it, why beside it
+            let entered = Entered {
+                decision: req.decision,
+                checks: req.checks,
+                reason: req.reason.clone(),
+                corrects: f.corrects.clone(),
+                // the two refusals an officer meets most, in the page's language
+                error: match req.decision {
+                    Decision::Approve if matches!(r, Refusal::Invalid(_)) && !req.checks.all() => {
+                        lang.t(Msg::need_checks).to_string()
+                    }
+                    Decision::Reject if req.reason.trim().is_empty() => lang.t(Msg::need_reason).to_string(),
+                    _ => r.to_string(),
+                },
+            };
+            item_page(&svc, &a.auth, lang, &caller, &id, Some((&entered, code))).await
         }
         Err(DecideError::Failed(e)) => crate::app::auth::ApiError::internal(e).into_response(),
     }

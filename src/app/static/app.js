@@ -16,10 +16,28 @@
     var d = document.getElementById('decision');
     if (d) {
       var pick = { a: 'approve', r: 'reject', m: 'reminder' }[e.key];
-      if (pick) { var b = d.querySelector('button[value=' + pick + ']'); if (b) { e.preventDefault(); b.focus(); } }
+      if (pick) { var b = d.querySelector('button[value=' + pick + ']'); if (b) { e.preventDefault(); b.focus(); hint(d, pick); } }
       if (e.key === 'Escape') { location.href = '/queue'; }
     }
   });
+  // what a decision still needs, said beside the form before it is sent (the server says the same)
+  function missing(form, decision) {
+    if (decision === 'approve' && form.querySelectorAll('input[type=checkbox]:not(:checked)').length) return form.dataset.needChecks;
+    if (decision === 'reject' && !form.querySelector('textarea[name=reason]').value.trim()) return form.dataset.needReason;
+    return '';
+  }
+  function hint(form, decision) {
+    var h = document.getElementById('decision-hint');
+    if (h) h.textContent = missing(form, decision);
+  }
+  var decisionForm = document.getElementById('decision');
+  if (decisionForm) {
+    decisionForm.addEventListener('submit', function (e) {
+      var why = missing(decisionForm, e.submitter ? e.submitter.value : '');
+      if (why) { e.preventDefault(); hint(decisionForm, e.submitter.value); }
+    });
+    decisionForm.addEventListener('change', function () { var f = document.activeElement; hint(decisionForm, f && f.value); });
+  }
   var ops = document.getElementById('ops');
   if (ops) {
     var num = function (v) { return v === null || v === undefined ? '\u2013' : v.toFixed(1); };
