@@ -130,6 +130,28 @@ fn two_officers_approve_in_a_real_browser() {
         assert!(c.find(Locator::Css("#approve")).await.is_err(), "no approve button on a tampered item");
         assert!(c.find(Locator::Css("#no-approve")).await.is_ok());
         shot("review-tampered.png", &c.screenshot().await.unwrap());
+        // phones and small screens: no page is wider than the screen (it used to be 1,102 px on
+        // a 390 px phone), the clip fills the width
+        logout(&c).await;
+        login(&c, &base, "carol").await;
+        for (w, h) in [(390u32, 844u32), (1366, 768)] {
+            c.set_window_size(w, h).await.unwrap();
+            for path in ["/queue".to_string(), format!("/evidence/{good}"), format!("/evidence/{bad}"), "/audit".into()] {
+                c.goto(&format!("{base}{path}")).await.unwrap();
+                wait(&c, "main").await;
+                let (sw, cw) = (
+                    js(&c, "return document.documentElement.scrollWidth").await.as_f64().unwrap(),
+                    js(&c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
+                );
+                assert!(sw <= cw + 1.0, "{path} at {w}×{h}: {sw} px wide in a {cw} px window");
+                if path.starts_with("/evidence/") {
+                    let video = js(&c, "return document.getElementById('clip').getBoundingClientRect().width").await;
+                    assert!(video.as_f64().unwrap() >= cw.min(700.0) * 0.4, "the clip at {w}: {video} px");
+                }
+                let name = path.trim_start_matches('/').split('/').next().unwrap().to_string();
+                shot(&format!("review-{name}-{w}.png"), &c.screenshot().await.unwrap());
+            }
+        }
         c.close().await.unwrap();
     });
     // the same decisions through the API
