@@ -133,7 +133,7 @@ pub struct OpsCamera {
     /// Seconds since that report arrived.
     pub report_age_s: Option<f64>,
     /// `enforcement` or `advisory`, and why (camera registry, today, site time).
-    pub status: String,
+    pub status: crate::config::StatusKind,
     pub status_reasons: Vec<String>,
     /// Why the state is what it is, when it is not `up`, in the page's language.
     pub detail: String,
@@ -253,7 +253,7 @@ impl Live {
                     down_since: None,
                     worker: None,
                     report_age_s: None,
-                    status: c.kind.name().into(),
+                    status: c.kind,
                     status_reasons: c.reasons,
                     detail: lang
                         .t(if self.connected.load(std::sync::atomic::Ordering::Relaxed) {

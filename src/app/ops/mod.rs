@@ -53,7 +53,7 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
                         td.inference { (fmt(c.inference_ms, 1)) }
                         td.last { (c.last_violation.as_deref().unwrap_or("–")) }
                         td.worker { (c.worker.as_deref().unwrap_or("–")) }
-                        td { span class={ "badge st-" (c.status) } { (lang.t(status_key(&c.status))) }
+                        td { span class={ "badge st-" (c.status.name()) } { (lang.t(status_key(c.status))) }
                             @if !c.status_reasons.is_empty() { div.muted { (c.status_reasons.join("; ")) } } }
                         td.detail { (c.detail) }
                     }
@@ -64,8 +64,11 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
     page(lang, lang.t(Msg::cameras), Some(&a.user), "/ops", body)
 }
 
-fn status_key(s: &str) -> Msg {
-    if s == "enforcement" { Msg::enforcement } else { Msg::advisory }
+fn status_key(s: crate::config::StatusKind) -> Msg {
+    match s {
+        crate::config::StatusKind::Enforcement => Msg::enforcement,
+        crate::config::StatusKind::Advisory => Msg::advisory,
+    }
 }
 
 /// `/api/ops/cameras`: the overview's rows as JSON.
