@@ -73,8 +73,13 @@ fn a_file_source_that_stops_delivering_is_seen_within_seconds_and_the_other_came
         })
     };
     let cams = camera("piped", &fifo.display().to_string(), "stall_s = 2", "")
-        + &camera("other", &sample("camera-pan.mp4").display().to_string(), "loop = true", "min_hits = 20
-window = 20");
+        + &camera(
+            "other",
+            &sample("camera-pan.mp4").display().to_string(),
+            "loop = true",
+            "min_hits = 20
+window = 20",
+        );
     let site = Site::new("", &cams);
     set_source(&site, "[worker]\n", "[worker]\nhttp = \"127.0.0.1:0\"\n");
     let mut w = Worker::start(&site.pipeline);

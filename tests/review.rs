@@ -103,7 +103,11 @@ fn the_workflow_rules_and_every_bad_request() {
     let r = form("decision=reject&true=1");
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("驳回需要填写理由") && r.text().matches("checked").count() == 1, "{}", r.text());
-    assert_eq!(alice.get(&format!("/api/evidence/{}", enf[0])).json()["review"]["status"], "pending", "nothing decided");
+    assert_eq!(
+        alice.get(&format!("/api/evidence/{}", enf[0])).json()["review"]["status"],
+        "pending",
+        "nothing decided"
+    );
     let mut nocsrf = alice.clone();
     nocsrf.csrf = None;
     t.row("decision without the CSRF token", "403", &nocsrf.decide(enf[0], "approve", true, ""), 403);

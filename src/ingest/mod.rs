@@ -798,7 +798,11 @@ fn stop_pipeline(pipeline: &gst::Pipeline, camera: &str) {
         return;
     }
     if rx.recv_timeout(STOP_WAIT).is_err() {
-        tracing::error!(camera, wait_s = STOP_WAIT.as_secs(), "camera pipeline did not stop in time (a source blocked in a read?); left behind, starting a new one");
+        tracing::error!(
+            camera,
+            wait_s = STOP_WAIT.as_secs(),
+            "camera pipeline did not stop in time (a source blocked in a read?); left behind, starting a new one"
+        );
     }
 }
 

@@ -148,7 +148,9 @@ pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
     }
     for t in [&f.from, &f.to].into_iter().flatten() {
         if !t.is_empty() && crate::util::time::parse_shown(t, offset_s).is_none() {
-            return Err(format!("{t:?} is not a time (as the pages show it, 2026-11-23 16:00:05 (+08:00); RFC 3339; or YYYY-MM-DD[ HH:MM[:SS]] in site time)"));
+            return Err(format!(
+                "{t:?} is not a time (as the pages show it, 2026-11-23 16:00:05 (+08:00); RFC 3339; or YYYY-MM-DD[ HH:MM[:SS]] in site time)"
+            ));
         }
     }
     Ok(())
@@ -157,8 +159,10 @@ pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
 /// The queue, newest first, filtered; returns one page and the number of matching items.
 pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, usize)> {
     let offset = svc.pipeline.utc_offset_s;
-    let (from, to) =
-        (f.from.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)), f.to.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)));
+    let (from, to) = (
+        f.from.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)),
+        f.to.as_deref().and_then(|t| crate::util::time::parse_shown(t, offset)),
+    );
     let want = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
     let review_key = svc.signer.public_key();
     let mut rows = Vec::new();

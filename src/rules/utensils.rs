@@ -278,9 +278,7 @@ impl Utensils {
                     e.bbox = t.bbox;
                     e.last_seen = pts;
                 }
-                None if t.fired => {
-                    self.episodes.push(Episode { class: t.class, bbox: t.bbox, last_seen: pts })
-                }
+                None if t.fired => self.episodes.push(Episode { class: t.class, bbox: t.bbox, last_seen: pts }),
                 None => {}
             }
         }

@@ -292,39 +292,41 @@ impl Live {
                         row.dropped_fps = Some(x.dropped_fps);
                         row.inference_ms = r.inference_ms;
                         row.down_since = shown(&x.down_since_utc);
-                        let sep = if lang == Lang::Zh { "；" } else { "; " };
-                        row.detail = match row.state {
-                            OpsState::Starting => lang.t(Msg::waiting_first_video).into(),
-                            OpsState::Down => {
-                                let since = row.down_since.clone().or_else(|| shown(&x.last_video_utc));
-                                let mut d = match since {
-                                    Some(t) => format!("{} {t}", lang.t(Msg::no_video_since)),
-                                    None => lang.t(Msg::cond_stream).into(),
-                                };
-                                if x.reconnects > 0 {
-                                    d += &format!(
-                                        "{sep}{} ({} {})",
-                                        lang.t(Msg::reconnecting),
-                                        lang.t(Msg::reconnects_so_far),
-                                        x.reconnects
-                                    );
-                                }
-                                d
-                            }
-                            OpsState::Overloaded => {
-                                let (a, d) = (x.analysed_fps, x.dropped_fps);
-                                format!(
-                                    "{} {:.0} %",
-                                    lang.t(Msg::overload_detail),
-                                    if a + d > 0.0 { 100.0 * d / (a + d) } else { 0.0 }
-                                )
-                            }
-                            _ => String::new(),
-                        };
+                        row.detail =
+                            detail(lang, row.state, row.down_since.clone().or_else(|| shown(&x.last_video_utc)), x);
                     }
                 }
                 row
             })
             .collect()
+    }
+}
+
+/// Why a camera is in `state`, in `lang`: since when it has no video and whether it is
+/// reconnecting, how much an overloaded camera drops.
+fn detail(lang: Lang, state: OpsState, since: Option<String>, x: &crate::telemetry::status::CameraStatus) -> String {
+    match state {
+        OpsState::Starting => lang.t(Msg::waiting_first_video).into(),
+        OpsState::Down => {
+            let mut d = match since {
+                Some(t) => format!("{} {t}", lang.t(Msg::no_video_since)),
+                None => lang.t(Msg::cond_stream).into(),
+            };
+            if x.reconnects > 0 {
+                let sep = if lang == Lang::Zh { "；" } else { "; " };
+                d += &format!(
+                    "{sep}{} ({} {})",
+                    lang.t(Msg::reconnecting),
+                    lang.t(Msg::reconnects_so_far),
+                    x.reconnects
+                );
+            }
+            d
+        }
+        OpsState::Overloaded => {
+            let (a, d) = (x.analysed_fps, x.dropped_fps);
+            format!("{} {:.0} %", lang.t(Msg::overload_detail), if a + d > 0.0 { 100.0 * d / (a + d) } else { 0.0 })
+        }
+        _ => String::new(),
     }
 }

@@ -346,9 +346,9 @@ async fn item_page(
     let can_remind = v.advisory() || v.first_minor();
     let body = html! {
         p { a href="/queue" { "← " (lang.t(Msg::back)) } }
-        h2 { (local(&svc, &v.manifest.violation_time_utc)) " · " (v.manifest.camera) " · " (v.manifest.rule.id) " " (status_badge(lang, v.status)) }
+        h2 { (local(svc, &v.manifest.violation_time_utc)) " · " (v.manifest.camera) " · " (v.manifest.rule.id) " " (status_badge(lang, v.status)) }
         @if v.verification.ok {
-            div #verification .verified data-ok="true" { "✔ " (lang.t(Msg::verified)) " · " (lang.t(Msg::chain_pos)) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t(Msg::checked_at)) " " (local(&svc, &v.verification.checked_utc)) }
+            div #verification .verified data-ok="true" { "✔ " (lang.t(Msg::verified)) " · " (lang.t(Msg::chain_pos)) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t(Msg::checked_at)) " " (local(svc, &v.verification.checked_utc)) }
         } @else {
             div #verification .failed data-ok="false" { "✘ " (lang.t(Msg::not_verified)) ul { @for p in &v.verification.problems { li { (p) } } } }
         }
@@ -422,7 +422,7 @@ async fn item_page(
                                 @for r in &v.records {
                                     tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
                                         td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
-                                        td { (local(&svc, &r.time_utc)) }
+                                        td { (local(svc, &r.time_utc)) }
                                         td { (r.officer.user) " · " (r.officer.officer_id) }
                                         td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
                                         td { (checks_text(r.checks)) }
@@ -439,7 +439,7 @@ async fn item_page(
                         thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::detail)) } } }
                         tbody {
                             @for e in &item_log {
-                                tr { td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
+                                tr { td { (local(svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
                             }
                         }
                     }
