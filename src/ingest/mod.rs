@@ -95,7 +95,8 @@ struct Built {
 /// a camera then holds at most `depth` queued frames and the one being analysed, never a further
 /// copy waiting for room.
 pub struct FrameQueue {
-    frames: SyncSender<RgbFrame>,
+    /// `None` once closed (the camera ended): a pipeline left behind sends into nothing.
+    frames: Mutex<Option<SyncSender<RgbFrame>>>,
     spare: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
     depth: usize,
@@ -114,10 +115,18 @@ impl FrameQueue {
     /// Queues `frame`, counted (before it is sent, so that analysis never sees the count below
     /// what it received).
     fn send(&self, frame: RgbFrame) -> Result<(), TrySendError<RgbFrame>> {
+        let frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = frames.as_ref() else { return Err(TrySendError::Disconnected(frame)) };
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.frames.try_send(frame).inspect_err(|_| {
+        tx.try_send(frame).inspect_err(|_| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
         })
+    }
+
+    /// Ends the queue: analysis sees the camera end even while a pipeline that would not stop
+    /// still holds the queue.
+    fn close(&self) {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -167,7 +176,7 @@ pub fn frame_queue(depth: usize) -> (FrameQueue, FrameSource) {
     let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(depth + 1);
     let queued = Arc::new(AtomicUsize::new(0));
     (
-        FrameQueue { frames: tx, spare: Mutex::new(spare_rx), queued: queued.clone(), depth },
+        FrameQueue { frames: Mutex::new(Some(tx)), spare: Mutex::new(spare_rx), queued: queued.clone(), depth },
         FrameSource { frames: rx, queued: Some(queued), spare: Some(spare_tx) },
     )
 }
@@ -203,6 +212,9 @@ struct Shared {
     analysis_eos: AtomicBool,
     /// An RTSP camera (not a file).
     live: bool,
+    /// Which pipeline run is current: a pipeline left behind (it would not stop) keeps its
+    /// callbacks, which then drop what they get instead of mixing an old timeline into the ring.
+    run: AtomicU64,
 }
 
 impl Shared {
@@ -285,11 +297,14 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
         }
     }
 
-    let s = sh.clone();
+    let (s, run) = (sh.clone(), sh.run.load(Ordering::SeqCst));
     enc_sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if s.run.load(Ordering::SeqCst) != run {
+                    return Err(gst::FlowError::Flushing);
+                }
                 on_encoded(&s, &sample);
                 Ok(gst::FlowSuccess::Ok)
             })
@@ -300,6 +315,9 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if s.run.load(Ordering::SeqCst) != run {
+                    return Err(gst::FlowError::Flushing);
+                }
                 on_analysis(&s, &sample)
             })
             .eos({
@@ -589,6 +607,7 @@ pub fn run_camera(
         analysis_pts_ns: AtomicU64::new(0),
         analysis_eos: AtomicBool::new(false),
         live: matches!(cam.source, Source::Rtsp { .. }),
+        run: AtomicU64::new(0),
     });
     let mut backoff =
         crate::util::backoff::Backoff::new(Duration::from_millis(500), cam.reconnect_max, Duration::from_millis(250));
@@ -607,6 +626,8 @@ pub fn run_camera(
             Ok(b) => play(&b.pipeline, &sh),
             Err(e) => Outcome::Error(format!("cannot build pipeline: {e}")),
         };
+        // whatever that pipeline still does (if it would not stop) is no longer this camera's
+        sh.run.fetch_add(1, Ordering::SeqCst);
         // The next run continues the timeline after the last sample seen; a live source continues
         // at wall-clock time, so that an outage shows as a gap and stream time stays true.
         if let Some(last) = ring.lock().expect("ring").last_pts {
@@ -675,6 +696,8 @@ pub fn run_camera(
         }
     };
     ring.lock().expect("ring").finish_all();
+    sh.run.fetch_add(1, Ordering::SeqCst);
+    sh.frames.close();
     if matches!(end, CameraEnd::Ended | CameraEnd::Failed(_)) {
         stats.finished.store(true, Ordering::Relaxed);
     }
