@@ -143,7 +143,10 @@ fn two_officers_approve_in_a_real_browser() {
                     js(&c, "return document.documentElement.scrollWidth").await.as_f64().unwrap(),
                     js(&c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
                 );
-                assert!(sw <= cw + 1.0, "{path} at {w}×{h}: {sw} px wide in a {cw} px window");
+                if sw > cw + 1.0 {
+                    let wide = js(&c, "const w = document.documentElement.clientWidth; return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > w + 0.5).slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')").await;
+                    panic!("{path} at {w}×{h}: {sw} px wide in a {cw} px window; wider: {wide}");
+                }
                 if path.starts_with("/evidence/") {
                     let video = js(&c, "return document.getElementById('clip').getBoundingClientRect().width").await;
                     assert!(video.as_f64().unwrap() >= cw.min(700.0) * 0.4, "the clip at {w}: {video} px");
