@@ -145,10 +145,7 @@ fn the_ops_overview_shows_a_camera_go_down_and_come_back_and_other_roles_get_403
         shot("ops-overview.png", &c.screenshot().await.unwrap());
         // on a phone: the overview is no wider than the screen (its table scrolls inside itself)
         c.set_window_size(390, 844).await.unwrap();
-        let (sw, cw) = (
-            js(&c, "return document.documentElement.scrollWidth").await.as_f64().unwrap(),
-            js(&c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
-        );
+        let (sw, cw) = page_width(&c).await;
         assert!(sw <= cw + 1.0, "/ops at 390 px: {sw} px wide in a {cw} px window");
         shot("ops-overview-390.png", &c.screenshot().await.unwrap());
         c.set_window_size(1400, 1000).await.unwrap();

@@ -139,10 +139,7 @@ fn two_officers_approve_in_a_real_browser() {
             for path in ["/queue".to_string(), format!("/evidence/{good}"), format!("/evidence/{bad}"), "/audit".into()] {
                 c.goto(&format!("{base}{path}")).await.unwrap();
                 wait(&c, "main").await;
-                let (sw, cw) = (
-                    js(&c, "return document.documentElement.scrollWidth").await.as_f64().unwrap(),
-                    js(&c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
-                );
+                let (sw, cw) = page_width(&c).await;
                 if sw > cw + 1.0 {
                     let wide = js(&c, "const w = document.documentElement.clientWidth; return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > w + 0.5).slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')").await;
                     panic!("{path} at {w}×{h}: {sw} px wide in a {cw} px window; wider: {wide}");

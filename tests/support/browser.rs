@@ -127,3 +127,11 @@ pub fn shot(name: &str, png: &[u8]) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), png).unwrap();
 }
+
+/// The page's width and the window's (`scrollWidth`, `clientWidth` of the document), in CSS px.
+pub async fn page_width(c: &Client) -> (f64, f64) {
+    (
+        js(c, "return document.documentElement.scrollWidth").await.as_f64().unwrap(),
+        js(c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
+    )
+}

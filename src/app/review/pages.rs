@@ -304,7 +304,6 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
 /// What an officer entered in a decision the service refused: the page comes back with it, and
 /// why, beside the form.
 pub struct Entered {
-    pub decision: Decision,
     pub checks: Checks,
     pub reason: String,
     pub corrects: Option<String>,
@@ -521,7 +520,6 @@ pub async fn decision_form(
             };
             // the page again, the form as the officer left it, why beside it
             let entered = Entered {
-                decision: req.decision,
                 checks: req.checks,
                 reason: req.reason.clone(),
                 corrects: f.corrects.clone(),
