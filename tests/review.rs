@@ -195,6 +195,20 @@ fn the_workflow_rules_and_every_bad_request() {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success() && out.contains("approved by two officers"), "{out}");
     t.row("package of an item not approved", "409", &carol.get(&format!("/api/evidence/{}/package", enf[1])), 409);
+    // queue thumbnails (the annotated snapshot, 160 px wide): the queue page that shows them logs
+    // them in its own entry; one fetched without that page is a file_read of its own
+    let q = carol.get("/queue");
+    assert_eq!(q.status, 200);
+    assert!(q.text().contains(&format!("/evidence/{}/thumb.jpg", enf[0])), "a thumbnail per row");
+    let th = carol.get(&format!("/evidence/{}/thumb.jpg", enf[0]));
+    t.row("a queue thumbnail", "200, JPEG 160 px wide", &th, 200);
+    assert_eq!(th.header("content-type"), Some("image/jpeg"));
+    assert_eq!(image::load_from_memory(&th.body).unwrap().width(), 160);
+    let bob_thumb = bob.get(&format!("/evidence/{}/thumb.jpg", enf[1]));
+    assert_eq!(bob_thumb.status, 200);
+    t.row("a thumbnail without a session", "401", &anon.get(&format!("/evidence/{}/thumb.jpg", enf[0])), 401);
+    let olga_thumb = Client::login(svc.port, "olga").get(&format!("/evidence/{}/thumb.jpg", enf[0]));
+    t.row("an ops user's thumbnail (ops sees no evidence)", "403", &olga_thumb, 403);
     // the access log: auditors only; it holds the failed login, the decisions, the export
     t.row("reviewer reads the access log", "403", &alice.get("/api/audit"), 403);
     let r = carol.get("/api/audit");
@@ -210,6 +224,27 @@ fn the_workflow_rules_and_every_bad_request() {
             && has("decision", "denied")
             && has("package_exported", "ok")
     );
+    let thumbs = |user: &str, action: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                e["user"] == user && e["action"] == action && e["detail"].as_str().unwrap_or("").contains("thumbnail")
+            })
+            .map(|e| format!("{} {}", e["evidence_id"], e["detail"]))
+            .collect::<Vec<_>>()
+    };
+    let carol_queue = thumbs("carol", "queue_viewed");
+    assert!(
+        carol_queue.iter().any(|d| d.contains(enf[0].as_str())),
+        "carol's queue entry names the thumbnails: {carol_queue:?}"
+    );
+    assert!(
+        thumbs("carol", "file_read").is_empty(),
+        "no entry per thumbnail the queue logged: {:?}",
+        thumbs("carol", "file_read")
+    );
+    let bob_reads = thumbs("bob", "file_read");
+    assert!(bob_reads.iter().any(|d| d.contains(enf[1].as_str())), "bob's thumbnail without the queue: {bob_reads:?}");
     let exp = entries.iter().find(|e| e["action"] == "package_exported" && e["outcome"] == "ok").unwrap();
     assert!(
         exp["detail"].as_str().unwrap().contains(r.header("x-sha256").unwrap_or(""))

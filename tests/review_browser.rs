@@ -43,6 +43,23 @@ fn two_officers_approve_in_a_real_browser() {
         assert!(c.source().await.unwrap().contains("待审队列"));
         let rows = c.find_all(Locator::Css("#queue tr.row")).await.unwrap().len();
         assert_eq!(rows, 3, "three items in the queue");
+        // repeats of one object are grouped: cam1's two items fired at the same place (the two
+        // worker runs play the same clip); cam2's is on its own
+        let groups = js(&c, "return Array.from(document.querySelectorAll('#queue tr.row')).map(r => [r.dataset.id, r.dataset.group || ''])").await;
+        let group_of = |id: &str| groups.as_array().unwrap().iter().find(|g| g[0] == id).map(|g| g[1].as_str().unwrap().to_string()).unwrap();
+        assert!(!group_of(&good).is_empty() && group_of(&good) == group_of(&bad), "cam1's items are one group: {groups}");
+        let cam2_item = items.iter().find(|i| i.1 == "cam2").unwrap().0.clone();
+        assert_eq!(group_of(&cam2_item), "", "cam2's item stands alone: {groups}");
+        // a thumbnail per row (the annotated snapshot, 160 px wide)
+        let t = Instant::now();
+        loop {
+            let w = js(&c, &format!("const i = document.querySelector(\"tr.row[data-id='{good}'] img.thumb\"); return i && i.complete ? i.naturalWidth : 0;")).await;
+            if w == 160 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "the queue thumbnail of {good}: {w}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         shot("review-queue.png", &c.screenshot().await.unwrap());
         let cam = c.find(Locator::Css("#filters select[name=camera]")).await.unwrap();
         cam.select_by_value("cam1").await.unwrap();
@@ -133,12 +150,34 @@ fn two_officers_approve_in_a_real_browser() {
         // phones and small screens: no page is wider than the screen (it used to be 1,102 px on
         // a 390 px phone), the clip fills the width
         logout(&c).await;
+        // every page in Chinese: no English outside data fields (the login page, an error page)
+        c.goto(&format!("{base}/login?lang=zh")).await.unwrap();
+        wait(&c, "#login").await;
+        assert_chinese(&c, "/login").await;
+        login(&c, &base, "dave").await;
+        c.goto(&format!("{base}/evidence/{bad}")).await.unwrap();
+        wait(&c, "#decision").await;
+        assert_chinese(&c, "a reviewer's item page").await;
+        c.goto(&format!("{base}/evidence/0000-no-such-item")).await.unwrap();
+        wait(&c, "#error").await;
+        assert_chinese(&c, "the no-such-item page").await;
+        // (the walk does find English: the same item page in English is full of it)
+        c.goto(&format!("{base}/evidence/{bad}?lang=en")).await.unwrap();
+        wait(&c, "#decision").await;
+        let en = english_words(&c).await;
+        assert!(en.len() > 20, "the English item page: {en:?}");
+        c.goto(&format!("{base}/queue?lang=zh")).await.unwrap();
+        wait(&c, "#queue").await;
+        logout(&c).await;
         login(&c, &base, "carol").await;
         for (w, h) in [(390u32, 844u32), (1366, 768)] {
             c.set_window_size(w, h).await.unwrap();
             for path in ["/queue".to_string(), format!("/evidence/{good}"), format!("/evidence/{bad}"), "/audit".into()] {
                 c.goto(&format!("{base}{path}")).await.unwrap();
                 wait(&c, "main").await;
+                if w == 1366 {
+                    assert_chinese(&c, &path).await;
+                }
                 let (sw, cw) = page_width(&c).await;
                 if sw > cw + 1.0 {
                     let wide = js(&c, "const w = document.documentElement.clientWidth; return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > w + 0.5).slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')").await;

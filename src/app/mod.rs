@@ -41,6 +41,8 @@ pub struct App {
     /// When each (session, item, file) last had its byte ranges logged: a player's range
     /// requests are one access-log entry per [`review::files::RANGE_SESSION`].
     pub reads: std::sync::Mutex<std::collections::HashMap<(String, String, String), std::time::Instant>>,
+    /// The queue's thumbnails, by item id, once made (bounded: cleared past 4,096).
+    pub thumbs: std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>,
 }
 
 impl std::ops::Deref for App {
@@ -69,6 +71,7 @@ impl App {
             trusted_proxies,
             flash: Default::default(),
             reads: Default::default(),
+            thumbs: Default::default(),
         })
     }
 }

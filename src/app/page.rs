@@ -34,12 +34,13 @@ pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Mark
                     }
                     span.spacer {}
                     a #lang href={ (here) (if here.contains('?') { "&" } else { "?" }) "lang=" (lang.other().param()) } {
+                        // (the switch names the other language in that language)
                         (match lang { Lang::Zh => "English", Lang::En => "中文" })
                     }
                     @if let Some(u) = user {
-                        span {
-                            (u.name) " (" (u.role.name())
-                            @if !u.officer_id.is_empty() { ", " (lang.t(Msg::officer)) " " (u.officer_id) }
+                        span #me data-role=(u.role.name()) {
+                            span.d { (u.name) } " (" (lang.t(super::i18n::role_msg(u.role)))
+                            @if !u.officer_id.is_empty() { "，" (lang.t(Msg::officer)) " " span.d { (u.officer_id) } }
                             ")"
                         }
                         form method="post" action="/logout" style="display:inline" {

@@ -11,6 +11,15 @@ pub struct KeyDoc {
     pub default: String,
     pub range: String,
     pub doc: String,
+    /// The range's bounds, when it is numeric (inclusive or not, as `range` says).
+    #[serde(skip)]
+    pub bounds: (Option<f64>, Option<f64>),
+    /// The values it may take, when it is one of a list.
+    #[serde(skip)]
+    pub choices: Vec<String>,
+    /// Its JSON type when it is one value ("number", "integer", "boolean", "string"), else "".
+    #[serde(skip)]
+    pub scalar: &'static str,
 }
 
 fn resolve<'a>(s: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
@@ -83,13 +92,55 @@ fn enum_values(s: &Value, defs: &Map<String, Value>) -> Option<String> {
     pick(s2).filter(|v| !v.is_empty()).map(|v| format!("one of {}", v.join(", ")))
 }
 
-fn range(s: &Value, defs: &Map<String, Value>) -> String {
+/// The schema of a value, past an optional's `anyOf` with null.
+fn value_schema<'a>(s: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
     let s = resolve(s, defs);
     let alt = s
         .get("anyOf")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().find(|x| x.get("type") != Some(&Value::from("null"))));
-    let s = alt.map(|a| resolve(a, defs)).unwrap_or(s);
+    alt.map(|a| resolve(a, defs)).unwrap_or(s)
+}
+
+/// A value's numeric bounds (minimum or exclusive minimum, maximum or exclusive maximum), the
+/// string values it may take, and its JSON type if it is a single value.
+fn limits(s: &Value, defs: &Map<String, Value>) -> ((Option<f64>, Option<f64>), Vec<String>, &'static str) {
+    let v = value_schema(s, defs);
+    let types: Vec<&str> = match v.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        _ => Vec::new(),
+    };
+    let scalar = match types.as_slice() {
+        ["number"] => "number",
+        ["integer"] => "integer",
+        ["boolean"] => "boolean",
+        ["string"] => "string",
+        _ if v.get("enum").is_some() || v.get("oneOf").is_some() => "string",
+        _ => "",
+    };
+    let n = |a: &str, b: &str| v.get(a).or_else(|| v.get(b)).and_then(Value::as_f64);
+    let choices = v
+        .get("enum")
+        .and_then(Value::as_array)
+        .cloned()
+        .or_else(|| {
+            v.get("oneOf").and_then(Value::as_array).map(|alts| {
+                alts.iter()
+                    .filter_map(|a| a.get("const").or_else(|| a.get("enum").and_then(|e| e.get(0))))
+                    .cloned()
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    ((n("minimum", "exclusiveMinimum"), n("maximum", "exclusiveMaximum")), choices, scalar)
+}
+
+fn range(s: &Value, defs: &Map<String, Value>) -> String {
+    let s = value_schema(s, defs);
     let n = |k: &str| s.get(k).and_then(Value::as_f64);
     let f = |x: f64| format!("{x}");
     let lo = n("minimum").map(|l| format!("[{}", f(l))).or(n("exclusiveMinimum").map(|l| format!("({}", f(l))));
@@ -135,7 +186,16 @@ fn walk(obj: &Value, defs: &Map<String, Value>, prefix: &str, out: &mut Vec<KeyD
                 let keys: Vec<&String> =
                     t.get("properties").and_then(Value::as_object).map(|o| o.keys().collect()).unwrap_or_default();
                 let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
-                out.push(KeyDoc { key, default: text(d), range: format!("a table: {}", keys.join(", ")), doc: doc(p) });
+                let range = format!("a table: {}", keys.join(", "));
+                out.push(KeyDoc {
+                    key,
+                    default: text(d),
+                    range,
+                    doc: doc(p),
+                    bounds: (None, None),
+                    choices: Vec::new(),
+                    scalar: "",
+                });
                 continue;
             }
             let sub = if array { format!("{key}[].") } else { format!("{key}.") };
@@ -155,8 +215,18 @@ fn walk(obj: &Value, defs: &Map<String, Value>, prefix: &str, out: &mut Vec<KeyD
         } else {
             p.get("default").map(text).unwrap_or_else(|| "none".into())
         };
-        out.push(KeyDoc { key, default, range: range(p, defs), doc: doc(p) });
+        let (bounds, choices, scalar) = limits(p, defs);
+        out.push(KeyDoc { key, default, range: range(p, defs), doc: doc(p), bounds, choices, scalar });
     }
+}
+
+/// The keys of one rule kind (`no_mask`, …), named as in the rule's table (`threshold`, …).
+pub fn rule_keys(kind: &str) -> Vec<KeyDoc> {
+    let prefix = format!("cameras[].rules[kind={kind}].");
+    keys()
+        .into_iter()
+        .filter_map(|k| k.key.strip_prefix(&prefix).map(str::to_string).map(|key| KeyDoc { key, ..k }))
+        .collect()
 }
 
 /// Every key of a pipeline file, in file order.

@@ -121,6 +121,53 @@ pub struct Row {
     pub signature_ok: bool,
     /// The clip covers its pre- and post-roll without gaps (else the item page says how not).
     pub complete: bool,
+    /// Where the detection that fired the rule was (clip pixels): items of one camera and rule
+    /// fired at the same place are repeats of one object ([`repeats`]).
+    #[serde(skip)]
+    pub trigger_box: Option<crate::frame::BBox>,
+}
+
+/// Boxes overlapping at least this much (IoU) are the same place.
+pub const REPEAT_IOU: f32 = 0.3;
+/// Items further apart than this are not repeats of one object.
+pub const REPEAT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The repeats among `rows` (newest first): for each row, its group (the index of the group's
+/// newest row) when another row of the same camera and rule fired at the same place (trigger
+/// boxes overlapping by [`REPEAT_IOU`]) within [`REPEAT_WITHIN`] of the group's previous row.
+/// Track ids are not used: they start again with each worker run.
+pub fn repeats(rows: &[Row]) -> Vec<Option<usize>> {
+    let time = |r: &Row| crate::util::time::parse_rfc3339(&r.violation_time_utc).ok();
+    // per group: (head index, newest-so-far last row index)
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut of = vec![None; rows.len()];
+    for (i, r) in rows.iter().enumerate() {
+        let Some(b) = &r.trigger_box else { continue };
+        let joined = groups.iter_mut().find(|(_, last)| {
+            let l = &rows[*last];
+            l.camera == r.camera
+                && l.rule == r.rule
+                && l.trigger_box.as_ref().is_some_and(|lb| lb.iou(b) >= REPEAT_IOU)
+                && match (time(l), time(r)) {
+                    (Some(a), Some(b)) => (a - b).abs().to_std().is_ok_and(|d| d <= REPEAT_WITHIN),
+                    _ => false,
+                }
+        });
+        match joined {
+            Some(g) => {
+                g.1 = i;
+                of[i] = Some(g.0);
+            }
+            None => groups.push((i, i)),
+        }
+    }
+    // a group of one is no group
+    for g in &groups {
+        if of.contains(&Some(g.0)) {
+            of[g.0] = Some(g.0);
+        }
+    }
+    of
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +257,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
             review: RowReview { status, decided_by },
             signature_ok: it.problems.is_empty() && problems.is_empty(),
             complete: m.shortfalls().is_empty(),
+            trigger_box: m.detections.iter().find(|d| d.trigger).map(|d| d.bbox),
         });
     }
     rows.sort_by(|a, b| b.violation_time_utc.cmp(&a.violation_time_utc).then(b.id.cmp(&a.id)));
@@ -218,4 +266,41 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
     let page = f.page.unwrap_or(1).max(1);
     let rows = rows.into_iter().skip((page - 1) * size).take(size).collect();
     Ok((rows, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(camera: &str, at: &str, b: Option<(f32, f32)>) -> Row {
+        Row {
+            id: format!("{camera}-{at}"),
+            site: "s".into(),
+            camera: camera.into(),
+            camera_location: String::new(),
+            violation_time_utc: format!("2026-12-07T{at}Z"),
+            rule: "utensils_left".into(),
+            kind: "enforcement".into(),
+            admissible: true,
+            severity: "minor".into(),
+            review: RowReview { status: Status::Pending, decided_by: Vec::new() },
+            signature_ok: true,
+            complete: true,
+            trigger_box: b.map(|(x, y)| crate::frame::BBox { x1: x, y1: y, x2: x + 40.0, y2: y + 40.0 }),
+        }
+    }
+
+    #[test]
+    fn repeats_are_one_camera_and_rule_at_one_place_within_half_an_hour() {
+        let rows = vec![
+            row("cam1", "10:40:00", Some((100.0, 100.0))), // 0: newest of the cup's group
+            row("cam1", "10:30:00", Some((104.0, 98.0))),  // 1: the same cup, moved a little
+            row("cam2", "10:29:00", Some((100.0, 100.0))), // 2: another camera
+            row("cam1", "10:20:00", Some((400.0, 100.0))), // 3: another place
+            row("cam1", "10:15:00", Some((102.0, 100.0))), // 4: the cup again, 15 min before 1
+            row("cam1", "09:00:00", Some((100.0, 100.0))), // 5: over 30 min before 4: not a repeat
+            row("cam1", "08:59:00", None),                 // 6: no trigger box
+        ];
+        assert_eq!(repeats(&rows), vec![Some(0), Some(0), None, None, Some(0), None, None]);
+    }
 }

@@ -135,3 +135,62 @@ pub async fn page_width(c: &Client) -> (f64, f64) {
         js(c, "return document.documentElement.clientWidth").await.as_f64().unwrap(),
     )
 }
+
+/// Words that may stand in a Chinese page outside data fields: the product's name, the language
+/// switch, protocol and format names, key names the key hints teach, model names, and the
+/// configuration values an operator types (`median`, `minor`, ...).
+pub const NOT_ENGLISH: &[&str] = &[
+    "vigil",
+    "English",
+    "RTSP",
+    "NATS",
+    "JPEG",
+    "MP4",
+    "SHA",
+    "UTC",
+    "KV",
+    "rev",
+    "fps",
+    "Enter",
+    "Esc",
+    "Backspace",
+    "Delete",
+    "CenterFace",
+    "NanoDet",
+    "median",
+    "minor",
+    "major",
+];
+
+/// The English words the page shows outside data fields: text nodes not inside `code`, `pre`,
+/// `.d` (a data field: ids, names, locations, free text someone wrote), `script`, `style`,
+/// `svg` or the language switch, nor an option that shows its own value. Each as
+/// `word in <tag#id.class>: text`.
+pub async fn english_words(c: &Client) -> Vec<String> {
+    let allow = serde_json::to_string(NOT_ENGLISH).unwrap();
+    let script = format!(
+        r#"const allow = new Set({allow});
+        const skip = el => el.closest('script,style,svg,code,pre,.d,#lang,video,textarea') || (el.tagName === 'OPTION' && el.value === el.textContent);
+        const out = [];
+        const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        let n;
+        while ((n = w.nextNode())) {{
+          const el = n.parentElement;
+          if (!el || skip(el)) continue;
+          for (const tok of n.textContent.split(/[^A-Za-z0-9_]+/)) {{
+            if (tok.length >= 3 && /^[A-Za-z]+$/.test(tok) && !allow.has(tok)) {{
+              out.push(tok + ' in <' + el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : '') + '>: ' + n.textContent.trim().slice(0, 100));
+            }}
+          }}
+        }}
+        return out;"#
+    );
+    js(c, &script).await.as_array().unwrap().iter().map(|v| v.as_str().unwrap_or("").to_string()).collect()
+}
+
+/// Fails when the page (in Chinese) shows English outside data fields.
+pub async fn assert_chinese(c: &Client, what: &str) {
+    assert_eq!(js(c, "return document.documentElement.lang").await, "zh-CN", "{what} is not the Chinese page");
+    let words = english_words(c).await;
+    assert!(words.is_empty(), "{what} shows English outside data fields:\n{}", words.join("\n"));
+}

@@ -24,7 +24,16 @@ pub struct Live {
     pub connected: std::sync::atomic::AtomicBool,
     /// The connection, once made (snapshot requests go through it).
     client: std::sync::OnceLock<async_nats::Client>,
+    /// The camera grid's masked snapshots, by camera: when asked and what came (a picture, or why
+    /// none), so many open overviews ask each worker at most once per [`GRID_MAX_AGE`].
+    grid: std::sync::Mutex<BTreeMap<String, GridEntry>>,
 }
+
+/// When a grid picture was asked for, and what came: the picture, or why none.
+type GridEntry = (Instant, Result<Arc<Snapshot>, String>);
+
+/// How old a camera grid snapshot may be before it is asked for again.
+pub const GRID_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A snapshot a worker sent: the JPEG and what it says of itself.
 pub struct Snapshot {
@@ -88,20 +97,8 @@ impl OpsState {
 
 /// A condition's name in `lang`.
 pub fn condition_text(lang: Lang, c: Condition) -> &'static str {
-    lang.t(match c {
-        Condition::Stream => Msg::cond_stream,
-        Condition::Frozen => Msg::cond_frozen,
-        Condition::Covered => Msg::cond_covered,
-        Condition::Saturated => Msg::cond_saturated,
-        Condition::Defocus => Msg::cond_defocus,
-        Condition::Moved => Msg::cond_moved,
-        Condition::SpoolFull => Msg::cond_spool_full,
-        Condition::Quarantined => Msg::cond_evidence_quarantined,
-        Condition::ChainGap => Msg::cond_chain_gap,
-        Condition::ClockStep => Msg::cond_clock_step,
-        Condition::Overload => Msg::cond_overload,
-        Condition::Lease => Msg::worker,
-    })
+    // (the worker lease is the only condition of no camera: its worker)
+    lang.t(crate::app::i18n::condition_msg(c.name()).unwrap_or(Msg::worker))
 }
 
 /// One camera on the overview.
@@ -213,6 +210,26 @@ impl Live {
             unmasked: header("Vigil-Snapshot").as_deref() == Some("unmasked"),
             mask_sha256: header("Vigil-Mask-Sha256").unwrap_or_default(),
         })
+    }
+
+    /// A recent masked snapshot of `camera` for the camera grid: the one asked for less than
+    /// [`GRID_MAX_AGE`] ago, else a new one (never the unmasked view; not audited, as a masked
+    /// picture shows what stored evidence shows).
+    pub async fn grid_snapshot(&self, site: &str, camera: &str) -> Result<Arc<Snapshot>, String> {
+        let fresh = |g: &BTreeMap<String, GridEntry>| {
+            g.get(camera).filter(|(at, _)| at.elapsed() < GRID_MAX_AGE).map(|(_, r)| r.clone())
+        };
+        if let Some(r) = fresh(&self.grid.lock().unwrap_or_else(|p| p.into_inner())) {
+            return r;
+        }
+        let ask = crate::control::live::SnapshotAsk {
+            unmasked: false,
+            by: "ops console".into(),
+            reason: "camera grid".into(),
+        };
+        let r = self.snapshot(site, camera, &ask).await.map(Arc::new);
+        self.grid.lock().unwrap_or_else(|p| p.into_inner()).insert(camera.to_string(), (Instant::now(), r.clone()));
+        r
     }
 
     pub fn put(&self, r: StatusReport) {

@@ -110,16 +110,16 @@ pub async fn list(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
         rows.push((c.id.clone(), c.location.clone(), mask_now(&svc, &c.id).await));
     }
     let body = html! {
-        h2 { (lang.t(Msg::masks)) " · " (svc.site()) }
+        h2 { (lang.t(Msg::masks)) " · " span.d { (svc.site()) } }
         table #masks {
             thead { tr { th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::mask_in_force)) } th {} } }
             tbody {
                 @for (id, location, m) in &rows {
                     tr.cam data-camera=(id) {
-                        td { (id) } td { (location) }
+                        td.d { (id) } td.d { (location) }
                         td { @match m {
-                            Ok(m) => { code { (m.source) } div.muted { (m.sha256.as_deref().map(|s| &s[..16]).unwrap_or("–")) " · " (m.polygons.len()) " " (lang.t(Msg::polygons)) } }
-                            Err(e) => { span.err { (e) } }
+                            Ok(m) => { code { (m.source) } div.muted { code { (m.sha256.as_deref().map(|s| &s[..16]).unwrap_or("–")) } " · " (m.polygons.len()) " " (lang.t(Msg::polygons)) } }
+                            Err(e) => { span.err.d { (e) } }
                         } }
                         td { a href={ "/ops/masks/" (id) } { (lang.t(Msg::edit)) } }
                     }
@@ -149,13 +149,13 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
     });
     let here = format!("/ops/masks/{camera}");
     let body = html! {
-        h2 { (lang.t(Msg::mask_editor)) " · " (camera) }
+        h2 { (lang.t(Msg::mask_editor)) " · " span.d { (camera) } }
         p.muted { (lang.t(Msg::editor_keys)) }
-        @if let Some(p) = &problem { p #problem.err { (p) } }
+        @if let Some(p) = &problem { p #problem.err.d { (p) } }
         @if let Some(m) = &mask {
-            p #in-force { (lang.t(Msg::mask_in_force)) ": " code #mask-source { (m.source) } " · sha256 " code #mask-sha { (m.sha256.as_deref().unwrap_or("–")) }
-                @if let (Some(by), Some(at)) = (&m.by, &m.at) { " · " (by) " · " (local(&svc, at)) }
-                @if let Some(r) = m.reason.as_ref().filter(|r| !r.is_empty()) { " · " (r) } }
+            p #in-force { (lang.t(Msg::mask_in_force)) ": " code #mask-source { (m.source) } " · " code { "sha256 " } code #mask-sha { (m.sha256.as_deref().unwrap_or("–")) }
+                @if let (Some(by), Some(at)) = (&m.by, &m.at) { " · " span.d { (by) } " · " (local(&svc, at)) }
+                @if let Some(r) = m.reason.as_ref().filter(|r| !r.is_empty()) { " · " span.d { (r) } } }
         }
         div.toolbar {
             label { (lang.t(Msg::target)) " "
@@ -190,9 +190,13 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
 pub struct SnapshotQuery {
     #[serde(default)]
     unmasked: Option<String>,
+    /// For the overview's camera grid: a masked picture at most [`GRID_MAX_AGE`](super::live::GRID_MAX_AGE) old
+    /// (shared by every open overview).
+    #[serde(default)]
+    grid: Option<String>,
 }
 
-/// `GET /api/ops/snapshot/{camera}[?unmasked=1]`: a recent frame as JPEG, from the worker
+/// `GET /api/ops/snapshot/{camera}[?unmasked=1][?grid=1]`: a recent frame as JPEG, from the worker
 /// running the camera; the unmasked view is written to the access log first.
 pub async fn snapshot(
     State(svc): State<Arc<App>>,
@@ -225,9 +229,14 @@ pub async fn snapshot(
             access(&a.user, Action::UnmaskedViewRequested, Outcome::Ok, None, &camera_detail(&camera), &caller.0);
         svc.record(entry).await;
     }
-    let ask = SnapshotAsk { unmasked, by: a.user.name.clone(), reason: "ops console: drawing a mask".into() };
-    let s =
-        svc.live.snapshot(svc.site(), &camera, &ask).await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let grid = q.grid.as_deref().is_some_and(|v| v == "1" || v == "true");
+    let s = if grid && !unmasked {
+        svc.live.grid_snapshot(svc.site(), &camera).await
+    } else {
+        let ask = SnapshotAsk { unmasked, by: a.user.name.clone(), reason: "ops console: drawing a mask".into() };
+        svc.live.snapshot(svc.site(), &camera, &ask).await.map(std::sync::Arc::new)
+    }
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg".to_string()),
@@ -235,9 +244,10 @@ pub async fn snapshot(
                 header::HeaderName::from_static("x-vigil-snapshot"),
                 if s.unmasked { "unmasked" } else { "masked" }.into(),
             ),
-            (header::HeaderName::from_static("x-vigil-mask-sha256"), s.mask_sha256),
+            (header::HeaderName::from_static("x-vigil-mask-sha256"), s.mask_sha256.clone()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
         ],
-        s.jpeg,
+        s.jpeg.clone(),
     )
         .into_response())
 }

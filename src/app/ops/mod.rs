@@ -1,9 +1,11 @@
 //! The ops console (role `ops` only; every other role gets 403): the cameras overview at `/ops`,
-//! one row per camera of the site with its live state from the workers' status reports
-//! ([`live`]), refreshed every second from `/api/ops/cameras`; and the rules page at
-//! `/ops/rules`: each rule's parameters as running, changed through the same validated, audited
-//! KV path as `vigil thresholds set` with the logged-in user as `by`, the eval report's curve
-//! beside a no-mask threshold, and the workers' audit trail of changes.
+//! a grid of recent masked pictures (one per camera, refreshed every 10 s) above one row per
+//! camera with its live state from the workers' status reports ([`live`]), refreshed every second
+//! from `/api/ops/cameras`; and the rules page at `/ops/rules`: a form per rule with each key's
+//! name, meaning and range (from the configuration schema), its value in force and the proposed
+//! one, changed through the same validated, audited KV path as `vigil thresholds set` with the
+//! logged-in user as `by`; the eval report's curve beside a no-mask threshold with the operating
+//! point marked; and the workers' audit trail of changes.
 
 pub mod live;
 pub mod masks;
@@ -32,8 +34,19 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
     let lang = a.lang;
     let rows = svc.live.cameras(&svc.pipeline, lang);
     let body = html! {
-        h2 { (lang.t(Msg::cameras)) " · " (svc.site()) }
+        h2 { (lang.t(Msg::cameras)) " · " span.d { (svc.site()) } }
         p.muted { (lang.t(Msg::ops_keys)) }
+        // the camera grid: a recent masked picture per camera, so ops see at a glance that each
+        // camera still looks where it should (refreshed by app.js; "no picture" when none comes)
+        h3 { (lang.t(Msg::camera_grid)) }
+        div #grid {
+            @for c in &rows {
+                figure.snap data-camera=(c.camera) data-state=(c.state.name()) data-none=(lang.t(Msg::no_picture)) {
+                    img alt=(c.camera) src={ "/api/ops/snapshot/" (c.camera) "?grid=1" };
+                    figcaption { span class={ "badge state s-" (c.state.name()) } { (c.state_text) } " " span.d { (c.camera) " · " (c.location) } }
+                }
+            }
+        }
         table #ops data-lang=(lang.code()) {
             thead { tr {
                 th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::state)) }
@@ -44,17 +57,17 @@ pub async fn overview(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response
             tbody {
                 @for c in &rows {
                     tr.cam data-camera=(c.camera) data-state=(c.state.name()) {
-                        td { (c.camera) }
-                        td { (c.location) }
+                        td.d { (c.camera) }
+                        td.d { (c.location) }
                         td { span class={ "badge state s-" (c.state.name()) } { (c.state_text) } }
                         td.conditions { (c.conditions_text) }
                         td.analysed { (fmt(c.analysed_fps, 1)) }
                         td.dropped { (fmt(c.dropped_fps, 1)) }
                         td.inference { (fmt(c.inference_ms, 1)) }
                         td.last { (c.last_violation.as_deref().unwrap_or("–")) }
-                        td.worker { (c.worker.as_deref().unwrap_or("–")) }
+                        td.worker.d { (c.worker.as_deref().unwrap_or("–")) }
                         td { span class={ "badge st-" (c.status.name()) } { (lang.t(status_key(c.status))) }
-                            @if !c.status_reasons.is_empty() { div.muted { (c.status_reasons.join("; ")) } } }
+                            @if !c.status_reasons.is_empty() { div.muted { (c.status_reasons.iter().map(|r| lang.recorded(r)).collect::<Vec<_>>().join("；")) } } }
                         td.detail { (c.detail) }
                     }
                 }
@@ -89,8 +102,18 @@ fn short(v: &serde_json::Value) -> String {
     if t.chars().count() > 60 { format!("{}…", t.chars().take(60).collect::<String>()) } else { t }
 }
 
+/// A rule change's outcome as the workers' audit trail records it, in words.
+fn outcome_text(lang: super::i18n::Lang, o: &str) -> String {
+    match o {
+        "applied" => lang.t(Msg::applied).into(),
+        "rejected" => lang.t(Msg::refused).into(),
+        "unmasked view served" => lang.t(Msg::act_unmasked_view).into(),
+        o => o.into(),
+    }
+}
+
 /// What a change changed: `threshold 0.8 → 0.85; min_hits 3 → 4`.
-fn diff(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> String {
+fn diff(lang: super::i18n::Lang, old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> String {
     let empty = serde_json::Map::new();
     let o = old.and_then(|v| v.as_object()).unwrap_or(&empty);
     let n = new.and_then(|v| v.as_object()).unwrap_or(&empty);
@@ -99,7 +122,7 @@ fn diff(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> Str
         .filter(|(k, v)| o.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k} {} → {}", o.get(k).map(short).unwrap_or_else(|| "–".into()), short(v)))
         .collect();
-    if parts.is_empty() { "no change".into() } else { parts.join("; ") }
+    if parts.is_empty() { lang.t(Msg::no_change).into() } else { parts.join("; ") }
 }
 
 /// A rule as it runs now: the pipeline file's, with the KV override laid over it.
@@ -110,16 +133,33 @@ pub(super) struct RuleNow {
     pub kv: Option<(u64, Override)>,
 }
 
-pub(super) async fn rules_now(svc: &App) -> (Vec<RuleNow>, Option<String>) {
+/// Why rules cannot be changed from the page.
+pub(super) enum Problem {
+    /// The service runs without NATS.
+    NoNats,
+    /// The KV cannot be read (the error).
+    Kv(String),
+}
+
+impl Problem {
+    fn text(&self, lang: super::i18n::Lang) -> String {
+        match self {
+            Problem::NoNats => lang.t(Msg::no_nats_rules).into(),
+            Problem::Kv(e) => format!("{}: {e}", lang.t(Msg::audit_unreadable)),
+        }
+    }
+}
+
+pub(super) async fn rules_now(svc: &App) -> (Vec<RuleNow>, Option<Problem>) {
     let p = &svc.pipeline;
     let mut kv: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     let mut problem = None;
     match &p.nats {
         Some(n) => match overrides::get(n, &p.settings.control.kv_bucket, svc.site(), None).await {
             Ok(v) => kv = v.into_iter().map(|(k, rev, val)| (k, (rev, val))).collect(),
-            Err(e) => problem = Some(format!("NATS KV {}: {e:#}", p.settings.control.kv_bucket)),
+            Err(e) => problem = Some(Problem::Kv(format!("NATS KV {}: {e:#}", p.settings.control.kv_bucket))),
         },
-        None => problem = Some("no NATS in this pipeline: rules change through the pipeline file only".into()),
+        None => problem = Some(Problem::NoNats),
     }
     let mut out = Vec::new();
     for cam in &p.camera_configs {
@@ -184,6 +224,99 @@ fn curve_figure(lang: super::i18n::Lang, name: &str, pts: &[CurvePoint], thresho
     }
 }
 
+/// The keys the rules form offers for `rule`, with their values in force: the single values of
+/// its kind's schema (polygons are drawn in the mask editor; class lists and the legal basis stay
+/// in the pipeline file).
+fn form_keys(rule: &crate::rules::RuleConfig) -> Vec<(crate::config::docs::KeyDoc, serde_json::Value)> {
+    let params = rule.params();
+    crate::config::docs::rule_keys(rule.kind().name())
+        .into_iter()
+        .filter(|k| !k.scalar.is_empty() && k.key != "id")
+        .map(|k| {
+            let now = params.get(&k.key).cloned().unwrap_or(serde_json::Value::Null);
+            (k, now)
+        })
+        .collect()
+}
+
+/// A key's name and meaning in `lang` (Chinese from the catalogue; English from the schema).
+fn key_words(
+    lang: super::i18n::Lang,
+    kind: crate::rules::RuleKind,
+    k: &crate::config::docs::KeyDoc,
+) -> (String, String) {
+    match (lang, super::i18n::param_zh(kind, &k.key)) {
+        (super::i18n::Lang::Zh, Some((label, meaning))) => (label.into(), meaning.into()),
+        _ => (k.key.clone(), k.doc.clone()),
+    }
+}
+
+fn num(x: f64) -> String {
+    format!("{x}")
+}
+
+/// A key's range as the form shows it: `0 – 1`, `≥ 1`, or the values it may take.
+fn range_text(lang: super::i18n::Lang, k: &crate::config::docs::KeyDoc) -> String {
+    match k.bounds {
+        (Some(lo), Some(hi)) => format!("{} – {}", num(lo), num(hi)),
+        (Some(lo), None) => format!("≥ {}", num(lo)),
+        (None, Some(hi)) => format!("≤ {}", num(hi)),
+        (None, None) if k.scalar == "boolean" => format!("{} / {}", lang.t(Msg::on), lang.t(Msg::off)),
+        (None, None) => k.choices.join(" / "),
+    }
+}
+
+/// A number as a person writes it (`24`, not the `24.0` an f32 field serialises to).
+fn plain(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        _ => short(v),
+    }
+}
+
+fn value_text(lang: super::i18n::Lang, v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(_) => plain(v),
+        serde_json::Value::Bool(true) => lang.t(Msg::on).into(),
+        serde_json::Value::Bool(false) => lang.t(Msg::off).into(),
+        serde_json::Value::Null => "–".into(),
+        v => short(v),
+    }
+}
+
+/// The input for a key's proposed value, holding the value in force (the browser keeps a number
+/// within the schema's bounds; the server checks again).
+fn key_input(
+    lang: super::i18n::Lang,
+    k: &crate::config::docs::KeyDoc,
+    now: &serde_json::Value,
+    enabled: bool,
+) -> maud::Markup {
+    let name = format!("p.{}", k.key);
+    let text = match now {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        v => plain(v),
+    };
+    html! {
+        @if k.scalar == "boolean" {
+            select name=(name) disabled[!enabled] {
+                option value="true" selected[now == &serde_json::Value::Bool(true)] { (lang.t(Msg::on)) }
+                option value="false" selected[now == &serde_json::Value::Bool(false)] { (lang.t(Msg::off)) }
+            }
+        } @else if !k.choices.is_empty() {
+            select name=(name) disabled[!enabled] {
+                @for c in &k.choices { option value=(c) selected[c == &text] { (c) } }
+            }
+        } @else if k.scalar == "number" || k.scalar == "integer" {
+            input type="number" name=(name) value=(text) step=(if k.scalar == "integer" { "1" } else { "any" })
+                min=[k.bounds.0] max=[k.bounds.1] disabled[!enabled];
+        } @else {
+            input type="text" name=(name) value=(text) disabled[!enabled];
+        }
+    }
+}
+
 /// `/ops/rules`: each rule's parameters as running, the change form, the eval curve beside a
 /// no-mask threshold, and the audit trail of changes.
 pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Response {
@@ -201,61 +334,65 @@ pub async fn rules_page(State(svc): State<Arc<App>>, a: Page<OpsRole>) -> Respon
     };
     let (history, history_problem) = match history {
         Ok(h) => (h, None),
-        Err(e) => (Vec::new(), Some(format!("the audit trail cannot be read: {e}"))),
+        Err(e) => (Vec::new(), Some(format!("{}: {e}", lang.t(Msg::audit_unreadable)))),
     };
     let body = html! {
-        h2 { (lang.t(Msg::rules)) " · " (svc.site()) }
-        @if let Some(p) = &problem { p #problem.err { (p) } }
+        h2 { (lang.t(Msg::rules)) " · " span.d { (svc.site()) } }
+        @if let Some(p) = &problem { p #problem.err { (p.text(lang)) } }
         @if let Some(m) = &flash { p #message { (m) } }
-        table #rules {
-            thead { tr { th { (lang.t(Msg::camera)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::params)) } th { (lang.t(Msg::r#override)) } th { (lang.t(Msg::eval_curve)) } th { (lang.t(Msg::change)) } } }
-            tbody {
-                @for r in &rules {
-                    @let params = r.rule.params();
-                    tr.rule data-camera=(r.camera) data-rule=(r.rule.id()) {
-                        td { (r.camera) }
-                        td { (r.rule.id()) div.muted { (format!("{:?}", r.rule.kind())) } }
-                        td.params {
-                            @for (k, v) in params.as_object().into_iter().flatten().filter(|(k, _)| *k != "id") {
-                                div { code { (k) " = " (short(v)) } }
-                            }
-                        }
-                        td {
-                            @if let Some((rev, o)) = &r.kv {
-                                (o.by) " · " (local(&svc, &o.at)) " · rev " (rev)
-                                @if !o.reason.is_empty() { div.muted { (o.reason) } }
-                            } @else { span.muted { (lang.t(Msg::file_values)) } }
-                        }
-                        td {
-                            @if let (Some((name, pts)), Some(t)) = (&curve, params.get("threshold").and_then(|v| v.as_f64()).filter(|_| matches!(r.rule, crate::rules::RuleConfig::NoMask(_)))) {
-                                (curve_figure(lang, name, pts, t))
-                                div.muted { (name) }
-                            } @else { span.muted { "–" } }
-                        }
-                        td {
-                            @if problem.is_none() {
-                                form.change method="post" action="/ops/rules" {
-                                    input type="hidden" name="csrf" value=(a.session.csrf);
-                                    input type="hidden" name="camera" value=(r.camera);
-                                    input type="hidden" name="rule" value=(r.rule.id());
-                                    input name="set" placeholder="threshold=0.85" required;
-                                    input name="reason" placeholder=(lang.t(Msg::reason_short)) required;
-                                    button type="submit" { (lang.t(Msg::submit)) }
+        div #rules { @for r in &rules {
+            @let kind = r.rule.kind();
+            section.rule data-camera=(r.camera) data-rule=(r.rule.id()) {
+                h3 { span.d { (r.camera) " · " (r.rule.id()) } " " span.muted { "(" (lang.t(super::i18n::kind_msg(kind))) ")" } }
+                p.override {
+                    @if let Some((rev, o)) = &r.kv {
+                        (lang.t(Msg::r#override)) ": " span.d { (o.by) } " · " (local(&svc, &o.at)) " · " code { "KV rev " (rev) }
+                        @if !o.reason.is_empty() { " · " span.d { (o.reason) } }
+                    } @else { span.muted { (lang.t(Msg::file_values)) } }
+                }
+                div.rule-body {
+                form.change method="post" action="/ops/rules" {
+                    input type="hidden" name="csrf" value=(a.session.csrf);
+                    input type="hidden" name="camera" value=(r.camera);
+                    input type="hidden" name="rule" value=(r.rule.id());
+                    div.scroll { table.params {
+                        thead { tr { th { (lang.t(Msg::param_key)) } th { (lang.t(Msg::meaning)) } th { (lang.t(Msg::range)) } th { (lang.t(Msg::current)) } th { (lang.t(Msg::proposed)) } } }
+                        tbody {
+                            @for (k, now) in form_keys(&r.rule) {
+                                @let (label, meaning) = key_words(lang, kind, &k);
+                                tr data-key=(k.key) {
+                                    td { (label) div.muted { code { (k.key) } } }
+                                    td.meaning { (meaning) }
+                                    td.range { (range_text(lang, &k)) }
+                                    td.now data-key=(k.key) { (value_text(lang, &now)) }
+                                    td { (key_input(lang, &k, &now, problem.is_none())) }
                                 }
                             }
                         }
+                    } }
+                    @if problem.is_none() {
+                        div.submit {
+                            input name="set" placeholder=(lang.t(Msg::other_keys)) aria-label=(lang.t(Msg::other_keys));
+                            input name="reason" placeholder=(lang.t(Msg::reason_short)) required;
+                            button type="submit" { (lang.t(Msg::submit)) }
+                        }
                     }
                 }
+                @if let (Some((name, pts)), Some(t)) = (&curve, r.rule.params().get("threshold").and_then(|v| v.as_f64()).filter(|_| kind == crate::rules::RuleKind::NoMask)) {
+                    (curve_figure(lang, name, pts, t))
+                }
+                }
             }
-        }
+        } }
         h3 { (lang.t(Msg::rule_history)) }
         @if let Some(p) = &history_problem { p #history-problem.err { (p) } }
         table #rule-history {
             thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::by)) } th { (lang.t(Msg::outcome)) } th { (lang.t(Msg::detail)) } } }
             tbody {
                 @for rec in history.iter().rev().take(100) {
-                    tr { td { (local(&svc, &rec.time_utc)) } td { (rec.camera) } td { (rec.rule) } td.by { (rec.by) } td.outcome { (rec.outcome) }
-                         td.change { (rec.problem.clone().unwrap_or_else(|| diff(rec.old.as_ref(), rec.new.as_ref()))) } }
+                    tr { td { (local(&svc, &rec.time_utc)) } td.d { (rec.camera) } td.d { (rec.rule) } td.by.d { (rec.by) }
+                         td.outcome data-outcome=(rec.outcome) { (outcome_text(lang, &rec.outcome)) }
+                         td.change { @match &rec.problem { Some(p) => span.d { (p) }, None => code { (diff(lang, rec.old.as_ref(), rec.new.as_ref())) } } } }
                 }
             }
         }
@@ -320,35 +457,82 @@ async fn write_rule(
         )
 }
 
-#[derive(serde::Deserialize)]
-pub struct ChangeForm {
-    csrf: String,
-    camera: String,
-    rule: String,
-    set: String,
-    reason: String,
+/// What the rules form proposes for one rule: the keys whose proposed value differs from the
+/// value in force, typed as the schema says and within its bounds (a message in the page's
+/// language names the key otherwise), plus any `key=value` items of the "other keys" box.
+fn proposed(
+    lang: super::i18n::Lang,
+    rule: &crate::rules::RuleConfig,
+    fields: &[(String, String)],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    use serde_json::Value;
+    let keys = form_keys(rule);
+    let mut set = serde_json::Map::new();
+    for (name, given) in fields {
+        let Some(key) = name.strip_prefix("p.") else { continue };
+        let Some((k, now)) = keys.iter().find(|(k, _)| k.key == key) else {
+            return Err(format!("{} {key:?}", lang.t(Msg::param_key)));
+        };
+        let given = given.trim();
+        let label = key_words(lang, rule.kind(), k).0;
+        let v = match k.scalar {
+            "boolean" => Value::Bool(given == "true"),
+            "integer" | "number" => {
+                let x: f64 = given.parse().map_err(|_| format!("{label}: {given:?} {}", lang.t(Msg::not_a_number)))?;
+                if k.scalar == "integer" && x.fract() != 0.0 {
+                    return Err(format!("{label}: {given} {}", lang.t(Msg::not_an_integer)));
+                }
+                let (lo, hi) = k.bounds;
+                if lo.is_some_and(|lo| x < lo) || hi.is_some_and(|hi| x > hi) {
+                    return Err(format!("{label}: {given} {} ({})", lang.t(Msg::out_of_range), range_text(lang, k)));
+                }
+                if k.scalar == "integer" { Value::from(x as i64) } else { Value::from(x) }
+            }
+            _ if given.is_empty() && now.is_null() => continue,
+            _ => Value::String(given.to_string()),
+        };
+        let same = match (&v, now) {
+            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (a, b) => a == b,
+        };
+        if !same {
+            set.insert(key.to_string(), v);
+        }
+    }
+    let other: Vec<String> =
+        fields.iter().filter(|(n, _)| n == "set").flat_map(|(_, v)| v.split_whitespace().map(str::to_string)).collect();
+    set.extend(overrides::parse_assignments(&other).map_err(|e| format!("{e:#}"))?);
+    if set.is_empty() {
+        return Err(lang.t(Msg::nothing_changed).into());
+    }
+    Ok(set)
 }
 
-/// The change form: `key=value` items separated by spaces or commas at top level. Its outcome is
-/// shown on the next page of the session (a flash message kept by the server).
+/// The change form (`csrf`, `camera`, `rule`, `reason`, a `p.<key>` per offered key, `set` for
+/// other keys). Its outcome is shown on the next page of the session (a flash message kept by the
+/// server), in the page's language.
 pub async fn rules_form(
     State(svc): State<Arc<App>>,
     a: Page<OpsRole>,
     caller: Caller,
-    f: axum::Form<ChangeForm>,
+    f: axum::Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(e) = check_csrf(&a, Some(&f.csrf)) {
+    let field = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
+    if let Err(e) = check_csrf(&a, Some(field("csrf"))) {
         return e.into_response();
     }
-    let items: Vec<String> = f.set.split_whitespace().map(str::to_string).collect();
-    let msg = match overrides::parse_assignments(&items) {
-        Err(e) => format!("{e:#}"),
-        Ok(set) => match change_rule(&svc, &a, &f.camera, &f.rule, set, &f.reason, &caller.0).await {
-            Ok(rev) => {
-                format!("{}.{}: written (KV revision {rev}); the workers apply it between two frames", f.camera, f.rule)
-            }
-            Err(ApiError(StatusCode::FORBIDDEN, m)) => return ApiError::forbidden(&m).into_response(),
-            Err(ApiError(_, m)) => m,
+    let lang = a.lang;
+    let (camera, rule) = (field("camera"), field("rule"));
+    let (rules, _) = rules_now(&svc).await;
+    let msg = match rules.iter().find(|r| r.camera == camera && r.rule.id() == rule) {
+        None => format!("{}: {camera}.{rule}", lang.t(Msg::not_written)),
+        Some(r) => match proposed(lang, &r.rule, &f) {
+            Err(e) => format!("{}: {e}", lang.t(Msg::not_written)),
+            Ok(set) => match change_rule(&svc, &a, camera, rule, set, field("reason"), &caller.0).await {
+                Ok(rev) => format!("{camera}.{rule}: {} {rev}", lang.t(Msg::rule_written)),
+                Err(ApiError(StatusCode::FORBIDDEN, m)) => return ApiError::forbidden(&m).into_response(),
+                Err(ApiError(_, m)) => format!("{}: {m}", lang.t(Msg::not_written)),
+            },
         },
     };
     svc.flash.lock().unwrap_or_else(|p| p.into_inner()).insert(crate::util::sha256_hex(a.token.as_bytes()), msg);

@@ -30,19 +30,11 @@ fn range(h: &HeaderMap, len: u64) -> Option<std::ops::Range<u64>> {
     (r.start < r.end && r.end <= len).then_some(r)
 }
 
-pub async fn file(
-    State(svc): State<Arc<App>>,
-    Path((id, name)): Path<(String, String)>,
-    a: Api<Readers>,
-    caller: Caller,
-    h: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(file) = crate::evidence::manifest::ItemFile::media(&name) else { return Err(ApiError::not_found()) };
-    let ctype = file.content_type();
-    if !valid_id(&id) {
+/// An item's file as its signed manifest names it, checked against the manifest's hash.
+async fn verified(svc: &App, id: &str, name: &str) -> Result<(bytes::Bytes, String), ApiError> {
+    if !valid_id(id) {
         return Err(ApiError::not_found());
     }
-    // the item's signed manifest names the file and its hash
     let mut items = crate::verify::list_items(&svc.store).await.map_err(ApiError::internal)?;
     let Some(it) = items.iter_mut().find(|i| i.id == id) else { return Err(ApiError::not_found()) };
     crate::verify::load_manifest(&svc.store, &svc.worker_key, it).await;
@@ -61,20 +53,95 @@ pub async fn file(
             format!("{name} of {id}: its SHA-256 differs from the signed manifest"),
         ));
     }
-    let len = bytes.len() as u64;
-    let r = range(&h, len);
-    let read = (crate::util::sha256_hex(a.token.as_bytes()), id.clone(), name.clone());
-    let log_now = {
-        let mut m = svc.reads.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, t| t.elapsed() < RANGE_SESSION);
-        match m.get(&read) {
-            Some(_) => false,
-            None => {
-                m.insert(read, std::time::Instant::now());
-                true
+    Ok((bytes, art.sha256))
+}
+
+/// Whether this session's reads of `(id, what)` are due an access-log entry: the first read, and
+/// again once [`RANGE_SESSION`] has passed. `mark` only notes them (the queue page logs the
+/// thumbnails it shows in its own entry).
+pub(super) fn due(svc: &App, token: &str, id: &str, what: &str) -> bool {
+    let read = (crate::util::sha256_hex(token.as_bytes()), id.to_string(), what.to_string());
+    let mut m = svc.reads.lock().unwrap_or_else(|p| p.into_inner());
+    m.retain(|_, t| t.elapsed() < RANGE_SESSION);
+    match m.get(&read) {
+        Some(_) => false,
+        None => {
+            m.insert(read, std::time::Instant::now());
+            true
+        }
+    }
+}
+
+/// The name a thumbnail's reads are noted under.
+pub(super) const THUMB: &str = "snapshot-annotated.jpg (thumbnail)";
+
+/// Width of a queue thumbnail, pixels.
+const THUMB_W: u32 = 160;
+
+/// `GET /evidence/{id}/thumb.jpg`: the annotated snapshot (masked, as stored) scaled to
+/// [`THUMB_W`] pixels wide for the queue. Kept in memory once made; logged like any file read
+/// unless the queue page that shows it has logged it.
+pub async fn thumb(
+    State(svc): State<Arc<App>>,
+    Path(id): Path<String>,
+    a: Api<Readers>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let cached = svc.thumbs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+    let jpeg = match cached {
+        Some(j) => j,
+        None => {
+            let name = crate::evidence::manifest::ItemFile::SnapshotAnnotated.file_name();
+            let (bytes, _) = verified(&svc, &id, name).await?;
+            let jpeg = tokio::task::spawn_blocking(move || shrink(&bytes))
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("thumbnail of {id}: {e}")))?;
+            let mut t = svc.thumbs.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() >= 4096 {
+                t.clear();
             }
+            t.insert(id.clone(), jpeg.clone());
+            jpeg
         }
     };
+    if due(&svc, &a.token, &id, THUMB) {
+        let what = format!("{THUMB}, {} bytes", jpeg.len());
+        svc.record(crate::review::access(&a.user, Action::FileRead, Outcome::Ok, Some(&id), &what, &caller.0)).await;
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=600")),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
+/// A JPEG scaled to [`THUMB_W`] wide (aspect kept).
+fn shrink(jpeg: &[u8]) -> Result<bytes::Bytes, image::ImageError> {
+    let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)?;
+    let h = (img.height() as u64 * THUMB_W as u64 / img.width().max(1) as u64).max(1) as u32;
+    let small = image::imageops::thumbnail(&img.to_rgb8(), THUMB_W, h);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75).encode_image(&small)?;
+    Ok(out.into())
+}
+
+pub async fn file(
+    State(svc): State<Arc<App>>,
+    Path((id, name)): Path<(String, String)>,
+    a: Api<Readers>,
+    caller: Caller,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(file) = crate::evidence::manifest::ItemFile::media(&name) else { return Err(ApiError::not_found()) };
+    let ctype = file.content_type();
+    let (bytes, sha256) = verified(&svc, &id, &name).await?;
+    let len = bytes.len() as u64;
+    let r = range(&h, len);
+    let log_now = due(&svc, &a.token, &id, &name);
     if log_now {
         let what = match &r {
             Some(r) => {
@@ -105,7 +172,7 @@ pub async fn file(
     let hd = resp.headers_mut();
     hd.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     hd.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    hd.insert("x-sha256", HeaderValue::from_str(&art.sha256).expect("hex"));
+    hd.insert("x-sha256", HeaderValue::from_str(&sha256).expect("hex"));
     Ok(resp)
 }
 

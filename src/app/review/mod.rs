@@ -22,6 +22,7 @@ pub fn routes() -> axum::Router<Arc<App>> {
         .route("/evidence/{id}/decision", post(pages::decision_form))
         .route("/evidence/{id}/file/{name}", get(files::file))
         .route("/evidence/{id}/played", post(files::played))
+        .route("/evidence/{id}/thumb.jpg", get(files::thumb))
         .route("/evidence/{id}/package", get(api::package))
         .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::app::auth::{
     Auditors, Caller, Page, Readers, Reviewers, authenticate, check_csrf, clear_cookie, session_cookie,
 };
-use crate::app::i18n::{Lang, Msg};
+use crate::app::i18n::{Lang, Msg, action_msg, kind_msg, location_msg, outcome_msg};
 use crate::app::page::{LangQuery, error_page, lang_of, local, opt, page, select};
 use crate::audit_log::{Action, Outcome};
 use crate::config::StatusKind;
@@ -148,7 +148,21 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
         Ok(x) => x,
         Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
     };
-    svc.record(access(&a.user, Action::QueueViewed, Outcome::Ok, None, "", &client_addr)).await;
+    // the thumbnails this page shows are read in this entry (not one entry per picture)
+    let thumbs: Vec<&str> = rows
+        .iter()
+        .filter(|r| super::files::due(&svc, &a.token, &r.id, super::files::THUMB))
+        .map(|r| r.id.as_str())
+        .collect();
+    let detail = if thumbs.is_empty() {
+        String::new()
+    } else {
+        format!("{} of {} item(s): {}", super::files::THUMB, thumbs.len(), thumbs.join(" "))
+    };
+    svc.record(access(&a.user, Action::QueueViewed, Outcome::Ok, None, &detail, &client_addr)).await;
+    // repeats of one object on this page (same camera, rule and place): the group's size
+    let groups = items::repeats(&rows);
+    let size_of = |g: usize| groups.iter().filter(|x| **x == Some(g)).count();
     let page_no = f.page.unwrap_or(1).max(1);
     let size = svc.pipeline.settings.review.page_size;
     let pages = total.div_ceil(size).max(1);
@@ -202,20 +216,26 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             p #empty { (lang.t(Msg::no_items)) }
         } @else {
             table #queue {
-                thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::kind)) } th { (lang.t(Msg::admissible)) } th { (lang.t(Msg::severity)) } th { (lang.t(Msg::review_status)) } th { (lang.t(Msg::decided_by)) } } }
+                thead { tr { th { (lang.t(Msg::snapshot)) } th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::kind)) } th { (lang.t(Msg::admissible)) } th { (lang.t(Msg::severity)) } th { (lang.t(Msg::review_status)) } th { (lang.t(Msg::decided_by)) } } }
                 tbody {
-                    @for r in &rows {
-                        tr.row data-href={ "/evidence/" (r.id) } data-id=(r.id) {
-                            td { a href={ "/evidence/" (r.id) } { (local(&svc, &r.violation_time_utc)) } }
-                            td { (r.camera) }
-                            td { (r.camera_location) }
-                            td { (r.rule) }
+                    @for (i, r) in rows.iter().enumerate() {
+                        @let n = groups[i].map(size_of).unwrap_or(1);
+                        @let first = groups[i].is_none_or(|g| g == i);
+                        tr.row.repeat[!first] data-href={ "/evidence/" (r.id) } data-id=(r.id) data-group=[groups[i].map(|g| rows[g].id.clone())] {
+                            td.thumb { img.thumb loading="lazy" alt="" width="96" src={ "/evidence/" (r.id) "/thumb.jpg" }; }
+                            td { a href={ "/evidence/" (r.id) } { (local(&svc, &r.violation_time_utc)) }
+                                @if n > 1 {
+                                    br; span.badge.group { @if first { (lang.t(Msg::same_object)) " ×" (n) } @else { "↳ " (lang.t(Msg::repeat_of_object)) } }
+                                } }
+                            td.d { (r.camera) }
+                            td.d { (r.camera_location) }
+                            td.d { (r.rule) }
                             td { (lang.t(if r.kind == "advisory" { Msg::advisory } else { Msg::enforcement })) }
                             td { (lang.t(if r.admissible { Msg::yes } else { Msg::no })) }
-                            td { (r.severity) }
+                            td { (lang.severity(&r.severity)) }
                             td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } }
                                 @if !r.complete { " " span.badge.incomplete title=(lang.t(Msg::incomplete)) { (lang.t(Msg::incomplete)) } } }
-                            td { (r.review.decided_by.join(", ")) }
+                            td.d { (r.review.decided_by.join(", ")) }
                         }
                     }
                 }
@@ -264,20 +284,20 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
     let shortfalls = m.shortfalls();
     html! {
         table #facts {
-            tr { th { (lang.t(Msg::site)) } td { (m.site) " " (m.site_name) } }
-            tr { th { (lang.t(Msg::camera)) } td { (m.camera) } }
-            tr { th { (lang.t(Msg::location)) } td { (m.camera_location) " (" (reg.location_category.name()) ")" } }
-            tr { th { (lang.t(Msg::registry)) } td { "legal " (date(&reg.legal_review_date)) ", technical " (date(&reg.technical_review_date)) ", installation " (reg.installation_ref.as_deref().unwrap_or("—")) ", notice " (date(&reg.public_notice_date)) } }
+            tr { th { (lang.t(Msg::site)) } td { span.d { (m.site) } " " span.d { (m.site_name) } } }
+            tr { th { (lang.t(Msg::camera)) } td.d { (m.camera) } }
+            tr { th { (lang.t(Msg::location)) } td { span.d { (m.camera_location) } " (" (lang.t(location_msg(reg.location_category))) ")" } }
+            tr { th { (lang.t(Msg::registry)) } td { (lang.t(Msg::reg_legal)) " " (date(&reg.legal_review_date)) "，" (lang.t(Msg::reg_technical)) " " (date(&reg.technical_review_date)) "，" (lang.t(Msg::reg_installation)) " " span.d { (reg.installation_ref.as_deref().unwrap_or("—")) } "，" (lang.t(Msg::reg_notice)) " " (date(&reg.public_notice_date)) } }
             tr { th { (lang.t(Msg::local_time)) } td #time-local { (local(svc, &m.violation_time_utc)) } }
             tr { th { (lang.t(Msg::utc_time)) } td #time-utc { (m.violation_time_utc) } }
-            tr { th { (lang.t(Msg::rule)) } td { (m.rule.id) " (" (m.rule.kind.name()) ")" } }
+            tr { th { (lang.t(Msg::rule)) } td { (lang.t(kind_msg(m.rule.kind))) " " code { (m.rule.id) } } }
             tr { th { (lang.t(Msg::threshold)) } td { (m.rule.params.get("threshold").map(|t| t.to_string()).unwrap_or_default()) } }
-            tr { th { (lang.t(Msg::revision)) } td { (m.rule.revision) } }
+            tr { th { (lang.t(Msg::revision)) } td { code { (m.rule.revision) } } }
             @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t(Msg::legal_basis)) } td { (b) } } }
-            tr { th { (lang.t(Msg::severity)) } td { (m.rule.severity) } }
+            tr { th { (lang.t(Msg::severity)) } td { (lang.severity(&m.rule.severity)) } }
             tr { th { (lang.t(Msg::repeat)) } td { (m.repeat_count_30d) } }
-            tr { th { (lang.t(Msg::kind)) } td #kind { (lang.t(match m.status.kind { StatusKind::Enforcement => Msg::enforcement, StatusKind::Advisory => Msg::advisory })) @for r in &m.status.reasons { br; span.muted { (r) } } } }
-            tr { th { (lang.t(Msg::admissible)) } td #admissible { (lang.t(if m.admissibility.admissible { Msg::yes } else { Msg::no })) @for r in &m.admissibility.reasons { br; span.muted { (r) } } } }
+            tr { th { (lang.t(Msg::kind)) } td #kind { (lang.t(match m.status.kind { StatusKind::Enforcement => Msg::enforcement, StatusKind::Advisory => Msg::advisory })) @for r in &m.status.reasons { br; span.muted.d { (lang.recorded(r)) } } } }
+            tr { th { (lang.t(Msg::admissible)) } td #admissible { (lang.t(if m.admissibility.admissible { Msg::yes } else { Msg::no })) @for r in &m.admissibility.reasons { br; span.muted.d { (lang.recorded(r)) } } } }
             tr { th { (lang.t(Msg::clip_length)) } td #clip-length {
                 (format!("{:.1} s", m.clip.duration_s)) " · " (lang.t(Msg::pre_roll)) " " (format!("{:.1}", m.clip.pre_roll_s)) " s · "
                 (lang.t(Msg::post_roll)) " " (format!("{:.1}", m.clip.post_roll_s)) " s" } }
@@ -286,13 +306,13 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
                 @else { span.err { (lang.t(Msg::incomplete)) } @for f in &shortfalls { br; span { (shortfall_text(lang, f)) } } } } }
             tr { th { (lang.t(Msg::mask_applied)) } td #mask-applied {
                 @match &m.privacy_mask {
-                    Some(mk) => { (mk.id) " · " (mk.polygons) " " (lang.t(Msg::polygons)) " · sha256 " span.muted { (&mk.sha256[..16.min(mk.sha256.len())]) } }
+                    Some(mk) => { code { (mk.id) } " · " (mk.polygons) " " (lang.t(Msg::polygons)) " · " code.muted { "sha256 " (&mk.sha256[..16.min(mk.sha256.len())]) } }
                     None => { (lang.t(Msg::no_mask_configured)) }
                 } } }
-            tr { th { (lang.t(Msg::health)) } td { @if m.health.normal { "OK" } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " (e) br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": gap " (format!("{s:.2}")) " s" br; } } } }
-            tr { th { (lang.t(Msg::models)) } td { @for md in &m.models { (md.id) " " span.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
-            tr { th { (lang.t(Msg::detections)) } td { @for d in &m.detections { (d.label) " #" (d.track_id) " score " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " no-mask " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " dwell " (format!("{s:.0}")) " s" } @if d.trigger { " ◀" } br; } } }
-            tr { th { "ID" } td { (m.evidence_id) } }
+            tr { th { (lang.t(Msg::health)) } td { @if m.health.normal { (lang.t(Msg::health_normal)) } @else { @for (t, e) in &m.health.events { (local(svc, t)) ": " span.d { (lang.recorded(e)) } br; } @for (t, s) in &m.health.gaps { (local(svc, t)) ": " (lang.t(Msg::gap)) " " (format!("{s:.2}")) " " (lang.t(Msg::seconds)) br; } } } }
+            tr { th { (lang.t(Msg::models)) } td { @for md in &m.models { code { (md.id) } " " code.muted { (&md.sha256[..16.min(md.sha256.len())]) } br; } } }
+            tr { th { (lang.t(Msg::detections)) } td { @for d in &m.detections { code { (d.label) } " #" (d.track_id) " " (lang.t(Msg::score)) " " (format!("{:.2}", d.score)) @if let Some(p) = d.no_mask_prob { " " (lang.t(Msg::no_mask_prob)) " " (format!("{p:.2}")) } @if let Some(s) = d.dwell_s { " " (lang.t(Msg::dwell)) " " (format!("{s:.0}")) " " (lang.t(Msg::seconds)) } @if d.trigger { " ◀" } br; } } }
+            tr { th { "ID" } td { code { (m.evidence_id) } } }
         }
     }
 }
@@ -322,11 +342,11 @@ async fn item_page(
 ) -> Response {
     let id = id.to_string();
     if !valid_id(&id) {
-        return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item");
+        return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, lang.t(Msg::no_such_item));
     }
     let v = match load(svc, &id).await {
         Ok(Some(v)) => v,
-        Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
+        Ok(None) => return error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, lang.t(Msg::no_such_item)),
         Err(e) => return crate::app::auth::ApiError::internal(e).into_response(),
     };
     if entered.is_none() {
@@ -345,11 +365,11 @@ async fn item_page(
     let can_remind = v.advisory() || v.first_minor();
     let body = html! {
         p { a href="/queue" { "← " (lang.t(Msg::back)) } }
-        h2 { (local(svc, &v.manifest.violation_time_utc)) " · " (v.manifest.camera) " · " (v.manifest.rule.id) " " (status_badge(lang, v.status)) }
+        h2 { (local(svc, &v.manifest.violation_time_utc)) " · " span.d { (v.manifest.camera) } " · " (lang.t(kind_msg(v.manifest.rule.kind))) " " (status_badge(lang, v.status)) }
         @if v.verification.ok {
-            div #verification .verified data-ok="true" { "✔ " (lang.t(Msg::verified)) " · " (lang.t(Msg::chain_pos)) " " (v.verification.chain_seq) " · key " (v.verification.key_id) " · " (lang.t(Msg::checked_at)) " " (local(svc, &v.verification.checked_utc)) }
+            div #verification .verified data-ok="true" { "✔ " (lang.t(Msg::verified)) " · " (lang.t(Msg::chain_pos)) " " (v.verification.chain_seq) " · " (lang.t(Msg::key_id)) " " code { (v.verification.key_id) } " · " (lang.t(Msg::checked_at)) " " (local(svc, &v.verification.checked_utc)) }
         } @else {
-            div #verification .failed data-ok="false" { "✘ " (lang.t(Msg::not_verified)) ul { @for p in &v.verification.problems { li { (p) } } } }
+            div #verification .failed data-ok="false" { "✘ " (lang.t(Msg::not_verified)) ul { @for p in &v.verification.problems { li.d { (p) } } } }
         }
         div.cols {
             div {
@@ -422,10 +442,10 @@ async fn item_page(
                                     tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
                                         td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
                                         td { (local(svc, &r.time_utc)) }
-                                        td { (r.officer.user) " · " (r.officer.officer_id) }
+                                        td.d { (r.officer.user) " · " (r.officer.officer_id) }
                                         td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
                                         td { (checks_text(r.checks)) }
-                                        td { (r.reason) }
+                                        td.d { (r.reason) }
                                     }
                                 }
                             }
@@ -438,7 +458,7 @@ async fn item_page(
                         thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::detail)) } } }
                         tbody {
                             @for e in &item_log {
-                                tr { td { (local(svc, &e.time_utc)) } td { (e.user) } td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) } td { (e.detail) } }
+                                tr { td { (local(svc, &e.time_utc)) } td.d { (e.user) } td { (lang.t(action_msg(e.action))) } td.d { (e.detail) } }
                             }
                         }
                     }
@@ -488,13 +508,13 @@ pub async fn decision_form(
         Some("approve") => Decision::Approve,
         Some("reject") => Decision::Reject,
         Some("reminder") => Decision::Reminder,
-        _ => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, "no decision"),
+        _ => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::no_decision)),
     };
     let corrects = match f.corrects.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => match s.parse() {
             Ok(n) => Some(n),
-            Err(_) => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, "corrects: a decision number"),
+            Err(_) => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::corrects_number)),
         },
     };
     let on = |v: &Option<String>| v.is_some();
@@ -511,7 +531,7 @@ pub async fn decision_form(
     };
     match decide(&svc, &a.user, &id, &req, &caller.0).await {
         Ok(_) => Redirect::to(&format!("/evidence/{id}")).into_response(),
-        Err(DecideError::NotFound) => error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, "no such evidence item"),
+        Err(DecideError::NotFound) => error_page(lang, Some(&a.user), StatusCode::NOT_FOUND, lang.t(Msg::no_such_item)),
         Err(DecideError::Refused(r)) => {
             let code = match r {
                 Refusal::Conflict(_) => StatusCode::CONFLICT,
@@ -582,10 +602,21 @@ pub async fn audit(State(svc): State<Arc<App>>, a: Page<Auditors>, q: Query<Audi
         }
         s.finish()
     };
+    let names: Vec<(String, &str)> = crate::app::i18n::ACTIONS
+        .iter()
+        .map(|&x| {
+            (
+                serde_json::to_value(x).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                lang.t(action_msg(x)),
+            )
+        })
+        .collect();
+    let mut action_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    action_choices.extend(names.iter().map(|(v, t)| (v.as_str(), *t)));
     let body = html! {
         h2 { (lang.t(Msg::audit)) " (" (total) ")" }
         form.filters #audit-filters method="get" action="/audit" {
-            label { (lang.t(Msg::action)) input name="action" value=(action.as_deref().unwrap_or("")) size="14"; }
+            label { (lang.t(Msg::action)) (select("action", action.as_deref().unwrap_or(""), &action_choices)) }
             label { (lang.t(Msg::user)) input name="user" value=(user.as_deref().unwrap_or("")) size="12"; }
             label { "ID" input name="evidence" value=(evidence.as_deref().unwrap_or("")) size="26"; }
             button type="submit" { (lang.t(Msg::filter)) }
@@ -597,11 +628,11 @@ pub async fn audit(State(svc): State<Arc<App>>, a: Page<Auditors>, q: Query<Audi
                 tbody {
                     @for e in &entries {
                         tr.entry data-action=(serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) {
-                            td { (e.seq) } td { (local(&svc, &e.time_utc)) } td { (e.user) } td { (e.officer_id) }
-                            td { (serde_json::to_string(&e.action).unwrap_or_default().trim_matches('"')) @if let Some(n) = e.count { " ×" (n) } }
-                            td { (serde_json::to_string(&e.outcome).unwrap_or_default().trim_matches('"')) }
-                            td { @if let Some(id) = &e.evidence_id { a href={ "/evidence/" (id) } { (id) } } }
-                            td { (e.detail) } td { (e.client) }
+                            td { (e.seq) } td { (local(&svc, &e.time_utc)) } td.d { (e.user) } td.d { (e.officer_id) }
+                            td { (lang.t(action_msg(e.action))) @if let Some(n) = e.count { " ×" (n) } }
+                            td { (lang.t(outcome_msg(e.outcome))) }
+                            td { @if let Some(id) = &e.evidence_id { a.d href={ "/evidence/" (id) } { (id) } } }
+                            td.d { (e.detail) } td.d { (e.client) }
                         }
                     }
                 }

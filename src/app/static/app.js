@@ -62,6 +62,34 @@
       }).catch(function () {});
     };
     setInterval(refresh, 1000);
+    // the camera grid: each picture again every 10 s; a camera without one says so
+    var grid = document.getElementById('grid');
+    if (grid) {
+      var snaps = Array.prototype.slice.call(grid.querySelectorAll('figure.snap'));
+      snaps.forEach(function (f) {
+        var img = f.querySelector('img');
+        img.addEventListener('load', function () { f.classList.remove('none'); f.dataset.loaded = '1'; });
+        img.addEventListener('error', function () { f.classList.add('none'); f.dataset.loaded = '0'; });
+        // (a picture that came or failed before this script ran)
+        if (img.complete) { if (img.naturalWidth > 0) { f.dataset.loaded = '1'; } else { f.classList.add('none'); f.dataset.loaded = '0'; } }
+      });
+      setInterval(function () {
+        snaps.forEach(function (f) {
+          var img = f.querySelector('img');
+          img.src = '/api/ops/snapshot/' + encodeURIComponent(f.dataset.camera) + '?grid=1&t=' + Date.now();
+        });
+      }, 10000);
+      // the captions' state badges follow the table's
+      setInterval(function () {
+        snaps.forEach(function (f) {
+          var tr = ops.querySelector('tr.cam[data-camera="' + f.dataset.camera + '"]');
+          if (!tr) return;
+          f.dataset.state = tr.dataset.state;
+          var b = f.querySelector('.state'), tb = tr.querySelector('.state');
+          b.className = tb.className; b.textContent = tb.textContent;
+        });
+      }, 1000);
+    }
   }
   var editor = document.getElementById('editor');
   if (editor) {
