@@ -61,6 +61,11 @@ fn the_workflow_rules_and_every_bad_request() {
     let times: Vec<&str> =
         j["items"].as_array().unwrap().iter().map(|i| i["violation_time_utc"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    // the risk-tier filter (the rule's severity: this site's rules are all "minor")
+    assert_eq!(alice.get("/api/evidence?severity=minor").json()["total"], 4);
+    assert_eq!(alice.get("/api/evidence?severity=major").json()["total"], 0);
+    let q = alice.get("/queue?severity=minor");
+    assert!(q.status == 200 && q.text().contains("<option value=\"minor\" selected>一般</option>"), "{}", q.text());
     // completeness: the queue flags an item whose clip lacks pre- or post-roll or has gaps, and the
     // item page says how, with the clip's length and the privacy mask that was applied
     let outbox = rs.site.outbox();

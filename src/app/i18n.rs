@@ -329,6 +329,12 @@ catalogue! {
     applied: "已生效", "applied";
     refused: "被拒绝", "refused";
     same_object: "同一对象", "same object";
+    need_three_points: "多边形至少需要 3 个点", "a polygon needs at least 3 points";
+    draw_zone_first: "请先画出区域（一个多边形）", "draw the zone first (one polygon)";
+    saved_by: "已保存，保存人", "saved by";
+    workers_apply: "工作节点在两帧之间生效", "the workers apply it between two frames";
+    not_saved: "未保存", "not saved";
+    risk_tier: "风险等级（情节）", "Risk tier (severity)";
     repeat_of_object: "同一对象重复", "repeat of one object";
 }
 

@@ -101,6 +101,8 @@ pub struct Filter {
     pub to: Option<String>,
     /// "1": items still waiting for this officer's decision.
     pub mine: Option<String>,
+    /// The rule's severity (the risk tier: "minor", "major", ...).
+    pub severity: Option<String>,
     pub page: Option<usize>,
     pub lang: Option<String>,
 }
@@ -225,6 +227,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
         let Some(m) = it.manifest.clone() else { continue };
         let t = crate::util::time::parse_rfc3339(&m.violation_time_utc).ok();
         let keep = want(&f.rule).is_none_or(|r| r == m.rule.id)
+            && want(&f.severity).is_none_or(|s| s == m.rule.severity)
             && want(&f.kind).is_none_or(|k| k == m.status.kind.name())
             && want(&f.admissible).is_none_or(|a| a == m.admissibility.admissible.to_string())
             && from.is_none_or(|x| t.is_some_and(|t| t >= x))

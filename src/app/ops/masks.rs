@@ -147,6 +147,15 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
         "mask": mask.as_ref().map(|m| &m.polygons),
         "zones": zones.iter().map(|(rule, z)| serde_json::json!({"rule": rule, "points": z})).collect::<Vec<_>>(),
     });
+    // what the editor's script says, in the page's language
+    let words = serde_json::json!({
+        "need3": lang.t(Msg::need_three_points),
+        "drawZone": lang.t(Msg::draw_zone_first),
+        "savedBy": lang.t(Msg::saved_by),
+        "apply": lang.t(Msg::workers_apply),
+        "notSaved": lang.t(Msg::not_saved),
+        "noPicture": lang.t(Msg::no_picture),
+    });
     let here = format!("/ops/masks/{camera}");
     let body = html! {
         h2 { (lang.t(Msg::mask_editor)) " · " span.d { (camera) } }
@@ -173,7 +182,7 @@ pub async fn editor(State(svc): State<Arc<App>>, a: Page<OpsRole>, Path(camera):
             button #save type="button" { (lang.t(Msg::save)) }
             button #reset type="button" { (lang.t(Msg::reset_mask)) }
         }
-        div #editor data-model=(model.to_string()) {
+        div #editor data-model=(model.to_string()) data-words=(words.to_string()) {
             img #frame alt=(camera) src={ "/api/ops/snapshot/" (camera) };
             svg #draw xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none" {}
         }

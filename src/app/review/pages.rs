@@ -178,6 +178,7 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             ("from", &f.from),
             ("to", &f.to),
             ("mine", &f.mine),
+            ("severity", &f.severity),
         ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 s += &format!("&{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
@@ -197,6 +198,20 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
     };
     let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
     rule_choices.extend(rules.iter().map(|r| (r.as_str(), r.as_str())));
+    // the risk tiers: the severities the site's rules write
+    let severities: Vec<(String, String)> = {
+        let mut v: Vec<String> = svc
+            .pipeline
+            .cameras
+            .iter()
+            .flat_map(|c| c.rules.configs().iter().map(|r| r.severity().to_string()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v.into_iter().map(|s| (lang.severity(&s), s)).collect()
+    };
+    let mut severity_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    severity_choices.extend(severities.iter().map(|(t, v)| (v.as_str(), t.as_str())));
     let here = format!("/queue{}", qs(page_no));
     let body = html! {
         h2 { (lang.t(Msg::queue)) " (" (total) ")" }
@@ -204,6 +219,7 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             label { (lang.t(Msg::site)) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
             label { (lang.t(Msg::camera)) (select("camera", opt(&f.camera), &cam_choices)) }
             label { (lang.t(Msg::rule)) (select("rule", opt(&f.rule), &rule_choices)) }
+            label { (lang.t(Msg::risk_tier)) (select("severity", opt(&f.severity), &severity_choices)) }
             label { (lang.t(Msg::kind)) (select("kind", opt(&f.kind), &[("", lang.t(Msg::any)), ("enforcement", lang.t(Msg::enforcement)), ("advisory", lang.t(Msg::advisory))])) }
             label { (lang.t(Msg::admissible)) (select("admissible", opt(&f.admissible), &[("", lang.t(Msg::any)), ("true", lang.t(Msg::yes)), ("false", lang.t(Msg::no))])) }
             label { (lang.t(Msg::review_status)) (select("status", opt(&f.status), &[("", lang.t(Msg::any)), ("pending", lang.t(Msg::pending)), ("one_approval", lang.t(Msg::one_approval)), ("approved", lang.t(Msg::approved)), ("rejected", lang.t(Msg::rejected)), ("reminder", lang.t(Msg::reminder))])) }

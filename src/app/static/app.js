@@ -93,7 +93,7 @@
   }
   var editor = document.getElementById('editor');
   if (editor) {
-    var model = JSON.parse(editor.dataset.model);
+    var model = JSON.parse(editor.dataset.model), words = JSON.parse(editor.dataset.words || '{}');
     var svg = document.getElementById('draw'), img = document.getElementById('frame');
     var msg = document.getElementById('msg'), list = document.getElementById('polys');
     var target = document.getElementById('target'), NS = 'http://www.w3.org/2000/svg';
@@ -133,7 +133,7 @@
       });
     };
     var close = function () {
-      if (!open || open.length < 3) { if (open) say('a polygon needs at least 3 points', true); return; }
+      if (!open || open.length < 3) { if (open) say(words.need3, true); return; }
       var p = { name: '', points: open };
       if (target.value === 'mask') { sets.mask.push(p); selected = sets.mask.length - 1; }
       else { p.name = target.value.slice(5) + '.zone'; sets[target.value] = [p]; selected = 0; }
@@ -153,8 +153,8 @@
     img.addEventListener('error', function () {
       editor.dataset.loaded = 'error';
       fetch(img.src, { credentials: 'same-origin' }).then(function (r) { return r.json(); }).then(function (j) {
-        document.getElementById('frame-error').textContent = j.error || 'no picture';
-      }).catch(function () { document.getElementById('frame-error').textContent = 'no picture'; });
+        document.getElementById('frame-error').textContent = words.noPicture + (j.error ? ': ' + j.error : '');
+      }).catch(function () { document.getElementById('frame-error').textContent = words.noPicture; });
     });
     svg.addEventListener('mousedown', function (e) {
       var t = e.target;
@@ -193,12 +193,12 @@
         .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); });
     };
     var done = function (res) {
-      if (!res.ok) { say(res.j.error || 'refused', true); msg.dataset.state = 'error'; return; }
+      if (!res.ok) { say(words.notSaved + (res.j.error ? ': ' + res.j.error : ''), true); msg.dataset.state = 'error'; return; }
       msg.dataset.state = 'saved';
       if (res.j.sha256) { msg.dataset.sha = res.j.sha256; document.getElementById('mask-sha').textContent = res.j.sha256; }
       if (res.j.source) document.getElementById('mask-source').textContent = res.j.source;
       document.getElementById('mask-text').textContent = res.j.text || '';
-      say('saved by ' + res.j.by + ' (KV revision ' + res.j.revision + ')' + (res.j.sha256 ? ', sha256 ' + res.j.sha256 : '') + '; the workers apply it between two frames');
+      say(words.savedBy + ' ' + res.j.by + ' (KV rev ' + res.j.revision + ')' + (res.j.sha256 ? ', sha256 ' + res.j.sha256 : '') + '; ' + words.apply);
       setTimeout(frame, 1500);
     };
     document.getElementById('save').addEventListener('click', function () {
@@ -209,7 +209,7 @@
         post('/api/ops/masks/' + encodeURIComponent(model.camera), { polygons: sets.mask, reason: reason }).then(done);
       } else {
         var z = sets[target.value][0];
-        if (!z) { say('draw the zone first (one polygon)', true); return; }
+        if (!z) { say(words.drawZone, true); return; }
         post('/api/ops/zones/' + encodeURIComponent(model.camera) + '/' + encodeURIComponent(target.value.slice(5)), { points: z.points, reason: reason }).then(done);
       }
     });
