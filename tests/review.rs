@@ -264,6 +264,45 @@ fn the_workflow_rules_and_every_bad_request() {
     );
     t.row("logout", "200", &r, 200);
     t.row("the old session after logout", "401", &bob.get("/api/evidence"), 401);
+    // accounts: a new password and a new role, by command, end the open sessions; the old
+    // password no longer works, the new one does, with the new role
+    let login_with = |pw: &str| {
+        anon.request(
+            "POST",
+            "/api/login",
+            &[("content-type", "application/json")],
+            serde_json::json!({"user": "alice", "password": pw}).to_string().as_bytes(),
+        )
+    };
+    let user_cmd = |args: &[&str], stdin: &str| {
+        let mut c = vigil()
+            .args(["review", "user"])
+            .args(args)
+            .args(["--pipeline", rs.site.pipeline.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut c.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(alice.get("/api/evidence").status, 200);
+    let out = user_cmd(&["passwd", "alice", "--password-stdin"], "alice-new-pass-7\n");
+    assert!(out.contains("sessions are ended"), "{out}");
+    t.row("alice's session after `review user passwd`", "401", &alice.get("/api/evidence"), 401);
+    t.row("alice's old password", "401", &login_with(password("alice")), 401);
+    t.row("alice's new password", "200", &login_with("alice-new-pass-7"), 200);
+    let out = user_cmd(&["role", "alice", "--role", "auditor"], "");
+    assert!(out.contains("alice is now auditor"), "{out}");
+    let r = login_with("alice-new-pass-7");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+    let auditor_alice = Client { port: svc.port, cookie: Some(cookie), csrf: r.json()["csrf"].as_str().map(str::to_string) };
+    t.row("alice as auditor reads the access log (a reviewer gets 403)", "200", &auditor_alice.get("/api/audit"), 200);
+    t.row("alice as auditor decides", "403", &auditor_alice.decide(enf[1], "approve", true, ""), 403);
     // login attempts are limited
     let mut last = 0;
     for _ in 0..6 {
