@@ -64,6 +64,13 @@ fn the_workflow_rules_and_every_bad_request() {
     // the risk-tier filter (the rule's severity: this site's rules are all "minor")
     assert_eq!(alice.get("/api/evidence?severity=minor").json()["total"], 4);
     assert_eq!(alice.get("/api/evidence?severity=major").json()["total"], 0);
+    // the risk tier (no_mask's default: routine), carried in the item and shown in the queue
+    assert_eq!(alice.get("/api/evidence?tier=routine").json()["total"], 4);
+    assert_eq!(alice.get("/api/evidence?tier=immediate").json()["total"], 0);
+    assert!(j["items"].as_array().unwrap().iter().all(|i| i["tier"] == "routine"), "{j}");
+    t.row("an unknown risk tier", "400", &alice.get("/api/evidence?tier=urgent"), 400);
+    let q = alice.get("/queue?tier=routine");
+    assert!(q.text().contains("data-tier=\"routine\">日常提醒</span>"), "the tier badge: {}", q.text());
     let q = alice.get("/queue?severity=minor");
     assert!(q.status == 200 && q.text().contains("<option value=\"minor\" selected>一般</option>"), "{}", q.text());
     // completeness: the queue flags an item whose clip lacks pre- or post-roll or has gaps, and the

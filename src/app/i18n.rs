@@ -334,7 +334,10 @@ catalogue! {
     saved_by: "已保存，保存人", "saved by";
     workers_apply: "工作节点在两帧之间生效", "the workers apply it between two frames";
     not_saved: "未保存", "not saved";
-    risk_tier: "风险等级（情节）", "Risk tier (severity)";
+    risk_tier: "风险等级", "Risk tier";
+    tier_immediate: "立即处置", "immediate";
+    tier_deadline: "限期整改", "fix by a deadline";
+    tier_routine: "日常提醒", "routine";
     repeat_of_object: "同一对象重复", "repeat of one object";
 }
 
@@ -507,6 +510,15 @@ pub fn kind_msg(k: crate::rules::RuleKind) -> Msg {
     }
 }
 
+/// A risk tier in words.
+pub fn tier_msg(t: crate::rules::RiskTier) -> Msg {
+    match t {
+        crate::rules::RiskTier::Immediate => Msg::tier_immediate,
+        crate::rules::RiskTier::Deadline => Msg::tier_deadline,
+        crate::rules::RiskTier::Routine => Msg::tier_routine,
+    }
+}
+
 /// A rule parameter's Chinese name and meaning, for the rules page (the English page shows the
 /// key and the configuration schema's own doc). Every key the page offers has one (a test checks).
 pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &'static str)> {
@@ -540,6 +552,7 @@ pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &
             ("适用时段", "规则生效的本地时段 HH:MM-HH:MM（可跨午夜，如 22:00-06:00）；留空为全天")
         }
         (_, "severity") => ("情节", "写入事件的情节等级（minor 一般、major 严重等）"),
+        (_, "tier") => ("风险等级", "写入事件，在审核队列中显示并可筛选：立即处置、限期整改或日常提醒"),
         _ => return None,
     })
 }

@@ -101,8 +101,10 @@ pub struct Filter {
     pub to: Option<String>,
     /// "1": items still waiting for this officer's decision.
     pub mine: Option<String>,
-    /// The rule's severity (the risk tier: "minor", "major", ...).
+    /// The rule's severity ("minor", "major", ...).
     pub severity: Option<String>,
+    /// The risk tier: immediate, deadline or routine.
+    pub tier: Option<String>,
     pub page: Option<usize>,
     pub lang: Option<String>,
 }
@@ -119,6 +121,8 @@ pub struct Row {
     pub kind: String,
     pub admissible: bool,
     pub severity: String,
+    /// The rule's risk tier (none for items made before tiers existed).
+    pub tier: Option<crate::rules::RiskTier>,
     pub review: RowReview,
     pub signature_ok: bool,
     /// The clip covers its pre- and post-roll without gaps (else the item page says how not).
@@ -190,6 +194,11 @@ pub fn check_filter(f: &Filter, offset_s: i32) -> Result<(), String> {
     {
         return Err(format!("status {s:?}: pending, one_approval, approved, rejected or reminder"));
     }
+    if let Some(t) = f.tier.as_deref().filter(|t| !t.is_empty())
+        && !crate::rules::RiskTier::ALL.iter().any(|x| x.name() == t)
+    {
+        return Err(format!("tier {t:?}: immediate, deadline or routine"));
+    }
     if let Some(a) = f.admissible.as_deref().filter(|a| !a.is_empty())
         && !["true", "false"].contains(&a)
     {
@@ -228,6 +237,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
         let t = crate::util::time::parse_rfc3339(&m.violation_time_utc).ok();
         let keep = want(&f.rule).is_none_or(|r| r == m.rule.id)
             && want(&f.severity).is_none_or(|s| s == m.rule.severity)
+            && want(&f.tier).is_none_or(|x| m.rule.tier.is_some_and(|t| t.name() == x))
             && want(&f.kind).is_none_or(|k| k == m.status.kind.name())
             && want(&f.admissible).is_none_or(|a| a == m.admissibility.admissible.to_string())
             && from.is_none_or(|x| t.is_some_and(|t| t >= x))
@@ -257,6 +267,7 @@ pub async fn queue(svc: &Service, user: &User, f: &Filter) -> Result<(Vec<Row>, 
             kind: m.status.kind.name().into(),
             admissible: m.admissibility.admissible,
             severity: m.rule.severity.clone(),
+            tier: m.rule.tier,
             review: RowReview { status, decided_by },
             signature_ok: it.problems.is_empty() && problems.is_empty(),
             complete: m.shortfalls().is_empty(),
@@ -286,6 +297,7 @@ mod tests {
             kind: "enforcement".into(),
             admissible: true,
             severity: "minor".into(),
+            tier: None,
             review: RowReview { status: Status::Pending, decided_by: Vec::new() },
             signature_ok: true,
             complete: true,

@@ -52,6 +52,31 @@ impl RuleKind {
     }
 }
 
+/// How urgently a violation is to be dealt with, as the regional platforms sort them (Hubei's:
+/// rodents immediate; smoking, open bins by a deadline; gloves routine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskTier {
+    /// Deal with it at once.
+    Immediate,
+    /// Put right by a deadline.
+    Deadline,
+    /// Remind and check in the course of supervision.
+    Routine,
+}
+
+impl RiskTier {
+    pub const ALL: [RiskTier; 3] = [RiskTier::Immediate, RiskTier::Deadline, RiskTier::Routine];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RiskTier::Immediate => "immediate",
+            RiskTier::Deadline => "deadline",
+            RiskTier::Routine => "routine",
+        }
+    }
+}
+
 /// Which models the rules of a pipeline need loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
@@ -107,6 +132,13 @@ impl RuleConfig {
         match self {
             RuleConfig::NoMask(r) => &r.severity,
             RuleConfig::UtensilsLeft(r) => &r.severity,
+        }
+    }
+
+    pub fn tier(&self) -> RiskTier {
+        match self {
+            RuleConfig::NoMask(r) => r.tier,
+            RuleConfig::UtensilsLeft(r) => r.tier,
         }
     }
 
@@ -173,6 +205,9 @@ pub struct RuleFacts {
     pub id: String,
     pub kind: RuleKind,
     pub severity: String,
+    /// The risk tier (absent in manifests made before tiers existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<RiskTier>,
     /// Content revision of the rule configuration in force: first 16 hex digits of SHA-256 of the
     /// canonical JSON of `params`.
     pub revision: String,
@@ -208,6 +243,7 @@ impl RuleFacts {
             id: r.id().into(),
             kind: r.kind(),
             severity: r.severity().into(),
+            tier: Some(r.tier()),
             revision: revision_of(&params),
             legal_basis: Some(LegalBasisFact::Structured(match r {
                 RuleConfig::NoMask(x) => x.legal_basis.clone(),

@@ -112,6 +112,10 @@ pub struct NoMaskRule {
     #[default("minor".to_string())]
     #[schemars(length(min = 1, max = 32))]
     pub severity: String,
+    /// Risk tier written into events and shown in the review queue: "immediate", "deadline" (fix
+    /// by a deadline) or "routine". Default: routine (like gloves on the regional platforms: reminded and checked in the course of supervision).
+    #[default(super::RiskTier::Routine)]
+    pub tier: super::RiskTier,
     /// The legal basis written into events and manifests: `{ regulation = "…", article = "…" }`.
     /// Default: Food Safety Law art. 33(1)(8) (staff keep personal hygiene, wear clean work
     /// clothes); a site's regulator may name a local rule instead.

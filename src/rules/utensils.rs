@@ -79,6 +79,10 @@ pub struct UtensilsRule {
     #[default("minor".to_string())]
     #[schemars(length(min = 1, max = 32))]
     pub severity: String,
+    /// Risk tier written into events and shown in the review queue: "immediate", "deadline" (fix
+    /// by a deadline) or "routine". Default: fix by a deadline (unwashed tableware is to be put right within a set time).
+    #[default(super::RiskTier::Deadline)]
+    pub tier: super::RiskTier,
     /// The legal basis written into events and manifests: `{ regulation = "…", article = "…" }`.
     /// Default: Food Safety Law art. 33(1)(5) (tableware and containers washed and disinfected
     /// before use).

@@ -255,6 +255,15 @@ fn num(x: f64) -> String {
     format!("{x}")
 }
 
+/// One of the values a key may take, in words (a risk tier in the page's language; others as
+/// written in the pipeline file).
+fn choice_text(lang: super::i18n::Lang, c: &str) -> String {
+    match crate::rules::RiskTier::ALL.iter().find(|t| t.name() == c) {
+        Some(t) => lang.t(super::i18n::tier_msg(*t)).into(),
+        None => c.into(),
+    }
+}
+
 /// A key's range as the form shows it: `0 – 1`, `≥ 1`, or the values it may take.
 fn range_text(lang: super::i18n::Lang, k: &crate::config::docs::KeyDoc) -> String {
     match k.bounds {
@@ -262,7 +271,7 @@ fn range_text(lang: super::i18n::Lang, k: &crate::config::docs::KeyDoc) -> Strin
         (Some(lo), None) => format!("≥ {}", num(lo)),
         (None, Some(hi)) => format!("≤ {}", num(hi)),
         (None, None) if k.scalar == "boolean" => format!("{} / {}", lang.t(Msg::on), lang.t(Msg::off)),
-        (None, None) => k.choices.join(" / "),
+        (None, None) => k.choices.iter().map(|c| choice_text(lang, c)).collect::<Vec<_>>().join(" / "),
     }
 }
 
@@ -280,6 +289,7 @@ fn value_text(lang: super::i18n::Lang, v: &serde_json::Value) -> String {
         serde_json::Value::Bool(true) => lang.t(Msg::on).into(),
         serde_json::Value::Bool(false) => lang.t(Msg::off).into(),
         serde_json::Value::Null => "–".into(),
+        serde_json::Value::String(s) => choice_text(lang, s),
         v => short(v),
     }
 }
@@ -306,7 +316,7 @@ fn key_input(
             }
         } @else if !k.choices.is_empty() {
             select name=(name) disabled[!enabled] {
-                @for c in &k.choices { option value=(c) selected[c == &text] { (c) } }
+                @for c in &k.choices { option value=(c) selected[c == &text] { (choice_text(lang, c)) } }
             }
         } @else if k.scalar == "number" || k.scalar == "integer" {
             input type="number" name=(name) value=(text) step=(if k.scalar == "integer" { "1" } else { "any" })

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::app::auth::{
     Auditors, Caller, Page, Readers, Reviewers, authenticate, check_csrf, clear_cookie, session_cookie,
 };
-use crate::app::i18n::{Lang, Msg, action_msg, kind_msg, location_msg, outcome_msg};
+use crate::app::i18n::{Lang, Msg, action_msg, kind_msg, location_msg, outcome_msg, tier_msg};
 use crate::app::page::{LangQuery, error_page, lang_of, local, opt, page, select};
 use crate::audit_log::{Action, Outcome};
 use crate::config::StatusKind;
@@ -179,6 +179,7 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             ("to", &f.to),
             ("mine", &f.mine),
             ("severity", &f.severity),
+            ("tier", &f.tier),
         ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 s += &format!("&{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
@@ -212,6 +213,8 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
     };
     let mut severity_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
     severity_choices.extend(severities.iter().map(|(t, v)| (v.as_str(), t.as_str())));
+    let mut tier_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    tier_choices.extend(crate::rules::RiskTier::ALL.iter().map(|t| (t.name(), lang.t(tier_msg(*t)))));
     let here = format!("/queue{}", qs(page_no));
     let body = html! {
         h2 { (lang.t(Msg::queue)) " (" (total) ")" }
@@ -219,7 +222,8 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             label { (lang.t(Msg::site)) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
             label { (lang.t(Msg::camera)) (select("camera", opt(&f.camera), &cam_choices)) }
             label { (lang.t(Msg::rule)) (select("rule", opt(&f.rule), &rule_choices)) }
-            label { (lang.t(Msg::risk_tier)) (select("severity", opt(&f.severity), &severity_choices)) }
+            label { (lang.t(Msg::risk_tier)) (select("tier", opt(&f.tier), &tier_choices)) }
+            label { (lang.t(Msg::severity)) (select("severity", opt(&f.severity), &severity_choices)) }
             label { (lang.t(Msg::kind)) (select("kind", opt(&f.kind), &[("", lang.t(Msg::any)), ("enforcement", lang.t(Msg::enforcement)), ("advisory", lang.t(Msg::advisory))])) }
             label { (lang.t(Msg::admissible)) (select("admissible", opt(&f.admissible), &[("", lang.t(Msg::any)), ("true", lang.t(Msg::yes)), ("false", lang.t(Msg::no))])) }
             label { (lang.t(Msg::review_status)) (select("status", opt(&f.status), &[("", lang.t(Msg::any)), ("pending", lang.t(Msg::pending)), ("one_approval", lang.t(Msg::one_approval)), ("approved", lang.t(Msg::approved)), ("rejected", lang.t(Msg::rejected)), ("reminder", lang.t(Msg::reminder))])) }
@@ -232,7 +236,7 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
             p #empty { (lang.t(Msg::no_items)) }
         } @else {
             table #queue {
-                thead { tr { th { (lang.t(Msg::snapshot)) } th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::kind)) } th { (lang.t(Msg::admissible)) } th { (lang.t(Msg::severity)) } th { (lang.t(Msg::review_status)) } th { (lang.t(Msg::decided_by)) } } }
+                thead { tr { th { (lang.t(Msg::snapshot)) } th { (lang.t(Msg::time)) } th { (lang.t(Msg::camera)) } th { (lang.t(Msg::location)) } th { (lang.t(Msg::rule)) } th { (lang.t(Msg::kind)) } th { (lang.t(Msg::admissible)) } th { (lang.t(Msg::risk_tier)) } th { (lang.t(Msg::review_status)) } th { (lang.t(Msg::decided_by)) } } }
                 tbody {
                     @for (i, r) in rows.iter().enumerate() {
                         @let n = groups[i].map(size_of).unwrap_or(1);
@@ -248,7 +252,10 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
                             td.d { (r.rule) }
                             td { (lang.t(if r.kind == "advisory" { Msg::advisory } else { Msg::enforcement })) }
                             td { (lang.t(if r.admissible { Msg::yes } else { Msg::no })) }
-                            td { (lang.severity(&r.severity)) }
+                            td { @match r.tier {
+                                Some(t) => { span class={ "badge tier t-" (t.name()) } data-tier=(t.name()) { (lang.t(tier_msg(t))) } }
+                                None => { "–" }
+                            } " " span.muted { (lang.severity(&r.severity)) } }
                             td { (status_badge(lang, r.review.status)) @if !r.signature_ok { " " span.err { "⚠" } }
                                 @if !r.complete { " " span.badge.incomplete title=(lang.t(Msg::incomplete)) { (lang.t(Msg::incomplete)) } } }
                             td.d { (r.review.decided_by.join(", ")) }
@@ -311,6 +318,7 @@ fn facts(svc: &App, lang: Lang, v: &ItemView) -> Markup {
             tr { th { (lang.t(Msg::revision)) } td { code { (m.rule.revision) } } }
             @if let Some(b) = &m.rule.legal_basis { tr { th { (lang.t(Msg::legal_basis)) } td { (b) } } }
             tr { th { (lang.t(Msg::severity)) } td { (lang.severity(&m.rule.severity)) } }
+            tr { th { (lang.t(Msg::risk_tier)) } td #tier { (m.rule.tier.map(|t| lang.t(tier_msg(t))).unwrap_or("–")) } }
             tr { th { (lang.t(Msg::repeat)) } td { (m.repeat_count_30d) } }
             tr { th { (lang.t(Msg::kind)) } td #kind { (lang.t(match m.status.kind { StatusKind::Enforcement => Msg::enforcement, StatusKind::Advisory => Msg::advisory })) @for r in &m.status.reasons { br; span.muted.d { (lang.recorded(r)) } } } }
             tr { th { (lang.t(Msg::admissible)) } td #admissible { (lang.t(if m.admissibility.admissible { Msg::yes } else { Msg::no })) @for r in &m.admissibility.reasons { br; span.muted.d { (lang.recorded(r)) } } } }
