@@ -307,7 +307,8 @@ fn the_workflow_rules_and_every_bad_request() {
     let r = login_with("alice-new-pass-7");
     assert_eq!(r.status, 200, "{}", r.text());
     let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_string();
-    let auditor_alice = Client { port: svc.port, cookie: Some(cookie), csrf: r.json()["csrf"].as_str().map(str::to_string) };
+    let auditor_alice =
+        Client { port: svc.port, cookie: Some(cookie), csrf: r.json()["csrf"].as_str().map(str::to_string) };
     t.row("alice as auditor reads the access log (a reviewer gets 403)", "200", &auditor_alice.get("/api/audit"), 200);
     t.row("alice as auditor decides", "403", &auditor_alice.decide(enf[1], "approve", true, ""), 403);
     // login attempts are limited
