@@ -139,6 +139,55 @@ pub async fn logout_form(State(svc): State<Arc<App>>, caller: Caller, h: HeaderM
     r
 }
 
+/// The queue's filters: camera, rule, risk tier, severity, kind, admissibility, status, time,
+/// "waiting for me"; the choices from the site's cameras and rules.
+fn queue_filters(svc: &App, lang: Lang, f: &Filter) -> Markup {
+    let cams: Vec<(String, String)> = svc.pipeline.cameras.iter().map(|c| (c.id.clone(), c.id.clone())).collect();
+    let mut cam_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    cam_choices.extend(cams.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let rules: Vec<String> = {
+        let mut v: Vec<String> =
+            svc.pipeline.cameras.iter().flat_map(|c| c.rules.configs().iter().map(|r| r.id().to_string())).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    rule_choices.extend(rules.iter().map(|r| (r.as_str(), r.as_str())));
+    // the severities the site's rules write
+    let severities: Vec<(String, String)> = {
+        let mut v: Vec<String> = svc
+            .pipeline
+            .cameras
+            .iter()
+            .flat_map(|c| c.rules.configs().iter().map(|r| r.severity().to_string()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v.into_iter().map(|s| (lang.severity(&s), s)).collect()
+    };
+    let mut severity_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    severity_choices.extend(severities.iter().map(|(t, v)| (v.as_str(), t.as_str())));
+    let mut tier_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
+    tier_choices.extend(crate::rules::RiskTier::ALL.iter().map(|t| (t.name(), lang.t(tier_msg(*t)))));
+    html! {
+        form.filters #filters method="get" action="/queue" {
+            label { (lang.t(Msg::site)) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
+            label { (lang.t(Msg::camera)) (select("camera", opt(&f.camera), &cam_choices)) }
+            label { (lang.t(Msg::rule)) (select("rule", opt(&f.rule), &rule_choices)) }
+            label { (lang.t(Msg::risk_tier)) (select("tier", opt(&f.tier), &tier_choices)) }
+            label { (lang.t(Msg::severity)) (select("severity", opt(&f.severity), &severity_choices)) }
+            label { (lang.t(Msg::kind)) (select("kind", opt(&f.kind), &[("", lang.t(Msg::any)), ("enforcement", lang.t(Msg::enforcement)), ("advisory", lang.t(Msg::advisory))])) }
+            label { (lang.t(Msg::admissible)) (select("admissible", opt(&f.admissible), &[("", lang.t(Msg::any)), ("true", lang.t(Msg::yes)), ("false", lang.t(Msg::no))])) }
+            label { (lang.t(Msg::review_status)) (select("status", opt(&f.status), &[("", lang.t(Msg::any)), ("pending", lang.t(Msg::pending)), ("one_approval", lang.t(Msg::one_approval)), ("approved", lang.t(Msg::approved)), ("rejected", lang.t(Msg::rejected)), ("reminder", lang.t(Msg::reminder))])) }
+            label { (lang.t(Msg::from)) input type="datetime-local" name="from" value=(opt(&f.from)); }
+            label { (lang.t(Msg::to)) input type="datetime-local" name="to" value=(opt(&f.to)); }
+            label { (lang.t(Msg::mine)) input type="checkbox" name="mine" value="1" checked[f.mine.as_deref() == Some("1")]; }
+            button type="submit" { (lang.t(Msg::filter)) }
+        }
+    }
+}
+
 pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr: String) -> Response {
     let lang = a.lang;
     if let Err(e) = check_filter(&f, svc.pipeline.utc_offset_s) {
@@ -187,51 +236,10 @@ pub async fn queue_page(svc: Arc<App>, a: Page<Readers>, f: Filter, client_addr:
         }
         s
     };
-    let cams: Vec<(String, String)> = svc.pipeline.cameras.iter().map(|c| (c.id.clone(), c.id.clone())).collect();
-    let mut cam_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
-    cam_choices.extend(cams.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-    let rules: Vec<String> = {
-        let mut v: Vec<String> =
-            svc.pipeline.cameras.iter().flat_map(|c| c.rules.configs().iter().map(|r| r.id().to_string())).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let mut rule_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
-    rule_choices.extend(rules.iter().map(|r| (r.as_str(), r.as_str())));
-    // the risk tiers: the severities the site's rules write
-    let severities: Vec<(String, String)> = {
-        let mut v: Vec<String> = svc
-            .pipeline
-            .cameras
-            .iter()
-            .flat_map(|c| c.rules.configs().iter().map(|r| r.severity().to_string()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v.into_iter().map(|s| (lang.severity(&s), s)).collect()
-    };
-    let mut severity_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
-    severity_choices.extend(severities.iter().map(|(t, v)| (v.as_str(), t.as_str())));
-    let mut tier_choices: Vec<(&str, &str)> = vec![("", lang.t(Msg::any))];
-    tier_choices.extend(crate::rules::RiskTier::ALL.iter().map(|t| (t.name(), lang.t(tier_msg(*t)))));
     let here = format!("/queue{}", qs(page_no));
     let body = html! {
         h2 { (lang.t(Msg::queue)) " (" (total) ")" }
-        form.filters #filters method="get" action="/queue" {
-            label { (lang.t(Msg::site)) input name="site" value=(opt(&f.site)) placeholder=(svc.site()) size="12"; }
-            label { (lang.t(Msg::camera)) (select("camera", opt(&f.camera), &cam_choices)) }
-            label { (lang.t(Msg::rule)) (select("rule", opt(&f.rule), &rule_choices)) }
-            label { (lang.t(Msg::risk_tier)) (select("tier", opt(&f.tier), &tier_choices)) }
-            label { (lang.t(Msg::severity)) (select("severity", opt(&f.severity), &severity_choices)) }
-            label { (lang.t(Msg::kind)) (select("kind", opt(&f.kind), &[("", lang.t(Msg::any)), ("enforcement", lang.t(Msg::enforcement)), ("advisory", lang.t(Msg::advisory))])) }
-            label { (lang.t(Msg::admissible)) (select("admissible", opt(&f.admissible), &[("", lang.t(Msg::any)), ("true", lang.t(Msg::yes)), ("false", lang.t(Msg::no))])) }
-            label { (lang.t(Msg::review_status)) (select("status", opt(&f.status), &[("", lang.t(Msg::any)), ("pending", lang.t(Msg::pending)), ("one_approval", lang.t(Msg::one_approval)), ("approved", lang.t(Msg::approved)), ("rejected", lang.t(Msg::rejected)), ("reminder", lang.t(Msg::reminder))])) }
-            label { (lang.t(Msg::from)) input type="datetime-local" name="from" value=(opt(&f.from)); }
-            label { (lang.t(Msg::to)) input type="datetime-local" name="to" value=(opt(&f.to)); }
-            label { (lang.t(Msg::mine)) input type="checkbox" name="mine" value="1" checked[f.mine.as_deref() == Some("1")]; }
-            button type="submit" { (lang.t(Msg::filter)) }
-        }
+        (queue_filters(&svc, lang, &f))
         @if rows.is_empty() {
             p #empty { (lang.t(Msg::no_items)) }
         } @else {
