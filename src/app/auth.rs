@@ -102,15 +102,11 @@ pub(super) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The session cookie.
 pub fn session_cookie(token: &str, hours: f64, secure: bool) -> String {
-    format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        (hours * 3600.0) as u64,
-        if secure { "; Secure" } else { "" }
-    )
+    crate::util::http::set_cookie(COOKIE, token, "/", (hours * 3600.0) as i64, secure, true)
 }
 
 pub fn clear_cookie(secure: bool) -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", if secure { "; Secure" } else { "" })
+    crate::util::http::set_cookie(COOKIE, "", "/", 0, secure, true)
 }
 
 /// The roles an extractor admits, and what a refused request is told.

@@ -56,8 +56,15 @@ pub fn page(lang: Lang, title: &str, user: Option<&User>, here: &str, body: Mark
     let mut r = m.into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!("vigil_lang={}; Path=/; SameSite=Strict; Max-Age=31536000", lang.param()))
-            .expect("cookie"),
+        HeaderValue::from_str(&crate::util::http::set_cookie(
+            "vigil_lang",
+            lang.param(),
+            "/",
+            31_536_000,
+            false,
+            false,
+        ))
+        .expect("cookie"),
     );
     r
 }

@@ -228,17 +228,50 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 
 /// The value of a cookie in the request.
 pub fn cookie<'a>(h: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        },
-    )
+    h.get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| match (c.name_raw(), c.value_raw()) {
+            (Some(_), Some(v)) => Some(v),
+            _ => None,
+        })
+}
+
+/// A `Set-Cookie` value: `HttpOnly` unless `script` may read it, `SameSite=Strict`, `Secure`
+/// over TLS, for `max_age_s` seconds (0: delete it).
+pub fn set_cookie(name: &str, value: &str, path: &str, max_age_s: i64, secure: bool, http_only: bool) -> String {
+    cookie::Cookie::build((name, value))
+        .path(path)
+        .http_only(http_only)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(max_age_s))
+        .build()
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name_and_written_strict() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append(axum::http::header::COOKIE, "a=1; vigil_session=abc_-9; b=2".parse().unwrap());
+        h.append(axum::http::header::COOKIE, "vigil_lang=en".parse().unwrap());
+        assert_eq!(cookie(&h, "vigil_session"), Some("abc_-9"));
+        assert_eq!(cookie(&h, "vigil_lang"), Some("en"));
+        assert_eq!(cookie(&h, "session"), None);
+        let s = set_cookie("vigil_session", "tok", "/", 3600, true, true);
+        for part in ["vigil_session=tok", "HttpOnly", "SameSite=Strict", "Secure", "Path=/", "Max-Age=3600"] {
+            assert!(s.split("; ").any(|p| p == part), "{part} in {s}");
+        }
+        let gone = set_cookie("vigil_session", "", "/", 0, false, true);
+        assert!(gone.contains("Max-Age=0") && !gone.contains("Secure"), "{gone}");
+    }
 
     #[test]
     fn the_client_behind_a_trusted_proxy_is_the_rightmost_untrusted_hop() {

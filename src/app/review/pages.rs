@@ -60,7 +60,7 @@ fn login_markup(lang: Lang, err: Option<&str>) -> Response {
     let mut r = login_form_markup(lang, err, &pre);
     r.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!("{LOGIN_COOKIE}={pre}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"))
+        HeaderValue::from_str(&crate::util::http::set_cookie(LOGIN_COOKIE, &pre, "/login", 3600, false, true))
             .expect("cookie"),
     );
     r
