@@ -325,6 +325,7 @@ catalogue! {
     at: "于", "at";
     no_nats_rules: "本服务未连接 NATS：规则只能在配置文件中修改", "no NATS in this pipeline: rules change through the pipeline file only";
     audit_unreadable: "无法读取修改记录", "the audit trail cannot be read";
+    overrides_unreadable: "无法读取在线修改的参数", "the rule overrides cannot be read";
     no_change: "无变化", "no change";
     applied: "已生效", "applied";
     refused: "被拒绝", "refused";

@@ -223,20 +223,24 @@ fn walk(obj: &Value, defs: &Map<String, Value>, prefix: &str, out: &mut Vec<KeyD
 /// The keys of one rule kind (`no_mask`, …), named as in the rule's table (`threshold`, …).
 pub fn rule_keys(kind: &str) -> Vec<KeyDoc> {
     let prefix = format!("cameras[].rules[kind={kind}].");
-    keys()
-        .into_iter()
-        .filter_map(|k| k.key.strip_prefix(&prefix).map(str::to_string).map(|key| KeyDoc { key, ..k }))
+    KEYS.iter()
+        .filter_map(|k| k.key.strip_prefix(&prefix).map(|key| KeyDoc { key: key.to_string(), ..k.clone() }))
         .collect()
 }
 
-/// Every key of a pipeline file, in file order.
-pub fn keys() -> Vec<KeyDoc> {
+/// Every key of a pipeline file, in file order (read from the schema once per process).
+static KEYS: std::sync::LazyLock<Vec<KeyDoc>> = std::sync::LazyLock::new(|| {
     let schema = schemars::schema_for!(super::PipelineFile);
     let root = schema.as_value();
     let defs = root.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default();
     let mut out = Vec::new();
     walk(root, &defs, "", &mut out);
     out
+});
+
+/// Every key of a pipeline file, in file order.
+pub fn keys() -> Vec<KeyDoc> {
+    KEYS.clone()
 }
 
 /// The keys as a Markdown table (the book's configuration reference).

@@ -37,7 +37,7 @@ pub const GRID_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A snapshot a worker sent: the JPEG and what it says of itself.
 pub struct Snapshot {
-    pub jpeg: Vec<u8>,
+    pub jpeg: bytes::Bytes,
     pub unmasked: bool,
     /// SHA-256 of the mask the worker runs with (`none`).
     pub mask_sha256: String,
@@ -206,7 +206,7 @@ impl Live {
             return Err("the worker's answer is not a JPEG".into());
         }
         Ok(Snapshot {
-            jpeg: m.payload.to_vec(),
+            jpeg: m.payload.clone(),
             unmasked: header("Vigil-Snapshot").as_deref() == Some("unmasked"),
             mask_sha256: header("Vigil-Mask-Sha256").unwrap_or_default(),
         })

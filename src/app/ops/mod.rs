@@ -145,7 +145,7 @@ impl Problem {
     fn text(&self, lang: super::i18n::Lang) -> String {
         match self {
             Problem::NoNats => lang.t(Msg::no_nats_rules).into(),
-            Problem::Kv(e) => format!("{}: {e}", lang.t(Msg::audit_unreadable)),
+            Problem::Kv(e) => format!("{}: {e}", lang.t(Msg::overrides_unreadable)),
         }
     }
 }
@@ -251,10 +251,6 @@ fn key_words(
     }
 }
 
-fn num(x: f64) -> String {
-    format!("{x}")
-}
-
 /// One of the values a key may take, in words (a risk tier in the page's language; others as
 /// written in the pipeline file).
 fn choice_text(lang: super::i18n::Lang, c: &str) -> String {
@@ -267,9 +263,9 @@ fn choice_text(lang: super::i18n::Lang, c: &str) -> String {
 /// A key's range as the form shows it: `0 – 1`, `≥ 1`, or the values it may take.
 fn range_text(lang: super::i18n::Lang, k: &crate::config::docs::KeyDoc) -> String {
     match k.bounds {
-        (Some(lo), Some(hi)) => format!("{} – {}", num(lo), num(hi)),
-        (Some(lo), None) => format!("≥ {}", num(lo)),
-        (None, Some(hi)) => format!("≤ {}", num(hi)),
+        (Some(lo), Some(hi)) => format!("{lo} – {hi}"),
+        (Some(lo), None) => format!("≥ {lo}"),
+        (None, Some(hi)) => format!("≤ {hi}"),
         (None, None) if k.scalar == "boolean" => format!("{} / {}", lang.t(Msg::on), lang.t(Msg::off)),
         (None, None) => k.choices.iter().map(|c| choice_text(lang, c)).collect::<Vec<_>>().join(" / "),
     }

@@ -57,8 +57,8 @@ async fn verified(svc: &App, id: &str, name: &str) -> Result<(bytes::Bytes, Stri
 }
 
 /// Whether this session's reads of `(id, what)` are due an access-log entry: the first read, and
-/// again once [`RANGE_SESSION`] has passed. `mark` only notes them (the queue page logs the
-/// thumbnails it shows in its own entry).
+/// again once [`RANGE_SESSION`] has passed. Asking notes the read (the queue page asks for the
+/// thumbnails it shows and logs them in its own entry).
 pub(super) fn due(svc: &App, token: &str, id: &str, what: &str) -> bool {
     let read = (crate::util::sha256_hex(token.as_bytes()), id.to_string(), what.to_string());
     let mut m = svc.reads.lock().unwrap_or_else(|p| p.into_inner());
