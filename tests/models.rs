@@ -146,9 +146,22 @@ fn objects() -> vigil::detect::ObjectDetector {
         .unwrap()
 }
 
+/// The vendored NanoDet with its manifest's `letterbox` set to `letterbox` (the shipped manifest
+/// letterboxes; MODELS.md's reference figures are for a stretch resize).
+fn objects_resized(letterbox: bool, dir: &std::path::Path) -> vigil::detect::ObjectDetector {
+    let models = common::repo().join("models");
+    let manifest = std::fs::read_to_string(models.join("coco-nanodet.toml")).unwrap();
+    assert!(manifest.contains("\nletterbox = true\n"), "the shipped manifest letterboxes");
+    let manifest = manifest.replace("\nletterbox = true\n", &format!("\nletterbox = {letterbox}\n"));
+    std::fs::write(dir.join("coco-nanodet.toml"), manifest).unwrap();
+    std::fs::copy(models.join("coco-nanodet.onnx"), dir.join("coco-nanodet.onnx")).unwrap();
+    vigil::detect::ObjectDetector::load(dir, "coco-nanodet", &RuntimeOptions::default()).unwrap()
+}
+
 #[test]
 fn nanodet_finds_the_coffee_cup_and_the_astronaut_as_models_md_says() {
-    let mut d = objects();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = objects_resized(false, tmp.path());
     let all = vec![true; d.labels().len()];
     let cup = d.labels().iter().position(|l| l == "cup").unwrap() as u16;
     let person = d.labels().iter().position(|l| l == "person").unwrap() as u16;
@@ -177,6 +190,18 @@ fn nanodet_finds_the_coffee_cup_and_the_astronaut_as_models_md_says() {
     assert!(!found.is_empty() && found.iter().all(|o| o.class == cup), "{found:?}");
     let b = found[0].bbox;
     assert!(b.x1 >= 100.0 && (b.center().0 - 286.0).abs() < 30.0, "box in frame pixels: {b:?}");
+    // letterboxed (the shipped manifest): a square photo is seen as before; a wide region's boxes
+    // still come back in frame pixels, where the whole photo puts them
+    let mut d = objects();
+    let f = photo("astronaut.png");
+    let mut found = Vec::new();
+    d.detect_in(&f, f.full(), 0.35, &all, &mut found).unwrap();
+    assert!(found.iter().any(|o| o.class == person && (o.score - 0.73).abs() < 0.02), "{found:?}");
+    let wide = BBox { x1: 0.0, y1: 0.0, x2: 512.0, y2: 300.0 };
+    let mut found = Vec::new();
+    d.detect_in(&f, wide, 0.35, &all, &mut found).unwrap();
+    let o = found.iter().find(|o| o.class == person).unwrap_or_else(|| panic!("no person in {found:?}"));
+    assert!(o.bbox.x1 < 40.0 && o.bbox.y1 < 40.0 && (o.bbox.x2 - 364.0).abs() < 30.0 && o.bbox.y2 <= 300.0, "{o:?}");
 }
 
 #[test]
@@ -330,4 +355,125 @@ fn eval_refuses_heads_on_different_features_models() {
         "{err}"
     );
     assert!(!d.path().join("out/report.json").exists(), "no report from a refused run");
+}
+
+#[path = "support/onnx.rs"]
+mod onnx;
+
+/// A site's own detector: an ONNX file and its manifest in the models folder, the decoder named
+/// there. Writes `<dir>/<id>.onnx` (a graph whose output is `output`, of `shape`) and its manifest
+/// (letterboxed 64×64 RGB /255, classes rat and cockroach).
+fn site_detector(dir: &std::path::Path, id: &str, decoder: &str, shape: &[i64], output: &[f32]) {
+    let model = onnx::constant_model("images", &[1, 3, 64, 64], "output0", shape, output);
+    std::fs::write(dir.join(format!("{id}.onnx")), &model).unwrap();
+    let sha = vigil::util::sha256_hex(&model);
+    std::fs::write(
+        dir.join(format!("{id}.toml")),
+        format!(
+            r#"id = "{id}"
+file = "{id}.onnx"
+sha256 = "{sha}"
+task = "object_detection"
+decoder = "{decoder}"
+licence = "test graph"
+source = "made by tests/models.rs"
+outputs = ["output0"]
+labels = ["rat", "cockroach"]
+[input]
+name = "images"
+layout = "NCHW"
+color = "RGB"
+width = 64
+height = 64
+multiple_of = 0
+mean = [0.0, 0.0, 0.0]
+std = [255.0, 255.0, 255.0]
+resize = "letterbox"
+letterbox = true
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// YOLOv8 (`[1, 4 + classes, anchors]`) and YOLOv5 (`[1, anchors, 5 + classes]`) outputs of a
+/// graph made here, with known values, decoded through ONNX Runtime and `detect_in`: best class per
+/// anchor over the threshold (v5: × objectness), per-class NMS, boxes mapped back from the
+/// letterboxed input to frame pixels.
+#[test]
+fn a_sites_yolo_detector_is_decoded_from_its_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    // v8: 3 anchors, rows cx, cy, w, h, rat, cockroach (channel-major)
+    let anchors = [
+        [32.0, 16.0, 20.0, 10.0, 0.9, 0.1], // a rat
+        [33.0, 16.0, 20.0, 10.0, 0.6, 0.0], // the same rat again: NMS
+        [10.0, 50.0, 8.0, 8.0, 0.0, 0.2],   // a cockroach under the threshold
+    ];
+    let v8: Vec<f32> = (0..6).flat_map(|r| anchors.iter().map(move |a| a[r])).collect();
+    site_detector(d.path(), "site-yolo8", "yolov8", &[1, 6, 3], &v8);
+    // v5: cx, cy, w, h, objectness, rat, cockroach (anchor-major)
+    let v5 = [
+        32.0, 16.0, 20.0, 10.0, 0.8, 0.9, 0.1, // rat 0.72
+        10.0, 50.0, 8.0, 8.0, 0.3, 0.0, 1.0, // objectness 0.3: nothing
+        48.0, 48.0, 10.0, 6.0, 0.9, 0.1, 0.5, // cockroach 0.45
+    ];
+    site_detector(d.path(), "site-yolo5", "yolov5", &[1, 3, 7], &v5);
+    // a 128×128 frame: letterboxed at 0.5, so input pixels ×2 are frame pixels
+    let frame = RgbFrame::from_image(&image::RgbImage::new(128, 128));
+    let found = |id: &str| {
+        let mut det = vigil::detect::ObjectDetector::load(d.path(), id, &RuntimeOptions::default())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut out = Vec::new();
+        det.detect_in(&frame, frame.full(), 0.35, &[true, true], &mut out).unwrap();
+        out.iter()
+            .map(|o| (o.class, (o.score * 100.0).round() as u32, [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2]))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found("site-yolo8"), vec![(0, 90, [44.0, 22.0, 84.0, 42.0])]);
+    assert_eq!(found("site-yolo5"), vec![(0, 72, [44.0, 22.0, 84.0, 42.0]), (1, 45, [86.0, 90.0, 106.0, 102.0])]);
+    // a manifest whose decoder the object stage does not know is refused, naming those it does
+    let m = std::fs::read_to_string(d.path().join("site-yolo8.toml")).unwrap();
+    std::fs::write(d.path().join("site-yolo8.toml"), m.replace("\"yolov8\"", "\"yolox\"")).unwrap();
+    let e = vigil::detect::ObjectDetector::load(d.path(), "site-yolo8", &RuntimeOptions::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("decoder is \"yolox\"") && format!("{e:#}").contains("\"yolov8\""), "{e:#}");
+}
+
+/// A rule names the classes of the site's detector: no code. `vigil check` takes a pipeline whose
+/// object model is the site's and whose rule asks for its "rat"; COCO's "cat" is then refused.
+#[test]
+fn a_rule_names_the_classes_of_the_sites_detector() {
+    let d = tempfile::tempdir().unwrap();
+    let v8: Vec<f32> = vec![0.0; 6 * 3];
+    site_detector(d.path(), "site-yolo8", "yolov8", &[1, 6, 3], &v8);
+    let pipeline = |classes: &str| {
+        let p = d.path().join("p.toml");
+        std::fs::write(
+            &p,
+            format!(
+                r#"[site]
+id = "site"
+[models]
+dir = "{}"
+objects = "site-yolo8"
+dirty_head = "none"
+[[cameras]]
+id = "store"
+source = "{}"
+privacy_mask = "none"
+  [[cameras.rules]]
+  kind = "object_present"
+  classes = {classes}
+"#,
+                d.path().display(),
+                common::sample("chelsea-pan.mp4").display()
+            ),
+        )
+        .unwrap();
+        let o = common::vigil().arg("check").arg(&p).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (ok, out) = pipeline("[\"rat\"]");
+    assert!(ok, "{out}");
+    let (ok, out) = pipeline("[\"cat\"]");
+    assert!(!ok && out.contains("classes[0]") && out.contains("\"cat\" is not a class of the object model"), "{out}");
 }

@@ -247,6 +247,8 @@ catalogue! {
     no_mask_configured: "未配置（摄像头无隐私区域）", "none (the camera has no private area)";
     kind_no_mask: "未戴口罩", "no mask";
     kind_utensils_left: "餐具未清理", "utensils left";
+    kind_object_present: "区域内出现违规对象", "object present";
+    kind_object_with_person: "作业时持有违规物品", "object held by a person";
     param_key: "参数", "Parameter";
     meaning: "含义", "Meaning";
     range: "范围", "Range";
@@ -508,6 +510,8 @@ pub fn kind_msg(k: crate::rules::RuleKind) -> Msg {
     match k {
         crate::rules::RuleKind::NoMask => Msg::kind_no_mask,
         crate::rules::RuleKind::UtensilsLeft => Msg::kind_utensils_left,
+        crate::rules::RuleKind::ObjectPresent => Msg::kind_object_present,
+        crate::rules::RuleKind::ObjectWithPerson => Msg::kind_object_with_person,
     }
 }
 
@@ -540,16 +544,32 @@ pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &
             ("分块二次检测", "在检测区域的 2×2 重叠分块上再检测一次人脸（约放大 1.8 倍），找出远处小脸")
         }
         (NoMask, "person_pass") => ("人体头部二次检测", "在物体检测器找到的人体头部再检测一次人脸"),
-        (UtensilsLeft, "threshold") => ("物体检测阈值", "物体检测器（NanoDet）得分阈值"),
-        (UtensilsLeft, "min_box_px") => ("最小物体（像素）", "短边小于此值的物体不计（分析帧像素）"),
-        (UtensilsLeft, "dwell_s") => ("停留时间（秒）", "物体在区域内停留超过此时长才触发（每个物体每段只触发一次）"),
-        (UtensilsLeft, "max_gap_s") => ("离开判定（秒）", "物体超过此时长未被看到即视为离开（再出现算新物体）"),
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "threshold") => {
+            ("物体检测阈值", "物体检测器（NanoDet）得分阈值")
+        }
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "min_box_px") => {
+            ("最小物体（像素）", "短边小于此值的物体不计（分析帧像素）")
+        }
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "dwell_s") => {
+            ("停留时间（秒）", "物体在区域内停留超过此时长才触发（每段只触发一次）")
+        }
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "max_gap_s") => {
+            ("离开判定（秒）", "物体超过此时长未被看到即视为离开（再出现重新计时）")
+        }
         (UtensilsLeft, "episode_gap_s") => {
             ("同段间隔（秒）", "已触发的物体在此时长内于同一位置再出现，仍属同一段，不再触发")
         }
+        (ObjectPresent | ObjectWithPerson, "episode_gap_s") => {
+            ("同段间隔（秒）", "触发后，同类对象在此时长内于区域内任何位置再出现，仍属同一段，不再触发")
+        }
+        (ObjectWithPerson, "person_threshold") => ("人体检测阈值", "判定持有者所用的人体检测得分阈值"),
+        (ObjectWithPerson, "overlap") => ("重叠比例", "物体框被人体框覆盖的最低比例（0.5 即至少一半）"),
+        (ObjectPresent | ObjectWithPerson, "working_hours") => {
+            ("营业时段", "本地营业时段 HH:MM-HH:MM；设置后规则只在营业时段以外生效（如非营业时间有人进入后厨）")
+        }
         (UtensilsLeft, "require_dirty") => ("仅计未清洗餐具", "只计清洁/脏污分类头判为脏污的物体"),
         (UtensilsLeft, "dirty_threshold") => ("脏污概率阈值", "开启“仅计未清洗餐具”时，判为脏污的最低概率"),
-        (UtensilsLeft, "hours") => {
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "hours") => {
             ("适用时段", "规则生效的本地时段 HH:MM-HH:MM（可跨午夜，如 22:00-06:00）；留空为全天")
         }
         (_, "severity") => ("情节", "写入事件的情节等级（minor 一般、major 严重等）"),
@@ -576,7 +596,7 @@ mod tests {
 
     #[test]
     fn every_key_the_rules_form_offers_has_chinese_words() {
-        for kind in [crate::rules::RuleKind::NoMask, crate::rules::RuleKind::UtensilsLeft] {
+        for kind in crate::rules::RuleKind::ALL {
             let keys = crate::config::docs::rule_keys(kind.name());
             assert!(keys.len() > 8, "{kind:?}: {} keys", keys.len());
             for k in keys.iter().filter(|k| !k.scalar.is_empty() && k.key != "id") {

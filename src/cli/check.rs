@@ -20,23 +20,23 @@ pub fn run(a: Args) -> ExitCode {
     let needs = p.needs();
     let mut wanted = Vec::new();
     if needs.faces {
-        wanted.push((m.face.clone(), "centerface"));
+        wanted.push((m.face.clone(), &["centerface"][..]));
         match m.head() {
             Some(h) => match crate::detect::FittedHead::load(&p.models_dir, h) {
-                Ok(head) => wanted.push((head.features_model.clone(), "softmax2")),
+                Ok(head) => wanted.push((head.features_model.clone(), &["softmax2"][..])),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return ExitCode::from(2);
                 }
             },
-            None => wanted.push((m.mask.clone(), "softmax2")),
+            None => wanted.push((m.mask.clone(), &["softmax2"][..])),
         }
     }
     if needs.objects {
-        wanted.push((m.objects.clone(), "nanodet-gfl"));
+        wanted.push((m.objects.clone(), &crate::detect::ObjectDecoder::NAMES[..]));
         if let Some(h) = m.dirty() {
             match crate::detect::FittedHead::load(&p.models_dir, h) {
-                Ok(head) => wanted.push((head.features_model.clone(), "softmax2")),
+                Ok(head) => wanted.push((head.features_model.clone(), &["softmax2"][..])),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return ExitCode::from(2);
@@ -45,7 +45,7 @@ pub fn run(a: Args) -> ExitCode {
         }
     }
     for (id, dec) in wanted {
-        if let Err(e) = crate::detect::ModelInfo::load(&p.models_dir, &id, dec) {
+        if let Err(e) = crate::detect::ModelInfo::load_one_of(&p.models_dir, &id, dec) {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }

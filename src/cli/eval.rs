@@ -181,6 +181,14 @@ pub fn clips(a: ClipsArgs) -> anyhow::Result<ExitCode> {
             1000.0 * s.analysis_s / s.frames.max(1) as f64
         );
     }
+    if let Some(s) = scores.first() {
+        println!("\nBy rule kind, {}:\n", s.variant);
+        println!("| kind | clips | violations detected | fires | false fires |");
+        println!("| --- | --- | --- | --- | --- |");
+        for (kind, k) in &s.by_kind {
+            println!("| {kind} | {} | {} of {} | {} | {} |", k.clips, k.detected, k.intervals, k.fires, k.false_fires);
+        }
+    }
     println!();
     for s in &scores {
         for (clip, fires) in &s.per_clip {

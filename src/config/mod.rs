@@ -190,7 +190,7 @@ impl Pipeline {
         if raw.cameras.is_empty() {
             c.error("cameras", "no camera configured ([[cameras]])");
         }
-        // the object model's class names, for utensils_left.classes
+        // the object model's class names, for the object rules' classes
         let wants_objects = raw.cameras.iter().any(|c| c.rules.iter().any(|r| r.needs().objects));
         let labels =
             match wants_objects.then(|| crate::detect::read_labels(&c.resolve(&raw.models.dir), &raw.models.objects)) {

@@ -129,7 +129,8 @@ pub struct ModelsConfig {
     #[default("dirty-head-fitted".to_string())]
     #[schemars(length(min = 1, max = 64))]
     pub dirty_head: String,
-    /// COCO object detector model id (for `utensils_left`).
+    /// Object detector model id (for `utensils_left`, `object_present`, `object_with_person`, and
+    /// `no_mask`'s `person_pass`); its manifest's labels are the classes rules may name.
     #[default("coco-nanodet".to_string())]
     pub objects: String,
     /// Copies of the models loaded; cameras share them, so up to this many frames are inferred

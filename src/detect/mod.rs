@@ -25,7 +25,9 @@ pub mod runtime;
 pub use face::{Face, FaceDetector, decode_centerface, decode_centerface_into};
 pub use mask::{FittedHead, MaskClassifier};
 pub use nms::{nms, nms_in_place};
-pub use objects::{Object, ObjectDetector, decode_nanodet_stride, nms_per_class, nms_per_class_in_place};
+pub use objects::{
+    Object, ObjectDecoder, ObjectDetector, decode_nanodet_stride, decode_yolo, nms_per_class, nms_per_class_in_place,
+};
 pub use pool::{ModelPool, ModelSet};
 pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, gpu_providers, read_labels};
 

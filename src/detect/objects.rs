@@ -1,4 +1,7 @@
-//! NanoDet-g COCO object detector (MODELS.md §4): GFL decoding per stride, per-class NMS.
+//! The object detector: the vendored NanoDet-g COCO model (MODELS.md §4: GFL decoding per stride),
+//! or a model a site brings with its manifest (`models/<id>.toml`, `decoder = "yolov8"` for the
+//! YOLOv8/v11 output layout, `"yolov5"` for YOLOv5's), its class names in the manifest's `labels`;
+//! per-class NMS either way.
 
 use std::path::Path;
 
@@ -69,6 +72,73 @@ pub fn decode_nanodet_stride(
     }
 }
 
+/// The output layouts the object detector decodes (`decoder` in the model's manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectDecoder {
+    /// NanoDet GFL: per stride `cls_strideS` `[n·n, classes]`, `reg_strideS` `[n·n, 4·bins]`.
+    NanoDet,
+    /// YOLOv8 / YOLO11: one output `[1, 4 + classes, anchors]`: cx, cy, w, h (input pixels), then
+    /// the class scores (sigmoid applied).
+    Yolov8,
+    /// YOLOv5: one output `[1, anchors, 5 + classes]`: cx, cy, w, h, objectness, class scores
+    /// (score = objectness × class score).
+    Yolov5,
+}
+
+impl ObjectDecoder {
+    pub const NAMES: [&str; 3] = ["nanodet-gfl", "yolov8", "yolov5"];
+
+    fn of(name: &str) -> Option<ObjectDecoder> {
+        Some(match name {
+            "nanodet-gfl" => ObjectDecoder::NanoDet,
+            "yolov8" => ObjectDecoder::Yolov8,
+            "yolov5" => ObjectDecoder::Yolov5,
+            _ => return None,
+        })
+    }
+}
+
+/// YOLO decoding of one output (layout `decoder`: [`ObjectDecoder::Yolov8`] or `Yolov5`), appended to
+/// `out`: each anchor's best wanted class scoring above `threshold`; boxes in input pixels,
+/// clamped to `[0, w] × [0, h]`.
+pub fn decode_yolo(
+    decoder: ObjectDecoder,
+    data: &[f32],
+    classes: usize,
+    (w, h): (f32, f32),
+    threshold: f32,
+    wanted: &[bool],
+    out: &mut Vec<Object>,
+) {
+    let (rows, obj) = match decoder {
+        ObjectDecoder::Yolov5 => (5 + classes, true),
+        _ => (4 + classes, false),
+    };
+    let anchors = data.len() / rows.max(1);
+    // v8 is channel-major ([rows, anchors]), v5 anchor-major ([anchors, rows])
+    let at = |a: usize, r: usize| if obj { data[a * rows + r] } else { data[r * anchors + a] };
+    let first = if obj { 5 } else { 4 };
+    for a in 0..anchors {
+        let objectness = if obj { at(a, 4) } else { 1.0 };
+        if objectness <= threshold {
+            continue;
+        }
+        let best = (0..classes)
+            .filter(|&c| wanted.get(c).copied().unwrap_or(false))
+            .map(|c| (c, objectness * at(a, first + c)))
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        let Some((class, score)) = best.filter(|b| b.1 > threshold) else { continue };
+        let (cx, cy, bw, bh) = (at(a, 0), at(a, 1), at(a, 2), at(a, 3));
+        let bbox = BBox {
+            x1: (cx - bw / 2.0).clamp(0.0, w),
+            y1: (cy - bh / 2.0).clamp(0.0, h),
+            x2: (cx + bw / 2.0).clamp(0.0, w),
+            y2: (cy + bh / 2.0).clamp(0.0, h),
+        };
+        out.push(Object { bbox, score, class: class as u16 });
+    }
+}
+
 /// Per-class NMS at IoU 0.6, at most 100 detections, best first (upstream `multiclass_nms`).
 pub fn nms_per_class(mut objects: Vec<Object>) -> Vec<Object> {
     nms_per_class_in_place(&mut objects);
@@ -87,14 +157,27 @@ pub fn nms_per_class_in_place(objects: &mut Vec<Object>) {
 /// model's 416x416 input, BGR, `(x - mean) / std`.
 pub struct ObjectDetector {
     pub info: ModelInfo,
+    pub decoder: ObjectDecoder,
     run: Runner,
 }
 
 impl ObjectDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<ObjectDetector> {
-        let info = ModelInfo::load(dir, id, "nanodet-gfl")?;
+        let info = ModelInfo::load_one_of(dir, id, &ObjectDecoder::NAMES)?;
+        let decoder = ObjectDecoder::of(&info.manifest.decoder).expect("a decoder load_one_of accepted");
+        let outputs = match decoder {
+            ObjectDecoder::NanoDet => 6,
+            _ => 1,
+        };
+        if info.manifest.outputs.len() != outputs {
+            anyhow::bail!(
+                "model manifest of {id:?}: decoder {:?} reads {outputs} output(s), the manifest names {}",
+                info.manifest.decoder,
+                info.manifest.outputs.len()
+            );
+        }
         let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
-        Ok(ObjectDetector { info, run })
+        Ok(ObjectDetector { info, decoder, run })
     }
 
     pub fn labels(&self) -> &[String] {
@@ -119,25 +202,40 @@ impl ObjectDetector {
         let spec = &self.info.manifest.input;
         let (w, h) = (spec.width, spec.height);
         let plane = w * h;
-        self.run.input.resize(3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
         let bgr = spec.color == "BGR";
+        // letterbox: the region keeps its aspect ratio, top-left, the rest is the mean (0 after
+        // normalisation); else stretched to the input
+        let (cw, ch) = if spec.letterbox {
+            let k = (w as f32 / roi.w().max(1.0)).min(h as f32 / roi.h().max(1.0));
+            (((roi.w() * k).round() as usize).clamp(1, w), ((roi.h() * k).round() as usize).clamp(1, h))
+        } else {
+            (w, h)
+        };
+        self.run.input.clear();
+        self.run.input.resize(3 * plane, 0.0);
         let buf = &mut self.run.input;
-        frame.sample_bilinear(roi, w, h, |i, px| {
+        frame.sample_bilinear(roi, cw, ch, |i, px| {
+            let at = (i / cw) * w + i % cw;
             for c in 0..3 {
                 let dst = if bgr { 2 - c } else { c };
-                buf[dst * plane + i] = (px[c] - mean[c]) / std[c];
+                buf[dst * plane + at] = (px[c] - mean[c]) / std[c];
             }
         });
         self.run.run([1, 3, h, w])?;
         let classes = self.info.manifest.labels.len();
         objects.clear();
-        for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
-            let (cls, reg) = (self.run.output(2 * k)?, self.run.output(2 * k + 1)?);
-            decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, objects);
+        match self.decoder {
+            ObjectDecoder::NanoDet => {
+                for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
+                    let (cls, reg) = (self.run.output(2 * k)?, self.run.output(2 * k + 1)?);
+                    decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, objects);
+                }
+            }
+            d => decode_yolo(d, self.run.output(0)?, classes, (w as f32, h as f32), threshold, wanted, objects),
         }
         nms_per_class_in_place(objects);
-        let (sx, sy) = (roi.w() / w as f32, roi.h() / h as f32);
+        let (sx, sy) = (roi.w() / cw as f32, roi.h() / ch as f32);
         for o in objects.iter_mut() {
             o.bbox = o.bbox.scale(sx, sy).offset(roi.x1, roi.y1);
         }

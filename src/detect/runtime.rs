@@ -21,7 +21,8 @@ pub struct ModelManifest {
     /// SHA-256 of the ONNX file, checked at every load.
     pub sha256: String,
     pub task: String,
-    /// Which decoding this model needs: "centerface" or "softmax2".
+    /// Which decoding this model needs: "centerface" (face detector), "softmax2" (classifier),
+    /// "nanodet-gfl", "yolov8" or "yolov5" (object detector).
     pub decoder: String,
     pub labels: Vec<String>,
     pub licence: String,
@@ -46,6 +47,10 @@ pub struct InputSpec {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub resize: String,
+    /// Keep the region's aspect ratio: scaled to fit the input, top-left, the rest filled with
+    /// the mean. Default: stretched to the input.
+    #[serde(default)]
+    pub letterbox: bool,
 }
 
 /// A model as loaded: manifest plus where it came from.
@@ -68,16 +73,22 @@ fn sha256_file(path: &Path) -> Result<String> {
 impl ModelInfo {
     /// Reads `<dir>/<id>.toml`, checks the ONNX file's SHA-256 against it.
     pub fn load(dir: &Path, id: &str, decoder: &str) -> Result<ModelInfo> {
+        Self::load_one_of(dir, id, &[decoder])
+    }
+
+    /// [`load`](Self::load) for a stage that decodes any of `decoders`.
+    pub fn load_one_of(dir: &Path, id: &str, decoders: &[&str]) -> Result<ModelInfo> {
         let mpath = dir.join(format!("{id}.toml"));
         let text = fsx::read_text(&mpath, fsx::limits::MANIFEST)
             .with_context(|| format!("model manifest {}: cannot read (model id {id:?})", mpath.display()))?;
         let manifest: ModelManifest =
             toml::from_str(&text).map_err(|e| anyhow!("model manifest {}: {}", mpath.display(), e.message()))?;
-        if manifest.decoder != decoder {
+        if !decoders.contains(&manifest.decoder.as_str()) {
             bail!(
-                "model manifest {}: decoder is {:?}, but this stage needs a {decoder:?} model",
+                "model manifest {}: decoder is {:?}, but this stage needs a model decoded as {}",
                 mpath.display(),
-                manifest.decoder
+                manifest.decoder,
+                decoders.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(" or ")
             );
         }
         let path = dir.join(&manifest.file);

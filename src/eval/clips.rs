@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::config::Pipeline;
 use crate::control::analysis::{Analyser, AnalyserConfig};
 use crate::health::TamperConfig;
-use crate::rules::{GateSettings, RuleConfig, RuleEnv, Temporal, validate_rules};
+use crate::rules::{GateSettings, RuleConfig, RuleEnv, RuleKind, Temporal, validate_rules};
 use crate::telemetry::CameraStats;
 
 /// A labelled clip: `tests/labels/<name>.toml`.
@@ -52,6 +52,18 @@ pub struct EventScore {
     pub frames: u64,
     pub analysis_s: f64,
     pub per_clip: Vec<(String, Vec<f64>)>,
+    /// The same counts per rule kind.
+    pub by_kind: std::collections::BTreeMap<&'static str, KindScore>,
+}
+
+/// Event counts of one rule kind over its labelled clips.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct KindScore {
+    pub clips: u32,
+    pub intervals: u32,
+    pub detected: u32,
+    pub fires: u32,
+    pub false_fires: u32,
 }
 
 impl EventScore {
@@ -140,45 +152,33 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         let frames = crate::ingest::analysis_frames(&path, fps, width)?;
         let base = label_rule(f, &label.rule, p)?;
         let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        // (gating, regions, temporal rule) → what that run gave: the temporal variants change
+        // no_mask only, so an object rule runs once per gating setting
+        let mut done: Vec<(RunKey, Run)> = Vec::new();
         for (k, &(_, gate, regions, temporal)) in variants.iter().enumerate() {
-            // the temporal variants apply to no_mask; utensils_left runs the same rule in both
-            let mut rule = base.clone();
-            if let (RuleConfig::NoMask(r), Some(t)) = (&mut rule, temporal) {
-                r.temporal = t;
-            }
-            let env = p.rule_env(Some(&label_names));
-            let env = RuleEnv { gate, ..env };
-            let rules = validate_rules(&[rule], &env).map_err(|e| anyhow::anyhow!("{}: {e:?}", f.display()))?;
-            let stats = Arc::new(CameraStats::detached(&name));
-            let mut a = Analyser::new(
-                AnalyserConfig {
-                    camera: name.clone(),
-                    mask: None,
-                    tamper: TamperConfig { enabled: false, ..Default::default() },
-                    rules,
-                    gate: GateSettings { enabled: gate, regions, ..configured_gate },
-                    labels: label_names.clone(),
-                    epoch: chrono::Utc::now(),
-                    utc_offset_s: 0,
-                    model_hint: 0,
-                },
-                stats.clone(),
-            );
-            let mut fires = Vec::new();
-            let mut took = 0.0;
-            for fr in &frames {
-                let mut fr = fr.clone();
-                let t0 = std::time::Instant::now();
-                let raised = a.analyse(&mut fr, Some(&pool)).1?;
-                took += t0.elapsed().as_secs_f64();
-                fires.extend(raised.iter().map(|r| r.fire.pts.as_secs_f64()));
-            }
+            let key = (gate, regions, if base.kind() == RuleKind::NoMask { temporal } else { None });
+            let run = match done.iter().find(|(x, _)| *x == key) {
+                Some((_, r)) => r.clone(),
+                None => {
+                    let r = run_clip(f, &name, &frames, &base, temporal, gate, regions, p, &pool, &label_names)?;
+                    done.push((key, r.clone()));
+                    r
+                }
+            };
+            let Run { fires, took, stats } = run;
             let s = &mut scores[k];
+            let before = (s.intervals, s.detected, s.fires, s.false_fires);
             score_clip(s, &label.violations, &fires);
-            s.inferred += stats.inferred.get();
-            s.gated += stats.gated.get();
-            s.partial += stats.inferred_part.get();
-            s.detections += stats.detections.get();
+            let kind = s.by_kind.entry(base.kind().name()).or_default();
+            kind.clips += 1;
+            kind.intervals += s.intervals - before.0;
+            kind.detected += s.detected - before.1;
+            kind.fires += s.fires - before.2;
+            kind.false_fires += s.false_fires - before.3;
+            s.inferred += stats[0];
+            s.gated += stats[1];
+            s.partial += stats[2];
+            s.detections += stats[3];
             s.frames += frames.len() as u64;
             s.analysis_s += took;
             s.per_clip.push((name.clone(), fires));
@@ -186,6 +186,64 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
     }
     bar.finish_and_clear();
     Ok(scores)
+}
+
+/// What makes two runs of a rule over a clip the same: gating, motion regions, temporal rule.
+type RunKey = (bool, bool, Option<Temporal>);
+
+/// One rule run over one clip's frames.
+#[derive(Clone)]
+struct Run {
+    fires: Vec<f64>,
+    took: f64,
+    /// inferred, gated, inferred on a part, detections tracked.
+    stats: [u64; 4],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_clip(
+    f: &Path,
+    name: &str,
+    frames: &[crate::frame::RgbFrame],
+    base: &RuleConfig,
+    temporal: Option<Temporal>,
+    gate: bool,
+    regions: bool,
+    p: &Pipeline,
+    pool: &crate::detect::ModelPool,
+    label_names: &[String],
+) -> Result<Run> {
+    let mut rule = base.clone();
+    if let (RuleConfig::NoMask(r), Some(t)) = (&mut rule, temporal) {
+        r.temporal = t;
+    }
+    let env = RuleEnv { gate, ..p.rule_env(Some(label_names)) };
+    let rules = validate_rules(&[rule], &env).map_err(|e| anyhow::anyhow!("{}: {e:?}", f.display()))?;
+    let stats = Arc::new(CameraStats::detached(name));
+    let mut a = Analyser::new(
+        AnalyserConfig {
+            camera: name.to_string(),
+            mask: None,
+            tamper: TamperConfig { enabled: false, ..Default::default() },
+            rules,
+            gate: GateSettings { enabled: gate, regions, ..p.settings.analysis.gate_settings() },
+            labels: label_names.to_vec(),
+            epoch: chrono::Utc::now(),
+            utc_offset_s: 0,
+            model_hint: 0,
+        },
+        stats.clone(),
+    );
+    let (mut fires, mut took) = (Vec::new(), 0.0);
+    for fr in frames {
+        let mut fr = fr.clone();
+        let t0 = std::time::Instant::now();
+        let raised = a.analyse(&mut fr, Some(pool)).1?;
+        took += t0.elapsed().as_secs_f64();
+        fires.extend(raised.iter().map(|r| r.fire.pts.as_secs_f64()));
+    }
+    let stats = [stats.inferred.get(), stats.gated.get(), stats.inferred_part.get(), stats.detections.get()];
+    Ok(Run { fires, took, stats })
 }
 
 fn score_clip(s: &mut EventScore, intervals: &[Interval], fires: &[f64]) {

@@ -1,11 +1,14 @@
 //! Rules stage: turns a camera's analysed frames into violations. Each rule kind is one file
-//! ([`no_mask`], [`utensils`]) that owns its configuration, its state and its inference; this
-//! module is the mechanism they share — validation, the per-camera [`RuleSet`] with a motion
+//! ([`no_mask`], [`utensils`], [`presence`]) that owns its configuration; the object kinds share
+//! one machinery ([`objects`]: tracked objects, dwell, episodes, hours); this module is the
+//! mechanism all kinds share — validation, the per-camera [`RuleSet`] with a motion
 //! gate per rule ([`gate`]), and the typed [`Fire`] / [`Raised`] a rule hands on. Nothing outside
 //! this folder names a rule kind.
 
 pub mod gate;
 pub mod no_mask;
+pub mod objects;
+pub mod presence;
 pub mod utensils;
 
 use std::time::Duration;
@@ -23,7 +26,9 @@ use crate::track::{Track, Tracker};
 
 pub use gate::{Look, MotionGate};
 pub use no_mask::{NoMaskRule, Temporal};
-pub use utensils::{Schedule, UtensilsRule};
+pub use objects::{ObjectRule, Schedule};
+pub use presence::{ObjectPresentRule, ObjectWithPersonRule};
+pub use utensils::UtensilsRule;
 
 /// `[[cameras.rules]]`, selected by `kind`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
@@ -33,6 +38,10 @@ pub enum RuleConfig {
     NoMask(NoMaskRule),
     /// Utensils left on a surface that must be clear.
     UtensilsLeft(UtensilsRule),
+    /// Any of the object model's classes in the zone (an animal; a person out of hours).
+    ObjectPresent(ObjectPresentRule),
+    /// An object a person holds (a phone in a food preparation zone).
+    ObjectWithPerson(ObjectWithPersonRule),
 }
 
 /// The rule kinds, as written in configs, events and manifests.
@@ -41,14 +50,27 @@ pub enum RuleConfig {
 pub enum RuleKind {
     NoMask,
     UtensilsLeft,
+    ObjectPresent,
+    ObjectWithPerson,
 }
 
 impl RuleKind {
+    pub const ALL: [RuleKind; 4] =
+        [RuleKind::NoMask, RuleKind::UtensilsLeft, RuleKind::ObjectPresent, RuleKind::ObjectWithPerson];
+
     pub fn name(self) -> &'static str {
         match self {
             RuleKind::NoMask => "no_mask",
             RuleKind::UtensilsLeft => "utensils_left",
+            RuleKind::ObjectPresent => "object_present",
+            RuleKind::ObjectWithPerson => "object_with_person",
         }
+    }
+
+    /// At most one rule of this kind per camera (the general kinds may have several: animals,
+    /// and a person out of hours).
+    pub fn one_per_camera(self) -> bool {
+        matches!(self, RuleKind::NoMask | RuleKind::UtensilsLeft)
     }
 }
 
@@ -113,49 +135,64 @@ pub struct RuleEnv<'a> {
 /// `(key, problem)`; the key relative to the rule list (`rules[0].threshold`).
 pub type Problems = Vec<(String, String)>;
 
+/// The same expression on every kind's configuration (each has the field or method).
+macro_rules! each {
+    ($self:expr, $r:ident => $e:expr) => {
+        match $self {
+            RuleConfig::NoMask($r) => $e,
+            RuleConfig::UtensilsLeft($r) => $e,
+            RuleConfig::ObjectPresent($r) => $e,
+            RuleConfig::ObjectWithPerson($r) => $e,
+        }
+    };
+}
+
 impl RuleConfig {
     pub fn id(&self) -> &str {
-        match self {
-            RuleConfig::NoMask(r) => &r.id,
-            RuleConfig::UtensilsLeft(r) => &r.id,
-        }
+        each!(self, r => &r.id)
     }
 
     pub fn kind(&self) -> RuleKind {
         match self {
             RuleConfig::NoMask(_) => RuleKind::NoMask,
             RuleConfig::UtensilsLeft(_) => RuleKind::UtensilsLeft,
+            RuleConfig::ObjectPresent(_) => RuleKind::ObjectPresent,
+            RuleConfig::ObjectWithPerson(_) => RuleKind::ObjectWithPerson,
         }
     }
 
     pub fn severity(&self) -> &str {
-        match self {
-            RuleConfig::NoMask(r) => &r.severity,
-            RuleConfig::UtensilsLeft(r) => &r.severity,
-        }
+        each!(self, r => &r.severity)
     }
 
     pub fn tier(&self) -> RiskTier {
-        match self {
-            RuleConfig::NoMask(r) => r.tier,
-            RuleConfig::UtensilsLeft(r) => r.tier,
-        }
+        each!(self, r => r.tier)
+    }
+
+    pub fn legal_basis(&self) -> &LegalBasis {
+        each!(self, r => &r.legal_basis)
     }
 
     /// The rule's parameters as recorded in manifests and audit records (its table without
     /// `kind`).
     pub fn params(&self) -> serde_json::Value {
-        match self {
-            RuleConfig::NoMask(r) => serde_json::to_value(r),
-            RuleConfig::UtensilsLeft(r) => serde_json::to_value(r),
-        }
-        .unwrap_or_default()
+        each!(self, r => serde_json::to_value(r)).unwrap_or_default()
     }
 
     pub fn needs(&self) -> Needs {
         match self {
             RuleConfig::NoMask(r) => Needs { faces: true, objects: r.person_pass },
-            RuleConfig::UtensilsLeft(_) => Needs { faces: false, objects: true },
+            _ => Needs { faces: false, objects: true },
+        }
+    }
+
+    /// An object kind in the terms of the machinery they share (`None`: `no_mask`).
+    pub fn object_spec(&self) -> Option<objects::Spec> {
+        match self {
+            RuleConfig::NoMask(_) => None,
+            RuleConfig::UtensilsLeft(r) => Some(r.spec()),
+            RuleConfig::ObjectPresent(r) => Some(r.spec()),
+            RuleConfig::ObjectWithPerson(r) => Some(r.spec()),
         }
     }
 
@@ -163,13 +200,15 @@ impl RuleConfig {
         match self {
             RuleConfig::NoMask(r) => r.check(p),
             RuleConfig::UtensilsLeft(r) => r.check(env, p),
+            RuleConfig::ObjectPresent(r) => r.check(env, p),
+            RuleConfig::ObjectWithPerson(r) => r.check(env, p),
         }
     }
 
     fn build(&self, labels: &[String]) -> Box<dyn Rule> {
         match self {
             RuleConfig::NoMask(r) => Box::new(no_mask::NoMask::new(r.clone())),
-            RuleConfig::UtensilsLeft(r) => Box::new(utensils::Utensils::new(r.clone(), labels)),
+            _ => Box::new(ObjectRule::new(self.clone(), labels)),
         }
     }
 }
@@ -245,10 +284,7 @@ impl RuleFacts {
             severity: r.severity().into(),
             tier: Some(r.tier()),
             revision: revision_of(&params),
-            legal_basis: Some(LegalBasisFact::Structured(match r {
-                RuleConfig::NoMask(x) => x.legal_basis.clone(),
-                RuleConfig::UtensilsLeft(x) => x.legal_basis.clone(),
-            })),
+            legal_basis: Some(LegalBasisFact::Structured(r.legal_basis().clone())),
             params,
         }
     }
@@ -313,7 +349,7 @@ pub fn validate_rules(rules: &[RuleConfig], env: &RuleEnv) -> Result<CameraRules
         } else if !ids.insert(rule.id().to_string()) {
             p("id", format!("rule id {:?} is used twice on this camera", rule.id()));
         }
-        if !kinds.insert(rule.kind()) {
+        if rule.kind().one_per_camera() && !kinds.insert(rule.kind()) {
             p("kind", format!("only one {} rule per camera", rule.kind().name()));
         }
         for (k, problem) in crate::util::ranges::check(rule) {
@@ -332,7 +368,7 @@ pub struct Detection {
     /// Box in pixels: of the analysis frame in the rule, of the clip in events.
     #[serde(rename = "box")]
     pub bbox: BBox,
-    /// "face", or the detector's class name ("cup", "bowl", ...).
+    /// "face", or the detector's class name ("cup", "cat", "cell phone", ...).
     pub label: String,
     /// Detector score.
     pub score: f32,
@@ -343,7 +379,7 @@ pub struct Detection {
     pub hits: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
-    /// utensils_left: seconds the object has been in the zone in the current dwell period.
+    /// Object rules: seconds the object has been in the zone in the current dwell period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_s: Option<f64>,
     /// utensils_left with `require_dirty`: the dirty head's probability.
@@ -399,6 +435,11 @@ pub struct Scratch {
     pub boxes: Vec<BBox>,
     pub probs: Vec<f32>,
     pub objects: Vec<Object>,
+    /// The object detector's output on this frame's region, every class above a floor: what the
+    /// object rules of one camera share (one detector run per frame, not one per rule).
+    pub detected: Vec<Object>,
+    /// What `detected` is of: frame time, region, score floor.
+    pub detected_for: Option<(Duration, BBox, f32)>,
 }
 
 impl Default for Scratch {
@@ -410,6 +451,8 @@ impl Default for Scratch {
             boxes: Vec::with_capacity(64),
             probs: Vec::with_capacity(64),
             objects: Vec::with_capacity(1024),
+            detected: Vec::with_capacity(1024),
+            detected_for: None,
         }
     }
 }

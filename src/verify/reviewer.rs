@@ -61,10 +61,7 @@ pub async fn list(store: &Store, key: &PublicKey, f: &ListFilter) -> Result<Vec<
     known("camera", &f.camera, items.iter().map(|i| i.camera.as_str()).collect())?;
     // a rule is known by its id in a manifest, or as a rule kind (which may have fired nowhere yet)
     let mut rules: std::collections::BTreeSet<String> =
-        [crate::rules::RuleKind::NoMask, crate::rules::RuleKind::UtensilsLeft]
-            .iter()
-            .map(|k| k.name().into())
-            .collect();
+        crate::rules::RuleKind::ALL.iter().map(|k| k.name().into()).collect();
     let mut out = Vec::new();
     for mut it in items {
         if f.site.as_ref().is_some_and(|s| s != &it.site) || f.camera.as_ref().is_some_and(|c| c != &it.camera) {
