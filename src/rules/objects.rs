@@ -240,6 +240,23 @@ const SHARED_FLOOR: f32 = 0.3;
 /// Boxes this much alike (IoU) are the same place.
 const SAME_PLACE_IOU: f32 = 0.3;
 
+/// A box this much inside another (share of its area) is at the same place.
+const SAME_PLACE_NESTED: f32 = 0.5;
+
+/// How alike two places are: their IoU if ≥ 0.3, or, for one box mostly inside the other (a cup
+/// and the cup with its saucer), the share covered if ≥ 0.5; 0 when they are different places.
+fn same_place(a: &BBox, b: &BBox) -> f32 {
+    let iou = a.iou(b);
+    let nested = covered(a, b).max(covered(b, a));
+    if iou >= SAME_PLACE_IOU {
+        iou
+    } else if nested >= SAME_PLACE_NESTED {
+        nested * SAME_PLACE_IOU
+    } else {
+        0.0
+    }
+}
+
 /// The share of `inner`'s area that `outer` covers.
 fn covered(inner: &BBox, outer: &BBox) -> f32 {
     let w = (inner.x2.min(outer.x2) - inner.x1.max(outer.x1)).max(0.0);
@@ -372,8 +389,8 @@ impl ObjectRule {
                 .episodes
                 .iter_mut()
                 .filter(|e| anywhere || e.class == t.class)
-                .map(|e| (if anywhere { 1.0 } else { e.bbox.iou(&t.bbox) }, e))
-                .filter(|(iou, _)| *iou >= SAME_PLACE_IOU)
+                .map(|e| (if anywhere { 1.0 } else { same_place(&e.bbox, &t.bbox) }, e))
+                .filter(|(alike, _)| *alike > 0.0)
                 .max_by(|a, b| a.0.total_cmp(&b.0));
             match place {
                 Some((_, e)) => {
@@ -517,6 +534,20 @@ mod tests {
         // both gone for longer than episode_gap_s (300 s), then a cup at the same place: a new episode
         let fires = feed(&mut st, 400, 20, |_| vec![obj(50.0, 1)]);
         assert_eq!(fires.len(), 1, "a new episode fires again: {fires:?}");
+    }
+
+    #[test]
+    fn a_box_inside_another_of_its_class_is_the_same_object() {
+        // the demo's coffee: NanoDet boxes the cup with its saucer and the cup alone (IoU 0.21)
+        let mut st = utensils(5.0, None);
+        let (whole, cup) =
+            (BBox { x1: 10.0, y1: 9.0, x2: 275.0, y2: 342.0 }, BBox { x1: 177.0, y1: 111.0, x2: 300.0, y2: 356.0 });
+        assert!(whole.iou(&cup) < SAME_PLACE_IOU);
+        let seen = |_| vec![Object { bbox: whole, score: 0.6, class: 1 }, Object { bbox: cup, score: 0.5, class: 1 }];
+        assert_eq!(feed(&mut st, 0, 30, seen).len(), 1, "one cup, one item");
+        // two cups side by side are two
+        let mut st = utensils(5.0, None);
+        assert_eq!(feed(&mut st, 0, 30, |_| vec![obj(20.0, 1), obj(60.0, 1)]).len(), 2);
     }
 
     #[test]
