@@ -385,7 +385,6 @@ async fn item_page(
         svc.record(access(&a.user, Action::ItemViewed, Outcome::Ok, Some(&id), "", &caller.0)).await;
     }
     let kept = entered.map(|e| e.0);
-    let was = |f: fn(&Checks) -> bool| kept.is_some_and(|e| f(&e.checks));
     let reason = kept.map(|e| e.reason.as_str()).unwrap_or("");
     // the item's own entries (its index in the log), never the whole log
     let item_log =
@@ -427,12 +426,7 @@ async fn item_page(
                             data-need-checks=(lang.t(Msg::need_checks)) data-need-reason=(lang.t(Msg::need_reason)) {
                             input type="hidden" name="csrf" value=(a.session.csrf);
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
-                            p {
-                                label { input type="checkbox" name="true" value="1" checked[was(|c| c.true_)]; (lang.t(Msg::check_true)) } " "
-                                label { input type="checkbox" name="clear" value="1" checked[was(|c| c.clear)]; (lang.t(Msg::check_clear)) } " "
-                                label { input type="checkbox" name="complete" value="1" checked[was(|c| c.complete)]; (lang.t(Msg::check_complete)) } " "
-                                label { input type="checkbox" name="accurate" value="1" checked[was(|c| c.accurate)]; (lang.t(Msg::check_accurate)) }
-                            }
+                            (check_boxes(lang, kept))
                             p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" { (reason) } } }
                             p #decision-hint .err role="status" {}
                             p {
@@ -449,12 +443,7 @@ async fn item_page(
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3" value=(kept.and_then(|e| e.corrects.as_deref()).unwrap_or("")); } }
                             p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" { (reason) } } }
-                            p {
-                                label { input type="checkbox" name="true" value="1" checked[was(|c| c.true_)]; (lang.t(Msg::check_true)) } " "
-                                label { input type="checkbox" name="clear" value="1" checked[was(|c| c.clear)]; (lang.t(Msg::check_clear)) } " "
-                                label { input type="checkbox" name="complete" value="1" checked[was(|c| c.complete)]; (lang.t(Msg::check_complete)) } " "
-                                label { input type="checkbox" name="accurate" value="1" checked[was(|c| c.accurate)]; (lang.t(Msg::check_accurate)) }
-                            }
+                            (check_boxes(lang, kept))
                             button type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
                             @if can_approve { button type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
                         }
@@ -463,38 +452,8 @@ async fn item_page(
                     }
                 }
                 section { h3 { (lang.t(Msg::facts)) } (facts(svc, lang, &v)) }
-                section {
-                    h3 { (lang.t(Msg::history)) }
-                    @if v.records.is_empty() { p #no-decisions { (lang.t(Msg::no_decisions)) } }
-                    @else {
-                        table #history {
-                            thead { tr { th { "#" } th { (lang.t(Msg::time)) } th { (lang.t(Msg::officer)) } th { (lang.t(Msg::decision)) } th { "4" } th { (lang.t(Msg::why)) } } }
-                            tbody {
-                                @for r in &v.records {
-                                    tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
-                                        td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
-                                        td { (local(svc, &r.time_utc)) }
-                                        td.d { (r.officer.user) " · " (r.officer.officer_id) }
-                                        td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
-                                        td { (checks_text(r.checks)) }
-                                        td.d { (r.reason) }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                section {
-                    h3 { (lang.t(Msg::access_log)) }
-                    table #item-log {
-                        thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::detail)) } } }
-                        tbody {
-                            @for e in &item_log {
-                                tr { td { (local(svc, &e.time_utc)) } td.d { (e.user) } td { (lang.t(action_msg(e.action))) } td.d { (e.detail) } }
-                            }
-                        }
-                    }
-                }
+                (history(svc, lang, &v.records))
+                (access_section(svc, lang, &item_log))
             }
         }
     };
@@ -503,6 +462,63 @@ async fn item_page(
         *r.status_mut() = code;
     }
     r
+}
+
+/// The four checks as boxes, ticked as the officer left them in a refused form.
+fn check_boxes(lang: Lang, kept: Option<&Entered>) -> Markup {
+    let was = |f: fn(&Checks) -> bool| kept.is_some_and(|e| f(&e.checks));
+    html! {
+        p {
+            label { input type="checkbox" name="true" value="1" checked[was(|c| c.true_)]; (lang.t(Msg::check_true)) } " "
+            label { input type="checkbox" name="clear" value="1" checked[was(|c| c.clear)]; (lang.t(Msg::check_clear)) } " "
+            label { input type="checkbox" name="complete" value="1" checked[was(|c| c.complete)]; (lang.t(Msg::check_complete)) } " "
+            label { input type="checkbox" name="accurate" value="1" checked[was(|c| c.accurate)]; (lang.t(Msg::check_accurate)) }
+        }
+    }
+}
+
+/// The item's decisions so far.
+fn history(svc: &App, lang: Lang, records: &[crate::evidence::review::ReviewRecord]) -> Markup {
+    html! {
+        section {
+            h3 { (lang.t(Msg::history)) }
+            @if records.is_empty() { p #no-decisions { (lang.t(Msg::no_decisions)) } }
+            @else {
+                table #history {
+                    thead { tr { th { "#" } th { (lang.t(Msg::time)) } th { (lang.t(Msg::officer)) } th { (lang.t(Msg::decision)) } th { "4" } th { (lang.t(Msg::why)) } } }
+                    tbody {
+                        @for r in records {
+                            tr.decision data-decision=(serde_json::to_string(&r.decision).unwrap_or_default().trim_matches('"')) {
+                                td { (r.n) @if let Some(c) = r.corrects { " (→" (c) ")" } }
+                                td { (local(svc, &r.time_utc)) }
+                                td.d { (r.officer.user) " · " (r.officer.officer_id) }
+                                td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
+                                td { (checks_text(r.checks)) }
+                                td.d { (r.reason) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The item's own access-log entries.
+fn access_section(svc: &App, lang: Lang, item_log: &[crate::audit_log::AccessEntry]) -> Markup {
+    html! {
+        section {
+            h3 { (lang.t(Msg::access_log)) }
+            table #item-log {
+                thead { tr { th { (lang.t(Msg::time)) } th { (lang.t(Msg::user)) } th { (lang.t(Msg::action)) } th { (lang.t(Msg::detail)) } } }
+                tbody {
+                    @for e in item_log {
+                        tr { td { (local(svc, &e.time_utc)) } td.d { (e.user) } td { (lang.t(action_msg(e.action))) } td.d { (e.detail) } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn checks_text(c: Checks) -> String {
