@@ -153,8 +153,9 @@ pub fn nms_per_class_in_place(objects: &mut Vec<Object>) {
     objects.truncate(100);
 }
 
-/// NanoDet COCO detector: the region (zone bounding box or whole frame) is stretched to the
-/// model's 416x416 input, BGR, `(x - mean) / std`.
+/// The object detector: the region (zone bounding box or whole frame) is letterboxed or stretched
+/// to the model's input as its manifest says (NanoDet: 416×416, BGR, `(x - mean) / std`,
+/// letterboxed), decoded by the manifest's `decoder`.
 pub struct ObjectDetector {
     pub info: ModelInfo,
     pub decoder: ObjectDecoder,
@@ -212,7 +213,10 @@ impl ObjectDetector {
         } else {
             (w, h)
         };
-        self.run.input.clear();
+        if spec.letterbox {
+            // the padding is the mean: zeroed each frame (the region's aspect may change)
+            self.run.input.clear();
+        }
         self.run.input.resize(3 * plane, 0.0);
         let buf = &mut self.run.input;
         frame.sample_bilinear(roi, cw, ch, |i, px| {
