@@ -537,9 +537,10 @@ pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &
         (NoMask, "window") => ("窗口帧数 M", "N/M 规则：回看同一轨迹的最近帧数"),
         (NoMask, "cooldown_s") => ("冷却时间（秒）", "触发后同一摄像头的静默时间（视频时间）"),
         (NoMask, "temporal") => ("时序规则", "n_of_m：N/M 帧命中；median：中位数"),
-        (NoMask, "input_width") => {
-            ("检测输入宽度（像素）", "人脸检测器输入宽度（向上取整为 32 的倍数）；0 为检测区域本身的宽度")
-        }
+        (NoMask, "input_width") => (
+            "检测输入宽度（像素）",
+            "整帧画面对应的人脸检测器输入宽度（向上取整为 32 的倍数）；检测区域按同一放大倍数缩放；0 为不放大",
+        ),
         (NoMask, "tile_pass") => {
             ("分块二次检测", "在检测区域的 2×2 重叠分块上再检测一次人脸（约放大 1.8 倍），找出远处小脸")
         }

@@ -228,8 +228,11 @@ fn child_infer(p: &Pipeline, n: usize, clip: &Path) -> Result<Value> {
                             (k..(k + batch).min(total)).map(|i| &frames[i % frames.len()]).collect();
                         let mut set = pool.get(t);
                         let m = set.no_mask.as_mut().context("models")?;
-                        let roi = crate::rules::roi(st.zone.as_ref(), group[0].width, group[0].height);
-                        let found = m.face.detect_batch(&group, roi, rule.input_width, rule.face_threshold as f32)?;
+                        let (w, h) = (group[0].width, group[0].height);
+                        let zone = crate::rules::roi(st.zone.as_ref(), w, h);
+                        // as the rule looks at a whole region: its zone at the frame's zoom
+                        let (roi, iw) = st.detector_region(zone, w, crate::rules::Look::Full);
+                        let found = m.face.detect_batch(&group, roi, iw, rule.face_threshold as f32)?;
                         for (f, mut faces) in group.iter().zip(found) {
                             st.keep_eligible(&mut faces, f.width, f.height);
                             let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();

@@ -82,8 +82,9 @@ pub struct NoMaskRule {
     pub cooldown_s: f64,
     /// Temporal rule: "n_of_m" or "median".
     pub temporal: Temporal,
-    /// Face detector input width in pixels (rounded up to a multiple of 32); 0: the region's own
-    /// width (the zone's bounding box, or the analysis frame). Default 960: a 640-wide analysis
+    /// Face detector input width in pixels for the whole analysis frame (rounded up to a multiple
+    /// of 32); a zone's bounding box gets the same zoom (a zone half the frame wide: half this),
+    /// not this width; 0: the region's own width (no zoom). Default 960: a 640-wide analysis
     /// frame zoomed 1.5×, which finds most small faces (docs "Small faces": recall of 16–24 px
     /// faces 0.78 → 0.85, under 16 px 0.44 → 0.72) for 2.8× the detector's time there. Lower it
     /// on a camera that only sees large faces, raise it for a ceiling camera.
@@ -180,20 +181,22 @@ impl NoMask {
 
     /// Where the face detector looks and at what input width: the whole region, or, on a frame
     /// inferred for motion ([`Look::Part`]), the moving cells and the faces tracked (see
-    /// [`gate::focus`]) at the zoom the whole region would get, so a face is seen at the same
-    /// size either way.
-    pub fn detector_region(&self, region: BBox, look: Look) -> (BBox, u32) {
+    /// [`gate::focus`]); always at the zoom `input_width` gives the whole frame (`frame_w` wide), so
+    /// a face is seen at the same size either way and a small zone is not scaled up to
+    /// `input_width`.
+    pub fn detector_region(&self, region: BBox, frame_w: u32, look: Look) -> (BBox, u32) {
         let iw = self.rule.input_width;
-        let Look::Part { motion } = look else { return (region, iw) };
+        let k = if iw == 0 { 1.0 } else { iw as f32 / frame_w.max(1) as f32 };
+        let width = |w: f32| if iw == 0 { 0 } else { ((w * k).round() as u32).max(DETECTOR_MULTIPLE as u32) };
+        let Look::Part { motion } = look else { return (region, width(region.w())) };
         let Some(part) = gate::focus(region, motion, self.tracker.tracks.iter().map(|t| t.bbox), FOCUS_MAX_SHARE)
         else {
-            return (region, iw);
+            return (region, width(region.w()));
         };
         // The detector's input is a multiple of DETECTOR_MULTIPLE on each side: grow the part
         // so that at the region's zoom it is exactly that (within the region), else rounding
         // the input up would stretch a small part (a 50 px tall part at 1.5× is 75 px, read as
         // 96: faces 28 % taller than they are).
-        let k = if iw == 0 { 1.0 } else { iw as f32 / region.w() };
         let side = |lo: f32, hi: f32, max: f32| -> (f32, f32) {
             let want = (((hi - lo) * k / DETECTOR_MULTIPLE).ceil() * DETECTOR_MULTIPLE / k).min(max);
             let from = ((lo + hi - want) / 2.0).clamp(0.0, max - want);
@@ -202,8 +205,7 @@ impl NoMask {
         let (x1, x2) = side(part.x1 - region.x1, part.x2 - region.x1, region.w());
         let (y1, y2) = side(part.y1 - region.y1, part.y2 - region.y1, region.h());
         let part = BBox { x1: region.x1 + x1, y1: region.y1 + y1, x2: region.x1 + x2, y2: region.y1 + y2 };
-        let iw = if iw == 0 { 0 } else { ((part.w() * k).round() as u32).max(DETECTOR_MULTIPLE as u32) };
-        (part, iw)
+        (part, width(part.w()))
     }
 
     /// Keeps the faces worth classifying: large enough and inside the zone.
@@ -298,7 +300,7 @@ impl Rule for NoMask {
         let frame = f.frame;
         let (w, h) = (frame.width, frame.height);
         let zone_box = super::roi(self.zone.as_ref(), w, h);
-        let (region, iw) = self.detector_region(zone_box, look);
+        let (region, iw) = self.detector_region(zone_box, w, look);
         let t0 = Instant::now();
         let fth = self.rule.face_threshold as f32;
         models.detect_faces(f.model_hint, frame, region, iw, fth, &mut s.faces)?;
@@ -451,24 +453,27 @@ mod tests {
         let mut st = NoMask::new(rule());
         let region = BBox { x1: 0.0, y1: 0.0, x2: 640.0, y2: 360.0 };
         // the whole region on a recheck, at the configured width
-        assert_eq!(st.detector_region(region, Look::Full), (region, 960));
+        assert_eq!(st.detector_region(region, 640, Look::Full), (region, 960));
         // motion in one corner: that part, at 960 × its share of the width (same zoom)
         let m = BBox { x1: 40.0, y1: 40.0, x2: 120.0, y2: 120.0 };
-        let (part, iw) = st.detector_region(region, Look::Part { motion: Some(m) });
+        let (part, iw) = st.detector_region(region, 640, Look::Part { motion: Some(m) });
         assert!(part.x1 <= 40.0 && part.x2 >= 120.0 && part.w() < 200.0, "{part:?}");
         // at the zoom of the whole region (1.5), and a multiple of 32 both ways: no stretching
         assert!((iw as f32 - 1.5 * part.w()).abs() < 0.5 && iw % 32 == 0, "{iw} for {part:?}");
         assert!(((1.5 * part.h()) % 32.0).min(32.0 - (1.5 * part.h()) % 32.0) < 0.01, "{part:?}");
         // a tracked face elsewhere is looked at too
         st.update(ms(0.0), &[face(500.0, 40.0)], &[0.1]);
-        let (part, _) = st.detector_region(region, Look::Part { motion: Some(m) });
+        let (part, _) = st.detector_region(region, 640, Look::Part { motion: Some(m) });
         assert!(part.x1 <= 40.0 && part.x2 >= 540.0, "{part:?}");
-        let (only_face, _) = st.detector_region(region, Look::Part { motion: None });
+        let (only_face, _) = st.detector_region(region, 640, Look::Part { motion: None });
         assert!(only_face.x1 <= 500.0 && only_face.x2 >= 540.0 && only_face.x1 > 400.0, "{only_face:?}");
+        // a zone half the frame wide gets the same zoom, so half the width (not 960)
+        let half = BBox { x1: 320.0, y1: 0.0, x2: 640.0, y2: 360.0 };
+        assert_eq!(st.detector_region(half, 640, Look::Full), (half, 480));
         // input width 0 (the region's own) stays 0
         let mut r = rule();
         r.input_width = 0;
-        assert_eq!(NoMask::new(r).detector_region(region, Look::Part { motion: Some(m) }).1, 0);
+        assert_eq!(NoMask::new(r).detector_region(region, 640, Look::Part { motion: Some(m) }).1, 0);
     }
 
     #[test]
