@@ -21,9 +21,11 @@ fn a_new_threshold_changes_what_fires_between_frames_and_keeps_the_tracks() {
         no_mask: Some(Models::load(&dir, "centerface", "mask-classifier-mobilenetv2", None, &o).unwrap()),
         objects: None,
         dirty: None,
+        attributes: Vec::new(),
     };
     let pool = ModelPool::new(vec![set]);
-    let env = RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false };
+    let env =
+        RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false, attribute_heads: None };
     let rules = |t: &str| validate_rules(&[toml::from_str::<RuleConfig>(t).unwrap()], &env).unwrap();
     // 100 hits needed: on this 60-frame clip the face is tracked but never fires
     let strict = rules("kind = \"no_mask\"\nmin_hits = 100\nwindow = 100");
@@ -226,9 +228,16 @@ fn require_dirty_counts_only_what_the_clean_dirty_head_calls_dirty() {
         no_mask: None,
         objects: Some(objects),
         dirty: Some(load_head(&dir, "dirty-head-fitted", &o).unwrap()),
+        attributes: Vec::new(),
     };
     let pool = ModelPool::new(vec![set]);
-    let env = RuleEnv { object_labels: Some(&labels), gate: false, gate_recheck_s: 2.0, dirty_head: true };
+    let env = RuleEnv {
+        object_labels: Some(&labels),
+        gate: false,
+        gate_recheck_s: 2.0,
+        dirty_head: true,
+        attribute_heads: None,
+    };
     let frames = frames_of(&sample("coffee-pan.mp4"), 5.0, 640);
     let fires = |extra: &str| {
         let rule: RuleConfig = toml::from_str(&format!("kind = \"utensils_left\"\ndwell_s = 3\n{extra}")).unwrap();

@@ -235,6 +235,7 @@ fn no_mask_set() -> vigil::detect::ModelSet {
         ),
         objects: None,
         dirty: None,
+        attributes: Vec::new(),
     }
 }
 
@@ -364,7 +365,14 @@ mod onnx;
 /// there. Writes `<dir>/<id>.onnx` (a graph whose output is `output`, of `shape`) and its manifest
 /// (letterboxed 64×64 RGB /255, classes rat and cockroach).
 fn site_detector(dir: &std::path::Path, id: &str, decoder: &str, shape: &[i64], output: &[f32]) {
-    let model = onnx::constant_model("images", &[1, 3, 64, 64], "output0", shape, output);
+    site_detector_with(dir, id, decoder, &[("output0", shape, output)]);
+}
+
+/// [`site_detector`] with several outputs `(name, shape, value)`, in the manifest's order.
+fn site_detector_with(dir: &std::path::Path, id: &str, decoder: &str, outputs: &[(&str, &[i64], &[f32])]) {
+    let model = onnx::constant_outputs("images", &[1, 3, 64, 64], outputs);
+    let names: Vec<String> = outputs.iter().map(|o| format!("{:?}", o.0)).collect();
+    let names = names.join(", ");
     std::fs::write(dir.join(format!("{id}.onnx")), &model).unwrap();
     let sha = vigil::util::sha256_hex(&model);
     std::fs::write(
@@ -377,7 +385,7 @@ task = "object_detection"
 decoder = "{decoder}"
 licence = "test graph"
 source = "made by tests/models.rs"
-outputs = ["output0"]
+outputs = [{names}]
 labels = ["rat", "cockroach"]
 [input]
 name = "images"
@@ -431,6 +439,44 @@ fn a_sites_yolo_detector_is_decoded_from_its_manifest() {
     };
     assert_eq!(found("site-yolo8"), vec![(0, 90, [44.0, 22.0, 84.0, 42.0])]);
     assert_eq!(found("site-yolo5"), vec![(0, 72, [44.0, 22.0, 84.0, 42.0]), (1, 45, [86.0, 90.0, 106.0, 102.0])]);
+
+    // SSD-style: 3 boxes as fractions of the input, scores per class
+    let boxes = [0.25, 0.125, 0.5, 0.375, 0.26, 0.125, 0.5, 0.375, 0.0, 0.5, 0.25, 1.0];
+    let scores = [0.9, 0.05, 0.7, 0.1, 0.3, 0.6];
+    site_detector_with(d.path(), "site-ssd", "ssd", &[("boxes", &[1, 3, 4], &boxes), ("scores", &[1, 3, 2], &scores)]);
+    // rat (NMS keeps the better of the two alike), cockroach; input 64 px = frame 128 px
+    assert_eq!(found("site-ssd"), vec![(0, 90, [32.0, 16.0, 64.0, 48.0]), (1, 60, [0.0, 64.0, 32.0, 128.0])]);
+
+    // CenterNet: a 16×16 heatmap (stride 4) per class, sizes and offsets in cells
+    let cells = 16 * 16;
+    let mut heat = vec![0.0f32; 2 * cells];
+    heat[4 * 16 + 8] = 0.8; // a rat peak at cell (x 8, y 4)
+    heat[4 * 16 + 9] = 0.5; // its neighbour: not a peak
+    heat[cells + 12 * 16 + 2] = 0.4; // a cockroach peak at (2, 12)
+    heat[cells + 15 * 16 + 15] = 0.2; // under the threshold
+    let (mut wh, mut off) = (vec![0.0f32; 2 * cells], vec![0.0f32; 2 * cells]);
+    (wh[4 * 16 + 8], wh[cells + 4 * 16 + 8]) = (4.0, 2.0); // 16 × 8 input pixels
+    (off[4 * 16 + 8], off[cells + 4 * 16 + 8]) = (0.5, 0.5);
+    (wh[12 * 16 + 2], wh[cells + 12 * 16 + 2]) = (2.0, 2.0);
+    let outputs: [(&str, &[i64], &[f32]); 3] =
+        [("heatmap", &[1, 2, 16, 16], &heat), ("size", &[1, 2, 16, 16], &wh), ("offset", &[1, 2, 16, 16], &off)];
+    site_detector_with(d.path(), "site-centernet", "centernet", &outputs);
+    // rat: centre (8.5, 4.5) cells = (34, 18) input px, 16×8 → frame (52, 28)-(84, 44); cockroach
+    // centre (8, 48), 8×8 → frame (8, 88)-(24, 104)
+    assert_eq!(found("site-centernet"), vec![(0, 80, [52.0, 28.0, 84.0, 44.0]), (1, 40, [8.0, 88.0, 24.0, 104.0])]);
+    // outputs that do not fit the input are an error naming the model, not a panic
+    let small = vec![0.0f32; 2 * 8 * 8];
+    let outputs: [(&str, &[i64], &[f32]); 3] =
+        [("heatmap", &[1, 2, 8, 7], &small[..112]), ("size", &[1, 2, 8, 8], &small), ("offset", &[1, 2, 8, 8], &small)];
+    site_detector_with(d.path(), "site-bad", "centernet", &outputs);
+    let mut det = vigil::detect::ObjectDetector::load(d.path(), "site-bad", &RuntimeOptions::default()).unwrap();
+    let e = det.detect_in(&frame, frame.full(), 0.35, &[true, true], &mut Vec::new()).unwrap_err();
+    assert!(format!("{e:#}").contains("site-bad") && format!("{e:#}").contains("do not fit"), "{e:#}");
+    // the manifest names as many outputs as the decoder reads
+    let m = std::fs::read_to_string(d.path().join("site-ssd.toml")).unwrap();
+    std::fs::write(d.path().join("site-ssd.toml"), m.replace(", \"scores\"", "")).unwrap();
+    let e = vigil::detect::ObjectDetector::load(d.path(), "site-ssd", &RuntimeOptions::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("reads 2 output(s), the manifest names 1"), "{e:#}");
     // a manifest whose decoder the object stage does not know is refused, naming those it does
     let m = std::fs::read_to_string(d.path().join("site-yolo8.toml")).unwrap();
     std::fs::write(d.path().join("site-yolo8.toml"), m.replace("\"yolov8\"", "\"yolox\"")).unwrap();
@@ -476,4 +522,111 @@ privacy_mask = "none"
     assert!(ok, "{out}");
     let (ok, out) = pipeline("[\"cat\"]");
     assert!(!ok && out.contains("classes[0]") && out.contains("\"cat\" is not a class of the object model"), "{out}");
+}
+
+/// Copies the first `n` files (sorted) of `../shared/data/mask/<sub>` into `dir/<sub>`.
+fn some_crops(dir: &std::path::Path, sub: &str, n: usize) {
+    let from = common::shared_data(&format!("mask/{sub}"));
+    assert!(from.is_dir(), "{}: missing (this test fits on the shared mask crops)", from.display());
+    let mut files: Vec<_> = std::fs::read_dir(&from).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    std::fs::create_dir_all(dir.join(sub)).unwrap();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, dir.join(sub).join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn an_attribute_head_is_fitted_from_a_sites_crops_reproducibly_and_reports_a_part_it_never_read() {
+    let d = tempfile::tempdir().unwrap();
+    let (crops, models) = (d.path().join("crops"), d.path().join("models"));
+    std::fs::create_dir_all(&models).unwrap();
+    for f in ["mask-classifier-mobilenetv2-features.onnx", "mask-classifier-mobilenetv2-features.toml"] {
+        std::fs::copy(common::repo().join("models").join(f), models.join(f)).unwrap();
+    }
+    // the mask as the attribute: with_mask/ worn, without_mask/ missing
+    some_crops(&crops, "with_mask", 30);
+    some_crops(&crops, "without_mask", 30);
+    let fit = || {
+        let o = common::vigil()
+            .args(["fit", "--kind", "attribute", "--name", "mask", "--l2", "0.01,0.1", "--models"])
+            .arg(&models)
+            .arg("--crops")
+            .arg(&crops)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let out = fit();
+    println!("{out}");
+    let head = vigil::detect::FittedHead::load(&models, "mask-attribute-head").unwrap();
+    let p = &head.provenance;
+    let (fitted, eval) = (p["fit_crops"].as_u64().unwrap(), p["evaluation_part"].clone());
+    assert_eq!(p["crops"].as_u64(), Some(60));
+    assert!(fitted > 20 && fitted < 50, "about 60 % fitted on: {fitted}");
+    // the evaluation part is the rest: every missing crop there is a hit or a miss
+    let eval_missing = eval["tp"].as_u64().unwrap() + eval["fn_"].as_u64().unwrap();
+    assert_eq!(eval_missing, 30 - p["fit_missing"].as_u64().unwrap(), "{p}");
+    assert!(out.contains(&format!("evaluation part ({} crops, never fitted on)", 60 - fitted)), "{out}");
+    let data = p["data_sha256"].as_str().unwrap();
+    assert!(out.contains(data) && data.len() == 64, "{out}");
+    assert!(head.kind.contains("attribute \"mask\""), "{}", head.kind);
+    // the same crops, the same head, byte for byte
+    let first = std::fs::read(models.join("mask-attribute-head.json")).unwrap();
+    fit();
+    assert_eq!(first, std::fs::read(models.join("mask-attribute-head.json")).unwrap(), "reproducible");
+
+    // a folder without the "missing" crops: the error names it
+    std::fs::remove_dir_all(crops.join("without_mask")).unwrap();
+    let o = common::vigil()
+        .args(["fit", "--kind", "attribute", "--name", "mask", "--models"])
+        .arg(&models)
+        .arg("--crops")
+        .arg(&crops)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("without_mask") && err.contains("cannot read"), "{err}");
+    let o = common::vigil().args(["fit", "--kind", "attribute", "--models"]).arg(&models).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("needs --name"), "{err}");
+}
+
+/// `vigil check` takes a rule naming the shipped attribute head and refuses one naming a head
+/// that is not there, at the rule's key.
+#[test]
+fn a_rule_names_an_attribute_head_that_must_be_there() {
+    let d = tempfile::tempdir().unwrap();
+    let check = |head: &str| {
+        let p = d.path().join("p.toml");
+        std::fs::write(
+            &p,
+            format!(
+                r#"[site]
+id = "site"
+[models]
+dir = "{}"
+[[cameras]]
+id = "kitchen"
+source = "{}"
+privacy_mask = "none"
+  [[cameras.rules]]
+  kind = "attribute_missing"
+  head = "{head}"
+"#,
+                common::repo().join("models").display(),
+                common::sample("camera-pan.mp4").display()
+            ),
+        )
+        .unwrap();
+        let o = common::vigil().args(["check", "--offline"]).arg(&p).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (ok, out) = check("mask-attribute-head");
+    assert!(ok, "{out}");
+    let (ok, out) = check("hat-attribute-head");
+    assert!(!ok && out.contains("cameras[0].rules[0].head") && out.contains("hat-attribute-head.toml"), "{out}");
 }

@@ -239,6 +239,8 @@ fn labelled_clips_event_recall_is_unchanged_by_motion_gating() {
     );
     assert!(inferred(&on) < inferred(&off), "gating skips inference: {} vs {}", inferred(&on), inferred(&off));
     assert!(out.contains("chelsea-pan: fires at [] s") && out.contains("coffee-pan: fires at [] s"), "{out}");
+    // the mask as a fitted attribute on persons' head crops (README's kinds table)
+    assert!(out.contains("| attribute_missing | 5 | 4 of 4 | 5 | 1 |"), "{out}");
 }
 
 /// Counts what the real analysis loop sends on: health changes and violations.
@@ -278,7 +280,13 @@ fn run_analysis_loop(
     let mask = vigil::privacy::PrivacyMask::load(&repo().join("privacy-masks/cam-astronaut.toml")).unwrap();
     let no_mask: RuleConfig = toml::from_str("kind = \"no_mask\"\ntemporal = \"median\"\nthreshold = 0.9").unwrap();
     let utensils: RuleConfig = toml::from_str("kind = \"utensils_left\"\ndwell_s = 3").unwrap();
-    let env = RuleEnv { object_labels: Some(labels), gate: true, gate_recheck_s: 2.0, dirty_head: false };
+    let env = RuleEnv {
+        object_labels: Some(labels),
+        gate: true,
+        gate_recheck_s: 2.0,
+        dirty_head: false,
+        attribute_heads: None,
+    };
     let rules = validate_rules(&[no_mask, utensils], &env).unwrap();
     let stats = std::sync::Arc::new(vigil::telemetry::CameraStats::detached("alloc-test"));
     let a = Analyser::new(
@@ -320,6 +328,7 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
         ),
         objects: Some(ObjectDetector::load(&dir, "coco-nanodet", &o).unwrap()),
         dirty: None,
+        attributes: Vec::new(),
     };
     let labels = set.objects.as_ref().unwrap().labels().to_vec();
     let pool = std::sync::Arc::new(ModelPool::new(vec![set]));

@@ -249,6 +249,10 @@ catalogue! {
     kind_utensils_left: "餐具未清理", "utensils left";
     kind_object_present: "区域内出现违规对象", "object present";
     kind_object_with_person: "作业时持有违规物品", "object held by a person";
+    kind_attribute_missing: "未按规定穿戴", "attribute missing";
+    part_person: "整个人体", "the whole person";
+    part_upper: "上半身", "the upper body";
+    part_head: "头部", "the head";
     param_key: "参数", "Parameter";
     meaning: "含义", "Meaning";
     range: "范围", "Range";
@@ -512,6 +516,16 @@ pub fn kind_msg(k: crate::rules::RuleKind) -> Msg {
         crate::rules::RuleKind::UtensilsLeft => Msg::kind_utensils_left,
         crate::rules::RuleKind::ObjectPresent => Msg::kind_object_present,
         crate::rules::RuleKind::ObjectWithPerson => Msg::kind_object_with_person,
+        crate::rules::RuleKind::AttributeMissing => Msg::kind_attribute_missing,
+    }
+}
+
+/// A person's part (an attribute head's crop) in words.
+pub fn part_msg(p: crate::rules::Part) -> Msg {
+    match p {
+        crate::rules::Part::Person => Msg::part_person,
+        crate::rules::Part::Upper => Msg::part_upper,
+        crate::rules::Part::Head => Msg::part_head,
     }
 }
 
@@ -548,29 +562,38 @@ pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &
         (UtensilsLeft | ObjectPresent | ObjectWithPerson, "threshold") => {
             ("物体检测阈值", "物体检测器（NanoDet）得分阈值")
         }
+        (AttributeMissing, "threshold") => ("人体检测阈值", "物体检测器对人体的得分阈值"),
+        (AttributeMissing, "head") => {
+            ("穿戴分类头", "`vigil fit --kind attribute` 拟合的分类头（models/<id>.toml），在启动时加载")
+        }
+        (AttributeMissing, "part") => {
+            ("裁剪部位", "分类头判断的人体部位：整个人体（工作服）、上半身或头部（帽子、口罩）")
+        }
+        (AttributeMissing, "missing_threshold") => ("未穿戴概率阈值", "分类头判为未穿戴所需的最低概率"),
+        (AttributeMissing, "min_box_px") => ("最小人体（像素）", "短边小于此值的人体不计（太小看不清穿戴）"),
         (UtensilsLeft | ObjectPresent | ObjectWithPerson, "min_box_px") => {
             ("最小物体（像素）", "短边小于此值的物体不计（分析帧像素）")
         }
-        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "dwell_s") => {
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson | AttributeMissing, "dwell_s") => {
             ("停留时间（秒）", "物体在区域内停留超过此时长才触发（每段只触发一次）")
         }
-        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "max_gap_s") => {
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson | AttributeMissing, "max_gap_s") => {
             ("离开判定（秒）", "物体超过此时长未被看到即视为离开（再出现重新计时）")
         }
         (UtensilsLeft, "episode_gap_s") => {
             ("同段间隔（秒）", "已触发的物体在此时长内于同一位置再出现，仍属同一段，不再触发")
         }
-        (ObjectPresent | ObjectWithPerson, "episode_gap_s") => {
+        (ObjectPresent | ObjectWithPerson | AttributeMissing, "episode_gap_s") => {
             ("同段间隔（秒）", "触发后，同类对象在此时长内于区域内任何位置再出现，仍属同一段，不再触发")
         }
         (ObjectWithPerson, "person_threshold") => ("人体检测阈值", "判定持有者所用的人体检测得分阈值"),
         (ObjectWithPerson, "overlap") => ("重叠比例", "物体框被人体框覆盖的最低比例（0.5 即至少一半）"),
-        (ObjectPresent | ObjectWithPerson, "working_hours") => {
+        (ObjectPresent | ObjectWithPerson | AttributeMissing, "working_hours") => {
             ("营业时段", "本地营业时段 HH:MM-HH:MM；设置后规则只在营业时段以外生效（如非营业时间有人进入后厨）")
         }
         (UtensilsLeft, "require_dirty") => ("仅计未清洗餐具", "只计清洁/脏污分类头判为脏污的物体"),
         (UtensilsLeft, "dirty_threshold") => ("脏污概率阈值", "开启“仅计未清洗餐具”时，判为脏污的最低概率"),
-        (UtensilsLeft | ObjectPresent | ObjectWithPerson, "hours") => {
+        (UtensilsLeft | ObjectPresent | ObjectWithPerson | AttributeMissing, "hours") => {
             ("适用时段", "规则生效的本地时段 HH:MM-HH:MM（可跨午夜，如 22:00-06:00）；留空为全天")
         }
         (_, "severity") => ("情节", "写入事件的情节等级（minor 一般、major 严重等）"),

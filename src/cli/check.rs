@@ -34,7 +34,8 @@ pub fn run(a: Args) -> ExitCode {
     }
     if needs.objects {
         wanted.push((m.objects.clone(), &crate::detect::ObjectDecoder::NAMES[..]));
-        if let Some(h) = m.dirty() {
+        let heads = p.attribute_heads();
+        for h in m.dirty().into_iter().chain(heads.iter().map(String::as_str)) {
             match crate::detect::FittedHead::load(&p.models_dir, h) {
                 Ok(head) => wanted.push((head.features_model.clone(), &["softmax2"][..])),
                 Err(e) => {

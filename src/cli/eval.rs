@@ -1,5 +1,6 @@
 //! `vigil eval`, `vigil eval-clips`, `vigil fit`: detection quality, and fitting the no-mask head.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,6 +68,26 @@ pub enum HeadKind {
     NoMask,
     /// The clean/dirty head (utensil crops; `models.dirty_head`).
     Dirty,
+    /// An attribute head for `attribute_missing` (`--name`, `--crops`).
+    Attribute,
+}
+
+/// `--part`: a person's part, as the rules name it.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartArg {
+    Person,
+    Upper,
+    Head,
+}
+
+impl From<PartArg> for crate::rules::Part {
+    fn from(p: PartArg) -> Self {
+        match p {
+            PartArg::Person => crate::rules::Part::Person,
+            PartArg::Upper => crate::rules::Part::Upper,
+            PartArg::Head => crate::rules::Part::Head,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -78,15 +99,29 @@ pub struct FitArgs {
     /// Which head to fit.
     #[arg(long, value_enum, default_value = "no-mask")]
     pub kind: HeadKind,
-    /// Head id: writes models/<id>.json and models/<id>.toml (default mask-head-fitted, or
-    /// dirty-head-fitted with --kind dirty).
+    /// Head id: writes models/<id>.json and models/<id>.toml (default mask-head-fitted,
+    /// dirty-head-fitted with --kind dirty, <name>-attribute-head with --kind attribute).
     #[arg(long)]
     pub id: Option<String>,
-    /// A site's own labelled crops, always training data (repeatable): folders with
-    /// `with_mask/` and `without_mask/` images (no-mask head), or `clean/` and `dirty/` (dirty
-    /// head).
+    /// With --kind attribute: the attribute's name (`hat`, `gloves`); the crops are in
+    /// `with_<name>/` and `without_<name>/`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With --kind attribute: the part of the person the head judges, cut from each crop as the
+    /// rule cuts it (the `part` of the `attribute_missing` rules that use the head).
+    #[arg(long, value_enum, default_value = "head")]
+    pub part: PartArg,
+    /// A site's own labelled crops (repeatable): folders with `with_mask/` and `without_mask/`
+    /// images (no-mask head; always training data), `clean/` and `dirty/` (dirty head; always
+    /// training data), or `with_<name>/` and `without_<name>/` (attribute head: split by image
+    /// into a fit and an evaluation part).
     #[arg(long)]
     pub crops: Vec<PathBuf>,
+    /// With --kind attribute: labelled scenes (repeatable), Pascal VOC (`annotations/*.xml`,
+    /// `images/*.jpg`) with boxes `with_<name>` / `without_<name>` on the part: each person found
+    /// whose part holds one box takes its label (split by image as the crops).
+    #[arg(long)]
+    pub scenes: Vec<PathBuf>,
     #[arg(long, default_value_t = 24.0)]
     pub min_face_px: f32,
     /// L2 strengths of the logistic head to choose among (by cross-validation on the fit part;
@@ -200,9 +235,34 @@ pub fn clips(a: ClipsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
+    let default_l2 = a.l2 == [0.003, 0.01, 0.03];
+    if a.kind == HeadKind::Attribute {
+        let name = a.name.as_deref().context("--kind attribute needs --name (the attribute: hat, gloves, ...)")?;
+        let id = a.id.clone().unwrap_or_else(|| crate::eval::attribute::head_id(name));
+        let l2 = if default_l2 { vec![0.003, 0.01, 0.03, 0.1, 0.3] } else { a.l2.clone() };
+        let src = crate::eval::attribute::Sources { crops: &a.crops, scenes: &a.scenes };
+        let (f, r) = crate::eval::attribute::fit_attribute(name, a.part.into(), &src, &a.models, &id, &l2)?;
+        println!(
+            "chosen l2 {}; fitted on {} examples ({} without {name}); data SHA-256 {}",
+            r.l2, r.fit_examples, r.fit_missing, r.data_sha256
+        );
+        for (what, e) in [("crops", &r.crops), ("persons in the scenes", &r.scenes)] {
+            if let Some((e, n)) = e {
+                println!(
+                    "evaluation part, {what} ({n}, never fitted on) @ 0.5: missing P {:.2} R {:.2} F1 {:.2} (tp {} fp {} fn {})",
+                    e.precision, e.recall, e.f1, e.tp, e.fp, e.fn_
+                );
+            }
+        }
+        println!("wrote {}", f.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.name.is_some() || !a.scenes.is_empty() {
+        anyhow::bail!("--name and --scenes are for --kind attribute");
+    }
     if a.kind == HeadKind::Dirty {
         let id = a.id.as_deref().unwrap_or("dirty-head-fitted");
-        let l2 = if a.l2 == [0.003, 0.01, 0.03] { vec![0.01, 0.03, 0.1, 0.3, 1.0] } else { a.l2.clone() };
+        let l2 = if default_l2 { vec![0.01, 0.03, 0.1, 0.3, 1.0] } else { a.l2.clone() };
         let (f, r) = crate::eval::dishes::fit_dirty(&a.data, &a.crops, &a.models, id, &l2)?;
         let e = &r.evaluation;
         let l = &r.loo_all;

@@ -71,8 +71,9 @@ pub enum Cmd {
     /// Event-level precision and recall of the full rules (tracking, temporal rule, cooldown,
     /// dwell) on labelled clips, with motion gating on and off and both temporal rules.
     EvalClips(eval::ClipsArgs),
-    /// Fit a head on backbone features: the no-mask head (labelled scenes' fit part and crops) or,
-    /// with --kind dirty, the clean/dirty head (labelled plates); a site's own crops with --crops.
+    /// Fit a head on backbone features: the no-mask head (labelled scenes' fit part and crops),
+    /// with --kind dirty the clean/dirty head (labelled plates), with --kind attribute --name NAME
+    /// an attribute head for `attribute_missing` (a site's crops in with_NAME/, without_NAME/).
     Fit(eval::FitArgs),
     /// Rule thresholds and parameters in the NATS KV bucket that running workers follow.
     #[command(subcommand)]

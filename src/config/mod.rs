@@ -205,6 +205,7 @@ impl Pipeline {
             gate: raw.analysis.gate,
             gate_recheck_s: raw.analysis.gate_recheck_s,
             dirty_head: raw.models.dirty().is_some(),
+            attribute_heads: None,
         };
         let mut seen = std::collections::HashSet::new();
         let mut cameras = Vec::new();
@@ -213,6 +214,14 @@ impl Pipeline {
                 c.error(&format!("cameras[{i}].id"), format!("camera id {:?} is used twice", cam.id));
             }
             cameras.push(cam.resolve(i, &env, &mut c));
+            // an attribute head a rule names must be there, whole (its manifest's hash)
+            for (j, r) in cam.rules.iter().enumerate() {
+                if let Some(h) = r.attribute_head().filter(|h| crate::rules::valid_id(h))
+                    && let Err(e) = crate::detect::FittedHead::load(&c.resolve(&raw.models.dir), h)
+                {
+                    c.error(&format!("cameras[{i}].rules[{j}].head"), format!("{e:#}"));
+                }
+            }
         }
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
@@ -280,6 +289,7 @@ impl Pipeline {
             gate: self.settings.analysis.gate,
             gate_recheck_s: self.settings.analysis.gate_recheck_s,
             dirty_head: self.settings.models.dirty().is_some(),
+            attribute_heads: None,
         }
     }
 
@@ -306,6 +316,13 @@ impl Pipeline {
     /// The models this pipeline's rules need.
     pub fn needs(&self) -> crate::rules::Needs {
         self.cameras.iter().fold(Default::default(), |n, c| n.union(c.rules.needs()))
+    }
+
+    /// The attribute heads the rules name (each once, sorted): loaded at start.
+    pub fn attribute_heads(&self) -> Vec<String> {
+        let heads: std::collections::BTreeSet<&str> =
+            self.cameras.iter().flat_map(|c| c.rules.attribute_heads()).collect();
+        heads.into_iter().map(str::to_string).collect()
     }
 }
 

@@ -327,6 +327,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let (no_mask, objects) = (needs.faces, needs.objects);
     let dir = p.models_dir.clone();
     let m = p.settings.models.clone();
+    let heads = p.attribute_heads();
     let opts = RuntimeOptions {
         execution_providers: m.execution_providers.clone(),
         intra_threads: m.threads(),
@@ -344,6 +345,10 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
                         Some(h) => Some(crate::detect::load_head(&dir, h, &opts)?),
                         None => None,
                     },
+                    attributes: heads
+                        .iter()
+                        .map(|h| crate::detect::load_head(&dir, h, &opts))
+                        .collect::<Result<_>>()?,
                 })
             })
             .collect()

@@ -48,6 +48,8 @@ pub struct RuleControl {
     labels: Option<Vec<String>>,
     /// Which models are loaded.
     loaded: Needs,
+    /// The attribute heads loaded.
+    loaded_heads: Vec<String>,
     base: BTreeMap<String, Vec<RuleConfig>>,
     overrides: BTreeMap<(String, String), (Override, String)>,
     pub current: BTreeMap<String, CameraRules>,
@@ -77,6 +79,7 @@ impl RuleControl {
             dirty_head: p.settings.models.dirty().is_some(),
             labels,
             loaded: p.needs(),
+            loaded_heads: p.attribute_heads(),
             base: p.camera_configs.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
             overrides: BTreeMap::new(),
             current: p.cameras.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
@@ -107,13 +110,14 @@ impl RuleControl {
             gate: self.gate,
             gate_recheck_s: self.gate_recheck_s,
             dirty_head: self.dirty_head,
+            attribute_heads: Some(&self.loaded_heads),
         };
         let checked = self.effective(cam).and_then(|rules| {
             let r = validate_rules(&rules, &env)
                 .map_err(|es| es.into_iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; "))?;
             let (need, have) = (r.needs(), self.loaded);
             if need.objects && !have.objects {
-                return Err("needs the object detector (models.objects: a utensils_left rule, or person_pass on \
+                return Err("needs the object detector (models.objects: an object rule, or person_pass on \
                             no_mask), which this worker did not load: needs a restart"
                     .into());
             }

@@ -26,7 +26,8 @@ pub use face::{Face, FaceDetector, decode_centerface, decode_centerface_into};
 pub use mask::{FittedHead, MaskClassifier};
 pub use nms::{nms, nms_in_place};
 pub use objects::{
-    Object, ObjectDecoder, ObjectDetector, decode_nanodet_stride, decode_yolo, nms_per_class, nms_per_class_in_place,
+    Object, ObjectDecoder, ObjectDetector, decode_centernet, decode_nanodet_stride, decode_ssd, decode_yolo,
+    nms_per_class, nms_per_class_in_place,
 };
 pub use pool::{ModelPool, ModelSet};
 pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, gpu_providers, read_labels};

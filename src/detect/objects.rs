@@ -1,7 +1,8 @@
 //! The object detector: the vendored NanoDet-g COCO model (MODELS.md §4: GFL decoding per stride),
 //! or a model a site brings with its manifest (`models/<id>.toml`, `decoder = "yolov8"` for the
-//! YOLOv8/v11 output layout, `"yolov5"` for YOLOv5's), its class names in the manifest's `labels`;
-//! per-class NMS either way.
+//! YOLOv8/v11 output layout, `"yolov5"` for YOLOv5's, `"ssd"` for decoded boxes with class scores,
+//! `"centernet"` for a heatmap with sizes and offsets), its class names in the manifest's
+//! `labels`; per-class NMS either way.
 
 use std::path::Path;
 
@@ -83,19 +84,118 @@ pub enum ObjectDecoder {
     /// YOLOv5: one output `[1, anchors, 5 + classes]`: cx, cy, w, h, objectness, class scores
     /// (score = objectness × class score).
     Yolov5,
+    /// SSD-style decoded boxes: `boxes [1, N, 4]` (x1, y1, x2, y2 as fractions of the input) and
+    /// `scores [1, N, classes]` (probabilities), in that order.
+    Ssd,
+    /// CenterNet: `heatmap [1, classes, H, W]` (sigmoid applied), `size [1, 2, H, W]` (width,
+    /// height in heatmap cells), `offset [1, 2, H, W]` (x, y within the cell), in that order; a
+    /// detection is a cell no neighbour of its class outscores (the 3×3 max-pool peak).
+    CenterNet,
 }
 
 impl ObjectDecoder {
-    pub const NAMES: [&str; 3] = ["nanodet-gfl", "yolov8", "yolov5"];
+    pub const NAMES: [&str; 5] = ["nanodet-gfl", "yolov8", "yolov5", "ssd", "centernet"];
 
     fn of(name: &str) -> Option<ObjectDecoder> {
         Some(match name {
             "nanodet-gfl" => ObjectDecoder::NanoDet,
             "yolov8" => ObjectDecoder::Yolov8,
             "yolov5" => ObjectDecoder::Yolov5,
+            "ssd" => ObjectDecoder::Ssd,
+            "centernet" => ObjectDecoder::CenterNet,
             _ => return None,
         })
     }
+
+    /// The outputs the decoder reads.
+    fn outputs(self) -> usize {
+        match self {
+            ObjectDecoder::NanoDet => 6,
+            ObjectDecoder::Yolov8 | ObjectDecoder::Yolov5 => 1,
+            ObjectDecoder::Ssd => 2,
+            ObjectDecoder::CenterNet => 3,
+        }
+    }
+}
+
+/// The best wanted class of `scores` above `threshold`.
+fn best_class(scores: impl Iterator<Item = f32>, threshold: f32, wanted: &[bool]) -> Option<(usize, f32)> {
+    scores
+        .enumerate()
+        .filter(|&(c, _)| wanted.get(c).copied().unwrap_or(false))
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .filter(|b| b.1 > threshold)
+}
+
+/// A box from its corners, clamped to `[0, w] × [0, h]`.
+fn clamped(x1: f32, y1: f32, x2: f32, y2: f32, (w, h): (f32, f32)) -> BBox {
+    BBox { x1: x1.clamp(0.0, w), y1: y1.clamp(0.0, h), x2: x2.clamp(0.0, w), y2: y2.clamp(0.0, h) }
+}
+
+/// SSD-style decoding ([`ObjectDecoder::Ssd`]), appended to `out`: each box's best wanted class
+/// scoring above `threshold`; boxes in input pixels.
+pub fn decode_ssd(
+    boxes: &[f32],
+    scores: &[f32],
+    classes: usize,
+    size: (f32, f32),
+    threshold: f32,
+    wanted: &[bool],
+    out: &mut Vec<Object>,
+) {
+    let n = (boxes.len() / 4).min(scores.len() / classes.max(1));
+    for a in 0..n {
+        let s = scores[a * classes..(a + 1) * classes].iter().copied();
+        let Some((class, score)) = best_class(s, threshold, wanted) else { continue };
+        let b = &boxes[a * 4..a * 4 + 4];
+        let bbox = clamped(b[0] * size.0, b[1] * size.1, b[2] * size.0, b[3] * size.1, size);
+        out.push(Object { bbox, score, class: class as u16 });
+    }
+}
+
+/// CenterNet decoding ([`ObjectDecoder::CenterNet`]), appended to `out`: every peak of a wanted
+/// class's heatmap above `threshold`; the heatmap's stride is the input's size over its own.
+/// Outputs whose sizes do not fit one another and the input are an error.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_centernet(
+    heat: &[f32],
+    wh: &[f32],
+    offset: &[f32],
+    classes: usize,
+    (w, h): (f32, f32),
+    threshold: f32,
+    wanted: &[bool],
+    out: &mut Vec<Object>,
+) -> Result<()> {
+    let cells = heat.len() / classes.max(1);
+    let stride = ((w * h) / cells.max(1) as f32).sqrt();
+    let (gw, gh) = ((w / stride).round() as usize, (h / stride).round() as usize);
+    if gw * gh != cells || heat.len() != classes * cells || wh.len() != 2 * cells || offset.len() != 2 * cells {
+        anyhow::bail!(
+            "centernet outputs do not fit a {w}×{h} input: heatmap {} values for {classes} classes, size {}, offset {}",
+            heat.len(),
+            wh.len(),
+            offset.len()
+        );
+    }
+    for c in (0..classes).filter(|&c| wanted.get(c).copied().unwrap_or(false)) {
+        let plane = &heat[c * cells..(c + 1) * cells];
+        for (i, &v) in plane.iter().enumerate() {
+            let (x, y) = (i % gw, i / gw);
+            let peak = || {
+                (y.saturating_sub(1)..(y + 2).min(gh))
+                    .all(|yy| (x.saturating_sub(1)..(x + 2).min(gw)).all(|xx| plane[yy * gw + xx] <= v))
+            };
+            if v <= threshold || !peak() {
+                continue;
+            }
+            let (cx, cy) = ((x as f32 + offset[i]) * stride, (y as f32 + offset[cells + i]) * stride);
+            let (bw, bh) = (wh[i] * stride, wh[cells + i] * stride);
+            let bbox = clamped(cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0, (w, h));
+            out.push(Object { bbox, score: v, class: c as u16 });
+        }
+    }
+    Ok(())
 }
 
 /// YOLO decoding of one output (layout `decoder`: [`ObjectDecoder::Yolov8`] or `Yolov5`), appended to
@@ -123,18 +223,10 @@ pub fn decode_yolo(
         if objectness <= threshold {
             continue;
         }
-        let best = (0..classes)
-            .filter(|&c| wanted.get(c).copied().unwrap_or(false))
-            .map(|c| (c, objectness * at(a, first + c)))
-            .max_by(|x, y| x.1.total_cmp(&y.1));
-        let Some((class, score)) = best.filter(|b| b.1 > threshold) else { continue };
+        let scores = (0..classes).map(|c| objectness * at(a, first + c));
+        let Some((class, score)) = best_class(scores, threshold, wanted) else { continue };
         let (cx, cy, bw, bh) = (at(a, 0), at(a, 1), at(a, 2), at(a, 3));
-        let bbox = BBox {
-            x1: (cx - bw / 2.0).clamp(0.0, w),
-            y1: (cy - bh / 2.0).clamp(0.0, h),
-            x2: (cx + bw / 2.0).clamp(0.0, w),
-            y2: (cy + bh / 2.0).clamp(0.0, h),
-        };
+        let bbox = clamped(cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0, (w, h));
         out.push(Object { bbox, score, class: class as u16 });
     }
 }
@@ -166,10 +258,7 @@ impl ObjectDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<ObjectDetector> {
         let info = ModelInfo::load_one_of(dir, id, &ObjectDecoder::NAMES)?;
         let decoder = ObjectDecoder::of(&info.manifest.decoder).expect("a decoder load_one_of accepted");
-        let outputs = match decoder {
-            ObjectDecoder::NanoDet => 6,
-            _ => 1,
-        };
+        let outputs = decoder.outputs();
         if info.manifest.outputs.len() != outputs {
             anyhow::bail!(
                 "model manifest of {id:?}: decoder {:?} reads {outputs} output(s), the manifest names {}",
@@ -235,6 +324,15 @@ impl ObjectDetector {
                     let (cls, reg) = (self.run.output(2 * k)?, self.run.output(2 * k + 1)?);
                     decode_nanodet_stride(cls, reg, classes, stride, w as f32, threshold, wanted, objects);
                 }
+            }
+            ObjectDecoder::Ssd => {
+                let size = (w as f32, h as f32);
+                decode_ssd(self.run.output(0)?, self.run.output(1)?, classes, size, threshold, wanted, objects)
+            }
+            ObjectDecoder::CenterNet => {
+                let (heat, wh, off) = (self.run.output(0)?, self.run.output(1)?, self.run.output(2)?);
+                decode_centernet(heat, wh, off, classes, (w as f32, h as f32), threshold, wanted, objects)
+                    .map_err(|e| anyhow::anyhow!("model {}: {e}", self.info.id))?;
             }
             d => decode_yolo(d, self.run.output(0)?, classes, (w as f32, h as f32), threshold, wanted, objects),
         }

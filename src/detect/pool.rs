@@ -6,21 +6,29 @@ use super::{Face, Models, ObjectDetector};
 use crate::frame::{BBox, RgbFrame};
 
 /// One copy of every model the pipeline needs: the no-mask pair and/or the object detector.
+#[derive(Default)]
 pub struct ModelSet {
     pub no_mask: Option<Models>,
     pub objects: Option<ObjectDetector>,
     /// The clean/dirty head on its features model (with the object detector, when configured).
     pub dirty: Option<super::MaskClassifier>,
+    /// The attribute heads the `attribute_missing` rules name, each on its features model.
+    pub attributes: Vec<super::MaskClassifier>,
 }
 
 impl ModelSet {
+    /// The attribute head `id`, on its features model.
+    pub fn attribute(&mut self, id: &str) -> Option<&mut super::MaskClassifier> {
+        self.attributes.iter_mut().find(|m| m.head.as_ref().is_some_and(|h| h.id == id))
+    }
+
     /// Models in use, for manifests.
     pub fn infos(&self) -> Vec<(String, String)> {
         let mut v = self.no_mask.as_ref().map(Models::infos).unwrap_or_default();
         if let Some(o) = &self.objects {
             v.push((o.info.id.clone(), o.info.sha256.clone()));
         }
-        if let Some(h) = self.dirty.as_ref().and_then(|d| d.head.as_ref()) {
+        for h in self.dirty.iter().chain(&self.attributes).filter_map(|d| d.head.as_ref()) {
             v.push((h.id.clone(), h.sha256.clone()));
         }
         v

@@ -108,12 +108,22 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
+    let mut labelled = Vec::new();
+    for f in &files {
+        let text = crate::util::fsx::read_text(f, crate::util::fsx::limits::PIPELINE)?;
+        let label: ClipLabel =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.message()))?;
+        let base = label_rule(f, &label.rule, p)?;
+        labelled.push((f, label, base));
+    }
     let o = crate::detect::RuntimeOptions::default();
     let (m, dir) = (&p.settings.models, &p.models_dir);
+    let heads: std::collections::BTreeSet<&str> = labelled.iter().filter_map(|l| l.2.attribute_head()).collect();
     let set = crate::detect::ModelSet {
         no_mask: Some(crate::detect::Models::load(dir, &m.face, &m.mask, m.head(), &o)?),
         objects: Some(crate::detect::ObjectDetector::load(dir, &m.objects, &o)?),
         dirty: m.dirty().map(|h| crate::detect::load_head(dir, h, &o)).transpose()?,
+        attributes: heads.iter().map(|h| crate::detect::load_head(dir, h, &o)).collect::<Result<_>>()?,
     };
     let (fps, width) = (p.settings.analysis.fps, p.settings.analysis.width);
     let configured_gate = p.settings.analysis.gate_settings();
@@ -132,11 +142,8 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
     let mut scores: Vec<EventScore> =
         variants.iter().map(|v| EventScore { variant: v.0.into(), ..Default::default() }).collect();
     let bar = crate::util::progress::bar(files.len() as u64, "clips");
-    for f in &files {
+    for (f, label, base) in &labelled {
         bar.inc(1);
-        let text = crate::util::fsx::read_text(f, crate::util::fsx::limits::PIPELINE)?;
-        let label: ClipLabel =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.message()))?;
         let path = match label.clip.strip_prefix("shared:") {
             Some(rel) => data.join(rel),
             None => repo.join(&label.clip),
@@ -150,7 +157,6 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
             );
         }
         let frames = crate::ingest::analysis_frames(&path, fps, width)?;
-        let base = label_rule(f, &label.rule, p)?;
         let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         // (gating, regions, temporal rule) → what that run gave: the temporal variants change
         // no_mask only, so an object rule runs once per gating setting
@@ -160,7 +166,7 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
             let run = match done.iter().find(|(x, _)| *x == key) {
                 Some((_, r)) => r.clone(),
                 None => {
-                    let r = run_clip(f, &name, &frames, &base, temporal, gate, regions, p, &pool, &label_names)?;
+                    let r = run_clip(f, &name, &frames, base, temporal, gate, regions, p, &pool, &label_names)?;
                     done.push((key, r.clone()));
                     r
                 }

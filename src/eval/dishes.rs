@@ -14,126 +14,42 @@ use serde::Serialize;
 use super::fit::write_head;
 use super::logistic::fit_logistic;
 use super::metrics::Prf;
+use super::photos::{Photo, fit_part, head_of, labelled, prf, rows, score};
 use crate::detect::{FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
-use crate::frame::RgbFrame;
 
 use super::backbone::FEATURES_MODEL;
-
-/// One labelled photo: its features (and its mirror image's), whether it is dirty, and whether
-/// it is in the fit part.
-#[derive(Debug, Clone)]
-pub struct Dish {
-    pub stem: String,
-    pub features: Vec<f32>,
-    pub mirror: Vec<f32>,
-    pub dirty: bool,
-    pub fit_part: bool,
-}
-
-/// `<dir>/clean/*`, `<dir>/dirty/*` (images), sorted, each with whether it is dirty.
-pub fn labelled_dishes(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
-    let mut out = Vec::new();
-    for (sub, dirty) in [("clean", false), ("dirty", true)] {
-        let d = dir.join(sub);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
-            .with_context(|| format!("{}: cannot read (labelled photos: clean/ and dirty/)", d.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && !p.is_symlink())
-            .collect();
-        files.sort();
-        out.extend(files.into_iter().map(|f| (f, dirty)));
-    }
-    if out.is_empty() {
-        bail!("{}: no photos in clean/ or dirty/", dir.display());
-    }
-    Ok(out)
-}
 
 /// The utensil classes whose crops the head sees (as `utensils_left` counts by default).
 const UTENSILS: [&str; 7] = ["cup", "bowl", "fork", "knife", "spoon", "bottle", "wine glass"];
 
-/// Features of every labelled photo under `dir`; `fit_part` decides the split by file stem.
+/// The label folders: `clean/` and `dirty/` (positive).
+const FOLDERS: [(&str, bool); 2] = [("clean", false), ("dirty", true)];
+
+/// Features of every labelled photo under `dir` on its largest utensil; `fit_part` decides the
+/// split by `clean/0001`-style name.
 pub fn measure_dishes(
     dir: &Path,
     objects: &mut ObjectDetector,
     cls: &mut MaskClassifier,
     fit_part: impl Fn(&str) -> bool,
-) -> Result<Vec<Dish>> {
-    let labels = objects.labels().to_vec();
-    let wanted: Vec<bool> = labels.iter().map(|l| UTENSILS.contains(&l.as_str())).collect();
-    let files = labelled_dishes(dir)?;
-    let mut out = Vec::new();
+) -> Result<Vec<Photo>> {
+    let wanted: Vec<bool> = objects.labels().iter().map(|l| UTENSILS.contains(&l.as_str())).collect();
     let mut found = Vec::new();
-    for (f, dirty) in files {
-        let img = image::open(&f).with_context(|| format!("{}", f.display()))?.to_rgb8();
-        let frame = RgbFrame::from_image(&img);
-        let mirrored = RgbFrame::from_image(&image::imageops::flip_horizontal(&img));
-        objects.detect_in(&frame, frame.full(), 0.3, &wanted, &mut found)?;
-        let b = found.iter().map(|o| o.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full());
-        let features = cls.features(&frame, &[b])?.1.remove(0);
-        let mirror = cls.features(&mirrored, &[super::scenes::mirror_box(b, frame.width as f32)])?.1.remove(0);
-        let stem = format!(
-            "{}/{}",
-            if dirty { "dirty" } else { "clean" },
-            f.file_stem().unwrap_or_default().to_string_lossy()
-        );
-        let fit = fit_part(&stem);
-        out.push(Dish { stem, features, mirror, dirty, fit_part: fit });
-    }
-    Ok(out)
-}
-
-/// The split of the shared photos: by image, as the scenes (first byte of SHA-256 of the
-/// `clean/0001`-style name below 154, ≈ 60 %).
-pub fn shared_fit_part(stem: &str) -> bool {
-    <sha2::Sha256 as sha2::Digest>::digest(stem.as_bytes())[0] < 154
-}
-
-fn rows(dishes: &[&Dish], mirror: bool) -> (Vec<Vec<f32>>, Vec<bool>) {
-    let mut out = (Vec::new(), Vec::new());
-    for d in dishes {
-        out.0.push(d.features.clone());
-        out.1.push(d.dirty);
-        if mirror {
-            out.0.push(d.mirror.clone());
-            out.1.push(d.dirty);
-        }
-    }
-    out
-}
-
-fn head_of(id: &str, fitted: (Vec<f32>, Vec<f32>, Vec<f32>, f32)) -> FittedHead {
-    FittedHead::logistic(id, FEATURES_MODEL, fitted, vec![0.0])
-}
-
-/// Dirty precision / recall at `threshold` of `head` on `dishes`.
-pub fn score(head: &FittedHead, dishes: &[&Dish], threshold: f32) -> Prf {
-    let pairs: Vec<(f32, bool)> = dishes.iter().map(|d| (head.predict(&d.features), d.dirty)).collect();
-    prf(&pairs, threshold)
-}
-
-fn prf(pairs: &[(f32, bool)], threshold: f32) -> Prf {
-    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
-    for &(p, dirty) in pairs {
-        match (p >= threshold, dirty) {
-            (true, true) => tp += 1,
-            (true, false) => fp += 1,
-            (false, true) => fn_ += 1,
-            _ => {}
-        }
-    }
-    Prf::of_counts(threshold, tp, fp, fn_)
+    let largest_utensil = |frame: &crate::frame::RgbFrame| {
+        objects.detect_in(frame, frame.full(), 0.3, &wanted, &mut found)?;
+        Ok(found.iter().map(|o| o.bbox).max_by(|a, b| a.area().total_cmp(&b.area())).unwrap_or(frame.full()))
+    };
+    super::photos::measure(&labelled(dir, FOLDERS)?, cls, largest_utensil, fit_part)
 }
 
 /// Leave-one-image-out predictions over `dishes` (each fitted without that photo).
-fn leave_one_out(dishes: &[&Dish], l2: f32, mirror: bool) -> Vec<(f32, bool)> {
+fn leave_one_out(dishes: &[&Photo], l2: f32, mirror: bool) -> Vec<(f32, bool)> {
     (0..dishes.len())
         .map(|i| {
-            let rest: Vec<&Dish> = dishes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| *d).collect();
+            let rest: Vec<&Photo> = dishes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| *d).collect();
             let (x, y) = rows(&rest, mirror);
             let h = head_of("", fit_logistic(&x, &y, l2, 500));
-            (h.predict(&dishes[i].features), dishes[i].dirty)
+            (h.predict(&dishes[i].features), dishes[i].positive)
         })
         .collect()
 }
@@ -156,14 +72,14 @@ pub fn fit_dirty(data: &Path, site: &[PathBuf], models: &Path, id: &str, l2s: &[
     let o = RuntimeOptions { intra_threads: 2, ..Default::default() };
     let mut objects = ObjectDetector::load(models, "coco-nanodet", &o)?;
     let mut cls = MaskClassifier::load(models, FEATURES_MODEL, &o)?;
-    let shared = measure_dishes(&data.join("dishes"), &mut objects, &mut cls, shared_fit_part)?;
+    let shared = measure_dishes(&data.join("dishes"), &mut objects, &mut cls, fit_part)?;
     let mut own = Vec::new();
     for d in site {
         own.extend(measure_dishes(d, &mut objects, &mut cls, |_| true)?);
     }
-    let fit: Vec<&Dish> = shared.iter().filter(|d| d.fit_part).collect();
-    let eval: Vec<&Dish> = shared.iter().filter(|d| !d.fit_part).collect();
-    if fit.iter().all(|d| d.dirty) || fit.iter().all(|d| !d.dirty) {
+    let fit: Vec<&Photo> = shared.iter().filter(|d| d.fit_part).collect();
+    let eval: Vec<&Photo> = shared.iter().filter(|d| !d.fit_part).collect();
+    if fit.iter().all(|d| d.positive) || fit.iter().all(|d| !d.positive) {
         bail!("the fit part needs clean and dirty photos");
     }
     eprintln!("choosing l2 by leave-one-image-out cross-validation on the fit part ({} photos):", fit.len());
@@ -181,13 +97,13 @@ pub fn fit_dirty(data: &Path, site: &[PathBuf], models: &Path, id: &str, l2s: &[
         candidates.push(serde_json::json!({"l2": l2, "loo_fit_part": p}));
     }
     let (_, l2) = best.context("no candidates (give --l2)")?;
-    let train: Vec<&Dish> = fit.iter().copied().chain(own.iter()).collect();
+    let train: Vec<&Photo> = fit.iter().copied().chain(own.iter()).collect();
     let (x, y) = rows(&train, true);
     let mut head = head_of(id, fit_logistic(&x, &y, l2, 500));
     let evaluation = score(&head, &eval, 0.5);
-    let all: Vec<&Dish> = shared.iter().collect();
+    let all: Vec<&Photo> = shared.iter().collect();
     let loo_all = prf(&leave_one_out(&all, l2, true), 0.5);
-    let dirty = train.iter().filter(|d| d.dirty).count();
+    let dirty = train.iter().filter(|d| d.positive).count();
     head.provenance = serde_json::json!({
         "data": "../shared/data/dishes (platesv2 training photos: clean/, dirty/), fit part only; plus the site's photos given with --crops",
         "split": "by image: SHA-256(\"clean/0001\"-style name)[0] < 154",
@@ -213,7 +129,7 @@ pub fn eval_dirty(data: &Path, models: &Path, head_id: &str, all: bool) -> Resul
     let head = FittedHead::load(models, head_id)?;
     let mut objects = ObjectDetector::load(models, "coco-nanodet", &o)?;
     let mut cls = MaskClassifier::load(models, &head.features_model, &o)?;
-    let dishes = measure_dishes(&data.join("dishes"), &mut objects, &mut cls, |s| !all && shared_fit_part(s))?;
-    let eval: Vec<&Dish> = dishes.iter().filter(|d| !d.fit_part).collect();
+    let dishes = measure_dishes(&data.join("dishes"), &mut objects, &mut cls, |s| !all && fit_part(s))?;
+    let eval: Vec<&Photo> = dishes.iter().filter(|d| !d.fit_part).collect();
     Ok((score(&head, &eval, 0.5), eval.len()))
 }

@@ -15,12 +15,14 @@
 //! out of both sides (neither a clear violation nor clearly compliant). Recall counts every
 //! labelled `without_mask` face of at least the minimum size, detected or not.
 
+pub mod attribute;
 pub mod backbone;
 pub mod clips;
 pub mod dishes;
 pub mod fit;
 pub mod logistic;
 pub mod metrics;
+pub mod photos;
 pub mod report;
 pub mod scenes;
 

@@ -29,7 +29,7 @@ impl Scene {
     }
 }
 
-fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
     let a = s.find(&format!("<{name}>"))? + name.len() + 2;
     let b = s[a..].find(&format!("</{name}>"))? + a;
     Some(s[a..b].trim())

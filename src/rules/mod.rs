@@ -1,10 +1,11 @@
 //! Rules stage: turns a camera's analysed frames into violations. Each rule kind is one file
-//! ([`no_mask`], [`utensils`], [`presence`]) that owns its configuration; the object kinds share
+//! ([`no_mask`], [`utensils`], [`presence`], [`attribute`]) that owns its configuration; the object kinds share
 //! one machinery ([`objects`]: tracked objects, dwell, episodes, hours); this module is the
 //! mechanism all kinds share — validation, the per-camera [`RuleSet`] with a motion
 //! gate per rule ([`gate`]), and the typed [`Fire`] / [`Raised`] a rule hands on. Nothing outside
 //! this folder names a rule kind.
 
+pub mod attribute;
 pub mod gate;
 pub mod no_mask;
 pub mod objects;
@@ -24,9 +25,10 @@ use crate::privacy::{NormPoint, Polygon};
 use crate::telemetry::CameraStats;
 use crate::track::{Track, Tracker};
 
+pub use attribute::AttributeMissingRule;
 pub use gate::{Look, MotionGate};
 pub use no_mask::{NoMaskRule, Temporal};
-pub use objects::{ObjectRule, Schedule};
+pub use objects::{ObjectRule, Part, Schedule};
 pub use presence::{ObjectPresentRule, ObjectWithPersonRule};
 pub use utensils::UtensilsRule;
 
@@ -42,6 +44,8 @@ pub enum RuleConfig {
     ObjectPresent(ObjectPresentRule),
     /// An object a person holds (a phone in a food preparation zone).
     ObjectWithPerson(ObjectWithPersonRule),
+    /// A person without an attribute a fitted head judges (a chef hat, work clothes).
+    AttributeMissing(AttributeMissingRule),
 }
 
 /// The rule kinds, as written in configs, events and manifests.
@@ -52,11 +56,17 @@ pub enum RuleKind {
     UtensilsLeft,
     ObjectPresent,
     ObjectWithPerson,
+    AttributeMissing,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 4] =
-        [RuleKind::NoMask, RuleKind::UtensilsLeft, RuleKind::ObjectPresent, RuleKind::ObjectWithPerson];
+    pub const ALL: [RuleKind; 5] = [
+        RuleKind::NoMask,
+        RuleKind::UtensilsLeft,
+        RuleKind::ObjectPresent,
+        RuleKind::ObjectWithPerson,
+        RuleKind::AttributeMissing,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,6 +74,7 @@ impl RuleKind {
             RuleKind::UtensilsLeft => "utensils_left",
             RuleKind::ObjectPresent => "object_present",
             RuleKind::ObjectWithPerson => "object_with_person",
+            RuleKind::AttributeMissing => "attribute_missing",
         }
     }
 
@@ -130,6 +141,9 @@ pub struct RuleEnv<'a> {
     pub gate_recheck_s: f64,
     /// A clean/dirty head is configured (`models.dirty_head` not "none").
     pub dirty_head: bool,
+    /// The attribute heads loaded (`None`: not known yet, not checked: at start every head the
+    /// rules name is loaded).
+    pub attribute_heads: Option<&'a [String]>,
 }
 
 /// `(key, problem)`; the key relative to the rule list (`rules[0].threshold`).
@@ -143,6 +157,7 @@ macro_rules! each {
             RuleConfig::UtensilsLeft($r) => $e,
             RuleConfig::ObjectPresent($r) => $e,
             RuleConfig::ObjectWithPerson($r) => $e,
+            RuleConfig::AttributeMissing($r) => $e,
         }
     };
 }
@@ -158,6 +173,7 @@ impl RuleConfig {
             RuleConfig::UtensilsLeft(_) => RuleKind::UtensilsLeft,
             RuleConfig::ObjectPresent(_) => RuleKind::ObjectPresent,
             RuleConfig::ObjectWithPerson(_) => RuleKind::ObjectWithPerson,
+            RuleConfig::AttributeMissing(_) => RuleKind::AttributeMissing,
         }
     }
 
@@ -186,6 +202,14 @@ impl RuleConfig {
         }
     }
 
+    /// The attribute head the rule names (`attribute_missing`).
+    pub fn attribute_head(&self) -> Option<&str> {
+        match self {
+            RuleConfig::AttributeMissing(r) => Some(&r.head),
+            _ => None,
+        }
+    }
+
     /// An object kind in the terms of the machinery they share (`None`: `no_mask`).
     pub fn object_spec(&self) -> Option<objects::Spec> {
         match self {
@@ -193,6 +217,7 @@ impl RuleConfig {
             RuleConfig::UtensilsLeft(r) => Some(r.spec()),
             RuleConfig::ObjectPresent(r) => Some(r.spec()),
             RuleConfig::ObjectWithPerson(r) => Some(r.spec()),
+            RuleConfig::AttributeMissing(r) => Some(r.spec()),
         }
     }
 
@@ -202,6 +227,7 @@ impl RuleConfig {
             RuleConfig::UtensilsLeft(r) => r.check(env, p),
             RuleConfig::ObjectPresent(r) => r.check(env, p),
             RuleConfig::ObjectWithPerson(r) => r.check(env, p),
+            RuleConfig::AttributeMissing(r) => r.check(env, p),
         }
     }
 
@@ -312,6 +338,10 @@ impl CameraRules {
     }
     pub fn get(&self, id: &str) -> Option<&RuleConfig> {
         self.0.iter().find(|r| r.id() == id)
+    }
+    /// The attribute heads the rules name.
+    pub fn attribute_heads(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(RuleConfig::attribute_head)
     }
 }
 

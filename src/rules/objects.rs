@@ -1,4 +1,5 @@
-//! The machinery of the object rules (`utensils_left`, `object_present`, `object_with_person`):
+//! The machinery of the object rules (`utensils_left`, `object_present`, `object_with_person`,
+//! `attribute_missing`):
 //! objects of the rule's classes scoring ≥ `threshold` whose centre lies in the zone are tracked
 //! per object; one that has stayed for `dwell` (seen again within `max_gap` each time) fires once.
 //! One episode is one item: after a fire, an object of the same class seen again within
@@ -7,12 +8,15 @@
 //! not fire again. With hours, dwell only counts inside (or outside) those site-local hours.
 //!
 //! A kind is a [`Spec`]: its configuration in this machinery's terms, plus the one filter that is
-//! its own (the clean/dirty head, or an object held by a person). Each kind's file owns its
+//! its own (the clean/dirty head, an object held by a person, a fitted attribute head on a part of
+//! a person). Each kind's file owns its
 //! configuration and says how it maps to a `Spec`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Fire, FrameCtx, Rule, RuleConfig, RuleEnv, Scratch, in_zone, matched, validate_zone};
 use crate::detect::{ModelPool, Object};
@@ -93,7 +97,7 @@ pub enum EpisodeScope {
 }
 
 /// What an object must be besides being in the zone.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     None,
     /// The clean/dirty head calls it dirty with at least this probability.
@@ -103,6 +107,47 @@ pub enum Filter {
         person_threshold: f32,
         overlap: f32,
     },
+    /// The fitted attribute head `head` (`models/<head>.toml`), on the crop of the person's
+    /// `part`, gives at least `missing` probability that the attribute is missing.
+    Attribute {
+        head: String,
+        part: Part,
+        missing: f32,
+    },
+}
+
+/// The crop of a person an attribute head judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The whole person box (work clothes).
+    Person,
+    /// The box's top half (an apron, a jacket, hands at the chest).
+    Upper,
+    /// The head: the box's top, as tall as the box is wide (at least 30 % of its height), grown
+    /// by 10 % (a chef hat, a mask) — the person pass's head region.
+    Head,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Person, Part::Upper, Part::Head];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Person => "person",
+            Part::Upper => "upper",
+            Part::Head => "head",
+        }
+    }
+
+    /// The crop of `person` for this part, within the `w`×`h` frame.
+    pub fn crop(self, person: BBox, w: f32, h: f32) -> BBox {
+        match self {
+            Part::Person => person.expand(0.0, w, h),
+            Part::Upper => BBox { y2: person.y1 + 0.5 * person.h(), ..person }.expand(0.0, w, h),
+            Part::Head => crate::detect::face::head_region(person, w, h),
+        }
+    }
 }
 
 /// An object rule in the machinery's terms.
@@ -441,18 +486,29 @@ impl Rule for ObjectRule {
             s.objects.extend(
                 s.detected.iter().filter(|o| o.score > floor && wanted.get(o.class as usize).copied().unwrap_or(false)),
             );
-            if let Filter::Dirty(thr) = self.spec.filter
-                && !s.objects.is_empty()
-            {
-                let d = set.dirty.as_mut().context("clean/dirty head not loaded (models.dirty_head)")?;
+            let judged = match &self.spec.filter {
+                _ if s.objects.is_empty() => None,
+                Filter::Dirty(thr) => {
+                    let d = set.dirty.as_mut().context("clean/dirty head not loaded (models.dirty_head)")?;
+                    Some((d, *thr, None))
+                }
+                Filter::Attribute { head, part, missing } => {
+                    let d = set.attribute(head).with_context(|| format!("attribute head {head:?} not loaded"))?;
+                    Some((d, *missing, Some(*part)))
+                }
+                _ => None,
+            };
+            if let Some((d, thr, part)) = judged {
+                // the head's probability on each object's crop (a person's part): kept at ≥ thr
+                let (w, h) = (frame.width as f32, frame.height as f32);
+                let boxes: Vec<_> = s.objects.iter().map(|o| part.map_or(o.bbox, |p| p.crop(o.bbox, w, h))).collect();
                 let t0 = Instant::now();
-                let boxes: Vec<_> = s.objects.iter().map(|o| o.bbox).collect();
-                let dirty = d.no_mask_prob(frame, &boxes, 0.0)?;
+                let p = d.no_mask_prob(frame, &boxes, 0.0)?;
                 Event::Inference { model: &d.info.id, took: t0.elapsed() }.emit();
                 let mut k = 0;
                 s.objects.retain(|_| {
                     k += 1;
-                    dirty[k - 1] >= thr
+                    p[k - 1] >= thr
                 });
             }
         }
@@ -622,8 +678,33 @@ mod tests {
     }
 
     #[test]
+    fn an_attribute_head_judges_the_part_of_the_person_the_rule_names() {
+        let (w, h) = (640.0, 360.0);
+        let standing = BBox { x1: 100.0, y1: 50.0, x2: 180.0, y2: 290.0 };
+        assert_eq!(Part::Person.crop(standing, w, h), standing);
+        assert_eq!(Part::Upper.crop(standing, w, h), BBox { y2: 170.0, ..standing });
+        // the head: the top, as tall as the box is wide, grown by 10 %
+        assert_eq!(Part::Head.crop(standing, w, h), BBox { x1: 92.0, y1: 42.0, x2: 188.0, y2: 138.0 });
+        // within the frame
+        let edge = BBox { x1: -5.0, y1: -5.0, x2: 60.0, y2: 400.0 };
+        let c = Part::Person.crop(edge, w, h);
+        assert!(c.x1 >= 0.0 && c.y1 >= 0.0 && c.y2 <= h, "{c:?}");
+        // the rule: persons only, and the head, part and threshold it names
+        let rule: crate::rules::AttributeMissingRule =
+            toml::from_str("head = \"hat-attribute-head\"\npart = \"upper\"\nmissing_threshold = 0.7").unwrap();
+        let st = ObjectRule::new(RuleConfig::AttributeMissing(rule), &labels());
+        assert_eq!(st.wanted, vec![true, false, false, false, false, false], "persons only");
+        assert_eq!(
+            st.spec.filter,
+            Filter::Attribute { head: "hat-attribute-head".into(), part: Part::Upper, missing: 0.7 }
+        );
+        assert_eq!(st.spec.episode, EpisodeScope::Zone);
+    }
+
+    #[test]
     fn the_shared_checks_name_the_key() {
-        let env = RuleEnv { object_labels: None, gate: false, gate_recheck_s: 1.0, dirty_head: false };
+        let env =
+            RuleEnv { object_labels: None, gate: false, gate_recheck_s: 1.0, dirty_head: false, attribute_heads: None };
         let coco: Vec<String> = ["person", "mouse", "keyboard", "cat"].iter().map(|s| s.to_string()).collect();
         let env_coco = RuleEnv { object_labels: Some(&coco), ..env };
         let problems = |toml: &str, env: &RuleEnv| {
@@ -639,5 +720,20 @@ mod tests {
         assert!(p.iter().any(|x| x.starts_with("working_hours: \"6-22\" is not hours")), "{p:?}");
         assert!(p.iter().any(|x| x.starts_with("working_hours: set hours")), "{p:?}");
         assert!(problems("kind = \"object_with_person\"", &env).is_empty());
+        // an attribute rule names a head, by a model id, that this worker loaded
+        let p = problems("kind = \"attribute_missing\"", &env);
+        assert!(p.len() == 1 && p[0].starts_with("head: name the fitted attribute head"), "{p:?}");
+        let p = problems("kind = \"attribute_missing\"\nhead = \"../../etc/x\"", &env);
+        assert!(p.len() == 1 && p[0].starts_with("head: \"../../etc/x\" is not a model id"), "{p:?}");
+        let loaded = ["mask-attribute-head".to_string()];
+        let env_loaded = RuleEnv { attribute_heads: Some(&loaded), ..env_coco };
+        assert!(problems("kind = \"attribute_missing\"\nhead = \"mask-attribute-head\"", &env_loaded).is_empty());
+        let p = problems("kind = \"attribute_missing\"\nhead = \"hat-attribute-head\"", &env_loaded);
+        assert!(p.len() == 1 && p[0].contains("not loaded in this worker: needs a restart"), "{p:?}");
+        // the object model must have persons
+        let no_persons = ["cat".to_string()];
+        let env_cats = RuleEnv { object_labels: Some(&no_persons), ..env };
+        let p = problems("kind = \"attribute_missing\"\nhead = \"h\"", &env_cats);
+        assert!(p.len() == 1 && p[0].contains("has no \"person\" class"), "{p:?}");
     }
 }

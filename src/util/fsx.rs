@@ -25,6 +25,8 @@ pub mod limits {
     pub const HEAD: u64 = 64 << 20;
     /// An accounts file.
     pub const USERS: u64 = 4 << 20;
+    /// A labelled photo (`vigil fit`).
+    pub const IMAGE: u64 = 64 << 20;
 }
 
 /// Reads a regular file of at most `max` bytes. A file that is not regular (FIFO, device,

@@ -1,4 +1,4 @@
-//! Small ONNX models made in a test: a graph whose one output is a constant tensor (plus nothing
+//! Small ONNX models made in a test: a graph whose outputs are constant tensors (plus nothing
 //! times the input, so the input is read), written as ONNX's protobuf by hand (no protobuf crate:
 //! a handful of fields). For testing decoders on known outputs through ONNX Runtime.
 
@@ -68,15 +68,9 @@ fn node(inputs: &[&str], output: &str, op: &str, attrs: impl FnOnce(&mut Vec<u8>
     attrs(out);
 }
 
-/// An ONNX model (opset 13) with a float input `input_name` of `input_shape` and one output
-/// `output_name` equal to `value` (of `shape`) whatever the input.
-pub fn constant_model(
-    input_name: &str,
-    input_shape: &[i64],
-    output_name: &str,
-    shape: &[i64],
-    value: &[f32],
-) -> Vec<u8> {
+/// An ONNX model (opset 13) with a float input `input_name` of `input_shape` and outputs `(name,
+/// shape, value)`, each equal to its value whatever the input.
+pub fn constant_outputs(input_name: &str, input_shape: &[i64], outputs: &[(&str, &[i64], &[f32])]) -> Vec<u8> {
     let mut m = Vec::new();
     int(1, 8, &mut m); // ir_version
     msg(
@@ -90,7 +84,7 @@ pub fn constant_model(
     msg(
         7,
         |g| {
-            // sum = ReduceSum(input) (keepdims 0: a scalar); zero = sum * 0; out = const + zero
+            // sum = ReduceSum(input) (keepdims 0: a scalar); zero = sum * 0; out_k = const_k + zero
             msg(
                 1,
                 |n| {
@@ -115,7 +109,10 @@ pub fn constant_model(
                 g,
             );
             msg(1, |n| node(&["sum", "zero_c"], "zero", "Mul", |_| {}, n), g);
-            msg(1, |n| node(&["value", "zero"], output_name, "Add", |_| {}, n), g);
+            for (k, (name, _, _)) in outputs.iter().enumerate() {
+                let value = format!("value{k}");
+                msg(1, |n| node(&[value.as_str(), "zero"], name, "Add", |_| {}, n), g);
+            }
             bytes(2, b"test", g);
             let tensor = |name: &str, dims: &[i64], data: &[f32], t: &mut Vec<u8>| {
                 for &d in dims {
@@ -126,10 +123,14 @@ pub fn constant_model(
                 let raw: Vec<u8> = data.iter().flat_map(|f| f.to_le_bytes()).collect();
                 bytes(9, &raw, t);
             };
-            msg(5, |t| tensor("value", shape, value, t), g);
+            for (k, (_, shape, value)) in outputs.iter().enumerate() {
+                msg(5, |t| tensor(&format!("value{k}"), shape, value, t), g);
+            }
             msg(5, |t| tensor("zero_c", &[], &[0.0], t), g);
             msg(11, |v| value_info(input_name, input_shape, v), g);
-            msg(12, |v| value_info(output_name, shape, v), g);
+            for (name, shape, _) in outputs {
+                msg(12, |v| value_info(name, shape, v), g);
+            }
         },
         &mut m,
     );

@@ -254,8 +254,11 @@ fn key_words(
 /// One of the values a key may take, in words (a risk tier in the page's language; others as
 /// written in the pipeline file).
 fn choice_text(lang: super::i18n::Lang, c: &str) -> String {
-    match crate::rules::RiskTier::ALL.iter().find(|t| t.name() == c) {
-        Some(t) => lang.t(super::i18n::tier_msg(*t)).into(),
+    if let Some(t) = crate::rules::RiskTier::ALL.iter().find(|t| t.name() == c) {
+        return lang.t(super::i18n::tier_msg(*t)).into();
+    }
+    match crate::rules::Part::ALL.iter().find(|p| p.name() == c) {
+        Some(p) => lang.t(super::i18n::part_msg(*p)).into(),
         None => c.into(),
     }
 }
