@@ -563,13 +563,15 @@ fn an_attribute_head_is_fitted_from_a_sites_crops_reproducibly_and_reports_a_par
     println!("{out}");
     let head = vigil::detect::FittedHead::load(&models, "mask-attribute-head").unwrap();
     let p = &head.provenance;
-    let (fitted, eval) = (p["fit_crops"].as_u64().unwrap(), p["evaluation_part"].clone());
-    assert_eq!(p["crops"].as_u64(), Some(60));
+    let (fitted, eval) = (p["fit_examples"].as_u64().unwrap(), p["evaluation_part"]["crops"].clone());
+    assert_eq!((p["examples"]["crops"].as_u64(), p["examples"]["scene_persons"].as_u64()), (Some(60), Some(0)));
     assert!(fitted > 20 && fitted < 50, "about 60 % fitted on: {fitted}");
     // the evaluation part is the rest: every missing crop there is a hit or a miss
     let eval_missing = eval["tp"].as_u64().unwrap() + eval["fn_"].as_u64().unwrap();
     assert_eq!(eval_missing, 30 - p["fit_missing"].as_u64().unwrap(), "{p}");
-    assert!(out.contains(&format!("evaluation part ({} crops, never fitted on)", 60 - fitted)), "{out}");
+    assert!(out.contains(&format!("evaluation part, crops ({}, never fitted on)", 60 - fitted)), "{out}");
+    assert_eq!(p["part"], "head");
+    assert!(p["command"].as_str().unwrap().contains("--name mask --part head --crops"), "{p}");
     let data = p["data_sha256"].as_str().unwrap();
     assert!(out.contains(data) && data.len() == 64, "{out}");
     assert!(head.kind.contains("attribute \"mask\""), "{}", head.kind);

@@ -239,7 +239,7 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     if a.kind == HeadKind::Attribute {
         let name = a.name.as_deref().context("--kind attribute needs --name (the attribute: hat, gloves, ...)")?;
         let id = a.id.clone().unwrap_or_else(|| crate::eval::attribute::head_id(name));
-        let l2 = if default_l2 { vec![0.003, 0.01, 0.03, 0.1, 0.3] } else { a.l2.clone() };
+        let l2 = if default_l2 { vec![0.01, 0.03, 0.1, 0.3, 1.0] } else { a.l2.clone() };
         let src = crate::eval::attribute::Sources { crops: &a.crops, scenes: &a.scenes };
         let (f, r) = crate::eval::attribute::fit_attribute(name, a.part.into(), &src, &a.models, &id, &l2)?;
         println!(

@@ -126,9 +126,16 @@ impl Cutter {
     }
 }
 
+/// A labelled scene: its image, its stem, its boxes with whether the attribute is missing.
+struct VocScene {
+    image: PathBuf,
+    stem: String,
+    boxes: Vec<(BBox, bool)>,
+}
+
 /// Pascal VOC scenes under `dir` with their boxes labelled `with` (false) or `without` (true);
 /// boxes of other labels are left out.
-fn voc_scenes(dir: &Path, with: &str, without: &str) -> Result<Vec<(PathBuf, String, Vec<(BBox, bool)>)>> {
+fn voc_scenes(dir: &Path, with: &str, without: &str) -> Result<Vec<VocScene>> {
     let ann = dir.join("annotations");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&ann)
         .with_context(|| format!("{}: cannot read (labelled scenes: annotations/*.xml, images/*.jpg)", ann.display()))?
@@ -154,7 +161,7 @@ fn voc_scenes(dir: &Path, with: &str, without: &str) -> Result<Vec<(PathBuf, Str
             };
             boxes.push((BBox { x1: num("xmin")?, y1: num("ymin")?, x2: num("xmax")?, y2: num("ymax")? }, missing));
         }
-        out.push((dir.join("images").join(format!("{stem}.jpg")), stem, boxes));
+        out.push(VocScene { image: dir.join("images").join(format!("{stem}.jpg")), stem, boxes });
     }
     if out.is_empty() {
         bail!("{}: no annotations", ann.display());
@@ -174,7 +181,7 @@ fn scene_examples(
     let scenes = voc_scenes(dir, with, without)?;
     let bar = crate::util::progress::bar(scenes.len() as u64, "scenes");
     let mut out = Vec::new();
-    for (image, stem, boxes) in scenes {
+    for VocScene { image, stem, boxes } in scenes {
         bar.inc(1);
         let bytes = crate::util::fsx::read_limited(&image, crate::util::fsx::limits::IMAGE)
             .with_context(|| format!("{}: cannot read", image.display()))?;
