@@ -541,8 +541,11 @@ fn an_attribute_head_is_fitted_from_a_sites_crops_reproducibly_and_reports_a_par
     let d = tempfile::tempdir().unwrap();
     let (crops, models) = (d.path().join("crops"), d.path().join("models"));
     std::fs::create_dir_all(&models).unwrap();
-    for f in ["mask-classifier-mobilenetv2-features.onnx", "mask-classifier-mobilenetv2-features.toml"] {
-        std::fs::copy(common::repo().join("models").join(f), models.join(f)).unwrap();
+    for f in ["mask-classifier-mobilenetv2-features", "coco-nanodet"]
+        .iter()
+        .flat_map(|m| [".onnx", ".toml"].map(|e| format!("{m}{e}")))
+    {
+        std::fs::copy(common::repo().join("models").join(&f), models.join(&f)).unwrap();
     }
     // the mask as the attribute: with_mask/ worn, without_mask/ missing
     some_crops(&crops, "with_mask", 30);
