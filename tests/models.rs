@@ -635,3 +635,89 @@ privacy_mask = "none"
     let (ok, out) = check("hat-attribute-head");
     assert!(!ok && out.contains("cameras[0].rules[0].head") && out.contains("hat-attribute-head.toml"), "{out}");
 }
+
+/// A site's SCRFD-style face detector (`decoder = "scrfd"`: per stride 8, 16, 32 scores, box
+/// distances and landmarks, two anchors per cell), made here with known outputs and decoded
+/// through ONNX Runtime and `detect_in`: boxes and landmarks from the anchor centres, NMS, mapped
+/// back from the 64×64 input to a 128×128 frame.
+#[test]
+fn a_sites_scrfd_face_detector_is_decoded_from_its_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let anchors = |stride: usize| (64 / stride) * (64 / stride) * 2;
+    let (mut scores, mut boxes, mut kps): (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) = (vec![], vec![], vec![]);
+    for s in [8, 16, 32] {
+        scores.push(vec![0.0; anchors(s)]);
+        boxes.push(vec![0.0; 4 * anchors(s)]);
+        kps.push(vec![0.0; 10 * anchors(s)]);
+    }
+    // stride 8, cell (col 3, row 2), anchor 0: centre (24, 16); distances 1, 1, 1, 1.5 strides
+    let a = (2 * 8 + 3) * 2;
+    scores[0][a] = 0.9;
+    boxes[0][4 * a..4 * a + 4].copy_from_slice(&[1.0, 1.0, 1.0, 1.5]);
+    kps[0][10 * a..10 * a + 2].copy_from_slice(&[-0.5, -0.25]); // left eye at (20, 14)
+    // its second anchor, the same face less sure: joined by NMS
+    scores[0][a + 1] = 0.6;
+    boxes[0][4 * (a + 1)..4 * (a + 1) + 4].copy_from_slice(&[1.0, 1.0, 1.0, 1.5]);
+    // stride 32, cell (1, 1), anchor 0: centre (32, 32), half a stride each way
+    let b = (2 + 1) * 2;
+    scores[2][b] = 0.7;
+    boxes[2][4 * b..4 * b + 4].copy_from_slice(&[0.5, 0.5, 0.5, 0.5]);
+    // stride 16: under the threshold
+    scores[1][0] = 0.3;
+    let names = ["score_8", "score_16", "score_32", "bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32"];
+    let mut outputs: Vec<(&str, Vec<i64>, &[f32])> = Vec::new();
+    for (k, s) in [8usize, 16, 32].into_iter().enumerate() {
+        outputs.push((names[k], vec![anchors(s) as i64, 1], &scores[k]));
+    }
+    for (k, s) in [8usize, 16, 32].into_iter().enumerate() {
+        outputs.push((names[3 + k], vec![anchors(s) as i64, 4], &boxes[k]));
+    }
+    for (k, s) in [8usize, 16, 32].into_iter().enumerate() {
+        outputs.push((names[6 + k], vec![anchors(s) as i64, 10], &kps[k]));
+    }
+    let outs: Vec<(&str, &[i64], &[f32])> = outputs.iter().map(|(n, s, v)| (*n, &s[..], *v)).collect();
+    let model = onnx::constant_outputs("input.1", &[1, 3, 64, 64], &outs);
+    std::fs::write(d.path().join("site-scrfd.onnx"), &model).unwrap();
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let manifest = format!(
+        r#"id = "site-scrfd"
+file = "site-scrfd.onnx"
+sha256 = "{}"
+task = "face_detection"
+decoder = "scrfd"
+licence = "test graph"
+source = "made by tests/models.rs"
+outputs = [{}]
+labels = ["face"]
+[input]
+name = "input.1"
+layout = "NCHW"
+color = "RGB"
+width = 64
+height = 64
+multiple_of = 32
+mean = [127.5, 127.5, 127.5]
+std = [128.0, 128.0, 128.0]
+resize = "bilinear stretch"
+"#,
+        vigil::util::sha256_hex(&model),
+        quoted.join(", ")
+    );
+    std::fs::write(d.path().join("site-scrfd.toml"), &manifest).unwrap();
+    let mut det =
+        FaceDetector::load(d.path(), "site-scrfd", &RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    let frame = RgbFrame::from_image(&image::RgbImage::new(128, 128));
+    let faces = det.detect(&frame, 0.5).unwrap();
+    let got: Vec<_> = faces
+        .iter()
+        .map(|f| ((f.score * 100.0).round() as u32, [f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2]))
+        .collect();
+    // input pixels ×2: (16, 8)-(32, 28) and (16, 16)-(48, 48)
+    assert_eq!(got, vec![(90, [32.0, 16.0, 64.0, 56.0]), (70, [32.0, 32.0, 96.0, 96.0])]);
+    assert_eq!(faces[0].landmarks[0], [40.0, 28.0], "left eye");
+    assert_eq!(faces[0].landmarks[1], [48.0, 32.0], "an offset of 0 is the anchor centre");
+    // the manifest names as many outputs as the decoder reads
+    std::fs::write(d.path().join("site-scrfd.toml"), manifest.replace(", \"kps_32\"", "")).unwrap();
+    let e = FaceDetector::load(d.path(), "site-scrfd", &RuntimeOptions::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("reads [6, 9] outputs, the manifest names 8"), "{e:#}");
+}

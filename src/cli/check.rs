@@ -20,7 +20,7 @@ pub fn run(a: Args) -> ExitCode {
     let needs = p.needs();
     let mut wanted = Vec::new();
     if needs.faces {
-        wanted.push((m.face.clone(), &["centerface"][..]));
+        wanted.push((m.face.clone(), &crate::detect::FaceDecoder::NAMES[..]));
         match m.head() {
             Some(h) => match crate::detect::FittedHead::load(&p.models_dir, h) {
                 Ok(head) => wanted.push((head.features_model.clone(), &["softmax2"][..])),

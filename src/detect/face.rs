@@ -1,6 +1,8 @@
-//! CenterFace face detector (MODELS.md §1): RGB, raw 0..255, stretch-resized to multiples of 32,
-//! NCHW; heatmap/scale/offset decoding at stride 4, greedy NMS at IoU 0.3, boxes mapped back by the
-//! resize factors.
+//! The face detector: the vendored CenterFace (MODELS.md §1: RGB, raw 0..255, stretch-resized to
+//! multiples of 32, NCHW; heatmap/scale/offset decoding at stride 4), or a site's SCRFD-style
+//! anchor model (`decoder = "scrfd"`: per stride 8, 16, 32 scores, box distances and optional
+//! landmarks, two anchors per cell); greedy NMS at IoU 0.3, boxes mapped back by the resize
+//! factors.
 
 use std::path::Path;
 
@@ -80,6 +82,77 @@ pub fn decode_centerface_into(
     nms_in_place(cands, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
 }
 
+/// The output layouts the face detector decodes (`decoder` in the model's manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceDecoder {
+    /// CenterFace: heatmap, log-size, offset, landmarks at stride 4.
+    CenterFace,
+    /// SCRFD (insightface): for strides 8, 16, 32 in that order, `score` `[N, 1]`, then `bbox`
+    /// `[N, 4]` (left, top, right, bottom distances in strides), then optionally `kps` `[N, 10]`
+    /// (landmark offsets in strides): N = 2 anchors per cell, anchors centred at (col, row) ×
+    /// stride; 6 or 9 outputs.
+    Scrfd,
+}
+
+impl FaceDecoder {
+    pub const NAMES: [&str; 2] = ["centerface", "scrfd"];
+}
+
+/// The SCRFD strides and anchors per cell.
+const SCRFD_STRIDES: [usize; 3] = [8, 16, 32];
+const SCRFD_ANCHORS: usize = 2;
+
+/// Decodes SCRFD outputs of one image (`outs` in the manifest's order: 3 scores, 3 box
+/// distances, and 3 landmark sets or none) for an input of `in_w` × `in_h`, into `out` (cleared
+/// first); boxes in input pixels, NMS applied. Outputs whose sizes do not fit the input are an
+/// error.
+pub fn decode_scrfd_into(
+    outs: &[&[f32]],
+    (in_w, in_h): (usize, usize),
+    threshold: f32,
+    out: &mut Vec<Face>,
+) -> Result<()> {
+    out.clear();
+    let kps = outs.len() == 9;
+    if outs.len() != 6 && !kps {
+        anyhow::bail!("scrfd reads 6 or 9 outputs, got {}", outs.len());
+    }
+    for (k, stride) in SCRFD_STRIDES.into_iter().enumerate() {
+        let (gw, gh) = (in_w.div_ceil(stride), in_h.div_ceil(stride));
+        let n = gw * gh * SCRFD_ANCHORS;
+        let (score, dist) = (outs[k], outs[3 + k]);
+        let lms = if kps { outs[6 + k] } else { &[][..] };
+        if score.len() != n || dist.len() != 4 * n || (kps && lms.len() != 10 * n) {
+            anyhow::bail!(
+                "scrfd outputs at stride {stride} do not fit a {in_w}×{in_h} input: {} scores for {n} anchors",
+                score.len()
+            );
+        }
+        let s = stride as f32;
+        for (a, &p) in score.iter().enumerate().filter(|(_, p)| **p > threshold) {
+            let cell = a / SCRFD_ANCHORS;
+            let (cx, cy) = ((cell % gw) as f32 * s, (cell / gw) as f32 * s);
+            let d = &dist[4 * a..4 * a + 4];
+            let (w, h) = (in_w as f32, in_h as f32);
+            let bbox = BBox {
+                x1: (cx - d[0] * s).clamp(0.0, w),
+                y1: (cy - d[1] * s).clamp(0.0, h),
+                x2: (cx + d[2] * s).clamp(0.0, w),
+                y2: (cy + d[3] * s).clamp(0.0, h),
+            };
+            let mut landmarks = [[cx, cy]; 5];
+            if kps {
+                for (j, lm) in landmarks.iter_mut().enumerate() {
+                    *lm = [cx + lms[10 * a + 2 * j] * s, cy + lms[10 * a + 2 * j + 1] * s];
+                }
+            }
+            out.push(Face { bbox, score: p, landmarks });
+        }
+    }
+    nms_in_place(out, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
+    Ok(())
+}
+
 /// Faces overlapping a better-scored one at this IoU or more are the same face.
 const FACE_NMS_IOU: f32 = 0.3;
 
@@ -145,17 +218,29 @@ pub fn add_person_pass(
     Ok(looked)
 }
 
-/// CenterFace face detector.
+/// The face detector: CenterFace, or an SCRFD-style model.
 pub struct FaceDetector {
     pub info: ModelInfo,
+    pub decoder: FaceDecoder,
     run: Runner,
 }
 
 impl FaceDetector {
     pub fn load(dir: &Path, id: &str, opts: &RuntimeOptions) -> Result<FaceDetector> {
-        let info = ModelInfo::load(dir, id, "centerface")?;
+        let info = ModelInfo::load_one_of(dir, id, &FaceDecoder::NAMES)?;
+        let (decoder, outputs) = match info.manifest.decoder.as_str() {
+            "scrfd" => (FaceDecoder::Scrfd, &[6, 9][..]),
+            _ => (FaceDecoder::CenterFace, &[4][..]),
+        };
+        if !outputs.contains(&info.manifest.outputs.len()) {
+            anyhow::bail!(
+                "model manifest of {id:?}: decoder {:?} reads {outputs:?} outputs, the manifest names {}",
+                info.manifest.decoder,
+                info.manifest.outputs.len()
+            );
+        }
         let run = Runner::new(session(&info, opts)?, &info.manifest.input.name, &info.manifest.outputs)?;
-        Ok(FaceDetector { info, run })
+        Ok(FaceDetector { info, decoder, run })
     }
 
     /// Detects faces in `frame`; boxes in frame pixels.
@@ -235,19 +320,33 @@ impl FaceDetector {
     /// Decodes image `b` of the last run into `out`, boxes in frame pixels.
     fn decode(&self, b: usize, (w, h): (usize, usize), roi: BBox, threshold: f32, out: &mut Vec<Face>) -> Result<()> {
         let r = &self.run;
-        let (heat, scale, offset, lms) = (r.output(0)?, r.output(1)?, r.output(2)?, r.output(3)?);
-        let (gh, gw) = (h / 4, w / 4);
-        let g = gh * gw;
-        decode_centerface_into(
-            &heat[b * g..(b + 1) * g],
-            &scale[b * 2 * g..(b + 1) * 2 * g],
-            &offset[b * 2 * g..(b + 1) * 2 * g],
-            &lms[b * 10 * g..(b + 1) * 10 * g],
-            (gh, gw),
-            (w as f32, h as f32),
-            threshold,
-            out,
-        );
+        if self.decoder == FaceDecoder::Scrfd {
+            // each output holds the batch's images one after another
+            let nb = self.run.input.len() / (3 * w * h).max(1);
+            let outs = (0..self.info.manifest.outputs.len())
+                .map(|k| {
+                    let o = r.output(k)?;
+                    let per = o.len() / nb.max(1);
+                    Ok(&o[b * per..(b + 1) * per])
+                })
+                .collect::<Result<Vec<&[f32]>>>()?;
+            decode_scrfd_into(&outs, (w, h), threshold, out)
+                .map_err(|e| anyhow::anyhow!("model {}: {e}", self.info.id))?;
+        } else {
+            let (heat, scale, offset, lms) = (r.output(0)?, r.output(1)?, r.output(2)?, r.output(3)?);
+            let (gh, gw) = (h / 4, w / 4);
+            let g = gh * gw;
+            decode_centerface_into(
+                &heat[b * g..(b + 1) * g],
+                &scale[b * 2 * g..(b + 1) * 2 * g],
+                &offset[b * 2 * g..(b + 1) * 2 * g],
+                &lms[b * 10 * g..(b + 1) * 10 * g],
+                (gh, gw),
+                (w as f32, h as f32),
+                threshold,
+                out,
+            );
+        }
         let (sx, sy) = (w as f32 / roi.w().max(1.0), h as f32 / roi.h().max(1.0));
         for f in out.iter_mut() {
             f.bbox = f.bbox.scale(1.0 / sx, 1.0 / sy).offset(roi.x1, roi.y1);

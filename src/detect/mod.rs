@@ -22,7 +22,7 @@ pub mod pool;
 mod runner;
 pub mod runtime;
 
-pub use face::{Face, FaceDetector, decode_centerface, decode_centerface_into};
+pub use face::{Face, FaceDecoder, FaceDetector, decode_centerface, decode_centerface_into, decode_scrfd_into};
 pub use mask::{FittedHead, MaskClassifier};
 pub use nms::{nms, nms_in_place};
 pub use objects::{

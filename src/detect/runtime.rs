@@ -21,8 +21,8 @@ pub struct ModelManifest {
     /// SHA-256 of the ONNX file, checked at every load.
     pub sha256: String,
     pub task: String,
-    /// Which decoding this model needs: "centerface" (face detector), "softmax2" (classifier),
-    /// "nanodet-gfl", "yolov8" or "yolov5" (object detector).
+    /// Which decoding this model needs: "centerface" or "scrfd" (face detector), "softmax2"
+    /// (classifier), "nanodet-gfl", "yolov8", "yolov5", "ssd" or "centernet" (object detector).
     pub decoder: String,
     pub labels: Vec<String>,
     pub licence: String,
