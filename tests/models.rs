@@ -644,12 +644,8 @@ privacy_mask = "none"
 fn a_sites_scrfd_face_detector_is_decoded_from_its_manifest() {
     let d = tempfile::tempdir().unwrap();
     let anchors = |stride: usize| (64 / stride) * (64 / stride) * 2;
-    let (mut scores, mut boxes, mut kps): (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) = (vec![], vec![], vec![]);
-    for s in [8, 16, 32] {
-        scores.push(vec![0.0; anchors(s)]);
-        boxes.push(vec![0.0; 4 * anchors(s)]);
-        kps.push(vec![0.0; 10 * anchors(s)]);
-    }
+    let per_stride = |k: usize| -> Vec<Vec<f32>> { [8, 16, 32].map(|s| vec![0.0; k * anchors(s)]).to_vec() };
+    let (mut scores, mut boxes, mut kps) = (per_stride(1), per_stride(4), per_stride(10));
     // stride 8, cell (col 3, row 2), anchor 0: centre (24, 16); distances 1, 1, 1, 1.5 strides
     let a = (2 * 8 + 3) * 2;
     scores[0][a] = 0.9;
