@@ -484,6 +484,14 @@ fn a_sites_yolo_detector_is_decoded_from_its_manifest() {
     assert!(format!("{e:#}").contains("decoder is \"yolox\"") && format!("{e:#}").contains("\"yolov8\""), "{e:#}");
 }
 
+/// `vigil check` (with `extra` arguments) on a pipeline file written in `dir`: success, and what it printed.
+fn check_pipeline(dir: &std::path::Path, text: &str, extra: &[&str]) -> (bool, String) {
+    let p = dir.join("p.toml");
+    std::fs::write(&p, text).unwrap();
+    let o = common::vigil().arg("check").args(extra).arg(&p).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+}
+
 /// A rule names the classes of the site's detector: no code. `vigil check` takes a pipeline whose
 /// object model is the site's and whose rule asks for its "rat"; COCO's "cat" is then refused.
 #[test]
@@ -492,11 +500,8 @@ fn a_rule_names_the_classes_of_the_sites_detector() {
     let v8: Vec<f32> = vec![0.0; 6 * 3];
     site_detector(d.path(), "site-yolo8", "yolov8", &[1, 6, 3], &v8);
     let pipeline = |classes: &str| {
-        let p = d.path().join("p.toml");
-        std::fs::write(
-            &p,
-            format!(
-                r#"[site]
+        let text = format!(
+            r#"[site]
 id = "site"
 [models]
 dir = "{}"
@@ -510,13 +515,10 @@ privacy_mask = "none"
   kind = "object_present"
   classes = {classes}
 "#,
-                d.path().display(),
-                common::sample("chelsea-pan.mp4").display()
-            ),
-        )
-        .unwrap();
-        let o = common::vigil().arg("check").arg(&p).output().unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+            d.path().display(),
+            common::sample("chelsea-pan.mp4").display()
+        );
+        check_pipeline(d.path(), &text, &[])
     };
     let (ok, out) = pipeline("[\"rat\"]");
     assert!(ok, "{out}");
@@ -606,11 +608,8 @@ fn an_attribute_head_is_fitted_from_a_sites_crops_reproducibly_and_reports_a_par
 fn a_rule_names_an_attribute_head_that_must_be_there() {
     let d = tempfile::tempdir().unwrap();
     let check = |head: &str| {
-        let p = d.path().join("p.toml");
-        std::fs::write(
-            &p,
-            format!(
-                r#"[site]
+        let text = format!(
+            r#"[site]
 id = "site"
 [models]
 dir = "{}"
@@ -622,13 +621,10 @@ privacy_mask = "none"
   kind = "attribute_missing"
   head = "{head}"
 "#,
-                common::repo().join("models").display(),
-                common::sample("camera-pan.mp4").display()
-            ),
-        )
-        .unwrap();
-        let o = common::vigil().args(["check", "--offline"]).arg(&p).output().unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+            common::repo().join("models").display(),
+            common::sample("camera-pan.mp4").display()
+        );
+        check_pipeline(d.path(), &text, &["--offline"])
     };
     let (ok, out) = check("mask-attribute-head");
     assert!(ok, "{out}");

@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::fit::write_head;
 use super::logistic::fit_logistic;
 use super::metrics::Prf;
-use super::photos::{Photo, data_hash, features_of, fit_part, head_of, labelled, prf, rows, score};
+use super::photos::{Photo, choose_l2, data_hash, features_of, fit_part, head_of, labelled, rows, score};
 use crate::detect::{MaskClassifier, ObjectDetector, RuntimeOptions};
 use crate::frame::{BBox, RgbFrame};
 use crate::rules::Part;
@@ -259,20 +259,8 @@ pub fn fit_attribute(
         bail!("the fit part needs examples with and without {name} (found {} examples in all)", all.len());
     }
     eprintln!("choosing l2 by {FOLDS}-fold cross-validation on the fit part ({} examples):", fit.len());
-    eprintln!("| l2 | cross-validated on the fit part: P / R / F1 @ 0.5 (tp fp fn) |");
-    eprintln!("| --- | --- |");
-    let mut best: Option<((f64, u32), f32)> = None;
-    let mut candidates = Vec::new();
-    for &l2 in l2s {
-        let p = prf(&cross_validated(&fit, l2), 0.5);
-        eprintln!("| {l2} | {:.2} / {:.2} / {:.2} ({} {} {}) |", p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_);
-        let key = (p.f1, u32::MAX - p.fp - p.fn_);
-        if best.is_none_or(|(k, _)| key > k) {
-            best = Some((key, l2));
-        }
-        candidates.push(serde_json::json!({"l2": l2, "cross_validated_fit_part": p}));
-    }
-    let (_, l2) = best.context("no candidates (give --l2)")?;
+    let (l2, candidates) =
+        choose_l2(l2s, "cross-validated", "cross_validated_fit_part", |l2| cross_validated(&fit, l2))?;
     let (x, y) = rows(&fit, true);
     let mut head = head_of(id, fit_logistic(&x, &y, l2, 500));
     let evaluate = |set: &[Photo]| {

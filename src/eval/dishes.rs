@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::fit::write_head;
 use super::logistic::fit_logistic;
 use super::metrics::Prf;
-use super::photos::{Photo, fit_part, head_of, labelled, prf, rows, score};
+use super::photos::{Photo, choose_l2, fit_part, head_of, labelled, prf, rows, score};
 use crate::detect::{FittedHead, MaskClassifier, ObjectDetector, RuntimeOptions};
 
 use super::backbone::FEATURES_MODEL;
@@ -83,20 +83,7 @@ pub fn fit_dirty(data: &Path, site: &[PathBuf], models: &Path, id: &str, l2s: &[
         bail!("the fit part needs clean and dirty photos");
     }
     eprintln!("choosing l2 by leave-one-image-out cross-validation on the fit part ({} photos):", fit.len());
-    eprintln!("| l2 | LOO on the fit part: P / R / F1 @ 0.5 (tp fp fn) |");
-    eprintln!("| --- | --- |");
-    let mut best: Option<((f64, u32), f32)> = None;
-    let mut candidates = Vec::new();
-    for &l2 in l2s {
-        let p = prf(&leave_one_out(&fit, l2, true), 0.5);
-        eprintln!("| {l2} | {:.2} / {:.2} / {:.2} ({} {} {}) |", p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_);
-        let key = (p.f1, u32::MAX - p.fp - p.fn_);
-        if best.is_none_or(|(k, _)| key > k) {
-            best = Some((key, l2));
-        }
-        candidates.push(serde_json::json!({"l2": l2, "loo_fit_part": p}));
-    }
-    let (_, l2) = best.context("no candidates (give --l2)")?;
+    let (l2, candidates) = choose_l2(l2s, "LOO", "loo_fit_part", |l2| leave_one_out(&fit, l2, true))?;
     let train: Vec<&Photo> = fit.iter().copied().chain(own.iter()).collect();
     let (x, y) = rows(&train, true);
     let mut head = head_of(id, fit_logistic(&x, &y, l2, 500));

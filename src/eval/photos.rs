@@ -143,3 +143,29 @@ pub fn data_hash(photos: &[&Photo]) -> String {
     lines.sort();
     crate::util::sha256_hex(lines.concat().as_bytes())
 }
+
+/// Chooses L2 among `l2s` by `predict(l2)` (held-out predictions on the fit part, `how` naming
+/// them: "LOO", "cross-validated"): best F1 at 0.5, then fewest errors. Prints the table to
+/// stderr; returns the choice and every candidate's counts (under `key`) for the provenance.
+pub fn choose_l2(
+    l2s: &[f32],
+    how: &str,
+    key: &str,
+    mut predict: impl FnMut(f32) -> Vec<(f32, bool)>,
+) -> Result<(f32, Vec<serde_json::Value>)> {
+    eprintln!("| l2 | {how} on the fit part: P / R / F1 @ 0.5 (tp fp fn) |");
+    eprintln!("| --- | --- |");
+    let mut best: Option<((f64, u32), f32)> = None;
+    let mut candidates = Vec::new();
+    for &l2 in l2s {
+        let p = prf(&predict(l2), 0.5);
+        eprintln!("| {l2} | {:.2} / {:.2} / {:.2} ({} {} {}) |", p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_);
+        let rank = (p.f1, u32::MAX - p.fp - p.fn_);
+        if best.is_none_or(|(k, _)| rank > k) {
+            best = Some((rank, l2));
+        }
+        candidates.push(serde_json::json!({"l2": l2, key: p}));
+    }
+    let (_, l2) = best.context("no candidates (give --l2)")?;
+    Ok((l2, candidates))
+}
