@@ -22,10 +22,17 @@ fn a_new_threshold_changes_what_fires_between_frames_and_keeps_the_tracks() {
         objects: None,
         dirty: None,
         attributes: Vec::new(),
+        detectors: Vec::new(),
     };
     let pool = ModelPool::new(vec![set]);
-    let env =
-        RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false, attribute_heads: None };
+    let env = RuleEnv {
+        object_labels: None,
+        gate: true,
+        gate_recheck_s: 2.0,
+        dirty_head: false,
+        attribute_heads: None,
+        detectors: None,
+    };
     let rules = |t: &str| validate_rules(&[toml::from_str::<RuleConfig>(t).unwrap()], &env).unwrap();
     // 100 hits needed: on this 60-frame clip the face is tracked but never fires
     let strict = rules("kind = \"no_mask\"\nmin_hits = 100\nwindow = 100");
@@ -229,6 +236,7 @@ fn require_dirty_counts_only_what_the_clean_dirty_head_calls_dirty() {
         objects: Some(objects),
         dirty: Some(load_head(&dir, "dirty-head-fitted", &o).unwrap()),
         attributes: Vec::new(),
+        detectors: Vec::new(),
     };
     let pool = ModelPool::new(vec![set]);
     let env = RuleEnv {
@@ -237,6 +245,7 @@ fn require_dirty_counts_only_what_the_clean_dirty_head_calls_dirty() {
         gate_recheck_s: 2.0,
         dirty_head: true,
         attribute_heads: None,
+        detectors: None,
     };
     let frames = frames_of(&sample("coffee-pan.mp4"), 5.0, 640);
     let fires = |extra: &str| {

@@ -462,7 +462,7 @@ proptest! {
         if let Ok(o) = Override::parse(&serde_json::to_vec(&v).unwrap()) {
             prop_assert!(!o.by.chars().any(char::is_control));
             if let Ok(r) = overlay(&rule, &o.set) {
-                let env = vigil::rules::RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false, attribute_heads: None };
+                let env = vigil::rules::RuleEnv { object_labels: None, gate: true, gate_recheck_s: 2.0, dirty_head: false, attribute_heads: None, detectors: None };
                 let _ = vigil::rules::validate_rules(&[r], &env);
             }
         }

@@ -236,6 +236,7 @@ fn no_mask_set() -> vigil::detect::ModelSet {
         objects: None,
         dirty: None,
         attributes: Vec::new(),
+        detectors: Vec::new(),
     }
 }
 
@@ -712,4 +713,156 @@ resize = "bilinear stretch"
     std::fs::write(d.path().join("site-scrfd.toml"), manifest.replace(", \"kps_32\"", "")).unwrap();
     let e = FaceDetector::load(d.path(), "site-scrfd", &RuntimeOptions::default()).err().unwrap();
     assert!(format!("{e:#}").contains("reads [6, 9] outputs, the manifest names 8"), "{e:#}");
+}
+
+/// A site's RetinaFace face detector (`decoder = "retinaface"`: `loc`, `conf`, `landms` against
+/// prior boxes of sizes 16/32, 64/128, 256/512 at strides 8, 16, 32; BGR input), made here with
+/// known outputs and decoded through ONNX Runtime and `detect_in`, mapped back from the 64×64
+/// input to a 128×128 frame.
+#[test]
+fn a_sites_retinaface_face_detector_is_decoded_from_its_prior_boxes() {
+    let d = tempfile::tempdir().unwrap();
+    // priors of a 64×64 input: 8×8 cells × 2 + 4×4 × 2 + 2×2 × 2
+    let n = 8 * 8 * 2 + 4 * 4 * 2 + 2 * 2 * 2;
+    let (mut loc, mut conf, mut landms) = (vec![0f32; 4 * n], vec![0f32; 2 * n], vec![0f32; 10 * n]);
+    for k in 0..n {
+        conf[2 * k] = 1.0; // background
+    }
+    // stride 8, cell (col 3, row 2), the size-16 prior: centre (28, 20); no offset
+    let a = (2 * 8 + 3) * 2;
+    conf[2 * a..2 * a + 2].copy_from_slice(&[0.1, 0.9]);
+    landms[10 * a..10 * a + 2].copy_from_slice(&[-2.5, 0.0]); // left eye 4 px left of the centre
+    // stride 16, cell (0, 0), the size-64 prior: centre (8, 8); moved by (2.5, 5) × 0.1 × 64 =
+    // (16, 32) and halved in size: centre (24, 40), 32 × 32
+    let b = 8 * 8 * 2;
+    conf[2 * b..2 * b + 2].copy_from_slice(&[0.2, 0.8]);
+    let half = 0.5f32.ln() / 0.2;
+    loc[4 * b..4 * b + 4].copy_from_slice(&[2.5, 5.0, half, half]);
+    // the size-32 prior of the first cell: under the threshold
+    conf[2 * (a + 1)..2 * (a + 1) + 2].copy_from_slice(&[0.6, 0.4]);
+    let shapes = [vec![1, n as i64, 4], vec![1, n as i64, 2], vec![1, n as i64, 10]];
+    let outs: Vec<(&str, &[i64], &[f32])> =
+        vec![("loc", &shapes[0], &loc), ("conf", &shapes[1], &conf), ("landms", &shapes[2], &landms)];
+    let model = onnx::constant_outputs("input0", &[1, 3, 64, 64], &outs);
+    std::fs::write(d.path().join("site-retinaface.onnx"), &model).unwrap();
+    let manifest = format!(
+        r#"id = "site-retinaface"
+file = "site-retinaface.onnx"
+sha256 = "{}"
+task = "face_detection"
+decoder = "retinaface"
+licence = "test graph"
+source = "made by tests/models.rs"
+outputs = ["loc", "conf", "landms"]
+labels = ["face"]
+[input]
+name = "input0"
+layout = "NCHW"
+color = "BGR"
+width = 64
+height = 64
+multiple_of = 32
+mean = [104.0, 117.0, 123.0]
+std = [1.0, 1.0, 1.0]
+resize = "bilinear stretch"
+"#,
+        vigil::util::sha256_hex(&model)
+    );
+    std::fs::write(d.path().join("site-retinaface.toml"), &manifest).unwrap();
+    let mut det =
+        FaceDetector::load(d.path(), "site-retinaface", &RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    let frame = RgbFrame::from_image(&image::RgbImage::new(128, 128));
+    let faces = det.detect(&frame, 0.5).unwrap();
+    let r = |v: f32| (v * 100.0).round() / 100.0;
+    let got: Vec<_> = faces
+        .iter()
+        .map(|f| ((f.score * 100.0).round() as u32, [r(f.bbox.x1), r(f.bbox.y1), r(f.bbox.x2), r(f.bbox.y2)]))
+        .collect();
+    // input pixels ×2: (20, 12)-(36, 28) and (8, 24)-(40, 56)
+    assert_eq!(got, vec![(90, [40.0, 24.0, 72.0, 56.0]), (80, [16.0, 48.0, 80.0, 112.0])]);
+    assert_eq!(faces[0].landmarks[0], [48.0, 40.0], "left eye: (28 − 2.5 × 0.1 × 16, 20) × 2");
+    assert_eq!(faces[0].landmarks[1], [56.0, 40.0], "an offset of 0 is the prior's centre");
+    // outputs sized for another input are refused, naming the model
+    let small = vec![0f32; 8];
+    let outs: Vec<(&str, &[i64], &[f32])> =
+        vec![("loc", &[1, 2, 4], &small), ("conf", &[1, 2, 2], &small[..4]), ("landms", &[1, 2, 10], &[0.0; 20])];
+    let model = onnx::constant_outputs("input0", &[1, 3, 64, 64], &outs);
+    std::fs::write(d.path().join("site-retinaface.onnx"), &model).unwrap();
+    std::fs::write(
+        d.path().join("site-retinaface.toml"),
+        manifest.replace(
+            &manifest[manifest.find("sha256").unwrap()..manifest.find("task").unwrap()],
+            &format!("sha256 = \"{}\"\n", vigil::util::sha256_hex(&model)),
+        ),
+    )
+    .unwrap();
+    let mut det = FaceDetector::load(d.path(), "site-retinaface", &RuntimeOptions::default()).unwrap();
+    let e = det.detect(&frame, 0.5).err().unwrap();
+    assert!(format!("{e:#}").contains("site-retinaface") && format!("{e:#}").contains("168 priors"), "{e:#}");
+    // a colour order the preprocessing does not know is refused at load
+    std::fs::write(d.path().join("site-retinaface.toml"), manifest.replace("\"BGR\"", "\"YUV\"")).unwrap();
+    let e = FaceDetector::load(d.path(), "site-retinaface", &RuntimeOptions::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("input.color is \"YUV\""), "{e:#}");
+}
+
+/// Several object models in one pipeline: a camera runs the pipeline's COCO detector for a cat
+/// rule and a site's own detector (`detector = "site-yolo8"`, a graph made here that always sees
+/// a rat) for a rodent rule, side by side; each rule's classes are checked against its own
+/// detector, a detector without a manifest is refused at its key, and the items name the model
+/// that judged.
+#[test]
+fn a_camera_runs_the_pipelines_detector_and_a_sites_detector_side_by_side() {
+    let site = common::Site::new("", "");
+    let models = site.path("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for f in ["coco-nanodet.toml", "coco-nanodet.onnx"] {
+        std::fs::copy(common::repo().join("models").join(f), models.join(f)).unwrap();
+    }
+    // one anchor: a rat at (32, 16), 20 × 10 input pixels
+    let v8 = [32.0, 16.0, 20.0, 10.0, 0.9, 0.1];
+    site_detector(&models, "site-yolo8", "yolov8", &[1, 6, 1], &v8);
+    site.replace(
+        &format!("dir = \"{}\"", common::repo().join("models").display()),
+        &format!("dir = \"{}\"\ndirty_head = \"none\"", models.display()),
+    );
+    let camera = |rodents: &str| {
+        format!(
+            "[[cameras]]\nid = \"store\"\nsource = \"{}\"\nrealtime = false\nprivacy_mask = \"none\"\n\
+             [[cameras.rules]]\nkind = \"object_present\"\nid = \"animals\"\nclasses = [\"cat\"]\n\
+             [[cameras.rules]]\nkind = \"object_present\"\nid = \"rodents\"\n{rodents}\n",
+            common::sample("chelsea-pan.mp4").display()
+        )
+    };
+    let base = std::fs::read_to_string(&site.pipeline).unwrap();
+    let with = |rodents: &str| {
+        std::fs::write(&site.pipeline, base.clone() + &camera(rodents)).unwrap();
+        common::check(&site.pipeline)
+    };
+    let (code, out) = with("detector = \"site-yolo8\"\nclasses = [\"cat\"]");
+    assert!(
+        code != 0
+            && out.contains("cameras[0].rules[1].classes[0]")
+            && out.contains("not a class of object model \"site-yolo8\" (its classes: rat, cockroach)"),
+        "{out}"
+    );
+    let (code, out) = with("detector = \"site-rodent\"\nclasses = [\"rat\"]");
+    assert!(code != 0 && out.contains("cameras[0].rules[1].detector") && out.contains("site-rodent.toml"), "{out}");
+    let (code, out) = with("detector = \"site-yolo8\"\nclasses = [\"rat\"]");
+    assert_eq!(code, 0, "{out}");
+    let (code, log) =
+        common::run_to_end(&["run", site.pipeline.to_str().unwrap()], std::time::Duration::from_secs(180));
+    assert_eq!(code, 0, "{log}");
+    let events = site.outbox();
+    let rule_of = |e: &serde_json::Value| e["payload"]["rule"]["id"].as_str().unwrap().to_string();
+    let rules: std::collections::BTreeSet<String> = events.iter().map(rule_of).collect();
+    assert_eq!(rules, ["animals", "rodents"].map(String::from).into(), "{log}");
+    for e in &events {
+        let m: serde_json::Value =
+            serde_json::from_slice(&site.stored(e["payload"]["manifest"]["key"].as_str().unwrap())).unwrap();
+        let ids: Vec<&str> = m["models"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["coco-nanodet", "site-yolo8"], "both detectors named in every manifest");
+        let trigger = m["detections"].as_array().unwrap().iter().find(|d| d["trigger"] == true).unwrap().clone();
+        let want = if rule_of(e) == "rodents" { "rat" } else { "cat" };
+        assert_eq!(trigger["label"], want, "{m}");
+    }
 }

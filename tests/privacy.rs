@@ -179,12 +179,19 @@ fn a_face_under_the_mask_never_reaches_the_detector() {
         objects: None,
         dirty: None,
         attributes: Vec::new(),
+        detectors: Vec::new(),
     };
     let pool = ModelPool::new(vec![set]);
     let rule: RuleConfig =
         toml::from_str("kind = \"no_mask\"\nmin_hits = 1\nwindow = 1\nthreshold = 0.5\nface_threshold = 0.3").unwrap();
-    let env =
-        RuleEnv { object_labels: None, gate: false, gate_recheck_s: 2.0, dirty_head: false, attribute_heads: None };
+    let env = RuleEnv {
+        object_labels: None,
+        gate: false,
+        gate_recheck_s: 2.0,
+        dirty_head: false,
+        attribute_heads: None,
+        detectors: None,
+    };
     let mut run = |mask: Option<PrivacyMask>| {
         let stats = Arc::new(vigil::telemetry::CameraStats::detached("c"));
         let mut a = Analyser::new(

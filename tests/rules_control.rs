@@ -286,6 +286,7 @@ fn run_analysis_loop(
         gate_recheck_s: 2.0,
         dirty_head: false,
         attribute_heads: None,
+        detectors: None,
     };
     let rules = validate_rules(&[no_mask, utensils], &env).unwrap();
     let stats = std::sync::Arc::new(vigil::telemetry::CameraStats::detached("alloc-test"));
@@ -329,6 +330,7 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
         objects: Some(ObjectDetector::load(&dir, "coco-nanodet", &o).unwrap()),
         dirty: None,
         attributes: Vec::new(),
+        detectors: Vec::new(),
     };
     let labels = set.objects.as_ref().unwrap().labels().to_vec();
     let pool = std::sync::Arc::new(ModelPool::new(vec![set]));

@@ -141,6 +141,12 @@ catalogue! {
     approve: "通过", "Approve";
     reject: "驳回", "Reject";
     remind: "提醒整改", "Reminder";
+    rejection_kind: "驳回类别", "Kind of rejection";
+    rejection_unsaid: "（未说明）", "(not said)";
+    rejection_false_alarm: "误报（无违规）", "False alarm (no violation)";
+    rejection_unclear: "画面不清", "Footage unclear";
+    rejection_duplicate: "重复", "Duplicate";
+    rejection_other: "其他", "Other";
     check_true: "真实", "True";
     check_clear: "清晰", "Clear";
     check_complete: "完整", "Complete";

@@ -168,6 +168,21 @@ pub struct FitArgs {
     /// face is added once more per recolouring (not with --flip).
     #[arg(long, default_value = "none")]
     pub recolour: String,
+    /// Learn from the officers' decisions: refit the attribute head of the `attribute_missing`
+    /// rule `--rule` from the decided items in the pipeline's store (approved or reminded:
+    /// missing; rejected as a false alarm: not), and promote it only if it beats the current head
+    /// on the frozen evaluation part of the decisions. A report either way.
+    #[arg(long, requires = "rule")]
+    pub from_reviews: bool,
+    /// With --from-reviews: the pipeline whose store, keys, models and rule are used.
+    #[arg(long, default_value = "pipelines/demo.toml")]
+    pub pipeline: PathBuf,
+    /// With --from-reviews: the rule's id (`cameras.rules.id`).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// With --from-reviews: measure and report, never promote.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -236,6 +251,12 @@ pub fn clips(a: ClipsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     let default_l2 = a.l2 == [0.003, 0.01, 0.03];
+    if a.from_reviews {
+        return from_reviews(&a, default_l2);
+    }
+    if a.rule.is_some() || a.dry_run {
+        anyhow::bail!("--rule and --dry-run are for --from-reviews");
+    }
     if a.kind == HeadKind::Attribute {
         let name = a.name.as_deref().context("--kind attribute needs --name (the attribute: hat, gloves, ...)")?;
         let id = a.id.clone().unwrap_or_else(|| crate::eval::attribute::head_id(name));
@@ -304,6 +325,45 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     })?;
     println!("wrote {}", f.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil fit --from-reviews`: prints the comparison; exit 0 when promoted, 3 when refused (or a
+/// dry run), so a script can tell.
+fn from_reviews(a: &FitArgs, default_l2: bool) -> anyhow::Result<ExitCode> {
+    let p = match super::load(&a.pipeline) {
+        Ok(p) => p,
+        Err(c) => return Ok(c),
+    };
+    let l2 = if default_l2 { vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0] } else { a.l2.clone() };
+    let rule = a.rule.as_deref().unwrap_or_default();
+    let args = crate::eval::reviews::Args { pipeline: &p, rule, l2s: &l2, dry_run: a.dry_run };
+    let (r, file) = super::block_on(crate::eval::reviews::fit_from_reviews(&args))?;
+    println!(
+        "rule {} (head {}): {} items; {} confirmed, {} false alarms; fit part {}, evaluation part {}",
+        r.rule, r.head, r.items, r.positives, r.negatives, r.fit_examples, r.evaluation_examples
+    );
+    for (why, n) in &r.left_out {
+        println!("  left out: {n} {why}");
+    }
+    println!("| head | version | evaluation part: P / R / F1 @ {} (tp fp fn) |", r.current.evaluation.threshold);
+    println!("| --- | --- | --- |");
+    for (name, s) in [("current", Some(&r.current)), ("refit", r.refit.as_ref())] {
+        if let Some(s) = s {
+            let e = &s.evaluation;
+            println!(
+                "| {name} | {} | {:.2} / {:.2} / {:.2} ({} {} {}) |",
+                s.version, e.precision, e.recall, e.f1, e.tp, e.fp, e.fn_
+            );
+        }
+    }
+    println!("{}", r.why);
+    println!("report: {}", file.display());
+    if r.promoted {
+        println!("restart the workers to judge with it (heads are loaded at start)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(3))
+    }
 }
 
 /// `"0;0,0.15;0,lower"` → [[0.0], [0.0, 0.15], [0.0, LOWER_FACE]].

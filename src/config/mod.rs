@@ -200,8 +200,14 @@ impl Pipeline {
                 }
                 other => other.and_then(Result::ok),
             };
+        // and the other object models rules name (`detector`), for theirs
+        let detectors = detector_labels(
+            &c.resolve(&raw.models.dir),
+            &named_detectors(raw.cameras.iter().flat_map(|c| c.rules.iter()), &raw.models.objects),
+        );
         let env = RuleEnv {
             object_labels: labels.as_deref(),
+            detectors: Some(&detectors),
             gate: raw.analysis.gate,
             gate_recheck_s: raw.analysis.gate_recheck_s,
             dirty_head: raw.models.dirty().is_some(),
@@ -286,6 +292,7 @@ impl Pipeline {
     pub fn rule_env<'a>(&self, labels: Option<&'a [String]>) -> RuleEnv<'a> {
         RuleEnv {
             object_labels: labels,
+            detectors: None,
             gate: self.settings.analysis.gate,
             gate_recheck_s: self.settings.analysis.gate_recheck_s,
             dirty_head: self.settings.models.dirty().is_some(),
@@ -324,6 +331,30 @@ impl Pipeline {
             self.cameras.iter().flat_map(|c| c.rules.attribute_heads()).collect();
         heads.into_iter().map(str::to_string).collect()
     }
+
+    /// The object models rules name beside `models.objects` (`detector`), each once.
+    pub fn detectors(&self) -> Vec<String> {
+        named_detectors(self.cameras.iter().flat_map(|c| c.rules.configs()), &self.settings.models.objects)
+    }
+
+    /// The class names of [`detectors`](Self::detectors), or why each cannot be read.
+    pub fn detector_labels(&self) -> crate::rules::Detectors {
+        detector_labels(&self.models_dir, &self.detectors())
+    }
+}
+
+/// The distinct `detector`s of `rules` other than the pipeline's own object model.
+fn named_detectors<'a>(rules: impl Iterator<Item = &'a crate::rules::RuleConfig>, own: &str) -> Vec<String> {
+    let set: std::collections::BTreeSet<&str> = rules.filter_map(|r| r.detector()).filter(|d| *d != own).collect();
+    set.into_iter().map(str::to_string).collect()
+}
+
+/// The class names of the object models `ids` in `dir` (their manifests), or why not.
+fn detector_labels(dir: &Path, ids: &[String]) -> crate::rules::Detectors {
+    ids.iter()
+        .filter(|d| crate::rules::valid_id(d))
+        .map(|d| (d.clone(), crate::detect::read_labels(dir, d).map_err(|e| format!("{e:#}"))))
+        .collect()
 }
 
 /// NATS server URLs (comma-separated): each `nats://`, `tls://`, `ws://` or `wss://` with a host.

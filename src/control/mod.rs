@@ -328,6 +328,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
     let dir = p.models_dir.clone();
     let m = p.settings.models.clone();
     let heads = p.attribute_heads();
+    let detectors = p.detectors();
     let opts = RuntimeOptions {
         execution_providers: m.execution_providers.clone(),
         intra_threads: m.threads(),
@@ -349,6 +350,7 @@ pub async fn load_models(p: &Pipeline) -> Result<Option<Arc<ModelPool>>> {
                         .iter()
                         .map(|h| crate::detect::load_head(&dir, h, &opts))
                         .collect::<Result<_>>()?,
+                    detectors: detectors.iter().map(|d| ObjectDetector::load(&dir, d, &opts)).collect::<Result<_>>()?,
                 })
             })
             .collect()

@@ -46,6 +46,8 @@ pub struct RuleControl {
     gate_recheck_s: f64,
     dirty_head: bool,
     labels: Option<Vec<String>>,
+    /// The other object models loaded (rules' `detector`), with their class names.
+    detectors: crate::rules::Detectors,
     /// Which models are loaded.
     loaded: Needs,
     /// The attribute heads loaded.
@@ -78,6 +80,7 @@ impl RuleControl {
             gate_recheck_s: p.settings.analysis.gate_recheck_s,
             dirty_head: p.settings.models.dirty().is_some(),
             labels,
+            detectors: p.detector_labels(),
             loaded: p.needs(),
             loaded_heads: p.attribute_heads(),
             base: p.camera_configs.iter().map(|c| (c.id.clone(), c.rules.clone())).collect(),
@@ -107,6 +110,7 @@ impl RuleControl {
         let old = self.current.get(cam).cloned().unwrap_or_default().configs().to_vec();
         let env = RuleEnv {
             object_labels: self.labels.as_deref(),
+            detectors: Some(&self.detectors),
             gate: self.gate,
             gate_recheck_s: self.gate_recheck_s,
             dirty_head: self.dirty_head,

@@ -404,10 +404,8 @@ pub fn evidence(
     mut jobs: mpsc::UnboundedReceiver<EvidenceJob>,
 ) -> Handle {
     let s = &p.settings;
-    let model_facts: Vec<ModelFacts> = models
-        .as_ref()
-        .map(|m| m.get(0).infos().into_iter().map(|(id, sha256)| ModelFacts { id, sha256 }).collect())
-        .unwrap_or_default();
+    let model_facts: Vec<ModelFacts> =
+        models.as_ref().map(|m| m.get(0).infos().into_iter().map(ModelFacts::from).collect()).unwrap_or_default();
     let ctx = Arc::new(EvidenceContext {
         spool: d.spool.clone(),
         chains: d.chains.clone(),

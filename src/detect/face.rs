@@ -1,8 +1,8 @@
 //! The face detector: the vendored CenterFace (MODELS.md §1: RGB, raw 0..255, stretch-resized to
 //! multiples of 32, NCHW; heatmap/scale/offset decoding at stride 4), or a site's SCRFD-style
 //! anchor model (`decoder = "scrfd"`: per stride 8, 16, 32 scores, box distances and optional
-//! landmarks, two anchors per cell); greedy NMS at IoU 0.3, boxes mapped back by the resize
-//! factors.
+//! landmarks, two anchors per cell), or a RetinaFace prior-box model (`decoder = "retinaface"`);
+//! greedy NMS at IoU 0.3, boxes mapped back by the resize factors.
 
 use std::path::Path;
 
@@ -92,10 +92,80 @@ pub enum FaceDecoder {
     /// (landmark offsets in strides): N = 2 anchors per cell, anchors centred at (col, row) ×
     /// stride; 6 or 9 outputs.
     Scrfd,
+    /// RetinaFace (Pytorch_Retinaface exports): `loc` `[N, 4]` (centre offsets and log sizes
+    /// against prior boxes, variances 0.1 and 0.2), `conf` `[N, 2]` (softmax: background, face),
+    /// optionally `landms` `[N, 10]`; priors for strides 8, 16, 32 with sizes 16 and 32, 64 and
+    /// 128, 256 and 512, cells row by row, centred at (col + ½, row + ½) × stride; 2 or 3 outputs.
+    RetinaFace,
 }
 
 impl FaceDecoder {
-    pub const NAMES: [&str; 2] = ["centerface", "scrfd"];
+    pub const NAMES: [&str; 3] = ["centerface", "scrfd", "retinaface"];
+}
+
+/// RetinaFace's prior boxes: (stride, the two sizes of its cells' priors).
+const RETINAFACE_PRIORS: [(usize, [f32; 2]); 3] = [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
+/// RetinaFace's box variances: centre, size.
+const RETINAFACE_VARIANCE: [f32; 2] = [0.1, 0.2];
+
+/// Decodes RetinaFace outputs of one image (`loc`, `conf`, optionally `landms`) for an input of
+/// `in_w` × `in_h`, into `out` (cleared first); boxes in input pixels, NMS applied. Outputs whose
+/// sizes do not fit the input's priors are an error.
+pub fn decode_retinaface_into(
+    outs: &[&[f32]],
+    (in_w, in_h): (usize, usize),
+    threshold: f32,
+    out: &mut Vec<Face>,
+) -> Result<()> {
+    out.clear();
+    if !(2..=3).contains(&outs.len()) {
+        anyhow::bail!("retinaface reads 2 or 3 outputs (loc, conf, landms), got {}", outs.len());
+    }
+    let n: usize = RETINAFACE_PRIORS.iter().map(|(s, sizes)| in_w.div_ceil(*s) * in_h.div_ceil(*s) * sizes.len()).sum();
+    let (loc, conf) = (outs[0], outs[1]);
+    let lms = outs.get(2).copied();
+    if loc.len() != 4 * n || conf.len() != 2 * n || lms.is_some_and(|l| l.len() != 10 * n) {
+        anyhow::bail!(
+            "retinaface outputs do not fit a {in_w}×{in_h} input: {} box rows for its {n} priors",
+            loc.len() / 4
+        );
+    }
+    let [vc, vs] = RETINAFACE_VARIANCE;
+    let (w, h) = (in_w as f32, in_h as f32);
+    let mut a = 0;
+    for (stride, sizes) in RETINAFACE_PRIORS {
+        let (gw, gh) = (in_w.div_ceil(stride), in_h.div_ceil(stride));
+        for cell in 0..gw * gh {
+            let s = stride as f32;
+            let (cx, cy) = (((cell % gw) as f32 + 0.5) * s, ((cell / gw) as f32 + 0.5) * s);
+            for size in sizes {
+                let k = a;
+                a += 1;
+                let p = conf[2 * k + 1];
+                if p <= threshold {
+                    continue;
+                }
+                let l = &loc[4 * k..4 * k + 4];
+                let (bx, by) = (cx + l[0] * vc * size, cy + l[1] * vc * size);
+                let (bw, bh) = (size * (l[2] * vs).exp(), size * (l[3] * vs).exp());
+                let bbox = BBox {
+                    x1: (bx - bw / 2.0).clamp(0.0, w),
+                    y1: (by - bh / 2.0).clamp(0.0, h),
+                    x2: (bx + bw / 2.0).clamp(0.0, w),
+                    y2: (by + bh / 2.0).clamp(0.0, h),
+                };
+                let mut landmarks = [[bx, by]; 5];
+                if let Some(lm) = lms {
+                    for (j, m) in landmarks.iter_mut().enumerate() {
+                        *m = [cx + lm[10 * k + 2 * j] * vc * size, cy + lm[10 * k + 2 * j + 1] * vc * size];
+                    }
+                }
+                out.push(Face { bbox, score: p, landmarks });
+            }
+        }
+    }
+    nms_in_place(out, FACE_NMS_IOU, |f| f.bbox, |f| f.score);
+    Ok(())
 }
 
 /// The SCRFD strides and anchors per cell.
@@ -218,7 +288,7 @@ pub fn add_person_pass(
     Ok(looked)
 }
 
-/// The face detector: CenterFace, or an SCRFD-style model.
+/// The face detector: CenterFace, or an SCRFD- or RetinaFace-style model.
 pub struct FaceDetector {
     pub info: ModelInfo,
     pub decoder: FaceDecoder,
@@ -230,6 +300,7 @@ impl FaceDetector {
         let info = ModelInfo::load_one_of(dir, id, &FaceDecoder::NAMES)?;
         let (decoder, outputs) = match info.manifest.decoder.as_str() {
             "scrfd" => (FaceDecoder::Scrfd, &[6, 9][..]),
+            "retinaface" => (FaceDecoder::RetinaFace, &[2, 3][..]),
             _ => (FaceDecoder::CenterFace, &[4][..]),
         };
         if !outputs.contains(&info.manifest.outputs.len()) {
@@ -305,11 +376,13 @@ impl FaceDetector {
         let nb = frames.len();
         self.run.input.resize(nb * 3 * plane, 0.0);
         let (mean, std) = (spec.mean, spec.std);
+        // channel c of the input is the pixel's channel `order[c]` (RetinaFace exports read BGR)
+        let order = if spec.color == "BGR" { [2, 1, 0] } else { [0, 1, 2] };
         for (b, frame) in frames.iter().enumerate() {
             let buf = &mut self.run.input[b * 3 * plane..(b + 1) * 3 * plane];
             frame.sample_bilinear(roi, w, h, |i, px| {
                 for c in 0..3 {
-                    buf[c * plane + i] = (px[c] - mean[c]) / std[c];
+                    buf[c * plane + i] = (px[order[c]] - mean[c]) / std[c];
                 }
             });
         }
@@ -320,7 +393,7 @@ impl FaceDetector {
     /// Decodes image `b` of the last run into `out`, boxes in frame pixels.
     fn decode(&self, b: usize, (w, h): (usize, usize), roi: BBox, threshold: f32, out: &mut Vec<Face>) -> Result<()> {
         let r = &self.run;
-        if self.decoder == FaceDecoder::Scrfd {
+        if self.decoder != FaceDecoder::CenterFace {
             // each output holds the batch's images one after another
             let nb = self.run.input.len() / (3 * w * h).max(1);
             let outs = (0..self.info.manifest.outputs.len())
@@ -330,8 +403,8 @@ impl FaceDetector {
                     Ok(&o[b * per..(b + 1) * per])
                 })
                 .collect::<Result<Vec<&[f32]>>>()?;
-            decode_scrfd_into(&outs, (w, h), threshold, out)
-                .map_err(|e| anyhow::anyhow!("model {}: {e}", self.info.id))?;
+            let decode = if self.decoder == FaceDecoder::Scrfd { decode_scrfd_into } else { decode_retinaface_into };
+            decode(&outs, (w, h), threshold, out).map_err(|e| anyhow::anyhow!("model {}: {e}", self.info.id))?;
         } else {
             let (heat, scale, offset, lms) = (r.output(0)?, r.output(1)?, r.output(2)?, r.output(3)?);
             let (gh, gw) = (h / 4, w / 4);

@@ -59,6 +59,13 @@ pub struct FittedHead {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flip: bool,
     pub provenance: serde_json::Value,
+    /// A head refitted from the officers' decisions (`vigil fit --from-reviews`): its version (the
+    /// head it replaced + 1; absent: the first head, fitted from labelled data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// SHA-256 of the evaluation report that promoted this version (`<id>.v<version>.report.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sha256: Option<String>,
     /// SHA-256 of the head file, set when loaded.
     #[serde(skip)]
     pub sha256: String,
@@ -114,6 +121,8 @@ impl FittedHead {
             views,
             flip: false,
             provenance: serde_json::Value::Null,
+            version: None,
+            report_sha256: None,
             sha256: String::new(),
         }
     }
@@ -140,6 +149,16 @@ impl FittedHead {
                 + self.bias
         };
         1.0 / (1.0 + (-z).exp())
+    }
+
+    /// The head as evidence names it.
+    pub fn model_ref(&self) -> super::ModelRef {
+        super::ModelRef {
+            id: self.id.clone(),
+            sha256: self.sha256.clone(),
+            version: self.version,
+            report_sha256: self.report_sha256.clone(),
+        }
     }
 
     /// Reads `<dir>/<id>.toml` (`file`, `sha256`) and the head it names, checking the hash.
@@ -175,6 +194,21 @@ impl FittedHead {
             || h.views.iter().any(|&v| !(0.0..=1.0).contains(&v) && v != LOWER_FACE)
         {
             bail!("head {}: inconsistent (id or dimensions)", path.display());
+        }
+        // a head promoted from reviews comes with the report that promoted it
+        if let (Some(v), Some(want)) = (h.version, &h.report_sha256) {
+            let rpath = dir.join(format!("{}.v{v}.report.json", h.id));
+            let bytes = fsx::read_limited(&rpath, fsx::limits::MANIFEST).with_context(|| {
+                format!("head {}: its evaluation report {}: cannot read", path.display(), rpath.display())
+            })?;
+            let got = crate::util::sha256_hex(&bytes);
+            if &got != want {
+                bail!(
+                    "head {}: evaluation report {} has SHA-256 {got}, the head names {want}",
+                    path.display(),
+                    rpath.display()
+                );
+            }
         }
         Ok(h)
     }

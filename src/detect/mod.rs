@@ -22,7 +22,10 @@ pub mod pool;
 mod runner;
 pub mod runtime;
 
-pub use face::{Face, FaceDecoder, FaceDetector, decode_centerface, decode_centerface_into, decode_scrfd_into};
+pub use face::{
+    Face, FaceDecoder, FaceDetector, decode_centerface, decode_centerface_into, decode_retinaface_into,
+    decode_scrfd_into,
+};
 pub use mask::{FittedHead, MaskClassifier};
 pub use nms::{nms, nms_in_place};
 pub use objects::{
@@ -31,6 +34,22 @@ pub use objects::{
 };
 pub use pool::{ModelPool, ModelSet};
 pub use runtime::{ModelInfo, ModelManifest, RuntimeOptions, find_ort_library, gpu_providers, read_labels};
+
+/// A loaded model as evidence names it: its id and the SHA-256 of its file; for a head refitted
+/// from the officers' decisions, its version and the SHA-256 of the report that promoted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRef {
+    pub id: String,
+    pub sha256: String,
+    pub version: Option<u32>,
+    pub report_sha256: Option<String>,
+}
+
+impl ModelRef {
+    pub fn of(info: &ModelInfo) -> ModelRef {
+        ModelRef { id: info.id.clone(), sha256: info.sha256.clone(), version: None, report_sha256: None }
+    }
+}
 
 /// Both models of the no-mask path, loaded once per process.
 pub struct Models {
@@ -66,14 +85,9 @@ impl Models {
     }
 
     /// Models in use, for manifests (a fitted head is listed with the SHA-256 of its file).
-    pub fn infos(&self) -> Vec<(String, String)> {
-        let mut v = vec![
-            (self.face.info.id.clone(), self.face.info.sha256.clone()),
-            (self.mask.info.id.clone(), self.mask.info.sha256.clone()),
-        ];
-        if let Some(h) = &self.mask.head {
-            v.push((h.id.clone(), h.sha256.clone()));
-        }
+    pub fn infos(&self) -> Vec<ModelRef> {
+        let mut v = vec![ModelRef::of(&self.face.info), ModelRef::of(&self.mask.info)];
+        v.extend(self.mask.head.as_ref().map(FittedHead::model_ref));
         v
     }
 }

@@ -14,6 +14,8 @@ pub struct ModelSet {
     pub dirty: Option<super::MaskClassifier>,
     /// The attribute heads the `attribute_missing` rules name, each on its features model.
     pub attributes: Vec<super::MaskClassifier>,
+    /// Object models rules name beside `objects` (`detector`: a site's rodent detector).
+    pub detectors: Vec<ObjectDetector>,
 }
 
 impl ModelSet {
@@ -22,15 +24,22 @@ impl ModelSet {
         self.attributes.iter_mut().find(|m| m.head.as_ref().is_some_and(|h| h.id == id))
     }
 
+    /// The object model `id` (`None`: the pipeline's, `objects`) and its index in the set (0:
+    /// `objects`).
+    pub fn detector(&mut self, id: Option<&str>) -> Option<(usize, &mut ObjectDetector)> {
+        match id {
+            Some(id) if self.objects.as_ref().is_none_or(|o| o.info.id != id) => {
+                self.detectors.iter_mut().enumerate().find(|(_, d)| d.info.id == id).map(|(i, d)| (i + 1, d))
+            }
+            _ => self.objects.as_mut().map(|m| (0, m)),
+        }
+    }
+
     /// Models in use, for manifests.
-    pub fn infos(&self) -> Vec<(String, String)> {
+    pub fn infos(&self) -> Vec<super::ModelRef> {
         let mut v = self.no_mask.as_ref().map(Models::infos).unwrap_or_default();
-        if let Some(o) = &self.objects {
-            v.push((o.info.id.clone(), o.info.sha256.clone()));
-        }
-        for h in self.dirty.iter().chain(&self.attributes).filter_map(|d| d.head.as_ref()) {
-            v.push((h.id.clone(), h.sha256.clone()));
-        }
+        v.extend(self.objects.iter().chain(&self.detectors).map(|o| super::ModelRef::of(&o.info)));
+        v.extend(self.dirty.iter().chain(&self.attributes).filter_map(|d| d.head.as_ref()).map(|h| h.model_ref()));
         v
     }
 }

@@ -21,7 +21,7 @@ pub struct ModelManifest {
     /// SHA-256 of the ONNX file, checked at every load.
     pub sha256: String,
     pub task: String,
-    /// Which decoding this model needs: "centerface" or "scrfd" (face detector), "softmax2"
+    /// Which decoding this model needs: "centerface", "scrfd" or "retinaface" (face detector), "softmax2"
     /// (classifier), "nanodet-gfl", "yolov8", "yolov5", "ssd" or "centernet" (object detector).
     pub decoder: String,
     pub labels: Vec<String>,
@@ -37,7 +37,7 @@ pub struct InputSpec {
     pub name: String,
     /// "NCHW" or "NHWC".
     pub layout: String,
-    /// "RGB".
+    /// "RGB", or "BGR" (object and face detectors).
     pub color: String,
     /// Fixed input size, or 0 for "the frame's size rounded up to `multiple_of`".
     pub width: usize,
@@ -90,6 +90,9 @@ impl ModelInfo {
                 manifest.decoder,
                 decoders.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(" or ")
             );
+        }
+        if !["RGB", "BGR"].contains(&manifest.input.color.as_str()) {
+            bail!("model manifest {}: input.color is {:?}; \"RGB\" or \"BGR\"", mpath.display(), manifest.input.color);
         }
         let path = dir.join(&manifest.file);
         let actual = sha256_file(&path)?;

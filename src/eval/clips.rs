@@ -124,6 +124,11 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         objects: Some(crate::detect::ObjectDetector::load(dir, &m.objects, &o)?),
         dirty: m.dirty().map(|h| crate::detect::load_head(dir, h, &o)).transpose()?,
         attributes: heads.iter().map(|h| crate::detect::load_head(dir, h, &o)).collect::<Result<_>>()?,
+        detectors: p
+            .detectors()
+            .iter()
+            .map(|d| crate::detect::ObjectDetector::load(dir, d, &o))
+            .collect::<Result<_>>()?,
     };
     let (fps, width) = (p.settings.analysis.fps, p.settings.analysis.width);
     let configured_gate = p.settings.analysis.gate_settings();

@@ -11,13 +11,15 @@ use argmin::solver::quasinewton::LBFGS;
 /// A parameter with its cost and gradient.
 type Evaluated = (Vec<f64>, f64, Vec<f64>);
 
-/// Mean weighted log-loss + l2/2·|w|² (bias not penalised) over standardised rows.
+/// Mean weighted log-loss + l2/2·|w − prior|² (bias not penalised) over standardised rows.
 struct Objective {
     xs: Vec<f64>,
     y: Vec<bool>,
     cw: Vec<f64>,
     d: usize,
     l2: f64,
+    /// The weights the penalty pulls towards: zeros, or the head being refitted.
+    prior: Vec<f64>,
     /// The last parameter evaluated, with its cost and gradient (L-BFGS asks for both at once).
     last: Mutex<Option<Evaluated>>,
 }
@@ -45,10 +47,11 @@ impl Objective {
             }
             g[d] += e;
         }
-        for (gi, wi) in g[..d].iter_mut().zip(w) {
-            *gi += self.l2 * wi;
+        for ((gi, wi), pi) in g[..d].iter_mut().zip(w).zip(&self.prior) {
+            *gi += self.l2 * (wi - pi);
         }
-        let cost = loss / n as f64 + 0.5 * self.l2 * w.iter().map(|v| v * v).sum::<f64>();
+        let cost =
+            loss / n as f64 + 0.5 * self.l2 * w.iter().zip(&self.prior).map(|(v, p)| (v - p) * (v - p)).sum::<f64>();
         *last = Some((th.to_vec(), cost, g.clone()));
         (cost, g)
     }
@@ -124,9 +127,41 @@ where
 pub fn fit_logistic(x: &[Vec<f32>], y: &[bool], l2: f32, iters: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
     let d = x[0].len();
     let (mean, std, xs) = standardise(x);
-    let problem = Objective { xs, y: y.to_vec(), cw: class_weights(y), d, l2: l2 as f64, last: Mutex::new(None) };
+    let problem = Objective {
+        xs,
+        y: y.to_vec(),
+        cw: class_weights(y),
+        d,
+        l2: l2 as f64,
+        prior: vec![0.0; d],
+        last: Mutex::new(None),
+    };
     let th = minimise(problem, vec![0.0; d + 1], iters);
     (mean, std, th[..d].iter().map(|&v| v as f32).collect(), th[d] as f32)
+}
+
+/// Refits a logistic head on new rows, keeping what it knew: the rows standardised by the head's
+/// own mean and std, the penalty l2/2·|w − w_head|² pulling towards its weights (a large `l2`
+/// keeps the head, refitting only its bias; a small one follows the new rows), starting from it.
+/// Returns (mean, std, weights, bias) with the head's mean and std.
+pub fn refit_logistic(
+    x: &[Vec<f32>],
+    y: &[bool],
+    l2: f32,
+    head: (&[f32], &[f32], &[f32], f32),
+    iters: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
+    let (mean, std, w0, b0) = head;
+    let d = mean.len();
+    let xs: Vec<f64> =
+        x.iter().flat_map(|r| r.iter().zip(mean).zip(std).map(|((v, m), s)| ((v - m) / s) as f64)).collect();
+    let prior: Vec<f64> = w0.iter().map(|&v| v as f64).collect();
+    let mut start = prior.clone();
+    start.push(b0 as f64);
+    let problem =
+        Objective { xs, y: y.to_vec(), cw: class_weights(y), d, l2: l2 as f64, prior, last: Mutex::new(None) };
+    let th = minimise(problem, start, iters);
+    (mean.to_vec(), std.to_vec(), th[..d].iter().map(|&v| v as f32).collect(), th[d] as f32)
 }
 
 /// A fitted MLP: standardisation, hidden layer (`hidden` × d weights row-major, `hidden` biases),

@@ -24,6 +24,7 @@ pub mod logistic;
 pub mod metrics;
 pub mod photos;
 pub mod report;
+pub mod reviews;
 pub mod scenes;
 
 pub use fit::*;
@@ -45,6 +46,23 @@ mod tests {
         let h = FittedHead::logistic("t", "t", fit_logistic(&x, &y, 1e-3, 300), vec![0.0]);
         let correct = x.iter().zip(&y).filter(|(f, t)| (h.predict(f) >= 0.5) == **t).count();
         assert_eq!(correct, 200);
+    }
+
+    #[test]
+    fn a_refit_keeps_the_head_under_a_strong_pull_and_follows_the_rows_under_a_weak_one() {
+        // the head calls everything positive: weight 0 on the only feature, bias 3
+        let (mean, std, w, b) = (vec![0.0f32], vec![1.0f32], vec![0.0f32], 3.0f32);
+        let x: Vec<Vec<f32>> = (0..100).map(|i| vec![if i % 2 == 1 { 1.0 } else { -1.0 }]).collect();
+        let y: Vec<bool> = (0..100).map(|i| i % 2 == 1).collect();
+        let strong = logistic::refit_logistic(&x, &y, 1e4, (&mean, &std, &w, b), 300);
+        let weak = logistic::refit_logistic(&x, &y, 1e-3, (&mean, &std, &w, b), 300);
+        // the head's own standardisation is kept
+        assert_eq!((strong.0.clone(), strong.1.clone()), (mean.clone(), std.clone()));
+        assert!(strong.2[0].abs() < 0.01, "a strong pull keeps the weight: {}", strong.2[0]);
+        assert!(strong.3.abs() < 0.1, "and refits the bias to the balanced classes: {}", strong.3);
+        assert!(weak.2[0] > 3.0, "a weak pull follows the rows: {}", weak.2[0]);
+        let h = FittedHead::logistic("t", "t", weak, vec![0.0]);
+        assert!(x.iter().zip(&y).all(|(f, t)| (h.predict(f) >= 0.5) == *t));
     }
 
     #[test]

@@ -130,6 +130,19 @@ pub struct MaskFacts {
 pub struct ModelFacts {
     pub id: String,
     pub sha256: String,
+    /// A head refitted from the officers' decisions: its version (`vigil fit --from-reviews`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// SHA-256 of the evaluation report that promoted that version: which model judged, and why
+    /// it was trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sha256: Option<String>,
+}
+
+impl From<crate::detect::ModelRef> for ModelFacts {
+    fn from(m: crate::detect::ModelRef) -> Self {
+        ModelFacts { id: m.id, sha256: m.sha256, version: m.version, report_sha256: m.report_sha256 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]

@@ -15,6 +15,10 @@
 //!   to correct, no penalty: SD 3, NJ 4); an advisory item never becomes approved evidence;
 //! - decisions are final: a correction is a new decision by the same officer that references the
 //!   one it corrects (`corrects`), and takes its place.
+//!
+//! A rejection may say what kind of rejection it is ([`Rejection`]): a false alarm (the model was
+//! wrong), unclear footage, a duplicate, or another reason. Only false alarms teach a site's
+//! model that it was wrong (`vigil fit --from-reviews`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +31,37 @@ pub enum Decision {
     Reject,
     /// The premises are reminded to correct; no penalty (advisory items, first minor violations).
     Reminder,
+}
+
+/// What kind of rejection a rejection is (beside its free-text reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// 误报: no violation is shown; the model was wrong (a negative example for the site's head).
+    FalseAlarm,
+    /// 画面不清: the footage cannot show whether there was a violation.
+    Unclear,
+    /// 重复: the same violation is already an item.
+    Duplicate,
+    /// 其他: any other reason (the text says which).
+    Other,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [Rejection::FalseAlarm, Rejection::Unclear, Rejection::Duplicate, Rejection::Other];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::FalseAlarm => "false_alarm",
+            Rejection::Unclear => "unclear",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rejection> {
+        Rejection::ALL.into_iter().find(|r| r.name() == s)
+    }
 }
 
 /// An item's review status.
@@ -158,6 +193,9 @@ pub struct ReviewRecord {
     pub decision: Decision,
     pub checks: Checks,
     pub reason: String,
+    /// A rejection's kind (absent: not said, or not a rejection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
     /// The earlier decision (its `n`) this one corrects, by the same officer.
     pub corrects: Option<u32>,
     pub officer: Officer,
@@ -219,6 +257,21 @@ pub fn effective(records: &[ReviewRecord]) -> Vec<&ReviewRecord> {
         .collect()
 }
 
+/// What the officers' decisions say of the model that raised the item: `Some(true)` when they
+/// confirmed the violation (approved, or a reminder: the premises are asked to correct it),
+/// `Some(false)` when a rejection in effect calls it a false alarm, `None` otherwise (pending,
+/// one approval, rejected for another reason).
+pub fn model_label(records: &[ReviewRecord]) -> Option<bool> {
+    match status(records) {
+        Status::Approved | Status::Reminder => Some(true),
+        Status::Rejected => effective(records)
+            .iter()
+            .any(|r| r.decision == Decision::Reject && r.rejection == Some(Rejection::FalseAlarm))
+            .then_some(false),
+        Status::Pending | Status::OneApproval => None,
+    }
+}
+
 /// An item's review status from its records (in `n` order).
 pub fn status(records: &[ReviewRecord]) -> Status {
     let eff = effective(records);
@@ -262,6 +315,7 @@ pub struct Proposal<'a> {
     pub decision: Decision,
     pub checks: Checks,
     pub reason: &'a str,
+    pub rejection: Option<Rejection>,
     pub corrects: Option<u32>,
     pub officer: &'a Officer,
     pub verification_ok: bool,
@@ -282,6 +336,9 @@ pub fn check_decision(records: &[ReviewRecord], p: &Proposal) -> Result<Status, 
     }
     if p.reason.chars().count() > 2000 {
         return Err(Refusal::Invalid("the reason is longer than 2000 characters".into()));
+    }
+    if p.rejection.is_some() && p.decision != Decision::Reject {
+        return Err(Refusal::Invalid("a kind of rejection is given only with a rejection".into()));
     }
     let current = status(records);
     match p.corrects {
@@ -362,6 +419,7 @@ fn with(records: &[ReviewRecord], p: &Proposal) -> Vec<ReviewRecord> {
         decision: p.decision,
         checks: p.checks,
         reason: p.reason.into(),
+        rejection: p.rejection,
         corrects: p.corrects,
         officer: p.officer.clone(),
         time_utc: String::new(),
@@ -398,6 +456,7 @@ mod tests {
             decision: d,
             checks: all(),
             reason: "",
+            rejection: None,
             corrects: None,
             officer: o,
             verification_ok: true,

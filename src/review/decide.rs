@@ -29,6 +29,9 @@ pub struct DecisionRequest {
     pub checks: Checks,
     #[serde(default)]
     pub reason: String,
+    /// A rejection's kind: false_alarm, unclear, duplicate or other.
+    #[serde(default)]
+    pub rejection: Option<crate::evidence::review::Rejection>,
     /// The decision (its number) this one corrects.
     #[serde(default)]
     pub corrects: Option<u32>,
@@ -68,6 +71,7 @@ pub async fn decide(
             decision: req.decision,
             checks: req.checks,
             reason: &req.reason,
+            rejection: req.rejection,
             corrects: req.corrects,
             officer: &officer,
             verification_ok: view.verification.ok,
@@ -193,6 +197,7 @@ async fn write(
         decision: req.decision,
         checks: req.checks,
         reason: req.reason.trim().to_string(),
+        rejection: req.rejection,
         corrects: req.corrects,
         officer: officer.clone(),
         time_utc: rfc3339(now),

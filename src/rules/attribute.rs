@@ -90,6 +90,7 @@ impl AttributeMissingRule {
         Keys {
             id: &self.id,
             classes: persons,
+            detector: None,
             threshold: self.threshold,
             min_box_px: self.min_box_px,
             dwell_s: self.dwell_s,

@@ -136,6 +136,9 @@ impl Needs {
 pub struct RuleEnv<'a> {
     /// The object model's class names (`None`: not known, not checked).
     pub object_labels: Option<&'a [String]>,
+    /// The class names of the other object models rules name (`detector`), or why they cannot be
+    /// read (`None`: not known, not checked; a model missing from the map is not loaded).
+    pub detectors: Option<&'a Detectors>,
     /// Motion gating on, and its recheck interval (the utensils rule's `max_gap_s` must cover it).
     pub gate: bool,
     pub gate_recheck_s: f64,
@@ -145,6 +148,9 @@ pub struct RuleEnv<'a> {
     /// rules name is loaded).
     pub attribute_heads: Option<&'a [String]>,
 }
+
+/// The class names of object models by id, or why they cannot be read.
+pub type Detectors = std::collections::BTreeMap<String, Result<Vec<String>, String>>;
 
 /// `(key, problem)`; the key relative to the rule list (`rules[0].threshold`).
 pub type Problems = Vec<(String, String)>;
@@ -228,6 +234,14 @@ impl RuleConfig {
             RuleConfig::ObjectPresent(r) => r.check(env, p),
             RuleConfig::ObjectWithPerson(r) => r.check(env, p),
             RuleConfig::AttributeMissing(r) => r.check(env, p),
+        }
+    }
+
+    /// The object model an object rule names (`detector`; `None`: the pipeline's).
+    pub fn detector(&self) -> Option<&str> {
+        match self {
+            RuleConfig::ObjectPresent(r) => r.detector.as_deref(),
+            _ => None,
         }
     }
 
@@ -468,8 +482,8 @@ pub struct Scratch {
     /// The object detector's output on this frame's region, every class above a floor: what the
     /// object rules of one camera share (one detector run per frame, not one per rule).
     pub detected: Vec<Object>,
-    /// What `detected` is of: frame time, region, score floor.
-    pub detected_for: Option<(Duration, BBox, f32)>,
+    /// What `detected` is of: frame time, region, score floor, detector (its index in the set).
+    pub detected_for: Option<(Duration, BBox, f32, usize)>,
 }
 
 impl Default for Scratch {

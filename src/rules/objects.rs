@@ -173,6 +173,8 @@ pub const PERSON: &str = "person";
 pub(super) struct Keys<'a> {
     pub id: &'a str,
     pub classes: &'a [String],
+    /// The object model the classes are of (`None`: the pipeline's `models.objects`).
+    pub detector: Option<&'a str>,
     pub threshold: f64,
     pub min_box_px: f64,
     pub dwell_s: f64,
@@ -211,14 +213,44 @@ impl Keys<'_> {
                 ),
             );
         }
-        if let Some(labels) = env.object_labels {
+        let labels = match self.detector {
+            None => env.object_labels,
+            Some(d) if !super::valid_id(d) => {
+                p("detector", format!("{d:?}: a model id is 1-64 characters of A-Z a-z 0-9 - _"));
+                None
+            }
+            Some(d) => match env.detectors.map(|m| m.get(d)) {
+                None => None,
+                Some(Some(Ok(labels))) => Some(&labels[..]),
+                Some(Some(Err(why))) => {
+                    p("detector", why.clone());
+                    None
+                }
+                Some(None) => {
+                    p(
+                        "detector",
+                        format!("object model {d:?} is not loaded by this worker: a new detector needs a restart"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(labels) = labels {
             // COCO's "mouse" is the computer kind: a rule that asks for it wants rodents
             let coco = labels.iter().any(|l| l == "keyboard");
             for (k, class) in self.classes.iter().enumerate() {
                 if !labels.contains(class) {
                     p(
                         &format!("classes[{k}]"),
-                        format!("{class:?} is not a class of the object model (e.g. \"cup\", \"cat\", \"cell phone\")"),
+                        match self.detector {
+                            None => format!(
+                                "{class:?} is not a class of the object model (e.g. \"cup\", \"cat\", \"cell phone\")"
+                            ),
+                            Some(d) => format!(
+                                "{class:?} is not a class of object model {d:?} (its classes: {})",
+                                labels.join(", ")
+                            ),
+                        },
                     );
                 } else if coco && class == "mouse" {
                     p(
@@ -257,6 +289,9 @@ pub struct ObjectRule {
     every_class: Vec<bool>,
     person: Option<u16>,
     labels: Vec<String>,
+    /// The detector (its index in the model set) `labels` are of, once the rule has run: a rule
+    /// naming its own detector takes that detector's class names at its first frame.
+    bound: Option<usize>,
     tracker: Tracker,
     outside_hours: bool,
     /// Where objects that fired were last seen, kept until nothing of its class was seen there
@@ -320,6 +355,7 @@ impl ObjectRule {
             every_class: vec![true; labels.len()],
             person: None,
             labels: labels.to_vec(),
+            bound: None,
             tracker: Tracker::new(0.3, u32::MAX, spec.max_gap, 1),
             outside_hours: false,
             episodes: Vec::new(),
@@ -472,14 +508,26 @@ impl Rule for ObjectRule {
             };
             // one detector run per frame and region for all the camera's object rules: every
             // class above a floor low enough for the usual thresholds
-            let fresh = s.detected_for.is_some_and(|(pts, r, fl)| pts == frame.pts && r == region && fl <= floor);
+            let detector = self.cfg.detector();
+            let (k, m) = set
+                .detector(detector)
+                .with_context(|| format!("object model {} not loaded", detector.unwrap_or("(models.objects)")))?;
+            if self.bound != Some(k) {
+                // the class names of the detector the rule names (the pipeline's by default)
+                self.labels = m.labels().to_vec();
+                self.every_class = vec![true; self.labels.len()];
+                let (cfg, spec) = (self.cfg.clone(), self.spec.clone());
+                self.set(cfg, spec);
+                self.bound = Some(k);
+            }
+            let fresh =
+                s.detected_for.is_some_and(|(pts, r, fl, d)| pts == frame.pts && r == region && fl <= floor && d == k);
             if !fresh {
-                let m = set.objects.as_mut().context("object model not loaded")?;
                 let fl = floor.min(SHARED_FLOOR);
                 let t0 = Instant::now();
                 m.detect_in(frame, region, fl, &self.every_class, &mut s.detected)?;
                 Event::Inference { model: &m.info.id, took: t0.elapsed() }.emit();
-                s.detected_for = Some((frame.pts, region, fl));
+                s.detected_for = Some((frame.pts, region, fl, k));
             }
             s.objects.clear();
             let wanted = &self.wanted;
@@ -703,8 +751,14 @@ mod tests {
 
     #[test]
     fn the_shared_checks_name_the_key() {
-        let env =
-            RuleEnv { object_labels: None, gate: false, gate_recheck_s: 1.0, dirty_head: false, attribute_heads: None };
+        let env = RuleEnv {
+            object_labels: None,
+            gate: false,
+            gate_recheck_s: 1.0,
+            dirty_head: false,
+            attribute_heads: None,
+            detectors: None,
+        };
         let coco: Vec<String> = ["person", "mouse", "keyboard", "cat"].iter().map(|s| s.to_string()).collect();
         let env_coco = RuleEnv { object_labels: Some(&coco), ..env };
         let problems = |toml: &str, env: &RuleEnv| {

@@ -30,6 +30,11 @@ pub struct ObjectPresentRule {
     #[default(strings(&["cat", "dog", "bird"]))]
     #[schemars(length(min = 1, max = 80))]
     pub classes: Vec<String>,
+    /// The object model these classes are of: a detector the site brings (`models/<id>.toml`, a
+    /// rodent or cigarette detector trained elsewhere), beside the pipeline's own. Default: the
+    /// pipeline's object model (`models.objects`). Loaded at start: naming another needs a restart.
+    #[schemars(length(min = 1, max = 64))]
+    pub detector: Option<String>,
     /// Object detector score threshold (NanoDet; 0.35 is upstream's demo value).
     #[default(0.35)]
     #[schemars(range(min = 0, max = 1))]
@@ -84,6 +89,7 @@ impl ObjectPresentRule {
         Keys {
             id: &self.id,
             classes: &self.classes,
+            detector: self.detector.as_deref(),
             threshold: self.threshold,
             min_box_px: self.min_box_px,
             dwell_s: self.dwell_s,
@@ -179,6 +185,7 @@ impl ObjectWithPersonRule {
         Keys {
             id: &self.id,
             classes: &self.classes,
+            detector: None,
             threshold: self.threshold,
             min_box_px: self.min_box_px,
             dwell_s: self.dwell_s,

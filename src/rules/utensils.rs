@@ -90,6 +90,7 @@ impl UtensilsRule {
         Keys {
             id: &self.id,
             classes: &self.classes,
+            detector: None,
             threshold: self.threshold,
             min_box_px: self.min_box_px,
             dwell_s: self.dwell_s,

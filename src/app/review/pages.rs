@@ -17,7 +17,7 @@ use crate::app::i18n::{Lang, Msg, action_msg, kind_msg, location_msg, outcome_ms
 use crate::app::page::{LangQuery, error_page, lang_of, local, opt, page, select};
 use crate::audit_log::{Action, Outcome};
 use crate::config::StatusKind;
-use crate::evidence::review::{Checks, Decision, Refusal, Status};
+use crate::evidence::review::{Checks, Decision, Refusal, Rejection, Status};
 use crate::review::access;
 use crate::review::accounts::Role;
 use crate::review::decide::{DecideError, DecisionRequest, decide};
@@ -358,6 +358,7 @@ pub async fn item(State(svc): State<Arc<App>>, Path(id): Path<String>, a: Page<R
 pub struct Entered {
     pub checks: Checks,
     pub reason: String,
+    pub rejection: Option<Rejection>,
     pub corrects: Option<String>,
     pub error: String,
 }
@@ -428,6 +429,7 @@ async fn item_page(
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             (check_boxes(lang, kept))
                             p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" { (reason) } } }
+                            (rejection_select(lang, kept))
                             p #decision-hint .err role="status" {}
                             p {
                                 @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
@@ -443,6 +445,7 @@ async fn item_page(
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3" value=(kept.and_then(|e| e.corrects.as_deref()).unwrap_or("")); } }
                             p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" { (reason) } } }
+                            (rejection_select(lang, kept))
                             (check_boxes(lang, kept))
                             button type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
                             @if can_approve { button type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
@@ -477,6 +480,33 @@ fn check_boxes(lang: Lang, kept: Option<&Entered>) -> Markup {
     }
 }
 
+/// The kind of a rejection, as the officer left it in a refused form.
+fn rejection_select(lang: Lang, kept: Option<&Entered>) -> Markup {
+    let was = kept.and_then(|e| e.rejection);
+    html! {
+        p {
+            label {
+                (lang.t(Msg::rejection_kind)) " "
+                select #rejection name="rejection" {
+                    option value="" selected[was.is_none()] { (lang.t(Msg::rejection_unsaid)) }
+                    @for r in Rejection::ALL {
+                        option value=(r.name()) selected[was == Some(r)] { (lang.t(rejection_msg(r))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn rejection_msg(r: Rejection) -> Msg {
+    match r {
+        Rejection::FalseAlarm => Msg::rejection_false_alarm,
+        Rejection::Unclear => Msg::rejection_unclear,
+        Rejection::Duplicate => Msg::rejection_duplicate,
+        Rejection::Other => Msg::rejection_other,
+    }
+}
+
 /// The item's decisions so far.
 fn history(svc: &App, lang: Lang, records: &[crate::evidence::review::ReviewRecord]) -> Markup {
     html! {
@@ -494,7 +524,7 @@ fn history(svc: &App, lang: Lang, records: &[crate::evidence::review::ReviewReco
                                 td.d { (r.officer.user) " · " (r.officer.officer_id) }
                                 td { (lang.t(match r.decision { Decision::Approve => Msg::approve, Decision::Reject => Msg::reject, Decision::Reminder => Msg::remind })) }
                                 td { (checks_text(r.checks)) }
-                                td.d { (r.reason) }
+                                td.d { @if let Some(k) = r.rejection { span.tag data-rejection=(k.name()) { (lang.t(rejection_msg(k))) } " " } (r.reason) }
                             }
                         }
                     }
@@ -538,6 +568,7 @@ pub struct DecisionForm {
     complete: Option<String>,
     accurate: Option<String>,
     reason: Option<String>,
+    rejection: Option<String>,
     corrects: Option<String>,
 }
 
@@ -565,6 +596,15 @@ pub async fn decision_form(
             Err(_) => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::corrects_number)),
         },
     };
+    let rejection = match f.rejection.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match Rejection::parse(s) {
+            Some(r) => Some(r),
+            None => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::no_decision)),
+        },
+    };
+    // a kind chosen for a rejection is no error on an approval: the select keeps its value
+    let rejection = rejection.filter(|_| decision == Decision::Reject);
     let on = |v: &Option<String>| v.is_some();
     let req = DecisionRequest {
         decision,
@@ -575,6 +615,7 @@ pub async fn decision_form(
             accurate: on(&f.accurate),
         },
         reason: f.reason.clone().unwrap_or_default(),
+        rejection,
         corrects,
     };
     match decide(&svc, &a.user, &id, &req, &caller.0).await {
@@ -590,6 +631,7 @@ pub async fn decision_form(
             let entered = Entered {
                 checks: req.checks,
                 reason: req.reason.clone(),
+                rejection: req.rejection,
                 corrects: f.corrects.clone(),
                 // the two refusals an officer meets most, in the page's language
                 error: match req.decision {
