@@ -107,12 +107,16 @@ fn scenes(n: usize) -> Vec<Scene> {
         .collect()
 }
 
-/// The camera: the scenes one after another, each for `SHOW_S` seconds.
+/// The camera: the scenes one after another, each for `SHOW_S` seconds, with a second of grey
+/// between them (so that no one is tracked from one scene into the next, and each scene is its
+/// own episode).
 fn slideshow(scenes: &[Scene], path: &Path) {
     let mut frames = Vec::new();
+    let grey = vigil::frame::RgbFrame::from_image(&image::RgbImage::from_pixel(W, H, image::Rgb([128, 128, 128])));
     for s in scenes {
         let f = vigil::frame::RgbFrame::from_image(&s.picture);
         frames.extend(std::iter::repeat_n(f, SHOW_S * FPS));
+        frames.extend(std::iter::repeat_n(grey.clone(), FPS));
     }
     encode_video(
         &frames,

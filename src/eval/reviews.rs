@@ -231,22 +231,21 @@ fn command(a: &Args) -> String {
     )
 }
 
-/// Refits the head of rule `a.rule` from the decided items in the pipeline's store; promotes it
-/// when it beats the current head. Returns the report and the file it was written to.
-pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
-    let p = a.pipeline;
-    let rule = rule_head(p, a.rule)?;
-    let models = &p.models_dir;
-    let current = FittedHead::load(models, &rule.head)?;
-    if !current.hidden_bias.is_empty() || current.views.len() != 1 {
-        bail!("head {}: only a logistic head on one crop view can be refitted from reviews", rule.head);
-    }
+/// The decided items of a rule, as examples, and the rest counted by why they were left out.
+struct Collected {
+    items: usize,
+    left_out: BTreeMap<String, usize>,
+    examples: Vec<Photo>,
+}
+
+/// Reads every item of rule `id` in the pipeline's store: verified, decided, cut as the rule cut it.
+async fn collect(p: &Pipeline, id: &str, rule: &RuleHead, features_model: &str) -> Result<Collected> {
     let store = crate::store::Store::open_with(&p.store_url, &p.settings.store.options, false)?;
     let worker = crate::signing::PublicKey::beside(&p.key_path).context("the workers' public key")?;
     let review = crate::signing::PublicKey::beside(&p.review_key())
         .context("the review service's public key (review.pub beside review.key)")?;
     let o = RuntimeOptions { intra_threads: 2, ..Default::default() };
-    let mut cls = MaskClassifier::load(models, &current.features_model, &o)?;
+    let mut cls = MaskClassifier::load(&p.models_dir, features_model, &o)?;
     let site = &p.settings.site.id;
     let mut items = 0;
     let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
@@ -260,7 +259,7 @@ pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
             *left_out.entry("manifest unreadable".into()).or_default() += 1;
             continue;
         };
-        if m.rule.id != a.rule {
+        if m.rule.id != id {
             continue;
         }
         items += 1;
@@ -268,11 +267,26 @@ pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
             *left_out.entry("item failing verification".into()).or_default() += 1;
             continue;
         }
-        match example(&store, &review, &it, &rule, &mut cls).await {
+        match example(&store, &review, &it, rule, &mut cls).await {
             Ok(e) => examples.push(e),
             Err(why) => *left_out.entry(why.into()).or_default() += 1,
         }
     }
+    Ok(Collected { items, left_out, examples })
+}
+
+/// Refits the head of rule `a.rule` from the decided items in the pipeline's store; promotes it
+/// when it beats the current head. Returns the report and the file it was written to.
+pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
+    let p = a.pipeline;
+    let rule = rule_head(p, a.rule)?;
+    let models = &p.models_dir;
+    let current = FittedHead::load(models, &rule.head)?;
+    if !current.hidden_bias.is_empty() || current.views.len() != 1 {
+        bail!("head {}: only a logistic head on one crop view can be refitted from reviews", rule.head);
+    }
+    let Collected { items, left_out, examples } = collect(p, a.rule, &rule, &current.features_model).await?;
+    let site = &p.settings.site.id;
     let all: Vec<&Photo> = examples.iter().collect();
     let fit: Vec<&Photo> = all.iter().copied().filter(|p| p.fit_part).collect();
     let eval: Vec<&Photo> = all.iter().copied().filter(|p| !p.fit_part).collect();
@@ -320,7 +334,7 @@ pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
     let (l2, candidates) = choose_l2(a.l2s, "cross-validated refits", "cross_validated_fit_part", |l2| {
         cross_validated(&fit, l2, &current)
     })?;
-    let mut head = refit(&current, &fit, l2);
+    let head = refit(&current, &fit, l2);
     let version = current.version.unwrap_or(1) + 1;
     let refit_score = score(&head, &eval, rule.threshold);
     let (old_f1, new_f1) = (report.current.evaluation.f1, refit_score.f1);
@@ -341,21 +355,35 @@ pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
         let file = write_report(models, &rule.head, None, &report)?;
         return Ok((report, file));
     }
-    // the refit's own hash is known once it is written; the report names the head it replaced
-    // and the head names the report
+    // the report names the head it replaces, and the promoted head names the report
     report.refit = Some(HeadScore { version, sha256: String::new(), evaluation: refit_score });
-    let report_file = write_report(models, &rule.head, Some(version), &report)?;
+    let report_file = promote(models, &current, head, &report, fit.len(), l2)?;
+    Ok((report, report_file))
+}
+
+/// Promotes `head` over `current`: writes the report (the head names its hash), keeps the head
+/// it replaces, writes the head and its manifest. Returns the report's file.
+fn promote(
+    models: &Path,
+    current: &FittedHead,
+    mut head: FittedHead,
+    report: &Report,
+    examples: usize,
+    l2: f32,
+) -> Result<PathBuf> {
+    let version = current.version.unwrap_or(1) + 1;
+    let report_file = write_report(models, &current.id, Some(version), report)?;
     let report_sha256 = crate::util::sha256_hex(&std::fs::read(&report_file)?);
-    keep_replaced(models, &current)?;
+    keep_replaced(models, current)?;
     head.kind.clone_from(&current.kind);
     head.version = Some(version);
     head.report_sha256 = Some(report_sha256.clone());
     head.provenance = serde_json::json!({
         "command": report.command,
         "from_reviews": {
-            "rule": a.rule,
-            "site": site,
-            "examples": fit.len(),
+            "rule": report.rule,
+            "site": report.site,
+            "examples": examples,
             "data_sha256": report.data_sha256,
             "report": report_file.file_name().map(|f| f.to_string_lossy().into_owned()),
             "report_sha256": report_sha256,
@@ -365,7 +393,7 @@ pub async fn fit_from_reviews(a: &Args<'_>) -> Result<(Report, PathBuf)> {
         "fitted_by": format!("vigil {}", env!("CARGO_PKG_VERSION")),
     });
     super::fit::write_head(models, &head)?;
-    Ok((report, report_file))
+    Ok(report_file)
 }
 
 /// Writes the report: `<head>.v<version>.report.json` for a promotion, else

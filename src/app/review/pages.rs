@@ -428,8 +428,7 @@ async fn item_page(
                             input type="hidden" name="csrf" value=(a.session.csrf);
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             (check_boxes(lang, kept))
-                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="3" cols="40" maxlength="2000" { (reason) } } }
-                            (rejection_select(lang, kept))
+                            (reason_fields(lang, kept, reason, 3))
                             p #decision-hint .err role="status" {}
                             p {
                                 @if can_approve { button #approve type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
@@ -444,8 +443,7 @@ async fn item_page(
                             input type="hidden" name="csrf" value=(a.session.csrf);
                             @if let Some(e) = kept { p #decision-error .err role="alert" { (e.error) } }
                             p { label { (lang.t(Msg::corrects)) " " input name="corrects" size="3" value=(kept.and_then(|e| e.corrects.as_deref()).unwrap_or("")); } }
-                            p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows="2" cols="40" maxlength="2000" { (reason) } } }
-                            (rejection_select(lang, kept))
+                            (reason_fields(lang, kept, reason, 2))
                             (check_boxes(lang, kept))
                             button type="submit" name="decision" value="reject" { (lang.t(Msg::reject)) }
                             @if can_approve { button type="submit" name="decision" value="approve" { (lang.t(Msg::approve)) } }
@@ -480,10 +478,11 @@ fn check_boxes(lang: Lang, kept: Option<&Entered>) -> Markup {
     }
 }
 
-/// The kind of a rejection, as the officer left it in a refused form.
-fn rejection_select(lang: Lang, kept: Option<&Entered>) -> Markup {
+/// The reason and the kind of a rejection, as the officer left them in a refused form.
+fn reason_fields(lang: Lang, kept: Option<&Entered>, reason: &str, rows: u32) -> Markup {
     let was = kept.and_then(|e| e.rejection);
     html! {
+        p { label { (lang.t(Msg::reason)) br; textarea name="reason" rows=(rows) cols="40" maxlength="2000" { (reason) } } }
         p {
             label {
                 (lang.t(Msg::rejection_kind)) " "
