@@ -592,6 +592,10 @@ pub fn param_zh(k: crate::rules::RuleKind, key: &str) -> Option<(&'static str, &
         (ObjectPresent | ObjectWithPerson | AttributeMissing, "episode_gap_s") => {
             ("同段间隔（秒）", "触发后，同类对象在此时长内于区域内任何位置再出现，仍属同一段，不再触发")
         }
+        (ObjectPresent, "detector") => (
+            "检测模型",
+            "这些类别所属的目标检测模型（models/<id>.toml，本单位自带的检测器，如鼠类检测）；留空为管道的目标模型，更换需重启",
+        ),
         (ObjectWithPerson, "person_threshold") => ("人体检测阈值", "判定持有者所用的人体检测得分阈值"),
         (ObjectWithPerson, "overlap") => ("重叠比例", "物体框被人体框覆盖的最低比例（0.5 即至少一半）"),
         (ObjectPresent | ObjectWithPerson | AttributeMissing, "working_hours") => {

@@ -96,8 +96,17 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             let p = pipeline(&p)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(crate::app::serve(p, crate::app::ServeOptions { listen, instance: instance_id }))?;
+            Ok(ExitCode::SUCCESS)
         }
-        Cmd::User(UserCmd::Add { name, pipeline: p, role, officer_id, password_stdin: _ }) => {
+        Cmd::User(u) => user(u).map(|()| ExitCode::SUCCESS),
+        Cmd::Audit { pipeline: p, json } => audit(&pipeline(&p)?, json),
+    }
+}
+
+/// `vigil review user …`: the accounts file.
+fn user(c: UserCmd) -> anyhow::Result<()> {
+    match c {
+        UserCmd::Add { name, pipeline: p, role, officer_id, password_stdin: _ } => {
             let p = pipeline(&p)?;
             let pw = password_from_stdin()?;
             let path = p.review_users();
@@ -106,7 +115,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             a.save(&path)?;
             println!("added {name} ({}) to {}", role.name(), path.display());
         }
-        Cmd::User(UserCmd::Passwd { name, pipeline: p, password_stdin: _ }) => {
+        UserCmd::Passwd { name, pipeline: p, password_stdin: _ } => {
             let p = pipeline(&p)?;
             let pw = password_from_stdin()?;
             let path = p.review_users();
@@ -115,7 +124,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             a.save(&path)?;
             println!("new password set for {name}; its open sessions are ended");
         }
-        Cmd::User(UserCmd::Role { name, pipeline: p, role }) => {
+        UserCmd::Role { name, pipeline: p, role } => {
             let p = pipeline(&p)?;
             let path = p.review_users();
             let mut a = Accounts::load(&path)?;
@@ -123,7 +132,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             a.save(&path)?;
             println!("{name} is now {}; its open sessions are ended", role.name());
         }
-        Cmd::User(UserCmd::Disable { name, pipeline: p }) => {
+        UserCmd::Disable { name, pipeline: p } => {
             let p = pipeline(&p)?;
             let path = p.review_users();
             let mut a = Accounts::load(&path)?;
@@ -131,7 +140,7 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
             a.save(&path)?;
             println!("disabled {name}");
         }
-        Cmd::User(UserCmd::List { pipeline: p }) => {
+        UserCmd::List { pipeline: p } => {
             let p = pipeline(&p)?;
             let a = Accounts::load(&p.review_users())?;
             println!("{:<20} {:<9} {:<20} {:<9} created", "name", "role", "officer id", "state");
@@ -146,57 +155,56 @@ pub fn run(c: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Cmd::Audit { pipeline: p, json } => {
-            let p = pipeline(&p)?;
-            let store = crate::store::Store::open(&p.store_url, &p.settings.store.options)?;
-            let key = review_public_key(&p)?;
-            let site = p.settings.site.id.clone();
-            let log = block_on(async {
-                let mut log = crate::audit_log::read(&store, &key, &site).await?;
-                // the published head: a log that ends before it was truncated
-                if let Some(n) = &p.nats {
-                    let stream = p.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
-                    if let Err(e) =
-                        crate::audit_log::check_stream_head(&store, &mut log, (n, &stream), &site, &key).await
-                    {
-                        eprintln!("WARNING not compared with the stream: {e:#}");
-                    }
-                }
-                anyhow::Ok(log)
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&log)?);
-            } else {
-                for e in &log.entries {
-                    println!(
-                        "{:>6}  {}  {:<12} {:<14} {:<18} {:<7} {}  {}  {}",
-                        e.seq,
-                        e.time_utc,
-                        crate::util::printable(&e.user, 64),
-                        e.officer_id,
-                        serde_json::to_string(&e.action)?.trim_matches('"'),
-                        serde_json::to_string(&e.outcome)?.trim_matches('"'),
-                        e.evidence_id.as_deref().unwrap_or("-"),
-                        crate::util::printable(&e.detail, 1024),
-                        e.client
-                    );
-                }
-                for pr in &log.problems {
-                    println!("FAIL {pr}");
-                }
-                if let Some(h) = &log.head_checked {
-                    println!("compared with head {h}");
-                }
-                println!(
-                    "{} entries; {}",
-                    log.entries.len(),
-                    if log.problems.is_empty() { "chain and signatures OK" } else { "FAILED" }
-                );
-            }
-            return Ok(if log.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
-        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// `vigil review audit`: the access log, checked (chain, signatures, the published head).
+fn audit(p: &crate::config::Pipeline, json: bool) -> anyhow::Result<ExitCode> {
+    let store = crate::store::Store::open(&p.store_url, &p.settings.store.options)?;
+    let key = review_public_key(p)?;
+    let site = p.settings.site.id.clone();
+    let log = block_on(async {
+        let mut log = crate::audit_log::read(&store, &key, &site).await?;
+        // the published head: a log that ends before it was truncated
+        if let Some(n) = &p.nats {
+            let stream = p.settings.publish.stream.clone().unwrap_or_else(|| "VIGIL".into());
+            if let Err(e) = crate::audit_log::check_stream_head(&store, &mut log, (n, &stream), &site, &key).await {
+                eprintln!("WARNING not compared with the stream: {e:#}");
+            }
+        }
+        anyhow::Ok(log)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&log)?);
+    } else {
+        for e in &log.entries {
+            println!(
+                "{:>6}  {}  {:<12} {:<14} {:<18} {:<7} {}  {}  {}",
+                e.seq,
+                e.time_utc,
+                crate::util::printable(&e.user, 64),
+                e.officer_id,
+                serde_json::to_string(&e.action)?.trim_matches('"'),
+                serde_json::to_string(&e.outcome)?.trim_matches('"'),
+                e.evidence_id.as_deref().unwrap_or("-"),
+                crate::util::printable(&e.detail, 1024),
+                e.client
+            );
+        }
+        for pr in &log.problems {
+            println!("FAIL {pr}");
+        }
+        if let Some(h) = &log.head_checked {
+            println!("compared with head {h}");
+        }
+        println!(
+            "{} entries; {}",
+            log.entries.len(),
+            if log.problems.is_empty() { "chain and signatures OK" } else { "FAILED" }
+        );
+    }
+    Ok(if log.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The review service's public key of a pipeline (`review.pub` beside `review.key`).

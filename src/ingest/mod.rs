@@ -297,6 +297,13 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
         }
     }
 
+    set_callbacks(&enc_sink, &ana_sink, sh);
+    Ok(Built { pipeline })
+}
+
+/// The two sinks hand their samples to the camera's shared state, for this run of the pipeline
+/// only (a sample of an earlier run, after a restart, is refused as flushing).
+fn set_callbacks(enc_sink: &gst_app::AppSink, ana_sink: &gst_app::AppSink, sh: &Arc<Shared>) {
     let (s, run) = (sh.clone(), sh.run.load(Ordering::SeqCst));
     enc_sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -326,7 +333,6 @@ fn build(cam: &Camera, analysis: &AnalysisConfig, sh: &Arc<Shared>) -> Result<Bu
             })
             .build(),
     );
-    Ok(Built { pipeline })
 }
 
 /// Adds a camera source (`name`: "main" or "sub", which errors and health name) whose video pad

@@ -365,29 +365,7 @@ pub async fn verify_against(
         return Ok(report);
     };
     // the access logs first: they commit to decisions and name the items officers saw
-    let sites: BTreeSet<String> = items.iter().map(|i| i.site.clone()).collect();
-    let mut logs = Vec::new();
-    for site in sites {
-        let mut log = crate::audit_log::read(store, rk, &site).await?;
-        if let Some((n, stream)) = nats
-            && let Err(e) = crate::audit_log::check_stream_head(store, &mut log, (n, stream), &site, rk).await
-        {
-            report.warnings.push(format!("access log of {site}: not compared with the stream: {e:#}"));
-        }
-        report.access_log_entries += log.entries.len();
-        if let Some(h) = &log.head_checked {
-            report.checked_against.push(format!("access log of {site}: head {h}"));
-        }
-        for p in &log.problems {
-            report.problems.push(Problem {
-                camera: "-".into(),
-                evidence_id: None,
-                seq: None,
-                what: format!("access log: {p}"),
-            });
-        }
-        logs.push(log);
-    }
+    let logs = access_logs(store, rk, nats, &items, &mut report).await?;
     let mut by_item: BTreeMap<&str, Vec<&crate::audit_log::AccessEntry>> = BTreeMap::new();
     for e in logs.iter().flat_map(|l| &l.entries) {
         if let Some(id) = &e.evidence_id {
@@ -452,6 +430,41 @@ pub async fn verify_against(
     }
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// The access log of every site `items` are of, checked (and against the stream's published head
+/// when `nats` is given); their problems and what they were compared with go into `report`.
+async fn access_logs(
+    store: &Store,
+    rk: &PublicKey,
+    nats: Option<&(crate::util::nats::Endpoint, String)>,
+    items: &[Item],
+    report: &mut Report,
+) -> Result<Vec<crate::audit_log::LogReport>> {
+    let sites: BTreeSet<String> = items.iter().map(|i| i.site.clone()).collect();
+    let mut logs = Vec::new();
+    for site in sites {
+        let mut log = crate::audit_log::read(store, rk, &site).await?;
+        if let Some((n, stream)) = nats
+            && let Err(e) = crate::audit_log::check_stream_head(store, &mut log, (n, stream), &site, rk).await
+        {
+            report.warnings.push(format!("access log of {site}: not compared with the stream: {e:#}"));
+        }
+        report.access_log_entries += log.entries.len();
+        if let Some(h) = &log.head_checked {
+            report.checked_against.push(format!("access log of {site}: head {h}"));
+        }
+        for p in &log.problems {
+            report.problems.push(Problem {
+                camera: "-".into(),
+                evidence_id: None,
+                seq: None,
+                what: format!("access log: {p}"),
+            });
+        }
+        logs.push(log);
+    }
+    Ok(logs)
 }
 
 /// One item verified now: its own problems and those of its chain position.
