@@ -273,6 +273,19 @@ fn officers_decisions_refit_the_head_and_it_is_promoted_only_when_better() {
         let person = vigil::frame::BBox { x1: f("x1"), y1: f("y1"), x2: f("x2"), y2: f("y2") };
         decided.push((id, label(scene, person)));
     }
+    // the kind of a rejection is one of four, and only with a rejection
+    let first = &decided[0].0;
+    let r = alice.post(
+        &format!("/api/evidence/{first}/decision"),
+        &serde_json::json!({"decision": "reject", "reason": "x", "rejection": "not_a_kind"}),
+    );
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
+    let r = alice.post(
+        &format!("/api/evidence/{first}/decision"),
+        &serde_json::json!({"decision": "approve", "checks": {"true": true, "clear": true, "complete": true, "accurate": true}, "rejection": "false_alarm"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("only with a rejection"), "{}", r.text());
     // a refit from a handful of decisions is refused, and the head is left as it was
     let (before, _) = head_json(&models);
     for (id, l) in decided.iter().take(2) {
@@ -285,6 +298,13 @@ fn officers_decisions_refit_the_head_and_it_is_promoted_only_when_better() {
     assert_eq!(head_json(&models).0, before, "a refused refit leaves the head");
     for (id, l) in decided.iter().skip(2) {
         decide(id, *l);
+    }
+    // the kind is in the signed record and on the item's page
+    if let Some((id, _)) = decided.iter().find(|d| d.1 == Some(false)) {
+        let page = alice.get(&format!("/evidence/{id}"));
+        assert!(page.text().contains("data-rejection=\"false_alarm\">误报（无违规）"), "{}", page.text());
+        let item = alice.get(&format!("/api/evidence/{id}")).json();
+        assert!(item.to_string().contains("\"rejection\":\"false_alarm\""), "{item}");
     }
     drop(alice);
     drop(bob);
