@@ -633,6 +633,47 @@ privacy_mask = "none"
     assert!(!ok && out.contains("cameras[0].rules[0].head") && out.contains("hat-attribute-head.toml"), "{out}");
 }
 
+/// Writes a face detector made in a test (`<id>.onnx`) with its manifest (`<id>.toml`): 64×64
+/// input, `outputs` in order, `(color, mean, std)`; returns the manifest's text.
+fn face_detector(
+    dir: &std::path::Path,
+    id: &str,
+    model: &[u8],
+    decoder: &str,
+    outputs: &[&str],
+    input: &str,
+    (color, mean, std): (&str, [f32; 3], [f32; 3]),
+) -> String {
+    std::fs::write(dir.join(format!("{id}.onnx")), model).unwrap();
+    let quoted: Vec<String> = outputs.iter().map(|n| format!("{n:?}")).collect();
+    let manifest = format!(
+        r#"id = "{id}"
+file = "{id}.onnx"
+sha256 = "{}"
+task = "face_detection"
+decoder = "{decoder}"
+licence = "test graph"
+source = "made by tests/models.rs"
+outputs = [{}]
+labels = ["face"]
+[input]
+name = "{input}"
+layout = "NCHW"
+color = "{color}"
+width = 64
+height = 64
+multiple_of = 32
+mean = {mean:?}
+std = {std:?}
+resize = "bilinear stretch"
+"#,
+        vigil::util::sha256_hex(model),
+        quoted.join(", ")
+    );
+    std::fs::write(dir.join(format!("{id}.toml")), &manifest).unwrap();
+    manifest
+}
+
 /// A site's SCRFD-style face detector (`decoder = "scrfd"`: per stride 8, 16, 32 scores, box
 /// distances and landmarks, two anchors per cell), made here with known outputs and decoded
 /// through ONNX Runtime and `detect_in`: boxes and landmarks from the anchor centres, NMS, mapped
@@ -670,33 +711,8 @@ fn a_sites_scrfd_face_detector_is_decoded_from_its_manifest() {
     }
     let outs: Vec<(&str, &[i64], &[f32])> = outputs.iter().map(|(n, s, v)| (*n, &s[..], *v)).collect();
     let model = onnx::constant_outputs("input.1", &[1, 3, 64, 64], &outs);
-    std::fs::write(d.path().join("site-scrfd.onnx"), &model).unwrap();
-    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-    let manifest = format!(
-        r#"id = "site-scrfd"
-file = "site-scrfd.onnx"
-sha256 = "{}"
-task = "face_detection"
-decoder = "scrfd"
-licence = "test graph"
-source = "made by tests/models.rs"
-outputs = [{}]
-labels = ["face"]
-[input]
-name = "input.1"
-layout = "NCHW"
-color = "RGB"
-width = 64
-height = 64
-multiple_of = 32
-mean = [127.5, 127.5, 127.5]
-std = [128.0, 128.0, 128.0]
-resize = "bilinear stretch"
-"#,
-        vigil::util::sha256_hex(&model),
-        quoted.join(", ")
-    );
-    std::fs::write(d.path().join("site-scrfd.toml"), &manifest).unwrap();
+    let manifest =
+        face_detector(d.path(), "site-scrfd", &model, "scrfd", &names, "input.1", ("RGB", [127.5; 3], [128.0; 3]));
     let mut det =
         FaceDetector::load(d.path(), "site-scrfd", &RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
     let frame = RgbFrame::from_image(&image::RgbImage::new(128, 128));
@@ -744,31 +760,9 @@ fn a_sites_retinaface_face_detector_is_decoded_from_its_prior_boxes() {
     let outs: Vec<(&str, &[i64], &[f32])> =
         vec![("loc", &shapes[0], &loc), ("conf", &shapes[1], &conf), ("landms", &shapes[2], &landms)];
     let model = onnx::constant_outputs("input0", &[1, 3, 64, 64], &outs);
-    std::fs::write(d.path().join("site-retinaface.onnx"), &model).unwrap();
-    let manifest = format!(
-        r#"id = "site-retinaface"
-file = "site-retinaface.onnx"
-sha256 = "{}"
-task = "face_detection"
-decoder = "retinaface"
-licence = "test graph"
-source = "made by tests/models.rs"
-outputs = ["loc", "conf", "landms"]
-labels = ["face"]
-[input]
-name = "input0"
-layout = "NCHW"
-color = "BGR"
-width = 64
-height = 64
-multiple_of = 32
-mean = [104.0, 117.0, 123.0]
-std = [1.0, 1.0, 1.0]
-resize = "bilinear stretch"
-"#,
-        vigil::util::sha256_hex(&model)
-    );
-    std::fs::write(d.path().join("site-retinaface.toml"), &manifest).unwrap();
+    let bgr = ("BGR", [104.0, 117.0, 123.0], [1.0; 3]);
+    let manifest =
+        face_detector(d.path(), "site-retinaface", &model, "retinaface", &["loc", "conf", "landms"], "input0", bgr);
     let mut det =
         FaceDetector::load(d.path(), "site-retinaface", &RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
     let frame = RgbFrame::from_image(&image::RgbImage::new(128, 128));
@@ -787,15 +781,7 @@ resize = "bilinear stretch"
     let outs: Vec<(&str, &[i64], &[f32])> =
         vec![("loc", &[1, 2, 4], &small), ("conf", &[1, 2, 2], &small[..4]), ("landms", &[1, 2, 10], &[0.0; 20])];
     let model = onnx::constant_outputs("input0", &[1, 3, 64, 64], &outs);
-    std::fs::write(d.path().join("site-retinaface.onnx"), &model).unwrap();
-    std::fs::write(
-        d.path().join("site-retinaface.toml"),
-        manifest.replace(
-            &manifest[manifest.find("sha256").unwrap()..manifest.find("task").unwrap()],
-            &format!("sha256 = \"{}\"\n", vigil::util::sha256_hex(&model)),
-        ),
-    )
-    .unwrap();
+    face_detector(d.path(), "site-retinaface", &model, "retinaface", &["loc", "conf", "landms"], "input0", bgr);
     let mut det = FaceDetector::load(d.path(), "site-retinaface", &RuntimeOptions::default()).unwrap();
     let e = det.detect(&frame, 0.5).err().unwrap();
     assert!(format!("{e:#}").contains("site-retinaface") && format!("{e:#}").contains("168 priors"), "{e:#}");
