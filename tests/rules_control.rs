@@ -377,3 +377,37 @@ fn the_per_frame_hot_path_makes_no_heap_allocation_after_warm_up() {
         stats.hot_allocations.get()
     );
 }
+
+/// `vigil eval-clips --encodes`: each labelled clip scored as recorded and re-encoded the way other
+/// cameras send it (here H.265 at 300 kbit/s and MPEG-4 Part 2), one row per encode; an encode it
+/// does not know is refused, naming it.
+#[test]
+fn eval_clips_scores_each_clip_as_recorded_and_re_encoded() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("tests/labels/astronaut-pan.toml"), d.path().join("astronaut-pan.toml")).unwrap();
+    let labels = d.path().to_str().unwrap();
+    let (code, out, err) =
+        run_capture(&["eval-clips", "--labels", labels, "--encodes", "h265-300,mpeg4-800"], Duration::from_secs(300));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| encode")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    fn cells(r: &str) -> Vec<&str> {
+        r.split('|').map(str::trim).skip(1).collect()
+    }
+    assert_eq!(cells(rows[0])[0], "as recorded");
+    assert_eq!(cells(rows[0])[2..6], ["1 of 1", "1", "0", "none"], "{out}");
+    // the bitrate the encode reached, measured on the file
+    let kbps: f64 = cells(rows[1])[1].parse().unwrap();
+    assert!((30.0..=600.0).contains(&kbps), "{out}");
+    assert!(rows[1].starts_with("| H.265 300 kbit/s | "), "{out}");
+    assert!(rows[2].starts_with("| MPEG-4 Part 2 800 kbit/s | "), "{out}");
+    // an encode with a different number of events names the clip
+    for r in &rows[1..] {
+        assert!(r.ends_with("| none |") || r.ends_with("| astronaut-pan |"), "{r}");
+        assert!(!r.contains("| 1 of 1 | 1 |") || r.ends_with("| none |"), "{r}");
+    }
+    let (code, _, err) =
+        run_capture(&["eval-clips", "--labels", labels, "--encodes", "vp9-300"], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert!(err.contains("\"vp9-300\": the codec is h264, h265 or mpeg4"), "{err}");
+}

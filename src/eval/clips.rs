@@ -54,6 +54,9 @@ pub struct EventScore {
     pub per_clip: Vec<(String, Vec<f64>)>,
     /// The same counts per rule kind.
     pub by_kind: std::collections::BTreeMap<&'static str, KindScore>,
+    /// The clips' video files: bytes and seconds (the bitrate an encode reached).
+    pub video_bytes: u64,
+    pub video_s: f64,
 }
 
 /// Event counts of one rule kind over its labelled clips.
@@ -95,12 +98,14 @@ fn label_rule(f: &Path, label: &toml::Table, p: &Pipeline) -> Result<RuleConfig>
     t.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [rule]: {}", f.display(), e.message()))
 }
 
-/// Runs the full rule (detection, tracking, temporal rule, cooldown/dwell) over each labelled
-/// clip's analysis frames for each variant, as the pipeline `p` configures it: its models (and
-/// fitted head), analysis rate and width, motion gating, and its rules' parameters under the
-/// label's; scores fires against the labelled intervals. The first variant is the pipeline as
-/// configured; the others switch gating and the temporal rule.
-pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Result<Vec<EventScore>> {
+/// The labels of a folder with the rule each evaluates, and one copy of the models they need.
+struct Prepared {
+    labelled: Vec<(PathBuf, ClipLabel, RuleConfig)>,
+    pool: crate::detect::ModelPool,
+    label_names: Vec<String>,
+}
+
+fn prepare(labels: &Path, p: &Pipeline) -> Result<Prepared> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(labels)
         .with_context(|| format!("labels folder {}", labels.display()))?
         .flatten()
@@ -114,7 +119,7 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
         let label: ClipLabel =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.message()))?;
         let base = label_rule(f, &label.rule, p)?;
-        labelled.push((f, label, base));
+        labelled.push((f.clone(), label, base));
     }
     let o = crate::detect::RuntimeOptions::default();
     let (m, dir) = (&p.settings.models, &p.models_dir);
@@ -130,10 +135,36 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
             .map(|d| crate::detect::ObjectDetector::load(dir, d, &o))
             .collect::<Result<_>>()?,
     };
+    let label_names = set.objects.as_ref().map(|d| d.labels().to_vec()).unwrap_or_default();
+    Ok(Prepared { labelled, pool: crate::detect::ModelPool::new(vec![set]), label_names })
+}
+
+/// The clip a label names: `shared:<path>` under `data`, else under `repo`; missing is an error.
+fn clip_path(f: &Path, label: &ClipLabel, data: &Path, repo: &Path) -> Result<PathBuf> {
+    let path = match label.clip.strip_prefix("shared:") {
+        Some(rel) => data.join(rel),
+        None => repo.join(&label.clip),
+    };
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: clip {} is missing (shared data is expected at {})",
+            f.display(),
+            path.display(),
+            data.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Runs the full rule (detection, tracking, temporal rule, cooldown/dwell) over each labelled
+/// clip's analysis frames for each variant, as the pipeline `p` configures it: its models (and
+/// fitted head), analysis rate and width, motion gating, and its rules' parameters under the
+/// label's; scores fires against the labelled intervals. The first variant is the pipeline as
+/// configured; the others switch gating and the temporal rule.
+pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Result<Vec<EventScore>> {
+    let Prepared { labelled, pool, label_names } = prepare(labels, p)?;
     let (fps, width) = (p.settings.analysis.fps, p.settings.analysis.width);
     let configured_gate = p.settings.analysis.gate_settings();
-    let label_names = set.objects.as_ref().map(|d| d.labels().to_vec()).unwrap_or_default();
-    let pool = crate::detect::ModelPool::new(vec![set]);
     // (name, gating, motion regions, temporal rule; None: as the pipeline's rule says)
     let configured = format!("as configured ({})", p.file.display());
     let variants: [(&str, bool, bool, Option<Temporal>); 6] = [
@@ -146,21 +177,10 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
     ];
     let mut scores: Vec<EventScore> =
         variants.iter().map(|v| EventScore { variant: v.0.into(), ..Default::default() }).collect();
-    let bar = crate::util::progress::bar(files.len() as u64, "clips");
+    let bar = crate::util::progress::bar(labelled.len() as u64, "clips");
     for (f, label, base) in &labelled {
         bar.inc(1);
-        let path = match label.clip.strip_prefix("shared:") {
-            Some(rel) => data.join(rel),
-            None => repo.join(&label.clip),
-        };
-        if !path.is_file() {
-            anyhow::bail!(
-                "{}: clip {} is missing (shared data is expected at {})",
-                f.display(),
-                path.display(),
-                data.display()
-            );
-        }
+        let path = clip_path(f, label, data, repo)?;
         let frames = crate::ingest::analysis_frames(&path, fps, width)?;
         let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         // (gating, regions, temporal rule) → what that run gave: the temporal variants change
@@ -178,25 +198,82 @@ pub fn eval_clips(labels: &Path, data: &Path, p: &Pipeline, repo: &Path) -> Resu
             };
             let Run { fires, took, stats } = run;
             let s = &mut scores[k];
-            let before = (s.intervals, s.detected, s.fires, s.false_fires);
-            score_clip(s, &label.violations, &fires);
-            let kind = s.by_kind.entry(base.kind().name()).or_default();
-            kind.clips += 1;
-            kind.intervals += s.intervals - before.0;
-            kind.detected += s.detected - before.1;
-            kind.fires += s.fires - before.2;
-            kind.false_fires += s.false_fires - before.3;
-            s.inferred += stats[0];
-            s.gated += stats[1];
-            s.partial += stats[2];
-            s.detections += stats[3];
-            s.frames += frames.len() as u64;
-            s.analysis_s += took;
+            add_run(s, base.kind(), &label.violations, &fires, took, stats, frames.len());
             s.per_clip.push((name.clone(), fires));
         }
     }
     bar.finish_and_clear();
     Ok(scores)
+}
+
+/// Each labelled clip as it is and re-encoded as each of `encodes` (into `work`), evaluated as
+/// the pipeline is configured: the first score is the clips as they are, then one per encode. A
+/// camera's codec must not decide whether a violation is seen.
+pub fn eval_encodes(
+    labels: &Path,
+    data: &Path,
+    p: &Pipeline,
+    repo: &Path,
+    encodes: &[crate::ingest::files::Encode],
+    work: &Path,
+) -> Result<Vec<EventScore>> {
+    let Prepared { labelled, pool, label_names } = prepare(labels, p)?;
+    let (fps, width) = (p.settings.analysis.fps, p.settings.analysis.width);
+    let gate = p.settings.analysis.gate_settings();
+    let mut scores: Vec<EventScore> = std::iter::once("as recorded".to_string())
+        .chain(encodes.iter().map(|e| e.name()))
+        .map(|variant| EventScore { variant, ..Default::default() })
+        .collect();
+    let bar = crate::util::progress::bar((labelled.len() * scores.len()) as u64, "clips × encodes");
+    for (f, label, base) in &labelled {
+        let path = clip_path(f, label, data, repo)?;
+        let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        for (k, s) in scores.iter_mut().enumerate() {
+            bar.inc(1);
+            let file = match k {
+                0 => path.clone(),
+                _ => crate::ingest::files::transcode(&path, work, encodes[k - 1])?,
+            };
+            let frames = crate::ingest::analysis_frames(&file, fps, width)?;
+            s.video_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            s.video_s += frames.len() as f64 / fps;
+            let Run { fires, took, stats } =
+                run_clip(f, &name, &frames, base, None, gate.enabled, gate.regions, p, &pool, &label_names)?;
+            add_run(s, base.kind(), &label.violations, &fires, took, stats, frames.len());
+            s.per_clip.push((name.clone(), fires));
+            if k > 0 {
+                std::fs::remove_file(&file).ok();
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(scores)
+}
+
+/// Adds one run's fires, counts and time to `s` (and to its rule kind's counts).
+fn add_run(
+    s: &mut EventScore,
+    kind: RuleKind,
+    violations: &[Interval],
+    fires: &[f64],
+    took: f64,
+    stats: [u64; 4],
+    frames: usize,
+) {
+    let before = (s.intervals, s.detected, s.fires, s.false_fires);
+    score_clip(s, violations, fires);
+    let k = s.by_kind.entry(kind.name()).or_default();
+    k.clips += 1;
+    k.intervals += s.intervals - before.0;
+    k.detected += s.detected - before.1;
+    k.fires += s.fires - before.2;
+    k.false_fires += s.false_fires - before.3;
+    s.inferred += stats[0];
+    s.gated += stats[1];
+    s.partial += stats[2];
+    s.detections += stats[3];
+    s.frames += frames as u64;
+    s.analysis_s += took;
 }
 
 /// What makes two runs of a rule over a clip the same: gating, motion regions, temporal rule.
