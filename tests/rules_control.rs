@@ -389,7 +389,8 @@ fn eval_clips_scores_each_clip_as_recorded_and_re_encoded() {
     let (code, out, err) =
         run_capture(&["eval-clips", "--labels", labels, "--encodes", "h265-300,mpeg4-800"], Duration::from_secs(300));
     assert_eq!(code, 0, "{out}\n{err}");
-    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| encode")).collect();
+    let rows: Vec<&str> =
+        out.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| encode") && !l.starts_with("| ---")).collect();
     assert_eq!(rows.len(), 3, "{out}");
     fn cells(r: &str) -> Vec<&str> {
         r.split('|').map(str::trim).skip(1).collect()
