@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::logistic::refit_logistic;
 use super::metrics::Prf;
-use super::photos::{Photo, choose_l2, data_hash, features_of, prf, rows};
+use super::photos::{Photo, choose_l2, data_hash, features_of, rows, score};
 use crate::config::Pipeline;
 use crate::detect::{FittedHead, MaskClassifier, RuntimeOptions};
 use crate::evidence::manifest::ItemFile;
@@ -212,11 +212,6 @@ fn refit(head: &FittedHead, photos: &[&Photo], l2: f32) -> FittedHead {
     let (x, y) = rows(photos, true);
     let fitted = refit_logistic(&x, &y, l2, (&head.mean, &head.std, &head.weights, head.bias), 300);
     FittedHead::logistic(&head.id, &head.features_model, fitted, head.views.clone())
-}
-
-fn score(head: &FittedHead, photos: &[&Photo], threshold: f32) -> Prf {
-    let pairs: Vec<(f32, bool)> = photos.iter().map(|p| (head.predict(&p.features), p.positive)).collect();
-    prf(&pairs, threshold)
 }
 
 /// The command that makes this refit again.
