@@ -324,6 +324,7 @@ catalogue! {
     key_id: "密钥", "key";
     no_such_item: "没有这条证据", "No such evidence item";
     no_decision: "未选择审核决定", "No decision chosen";
+    bad_rejection: "驳回类别无效", "Not a kind of rejection";
     corrects_number: "更正项须为本人决定的序号", "Corrects: the number of one of your decisions";
     rsn_no_legal_review: "无法制审核记录", "no legal review on record";
     rsn_no_technical_review: "无技术审核记录", "no technical review on record";

@@ -170,10 +170,10 @@ async fn example(
     if snap.bytes > crate::util::fsx::limits::IMAGE {
         return Err("snapshot too large");
     }
-    let bytes = store.get(&snap.key).await.map_err(|_| "snapshot unreadable")?;
-    if crate::util::sha256_hex(&bytes) != snap.sha256 {
-        return Err("snapshot failing verification");
-    }
+    let bytes = crate::verify::read_artifact(store, snap)
+        .await
+        .map_err(|_| "snapshot unreadable")?
+        .ok_or("snapshot failing verification")?;
     let img = image::load_from_memory(&bytes).map_err(|_| "snapshot not an image")?.to_rgb8();
     let trigger = m.detections.iter().find(|d| d.trigger).ok_or("no trigger detection")?;
     let frame = RgbFrame::from_image(&img);

@@ -176,6 +176,13 @@ pub async fn list_items(store: &Store) -> Result<Vec<Item>> {
     Ok(by_dir.into_values().collect())
 }
 
+/// The stored bytes of an artifact a signed manifest names, when they still have its SHA-256
+/// (`None`: they differ from the manifest).
+pub async fn read_artifact(store: &Store, a: &crate::evidence::manifest::Artifact) -> Result<Option<bytes::Bytes>> {
+    let bytes = store.get(&a.key).await?;
+    Ok((sha256_hex(&bytes) == a.sha256).then_some(bytes))
+}
+
 /// Reads and checks an item's manifest and signature (not the artifacts).
 pub async fn load_manifest(store: &Store, key: &PublicKey, it: &mut Item) {
     let (mf, sf) = (ItemFile::Manifest.file_name(), ItemFile::Signature.file_name());

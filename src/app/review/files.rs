@@ -46,14 +46,12 @@ async fn verified(svc: &App, id: &str, name: &str) -> Result<(bytes::Bytes, Stri
             format!("{name} of {id} fails verification: {}", it.problems.join("; ")),
         ));
     };
-    let bytes = svc.store.get(&art.key).await.map_err(ApiError::internal)?;
-    if crate::util::sha256_hex(&bytes) != art.sha256 {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("{name} of {id}: its SHA-256 differs from the signed manifest"),
-        ));
+    match crate::verify::read_artifact(&svc.store, &art).await.map_err(ApiError::internal)? {
+        Some(bytes) => Ok((bytes, art.sha256)),
+        None => {
+            Err(ApiError(StatusCode::CONFLICT, format!("{name} of {id}: its SHA-256 differs from the signed manifest")))
+        }
     }
-    Ok((bytes, art.sha256))
 }
 
 /// Whether this session's reads of `(id, what)` are due an access-log entry: the first read, and

@@ -599,7 +599,7 @@ pub async fn decision_form(
         None => None,
         Some(s) => match Rejection::parse(s) {
             Some(r) => Some(r),
-            None => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::no_decision)),
+            None => return error_page(lang, Some(&a.user), StatusCode::BAD_REQUEST, lang.t(Msg::bad_rejection)),
         },
     };
     // a kind chosen for a rejection is no error on an approval: the select keeps its value
